@@ -1,0 +1,223 @@
+//! `pmctl`: the pipeline-manager command line.
+//!
+//! Exit codes: 0 success, 1 the server or the connection failed, 64 bad usage, 65 a task file is invalid
+//! (then nothing was submitted). Errors are one line on stderr.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pm_client::{Client, ConnectOptions};
+use pm_protocol::pb::TaskSpec;
+use pm_protocol::pipeline::task_spec_from_json;
+use pm_protocol::ErrorCode;
+
+/// pipeline-manager command line.
+#[derive(Debug, Parser)]
+#[command(name = "pmctl", version, about)]
+struct Cli {
+    /// Scheduler address.
+    #[arg(long, global = true, env = "PM_SERVER", default_value = "127.0.0.1:7070")]
+    server: String,
+    /// Bearer token for the scheduler.
+    #[arg(long, global = true, env = "PM_TOKEN", default_value = "", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Submit task files (JSON: one task, or an array of tasks; `-` reads stdin). Prints one task id per line.
+    ///
+    /// Every file is validated first: if any is invalid, nothing is submitted.
+    Submit {
+        /// Task files.
+        #[arg(required = true)]
+        files: Vec<String>,
+        /// Put every task on this queue (overrides the file's `queue`).
+        #[arg(long)]
+        queue: Option<String>,
+    },
+    /// Queue depth, leases in flight and dead letters per queue.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and redrive dead-lettered tasks.
+    #[command(name = "dead-letter", subcommand)]
+    DeadLetter(DeadCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadCmd {
+    /// List dead letters, oldest first.
+    List {
+        /// Only this queue.
+        #[arg(long, default_value = "")]
+        queue: String,
+        /// Most entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print JSON (with payloads).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make dead letters ready again (all of the queue, or the given task ids).
+    Redrive {
+        /// Only this queue.
+        #[arg(long, default_value = "")]
+        queue: String,
+        /// Task ids (none = all).
+        ids: Vec<u64>,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(64);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pmctl: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("pmctl: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn connect(cli: &Cli, opts: ConnectOptions) -> Result<Client, Failure> {
+    let opts = opts.client_id("pmctl").token(cli.token.clone()).reconnect(false);
+    Client::connect(&cli.server, opts).await.map_err(|e| Failure(1, e.to_string()))
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.cmd {
+        Cmd::Submit { files, queue } => {
+            let tasks = read_tasks(files, queue.as_deref())?;
+            let client = connect(&cli, ConnectOptions::producer()).await?;
+            let max_batch = client.welcome().max_batch.max(1) as usize;
+            let mut failed = 0;
+            for chunk in tasks.chunks(max_batch) {
+                let results = client.submit(chunk.to_vec()).await.map_err(|e| Failure(1, e.to_string()))?;
+                for r in results {
+                    match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
+                        ErrorCode::Ok => println!("{}", r.task_id),
+                        code => {
+                            failed += 1;
+                            eprintln!("pmctl: task refused ({}): {}", code.as_str_name(), r.message);
+                        }
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(Failure(1, format!("{failed} task(s) were not submitted")));
+            }
+        }
+        Cmd::Stats { json } => {
+            let client = connect(&cli, ConnectOptions::admin()).await?;
+            let s = client.stats().await.map_err(|e| Failure(1, e.to_string()))?;
+            if *json {
+                let queues: Vec<_> = s
+                    .queues
+                    .iter()
+                    .map(|q| {
+                        serde_json::json!({"queue": q.queue, "ready": q.ready, "delayed": q.delayed,
+                            "leased": q.leased, "dead": q.dead, "credits": q.credits, "agents": q.agents})
+                    })
+                    .collect();
+                let v = serde_json::json!({"node": s.node_id, "connections": s.connections,
+                    "storeDiskBytes": s.store_disk_bytes, "storeFiles": s.store_segments, "queues": queues});
+                println!("{v}");
+            } else {
+                println!("node {}  connections {}  store {} bytes", s.node_id, s.connections, s.store_disk_bytes);
+                println!(
+                    "{:<32} {:>10} {:>10} {:>10} {:>10} {:>8}",
+                    "QUEUE", "READY", "DELAYED", "LEASED", "DEAD", "AGENTS"
+                );
+                for q in &s.queues {
+                    println!(
+                        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>8}",
+                        q.queue, q.ready, q.delayed, q.leased, q.dead, q.agents
+                    );
+                }
+            }
+        }
+        Cmd::DeadLetter(DeadCmd::List { queue, limit, json }) => {
+            let client = connect(&cli, ConnectOptions::admin()).await?;
+            let list = client.dead_letters(queue, *limit).await.map_err(|e| Failure(1, e.to_string()))?;
+            for d in list {
+                if *json {
+                    let payload = String::from_utf8(d.payload.to_vec()).map(serde_json::Value::String).unwrap_or_else(
+                        |e| {
+                            use base64::Engine;
+                            serde_json::json!({"base64": base64::engine::general_purpose::STANDARD.encode(e.as_bytes())})
+                        },
+                    );
+                    let v = serde_json::json!({"taskId": d.task_id, "queue": d.queue, "attempts": d.attempts,
+                        "reason": d.reason, "payload": payload});
+                    println!("{v}");
+                } else {
+                    println!("{}\t{}\t{}\t{}", d.task_id, d.queue, d.attempts, d.reason);
+                }
+            }
+        }
+        Cmd::DeadLetter(DeadCmd::Redrive { queue, ids }) => {
+            let client = connect(&cli, ConnectOptions::admin()).await?;
+            let n = client.redrive(queue, ids.clone()).await.map_err(|e| Failure(1, e.to_string()))?;
+            println!("{n}");
+        }
+    }
+    Ok(())
+}
+
+/// Reads and validates every file before anything is sent.
+fn read_tasks(files: &[String], queue: Option<&str>) -> Result<Vec<TaskSpec>, Failure> {
+    let mut tasks = Vec::new();
+    for f in files {
+        let data = if f == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| Failure(1, format!("stdin: {e}")))?;
+            buf
+        } else {
+            std::fs::read(f).map_err(|e| Failure(1, format!("{f}: {e}")))?
+        };
+        let name = if f == "-" { "stdin" } else { f.as_str() };
+        let docs: Vec<Vec<u8>> = match serde_json::from_slice::<serde_json::Value>(&data) {
+            Ok(serde_json::Value::Array(items)) => {
+                items.iter().map(|v| serde_json::to_vec(v).unwrap_or_default()).collect()
+            }
+            _ => vec![data],
+        };
+        for (i, doc) in docs.iter().enumerate() {
+            let mut spec = task_spec_from_json(doc).map_err(|e| {
+                let at = if docs.len() > 1 { format!(" (task {})", i + 1) } else { String::new() };
+                Failure(65, format!("{name}{at}: {e}; nothing was submitted"))
+            })?;
+            if let Some(q) = queue {
+                spec.queue = q.to_string();
+            }
+            tasks.push(spec);
+        }
+    }
+    Ok(tasks)
+}

@@ -1,0 +1,196 @@
+//! The connection task: owns the socket, routes replies, pings, reconnects.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use pm_protocol::pb::{self, LeasedTask};
+use pm_protocol::{Envelope, ErrorCode, FrameCodec, Kind, PROTOCOL_VERSION};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Framed;
+
+use crate::{Command, ConnectOptions, Error, ErrorKind};
+
+pub(crate) type Conn = Framed<TcpStream, FrameCodec>;
+
+/// Opens a connection and completes the handshake.
+pub(crate) async fn connect(addr: &str, opts: &ConnectOptions) -> Result<(Conn, pb::Welcome), Error> {
+    let fut = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Connect, format!("cannot connect to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, FrameCodec::new(opts.max_frame_bytes));
+        let hello = pb::Hello {
+            version: PROTOCOL_VERSION,
+            role: opts.role as i32,
+            client_id: opts.client_id.clone(),
+            queues: opts.queues.clone(),
+            capabilities: opts.capabilities.clone(),
+            auth_token: opts.token.clone(),
+        };
+        framed
+            .send(Envelope::from(hello))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Connect, format!("handshake with {addr}: {e}")))?;
+        match framed.next().await {
+            Some(Ok(Envelope { kind: Some(Kind::Welcome(w)) })) => Ok((framed, w)),
+            Some(Ok(Envelope { kind: Some(Kind::Error(e)) })) => {
+                let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
+                Err(Error::with_code(ErrorKind::Handshake, code, e.message))
+            }
+            Some(Ok(_)) => Err(Error::new(ErrorKind::Protocol, "expected Welcome")),
+            Some(Err(e)) => Err(Error::new(ErrorKind::Connect, format!("handshake with {addr}: {e}"))),
+            None => Err(Error::new(ErrorKind::Connect, format!("{addr} closed the connection during the handshake"))),
+        }
+    };
+    match tokio::time::timeout(opts.connect_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no handshake with {addr} within the connect timeout"))),
+    }
+}
+
+type Pending = HashMap<u64, oneshot::Sender<Result<Envelope, Error>>>;
+
+/// Runs until every handle is dropped (or the connection breaks and reconnecting is off).
+pub(crate) async fn run(
+    addr: String,
+    opts: ConnectOptions,
+    mut conn: Conn,
+    mut cmds: mpsc::Receiver<Command>,
+    leases: Option<mpsc::UnboundedSender<LeasedTask>>,
+) {
+    // Credits granted and not yet used, per queue: granted again after a reconnect.
+    let mut credits: HashMap<String, u64> = HashMap::new();
+    loop {
+        let mut pending: Pending = HashMap::new();
+        let reason = session(&mut conn, &mut cmds, &leases, &mut pending, &mut credits, opts.ping_interval).await;
+        for (_, reply) in pending.drain() {
+            let _ = reply.send(Err(Error::new(ErrorKind::Disconnected, reason.clone())));
+        }
+        if reason == CLOSED || !opts.reconnect {
+            return;
+        }
+        tracing::debug!(%addr, "connection lost ({reason}); reconnecting");
+        let mut backoff = Duration::from_millis(20);
+        conn = loop {
+            if cmds.is_closed() {
+                return;
+            }
+            match connect(&addr, &opts).await {
+                Ok((c, _)) => break c,
+                Err(e) => {
+                    tracing::debug!(%addr, "reconnect failed: {e}");
+                    // Fail queued requests instead of letting them wait for a server that may be gone.
+                    while let Ok(cmd) = cmds.try_recv() {
+                        match cmd {
+                            Command::Request { reply, .. } => {
+                                let _ = reply.send(Err(Error::new(ErrorKind::Disconnected, e.message().to_string())));
+                            }
+                            Command::Credit { queue, n } => *credits.entry(queue).or_default() += u64::from(n),
+                        }
+                    }
+                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                    tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                    backoff = (backoff * 2).min(opts.max_backoff);
+                }
+            }
+        };
+        for (queue, n) in &credits {
+            if *n > 0 {
+                let credit = pb::Credit { queue: queue.clone(), n: (*n).min(u64::from(u32::MAX)) as u32 };
+                let _ = conn.feed(Envelope::from(credit)).await;
+            }
+        }
+        let _ = SinkExt::<Envelope>::flush(&mut conn).await;
+    }
+}
+
+const CLOSED: &str = "client closed";
+
+async fn session(
+    conn: &mut Conn,
+    cmds: &mut mpsc::Receiver<Command>,
+    leases: &Option<mpsc::UnboundedSender<LeasedTask>>,
+    pending: &mut Pending,
+    credits: &mut HashMap<String, u64>,
+    ping_every: Duration,
+) -> String {
+    let mut ping = tokio::time::interval(ping_every);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            cmd = cmds.recv() => {
+                let Some(cmd) = cmd else { return CLOSED.into() };
+                let mut next = Some(cmd);
+                while let Some(cmd) = next.take() {
+                    let env = match cmd {
+                        Command::Request { id, env, reply } => {
+                            pending.insert(id, reply);
+                            env
+                        }
+                        Command::Credit { queue, n } => {
+                            *credits.entry(queue.clone()).or_default() += u64::from(n);
+                            pb::Credit { queue, n }.into()
+                        }
+                    };
+                    if let Err(e) = conn.feed(env).await {
+                        return format!("write failed: {e}");
+                    }
+                    next = cmds.try_recv().ok();
+                }
+                if let Err(e) = SinkExt::<Envelope>::flush(conn).await {
+                    return format!("write failed: {e}");
+                }
+            }
+            frame = conn.next() => {
+                let env = match frame {
+                    None => return "server closed the connection".into(),
+                    Some(Err(e)) => return format!("read failed: {e}"),
+                    Some(Ok(env)) => env,
+                };
+                let kind = match env.kind {
+                    None => continue,
+                    Some(Kind::Leased(l)) => {
+                        for t in l.tasks {
+                            if let Some(c) = credits.get_mut(&t.queue) {
+                                *c = c.saturating_sub(1);
+                            }
+                            if let Some(tx) = leases {
+                                let _ = tx.send(t);
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Kind::Ping(p)) => {
+                        if conn.send(Envelope::from(pb::Pong { nonce: p.nonce })).await.is_err() {
+                            return "write failed".into();
+                        }
+                        continue;
+                    }
+                    Some(k) => k,
+                };
+                let id = match &kind {
+                    Kind::SubmitAck(m) => m.request_id,
+                    Kind::LeaseReply(m) => m.request_id,
+                    Kind::StatsReply(m) => m.request_id,
+                    Kind::DeadLetterListReply(m) => m.request_id,
+                    Kind::DeadLetterRedriveReply(m) => m.request_id,
+                    Kind::Redirect(m) => m.request_id,
+                    Kind::Error(e) if e.request_id != 0 => e.request_id,
+                    Kind::Error(e) => return format!("server error {}: {}", e.code, e.message),
+                    _ => continue,
+                };
+                if let Some(reply) = pending.remove(&id) {
+                    let _ = reply.send(Ok(Envelope { kind: Some(kind) }));
+                }
+            }
+            _ = ping.tick() => {
+                if conn.send(Envelope::from(pb::Ping { nonce: 0 })).await.is_err() {
+                    return "write failed".into();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Async client for pipeline-manager.
+//!
+//! [`Client`] is a cheap `Clone` handle. Every clone sends commands over a channel to one background task
+//! that owns the TCP connection, matches replies to requests by `request_id` (so any number of requests may
+//! be in flight), pings, and reconnects with exponential backoff. Agents get their leased tasks from the
+//! [`Leases`] stream returned by [`Client::connect_agent`]; outstanding credits are granted again after a
+//! reconnect (the server has already returned the old connection's leases to their queues).
+//!
+//! - [`options`]: the [`ConnectOptions`] builder.
+//! - [`error`]: the [`Error`] type with a matchable [`ErrorKind`].
+//! - `conn`: the connection task.
+
+mod conn;
+pub mod error;
+pub mod options;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pm_protocol::pb::{self, LeasedTask, StatsReply, SubmitResult, TaskSpec};
+use pm_protocol::{Envelope, ErrorCode, Kind};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::{Error, ErrorKind};
+pub use options::ConnectOptions;
+pub use pm_protocol;
+
+/// A command to the connection task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Send a request and route its reply.
+    Request { id: u64, env: Envelope, reply: oneshot::Sender<Result<Envelope, Error>> },
+    /// Grant credits (remembered for reconnects).
+    Credit { queue: String, n: u32 },
+}
+
+/// Handle to a connection. Clone freely; the connection closes when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Client {
+    tx: mpsc::Sender<Command>,
+    next_id: Arc<AtomicU64>,
+    request_timeout: std::time::Duration,
+    welcome: Arc<pb::Welcome>,
+}
+
+/// Tasks leased to an agent, in arrival order. Ends when the connection is closed for good.
+#[derive(Debug)]
+pub struct Leases {
+    rx: mpsc::UnboundedReceiver<LeasedTask>,
+}
+
+impl Leases {
+    /// The next leased task, or `None` once the client is gone.
+    pub async fn next(&mut self) -> Option<LeasedTask> {
+        self.rx.recv().await
+    }
+
+    /// A task already received, without waiting.
+    pub fn try_next(&mut self) -> Option<LeasedTask> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Client {
+    /// Connects as a producer or admin (for agents use [`Client::connect_agent`]).
+    pub async fn connect(addr: &str, opts: ConnectOptions) -> Result<Client, Error> {
+        let (client, _leases) = Self::connect_inner(addr, opts, false).await?;
+        Ok(client)
+    }
+
+    /// Connects as an agent: returns the handle and the stream of leased tasks.
+    pub async fn connect_agent(addr: &str, opts: ConnectOptions) -> Result<(Client, Leases), Error> {
+        let (client, leases) = Self::connect_inner(addr, opts, true).await?;
+        let rx = leases.ok_or_else(|| Error::new(ErrorKind::Protocol, "no lease stream"))?;
+        Ok((client, Leases { rx }))
+    }
+
+    async fn connect_inner(
+        addr: &str,
+        opts: ConnectOptions,
+        agent: bool,
+    ) -> Result<(Client, Option<mpsc::UnboundedReceiver<LeasedTask>>), Error> {
+        let (framed, welcome) = conn::connect(addr, &opts).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        let (lease_tx, lease_rx) = if agent {
+            let (t, r) = mpsc::unbounded_channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let request_timeout = opts.request_timeout;
+        tokio::spawn(conn::run(addr.to_string(), opts, framed, rx, lease_tx));
+        let client = Client { tx, next_id: Arc::new(AtomicU64::new(1)), request_timeout, welcome: Arc::new(welcome) };
+        Ok((client, lease_rx))
+    }
+
+    /// The server's Welcome from the first handshake.
+    pub fn welcome(&self) -> &pb::Welcome {
+        &self.welcome
+    }
+
+    async fn request(&self, build: impl FnOnce(u64) -> Envelope) -> Result<Envelope, Error> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Request { id, env: build(id), reply })
+            .await
+            .map_err(|_| Error::new(ErrorKind::Closed, "client closed"))?;
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => Err(Error::new(ErrorKind::Timeout, "no reply within the request timeout")),
+            Ok(Err(_)) => Err(Error::new(ErrorKind::Closed, "client closed")),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Submits tasks; returns one result per task, in order, once they are durable.
+    pub async fn submit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<SubmitResult>, Error> {
+        let env = self.request(|request_id| pb::Submit { request_id, tasks }.into()).await?;
+        match env.kind {
+            Some(Kind::SubmitAck(a)) => Ok(a.results),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Submits one task and returns its id (an error if the server refused it).
+    pub async fn submit_one(&self, task: TaskSpec) -> Result<u64, Error> {
+        let r = self.submit(vec![task]).await?;
+        let r = r.into_iter().next().ok_or_else(|| Error::new(ErrorKind::Protocol, "empty SubmitAck"))?;
+        match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
+            ErrorCode::Ok => Ok(r.task_id),
+            code => Err(Error::with_code(ErrorKind::Server, code, r.message)),
+        }
+    }
+
+    /// Agents: allows the server to push `n` more tasks of `queue`.
+    pub async fn credit(&self, queue: &str, n: u32) -> Result<(), Error> {
+        self.tx
+            .send(Command::Credit { queue: queue.to_string(), n })
+            .await
+            .map_err(|_| Error::new(ErrorKind::Closed, "client closed"))
+    }
+
+    /// Agents: acknowledges finished tasks (with optional results). One code per item.
+    pub async fn ack(&self, items: Vec<(u64, Bytes)>) -> Result<Vec<ErrorCode>, Error> {
+        let items = items.into_iter().map(|(lease_id, result)| pb::AckItem { lease_id, result }).collect();
+        self.lease_request(|request_id| pb::Ack { request_id, items }.into()).await
+    }
+
+    /// Agents: reports failed deliveries; they are retried after `retry_after_ms` or dead-lettered.
+    pub async fn nack(&self, items: Vec<pb::NackItem>) -> Result<Vec<ErrorCode>, Error> {
+        self.lease_request(|request_id| pb::Nack { request_id, items }.into()).await
+    }
+
+    /// Agents: extends leases by `extend_ms` from now (0 = each task's lease duration).
+    pub async fn extend(&self, lease_ids: Vec<u64>, extend_ms: u32) -> Result<Vec<ErrorCode>, Error> {
+        self.lease_request(|request_id| pb::Extend { request_id, lease_ids, extend_ms }.into()).await
+    }
+
+    async fn lease_request(&self, build: impl FnOnce(u64) -> Envelope) -> Result<Vec<ErrorCode>, Error> {
+        let env = self.request(build).await?;
+        match env.kind {
+            Some(Kind::LeaseReply(r)) => {
+                Ok(r.codes.into_iter().map(|c| ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal)).collect())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Admin: queue counters.
+    pub async fn stats(&self) -> Result<StatsReply, Error> {
+        let env = self.request(|request_id| pb::StatsRequest { request_id }.into()).await?;
+        match env.kind {
+            Some(Kind::StatsReply(r)) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Admin: dead letters of `queue` (empty = all queues), oldest first.
+    pub async fn dead_letters(&self, queue: &str, limit: u32) -> Result<Vec<pb::DeadLetter>, Error> {
+        let queue = queue.to_string();
+        let env = self.request(|request_id| pb::DeadLetterList { request_id, queue, limit }.into()).await?;
+        match env.kind {
+            Some(Kind::DeadLetterListReply(r)) => Ok(r.tasks),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Admin: makes dead letters ready again (empty `task_ids` = all of `queue`). Returns how many.
+    pub async fn redrive(&self, queue: &str, task_ids: Vec<u64>) -> Result<u64, Error> {
+        let queue = queue.to_string();
+        let env = self.request(|request_id| pb::DeadLetterRedrive { request_id, queue, task_ids }.into()).await?;
+        match env.kind {
+            Some(Kind::DeadLetterRedriveReply(r)) => Ok(r.redriven),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(kind: Option<Kind>) -> Error {
+    match kind {
+        Some(Kind::Error(e)) => {
+            let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
+            Error::with_code(ErrorKind::Server, code, e.message)
+        }
+        Some(k) => Error::new(ErrorKind::Protocol, format!("unexpected reply {}", k.name())),
+        None => Error::new(ErrorKind::Protocol, "empty reply"),
+    }
+}

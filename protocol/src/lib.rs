@@ -1,0 +1,87 @@
+//! The pipeline-manager wire contract: a pure codec, no sockets and no policy.
+//!
+//! - [`pb`]: the prost types generated from `proto/pm/v1/*.proto` (the public spec; clients in other
+//!   languages are generated from the same files).
+//! - [`codec`]: [`FrameCodec`], 4-byte big-endian length + one [`pb::Envelope`], with the length checked
+//!   before anything is allocated.
+//! - [`pipeline`]: the task JSON (both dialects of the original project) parsed into a [`pb::TaskSpec`].
+//! - [`limits`]: protocol version and default limits shared by servers and clients.
+//!
+//! ```text
+//!  0        4                        4+len
+//!  +--------+------------------------+
+//!  | len BE | Envelope (protobuf)    |   len <= max_frame_bytes (default 4 MiB)
+//!  +--------+------------------------+
+//! ```
+
+pub mod codec;
+pub mod limits;
+pub mod pipeline;
+
+/// Generated protobuf types of package `pm.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/pm.v1.rs"));
+}
+
+pub use codec::{FrameCodec, WireError};
+pub use limits::PROTOCOL_VERSION;
+pub use pb::envelope::Kind;
+pub use pb::{Envelope, ErrorCode, Role};
+pub use prost::Message;
+
+macro_rules! into_envelope {
+    ($($ty:ident => $variant:ident),* $(,)?) => {
+        $(
+            impl From<pb::$ty> for Envelope {
+                fn from(m: pb::$ty) -> Self {
+                    Envelope { kind: Some(Kind::$variant(m)) }
+                }
+            }
+        )*
+    };
+}
+
+into_envelope! {
+    Hello => Hello, Welcome => Welcome, Error => Error, Submit => Submit, SubmitAck => SubmitAck,
+    Credit => Credit, Leased => Leased, Ack => Ack, Nack => Nack, Extend => Extend,
+    LeaseReply => LeaseReply, StatsRequest => StatsRequest, StatsReply => StatsReply,
+    DeadLetterList => DeadLetterList, DeadLetterListReply => DeadLetterListReply,
+    DeadLetterRedrive => DeadLetterRedrive, DeadLetterRedriveReply => DeadLetterRedriveReply,
+    Ping => Ping, Pong => Pong, Redirect => Redirect,
+}
+
+impl pb::Error {
+    /// An error answering request `request_id` (0 = about the connection itself).
+    pub fn new(code: ErrorCode, request_id: u64, message: impl Into<String>) -> Self {
+        pb::Error { code: code as i32, message: message.into(), request_id }
+    }
+}
+
+impl Kind {
+    /// Short stable name of the message kind, for logs and metric labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Hello(_) => "hello",
+            Kind::Welcome(_) => "welcome",
+            Kind::Error(_) => "error",
+            Kind::Submit(_) => "submit",
+            Kind::SubmitAck(_) => "submit_ack",
+            Kind::Credit(_) => "credit",
+            Kind::Leased(_) => "leased",
+            Kind::Ack(_) => "ack",
+            Kind::Nack(_) => "nack",
+            Kind::Extend(_) => "extend",
+            Kind::LeaseReply(_) => "lease_reply",
+            Kind::StatsRequest(_) => "stats_request",
+            Kind::StatsReply(_) => "stats_reply",
+            Kind::DeadLetterList(_) => "dead_letter_list",
+            Kind::DeadLetterListReply(_) => "dead_letter_list_reply",
+            Kind::DeadLetterRedrive(_) => "dead_letter_redrive",
+            Kind::DeadLetterRedriveReply(_) => "dead_letter_redrive_reply",
+            Kind::Ping(_) => "ping",
+            Kind::Pong(_) => "pong",
+            Kind::Redirect(_) => "redirect",
+        }
+    }
+}

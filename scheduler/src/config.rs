@@ -1,0 +1,230 @@
+//! Configuration: flags, `PM_*` environment variables (a flag wins over its variable), validated before any
+//! port is bound. Every limit is here; `docs/config.md` lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use pm_protocol::limits::{DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
+
+use crate::store::FsyncMode;
+
+/// Which storage backend keeps the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// Our segmented write-ahead log with group commit (default).
+    Wal,
+    /// The sled embedded database.
+    Sled,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `pm-scheduler`: a pipeline-manager scheduler node.
+///
+/// Accepts tasks from producers, writes each to a durable log before acknowledging it, leases tasks to agents
+/// and redelivers them until they are acknowledged.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pm-scheduler", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port; the bound address is printed as `listening on ADDR`.
+    #[arg(long, env = "PM_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Data directory (created if missing). One process per directory.
+    #[arg(long, env = "PM_DATA", default_value = "./pm-data")]
+    pub data: PathBuf,
+    /// Storage backend.
+    #[arg(long, env = "PM_STORE", value_enum, default_value_t = StoreKind::Wal)]
+    pub store: StoreKind,
+    /// When to fsync: `always` (before every ack; default), `batch=<ms>` (gather up to ms, then fsync before
+    /// acking), or `none` (never fsync: UNSAFE, a machine crash loses acknowledged tasks).
+    #[arg(long, env = "PM_FSYNC", default_value = "always", value_parser = parse_fsync)]
+    pub fsync: FsyncMode,
+    /// Shard actors (0 = one per core).
+    #[arg(long, env = "PM_SHARDS", default_value_t = 0)]
+    pub shards: usize,
+    /// Node name announced in Welcome (default: `$HOSTNAME`, else `node-0`).
+    #[arg(long, env = "PM_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Largest frame accepted or sent, in bytes.
+    #[arg(long, env = "PM_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+    /// Most tasks in one Submit.
+    #[arg(long, env = "PM_MAX_BATCH", default_value_t = DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+    /// Largest task payload, in bytes (must leave room in a frame).
+    #[arg(long, env = "PM_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Most open connections; more are refused with TOO_MANY_CONNECTIONS.
+    #[arg(long, env = "PM_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Submits in flight per connection before the server stops reading from it.
+    #[arg(long, env = "PM_MAX_INFLIGHT", default_value_t = 1024)]
+    pub max_inflight_per_conn: usize,
+    /// Time allowed for the Hello frame.
+    #[arg(long, env = "PM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection silent this long is closed (0 = never). Clients ping to stay open.
+    #[arg(long, env = "PM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Lease duration for tasks that name none.
+    #[arg(long, env = "PM_DEFAULT_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub default_lease: Duration,
+    /// Deliveries before dead-lettering, for tasks that name none.
+    #[arg(long, env = "PM_DEFAULT_MAX_ATTEMPTS", default_value_t = 5)]
+    pub default_max_attempts: u32,
+    /// How long an idempotency key is remembered (across restarts).
+    #[arg(long, env = "PM_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
+    /// How long a disconnected agent's leases are kept before redelivery (0 = at once).
+    #[arg(long, env = "PM_DISCONNECT_GRACE", default_value = "0s", value_parser = parse_duration)]
+    pub disconnect_grace: Duration,
+    /// WAL segment size in bytes (preallocated).
+    #[arg(long, env = "PM_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub segment_bytes: u64,
+    /// On SIGTERM/SIGINT: how long to wait for in-flight writes and replies before exiting.
+    #[arg(long, env = "PM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Log format (level via `RUST_LOG`, default `info`).
+    #[arg(long, env = "PM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A configuration error (the binary exits with 64).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks every value and relation between values. Call before binding anything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |s: String| Err(ConfigError(s));
+        if self.listen_addr().is_err() {
+            return err(format!("--listen {:?} is not an address like 127.0.0.1:7070", self.listen));
+        }
+        if self.max_frame_bytes < MIN_MAX_FRAME_BYTES || self.max_frame_bytes > u32::MAX as usize {
+            return err(format!("--max-frame-bytes must be between {MIN_MAX_FRAME_BYTES} and {}", u32::MAX));
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes + 1024 > self.max_frame_bytes {
+            return err("--max-payload-bytes must be at least 1 and 1 KiB below --max-frame-bytes".into());
+        }
+        if self.max_batch == 0 || self.max_connections == 0 || self.max_inflight_per_conn == 0 {
+            return err("--max-batch, --max-connections and --max-inflight must be at least 1".into());
+        }
+        if self.default_max_attempts == 0 {
+            return err("--default-max-attempts must be at least 1".into());
+        }
+        if self.default_lease.is_zero() || self.handshake_timeout.is_zero() {
+            return err("--default-lease and --handshake-timeout must be more than 0".into());
+        }
+        if self.segment_bytes < 4 * self.max_frame_bytes as u64 {
+            return err("--segment-bytes must be at least 4 x --max-frame-bytes".into());
+        }
+        if self.shards > 256 {
+            return err("--shards must be at most 256".into());
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        self.listen.parse()
+    }
+
+    /// Shard count with 0 resolved to the number of cores.
+    pub fn shard_count(&self) -> usize {
+        match self.shards {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// The node id with its default applied.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| "node-0".into())
+    }
+
+    /// Idle timeout with 0 meaning "never".
+    pub fn idle_timeout(&self) -> Duration {
+        if self.idle_timeout.is_zero() {
+            Duration::from_secs(100 * 365 * 86400)
+        } else {
+            self.idle_timeout
+        }
+    }
+}
+
+/// Parses `always`, `none` or `batch=<ms>`.
+pub fn parse_fsync(s: &str) -> Result<FsyncMode, String> {
+    match s {
+        "always" => Ok(FsyncMode::Always),
+        "none" => Ok(FsyncMode::None),
+        _ => match s.strip_prefix("batch=") {
+            Some(ms) => match ms.trim_end_matches("ms").parse::<u64>() {
+                Ok(ms) if ms > 0 && ms <= 10_000 => Ok(FsyncMode::Batch(Duration::from_millis(ms))),
+                _ => Err(format!("batch window {ms:?} must be 1..=10000 milliseconds")),
+            },
+            None => Err(format!("{s:?}: expected always, batch=<ms> or none")),
+        },
+    }
+}
+
+/// Parses durations like `250ms`, `10s`, `5m`, `24h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or((s, ""), |i| s.split_at(i));
+    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 5m or 24h"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "" | "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        "d" => v * 86400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_modes_parse() {
+        assert_eq!(parse_fsync("always").unwrap(), FsyncMode::Always);
+        assert_eq!(parse_fsync("none").unwrap(), FsyncMode::None);
+        assert_eq!(parse_fsync("batch=5").unwrap(), FsyncMode::Batch(Duration::from_millis(5)));
+        assert!(parse_fsync("batch=0").is_err());
+        assert!(parse_fsync("sometimes").is_err());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_relations() {
+        let mut c = Config::parse_from(["pm-scheduler"]);
+        assert!(c.validate().is_ok());
+        c.max_payload_bytes = c.max_frame_bytes;
+        assert!(c.validate().is_err());
+        let c = Config::parse_from(["pm-scheduler", "--listen", "nowhere"]);
+        assert!(c.validate().unwrap_err().to_string().contains("--listen"));
+    }
+}

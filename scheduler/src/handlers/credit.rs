@@ -1,0 +1,19 @@
+//! `Credit`: an agent can take `n` more tasks from a queue.
+
+use pm_protocol::pb;
+use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
+use pm_protocol::ErrorCode;
+
+use crate::connection::ConnCtx;
+use crate::shard::{shard_of_queue, ShardMsg};
+
+/// Hands the credits to the queue's shard.
+pub fn handle(ctx: &mut ConnCtx, credit: pb::Credit) {
+    if let Err(msg) = validate_queue_name(&credit.queue) {
+        ctx.error(ErrorCode::InvalidTask, 0, msg);
+        return;
+    }
+    let queue = queue_or_default(&credit.queue).to_string();
+    let shard = shard_of_queue(&queue, ctx.server.shards.len());
+    ctx.server.shards[shard].send(ShardMsg::Credit { conn: ctx.id, out: ctx.out.clone(), queue, n: credit.n });
+}

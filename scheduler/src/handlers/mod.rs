@@ -1,0 +1,94 @@
+//! Request handlers, one file per request kind. They validate, split a request by owning shard, register
+//! the reply with the writer ([`Outbound::Begin`]) and send the pieces to the shards. They never see bytes.
+
+mod ack;
+mod admin;
+mod credit;
+mod submit;
+
+use pm_protocol::pb;
+use pm_protocol::{Envelope, ErrorCode, Kind, Role};
+
+use crate::connection::{ConnCtx, Outbound};
+use crate::metrics as m;
+
+/// Handles one decoded frame. Returns false when the connection must close.
+pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
+    let Some(kind) = env.kind else { return false };
+    let allowed = match (&kind, ctx.role) {
+        (Kind::Ping(_) | Kind::Pong(_), _) => true,
+        (Kind::Submit(_), Role::Producer | Role::Admin) => true,
+        (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_), Role::Agent) => true,
+        (Kind::StatsRequest(_) | Kind::DeadLetterList(_) | Kind::DeadLetterRedrive(_), Role::Admin) => true,
+        (Kind::Hello(_), _) => {
+            refuse(ctx, ErrorCode::HandshakeRequired, "Hello may be sent only once", "second_hello");
+            return false;
+        }
+        (
+            Kind::Welcome(_)
+            | Kind::Error(_)
+            | Kind::SubmitAck(_)
+            | Kind::Leased(_)
+            | Kind::LeaseReply(_)
+            | Kind::StatsReply(_)
+            | Kind::DeadLetterListReply(_)
+            | Kind::DeadLetterRedriveReply(_)
+            | Kind::Redirect(_),
+            _,
+        ) => {
+            let msg = format!("{} is sent only by servers", kind.name());
+            refuse(ctx, ErrorCode::UnknownMessage, &msg, "server_only_message");
+            return false;
+        }
+        _ => false,
+    };
+    if !allowed {
+        metrics::counter!(m::REFUSED, "reason" => "role").increment(1);
+        let msg = format!("role {} may not send {}", ctx.role.as_str_name(), kind.name());
+        ctx.error(ErrorCode::RoleNotAllowed, request_id_of(&kind), msg);
+        return true;
+    }
+    match kind {
+        Kind::Ping(p) => {
+            let _ = ctx.out.send(Outbound::Frame(pb::Pong { nonce: p.nonce }.into()));
+        }
+        Kind::Pong(_) => {}
+        Kind::Submit(s) => submit::handle(ctx, s).await,
+        Kind::Credit(c) => credit::handle(ctx, c),
+        Kind::Ack(a) => ack::handle_ack(ctx, a),
+        Kind::Nack(n) => ack::handle_nack(ctx, n),
+        Kind::Extend(e) => ack::handle_extend(ctx, e),
+        Kind::StatsRequest(r) => admin::stats(ctx, r),
+        Kind::DeadLetterList(r) => admin::dead_list(ctx, r),
+        Kind::DeadLetterRedrive(r) => admin::redrive(ctx, r),
+        _ => {}
+    }
+    true
+}
+
+fn refuse(ctx: &ConnCtx, code: ErrorCode, msg: &str, reason: &'static str) {
+    metrics::counter!(m::REFUSED, "reason" => reason).increment(1);
+    ctx.error(code, 0, msg);
+}
+
+fn request_id_of(kind: &Kind) -> u64 {
+    match kind {
+        Kind::Submit(s) => s.request_id,
+        Kind::Ack(a) => a.request_id,
+        Kind::Nack(n) => n.request_id,
+        Kind::Extend(e) => e.request_id,
+        Kind::StatsRequest(r) => r.request_id,
+        Kind::DeadLetterList(r) => r.request_id,
+        Kind::DeadLetterRedrive(r) => r.request_id,
+        _ => 0,
+    }
+}
+
+/// Groups `items` by shard index; returns only non-empty groups.
+fn by_shard<T>(n: usize, items: impl IntoIterator<Item = (usize, T)>) -> Vec<(usize, Vec<T>)> {
+    let mut groups: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+    for (shard, item) in items {
+        groups[shard].push(item);
+    }
+    groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).collect()
+}

@@ -1,0 +1,22 @@
+//! pipeline-manager scheduler node.
+//!
+//! A node accepts tasks from producers over the framed protocol of `pm-protocol`, makes each one durable
+//! before acknowledging it, leases it to agents that granted credits, and redelivers it until it is acked.
+//!
+//! - [`config`]: flags, `PM_*` environment variables and validation (exit 64 before binding on bad config).
+//! - [`server`]: the TCP listener (socket2 options, connection limit) and graceful shutdown.
+//! - [`connection`]: one connection: handshake, reading frames, and the writer that merges replies.
+//! - [`handlers`]: one file per request kind; they turn wire messages into shard messages.
+//! - [`shard`]: the actors that own queues, tasks and leases (single writer, no locks).
+//! - [`store`]: the durable `TaskStore` trait, the WAL and sled backends and the group-commit thread.
+//! - [`node`]: wiring it all together (open store, recover, start shards and committer).
+//! - [`metrics`]: metric names.
+
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod metrics;
+pub mod node;
+pub mod server;
+pub mod shard;
+pub mod store;

@@ -1,0 +1,156 @@
+//! A whole node: lock the data directory, open the store, recover, start the committer and the shards.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pm_protocol::pb::StoredTask;
+use pm_protocol::pipeline::queue_or_default;
+use pm_protocol::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StoreKind};
+use crate::server::{Limits, ServerCtx};
+use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
+use crate::store::committer::Committer;
+use crate::store::sled_store::SledStore;
+use crate::store::wal::{Wal, WalOptions};
+use crate::store::{Recovered, StoreError, TaskStore};
+
+/// Room in a WAL record beyond the payload: queue name, key, idempotency key, options, record header.
+const RECORD_OVERHEAD: usize = 4096;
+
+/// Errors starting a node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory could not be created or locked.
+    #[error("data directory {path}: {msg}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What failed.
+        msg: String,
+    },
+    /// The store refused to open (e.g. corruption).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A running node (everything but the listener).
+pub struct Node {
+    /// Shared with every connection.
+    pub ctx: Arc<ServerCtx>,
+    committer: Option<Committer>,
+    _lock: File,
+}
+
+impl Node {
+    /// Opens the data directory and starts the node's actors. Must run inside a tokio runtime.
+    pub fn start(cfg: &Config) -> Result<Node, NodeError> {
+        let lock = lock_dir(&cfg.data)?;
+        let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
+            StoreKind::Wal => {
+                // A record holds the payload plus the task's options (queue, keys): bounded by the payload limit.
+                let opts = WalOptions {
+                    segment_bytes: cfg.segment_bytes,
+                    max_record_bytes: cfg.max_payload_bytes + RECORD_OVERHEAD,
+                    ..WalOptions::default()
+                };
+                let (wal, rec) = Wal::open(&cfg.data.join("wal"), opts)?;
+                (Box::new(wal), rec)
+            }
+            StoreKind::Sled => {
+                let (s, rec) = SledStore::open(&cfg.data.join("sled"))?;
+                (Box::new(s), rec)
+            }
+        };
+        tracing::info!(
+            tasks = recovered.tasks.len(),
+            idempotency_keys = recovered.idempotency.len(),
+            max_task_id = recovered.max_task_id,
+            "store recovered"
+        );
+        let committer = Committer::start(store, cfg.fsync);
+        let n = cfg.shard_count();
+        let next_task_id = Arc::new(AtomicU64::new(recovered.max_task_id + 1));
+        let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for t in recovered.tasks {
+            let queue = StoredTask::decode(t.body.clone())
+                .ok()
+                .and_then(|s| s.spec)
+                .map(|s| queue_or_default(&s.queue).to_string())
+                .unwrap_or_default();
+            per_shard[shard_of_queue(&queue, n)].push(t);
+        }
+        let shard_cfg = ShardConfig {
+            default_lease: cfg.default_lease,
+            default_max_attempts: cfg.default_max_attempts,
+            idempotency_window: cfg.idempotency_window,
+            max_frame_bytes: cfg.max_frame_bytes,
+            disconnect_grace: cfg.disconnect_grace,
+        };
+        let shards = per_shard
+            .into_iter()
+            .enumerate()
+            .map(|(i, tasks)| {
+                Shard::spawn(
+                    i,
+                    n,
+                    shard_cfg.clone(),
+                    committer.handle(),
+                    next_task_id.clone(),
+                    tasks,
+                    recovered.idempotency.clone(),
+                )
+            })
+            .collect();
+        let ctx = Arc::new(ServerCtx {
+            cfg: Limits {
+                max_frame_bytes: cfg.max_frame_bytes,
+                max_batch: cfg.max_batch,
+                max_payload_bytes: cfg.max_payload_bytes,
+                max_connections: cfg.max_connections,
+                max_inflight_per_conn: cfg.max_inflight_per_conn,
+                handshake_timeout: cfg.handshake_timeout,
+                idle_timeout: cfg.idle_timeout(),
+            },
+            shards,
+            next_conn: AtomicU64::new(1),
+            connections: AtomicU64::new(0),
+            node_id: cfg.node_id(),
+            data_dir: cfg.data.clone(),
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Node { ctx, committer: Some(committer), _lock: lock })
+    }
+
+    /// Graceful stop (the listener must already be closed): refuse new work, let in-flight writes become
+    /// durable and their replies go out (bounded by `grace`), close connections, flush the store.
+    pub async fn shutdown(mut self, grace: Duration) {
+        for s in &self.ctx.shards {
+            s.send(ShardMsg::Drain);
+        }
+        // In-flight rounds complete within one fsync; give replies a moment to reach the sockets.
+        let settle = grace.min(Duration::from_millis(300));
+        tokio::time::sleep(settle).await;
+        self.ctx.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + grace.saturating_sub(settle);
+        while self.ctx.connections.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(c) = self.committer.take() {
+            let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
+        }
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, NodeError> {
+    let fail = |msg: String| NodeError::DataDir { path: dir.display().to_string(), msg };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+    let file = File::create(dir.join("LOCK")).map_err(|e| fail(e.to_string()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| fail("locked by another running process".into()))?;
+    Ok(file)
+}

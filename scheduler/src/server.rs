@@ -1,0 +1,132 @@
+//! The TCP listener: socket options, the connection limit, and the accept loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pm_protocol::codec::encode_frame;
+use pm_protocol::{pb, ErrorCode};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection;
+use crate::metrics as m;
+use crate::shard::ShardHandle;
+
+/// Limits the connection code needs (copied out of [`crate::config::Config`]).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest frame in either direction.
+    pub max_frame_bytes: usize,
+    /// Most tasks per Submit.
+    pub max_batch: usize,
+    /// Largest payload.
+    pub max_payload_bytes: usize,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Submits in flight per connection.
+    pub max_inflight_per_conn: usize,
+    /// Time allowed for Hello.
+    pub handshake_timeout: Duration,
+    /// Silence allowed after Hello.
+    pub idle_timeout: Duration,
+}
+
+/// Node-wide state shared by all connections.
+pub struct ServerCtx {
+    /// Limits in force.
+    pub cfg: Limits,
+    /// The shard actors.
+    pub shards: Vec<ShardHandle>,
+    /// Next connection id.
+    pub next_conn: AtomicU64,
+    /// Open connections.
+    pub connections: AtomicU64,
+    /// Node name.
+    pub node_id: String,
+    /// Data directory (for stats).
+    pub data_dir: PathBuf,
+    /// Cancelled when connections must close (end of shutdown).
+    pub shutdown: CancellationToken,
+}
+
+/// Binds a listener with a large backlog and address reuse.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    TcpListener::from_std(sock.into())
+}
+
+fn configure(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let ka = TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
+    let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+}
+
+/// Accepts connections until `stop` completes.
+pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<Output = ()>) {
+    let limit = Arc::new(Semaphore::new(ctx.cfg.max_connections));
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        configure(&stream);
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    ctx.connections.fetch_add(1, Ordering::Relaxed);
+                    connection::serve(stream, ctx.clone()).await;
+                    ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
+                tracing::debug!(%peer, "connection refused: limit reached");
+                let max = ctx.cfg.max_frame_bytes;
+                tokio::spawn(refuse(stream, max));
+            }
+        }
+    }
+}
+
+async fn refuse(mut stream: TcpStream, max_frame: usize) {
+    let mut buf = BytesMut::new();
+    let env = pb::Error::new(ErrorCode::TooManyConnections, 0, "connection limit reached").into();
+    if encode_frame(&env, max_frame, &mut buf).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
+    }
+    let _ = stream.shutdown().await;
+    // Drain the peer's Hello before closing, so the close is a FIN and not a reset that eats the error.
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}

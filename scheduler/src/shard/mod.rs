@@ -1,0 +1,901 @@
+//! Shard actors: the single owners of queue and lease state.
+//!
+//! **Invariant: a shard's queues, tasks and leases are touched only by that shard's task.** Connections
+//! send [`ShardMsg`]s over an unbounded channel (bounded in practice by credits and per-connection in-flight
+//! limits); the shard handles everything that arrived, then *flushes a round*: every WAL record produced by
+//! that round goes to the committer as one job, and the replies that must wait for durability (submit acks,
+//! ack replies) are released together when the committer reports the job durable. So there is no lock on the
+//! hot path, and group commit spans all connections.
+//!
+//! Queues are placed on shards by a hash of the queue name, so one queue's order is decided in one place,
+//! and a lease id carries its shard (`lease_id % shards`), so acks go straight to the owner.
+
+mod queue;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use pm_protocol::pb::{self, DeadLetter, LeasedTask, QueueStats, StoredTask, SubmitResult, TaskSpec};
+use pm_protocol::{ErrorCode, Message as _};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use crate::connection::{ConnId, OutTx, Outbound, Part};
+use crate::metrics as m;
+use crate::store::committer::CommitterHandle;
+use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredTask, StoreError};
+pub use queue::{Queue, ReadyEntry};
+
+/// Settings a shard needs.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Lease duration when a task names none.
+    pub default_lease: Duration,
+    /// Deliveries before dead-lettering when a task names none.
+    pub default_max_attempts: u32,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: Duration,
+    /// Largest frame we may send (Leased batches are split below it).
+    pub max_frame_bytes: usize,
+    /// How long a disconnected agent's leases are kept before they are redelivered.
+    pub disconnect_grace: Duration,
+}
+
+/// Messages to a shard.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Enqueue tasks; `items` are (index in the request, spec), already validated.
+    Submit {
+        /// Where the reply goes.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// Tasks for this shard.
+        items: Vec<(usize, TaskSpec)>,
+    },
+    /// An agent grants credits on a queue.
+    Credit {
+        /// Agent connection.
+        conn: ConnId,
+        /// Its outbound channel.
+        out: OutTx,
+        /// Queue name (validated).
+        queue: String,
+        /// Credits added.
+        n: u32,
+    },
+    /// Finished deliveries.
+    Ack {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// (index in request, lease id, result).
+        items: Vec<(usize, u64, Bytes)>,
+    },
+    /// Failed deliveries.
+    Nack {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// (index, item).
+        items: Vec<(usize, pb::NackItem)>,
+    },
+    /// Heartbeats.
+    Extend {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// (index, lease id).
+        items: Vec<(usize, u64)>,
+        /// New duration from now (0 = the task's lease duration).
+        extend_ms: u32,
+    },
+    /// A connection closed: drop its credits, return its leases (after the grace period).
+    Disconnected {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Queue counters.
+    Stats {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+    },
+    /// List dead letters.
+    DeadList {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// Queue filter (empty = all).
+        queue: String,
+        /// Most entries.
+        limit: usize,
+    },
+    /// Redrive dead letters.
+    Redrive {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// Queue filter (empty = all).
+        queue: String,
+        /// Task filter (empty = all).
+        task_ids: Vec<u64>,
+    },
+    /// The committer finished a round's job.
+    Durable {
+        /// Round number.
+        round: u64,
+        /// Outcome.
+        result: Result<(), (ErrorCode, String)>,
+    },
+    /// Stop leasing; answer nothing new.
+    Drain,
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Written to the WAL, not yet durable.
+    Pending,
+    Ready,
+    Delayed,
+    Leased(u64),
+    /// Ack tombstone written, not yet durable.
+    Acking,
+    Dead(String),
+}
+
+#[derive(Debug)]
+struct Task {
+    queue: u32,
+    priority: i32,
+    key: String,
+    payload: Bytes,
+    max_attempts: u32,
+    lease: Duration,
+    attempts: u32,
+    state: State,
+    /// Not before, for Delayed.
+    not_before: Option<Instant>,
+    idem: Option<String>,
+}
+
+#[derive(Debug)]
+struct Lease {
+    task_id: u64,
+    conn: ConnId,
+    deadline: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Agent {
+    out: Option<OutTx>,
+    leases: HashSet<u64>,
+}
+
+/// A reply waiting for its round to be durable.
+#[derive(Debug)]
+enum Waiter {
+    Submit { out: OutTx, request_id: u64, results: Vec<(usize, SubmitResult)>, new_tasks: Vec<u64> },
+    Ack { out: OutTx, request_id: u64, items: Vec<(usize, ErrorCode)>, acked: Vec<u64> },
+}
+
+/// A shard's handle: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    tx: mpsc::UnboundedSender<ShardMsg>,
+}
+
+impl ShardHandle {
+    /// Sends a message; false if the shard has stopped.
+    pub fn send(&self, msg: ShardMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+}
+
+/// Which of `n` shards owns `queue`.
+pub fn shard_of_queue(queue: &str, n: usize) -> usize {
+    // FNV-1a: stable across builds and platforms (placement must not change between restarts).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in queue.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % n as u64) as usize
+}
+
+/// Which shard issued `lease_id`.
+pub fn shard_of_lease(lease_id: u64, n: usize) -> usize {
+    (lease_id % n as u64) as usize
+}
+
+/// The shard actor.
+pub struct Shard {
+    index: usize,
+    shards: usize,
+    cfg: ShardConfig,
+    committer: CommitterHandle,
+    self_tx: mpsc::UnboundedSender<ShardMsg>,
+    next_task_id: Arc<AtomicU64>,
+    next_lease: u64,
+    queues: Vec<Queue>,
+    queue_ids: HashMap<String, u32>,
+    tasks: HashMap<u64, Task>,
+    leases: HashMap<u64, Lease>,
+    lease_heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    agents: HashMap<ConnId, Agent>,
+    idem: HashMap<String, (u64, u64)>,
+    idem_expiry: std::collections::VecDeque<(u64, String)>,
+    round: u64,
+    records: Vec<Record>,
+    waiters: Vec<Waiter>,
+    pending_rounds: HashMap<u64, Vec<Waiter>>,
+    outgoing: HashMap<ConnId, (OutTx, Vec<LeasedTask>, usize)>,
+    dirty: HashSet<u32>,
+    draining: bool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Shard {
+    /// Builds shard `index` of `shards` from its share of the recovered state and starts it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        index: usize,
+        shards: usize,
+        cfg: ShardConfig,
+        committer: CommitterHandle,
+        next_task_id: Arc<AtomicU64>,
+        tasks: Vec<RecoveredTask>,
+        idem: Vec<RecoveredIdem>,
+    ) -> ShardHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut shard = Shard {
+            index,
+            shards,
+            cfg,
+            committer,
+            self_tx: tx.clone(),
+            next_task_id,
+            next_lease: rand::random::<u32>() as u64,
+            queues: Vec::new(),
+            queue_ids: HashMap::new(),
+            tasks: HashMap::new(),
+            leases: HashMap::new(),
+            lease_heap: BinaryHeap::new(),
+            agents: HashMap::new(),
+            idem: HashMap::new(),
+            idem_expiry: Default::default(),
+            round: 0,
+            records: Vec::new(),
+            waiters: Vec::new(),
+            pending_rounds: HashMap::new(),
+            outgoing: HashMap::new(),
+            dirty: HashSet::new(),
+            draining: false,
+        };
+        shard.restore(tasks, idem);
+        tokio::spawn(shard.run(rx));
+        ShardHandle { tx }
+    }
+
+    fn restore(&mut self, tasks: Vec<RecoveredTask>, idem: Vec<RecoveredIdem>) {
+        let now_ms = now_unix_ms();
+        let now = Instant::now();
+        for rt in tasks {
+            let stored = match StoredTask::decode(rt.body.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(task_id = rt.task_id, "undecodable stored task skipped: {e}");
+                    continue;
+                }
+            };
+            let spec = stored.spec.unwrap_or_default();
+            let q = self.queue_id(pm_protocol::pipeline::queue_or_default(&spec.queue));
+            let mut task = self.new_task(q, &spec, None);
+            task.attempts = rt.attempts;
+            if let Some(reason) = rt.dead_reason {
+                task.state = State::Dead(reason);
+                self.queues[q as usize].dead.insert(rt.task_id);
+            } else if stored.not_before_unix_ms > now_ms {
+                let at = now + Duration::from_millis(stored.not_before_unix_ms - now_ms);
+                task.state = State::Delayed;
+                task.not_before = Some(at);
+                self.queues[q as usize].delayed.push(Reverse((at, rt.task_id)));
+            } else {
+                task.state = State::Ready;
+                self.queues[q as usize].ready.push(ReadyEntry { priority: task.priority, task_id: rt.task_id });
+            }
+            self.tasks.insert(rt.task_id, task);
+        }
+        for i in idem {
+            if i.expires_unix_ms > now_ms && shard_of_queue(idem_queue(&i.key), self.shards) == self.index {
+                self.idem.insert(i.key.clone(), (i.task_id, i.expires_unix_ms));
+                self.idem_expiry.push_back((i.expires_unix_ms, i.key));
+            }
+        }
+        self.idem_expiry.make_contiguous().sort();
+        tracing::info!(shard = self.index, tasks = self.tasks.len(), "shard recovered");
+        self.update_gauges();
+    }
+
+    fn queue_id(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.queue_ids.get(name) {
+            return *id;
+        }
+        let id = self.queues.len() as u32;
+        self.queues.push(Queue::new(name.to_string()));
+        self.queue_ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn new_task(&self, queue: u32, spec: &TaskSpec, idem: Option<String>) -> Task {
+        let lease =
+            if spec.lease_ms == 0 { self.cfg.default_lease } else { Duration::from_millis(spec.lease_ms.into()) };
+        let max_attempts = if spec.max_attempts == 0 { self.cfg.default_max_attempts } else { spec.max_attempts };
+        Task {
+            queue,
+            priority: spec.priority,
+            key: spec.key.clone(),
+            payload: spec.payload.clone(),
+            max_attempts,
+            lease,
+            attempts: 0,
+            state: State::Pending,
+            not_before: None,
+            idem,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ShardMsg>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let next = self.next_deadline();
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.handle(msg);
+                    // Take everything already queued before flushing: one WAL job per round.
+                    let mut n = 0;
+                    while n < 4096 {
+                        match rx.try_recv() {
+                            Ok(msg) => self.handle(msg),
+                            Err(_) => break,
+                        }
+                        n += 1;
+                    }
+                }
+                _ = sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    self.on_timers();
+                }
+                _ = tick.tick() => {
+                    self.expire_idempotency();
+                    self.update_gauges();
+                }
+            }
+            self.dispatch_dirty();
+            self.flush();
+        }
+    }
+
+    fn handle(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Submit { out, request_id, items } => self.on_submit(out, request_id, items),
+            ShardMsg::Credit { conn, out, queue, n } => {
+                let q = self.queue_id(&queue);
+                self.agents.entry(conn).or_default().out = Some(out);
+                self.queues[q as usize].add_credit(conn, n);
+                self.dirty.insert(q);
+            }
+            ShardMsg::Ack { out, request_id, items } => self.on_ack(out, request_id, items),
+            ShardMsg::Nack { out, request_id, items } => self.on_nack(out, request_id, items),
+            ShardMsg::Extend { out, request_id, items, extend_ms } => self.on_extend(out, request_id, items, extend_ms),
+            ShardMsg::Disconnected { conn } => self.on_disconnect(conn),
+            ShardMsg::Stats { out, request_id } => {
+                let stats = self.queues.iter().map(|q| self.queue_stats(q)).collect();
+                let _ = out.send(Outbound::Part { request_id, part: Part::Stats(stats) });
+            }
+            ShardMsg::DeadList { out, request_id, queue, limit } => {
+                let list = self.dead_list(&queue, limit);
+                let _ = out.send(Outbound::Part { request_id, part: Part::DeadList(list) });
+            }
+            ShardMsg::Redrive { out, request_id, queue, task_ids } => {
+                let n = self.redrive(&queue, &task_ids);
+                let _ = out.send(Outbound::Part { request_id, part: Part::Redrive(n) });
+            }
+            ShardMsg::Durable { round, result } => self.on_durable(round, result),
+            ShardMsg::Drain => self.draining = true,
+        }
+    }
+
+    fn on_submit(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, TaskSpec)>) {
+        let now_ms = now_unix_ms();
+        let mut results = Vec::with_capacity(items.len());
+        let mut new_tasks = Vec::with_capacity(items.len());
+        for (idx, mut spec) in items {
+            if self.draining {
+                results.push((idx, err_result(ErrorCode::ShuttingDown, "scheduler is shutting down")));
+                continue;
+            }
+            let queue_name = pm_protocol::pipeline::queue_or_default(&spec.queue).to_string();
+            let idem_key =
+                (!spec.idempotency_key.is_empty()).then(|| format!("{queue_name}\0{}", spec.idempotency_key));
+            if let Some(k) = &idem_key {
+                if let Some((task_id, exp)) = self.idem.get(k) {
+                    if *exp > now_ms {
+                        results.push((idx, SubmitResult { task_id: *task_id, duplicate: true, ..Default::default() }));
+                        continue;
+                    }
+                }
+            }
+            let task_id = self.next_task_id.fetch_add(1, Ordering::Relaxed);
+            let q = self.queue_id(&queue_name);
+            spec.queue = queue_name;
+            let not_before_unix_ms = if spec.delay_ms > 0 { now_ms + spec.delay_ms } else { 0 };
+            let idempotency = idem_key.as_ref().map(|k| IdemKey {
+                key: k.clone(),
+                expires_unix_ms: now_ms + self.cfg.idempotency_window.as_millis() as u64,
+            });
+            let mut task = self.new_task(q, &spec, idem_key.clone());
+            if spec.delay_ms > 0 {
+                task.not_before = Some(Instant::now() + Duration::from_millis(spec.delay_ms));
+            }
+            let body = StoredTask { spec: Some(spec), submitted_unix_ms: now_ms, not_before_unix_ms }.encode_to_vec();
+            self.records.push(Record::Enqueue { task_id, body: Bytes::from(body), idempotency: idempotency.clone() });
+            if let Some(i) = idempotency {
+                self.idem.insert(i.key.clone(), (task_id, i.expires_unix_ms));
+                self.idem_expiry.push_back((i.expires_unix_ms, i.key));
+            }
+            self.tasks.insert(task_id, task);
+            new_tasks.push(task_id);
+            results.push((idx, SubmitResult { task_id, ..Default::default() }));
+        }
+        // Even a request of duplicates waits for this round: its originals may still be in flight.
+        self.waiters.push(Waiter::Submit { out, request_id, results, new_tasks });
+    }
+
+    fn on_ack(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, u64, Bytes)>) {
+        let mut codes = Vec::with_capacity(items.len());
+        let mut acked = Vec::new();
+        for (idx, lease_id, _result) in items {
+            match self.end_lease(lease_id) {
+                Some(task_id) => {
+                    if let Some(t) = self.tasks.get_mut(&task_id) {
+                        t.state = State::Acking;
+                    }
+                    self.records.push(Record::Ack { task_id });
+                    acked.push(task_id);
+                    codes.push((idx, ErrorCode::Ok));
+                }
+                None => {
+                    metrics::counter!(m::STALE_LEASES, "op" => "ack").increment(1);
+                    codes.push((idx, ErrorCode::StaleLease));
+                }
+            }
+        }
+        self.waiters.push(Waiter::Ack { out, request_id, items: codes, acked });
+    }
+
+    fn on_nack(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, pb::NackItem)>) {
+        let mut codes = Vec::with_capacity(items.len());
+        for (idx, item) in items {
+            match self.end_lease(item.lease_id) {
+                Some(task_id) => {
+                    metrics::counter!(m::NACKED).increment(1);
+                    let reason = if item.reason.is_empty() { "nacked by agent".to_string() } else { item.reason };
+                    self.retry_or_bury(task_id, Duration::from_millis(item.retry_after_ms), reason);
+                    codes.push((idx, ErrorCode::Ok));
+                }
+                None => {
+                    metrics::counter!(m::STALE_LEASES, "op" => "nack").increment(1);
+                    codes.push((idx, ErrorCode::StaleLease));
+                }
+            }
+        }
+        let _ = out.send(Outbound::Part { request_id, part: Part::Lease(codes) });
+    }
+
+    fn on_extend(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, u64)>, extend_ms: u32) {
+        let now = Instant::now();
+        let mut codes = Vec::with_capacity(items.len());
+        for (idx, lease_id) in items {
+            let Some(lease) = self.leases.get_mut(&lease_id) else {
+                metrics::counter!(m::STALE_LEASES, "op" => "extend").increment(1);
+                codes.push((idx, ErrorCode::StaleLease));
+                continue;
+            };
+            let dur = match extend_ms {
+                0 => self.tasks.get(&lease.task_id).map(|t| t.lease).unwrap_or(self.cfg.default_lease),
+                ms => Duration::from_millis(ms.into()),
+            };
+            lease.deadline = now + dur;
+            self.lease_heap.push(Reverse((lease.deadline, lease_id)));
+            codes.push((idx, ErrorCode::Ok));
+        }
+        let _ = out.send(Outbound::Part { request_id, part: Part::Lease(codes) });
+    }
+
+    fn on_disconnect(&mut self, conn: ConnId) {
+        for q in &mut self.queues {
+            q.remove_agent(conn);
+        }
+        let Some(agent) = self.agents.remove(&conn) else { return };
+        let deadline = Instant::now() + self.cfg.disconnect_grace;
+        for lease_id in agent.leases {
+            if let Some(lease) = self.leases.get_mut(&lease_id) {
+                if lease.deadline > deadline {
+                    lease.deadline = deadline;
+                    self.lease_heap.push(Reverse((deadline, lease_id)));
+                }
+            }
+        }
+        if self.cfg.disconnect_grace.is_zero() {
+            self.on_timers();
+        }
+    }
+
+    /// Removes a live lease; returns its task.
+    fn end_lease(&mut self, lease_id: u64) -> Option<u64> {
+        let lease = self.leases.remove(&lease_id)?;
+        if let Some(agent) = self.agents.get_mut(&lease.conn) {
+            agent.leases.remove(&lease_id);
+        }
+        if let Some(t) = self.tasks.get(&lease.task_id) {
+            self.queues[t.queue as usize].leased = self.queues[t.queue as usize].leased.saturating_sub(1);
+        }
+        Some(lease.task_id)
+    }
+
+    /// A delivery failed: make the task ready again (after `after`) or dead-letter it.
+    fn retry_or_bury(&mut self, task_id: u64, after: Duration, reason: String) {
+        let Some(t) = self.tasks.get_mut(&task_id) else { return };
+        let q = t.queue;
+        if t.attempts >= t.max_attempts {
+            let reason = format!("attempt {}/{}: {reason}", t.attempts, t.max_attempts);
+            t.state = State::Dead(reason.clone());
+            self.queues[q as usize].dead.insert(task_id);
+            self.records.push(Record::DeadLetter { task_id, reason });
+            metrics::counter!(m::DEAD_LETTERED).increment(1);
+        } else if after.is_zero() {
+            t.state = State::Ready;
+            self.queues[q as usize].ready.push(ReadyEntry { priority: t.priority, task_id });
+            self.dirty.insert(q);
+        } else {
+            let at = Instant::now() + after;
+            t.state = State::Delayed;
+            t.not_before = Some(at);
+            self.queues[q as usize].delayed.push(Reverse((at, task_id)));
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let lease = self.lease_heap.peek().map(|Reverse((t, _))| *t);
+        let delayed = self.queues.iter().filter_map(|q| q.delayed.peek().map(|Reverse((t, _))| *t)).min();
+        match (lease, delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((deadline, lease_id))) = self.lease_heap.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.lease_heap.pop();
+            let current = self.leases.get(&lease_id).map(|l| l.deadline);
+            if current != Some(deadline) {
+                continue; // extended, acked or nacked since: a stale heap entry
+            }
+            if let Some(task_id) = self.end_lease(lease_id) {
+                metrics::counter!(m::REDELIVERED).increment(1);
+                self.retry_or_bury(task_id, Duration::ZERO, "lease expired".into());
+            }
+        }
+        for qi in 0..self.queues.len() {
+            let q = &mut self.queues[qi];
+            while let Some(Reverse((at, task_id))) = q.delayed.peek().copied() {
+                if at > now {
+                    break;
+                }
+                q.delayed.pop();
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    if t.state == State::Delayed && t.not_before == Some(at) {
+                        t.state = State::Ready;
+                        t.not_before = None;
+                        q.ready.push(ReadyEntry { priority: t.priority, task_id });
+                        self.dirty.insert(qi as u32);
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch_dirty(&mut self) {
+        if self.draining {
+            self.dirty.clear();
+            return;
+        }
+        let dirty: Vec<u32> = self.dirty.drain().collect();
+        for q in dirty {
+            self.dispatch(q);
+        }
+    }
+
+    /// Pushes ready tasks of queue `qi` to agents with credits.
+    fn dispatch(&mut self, qi: u32) {
+        let now = Instant::now();
+        let wall = now_unix_ms();
+        let budget = self.cfg.max_frame_bytes.saturating_sub(1024);
+        loop {
+            let q = &mut self.queues[qi as usize];
+            if q.ready.is_empty() || q.waiting.is_empty() {
+                return;
+            }
+            let Some(entry) = q.ready.pop() else { return };
+            let Some(task) = self.tasks.get_mut(&entry.task_id) else { continue };
+            if task.state != State::Ready {
+                continue;
+            }
+            let Some(conn) = q.take_credit() else {
+                q.ready.push(entry);
+                return;
+            };
+            let Some(agent) = self.agents.get_mut(&conn) else {
+                q.ready.push(entry);
+                continue;
+            };
+            let Some(out) = agent.out.clone() else {
+                q.ready.push(entry);
+                continue;
+            };
+            let lease_id = self.next_lease * self.shards as u64 + self.index as u64;
+            self.next_lease += 1;
+            task.attempts += 1;
+            task.state = State::Leased(lease_id);
+            let deadline = now + task.lease;
+            agent.leases.insert(lease_id);
+            self.leases.insert(lease_id, Lease { task_id: entry.task_id, conn, deadline });
+            self.lease_heap.push(Reverse((deadline, lease_id)));
+            q.leased += 1;
+            self.records.push(Record::Attempt { task_id: entry.task_id, attempts: task.attempts });
+            let leased = LeasedTask {
+                task_id: entry.task_id,
+                lease_id,
+                attempt: task.attempts,
+                deadline_unix_ms: wall + task.lease.as_millis() as u64,
+                payload: task.payload.clone(),
+                queue: q.name.clone(),
+                key: task.key.clone(),
+                max_attempts: task.max_attempts,
+            };
+            let size = leased.encoded_len() + 8;
+            let slot = self.outgoing.entry(conn).or_insert_with(|| (out, Vec::new(), 0));
+            if slot.2 + size > budget && !slot.1.is_empty() {
+                let tasks = std::mem::take(&mut slot.1);
+                let _ = slot.0.send(Outbound::Frame(pb::Leased { tasks }.into()));
+                slot.2 = 0;
+            }
+            slot.1.push(leased);
+            slot.2 += size;
+            metrics::counter!(m::LEASED).increment(1);
+        }
+    }
+
+    /// Ends a round: sends Leased batches, hands the round's records to the committer.
+    fn flush(&mut self) {
+        for (_, (out, tasks, _)) in self.outgoing.drain() {
+            if !tasks.is_empty() {
+                let _ = out.send(Outbound::Frame(pb::Leased { tasks }.into()));
+            }
+        }
+        if self.records.is_empty() && self.waiters.is_empty() {
+            return;
+        }
+        self.round += 1;
+        let round = self.round;
+        let records = std::mem::take(&mut self.records);
+        let waiters = std::mem::take(&mut self.waiters);
+        if !waiters.is_empty() {
+            self.pending_rounds.insert(round, waiters);
+        }
+        let tx = self.self_tx.clone();
+        self.committer.submit(
+            records,
+            Box::new(move |res: Result<(), StoreError>| {
+                let result = res.map_err(|e| (store_error_code(&e), e.to_string()));
+                let _ = tx.send(ShardMsg::Durable { round, result });
+            }),
+        );
+    }
+
+    fn on_durable(&mut self, round: u64, result: Result<(), (ErrorCode, String)>) {
+        if let Err((_, msg)) = &result {
+            tracing::warn!(shard = self.index, round, "store write failed: {msg}");
+        }
+        let Some(waiters) = self.pending_rounds.remove(&round) else { return };
+        let now = Instant::now();
+        for w in waiters {
+            match w {
+                Waiter::Submit { out, request_id, mut results, new_tasks } => {
+                    match &result {
+                        Ok(()) => {
+                            for task_id in new_tasks {
+                                self.make_ready(task_id, now);
+                            }
+                            metrics::counter!(m::SUBMITTED).increment(results.len() as u64);
+                        }
+                        Err((code, msg)) => {
+                            let failed: HashSet<u64> = new_tasks.iter().copied().collect();
+                            for task_id in new_tasks {
+                                if let Some(t) = self.tasks.remove(&task_id) {
+                                    if let Some(k) = t.idem {
+                                        self.idem.remove(&k);
+                                    }
+                                }
+                            }
+                            for (_, r) in results.iter_mut() {
+                                if failed.contains(&r.task_id) || r.duplicate {
+                                    *r = err_result(*code, msg);
+                                }
+                            }
+                        }
+                    }
+                    let _ = out.send(Outbound::Part { request_id, part: Part::Submit(results) });
+                }
+                Waiter::Ack { out, request_id, mut items, acked } => {
+                    for task_id in acked {
+                        if let Some(t) = self.tasks.remove(&task_id) {
+                            let _ = t;
+                        }
+                    }
+                    match &result {
+                        Ok(()) => metrics::counter!(m::ACKED).increment(items.len() as u64),
+                        Err((code, _)) => {
+                            for (_, c) in items.iter_mut() {
+                                if *c == ErrorCode::Ok {
+                                    *c = *code;
+                                }
+                            }
+                        }
+                    }
+                    let _ = out.send(Outbound::Part { request_id, part: Part::Lease(items) });
+                }
+            }
+        }
+    }
+
+    fn make_ready(&mut self, task_id: u64, now: Instant) {
+        let Some(t) = self.tasks.get_mut(&task_id) else { return };
+        if t.state != State::Pending {
+            return;
+        }
+        let q = &mut self.queues[t.queue as usize];
+        match t.not_before {
+            Some(at) if at > now => {
+                t.state = State::Delayed;
+                q.delayed.push(Reverse((at, task_id)));
+            }
+            _ => {
+                t.state = State::Ready;
+                t.not_before = None;
+                q.ready.push(ReadyEntry { priority: t.priority, task_id });
+                self.dirty.insert(t.queue);
+            }
+        }
+    }
+
+    fn queue_stats(&self, q: &Queue) -> QueueStats {
+        QueueStats {
+            queue: q.name.clone(),
+            ready: q.ready.len() as u64,
+            delayed: q.delayed.len() as u64,
+            leased: q.leased,
+            dead: q.dead.len() as u64,
+            credits: q.total_credits(),
+            agents: q.credits.len() as u64,
+        }
+    }
+
+    fn dead_list(&self, queue: &str, limit: usize) -> Vec<DeadLetter> {
+        let mut out = Vec::new();
+        for q in self.queues.iter().filter(|q| queue.is_empty() || q.name == queue) {
+            for task_id in q.dead.iter().take(limit.saturating_sub(out.len())) {
+                if let Some(t) = self.tasks.get(task_id) {
+                    let reason = match &t.state {
+                        State::Dead(r) => r.clone(),
+                        _ => String::new(),
+                    };
+                    out.push(DeadLetter {
+                        task_id: *task_id,
+                        queue: q.name.clone(),
+                        attempts: t.attempts,
+                        reason,
+                        payload: t.payload.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn redrive(&mut self, queue: &str, task_ids: &[u64]) -> u64 {
+        let wanted: HashSet<u64> = task_ids.iter().copied().collect();
+        let mut n = 0;
+        for qi in 0..self.queues.len() {
+            if !queue.is_empty() && self.queues[qi].name != queue {
+                continue;
+            }
+            let ids: Vec<u64> =
+                self.queues[qi].dead.iter().copied().filter(|id| wanted.is_empty() || wanted.contains(id)).collect();
+            for task_id in ids {
+                self.queues[qi].dead.remove(&task_id);
+                if let Some(t) = self.tasks.get_mut(&task_id) {
+                    t.attempts = 0;
+                    t.state = State::Ready;
+                    self.queues[qi].ready.push(ReadyEntry { priority: t.priority, task_id });
+                    self.records.push(Record::Redrive { task_id });
+                    n += 1;
+                }
+            }
+            self.dirty.insert(qi as u32);
+        }
+        n
+    }
+
+    fn expire_idempotency(&mut self) {
+        let now_ms = now_unix_ms();
+        while let Some((exp, _)) = self.idem_expiry.front() {
+            if *exp > now_ms {
+                break;
+            }
+            if let Some((exp, key)) = self.idem_expiry.pop_front() {
+                if self.idem.get(&key).is_some_and(|(_, e)| *e == exp) {
+                    self.idem.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn update_gauges(&self) {
+        for q in &self.queues {
+            let name = q.name.clone();
+            metrics::gauge!(m::QUEUE_DEPTH, "queue" => name.clone()).set(q.ready.len() as f64);
+            metrics::gauge!(m::QUEUE_DELAYED, "queue" => name.clone()).set(q.delayed.len() as f64);
+            metrics::gauge!(m::LEASES_IN_FLIGHT, "queue" => name.clone()).set(q.leased as f64);
+            metrics::gauge!(m::DEAD_LETTERS, "queue" => name).set(q.dead.len() as f64);
+        }
+    }
+}
+
+/// The queue part of an idempotency key (`queue\0key`).
+fn idem_queue(key: &str) -> &str {
+    key.split('\0').next().unwrap_or(key)
+}
+
+fn err_result(code: ErrorCode, msg: &str) -> SubmitResult {
+    SubmitResult { task_id: 0, code: code as i32, message: msg.to_string(), duplicate: false }
+}
+
+/// Maps a store failure to the wire code producers see.
+pub fn store_error_code(e: &StoreError) -> ErrorCode {
+    match e {
+        StoreError::NoSpace { .. } => ErrorCode::StoreFull,
+        StoreError::RecordTooLarge { .. } => ErrorCode::InvalidTask,
+        _ => ErrorCode::StoreFailed,
+    }
+}

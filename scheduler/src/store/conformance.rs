@@ -1,0 +1,411 @@
+//! The one test suite every [`TaskStore`] backend must pass, written once as generic functions and
+//! instantiated per backend by [`conformance!`]. Backend-specific tests (the WAL's recovery and space
+//! reclamation) live next to their backend.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::committer::Committer;
+use super::sled_store::SledStore;
+use super::wal::{now_unix_ms, Wal, WalOptions};
+use super::{FsyncMode, IdemKey, Record, Recovered, RecoveredTask, StoreError, StoreStats, TaskStore};
+
+/// How the suite opens a backend.
+trait Backend {
+    /// Opens the store in `dir`.
+    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError>;
+    /// Most files the store may keep once everything is acked and maintained.
+    const IDLE_SEGMENTS: u64;
+}
+
+struct WalBackend;
+impl Backend for WalBackend {
+    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
+        // Small segments so that rollover, deletion and compaction happen within the tests.
+        let opts = WalOptions { segment_bytes: 64 << 10, max_record_bytes: 16 << 10, compact_live_ratio: 0.25 };
+        let (wal, recovered) = Wal::open(dir, opts)?;
+        Ok((Box::new(wal), recovered))
+    }
+    const IDLE_SEGMENTS: u64 = 2;
+}
+
+struct SledBackend;
+impl Backend for SledBackend {
+    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
+        let (store, recovered) = SledStore::open(dir)?;
+        Ok((Box::new(store), recovered))
+    }
+    const IDLE_SEGMENTS: u64 = 1;
+}
+
+fn open<B: Backend>(dir: &Path) -> (Box<dyn TaskStore>, Recovered) {
+    B::open(dir).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+}
+
+fn enqueue(task_id: u64, body: &str) -> Record {
+    Record::Enqueue { task_id, body: Bytes::copy_from_slice(body.as_bytes()), idempotency: None }
+}
+
+fn enqueue_keyed(task_id: u64, key: &str, expires_unix_ms: u64) -> Record {
+    let idempotency = Some(IdemKey { key: key.into(), expires_unix_ms });
+    Record::Enqueue { task_id, body: Bytes::from(format!("body {task_id}")), idempotency }
+}
+
+fn task(task_id: u64, body: &str, attempts: u32, dead: Option<&str>) -> RecoveredTask {
+    RecoveredTask {
+        task_id,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        attempts,
+        dead_reason: dead.map(Into::into),
+    }
+}
+
+fn round_trip_across_reopen<B: Backend>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, rec) = open::<B>(dir.path());
+    assert_eq!(rec, Recovered::default());
+    store.append(&[enqueue(1, "a"), enqueue(2, "b"), enqueue(3, "c"), enqueue(4, "d")]).unwrap();
+    store
+        .append(&[
+            Record::Attempt { task_id: 2, attempts: 3 },
+            Record::DeadLetter { task_id: 2, reason: "boom".into() },
+            Record::Attempt { task_id: 1, attempts: 1 },
+            Record::Ack { task_id: 3 },
+            // Records about tasks the store does not know change nothing.
+            Record::Attempt { task_id: 99, attempts: 5 },
+            Record::Ack { task_id: 98 },
+        ])
+        .unwrap();
+    store.sync().unwrap();
+    assert_eq!(store.stats().live_tasks, 3);
+    drop(store);
+
+    let (mut store, rec) = open::<B>(dir.path());
+    let expected = vec![task(1, "a", 1, None), task(2, "b", 3, Some("boom")), task(4, "d", 0, None)];
+    assert_eq!(rec.tasks, expected);
+    assert_eq!(rec.max_task_id, 4);
+    store.append(&[Record::Redrive { task_id: 2 }, Record::Ack { task_id: 1 }, enqueue(5, "e")]).unwrap();
+    store.sync().unwrap();
+    drop(store);
+
+    let (_, rec) = open::<B>(dir.path());
+    assert_eq!(rec.tasks, vec![task(2, "b", 0, None), task(4, "d", 0, None), task(5, "e", 0, None)]);
+    assert_eq!(rec.max_task_id, 5);
+}
+
+fn max_task_id_survives_everything_acked<B: Backend>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = open::<B>(dir.path());
+    let body = "x".repeat(200);
+    let mut most_files = StoreStats::default().segments;
+    for batch in 0..40u64 {
+        let ids = batch * 50 + 1..=batch * 50 + 50;
+        store.append(&ids.clone().map(|id| enqueue(id, &body)).collect::<Vec<_>>()).unwrap();
+        store.append(&ids.map(|task_id| Record::Ack { task_id }).collect::<Vec<_>>()).unwrap();
+        store.sync().unwrap();
+        store.maintain(now_unix_ms()).unwrap();
+        most_files = most_files.max(store.stats().segments);
+    }
+    let stats = store.stats();
+    assert_eq!(stats.live_tasks, 0);
+    assert!(stats.segments <= B::IDLE_SEGMENTS, "{stats:?}");
+    assert!(most_files <= B::IDLE_SEGMENTS + 1, "up to {most_files} files");
+    drop(store);
+    let (_, rec) = open::<B>(dir.path());
+    assert!(rec.tasks.is_empty());
+    assert!(rec.max_task_id >= 2000, "max task id {}", rec.max_task_id);
+}
+
+fn idempotency_survives_reopen_and_ack_until_expiry<B: Backend>() {
+    const SHORT_MS: u64 = 2_500;
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix_ms();
+    let (mut store, _) = open::<B>(dir.path());
+    store
+        .append(&[
+            enqueue_keyed(1, "q/long", now + 3_600_000),
+            enqueue_keyed(2, "q/expired", now - 1),
+            enqueue_keyed(3, "q/short", now + SHORT_MS),
+        ])
+        .unwrap();
+    store.append(&[Record::Ack { task_id: 1 }]).unwrap();
+    store.sync().unwrap();
+    drop(store);
+
+    let (mut store, rec) = open::<B>(dir.path());
+    let keys: Vec<(&str, u64)> = rec.idempotency.iter().map(|k| (k.key.as_str(), k.task_id)).collect();
+    assert!(keys.contains(&("q/long", 1)), "{keys:?}");
+    assert!(keys.contains(&("q/short", 3)), "{keys:?}");
+    assert!(!keys.iter().any(|(k, _)| *k == "q/expired"), "{keys:?}");
+    assert_eq!(rec.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![2, 3]);
+    store.append(&[Record::Ack { task_id: 2 }, Record::Ack { task_id: 3 }]).unwrap();
+    store.sync().unwrap();
+    // Generous window so a slow open under a loaded test run cannot expire it early; then wait it out.
+    while now_unix_ms() <= now + SHORT_MS {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    store.maintain(now_unix_ms()).unwrap();
+    drop(store);
+
+    let (_, rec) = open::<B>(dir.path());
+    let keys: Vec<&str> = rec.idempotency.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(keys, vec!["q/long"]);
+    assert_eq!(rec.idempotency[0].expires_unix_ms, now + 3_600_000);
+    assert!(rec.tasks.is_empty());
+}
+
+/// What the spy saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Append(usize),
+    Sync,
+    Done(usize, bool),
+}
+
+/// Wraps a store to record calls and inject failures.
+struct Spy {
+    inner: Box<dyn TaskStore>,
+    events: Arc<Mutex<Vec<Event>>>,
+    /// Appends of a batch containing this task id fail.
+    poison_task: u64,
+    /// The sync with this number (1-based) fails.
+    fail_sync_no: usize,
+    syncs: usize,
+    appends: usize,
+    /// The append with this number (1-based) waits for a message on the receiver first.
+    gates: Vec<(usize, mpsc::Receiver<()>)>,
+}
+
+impl Spy {
+    fn new(inner: Box<dyn TaskStore>) -> (Spy, Arc<Mutex<Vec<Event>>>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let spy = Spy {
+            inner,
+            events: events.clone(),
+            poison_task: u64::MAX,
+            fail_sync_no: 0,
+            syncs: 0,
+            appends: 0,
+            gates: Vec::new(),
+        };
+        (spy, events)
+    }
+}
+
+impl TaskStore for Spy {
+    fn append(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        self.appends += 1;
+        self.events.lock().unwrap().push(Event::Append(records.len()));
+        if let Some(i) = self.gates.iter().position(|(n, _)| *n == self.appends) {
+            let _ = self.gates.swap_remove(i).1.recv_timeout(Duration::from_secs(10));
+        }
+        if records.iter().any(|r| matches!(r, Record::Enqueue { task_id, .. } if *task_id == self.poison_task)) {
+            return Err(StoreError::RecordTooLarge { len: 1, max: 0 });
+        }
+        self.inner.append(records)
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.syncs += 1;
+        self.events.lock().unwrap().push(Event::Sync);
+        if self.syncs == self.fail_sync_no {
+            return Err(StoreError::io("spy", std::io::Error::from_raw_os_error(libc::EIO)));
+        }
+        self.inner.sync()
+    }
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+        self.inner.maintain(now_unix_ms)
+    }
+    fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+}
+
+/// Submits `records` as job `n` and returns a receiver of its outcome.
+fn submit(
+    c: &Committer,
+    events: &Arc<Mutex<Vec<Event>>>,
+    n: usize,
+    records: Vec<Record>,
+) -> mpsc::Receiver<Result<(), String>> {
+    let (tx, rx) = mpsc::channel();
+    let events = events.clone();
+    c.submit(
+        records,
+        Box::new(move |r: Result<(), StoreError>| {
+            events.lock().unwrap().push(Event::Done(n, r.is_ok()));
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        }),
+    );
+    rx
+}
+
+/// Waits until the store has seen `n` appends (so the commit thread has closed that group).
+fn wait_for_appends(events: &Mutex<Vec<Event>>, n: usize) {
+    for _ in 0..1000 {
+        if events.lock().unwrap().iter().filter(|e| matches!(e, Event::Append(_))).count() >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the store never saw {n} appends");
+}
+
+fn wait(rx: &mpsc::Receiver<Result<(), String>>) -> Result<(), String> {
+    rx.recv_timeout(Duration::from_secs(10)).expect("job never completed")
+}
+
+fn committer_completes_only_after_sync<B: Backend>() {
+    for mode in [FsyncMode::Always, FsyncMode::Batch(Duration::from_millis(2)), FsyncMode::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let (spy, events) = Spy::new(open::<B>(dir.path()).0);
+        let c = Committer::start(Box::new(spy), mode);
+        assert_eq!(wait(&submit(&c, &events, 1, vec![enqueue(1, "a"), enqueue(2, "b")])), Ok(()));
+        let seen = events.lock().unwrap().clone();
+        let expected = match mode {
+            FsyncMode::None => vec![Event::Append(2), Event::Done(1, true)],
+            _ => vec![Event::Append(2), Event::Sync, Event::Done(1, true)],
+        };
+        assert_eq!(seen, expected, "{mode:?}");
+        c.shutdown();
+        assert_eq!(open::<B>(dir.path()).1.tasks.len(), 2, "{mode:?}");
+    }
+}
+
+fn committer_fails_only_the_failing_job_or_the_whole_group_on_sync_error<B: Backend>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spy, events) = Spy::new(open::<B>(dir.path()).0);
+    let (open_first, gate) = mpsc::channel();
+    spy.gates.push((1, gate));
+    let (open_sixth, gate) = mpsc::channel();
+    spy.gates.push((6, gate));
+    spy.poison_task = 13;
+    spy.fail_sync_no = 4;
+    let c = Committer::start(Box::new(spy), FsyncMode::Always);
+    // Group 1 = job 0 (held at its append); group 2 = jobs 1..=4, queued meanwhile.
+    let first = submit(&c, &events, 0, vec![enqueue(10, "a")]);
+    wait_for_appends(&events, 1);
+    let rest: Vec<_> = (1..=4u64).map(|n| submit(&c, &events, n as usize, vec![enqueue(10 + n, "b")])).collect();
+    open_first.send(()).unwrap();
+    assert_eq!(wait(&first), Ok(()));
+    let outcomes: Vec<bool> = rest.iter().map(|rx| wait(rx).is_ok()).collect();
+    assert_eq!(outcomes, vec![true, true, false, true], "only the job with task 13 fails");
+    let syncs = events.lock().unwrap().iter().filter(|e| **e == Event::Sync).count();
+    assert_eq!(syncs, 2, "one sync per group: {:?}", events.lock().unwrap());
+    // Group 3 = job 20 (held, sync 3 succeeds); group 4 = jobs 21 and 22, whose sync fails: both fail.
+    let held = submit(&c, &events, 20, vec![enqueue(20, "c")]);
+    wait_for_appends(&events, 6);
+    let group: Vec<_> = (21..=22u64).map(|n| submit(&c, &events, n as usize, vec![enqueue(n, "c")])).collect();
+    open_sixth.send(()).unwrap();
+    assert_eq!(wait(&held), Ok(()));
+    assert!(group.iter().map(wait).all(|r| r.is_err()), "a failed sync fails every job of its group");
+    assert_eq!(wait(&submit(&c, &events, 30, vec![enqueue(30, "d")])), Ok(()), "the committer goes on");
+    c.shutdown();
+}
+
+fn many_concurrent_submitters_all_complete<B: Backend>() {
+    for mode in [FsyncMode::Always, FsyncMode::Batch(Duration::from_millis(1))] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Committer::start(open::<B>(dir.path()).0, mode);
+        let ok = Arc::new(AtomicUsize::new(0));
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let handle = c.handle();
+                let (ok, done_tx) = (ok.clone(), done_tx.clone());
+                s.spawn(move || {
+                    for j in 0..100u64 {
+                        let base = (t * 100 + j) * 4 + 1;
+                        let records = (base..base + 4).map(|id| enqueue(id, "payload")).collect();
+                        let (ok, done_tx) = (ok.clone(), done_tx.clone());
+                        handle.submit(
+                            records,
+                            Box::new(move |r| {
+                                if r.is_ok() {
+                                    ok.fetch_add(1, Ordering::SeqCst);
+                                }
+                                let _ = done_tx.send(());
+                            }),
+                        );
+                    }
+                });
+            }
+        });
+        for _ in 0..800 {
+            done_rx.recv_timeout(Duration::from_secs(20)).expect("a job never completed");
+        }
+        assert_eq!(ok.load(Ordering::SeqCst), 800, "{mode:?}");
+        c.shutdown();
+        let (_, rec) = open::<B>(dir.path());
+        assert_eq!(rec.tasks.len(), 3200, "{mode:?}");
+        assert_eq!(rec.max_task_id, 3200);
+    }
+}
+
+fn recovery_after_committer_shutdown<B: Backend>() {
+    for mode in [FsyncMode::Always, FsyncMode::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Committer::start(open::<B>(dir.path()).0, mode);
+        let ok = Arc::new(AtomicUsize::new(0));
+        for j in 0..50u64 {
+            let ok = ok.clone();
+            let records =
+                vec![enqueue(j * 2 + 1, "one"), enqueue(j * 2 + 2, "two"), Record::Ack { task_id: j * 2 + 1 }];
+            c.submit(records, Box::new(move |r| assert!(r.is_ok() && ok.fetch_add(1, Ordering::SeqCst) < 50)));
+        }
+        let late = c.handle();
+        c.shutdown();
+        assert_eq!(ok.load(Ordering::SeqCst), 50, "shutdown completes every submitted job ({mode:?})");
+        let (tx, rx) = mpsc::channel();
+        late.submit(
+            vec![enqueue(1000, "late")],
+            Box::new(move |r| tx.send(matches!(r, Err(StoreError::Closed))).unwrap()),
+        );
+        assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "a job after shutdown is Closed");
+        let (_, rec) = open::<B>(dir.path());
+        let ids: Vec<u64> = rec.tasks.iter().map(|t| t.task_id).collect();
+        assert_eq!(ids, (1..=50).map(|j| j * 2).collect::<Vec<_>>(), "{mode:?}");
+    }
+}
+
+/// Instantiates every generic test for one backend.
+macro_rules! conformance {
+    ($name:ident, $backend:ty) => {
+        mod $name {
+            #[test]
+            fn round_trip_across_reopen() {
+                super::round_trip_across_reopen::<$backend>();
+            }
+            #[test]
+            fn max_task_id_survives_everything_acked() {
+                super::max_task_id_survives_everything_acked::<$backend>();
+            }
+            #[test]
+            fn idempotency_survives_reopen_and_ack_until_expiry() {
+                super::idempotency_survives_reopen_and_ack_until_expiry::<$backend>();
+            }
+            #[test]
+            fn committer_completes_only_after_sync() {
+                super::committer_completes_only_after_sync::<$backend>();
+            }
+            #[test]
+            fn committer_fails_only_the_failing_job_or_the_whole_group_on_sync_error() {
+                super::committer_fails_only_the_failing_job_or_the_whole_group_on_sync_error::<$backend>();
+            }
+            #[test]
+            fn many_concurrent_submitters_all_complete() {
+                super::many_concurrent_submitters_all_complete::<$backend>();
+            }
+            #[test]
+            fn recovery_after_committer_shutdown() {
+                super::recovery_after_committer_shutdown::<$backend>();
+            }
+        }
+    };
+}
+
+conformance!(wal, super::WalBackend);
+conformance!(sled, super::SledBackend);

@@ -1,0 +1,475 @@
+//! The segmented write-ahead log: the default [`TaskStore`].
+//!
+//! Why our own log: the scheduler only ever appends small records and reads them back once, at start. A
+//! plain append-only file with one `pwrite` and one `fdatasync` per group of batches is the cheapest
+//! durable write there is, and recovery is a single sequential read. What a database would add (indexes,
+//! page management, background threads) we do not need; what we do need — knowing exactly which bytes
+//! are durable and refusing to start on real corruption — is easier to get right in a few hundred lines
+//! we control.
+//!
+//! # On-disk format
+//!
+//! A directory of segment files `wal-<20-digit index>.log`, read in index order. Each is preallocated to
+//! [`WalOptions::segment_bytes`] with real blocks, so a full disk is reported when a segment is created,
+//! not in the middle of a batch. All integers are little-endian.
+//!
+//! ```text
+//! segment header (48 bytes)
+//! 0          8          12         16                 24                 32                 40      44     48
+//! +----------+----------+----------+------------------+------------------+------------------+-------+------+
+//! | magic    | version  | hdr len  | segment index    | base seq         | task id floor    | crc32c| zero |
+//! | PMWAL001 | u32 = 1  | u32 = 48 | u64 (= file name)| u64: seq of its  | u64: largest task| of    |      |
+//! |          |          |          |                  | first record     | id ever appended | 0..40 |      |
+//! +----------+----------+----------+------------------+------------------+------------------+-------+------+
+//!
+//! record (from offset 48, back to back; a len of 0 ends the written data of the segment)
+//! 0        4        8      9          17         17+k
+//! +--------+--------+------+----------+----------+--------------------------+
+//! | len    | crc32c | type | seq      | sync lag | fields of the type       |
+//! | u32    | u32    | u8   | u64      | LEB128   |                          |
+//! +--------+--------+------+----------+----------+--------------------------+
+//! len   = bytes after the crc field (type + seq + payload), at least 10
+//! crc32c over the 4 len bytes, then type, seq and payload
+//! seq   = one more than the previous record's, across the whole store (first record: 1)
+//! lag   = seq - S where every record below seq S had been fdatasync'ed when this one was written
+//!
+//! payload by type                                 idem = expires_ms u64 | key_len u16 | key utf-8
+//! 1 Enqueue     task_id u64 | flags u8 (1 = idem) | [idem] | body (rest)
+//! 2 Attempt     task_id u64 | attempts u32
+//! 3 Ack         task_id u64                          (tombstone)
+//! 4 DeadLetter  task_id u64 | reason utf-8 (rest)
+//! 5 Redrive     task_id u64
+//! 6 Snapshot    task_id u64 | attempts u32 | flags u8 (1 = idem, 2 = dead) | [idem]
+//!               | [reason_len u32 | reason] | body (rest)        written by compaction: full task state
+//! 7 KeyCarry    task_id u64 | idem                   written by compaction: a key that outlives its task
+//! 8 Checkpoint  (nothing)                            written when idle: proves everything before is synced
+//! ```
+//!
+//! `base seq` of a segment also proves that every earlier record was synced: the previous segment is
+//! synced before the next one is created. See `wal/recovery.rs` for how that proof separates a torn tail
+//! (zeroed, store opens) from damaged durable data ([`StoreError::Corrupt`], store refuses to open).
+//!
+//! # Writing
+//!
+//! A batch is encoded into one reusable buffer and written with one `pwrite` at the end of the newest
+//! segment; if it does not fit, the segment is synced and a new one created first. If the write fails the
+//! position is not advanced, so the next batch overwrites the failed bytes (and any of them beyond the next
+//! batch are zeroed), and the store keeps working. `sync` is one `fdatasync` of the newest segment. A
+//! failed `fdatasync` leaves the kernel's page cache in an unknown state, so it poisons the store: every
+//! later call fails until a restart, whose recovery sees only what really reached the disk.
+//!
+//! # Space
+//!
+//! The live set (`wal/live.rs`) knows which segment holds each live task's full record and each
+//! unexpired key. `maintain` (`wal/space.rs`) deletes segments from the front (oldest first) once
+//! nothing live is in them — strictly in order, so a tombstone is never deleted while the record it
+//! cancels still exists — and compacts the oldest segment forward when its live share is under
+//! [`WalOptions::compact_live_ratio`]: its live tasks and keys are re-appended as Snapshot/KeyCarry
+//! records, synced, and the segment deleted. The newest segment is never deleted, and its header's
+//! task id floor keeps [`Recovered::max_task_id`] right.
+
+mod format;
+mod live;
+mod recovery;
+mod segment;
+mod space;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use format::{Entry, SegmentHeader, HEADER_LEN};
+use live::LiveSet;
+use recovery::SegMeta;
+
+use super::{Record, Recovered, RecoveredIdem, RecoveredTask, StoreError, StoreStats, TaskStore};
+
+/// Tuning of the [`Wal`]. Every field has a sensible default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalOptions {
+    /// Size of each segment file, preallocated at creation. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Largest encoded record accepted (header included); must leave room for the segment header.
+    /// Default 8 MiB.
+    pub max_record_bytes: usize,
+    /// An old segment whose live bytes are under this share of its written bytes is compacted forward.
+    /// 0 disables compaction (segments are then only deleted when empty). Default 0.25.
+    pub compact_live_ratio: f64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { segment_bytes: 64 << 20, max_record_bytes: 8 << 20, compact_live_ratio: 0.25 }
+    }
+}
+
+impl WalOptions {
+    /// Checks the options; the error says which one is wrong and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < segment::MIN_SEGMENT_BYTES {
+            return Err(format!("segment size {} is below the minimum of 4096 bytes", self.segment_bytes));
+        }
+        if self.max_record_bytes < 64 {
+            return Err(format!("max record size {} is below the minimum of 64 bytes", self.max_record_bytes));
+        }
+        if self.max_record_bytes as u64 > self.segment_bytes - HEADER_LEN as u64 {
+            return Err(format!(
+                "max record size {} must be smaller than a segment ({} bytes)",
+                self.max_record_bytes, self.segment_bytes
+            ));
+        }
+        if !(0.0..1.0).contains(&self.compact_live_ratio) {
+            return Err(format!("compaction live ratio {} must be in [0, 1)", self.compact_live_ratio));
+        }
+        Ok(())
+    }
+}
+
+/// Test hooks standing in for a failing disk.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// This many next writes fail with `ENOSPC`...
+    pub fail_writes: u32,
+    /// ...after letting this many of their bytes through.
+    pub write_prefix: usize,
+    /// The next segment creation fails with this errno.
+    pub fail_create: Option<i32>,
+    /// The next `fdatasync` fails with `EIO`.
+    pub fail_sync: bool,
+}
+
+/// The newest segment, the only one written to.
+#[derive(Debug)]
+struct Active {
+    index: u64,
+    file: File,
+    path: PathBuf,
+    /// Where the next record goes.
+    pos: u64,
+    /// File size; a batch that does not fit below it goes to a new segment.
+    capacity: u64,
+    /// Bytes in `[pos, dirty_end)` may hold remains of a failed write (clean when `dirty_end <= pos`).
+    dirty_end: u64,
+    /// Written since the last `fdatasync`.
+    unsynced: bool,
+}
+
+/// The segmented write-ahead log. See the module docs for the format and the reasons.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    live: LiveSet,
+    segments: BTreeMap<u64, SegMeta>,
+    active: Active,
+    next_seq: u64,
+    /// Every record below this seq is synced.
+    durable_before: u64,
+    /// Records were synced that no later record or header proves synced yet (see `checkpoint`).
+    evidence_pending: bool,
+    /// Set by a failed `fdatasync`; the store refuses further work.
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+    sizes: Vec<usize>,
+    #[cfg(test)]
+    pub(crate) faults: Faults,
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, recovering every live task and unexpired key.
+    ///
+    /// Fails with [`StoreError::Corrupt`] if durable records are damaged; a torn tail is discarded.
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), StoreError> {
+        opts.validate().map_err(|msg| StoreError::Io {
+            path: dir.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, msg),
+        })?;
+        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let mut scan = match recovery::recover(dir)? {
+            Some(scan) => scan,
+            None => {
+                let header = SegmentHeader { index: 0, base_seq: 1, task_id_floor: 0 };
+                let (_, path) = segment::create_segment(dir, &header, opts.segment_bytes, None)?;
+                let meta = SegMeta { path, written: HEADER_LEN as u64, file_len: opts.segment_bytes };
+                let mut scan = recovery::Scan { next_seq: 1, ..Default::default() };
+                scan.segments.insert(0, meta);
+                scan.live.add_segment(0);
+                scan
+            }
+        };
+        let Some((&index, meta)) = scan.segments.last_key_value() else {
+            return Err(StoreError::Io { path: dir.to_owned(), source: io::Error::other("no segment after recovery") });
+        };
+        let path = meta.path.clone();
+        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| StoreError::io(&path, e))?;
+        let mut capacity = meta.file_len;
+        if capacity < opts.segment_bytes {
+            match segment::preallocate(&file, capacity, opts.segment_bytes - capacity, false) {
+                Ok(()) => capacity = opts.segment_bytes,
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "cannot extend the newest segment: {e}")
+                }
+            }
+        }
+        // What recovery read may still be only in the page cache (after a process crash): make it durable
+        // before new records claim that it is.
+        file.sync_data().map_err(|e| StoreError::io(&path, e))?;
+        segment::sync_dir(dir)?;
+        let written = meta.written;
+        if let Some(m) = scan.segments.get_mut(&index) {
+            m.file_len = capacity;
+        }
+        scan.live.expire(now_unix_ms());
+        let recovered = recovered(&scan.live, &mut scan.bodies);
+        let wal = Wal {
+            dir: dir.to_owned(),
+            opts,
+            live: scan.live,
+            segments: scan.segments,
+            active: Active { index, file, path, pos: written, capacity, dirty_end: 0, unsynced: false },
+            next_seq: scan.next_seq,
+            durable_before: scan.next_seq,
+            evidence_pending: false,
+            poisoned: None,
+            buf: Vec::with_capacity(64 << 10),
+            sizes: Vec::new(),
+            #[cfg(test)]
+            faults: Faults::default(),
+        };
+        Ok((wal, recovered))
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The segment files, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments.values().map(|m| m.path.clone()).collect()
+    }
+
+    fn usable(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Io {
+                path: self.dir.clone(),
+                source: io::Error::other(format!("store disabled after a failed fsync ({why}); restart to recover")),
+            }),
+        }
+    }
+
+    /// Encodes, places and writes `entries`, then applies them to the live set.
+    fn write_entries(&mut self, entries: &[Entry<'_>]) -> Result<(), StoreError> {
+        self.buf.clear();
+        self.sizes.clear();
+        for (i, entry) in entries.iter().enumerate() {
+            let seq = self.next_seq + i as u64;
+            let size = format::encode(&mut self.buf, seq, seq - self.durable_before, entry)?;
+            if size > self.opts.max_record_bytes {
+                return Err(StoreError::RecordTooLarge { len: size, max: self.opts.max_record_bytes });
+            }
+            self.sizes.push(size);
+        }
+        let total = self.buf.len() as u64;
+        let fresh = self.opts.segment_bytes - HEADER_LEN as u64;
+        if self.active.pos + total > self.active.capacity && total <= fresh {
+            self.roll()?;
+        }
+        // Normally one chunk; a batch larger than a whole segment is spread over several.
+        let (mut first, mut offset) = (0, 0);
+        while first < entries.len() {
+            let room = self.active.capacity.saturating_sub(self.active.pos);
+            let (mut last, mut bytes) = (first, 0u64);
+            while last < entries.len() && bytes + self.sizes[last] as u64 <= room {
+                bytes += self.sizes[last] as u64;
+                last += 1;
+            }
+            if last == first {
+                self.roll()?;
+                continue;
+            }
+            let at = self.active.pos;
+            self.write_chunk(offset..offset + bytes as usize)?;
+            let mut off = at;
+            for (entry, &size) in entries[first..last].iter().zip(&self.sizes[first..last]) {
+                self.live.apply(entry, self.active.index, off, size as u64);
+                off += size as u64;
+            }
+            self.next_seq += (last - first) as u64;
+            offset += bytes as usize;
+            first = last;
+        }
+        Ok(())
+    }
+
+    /// One `pwrite` of `buf[range]` at the end of the newest segment.
+    fn write_chunk(&mut self, range: std::ops::Range<usize>) -> Result<(), StoreError> {
+        let pos = self.active.pos;
+        let end = pos + range.len() as u64;
+        if self.active.dirty_end > end {
+            self.clear_dirty(end)?;
+        }
+        let (written, result) = self.pwrite_buf(range, pos);
+        match result {
+            Ok(()) => {
+                self.active.pos = end;
+                self.active.dirty_end = 0;
+                self.active.unsynced = true;
+                metrics::counter!("pm_wal_bytes_written_total").increment(end - pos);
+                Ok(())
+            }
+            Err(e) => {
+                self.active.dirty_end = self.active.dirty_end.max(pos + written as u64);
+                if let Err(z) = self.clear_dirty(pos) {
+                    tracing::warn!("cannot clear a failed write yet (the next write will): {z}");
+                }
+                Err(StoreError::io(&self.active.path, e))
+            }
+        }
+    }
+
+    fn pwrite_buf(&mut self, range: std::ops::Range<usize>, offset: u64) -> (usize, io::Result<()>) {
+        let bytes = &self.buf[range];
+        #[cfg(test)]
+        if self.faults.fail_writes > 0 {
+            self.faults.fail_writes -= 1;
+            let n = self.faults.write_prefix.min(bytes.len());
+            let (done, _) = segment::write_at(&self.active.file, &bytes[..n], offset);
+            return (done, Err(io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+        segment::write_at(&self.active.file, bytes, offset)
+    }
+
+    /// Zeroes `[from, dirty_end)` of the newest segment: remains of a failed write that must never be read.
+    fn clear_dirty(&mut self, from: u64) -> Result<(), StoreError> {
+        if self.active.dirty_end <= from {
+            return Ok(());
+        }
+        let zeros = vec![0u8; (self.active.dirty_end - from) as usize];
+        #[cfg(test)]
+        if self.faults.fail_writes > 0 {
+            self.faults.fail_writes -= 1;
+            return Err(StoreError::io(&self.active.path, io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+        let (_, result) = segment::write_at(&self.active.file, &zeros, from);
+        result.map_err(|e| StoreError::io(&self.active.path, e))?;
+        self.active.dirty_end = from;
+        self.active.unsynced = true;
+        Ok(())
+    }
+
+    /// Seals the newest segment (no garbage past its end, synced) and starts the next one.
+    fn roll(&mut self) -> Result<(), StoreError> {
+        let pos = self.active.pos;
+        self.clear_dirty(pos)?;
+        self.sync_active()?;
+        let index = self.active.index + 1;
+        let header = SegmentHeader { index, base_seq: self.next_seq, task_id_floor: self.live.max_task_id };
+        #[cfg(test)]
+        let fail = self.faults.fail_create.take();
+        #[cfg(not(test))]
+        let fail = None;
+        let (file, path) = segment::create_segment(&self.dir, &header, self.opts.segment_bytes, fail)?;
+        if let Some(old) = self.segments.get_mut(&self.active.index) {
+            old.written = pos;
+        }
+        let meta = SegMeta { path: path.clone(), written: HEADER_LEN as u64, file_len: self.opts.segment_bytes };
+        self.segments.insert(index, meta);
+        self.live.add_segment(index);
+        let capacity = self.opts.segment_bytes;
+        let pos = HEADER_LEN as u64;
+        self.active = Active { index, file, path, pos, capacity, dirty_end: 0, unsynced: false };
+        Ok(())
+    }
+
+    /// `fdatasync` of the newest segment (older ones were synced when it was created).
+    fn sync_active(&mut self) -> Result<(), StoreError> {
+        if self.active.unsynced {
+            #[cfg(test)]
+            let result = if std::mem::take(&mut self.faults.fail_sync) {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                self.active.file.sync_data()
+            };
+            #[cfg(not(test))]
+            let result = self.active.file.sync_data();
+            if let Err(e) = result {
+                let err = StoreError::io(&self.active.path, e);
+                self.poisoned = Some(err.to_string());
+                return Err(err);
+            }
+            self.active.unsynced = false;
+        }
+        self.durable_before = self.next_seq;
+        Ok(())
+    }
+}
+
+impl TaskStore for Wal {
+    fn append(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        self.usable()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<Entry<'_>> = records.iter().map(Entry::from_record).collect();
+        self.write_entries(&entries)?;
+        self.evidence_pending = true;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.usable()?;
+        self.sync_active()
+    }
+
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+        self.usable()?;
+        self.live.expire(now_unix_ms);
+        self.delete_front()?;
+        if self.opts.compact_live_ratio > 0.0 {
+            self.compact_oldest()?;
+        }
+        self.checkpoint()
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            disk_bytes: self.segments.values().map(|m| m.file_len).sum(),
+            segments: self.segments.len() as u64,
+            live_tasks: self.live.tasks.len() as u64,
+        }
+    }
+}
+
+/// Builds what `open` returns: live tasks by id and unexpired keys.
+fn recovered(live: &LiveSet, bodies: &mut live::IdMap<bytes::Bytes>) -> Recovered {
+    let mut tasks: Vec<RecoveredTask> = live
+        .tasks
+        .iter()
+        .map(|(&task_id, t)| RecoveredTask {
+            task_id,
+            body: bodies.remove(&task_id).unwrap_or_default(),
+            attempts: t.attempts,
+            dead_reason: t.dead.as_deref().map(String::from),
+        })
+        .collect();
+    tasks.sort_unstable_by_key(|t| t.task_id);
+    let mut idempotency: Vec<RecoveredIdem> = live
+        .keys
+        .iter()
+        .map(|(key, k)| RecoveredIdem { key: key.clone(), task_id: k.task_id, expires_unix_ms: k.expires_unix_ms })
+        .collect();
+    idempotency.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Recovered { tasks, idempotency, max_task_id: live.max_task_id }
+}
+
+/// Wall-clock time in ms since the Unix epoch (0 if the clock is before 1970).
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

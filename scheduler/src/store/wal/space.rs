@@ -1,0 +1,139 @@
+//! Space reclamation: deleting drained segments from the front, compacting a sparse oldest segment
+//! forward, and the idle checkpoint.
+//!
+//! Why strictly from the front: an Ack tombstone in segment N cancels an Enqueue in an older segment. If
+//! N were deleted while the older one still existed, recovery would bring the task back. Deleting oldest
+//! first means a tombstone can only disappear after everything it refers to is gone. Compaction exists
+//! because one long-lived task would otherwise pin its whole segment, and every later one behind it.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use super::format::{self, Entry, Frame, IdemRef, HEADER_LEN};
+use super::{segment, Wal};
+use crate::store::StoreError;
+
+impl Wal {
+    /// Deletes segments from the front while they hold nothing live (never the newest).
+    pub(super) fn delete_front(&mut self) -> Result<(), StoreError> {
+        let mut deleted = false;
+        while let Some((&index, meta)) = self.segments.first_key_value() {
+            if index == self.active.index || self.live.usage(index).items > 0 {
+                break;
+            }
+            match fs::remove_file(&meta.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&meta.path, e)),
+            }
+            self.segments.remove(&index);
+            self.live.usage.remove(&index);
+            deleted = true;
+        }
+        if deleted {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the live items of the oldest segment to the head if it is sparse, then deletes it.
+    pub(super) fn compact_oldest(&mut self) -> Result<(), StoreError> {
+        let Some((&index, meta)) = self.segments.first_key_value() else {
+            return Ok(());
+        };
+        let usage = self.live.usage(index);
+        let used = meta.written.saturating_sub(HEADER_LEN as u64) as f64;
+        if index == self.active.index || usage.items == 0 || usage.bytes as f64 >= self.opts.compact_live_ratio * used {
+            return Ok(());
+        }
+        let path = meta.path.clone();
+        let data = segment::read_all(&path)?;
+        let end = (meta.written as usize).min(data.len());
+        let carried = self.live_in(index, &data[..end], &path)?;
+        let entries: Vec<Entry<'_>> = carried.iter().map(Carried::entry).collect();
+        self.write_entries(&entries)?;
+        self.evidence_pending = true;
+        self.sync_active()?;
+        let left = self.live.usage(index);
+        if left.items > 0 {
+            tracing::warn!(
+                segment = index,
+                items = left.items,
+                "compaction left live items behind; keeping the segment"
+            );
+            return Ok(());
+        }
+        tracing::debug!(segment = index, tasks = entries.len(), "compacted segment forward");
+        self.delete_front()
+    }
+
+    /// The records of segment `index` that are the current home of a live task or key.
+    fn live_in<'a>(&self, index: u64, data: &'a [u8], path: &Path) -> Result<Vec<Carried<'a>>, StoreError> {
+        let mut out = Vec::new();
+        let mut pos = HEADER_LEN;
+        loop {
+            let (entry, size) = match format::read_frame(data, pos) {
+                Frame::End => return Ok(out),
+                Frame::Bad(detail) => {
+                    return Err(StoreError::Corrupt { path: path.to_owned(), offset: pos as u64, detail })
+                }
+                Frame::Record { entry, size, .. } => (entry, size),
+            };
+            let off = pos as u64;
+            pos += size;
+            let (task_id, idem, body) = match entry {
+                Entry::Enqueue { task_id, idem, body } | Entry::Snapshot { task_id, idem, body, .. } => {
+                    (task_id, idem, Some(body))
+                }
+                Entry::KeyCarry { task_id, idem } => (task_id, Some(idem), None),
+                _ => continue,
+            };
+            let task = body.and_then(|body| {
+                let t = self.live.tasks.get(&task_id).filter(|t| t.seg == index && t.off == off)?;
+                Some((t.attempts, t.dead.as_deref().map(String::from), body))
+            });
+            let key = idem.and_then(|k| {
+                let l = self.live.keys.get(k.key).filter(|l| l.seg == index && l.off == off)?;
+                Some((k.key, l.expires_unix_ms, l.task_id))
+            });
+            if task.is_some() || key.is_some() {
+                out.push(Carried { task_id, task, key });
+            }
+        }
+    }
+
+    /// When idle and fully synced, writes a Checkpoint so the last synced records are proven durable
+    /// (otherwise damage to them would look like a torn tail; see [`recovery`]).
+    pub(super) fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if !self.evidence_pending || self.active.unsynced || self.durable_before != self.next_seq {
+            return Ok(());
+        }
+        self.write_entries(&[Entry::Checkpoint])?;
+        self.sync_active()?;
+        self.evidence_pending = false;
+        Ok(())
+    }
+}
+
+/// A live task and/or key found in a segment being compacted.
+struct Carried<'a> {
+    task_id: u64,
+    /// Attempts, dead reason and body, if the record is the task's current home.
+    task: Option<(u32, Option<String>, &'a [u8])>,
+    /// Key, expiry and its task, if the record is the key's current home.
+    key: Option<(&'a str, u64, u64)>,
+}
+
+impl Carried<'_> {
+    fn entry(&self) -> Entry<'_> {
+        let idem = self.key.map(|(key, expires_unix_ms, _)| IdemRef { key, expires_unix_ms });
+        match (&self.task, self.key, idem) {
+            (Some((attempts, dead, body)), _, _) => {
+                Entry::Snapshot { task_id: self.task_id, attempts: *attempts, dead: dead.as_deref(), idem, body }
+            }
+            (None, Some((_, _, task_id)), Some(idem)) => Entry::KeyCarry { task_id, idem },
+            _ => Entry::Checkpoint,
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! WAL-specific tests: recovery (torn tails, corruption), rollover, space reclamation, write failures.
+//! The behaviour every backend shares is tested in `store::conformance`.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use super::format::{self, Frame, HEADER_LEN};
+use super::{now_unix_ms, Wal, WalOptions};
+use crate::store::{IdemKey, Record, Recovered, StoreError, TaskStore};
+
+fn opts(segment_bytes: u64) -> WalOptions {
+    WalOptions { segment_bytes, max_record_bytes: 4096, compact_live_ratio: 0.25 }
+}
+
+fn open(dir: &Path, opts: WalOptions) -> (Wal, Recovered) {
+    Wal::open(dir, opts).unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+fn enq(task_id: u64, body_len: usize) -> Record {
+    let body = Bytes::from(format!("{task_id:08}").repeat(body_len / 8 + 1)).slice(..body_len);
+    Record::Enqueue { task_id, body, idempotency: None }
+}
+
+fn ack(task_id: u64) -> Record {
+    Record::Ack { task_id }
+}
+
+fn ids(rec: &Recovered) -> Vec<u64> {
+    rec.tasks.iter().map(|t| t.task_id).collect()
+}
+
+/// `(start, end)` of every record in a segment file.
+fn record_spans(path: &Path) -> Vec<(usize, usize)> {
+    let data = fs::read(path).unwrap();
+    let mut spans = Vec::new();
+    let mut pos = HEADER_LEN;
+    while let Frame::Record { size, .. } = format::read_frame(&data, pos) {
+        spans.push((pos, pos + size));
+        pos += size;
+    }
+    spans
+}
+
+fn newest(wal: &Wal) -> PathBuf {
+    wal.segment_paths().pop().unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Three synced batches of two tasks each (ids 1..=6); returns the segment file.
+fn three_synced_batches(dir: &Path) -> PathBuf {
+    let (mut wal, _) = open(dir, opts(64 << 10));
+    for b in 0..3 {
+        wal.append(&[enq(b * 2 + 1, 100), enq(b * 2 + 2, 100)]).unwrap();
+        wal.sync().unwrap();
+    }
+    newest(&wal)
+}
+
+#[test]
+fn torn_tail_at_every_offset_opens_without_the_last_record() {
+    let pristine = tempfile::tempdir().unwrap();
+    let seg = three_synced_batches(pristine.path());
+    let (start, end) = *record_spans(&seg).last().unwrap();
+    let name = seg.file_name().unwrap();
+    for cut in start..end {
+        for zero_instead_of_truncate in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(pristine.path(), dir.path());
+            let file = dir.path().join(name);
+            if zero_instead_of_truncate {
+                // A torn write into the preallocated file: the record's last bytes never arrived.
+                let mut data = fs::read(&file).unwrap();
+                data[cut..end].fill(0);
+                fs::write(&file, data).unwrap();
+            } else {
+                fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(cut as u64).unwrap();
+            }
+            let (mut wal, rec) = Wal::open(dir.path(), opts(64 << 10))
+                .unwrap_or_else(|e| panic!("cut at {cut} (zeroed: {zero_instead_of_truncate}): {e}"));
+            assert_eq!(ids(&rec), vec![1, 2, 3, 4, 5], "cut at {cut}");
+            // The store works on: the next record takes the torn one's place, and survives a reopen.
+            wal.append(&[enq(7, 50)]).unwrap();
+            wal.sync().unwrap();
+            drop(wal);
+            let (_, rec) = open(dir.path(), opts(64 << 10));
+            assert_eq!(ids(&rec), vec![1, 2, 3, 4, 5, 7], "cut at {cut}, after reopen");
+        }
+    }
+}
+
+#[test]
+fn flipped_bit_in_an_older_record_is_corruption_naming_file_and_offset() {
+    let pristine = tempfile::tempdir().unwrap();
+    let seg = three_synced_batches(pristine.path());
+    let spans = record_spans(&seg);
+    // Every byte of the first two records (the first synced batch), followed by later synced batches.
+    for &(start, end) in &spans[..2] {
+        for byte in start..end {
+            let dir = tempfile::tempdir().unwrap();
+            copy_dir(pristine.path(), dir.path());
+            let file = dir.path().join(seg.file_name().unwrap());
+            let mut data = fs::read(&file).unwrap();
+            data[byte] ^= 1 << (byte % 8);
+            fs::write(&file, data).unwrap();
+            match Wal::open(dir.path(), opts(64 << 10)) {
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    let StoreError::Corrupt { path, offset, .. } = &e else { unreachable!() };
+                    assert_eq!((path, *offset), (&file, start as u64), "flip at {byte}");
+                    let msg = e.to_string();
+                    assert!(msg.contains(&file.display().to_string()), "{msg}");
+                    assert!(msg.contains(&format!("offset {start}")), "{msg}");
+                }
+                Err(e) => panic!("flip at {byte}: wrong error {e}"),
+                Ok((_, rec)) => panic!("flip at {byte}: opened with tasks {:?}", ids(&rec)),
+            }
+        }
+    }
+}
+
+#[test]
+fn damage_to_the_last_synced_batch_is_corruption_once_a_checkpoint_proves_it_durable() {
+    for checkpointed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = open(dir.path(), opts(64 << 10));
+        wal.append(&[enq(1, 100), enq(2, 100)]).unwrap();
+        wal.sync().unwrap();
+        if checkpointed {
+            wal.maintain(now_unix_ms()).unwrap();
+        }
+        let seg = newest(&wal);
+        drop(wal);
+        let (start, _) = record_spans(&seg)[0];
+        let mut data = fs::read(&seg).unwrap();
+        data[start + 20] ^= 0x10;
+        fs::write(&seg, data).unwrap();
+        match Wal::open(dir.path(), opts(64 << 10)) {
+            Err(StoreError::Corrupt { offset, .. }) => {
+                assert!(checkpointed && offset == start as u64)
+            }
+            // Without later evidence the batch may never have been synced: it is a torn tail.
+            Ok((_, rec)) => assert!(!checkpointed && rec.tasks.is_empty(), "{:?}", ids(&rec)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn unsynced_batch_that_lost_its_first_page_is_a_torn_tail_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(64 << 10));
+    wal.append(&[enq(1, 100)]).unwrap();
+    wal.sync().unwrap();
+    wal.append(&[enq(2, 100), enq(3, 100), enq(4, 100)]).unwrap();
+    let seg = newest(&wal);
+    drop(wal);
+    // Page cache write-back order is not guaranteed: the batch's first record is lost, the rest made it.
+    let (start, end) = record_spans(&seg)[1];
+    let mut data = fs::read(&seg).unwrap();
+    data[start..end].fill(0);
+    fs::write(&seg, data).unwrap();
+    let (mut wal, rec) = open(dir.path(), opts(64 << 10));
+    assert_eq!(ids(&rec), vec![1]);
+    assert_eq!(record_spans(&seg).len(), 1, "the leftovers were zeroed");
+    wal.append(&[enq(5, 10)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    assert_eq!(ids(&open(dir.path(), opts(64 << 10)).1), vec![1, 5]);
+}
+
+#[test]
+fn damaged_segment_header_or_missing_segment_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(8 << 10));
+    for id in 1..=100 {
+        wal.append(&[enq(id, 200)]).unwrap();
+    }
+    wal.sync().unwrap();
+    let segs = wal.segment_paths();
+    drop(wal);
+    assert!(segs.len() >= 3);
+
+    let mut header = fs::read(&segs[1]).unwrap();
+    header[18] ^= 1;
+    fs::write(&segs[1], &header).unwrap();
+    let err = Wal::open(dir.path(), opts(8 << 10)).unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt { path, offset: 0, .. } if *path == segs[1]), "{err}");
+    header[18] ^= 1;
+    fs::write(&segs[1], &header).unwrap();
+    assert_eq!(open(dir.path(), opts(8 << 10)).1.tasks.len(), 100);
+
+    fs::remove_file(&segs[1]).unwrap();
+    let err = Wal::open(dir.path(), opts(8 << 10)).unwrap_err();
+    assert!(matches!(&err, StoreError::Corrupt { path, .. } if *path == segs[0]), "{err}");
+}
+
+#[test]
+fn segments_roll_over_are_preallocated_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(16 << 10));
+    for b in 0..30u64 {
+        wal.append(&(b * 10 + 1..=b * 10 + 10).map(|id| enq(id, 200)).collect::<Vec<_>>()).unwrap();
+    }
+    wal.sync().unwrap();
+    let segs = wal.segment_paths();
+    assert!(segs.len() >= 4, "{} segments", segs.len());
+    for (i, path) in segs.iter().enumerate() {
+        assert_eq!(path.file_name().unwrap().to_str().unwrap(), format!("wal-{i:020}.log"));
+        let meta = fs::metadata(path).unwrap();
+        assert_eq!(meta.len(), 16 << 10);
+        assert!(meta.blocks() * 512 >= 16 << 10, "{} is not allocated", path.display());
+    }
+    assert_eq!(wal.stats().disk_bytes, segs.len() as u64 * (16 << 10));
+    drop(wal);
+    let (_, rec) = open(dir.path(), opts(16 << 10));
+    assert_eq!(ids(&rec), (1..=300).collect::<Vec<_>>());
+    assert!(rec.tasks.iter().all(|t| t.body
+        == match enq(t.task_id, 200) {
+            Record::Enqueue { body, .. } => body,
+            _ => unreachable!(),
+        }));
+}
+
+#[test]
+fn a_batch_larger_than_a_segment_is_spread_over_several() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(8 << 10));
+    wal.append(&(1..=100).map(|id| enq(id, 200)).collect::<Vec<_>>()).unwrap();
+    wal.sync().unwrap();
+    assert!(wal.segment_paths().len() >= 3);
+    drop(wal);
+    assert_eq!(ids(&open(dir.path(), opts(8 << 10)).1), (1..=100).collect::<Vec<_>>());
+}
+
+/// Runs `tasks` enqueues (256-byte bodies, batches of 64), acking each batch one batch later except the
+/// ids `keep` selects; syncs and maintains every 16 batches. Returns the most segments seen.
+fn churn(wal: &mut Wal, tasks: u64, keep: impl Fn(u64) -> bool) -> usize {
+    let mut most = 0;
+    let mut previous: Vec<u64> = Vec::new();
+    for (n, first) in (1..=tasks).step_by(64).enumerate() {
+        let batch: Vec<u64> = (first..(first + 64).min(tasks + 1)).collect();
+        let mut records: Vec<Record> = batch.iter().map(|&id| enq(id, 256)).collect();
+        records.extend(previous.iter().filter(|&&id| !keep(id)).map(|&id| ack(id)));
+        wal.append(&records).unwrap();
+        previous = batch;
+        if n % 16 == 15 {
+            wal.sync().unwrap();
+            wal.maintain(now_unix_ms()).unwrap();
+        }
+        most = most.max(wal.segment_paths().len());
+    }
+    wal.append(&previous.iter().filter(|&&id| !keep(id)).map(|&id| ack(id)).collect::<Vec<_>>()).unwrap();
+    wal.sync().unwrap();
+    wal.maintain(now_unix_ms()).unwrap();
+    most
+}
+
+#[test]
+fn disk_use_stays_bounded_under_steady_enqueue_and_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(1 << 20));
+    let most = churn(&mut wal, 200_000, |_| false);
+    assert!(most <= 3, "up to {most} segments of 1 MiB for a ~57 MiB stream");
+    assert!(wal.segment_paths().len() <= 2);
+    assert_eq!(wal.stats().live_tasks, 0);
+    let first_left = wal.segment_paths()[0].clone();
+    assert!(!first_left.ends_with(super::segment::segment_name(0)), "old segments were deleted");
+    drop(wal);
+    let (_, rec) = open(dir.path(), opts(1 << 20));
+    assert!(rec.tasks.is_empty());
+    assert_eq!(rec.max_task_id, 200_000);
+}
+
+#[test]
+fn compaction_reclaims_sparse_segments_and_long_lived_tasks_and_keys_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(1 << 20));
+    let expires = now_unix_ms() + 3_600_000;
+    // An acked task whose idempotency key must outlive it, and a long-lived task with some history.
+    let keyed = Record::Enqueue {
+        task_id: 1_000_000,
+        body: Bytes::from_static(b"keyed"),
+        idempotency: Some(IdemKey { key: "q/k".into(), expires_unix_ms: expires }),
+    };
+    wal.append(&[keyed, ack(1_000_000), enq(1_000_001, 300)]).unwrap();
+    wal.append(&[
+        Record::Attempt { task_id: 1_000_001, attempts: 4 },
+        Record::DeadLetter { task_id: 1_000_001, reason: "gave up".into() },
+    ])
+    .unwrap();
+    let most = churn(&mut wal, 200_000, |id| id % 1000 == 0);
+    assert!(most <= 4, "up to {most} segments: sparse ones must be compacted forward");
+    assert!(wal.segment_paths().len() <= 3, "{:?}", wal.segment_paths());
+    assert_eq!(wal.stats().live_tasks, 201);
+    drop(wal);
+
+    let (mut wal, rec) = open(dir.path(), opts(1 << 20));
+    let mut expected: Vec<u64> = (1..=200).map(|i| i * 1000).collect();
+    expected.push(1_000_001);
+    assert_eq!(ids(&rec), expected);
+    let dead = rec.tasks.last().unwrap();
+    assert_eq!((dead.attempts, dead.dead_reason.as_deref()), (4, Some("gave up")));
+    assert_eq!(dead.body.len(), 300);
+    assert!(rec.tasks.iter().filter(|t| t.task_id < 1_000_000).all(|t| t.body.len() == 256));
+    assert_eq!(rec.idempotency.len(), 1);
+    assert_eq!((rec.idempotency[0].key.as_str(), rec.idempotency[0].task_id), ("q/k", 1_000_000));
+    assert_eq!(rec.max_task_id, 1_000_001);
+
+    // Once the key expires and the tasks are acked, everything but the newest segment goes.
+    let all: Vec<Record> = expected.iter().map(|&id| ack(id)).collect();
+    wal.append(&all).unwrap();
+    wal.sync().unwrap();
+    wal.maintain(expires + 1).unwrap();
+    assert_eq!(wal.segment_paths().len(), 1);
+    drop(wal);
+    let (_, rec) = open(dir.path(), opts(1 << 20));
+    assert!(rec.tasks.is_empty());
+    assert_eq!(rec.max_task_id, 1_000_001, "the newest segment's header remembers the largest id");
+}
+
+#[test]
+fn failed_write_is_rolled_back_and_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(64 << 10));
+    wal.append(&[enq(1, 100), enq(2, 100)]).unwrap();
+    let size = record_spans(&newest(&wal))[0].1 - HEADER_LEN;
+    // The failed batch gets all but its last byte onto the disk, and clearing it fails too:
+    // its first two records are complete, valid, and would chain after a shorter next batch.
+    wal.faults.fail_writes = 2;
+    wal.faults.write_prefix = 3 * size - 1;
+    let err = wal.append(&[enq(10, 100), enq(11, 100), enq(12, 100)]).unwrap_err();
+    assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
+    assert_eq!(wal.stats().live_tasks, 2, "nothing of the failed batch is applied");
+    wal.append(&[enq(20, 100)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (mut wal, rec) = open(dir.path(), opts(64 << 10));
+    assert_eq!(ids(&rec), vec![1, 2, 20], "the failed batch must not come back");
+
+    // A failed write whose clean-up succeeds: same outcome.
+    wal.faults.fail_writes = 1;
+    wal.faults.write_prefix = 50;
+    assert!(wal.append(&[enq(30, 100)]).is_err());
+    wal.append(&[enq(31, 100)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    assert_eq!(ids(&open(dir.path(), opts(64 << 10)).1), vec![1, 2, 20, 31]);
+}
+
+#[test]
+fn full_disk_at_segment_creation_fails_the_batch_and_the_store_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(8 << 10));
+    let mut id = 0;
+    while wal.segment_paths().len() == 1 {
+        id += 1;
+        wal.append(&[enq(id, 500)]).unwrap();
+    }
+    // The next batch needs a new segment and the disk is full.
+    let segs = wal.segment_paths().len();
+    for _ in 0..20 {
+        id += 1;
+        wal.faults.fail_create = Some(libc::ENOSPC);
+        match wal.append(&[enq(id, 500)]) {
+            Ok(()) => continue,
+            Err(StoreError::NoSpace { path }) => {
+                assert!(path.starts_with(dir.path()));
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(wal.segment_paths().len(), segs, "no segment was created");
+    let failed = id;
+    wal.faults.fail_create = None;
+    wal.append(&[enq(failed + 1, 500)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, rec) = open(dir.path(), opts(8 << 10));
+    let mut expected: Vec<u64> = (1..failed).collect();
+    expected.push(failed + 1);
+    assert_eq!(ids(&rec), expected);
+}
+
+#[test]
+fn failed_fsync_disables_the_store_until_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(64 << 10));
+    wal.append(&[enq(1, 10)]).unwrap();
+    wal.sync().unwrap();
+    wal.append(&[enq(2, 10)]).unwrap();
+    wal.faults.fail_sync = true;
+    assert!(wal.sync().is_err());
+    let err = wal.append(&[enq(3, 10)]).unwrap_err();
+    assert!(err.to_string().contains("restart"), "{err}");
+    assert!(wal.sync().is_err() && wal.maintain(0).is_err());
+    drop(wal);
+    let (_, rec) = open(dir.path(), opts(64 << 10));
+    assert_eq!(ids(&rec)[0], 1);
+}
+
+#[test]
+fn oversized_record_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(64 << 10));
+    let err = wal.append(&[enq(1, 10), enq(2, 5000)]).unwrap_err();
+    assert!(matches!(err, StoreError::RecordTooLarge { max: 4096, .. }), "{err}");
+    wal.append(&[enq(3, 10)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    assert_eq!(ids(&open(dir.path(), opts(64 << 10)).1), vec![3]);
+}
+
+#[test]
+fn max_task_id_comes_from_the_header_floor_after_old_segments_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(8 << 10));
+    wal.append(&[enq(9_999, 10), ack(9_999)]).unwrap();
+    for id in 1..=200 {
+        wal.append(&[enq(id, 200), ack(id)]).unwrap();
+        wal.maintain(now_unix_ms()).unwrap();
+    }
+    wal.sync().unwrap();
+    wal.maintain(now_unix_ms()).unwrap();
+    assert!(!wal.segment_paths()[0].ends_with(super::segment::segment_name(0)), "segment 0 was deleted");
+    drop(wal);
+    assert_eq!(open(dir.path(), opts(8 << 10)).1.max_task_id, 9_999);
+}
+
+#[test]
+fn options_are_validated() {
+    assert_eq!(WalOptions::default().validate(), Ok(()));
+    let bad = [
+        WalOptions { segment_bytes: 1000, ..WalOptions::default() },
+        WalOptions { max_record_bytes: 64 << 20, ..WalOptions::default() },
+        WalOptions { max_record_bytes: 10, ..WalOptions::default() },
+        WalOptions { compact_live_ratio: 1.0, ..WalOptions::default() },
+        WalOptions { compact_live_ratio: f64::NAN, ..WalOptions::default() },
+    ];
+    for opts in bad {
+        assert!(opts.validate().is_err(), "{opts:?}");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Wal::open(dir.path(), opts).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! Test harness for end-to-end tests: real processes, real sockets.
+//!
+//! [`Scheduler::start`] builds the binaries once per test process (`cargo build --bins`, a no-op when they are
+//! fresh), starts `pm-scheduler --listen 127.0.0.1:0` with a data directory, reads the `listening on ADDR`
+//! line, and returns a handle that can SIGKILL, SIGTERM and restart the process on the same address and
+//! data. [`pmctl`] runs the CLI. Processes are killed when their handle is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rustix::process::{kill_process, Pid, Signal};
+
+/// The directory holding the workspace's binaries for the profile the tests were built with.
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        // target/<profile>/deps/<test-binary>
+        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--bins", "-p", "pm-scheduler", "-p", "pmctl"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+        dir
+    })
+    .clone()
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A running (or stopped) `pm-scheduler`.
+pub struct Scheduler {
+    child: Option<Child>,
+    /// `host:port` it listens on (kept across restarts).
+    pub addr: String,
+    /// Its data directory.
+    pub data: PathBuf,
+    args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+    _logdir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Scheduler {
+    /// Starts a scheduler with a fresh temporary data directory and extra flags.
+    pub fn start(extra: &[&str]) -> Scheduler {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let mut s = Self::start_in(&data, extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a scheduler on `data` (kept after the handle is dropped).
+    pub fn start_in(data: &Path, extra: &[&str]) -> Scheduler {
+        Self::start_logging_to(data, None, extra)
+    }
+
+    /// Starts a scheduler on `data` whose stderr goes to `log` (default: a temporary directory of its own,
+    /// so a test that fills the data disk still gets its log).
+    pub fn start_logging_to(data: &Path, log: Option<&Path>, extra: &[&str]) -> Scheduler {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let logdir = tempfile::tempdir().expect("tempdir");
+        let log = log.map(Path::to_path_buf).unwrap_or_else(|| logdir.path().join("pm-scheduler.log"));
+        let mut s = Scheduler {
+            child: None,
+            addr: "127.0.0.1:0".into(),
+            data: data.to_path_buf(),
+            args,
+            _tmp: None,
+            _logdir: logdir,
+            log,
+        };
+        s.spawn().expect("scheduler did not start");
+        s
+    }
+
+    /// Starts the process again (same data, same address).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("restart failed ({e}); retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("scheduler did not restart: {e}"),
+            }
+        }
+    }
+
+    /// Tries to start the process; returns the stderr tail on failure.
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(|e| e.to_string())?;
+        let mut child = Command::new(bin("pm-scheduler"))
+            .arg("--listen")
+            .arg(&self.addr)
+            .arg("--data")
+            .arg(&self.data)
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("listening on ") => {
+                self.addr = line["listening on ".len()..].trim().to_string();
+                // Keep draining stdout so the child never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                self.child = Some(child);
+                Ok(())
+            }
+            other => {
+                let status = child.wait().ok();
+                Err(format!("unexpected first line {other:?}, exit {status:?}; log: {}", self.log_tail()))
+            }
+        }
+    }
+
+    /// The last 4 KiB of the process's stderr log.
+    pub fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        s[s.len().saturating_sub(4096)..].to_string()
+    }
+
+    /// Process id, if running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit (up to `timeout`, then SIGKILL).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        if let Some(pid) = Pid::from_raw(c.id() as i32) {
+            let _ = kill_process(pid, Signal::TERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok().filter(|_| false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A client connected with `opts`.
+    pub async fn client(&self, opts: pm_client::ConnectOptions) -> pm_client::Client {
+        pm_client::Client::connect(&self.addr, opts).await.expect("connect")
+    }
+
+    /// An agent connection.
+    pub async fn agent(&self) -> (pm_client::Client, pm_client::Leases) {
+        pm_client::Client::connect_agent(&self.addr, pm_client::ConnectOptions::agent().reconnect(false))
+            .await
+            .expect("connect agent")
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `pmctl --server ADDR args...` with `stdin` and returns its output.
+pub fn pmctl(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin("pmctl"))
+        .arg("--server")
+        .arg(addr)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pmctl");
+    if let Some(mut sin) = child.stdin.take() {
+        if let Some(data) = stdin {
+            let _ = sin.write_all(data);
+        }
+    }
+    child.wait_with_output().expect("pmctl output")
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
