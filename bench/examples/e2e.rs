@@ -8,46 +8,38 @@
 //!     [--queue bench] [--credits 2048] [--drain 3]
 //! ```
 //! - `max`: every producer keeps `--inflight` Submits of `--batch` tasks in flight (closed loop).
-//! - `fixed`: the producers together offer `--rate` tasks/s on a fixed schedule. Every task carries its
-//!   *intended* send time, so a slow server shows up as latency rather than as a lower offered rate (no
-//!   coordinated omission). At most `--inflight` Submits per producer are in flight; later ones wait for a slot
-//!   but keep their intended time.
+//! - `fixed`: the producers together offer `--rate` tasks/s on a fixed schedule; each task carries its *intended*
+//!   send time, so a slow server shows as latency, not as a lower offered rate (no coordinated omission). At most
+//!   `--inflight` Submits per producer are in flight; later ones wait for a slot but keep their intended time.
 //!
-//! A payload is the send time (u64 LE, ns since the run's common start) padded to `--payload` bytes. Each agent
-//! grants `--credits`, acks up to 64 received tasks per call (ack calls run concurrently) and grants the same
-//! number back once the ack returns. A task's latency (ack reply time − embedded time) is recorded when its
-//! ack code is OK. Only completions inside [warmup, warmup + duration) are counted: submitted/s (OK SubmitAck
-//! results), acked/s (OK ack codes) and the latency samples. Then the producers stop and the agents drain for at
-//! most `--drain` s. Prints one JSON line (with per-second series, to make stalls visible); errors go to stderr.
+//! A payload is the send time (u64 LE, ns since the common start) padded to `--payload` bytes. Each agent grants
+//! `--credits`, acks up to 64 received tasks per call (ack calls run concurrently) and grants as many back once
+//! the ack returns. Latency = ack reply time − embedded time, for OK ack codes. Only completions inside
+//! [warmup, warmup + duration) count: submitted/s (OK SubmitAck results), acked/s (OK ack codes), latency. Then
+//! producers stop and agents drain for at most `--drain` s. Prints one JSON line (with per-second series, to
+//! make stalls visible); errors go to stderr.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use hdrhistogram::Histogram;
 use pm_client::{Client, ConnectOptions, Leases};
 use pm_protocol::pb::{LeasedTask, TaskSpec};
 use pm_protocol::ErrorCode;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 const ACK_BATCH: usize = 64;
 
-#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
-enum Mode {
-    Max,
-    Fixed,
-}
-
+/// The options of the usage above.
 #[derive(Parser, Debug)]
 struct Args {
     #[arg(long)]
     addr: String,
-    #[arg(long, value_enum, default_value_t = Mode::Max)]
-    mode: Mode,
-    /// Fixed mode: tasks per second offered by all producers together.
+    #[arg(long, default_value = "max", value_parser = ["max", "fixed"])]
+    mode: String,
     #[arg(long, default_value_t = 20_000)]
     rate: u64,
     #[arg(long, default_value_t = 4)]
@@ -62,15 +54,12 @@ struct Args {
     warmup: u64,
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Submits in flight per producer.
     #[arg(long, default_value_t = 8)]
     inflight: usize,
     #[arg(long, default_value = "bench")]
     queue: String,
-    /// Credits each agent grants at start.
     #[arg(long, default_value_t = 2048)]
     credits: u32,
-    /// Seconds the agents may take to drain after the window.
     #[arg(long, default_value_t = 3)]
     drain: u64,
 }
@@ -105,8 +94,13 @@ impl Ctx {
     fn in_win(&self, ns: u64) -> bool {
         ns >= self.win.0 && ns < self.win.1
     }
-    fn add_series(series: &[AtomicU64], ns: u64, n: u64) {
-        if let Some(slot) = series.get((ns / 1_000_000_000) as usize) {
+    /// Counts `n` completions at `now` into a run total, a window total and a per-second series.
+    fn count(&self, counters: [&AtomicU64; 2], series: &[AtomicU64], now: u64, n: u64) {
+        counters[0].fetch_add(n, Relaxed);
+        if self.in_win(now) {
+            counters[1].fetch_add(n, Relaxed);
+        }
+        if let Some(slot) = series.get((now / 1_000_000_000) as usize) {
             slot.fetch_add(n, Relaxed);
         }
     }
@@ -133,12 +127,7 @@ async fn submit(ctx: &Ctx, client: &Client, ts: u64) {
                     eprintln!("submit result: code {} {}", bad.code, bad.message);
                 }
             }
-            let now = ctx.now_ns();
-            ctx.n.submitted.fetch_add(ok, Relaxed);
-            Ctx::add_series(&ctx.sub_series, now, ok);
-            if ctx.in_win(now) {
-                ctx.n.submitted_win.fetch_add(ok, Relaxed);
-            }
+            ctx.count([&ctx.n.submitted, &ctx.n.submitted_win], &ctx.sub_series, ctx.now_ns(), ok);
         }
         Err(e) => error(&ctx.n.submit_errors, "submit", e),
     }
@@ -146,34 +135,29 @@ async fn submit(ctx: &Ctx, client: &Client, ts: u64) {
 
 async fn producer(ctx: Arc<Ctx>, client: Client, id: usize) {
     let mut set = JoinSet::new();
-    match ctx.args.mode {
-        Mode::Max => {
-            for _ in 0..ctx.args.inflight {
-                let (ctx, client) = (ctx.clone(), client.clone());
-                set.spawn(async move {
-                    while ctx.now_ns() < ctx.win.1 {
-                        submit(&ctx, &client, ctx.now_ns()).await;
-                    }
-                });
-            }
+    if ctx.args.mode == "max" {
+        for _ in 0..ctx.args.inflight {
+            let (ctx, client) = (ctx.clone(), client.clone());
+            set.spawn(async move {
+                while ctx.now_ns() < ctx.win.1 {
+                    submit(&ctx, &client, ctx.now_ns()).await;
+                }
+            });
         }
-        Mode::Fixed => {
-            let per_producer = ctx.args.rate as f64 / ctx.args.producers as f64;
-            let interval = (ctx.args.batch as f64 / per_producer * 1e9) as u64;
-            let slots = Arc::new(Semaphore::new(ctx.args.inflight));
-            // Producers are staggered within one interval.
-            let mut intended = interval * id as u64 / ctx.args.producers as u64;
-            while intended < ctx.win.1 {
-                tokio::time::sleep_until((ctx.t0 + Duration::from_nanos(intended)).into()).await;
-                let slot = slots.clone().acquire_owned().await.expect("semaphore is never closed");
-                let (ctx, client) = (ctx.clone(), client.clone());
-                set.spawn(async move {
-                    submit(&ctx, &client, intended).await;
-                    drop(slot);
-                });
-                while set.try_join_next().is_some() {}
-                intended += interval;
+    } else {
+        let per_producer = ctx.args.rate as f64 / ctx.args.producers as f64;
+        let interval = (ctx.args.batch as f64 / per_producer * 1e9) as u64;
+        // Producers are staggered within one interval. A late Submit keeps its intended time.
+        let mut intended = interval * id as u64 / ctx.args.producers as u64;
+        while intended < ctx.win.1 {
+            tokio::time::sleep_until((ctx.t0 + Duration::from_nanos(intended)).into()).await;
+            while set.len() >= ctx.args.inflight {
+                set.join_next().await;
             }
+            let (ctx, client) = (ctx.clone(), client.clone());
+            set.spawn(async move { submit(&ctx, &client, intended).await });
+            while set.try_join_next().is_some() {}
+            intended += interval;
         }
     }
     while set.join_next().await.is_some() {}
@@ -186,29 +170,21 @@ async fn ack(ctx: Arc<Ctx>, client: Client, tasks: Vec<LeasedTask>) {
         Ok(codes) => {
             let now = ctx.now_ns();
             let win = ctx.in_win(now);
-            let mut ok = 0;
-            {
-                let mut hist = ctx.hist.lock().expect("histogram lock poisoned");
-                for (t, code) in tasks.iter().zip(codes.iter()) {
-                    if *code != ErrorCode::Ok {
-                        error(&ctx.n.ack_errors, "ack code", format!("{code:?} for task {}", t.task_id));
-                        continue;
-                    }
-                    ok += 1;
-                    let sent = t.payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-                    if let (true, Some(sent)) = (win, sent) {
-                        hist.saturating_record(now.saturating_sub(sent) / 1000);
-                    }
+            let (mut ok, mut hist) = (0, ctx.hist.lock().expect("histogram lock poisoned"));
+            for (t, code) in tasks.iter().zip(codes.iter()) {
+                if *code != ErrorCode::Ok {
+                    error(&ctx.n.ack_errors, "ack code", format!("{code:?} for task {}", t.task_id));
+                    continue;
+                }
+                ok += 1;
+                let sent = t.payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                if let (true, Some(sent)) = (win, sent) {
+                    hist.saturating_record(now.saturating_sub(sent) / 1000);
                 }
             }
-            if codes.len() != n {
-                error(&ctx.n.ack_errors, "ack", format!("{} codes for {n} items", codes.len()));
-            }
-            ctx.n.acked.fetch_add(ok, Relaxed);
-            Ctx::add_series(&ctx.ack_series, now, ok);
-            if win {
-                ctx.n.acked_win.fetch_add(ok, Relaxed);
-            }
+            drop(hist);
+            ctx.n.ack_errors.fetch_add(n.abs_diff(codes.len()) as u64, Relaxed); // codes missing for items
+            ctx.count([&ctx.n.acked, &ctx.n.acked_win], &ctx.ack_series, now, ok);
         }
         Err(e) => error(&ctx.n.ack_errors, "ack", e),
     }
@@ -221,11 +197,8 @@ async fn agent(ctx: Arc<Ctx>, client: Client, mut leases: Leases) {
     let mut acks = JoinSet::new();
     while let Some(first) = leases.next().await {
         let mut tasks = vec![first];
-        while tasks.len() < ACK_BATCH {
-            match leases.try_next() {
-                Some(t) => tasks.push(t),
-                None => break,
-            }
+        while let Some(t) = (tasks.len() < ACK_BATCH).then(|| leases.try_next()).flatten() {
+            tasks.push(t);
         }
         let redelivered = tasks.iter().filter(|t| t.attempt > 1).count() as u64;
         ctx.n.redelivered.fetch_add(redelivered, Relaxed);
@@ -235,21 +208,16 @@ async fn agent(ctx: Arc<Ctx>, client: Client, mut leases: Leases) {
     eprintln!("agent: lease stream ended at {:.3} s", ctx.now_ns() as f64 / 1e9);
 }
 
-fn ms(hist: &Histogram<u64>, q: f64) -> f64 {
-    hist.value_at_quantile(q) as f64 / 1000.0
-}
-
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let mut agent_conns = Vec::new();
+    let (mut agent_conns, mut producer_conns) = (Vec::new(), Vec::new());
     for i in 0..args.agents {
         let opts = ConnectOptions::agent().client_id(format!("e2e-agent-{i}"));
         let (client, leases) = Client::connect_agent(&args.addr, opts).await.expect("agent connect");
         client.credit(&args.queue, args.credits).await.expect("initial credit");
         agent_conns.push((client, leases));
     }
-    let mut producer_conns = Vec::new();
     for i in 0..args.producers {
         let opts = ConnectOptions::producer().client_id(format!("e2e-producer-{i}"));
         producer_conns.push(Client::connect(&args.addr, opts).await.expect("producer connect"));
@@ -289,15 +257,14 @@ async fn main() {
     let a = &ctx.args;
     let d = a.duration as f64;
     let hist = ctx.hist.lock().expect("histogram lock poisoned");
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let series = |s: &[AtomicU64]| s.iter().map(|x| x.load(Relaxed)).collect::<Vec<_>>();
     let out = serde_json::json!({
-        "mode": format!("{:?}", a.mode).to_lowercase(),
-        "offered_rate": if a.mode == Mode::Fixed { Some(a.rate) } else { None },
+        "mode": a.mode, "offered_rate": if a.mode == "fixed" { Some(a.rate) } else { None },
         "submitted_per_s": (ctx.n.submitted_win.load(Relaxed) as f64 / d).round(),
         "acked_per_s": (ctx.n.acked_win.load(Relaxed) as f64 / d).round(),
         "latency_ms": {
-            "p50": ms(&hist, 0.5), "p90": ms(&hist, 0.9), "p99": ms(&hist, 0.99),
-            "p999": ms(&hist, 0.999), "max": hist.max() as f64 / 1000.0, "samples": hist.len(),
+            "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": hist.max() as f64 / 1000.0, "samples": hist.len(),
         },
         "producers": a.producers, "agents": a.agents, "batch": a.batch, "payload": a.payload,
         "inflight": a.inflight, "credits": a.credits, "warmup_s": a.warmup, "duration_s": a.duration,

@@ -243,6 +243,9 @@ pub struct Shard {
     outgoing: HashMap<ConnId, (OutTx, Vec<LeasedTask>, usize)>,
     dirty: HashSet<u32>,
     draining: bool,
+    /// Tasks whose round failed while later rounds were still in flight: a duplicate submit in a later round
+    /// must not be told "already enqueued as X" when X never became durable.
+    failed_ids: HashSet<u64>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -286,6 +289,7 @@ impl Shard {
             outgoing: HashMap::new(),
             dirty: HashSet::new(),
             draining: false,
+            failed_ids: HashSet::new(),
         };
         shard.restore(tasks, idem);
         tokio::spawn(shard.run(rx));
@@ -729,18 +733,32 @@ impl Shard {
         }
         let Some(waiters) = self.pending_rounds.remove(&round) else { return };
         let now = Instant::now();
+        self.complete_round(waiters, &result, now);
+        if self.pending_rounds.is_empty() && self.waiters.is_empty() {
+            self.failed_ids.clear();
+        }
+    }
+
+    fn complete_round(&mut self, waiters: Vec<Waiter>, result: &Result<(), (ErrorCode, String)>, now: Instant) {
         for w in waiters {
             match w {
                 Waiter::Submit { out, request_id, mut results, new_tasks } => {
-                    match &result {
+                    match result {
                         Ok(()) => {
                             for task_id in new_tasks {
                                 self.make_ready(task_id, now);
+                            }
+                            for (_, r) in results.iter_mut() {
+                                if r.duplicate && self.failed_ids.contains(&r.task_id) {
+                                    let msg = "the first submit with this idempotency key was not stored; submit again";
+                                    *r = err_result(ErrorCode::StoreFailed, msg);
+                                }
                             }
                             metrics::counter!(m::SUBMITTED).increment(results.len() as u64);
                         }
                         Err((code, msg)) => {
                             let failed: HashSet<u64> = new_tasks.iter().copied().collect();
+                            self.failed_ids.extend(failed.iter().copied());
                             for task_id in new_tasks {
                                 if let Some(t) = self.tasks.remove(&task_id) {
                                     if let Some(k) = t.idem {
@@ -763,7 +781,7 @@ impl Shard {
                             let _ = t;
                         }
                     }
-                    match &result {
+                    match result {
                         Ok(()) => metrics::counter!(m::ACKED).increment(items.len() as u64),
                         Err((code, _)) => {
                             for (_, c) in items.iter_mut() {
