@@ -33,6 +33,9 @@ use tokio::task::JoinSet;
 
 const ACK_BATCH: usize = 64;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The options of the usage above.
 #[derive(Parser, Debug)]
 struct Args {
@@ -62,6 +65,9 @@ struct Args {
     credits: u32,
     #[arg(long, default_value_t = 3)]
     drain: u64,
+    /// Report batches whose latency reached this many ms (with their send time) as `stalls`.
+    #[arg(long, default_value_t = 20)]
+    stall_ms: u64,
 }
 
 /// Counters over the whole run, and (`*_win`) over completions inside the window.
@@ -82,6 +88,12 @@ struct Ctx {
     t0: Instant,
     win: (u64, u64),
     hist: Mutex<Histogram<u64>>,
+    /// Submit round trips (actual send → SubmitAck), µs, inside the window.
+    submit_hist: Mutex<Histogram<u64>>,
+    /// Fixed mode: how late each Submit left against its schedule, µs.
+    late_hist: Mutex<Histogram<u64>>,
+    /// Slow batches: (send time ns since start, latency ms).
+    stalls: Mutex<Vec<(u64, u64)>>,
     n: Counters,
     sub_series: Vec<AtomicU64>,
     ack_series: Vec<AtomicU64>,
@@ -119,8 +131,13 @@ async fn submit(ctx: &Ctx, client: &Client, ts: u64) {
     let tasks = (0..ctx.args.batch)
         .map(|_| TaskSpec { payload: payload.clone(), queue: ctx.args.queue.clone(), ..Default::default() })
         .collect();
+    let sent = ctx.now_ns();
     match client.submit(tasks).await {
         Ok(results) => {
+            let now = ctx.now_ns();
+            if ctx.in_win(now) {
+                ctx.submit_hist.lock().expect("histogram lock poisoned").saturating_record((now - sent) / 1000);
+            }
             let ok = results.iter().filter(|r| r.code == ErrorCode::Ok as i32).count() as u64;
             if let Some(bad) = results.iter().find(|r| r.code != ErrorCode::Ok as i32) {
                 if ctx.n.rejected.fetch_add(results.len() as u64 - ok, Relaxed) < 5 {
@@ -151,11 +168,17 @@ async fn producer(ctx: Arc<Ctx>, client: Client, id: usize) {
         let mut intended = interval * id as u64 / ctx.args.producers as u64;
         while intended < ctx.win.1 {
             tokio::time::sleep_until((ctx.t0 + Duration::from_nanos(intended)).into()).await;
+            let mut stamp = ctx.now_ns();
             while set.len() >= ctx.args.inflight {
                 set.join_next().await;
+                stamp = intended;
             }
+            // Timer lateness (tokio's wheel ticks in 1 ms) is ours, not the server's; waiting for a slot is the
+            // server's, so then the intended time counts.
+            let late = ctx.now_ns().saturating_sub(intended);
+            ctx.late_hist.lock().expect("histogram lock poisoned").saturating_record(late / 1000);
             let (ctx, client) = (ctx.clone(), client.clone());
-            set.spawn(async move { submit(&ctx, &client, intended).await });
+            set.spawn(async move { submit(&ctx, &client, stamp).await });
             while set.try_join_next().is_some() {}
             intended += interval;
         }
@@ -179,7 +202,15 @@ async fn ack(ctx: Arc<Ctx>, client: Client, tasks: Vec<LeasedTask>) {
                 ok += 1;
                 let sent = t.payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
                 if let (true, Some(sent)) = (win, sent) {
-                    hist.saturating_record(now.saturating_sub(sent) / 1000);
+                    let us = now.saturating_sub(sent) / 1000;
+                    hist.saturating_record(us);
+                    if us >= ctx.args.stall_ms * 1000 {
+                        let mut stalls = ctx.stalls.lock().expect("stall list lock poisoned");
+                        // One entry per stalled batch: (when it was sent, s; how long it took, ms).
+                        if stalls.len() < 64 && stalls.last().is_none_or(|&(s, _)| s != sent) {
+                            stalls.push((sent, us / 1000));
+                        }
+                    }
                 }
             }
             drop(hist);
@@ -229,6 +260,9 @@ async fn main() {
         args,
         t0: Instant::now(),
         win,
+        submit_hist: Mutex::new(hist.clone()),
+        late_hist: Mutex::new(hist.clone()),
+        stalls: Mutex::new(Vec::new()),
         hist: Mutex::new(hist),
         n: Counters::default(),
         sub_series: (0..secs).map(|_| AtomicU64::new(0)).collect(),
@@ -258,6 +292,10 @@ async fn main() {
     let d = a.duration as f64;
     let hist = ctx.hist.lock().expect("histogram lock poisoned");
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let quantiles = |h: &Histogram<u64>| {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        serde_json::json!({"p50": ms(0.5), "p99": ms(0.99), "max": h.max() as f64 / 1000.0})
+    };
     let series = |s: &[AtomicU64]| s.iter().map(|x| x.load(Relaxed)).collect::<Vec<_>>();
     let out = serde_json::json!({
         "mode": a.mode, "offered_rate": if a.mode == "fixed" { Some(a.rate) } else { None },
@@ -266,6 +304,8 @@ async fn main() {
         "latency_ms": {
             "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": hist.max() as f64 / 1000.0, "samples": hist.len(),
         },
+        "submit_rtt_ms": quantiles(&ctx.submit_hist.lock().expect("histogram lock poisoned")),
+        "send_late_ms": quantiles(&ctx.late_hist.lock().expect("histogram lock poisoned")),
         "producers": a.producers, "agents": a.agents, "batch": a.batch, "payload": a.payload,
         "inflight": a.inflight, "credits": a.credits, "warmup_s": a.warmup, "duration_s": a.duration,
         "submitted_total": ctx.n.submitted.load(Relaxed), "acked_total": ctx.n.acked.load(Relaxed),
@@ -273,6 +313,8 @@ async fn main() {
         "submit_errors": ctx.n.submit_errors.load(Relaxed), "rejected": ctx.n.rejected.load(Relaxed),
         "ack_errors": ctx.n.ack_errors.load(Relaxed), "redelivered": ctx.n.redelivered.load(Relaxed),
         "end_s": (end_s * 1000.0).round() / 1000.0,
+        "stalls_sent_s_ms": ctx.stalls.lock().expect("stall list lock poisoned").iter()
+            .map(|&(sent, ms)| ((sent as f64 / 1e6).round() / 1e3, ms)).collect::<Vec<_>>(),
         "submitted_per_s_series": series(&ctx.sub_series), "acked_per_s_series": series(&ctx.ack_series),
     });
     println!("{out}");

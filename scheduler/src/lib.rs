@@ -15,6 +15,7 @@
 pub mod config;
 pub mod connection;
 pub mod handlers;
+pub(crate) mod idmap;
 pub mod metrics;
 pub mod node;
 pub mod server;

@@ -10,6 +10,11 @@ use pm_scheduler::node::Node;
 use pm_scheduler::server;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: the end-to-end benchmark spent ~10% of the node's CPU in malloc/free
+/// (see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cfg = match Config::try_parse() {
         Ok(c) => c,

@@ -14,6 +14,8 @@ mod queue;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use crate::idmap::{IdMap, IdSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -180,7 +182,7 @@ struct Lease {
 #[derive(Debug, Default)]
 struct Agent {
     out: Option<OutTx>,
-    leases: HashSet<u64>,
+    leases: IdSet<u64>,
 }
 
 /// A reply waiting for its round to be durable.
@@ -230,22 +232,22 @@ pub struct Shard {
     next_lease: u64,
     queues: Vec<Queue>,
     queue_ids: HashMap<String, u32>,
-    tasks: HashMap<u64, Task>,
-    leases: HashMap<u64, Lease>,
+    tasks: IdMap<u64, Task>,
+    leases: IdMap<u64, Lease>,
     lease_heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    agents: HashMap<ConnId, Agent>,
+    agents: IdMap<ConnId, Agent>,
     idem: HashMap<String, (u64, u64)>,
     idem_expiry: std::collections::VecDeque<(u64, String)>,
     round: u64,
     records: Vec<Record>,
     waiters: Vec<Waiter>,
-    pending_rounds: HashMap<u64, Vec<Waiter>>,
-    outgoing: HashMap<ConnId, (OutTx, Vec<LeasedTask>, usize)>,
-    dirty: HashSet<u32>,
+    pending_rounds: IdMap<u64, Vec<Waiter>>,
+    outgoing: IdMap<ConnId, (OutTx, Vec<LeasedTask>, usize)>,
+    dirty: IdSet<u32>,
     draining: bool,
     /// Tasks whose round failed while later rounds were still in flight: a duplicate submit in a later round
     /// must not be told "already enqueued as X" when X never became durable.
-    failed_ids: HashSet<u64>,
+    failed_ids: IdSet<u64>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -276,20 +278,20 @@ impl Shard {
             next_lease: rand::random::<u32>() as u64,
             queues: Vec::new(),
             queue_ids: HashMap::new(),
-            tasks: HashMap::new(),
-            leases: HashMap::new(),
+            tasks: IdMap::default(),
+            leases: IdMap::default(),
             lease_heap: BinaryHeap::new(),
-            agents: HashMap::new(),
+            agents: IdMap::default(),
             idem: HashMap::new(),
             idem_expiry: Default::default(),
             round: 0,
             records: Vec::new(),
             waiters: Vec::new(),
-            pending_rounds: HashMap::new(),
-            outgoing: HashMap::new(),
-            dirty: HashSet::new(),
+            pending_rounds: IdMap::default(),
+            outgoing: IdMap::default(),
+            dirty: IdSet::default(),
             draining: false,
-            failed_ids: HashSet::new(),
+            failed_ids: IdSet::default(),
         };
         shard.restore(tasks, idem);
         tokio::spawn(shard.run(rx));
@@ -429,14 +431,17 @@ impl Shard {
         let now_ms = now_unix_ms();
         let mut results = Vec::with_capacity(items.len());
         let mut new_tasks = Vec::with_capacity(items.len());
+        let mut last_queue: Option<(String, u32)> = None;
         for (idx, mut spec) in items {
             if self.draining {
                 results.push((idx, err_result(ErrorCode::ShuttingDown, "scheduler is shutting down")));
                 continue;
             }
-            let queue_name = pm_protocol::pipeline::queue_or_default(&spec.queue).to_string();
+            if spec.queue.is_empty() {
+                spec.queue = pm_protocol::pipeline::queue_or_default("").to_string();
+            }
             let idem_key =
-                (!spec.idempotency_key.is_empty()).then(|| format!("{queue_name}\0{}", spec.idempotency_key));
+                (!spec.idempotency_key.is_empty()).then(|| format!("{}\0{}", spec.queue, spec.idempotency_key));
             if let Some(k) = &idem_key {
                 if let Some((task_id, exp)) = self.idem.get(k) {
                     if *exp > now_ms {
@@ -446,8 +451,15 @@ impl Shard {
                 }
             }
             let task_id = self.next_task_id.fetch_add(1, Ordering::Relaxed);
-            let q = self.queue_id(&queue_name);
-            spec.queue = queue_name;
+            // A batch nearly always targets one queue: look its id up once, not per task.
+            let q = match &last_queue {
+                Some((name, id)) if *name == spec.queue => *id,
+                _ => {
+                    let id = self.queue_id(&spec.queue);
+                    last_queue = Some((spec.queue.clone(), id));
+                    id
+                }
+            };
             let not_before_unix_ms = if spec.delay_ms > 0 { now_ms + spec.delay_ms } else { 0 };
             let idempotency = idem_key.as_ref().map(|k| IdemKey {
                 key: k.clone(),
@@ -645,6 +657,12 @@ impl Shard {
         let now = Instant::now();
         let wall = now_unix_ms();
         let budget = self.cfg.max_frame_bytes.saturating_sub(1024);
+        let mut leased_now = 0u64;
+        self.dispatch_queue(qi, now, wall, budget, &mut leased_now);
+        metrics::counter!(m::LEASED).increment(leased_now);
+    }
+
+    fn dispatch_queue(&mut self, qi: u32, now: Instant, wall: u64, budget: usize, leased_now: &mut u64) {
         loop {
             let q = &mut self.queues[qi as usize];
             if q.ready.is_empty() || q.waiting.is_empty() {
@@ -663,7 +681,7 @@ impl Shard {
                 q.ready.push(entry);
                 continue;
             };
-            let Some(out) = agent.out.clone() else {
+            let Some(out) = agent.out.as_ref() else {
                 q.ready.push(entry);
                 continue;
             };
@@ -688,7 +706,7 @@ impl Shard {
                 max_attempts: task.max_attempts,
             };
             let size = leased.encoded_len() + 8;
-            let slot = self.outgoing.entry(conn).or_insert_with(|| (out, Vec::new(), 0));
+            let slot = self.outgoing.entry(conn).or_insert_with(|| (out.clone(), Vec::new(), 0));
             if slot.2 + size > budget && !slot.1.is_empty() {
                 let tasks = std::mem::take(&mut slot.1);
                 let _ = slot.0.send(Outbound::Frame(pb::Leased { tasks }.into()));
@@ -696,7 +714,7 @@ impl Shard {
             }
             slot.1.push(leased);
             slot.2 += size;
-            metrics::counter!(m::LEASED).increment(1);
+            *leased_now += 1;
         }
     }
 
@@ -714,17 +732,19 @@ impl Shard {
         let round = self.round;
         let records = std::mem::take(&mut self.records);
         let waiters = std::mem::take(&mut self.waiters);
-        if !waiters.is_empty() {
-            self.pending_rounds.insert(round, waiters);
-        }
         let tx = self.self_tx.clone();
-        self.committer.submit(
-            records,
-            Box::new(move |res: Result<(), StoreError>| {
-                let result = res.map_err(|e| (store_error_code(&e), e.to_string()));
-                let _ = tx.send(ShardMsg::Durable { round, result });
-            }),
-        );
+        let done: crate::store::committer::Done = Box::new(move |res: Result<(), StoreError>| {
+            let result = res.map_err(|e| (store_error_code(&e), e.to_string()));
+            let _ = tx.send(ShardMsg::Durable { round, result });
+        });
+        if waiters.is_empty() {
+            // Only attempt counts and dead-letter moves: nobody waits, so no sync of their own (see
+            // `CommitterHandle::submit_lazy`; a crash can at worst undercount one attempt).
+            self.committer.submit_lazy(records, done);
+        } else {
+            self.pending_rounds.insert(round, waiters);
+            self.committer.submit(records, done);
+        }
     }
 
     fn on_durable(&mut self, round: u64, result: Result<(), (ErrorCode, String)>) {

@@ -10,6 +10,11 @@
 //! must never stall a tokio worker. Single-writer invariant: only this thread touches the store, so the
 //! store needs no locks.
 //!
+//! Lazy jobs ([`CommitterHandle::submit_lazy`]) are for records nobody waits on (a lease's attempt count,
+//! dead-letter moves): they are appended but do not trigger a sync of their own; they become durable with
+//! the next synced group, or within [`LAZY_MAX`] if none comes. Measured end to end, the sync each lease
+//! round used to trigger sat in front of the next ack round, about one `fdatasync` of latency per ack.
+//!
 //! Completion is a callback run on this thread (keep it cheap: send on a channel). A job's callback is
 //! always called exactly once — with the job's result, or [`StoreError::Closed`] if the committer is gone.
 
@@ -28,6 +33,8 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 const IDLE: Duration = Duration::from_millis(100);
 /// Under continuous load, still run `maintain` this often (or the disk would only grow).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+/// Longest a lazy job's records stay unsynced.
+pub const LAZY_MAX: Duration = Duration::from_millis(50);
 /// Upper bound on the jobs of one group, to bound the latency of the first of them.
 const MAX_GROUP_JOBS: usize = 4096;
 
@@ -35,6 +42,8 @@ const MAX_GROUP_JOBS: usize = 4096;
 struct Job {
     records: Vec<Record>,
     done: Option<Done>,
+    /// Whether this job asks for a sync (false: lazy).
+    sync: bool,
 }
 
 impl Job {
@@ -71,7 +80,14 @@ impl CommitterHandle {
     /// `done` runs on the commit thread once the batch is durable per the [`FsyncMode`] (or failed).
     pub fn submit(&self, records: Vec<Record>, done: Done) {
         // If the thread is gone the message comes back in the error and dropping it reports `Closed`.
-        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done) }));
+        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done), sync: true }));
+    }
+
+    /// Like [`submit`](Self::submit), but the records do not trigger a sync: `done` runs once they are
+    /// appended, and they become durable with the next synced group, at the latest after [`LAZY_MAX`].
+    /// For records whose loss in a crash is harmless (e.g. an attempt count one too low).
+    pub fn submit_lazy(&self, records: Vec<Record>, done: Done) {
+        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done), sync: false }));
     }
 }
 
@@ -132,18 +148,29 @@ impl Drop for Committer {
 fn run(mut store: Box<dyn TaskStore>, mode: FsyncMode, rx: Receiver<Msg>) {
     let mut last_maintain = Instant::now();
     let mut group = Vec::new();
+    // Since when lazily appended records wait for a sync.
+    let mut lazy_since: Option<Instant> = None;
     loop {
-        let first = match rx.recv_timeout(IDLE) {
+        let wait = match lazy_since {
+            Some(since) => LAZY_MAX.saturating_sub(since.elapsed()).min(IDLE),
+            None => IDLE,
+        };
+        let first = match rx.recv_timeout(wait) {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => {
-                maintain(store.as_mut());
-                last_maintain = Instant::now();
+                if lazy_since.take().is_some() {
+                    sync_lazy(store.as_mut());
+                }
+                if last_maintain.elapsed() >= IDLE {
+                    maintain(store.as_mut());
+                    last_maintain = Instant::now();
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let shutdown = gather(first, &rx, mode, &mut group);
-        commit(store.as_mut(), mode, &mut group);
+        commit(store.as_mut(), mode, &mut group, &mut lazy_since);
         if shutdown {
             break;
         }
@@ -185,10 +212,22 @@ fn gather(first: Msg, rx: &Receiver<Msg>, mode: FsyncMode, group: &mut Vec<Job>)
     }
 }
 
-/// Appends every job of the group, syncs once (per `mode`), then completes them.
-fn commit(store: &mut dyn TaskStore, mode: FsyncMode, group: &mut Vec<Job>) {
+/// Appends every job of the group, syncs once (per `mode`; lazy-only groups not before [`LAZY_MAX`]), then
+/// completes them.
+fn commit(store: &mut dyn TaskStore, mode: FsyncMode, group: &mut Vec<Job>, lazy_since: &mut Option<Instant>) {
     if group.is_empty() {
         return;
+    }
+    let wants_sync = group.iter().any(|j| j.sync) || lazy_since.is_some_and(|t| t.elapsed() >= LAZY_MAX);
+    let mode = match (mode, wants_sync) {
+        (FsyncMode::None, _) | (_, true) => mode,
+        (_, false) => {
+            lazy_since.get_or_insert_with(Instant::now);
+            FsyncMode::None
+        }
+    };
+    if wants_sync {
+        *lazy_since = None;
     }
     let records: usize = group.iter().map(|j| j.records.len()).sum();
     metrics::histogram!("pm_wal_batch_records").record(records as f64);
@@ -212,6 +251,13 @@ fn commit(store: &mut dyn TaskStore, mode: FsyncMode, group: &mut Vec<Job>) {
             Err(e) => Err(duplicate(e)),
         };
         job.complete(result);
+    }
+}
+
+/// Syncs records of lazy jobs that no synced group has covered.
+fn sync_lazy(store: &mut dyn TaskStore) {
+    if let Err(e) = store.sync() {
+        tracing::error!("sync of lazily written records failed: {e}");
     }
 }
 

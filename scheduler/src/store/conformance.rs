@@ -275,6 +275,41 @@ fn committer_completes_only_after_sync<B: Backend>() {
     }
 }
 
+/// A lazy job completes without a sync of its own, rides on the next synced group, and is synced within
+/// `LAZY_MAX` when no such group comes.
+fn committer_syncs_lazy_jobs_with_the_next_group_or_after_a_bound<B: Backend>() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spy, events) = Spy::new(open::<B>(dir.path()).0);
+    let c = Committer::start(Box::new(spy), FsyncMode::Always);
+    let lazy = |n: usize, records: Vec<Record>| {
+        let (tx, rx) = mpsc::channel();
+        let events = events.clone();
+        c.handle().submit_lazy(
+            records,
+            Box::new(move |r: Result<(), StoreError>| {
+                events.lock().unwrap().push(Event::Done(n, r.is_ok()));
+                let _ = tx.send(r.map_err(|e| e.to_string()));
+            }),
+        );
+        rx
+    };
+    assert_eq!(wait(&lazy(1, vec![enqueue(1, "a")])), Ok(()));
+    assert_eq!(events.lock().unwrap().clone(), vec![Event::Append(1), Event::Done(1, true)], "no sync of its own");
+    assert_eq!(wait(&submit(&c, &events, 2, vec![enqueue(2, "b")])), Ok(()));
+    assert_eq!(
+        events.lock().unwrap()[2..].to_vec(),
+        vec![Event::Append(1), Event::Sync, Event::Done(2, true)],
+        "the next synced group covers it"
+    );
+    events.lock().unwrap().clear();
+    assert_eq!(wait(&lazy(3, vec![enqueue(3, "c")])), Ok(()));
+    std::thread::sleep(super::committer::LAZY_MAX * 3);
+    let seen = events.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|e| **e == Event::Sync).count(), 1, "synced once within the bound: {seen:?}");
+    c.shutdown();
+    assert_eq!(open::<B>(dir.path()).1.tasks.len(), 3);
+}
+
 fn committer_fails_only_the_failing_job_or_the_whole_group_on_sync_error<B: Backend>() {
     let dir = tempfile::tempdir().unwrap();
     let (mut spy, events) = Spy::new(open::<B>(dir.path()).0);
@@ -390,6 +425,10 @@ macro_rules! conformance {
             #[test]
             fn committer_completes_only_after_sync() {
                 super::committer_completes_only_after_sync::<$backend>();
+            }
+            #[test]
+            fn committer_syncs_lazy_jobs_with_the_next_group_or_after_a_bound() {
+                super::committer_syncs_lazy_jobs_with_the_next_group_or_after_a_bound::<$backend>();
             }
             #[test]
             fn committer_fails_only_the_failing_job_or_the_whole_group_on_sync_error() {

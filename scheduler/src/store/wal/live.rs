@@ -5,7 +5,6 @@
 //! into it; its live *bytes* (what compaction would have to copy) decide when it is worth compacting.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::format::Entry;
 
@@ -51,29 +50,8 @@ fn key_cost(key: &str) -> u64 {
     key.len() as u64 + 40
 }
 
-/// Hasher for task ids: one multiply instead of SipHash, which showed up as the WAL's largest cost.
-/// Task ids are allocated by the scheduler, not chosen by clients, so hash flooding is not a concern
-/// (idempotency keys, which clients choose, keep the default hasher).
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b) ^ self.0.rotate_left(8));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: spreads sequential ids over the high bits hashbrown looks at.
-        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-/// A map keyed by task id.
-pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+/// A map keyed by task id (see [`crate::idmap`]).
+pub(crate) type IdMap<V> = crate::idmap::IdMap<u64, V>;
 
 /// Everything still needed, with its location.
 #[derive(Debug, Default)]

@@ -176,6 +176,8 @@ pub struct Wal {
     poisoned: Option<String>,
     buf: Vec<u8>,
     sizes: Vec<usize>,
+    /// Unlinks retired segments off the commit thread.
+    reaper: segment::Reaper,
     #[cfg(test)]
     pub(crate) faults: Faults,
 }
@@ -238,6 +240,7 @@ impl Wal {
             poisoned: None,
             buf: Vec::with_capacity(64 << 10),
             sizes: Vec::new(),
+            reaper: segment::Reaper::default(),
             #[cfg(test)]
             faults: Faults::default(),
         };

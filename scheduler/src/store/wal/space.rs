@@ -6,7 +6,6 @@
 //! first means a tombstone can only disappear after everything it refers to is gone. Compaction exists
 //! because one long-lived task would otherwise pin its whole segment, and every later one behind it.
 
-use std::fs;
 use std::io;
 use std::path::Path;
 
@@ -18,12 +17,13 @@ impl Wal {
     /// Deletes segments from the front while they hold nothing live (never the newest).
     pub(super) fn delete_front(&mut self) -> Result<(), StoreError> {
         let mut deleted = false;
+        let mut retired = Vec::new();
         while let Some((&index, meta)) = self.segments.first_key_value() {
             if index == self.active.index || self.live.usage(index).items > 0 {
                 break;
             }
-            match fs::remove_file(&meta.path) {
-                Ok(()) => {}
+            match segment::retire(&meta.path) {
+                Ok(dead) => retired.push(dead),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::io(&meta.path, e)),
             }
@@ -33,6 +33,9 @@ impl Wal {
         }
         if deleted {
             segment::sync_dir(&self.dir)?;
+        }
+        for dead in retired {
+            self.reaper.unlink(dead);
         }
         Ok(())
     }

@@ -273,10 +273,38 @@ fn disk_use_stays_bounded_under_steady_enqueue_and_ack() {
     assert_eq!(wal.stats().live_tasks, 0);
     let first_left = wal.segment_paths()[0].clone();
     assert!(!first_left.ends_with(super::segment::segment_name(0)), "old segments were deleted");
+    // Retired segments are unlinked off the commit thread: the files themselves go soon after.
+    let files = || fs::read_dir(dir.path()).unwrap().count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while files() > 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(files() <= 3, "{} files left in the log directory", files());
     drop(wal);
     let (_, rec) = open(dir.path(), opts(1 << 20));
     assert!(rec.tasks.is_empty());
     assert_eq!(rec.max_task_id, 200_000);
+}
+
+#[test]
+fn a_retired_segment_left_by_a_crash_is_ignored_and_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(16 << 10));
+    wal.append(&[enq(1, 100), enq(2, 100)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    // A retired segment whose unlink never ran, holding a task that must not come back.
+    let other = tempfile::tempdir().unwrap();
+    let (mut old, _) = open(other.path(), opts(16 << 10));
+    old.append(&[enq(99, 100)]).unwrap();
+    old.sync().unwrap();
+    let stale = old.segment_paths()[0].clone();
+    drop(old);
+    let dead = dir.path().join(format!("{}.dead", super::segment::segment_name(7)));
+    fs::copy(&stale, &dead).unwrap();
+    let (_, rec) = open(dir.path(), opts(16 << 10));
+    assert_eq!(ids(&rec), vec![1, 2]);
+    assert!(!dead.exists(), "the retired segment was removed at open");
 }
 
 #[test]
