@@ -176,8 +176,8 @@ pub struct Wal {
     poisoned: Option<String>,
     buf: Vec<u8>,
     sizes: Vec<usize>,
-    /// Unlinks retired segments off the commit thread.
-    reaper: segment::Reaper,
+    /// Unlinks retired segments and prepares spare segments off the commit thread.
+    bg: segment::Background,
     #[cfg(test)]
     pub(crate) faults: Faults,
 }
@@ -196,7 +196,12 @@ impl Wal {
             Some(scan) => scan,
             None => {
                 let header = SegmentHeader { index: 0, base_seq: 1, task_id_floor: 0 };
-                let (_, path) = segment::create_segment(dir, &header, opts.segment_bytes, None)?;
+                // A new log's first segment is zero-filled right here (64 MiB: ~0.1 s), like every later one
+                // in the background: see `segment::make_spare` for why zeros.
+                let spare = segment::make_spare(dir, opts.segment_bytes, &Default::default(), false)
+                    .map_err(|e| tracing::warn!("cannot zero-fill the first segment, allocating it: {e}"))
+                    .ok();
+                let (_, path) = segment::create_segment(dir, &header, opts.segment_bytes, None, spare)?;
                 let meta = SegMeta { path, written: HEADER_LEN as u64, file_len: opts.segment_bytes };
                 let mut scan = recovery::Scan { next_seq: 1, ..Default::default() };
                 scan.segments.insert(0, meta);
@@ -228,7 +233,7 @@ impl Wal {
         }
         scan.live.expire(now_unix_ms());
         let recovered = recovered(&scan.live, &mut scan.bodies);
-        let wal = Wal {
+        let mut wal = Wal {
             dir: dir.to_owned(),
             opts,
             live: scan.live,
@@ -240,10 +245,11 @@ impl Wal {
             poisoned: None,
             buf: Vec::with_capacity(64 << 10),
             sizes: Vec::new(),
-            reaper: segment::Reaper::default(),
+            bg: segment::Background::default(),
             #[cfg(test)]
             faults: Faults::default(),
         };
+        wal.bg.request_spare(dir, wal.opts.segment_bytes);
         Ok((wal, recovered))
     }
 
@@ -378,7 +384,9 @@ impl Wal {
         let fail = self.faults.fail_create.take();
         #[cfg(not(test))]
         let fail = None;
-        let (file, path) = segment::create_segment(&self.dir, &header, self.opts.segment_bytes, fail)?;
+        let spare = self.bg.take_spare();
+        let (file, path) = segment::create_segment(&self.dir, &header, self.opts.segment_bytes, fail, spare)?;
+        self.bg.request_spare(&self.dir, self.opts.segment_bytes);
         if let Some(old) = self.segments.get_mut(&self.active.index) {
             old.written = pos;
         }

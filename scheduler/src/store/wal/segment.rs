@@ -65,38 +65,144 @@ pub(crate) fn retire(path: &Path) -> io::Result<PathBuf> {
     Ok(dead)
 }
 
-/// Unlinks retired segments on a thread of its own, off the commit path. Files it has not reached when the
-/// process ends are removed by the next [`list_segments`].
+/// Disk chores kept off the commit thread, one at a time on a thread of their own (`pm-wal-bg`), so they
+/// never run concurrently with each other: unlinking retired segments, and zero-filling the *spare* that the
+/// next roll turns into a segment. Files it leaves behind when the process ends are removed by the next
+/// [`list_segments`].
 #[derive(Debug, Default)]
-pub(crate) struct Reaper {
-    tx: Option<crossbeam_channel::Sender<PathBuf>>,
+pub(crate) struct Background {
+    tx: Option<crossbeam_channel::Sender<Chore>>,
+    /// Prepared spares (or why preparing one failed).
+    ready_rx: Option<crossbeam_channel::Receiver<io::Result<PathBuf>>>,
+    ready_tx: Option<crossbeam_channel::Sender<io::Result<PathBuf>>>,
+    /// A spare was asked for and has not been taken.
+    spare_requested: bool,
+    /// Tells the thread to drop an unfinished spare when the log is closed.
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Reaper {
-    /// Queues `path` for unlinking (inline if the thread cannot be started).
-    pub(crate) fn unlink(&mut self, path: PathBuf) {
+#[derive(Debug)]
+enum Chore {
+    Unlink(PathBuf),
+    Spare { dir: PathBuf, size: u64 },
+}
+
+impl Background {
+    fn send(&mut self, chore: Chore) -> Result<(), Chore> {
         if self.tx.is_none() {
-            let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
-            let spawned = std::thread::Builder::new().name("pm-wal-reaper".into()).spawn(move || {
-                for path in rx {
-                    if let Err(e) = shrink_then_unlink(&path) {
-                        tracing::warn!(file = %path.display(), "could not remove a retired segment: {e}");
+            let (tx, rx) = crossbeam_channel::unbounded::<Chore>();
+            let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
+            let (done, closed) = (ready_tx.clone(), self.closed.clone());
+            let spawned = std::thread::Builder::new().name("pm-wal-bg".into()).spawn(move || {
+                for chore in rx {
+                    match chore {
+                        Chore::Unlink(path) => {
+                            if let Err(e) = shrink_then_unlink(&path) {
+                                tracing::warn!(file = %path.display(), "could not remove a retired segment: {e}");
+                            }
+                        }
+                        Chore::Spare { dir, size } => {
+                            let _ = done.send(make_spare(&dir, size, &closed, true));
+                        }
                     }
                 }
             });
             if spawned.is_ok() {
                 self.tx = Some(tx);
+                self.ready_rx = Some(ready_rx);
+                self.ready_tx = Some(ready_tx);
             }
         }
         match &self.tx {
-            Some(tx) => {
-                if let Err(e) = tx.send(path) {
-                    let _ = fs::remove_file(e.into_inner());
-                }
+            Some(tx) => tx.send(chore).map_err(|e| e.into_inner()),
+            None => Err(chore),
+        }
+    }
+
+    /// Queues `path` for unlinking (inline if the thread cannot be started).
+    pub(crate) fn unlink(&mut self, path: PathBuf) {
+        if let Err(Chore::Unlink(path)) = self.send(Chore::Unlink(path)) {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Asks for a zero-filled spare of `size` bytes in `dir`, unless one is already on its way.
+    pub(crate) fn request_spare(&mut self, dir: &Path, size: u64) {
+        if !self.spare_requested && self.send(Chore::Spare { dir: dir.to_owned(), size }).is_ok() {
+            self.spare_requested = true;
+        }
+    }
+
+    /// A finished spare, if one is ready now (never waits).
+    pub(crate) fn take_spare(&mut self) -> Option<PathBuf> {
+        let ready = self.ready_rx.as_ref()?.try_recv().ok()?;
+        self.spare_requested = false;
+        match ready {
+            Ok(path) => Some(path),
+            Err(e) => {
+                tracing::warn!("could not prepare a spare segment (the next one is allocated inline): {e}");
+                None
             }
-            None => {
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        // An unused spare is of no use to anyone else.
+        if let Some(rx) = &self.ready_rx {
+            while let Ok(Ok(path)) = rx.try_recv() {
                 let _ = fs::remove_file(path);
             }
+        }
+        drop(self.ready_tx.take());
+    }
+}
+
+/// Zero-filled per step by [`make_spare`], each step synced.
+const SPARE_STEP: usize = 256 << 10;
+/// Pause between two steps of a background spare, leaving the device to the log's own syncs.
+const SPARE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Writes a spare segment file of `size` zero bytes under a temporary name, synced, and returns its path.
+///
+/// Why zeros and not `fallocate`: `fallocate` leaves *unwritten* extents, and then every `fdatasync` of the log
+/// also converts the extents it wrote into. Measured on this disk (ext4): 0.29 ms median per group sync into
+/// a `fallocate`d segment vs ~0.15 ms into written blocks, and the end-to-end p99 at 20 k tasks/s fell from
+/// ~3 ms to ~2 ms. Writing the zeros in synced steps keeps each step's hold on the device short.
+pub(crate) fn make_spare(
+    dir: &Path,
+    size: u64,
+    closed: &std::sync::atomic::AtomicBool,
+    pace: bool,
+) -> io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("{PREFIX}spare-{}-{n}{TMP_SUFFIX}", std::process::id()));
+    let result = (|| {
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        let zeros = vec![0u8; SPARE_STEP];
+        let mut at = 0u64;
+        while at < size {
+            if closed.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(io::Error::other("the log was closed"));
+            }
+            let n = (size - at).min(SPARE_STEP as u64) as usize;
+            file.write_all_at(&zeros[..n], at)?;
+            file.sync_data()?;
+            at += n as u64;
+            if pace {
+                std::thread::sleep(SPARE_PAUSE);
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(e)
         }
     }
 }
@@ -125,14 +231,39 @@ fn shrink_then_unlink(path: &Path) -> io::Result<()> {
 
 /// Creates segment `header.index` of `size` bytes, fully allocated, header written and synced.
 ///
-/// On failure nothing is left behind. `fail` is a test hook standing in for a failing `fallocate`.
+/// Takes a zero-filled `spare` of `size` bytes (see [`Background::request_spare`]) instead of allocating when
+/// one is given and usable; the spare is consumed either way. On failure nothing is left behind. `fail` is a
+/// test hook standing in for a failing `fallocate`.
 pub(crate) fn create_segment(
     dir: &Path,
     header: &SegmentHeader,
     size: u64,
     fail: Option<i32>,
+    spare: Option<PathBuf>,
 ) -> Result<(File, PathBuf), StoreError> {
     let path = dir.join(segment_name(header.index));
+    if let (Some(spare), None) = (&spare, fail) {
+        let installed = (|| {
+            let file = OpenOptions::new().read(true).write(true).open(spare)?;
+            if file.metadata()?.len() != size {
+                return Err(io::Error::other("spare has the wrong size"));
+            }
+            file.write_all_at(&header.encode(), 0)?;
+            file.sync_data()?;
+            fs::rename(spare, &path)?;
+            Ok(file)
+        })();
+        match installed {
+            Ok(file) => {
+                sync_dir(dir)?;
+                return Ok((file, path));
+            }
+            Err(e) => tracing::warn!(file = %spare.display(), "spare segment unusable, allocating: {e}"),
+        }
+    }
+    if let Some(spare) = spare {
+        let _ = fs::remove_file(spare);
+    }
     let tmp = dir.join(format!("{PREFIX}{:020}{TMP_SUFFIX}", header.index));
     let result = (|| {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
@@ -235,14 +366,47 @@ mod tests {
     fn creation_is_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let h = SegmentHeader { index: 5, base_seq: 1, task_id_floor: 0 };
-        let err = create_segment(dir.path(), &h, 1 << 16, Some(libc::ENOSPC)).unwrap_err();
+        let err = create_segment(dir.path(), &h, 1 << 16, Some(libc::ENOSPC), None).unwrap_err();
         assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-        let (_, path) = create_segment(dir.path(), &h, 1 << 16, None).unwrap();
+        let (_, path) = create_segment(dir.path(), &h, 1 << 16, None, None).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), 1 << 16);
         assert_eq!(SegmentHeader::decode(&fs::read(&path).unwrap()), Ok(h));
         fs::write(dir.path().join("wal-00000000000000000006.log.tmp"), b"x").unwrap();
         assert_eq!(list_segments(dir.path()).unwrap(), vec![(5, path)]);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "tmp file removed");
+    }
+
+    #[test]
+    fn a_background_spare_becomes_the_next_segment_zeros_and_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bg = Background::default();
+        bg.request_spare(dir.path(), 1 << 20);
+        bg.request_spare(dir.path(), 1 << 20); // one on its way is enough
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let spare = loop {
+            if let Some(spare) = bg.take_spare() {
+                break spare;
+            }
+            assert!(std::time::Instant::now() < deadline, "no spare was prepared");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "exactly one spare");
+        let h = SegmentHeader { index: 3, base_seq: 9, task_id_floor: 7 };
+        let (_, path) = create_segment(dir.path(), &h, 1 << 20, None, Some(spare.clone())).unwrap();
+        assert!(!spare.exists());
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 1 << 20);
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
+        assert!(bytes[super::super::format::HEADER_LEN..].iter().all(|&b| b == 0), "the rest is zeros");
+        let meta = fs::metadata(&path).unwrap();
+        assert!(meta.blocks() * 512 >= 1 << 20, "written blocks, not a sparse file");
+        // A spare of the wrong size is refused and the segment is allocated instead.
+        let odd = dir.path().join("odd");
+        fs::write(&odd, b"short").unwrap();
+        let h4 = SegmentHeader { index: 4, base_seq: 10, task_id_floor: 7 };
+        let (_, path4) = create_segment(dir.path(), &h4, 1 << 20, None, Some(odd.clone())).unwrap();
+        assert!(!odd.exists());
+        assert_eq!(fs::metadata(&path4).unwrap().len(), 1 << 20);
     }
 }

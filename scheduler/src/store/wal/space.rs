@@ -35,7 +35,7 @@ impl Wal {
             segment::sync_dir(&self.dir)?;
         }
         for dead in retired {
-            self.reaper.unlink(dead);
+            self.bg.unlink(dead);
         }
         Ok(())
     }
