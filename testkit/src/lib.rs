@@ -23,7 +23,7 @@ pub fn bin_dir() -> PathBuf {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "-p", "pm-scheduler", "-p", "pmctl"]);
+        cmd.args(["build", "--quiet", "--bins", "-p", "pm-scheduler", "-p", "pmctl", "-p", "pm-agent"]);
         if release {
             cmd.arg("--release");
         }
@@ -185,6 +185,51 @@ impl Scheduler {
 }
 
 impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `pm-agent run` process, killed when dropped.
+pub struct Agent {
+    child: Child,
+    /// Its work directory (task directories live here).
+    pub work: PathBuf,
+    _tmp: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `pm-agent run --server ADDR` with a fresh work directory and extra flags; stderr goes to a log.
+    pub fn start(addr: &str, extra: &[&str]) -> Agent {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let work = tmp.path().join("work");
+        let log = tmp.path().join("agent.log");
+        let child = Command::new(bin("pm-agent"))
+            .args(["run", "--server", addr, "--work-dir"])
+            .arg(&work)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("agent log"))
+            .spawn()
+            .expect("spawn pm-agent");
+        Agent { child, work, _tmp: tmp, log }
+    }
+
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILLs the agent.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
     }
