@@ -108,3 +108,34 @@ async fn a_task_of_a_killed_agent_runs_again_on_another() {
     assert_eq!(starts.lines().count(), 2, "agent log:\n{}", second.log());
     wait_for(Duration::from_secs(20), "the second run to finish", || read(&out.path().join("done")));
 }
+
+/// `pm dev` (scheduler + agent in one process) runs the README's example, then stops cleanly on SIGTERM.
+#[test]
+fn pm_dev_runs_the_hello_example_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, work) = (tmp.path().join("data"), tmp.path().join("work"));
+    let mut child = std::process::Command::new(pm_testkit::bin("pm"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--keep-task-dirs", "--data"])
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
+    let out = pmctl(&addr, &["submit", example], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let hello = work.join(format!("task-{id}")).join("hello.txt");
+    let text = wait_for(Duration::from_secs(20), "hello.txt", || read(&hello).filter(|t| t.ends_with('\n')));
+    assert_eq!(text, "hello from pipeline-manager\n");
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = wait_for(Duration::from_secs(20), "pm dev to exit", || child.try_wait().unwrap());
+    assert!(exit.success(), "{exit:?}");
+}

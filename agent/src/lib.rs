@@ -4,4 +4,5 @@
 //! extension while a task runs, ack with the result or nack with the reason.
 
 pub mod agent;
+pub mod args;
 pub mod runner;

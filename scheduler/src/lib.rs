@@ -18,6 +18,7 @@ pub mod handlers;
 pub(crate) mod idmap;
 pub mod metrics;
 pub mod node;
+pub mod process;
 pub mod server;
 pub mod shard;
 pub mod store;

@@ -23,7 +23,7 @@ pub fn bin_dir() -> PathBuf {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "-p", "pm-scheduler", "-p", "pmctl", "-p", "pm-agent"]);
+        cmd.args(["build", "--quiet", "--bins", "-p", "pm-scheduler", "-p", "pmctl", "-p", "pm-agent", "-p", "pm"]);
         if release {
             cmd.arg("--release");
         }

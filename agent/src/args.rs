@@ -1,0 +1,61 @@
+//! Command-line options of the agent, shared by `pm-agent run` and the embedded `pm dev`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::agent::AgentConfig;
+use crate::runner::{Executors, Runner};
+
+/// How the agent runs tasks (everything except where the scheduler is).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Queue to take tasks from.
+    #[arg(long, env = "PM_QUEUE", default_value = "default")]
+    pub queue: String,
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long, env = "PM_CONCURRENCY")]
+    pub concurrency: Option<u32>,
+    /// Each task runs in DIR/task-<id>.
+    #[arg(long, env = "PM_WORK_DIR", default_value = "./pm-work")]
+    pub work_dir: PathBuf,
+    /// Keep a task's directory after it succeeded (failed ones are always kept).
+    #[arg(long, env = "PM_KEEP_TASK_DIRS")]
+    pub keep_task_dirs: bool,
+    /// Executors this agent runs: `all`, or a comma-separated list; any other name fails the task.
+    #[arg(long, env = "PM_EXECUTORS", default_value = "all")]
+    pub executors: String,
+    /// First retry delay after a failed task, ms (doubles per attempt, at most 300 s).
+    #[arg(long, env = "PM_RETRY_BACKOFF_MS", default_value_t = 1000)]
+    pub retry_backoff_ms: u64,
+    /// Bytes kept of each command's stdout and stderr in the result.
+    #[arg(long, env = "PM_TAIL_BYTES", default_value_t = 4096)]
+    pub tail_bytes: usize,
+    /// Name of this agent in the scheduler's logs (default: pm-agent-<pid>).
+    #[arg(long, env = "PM_CLIENT_ID")]
+    pub client_id: Option<String>,
+}
+
+impl AgentArgs {
+    /// Validates the options, creates the work directory, and returns what [`crate::agent::run`] takes.
+    pub fn build(self, server: String) -> Result<(AgentConfig, Runner), String> {
+        let executors = Executors::parse(&self.executors).map_err(|e| format!("--executors: {e}"))?;
+        let concurrency = self
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
+            .max(1);
+        // Commands run inside the task directory and get it as $PIPE_DIR: it must be absolute.
+        let work_root = std::fs::create_dir_all(&self.work_dir)
+            .and_then(|()| self.work_dir.canonicalize())
+            .map_err(|e| format!("--work-dir {}: {e}", self.work_dir.display()))?;
+        let cfg = AgentConfig {
+            server,
+            queue: self.queue,
+            concurrency,
+            work_root,
+            remove_task_dirs: !self.keep_task_dirs,
+            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
+            client_id: self.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
+        };
+        Ok((cfg, Runner { executors, tail_bytes: self.tail_bytes }))
+    }
+}

@@ -1,0 +1,73 @@
+//! Running a node as (part of) a process: shared by the `pm-scheduler` binary and the embedded `pm dev`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+use crate::node::Node;
+use crate::server;
+
+/// Starts the node of `cfg`, prints `listening on ADDR` to stdout, calls `on_ready` with the bound address,
+/// serves until `stop` resolves, then drains within `cfg.shutdown_grace`.
+pub async fn run_node(
+    cfg: Config,
+    stop: impl std::future::Future<Output = ()>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let addr = cfg.listen_addr()?;
+    let node = Node::start(&cfg)?;
+    let listener = server::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {bound}")?;
+        out.flush()?;
+    }
+    tracing::info!(%bound, node = %node.ctx.node_id, store = ?cfg.store, fsync = ?cfg.fsync, "scheduler ready");
+    on_ready(bound);
+    server::run(listener, node.ctx.clone(), stop).await;
+    tracing::info!("shutting down");
+    node.shutdown(cfg.shutdown_grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
+/// A panic in any task (a shard actor, the committer) would leave a node that accepts connections but never
+/// answers some of them. Crash instead: the WAL makes a restart lose nothing, and a supervisor restarts it.
+pub fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::abort();
+    }));
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `log_internal_errors(false)`: a failed log write (stderr on a full disk) must not panic via eprintln!.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
