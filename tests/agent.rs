@@ -139,3 +139,17 @@ fn pm_dev_runs_the_hello_example_and_stops_on_sigterm() {
     let exit = wait_for(Duration::from_secs(20), "pm dev to exit", || child.try_wait().unwrap());
     assert!(exit.success(), "{exit:?}");
 }
+
+/// The original OCR pipeline (wget → tesseract → upload) with the real `tesseract`, through `pm dev`.
+#[test]
+fn the_ocr_demo_reads_the_generated_page_with_real_tesseract() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/ocr/run.sh");
+    let out = std::process::Command::new(script)
+        .env("PM_BIN_DIR", pm_testkit::bin_dir())
+        .env("OCR_TEXT", "QUICK BROWN FOX 42")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "QUICK BROWN FOX 42");
+}

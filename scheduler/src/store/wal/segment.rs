@@ -42,16 +42,24 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreErro
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(PREFIX) && name.ends_with(TMP_SUFFIX) {
             tracing::info!(file = %entry.path().display(), "removing unfinished segment");
-            fs::remove_file(entry.path()).map_err(|e| StoreError::io(entry.path(), e))?;
+            remove_leftover(&entry.path())?;
         } else if name.starts_with(PREFIX) && name.ends_with(DEAD_SUFFIX) {
             tracing::info!(file = %entry.path().display(), "removing retired segment");
-            fs::remove_file(entry.path()).map_err(|e| StoreError::io(entry.path(), e))?;
+            remove_leftover(&entry.path())?;
         } else if let Some(index) = parse_name(name) {
             found.push((index, entry.path()));
         }
     }
     found.sort_unstable_by_key(|(i, _)| *i);
     Ok(found)
+}
+
+/// Removes a leftover file; one already gone (a background thread of an earlier handle got there first) is fine.
+fn remove_leftover(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Retires a drained segment: renames it out of the log (a cheap metadata change, so the segment is gone
