@@ -28,16 +28,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match pm_protocol::cli::parse_or_exit() {
         Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
@@ -48,7 +41,7 @@ fn main() -> ExitCode {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pm-agent: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -34,28 +34,21 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match pm_protocol::cli::parse_or_exit() {
         Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     let Cmd::Dev { scheduler: cfg, agent } = cli.cmd;
     if let Err(e) = cfg.validate() {
         eprintln!("pm dev: {e}");
-        return ExitCode::from(64);
+        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
     }
     // Checked before the node starts, so a bad agent option never leaves a half-started node.
     let (mut agent_cfg, runner) = match agent.build(String::new()) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pm dev: {e}");
-            return ExitCode::from(64);
+            return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
         }
     };
     process::init_tracing(cfg.log_format);

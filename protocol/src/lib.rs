@@ -14,6 +14,8 @@
 //!  +--------+------------------------+
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod codec;
 pub mod limits;
 pub mod pipeline;

@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use pm_scheduler::config::Config;
 use pm_scheduler::process;
 
@@ -13,20 +12,13 @@ use pm_scheduler::process;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cfg = match Config::try_parse() {
+    let cfg: Config = match pm_protocol::cli::parse_or_exit() {
         Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(64);
-        }
+        Err(code) => return code,
     };
     if let Err(e) = cfg.validate() {
         eprintln!("pm-scheduler: {e}");
-        return ExitCode::from(64);
+        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
     }
     process::init_tracing(cfg.log_format);
     process::abort_on_panic();
