@@ -39,25 +39,16 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let Cmd::Dev { scheduler: cfg, agent } = cli.cmd;
-    if let Err(e) = cfg.validate() {
-        eprintln!("pm dev: {e}");
-        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-    }
+    let rt = match process::prepare(&cfg, "pm dev") {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
     // Checked before the node starts, so a bad agent option never leaves a half-started node.
     let (mut agent_cfg, runner) = match agent.build(String::new()) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pm dev: {e}");
             return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-        }
-    };
-    process::init_tracing(cfg.log_format);
-    process::abort_on_panic();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pm dev: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
         }
     };
     let run = process::run_node(cfg, process::shutdown_signal(), move |bound| {

@@ -16,18 +16,9 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = cfg.validate() {
-        eprintln!("pm-scheduler: {e}");
-        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-    }
-    process::init_tracing(cfg.log_format);
-    process::abort_on_panic();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match process::prepare(&cfg, "pm-scheduler") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pm-scheduler: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(process::run_node(cfg, process::shutdown_signal(), |_| {})) {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,21 @@ use crate::config::{Config, LogFormat};
 use crate::node::Node;
 use crate::server;
 
+/// Everything before a node can start, for the binary called `who`: validates `cfg` (exit 64 with a one-line
+/// message), sets up logging and abort-on-panic, and builds the multi-threaded runtime (exit 1 if it cannot).
+pub fn prepare(cfg: &Config, who: &str) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    if let Err(e) = cfg.validate() {
+        eprintln!("{who}: {e}");
+        return Err(std::process::ExitCode::from(pm_protocol::cli::EXIT_USAGE));
+    }
+    init_tracing(cfg.log_format);
+    abort_on_panic();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("{who}: cannot start runtime: {e}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// Starts the node of `cfg`, prints `listening on ADDR` to stdout, calls `on_ready` with the bound address,
 /// serves until `stop` resolves, then drains within `cfg.shutdown_grace`.
 pub async fn run_node(

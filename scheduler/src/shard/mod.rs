@@ -14,8 +14,6 @@ mod queue;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-
-use crate::idmap::{IdMap, IdSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::connection::{ConnId, OutTx, Outbound, Part};
+use crate::idmap::{IdMap, IdSet};
 use crate::metrics as m;
 use crate::store::committer::CommitterHandle;
 use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredTask, StoreError};
