@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pm_client::ConnectOptions;
-use pm_testkit::{pmctl, wait_for, Agent, Scheduler};
+use pm_testkit::{pmctl, wait_for, Agent, Executor, Scheduler};
 
 fn submit(s: &Scheduler, json: &str) -> u64 {
     let dir = tempfile::tempdir().unwrap();
@@ -22,9 +22,15 @@ fn read(p: &Path) -> Option<String> {
 }
 
 async fn dead_letter(s: &Scheduler, agent: &Agent) -> pm_protocol::pb::DeadLetter {
+    dead_letter_of(s, agent, None).await
+}
+
+async fn dead_letter_of(s: &Scheduler, agent: &Agent, id: Option<u64>) -> pm_protocol::pb::DeadLetter {
     let admin = s.client(ConnectOptions::admin()).await;
     for _ in 0..1000 {
-        if let Some(d) = admin.dead_letters("default", 10).await.unwrap().into_iter().next() {
+        let found =
+            admin.dead_letters("default", 100).await.unwrap().into_iter().find(|d| id.is_none_or(|id| d.task_id == id));
+        if let Some(d) = found {
             return d;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -107,6 +113,59 @@ async fn a_task_of_a_killed_agent_runs_again_on_another() {
     });
     assert_eq!(starts.lines().count(), 2, "agent log:\n{}", second.log());
     wait_for(Duration::from_secs(20), "the second run to finish", || read(&out.path().join("done")));
+}
+
+/// Two `pm-agent exec` processes stand in for two utility containers of a pod; the agent sends each step to
+/// its executor over a unix socket in the shared directory.
+#[tokio::test]
+async fn pod_executors_run_their_steps_over_unix_sockets() {
+    let s = Scheduler::start(&[]);
+    let vol = tempfile::tempdir().unwrap();
+    let pods = vol.path().join(".pm");
+    let fetch = Executor::start("fetch", &pods.join("fetch.sock"));
+    let mut ocr = Executor::start("ocr", &pods.join("ocr.sock"));
+    let agent = Agent::start(&s.addr, &["--keep-task-dirs", "--pod-dir", pods.to_str().unwrap()]);
+
+    let id = submit(
+        &s,
+        r#"{"pipeline":[{"executorName":"fetch","commands":["echo $PPID > fetch.ppid","echo hello pods > a.txt"]},
+            {"executorName":"ocr","commands":["echo $PPID > ocr.ppid","tr a-z A-Z < a.txt > b.txt"]}]}"#,
+    );
+    let dir = agent.work.join(format!("task-{id}"));
+    let text = wait_for(Duration::from_secs(20), "the pod pipeline's output", || {
+        read(&dir.join("b.txt")).filter(|t| t.ends_with('\n'))
+    });
+    assert_eq!(text, "HELLO PODS\n", "agent log:\n{}", agent.log());
+    // Each step's shell is a child of its own executor process.
+    assert_eq!(read(&dir.join("fetch.ppid")).unwrap().trim(), fetch.pid().to_string());
+    assert_eq!(read(&dir.join("ocr.ppid")).unwrap().trim(), ocr.pid().to_string());
+
+    // A step timeout on a pod executor kills the command's whole process group there.
+    let id = submit(
+        &s,
+        r#"{"maxAttempts":1,"pipeline":[{"executorName":"fetch","timeoutSeconds":0.5,
+            "commands":["sleep 30 & echo $! > child.pid; sleep 30"]}]}"#,
+    );
+    let d = dead_letter_of(&s, &agent, Some(id)).await;
+    assert!(d.reason.contains("`sleep 30 & echo $! > child.pid; sleep 30` timed out"), "{}", d.reason);
+    let pid = read(&agent.work.join(format!("task-{id}/child.pid"))).unwrap();
+    let gone = wait_for(Duration::from_secs(5), "the background child to die", || {
+        let stat = read(Path::new(&format!("/proc/{}/stat", pid.trim())));
+        stat.is_none_or(|s| s.contains(") Z ")).then_some(true)
+    });
+    assert!(gone);
+
+    // A dead executor (its socket file left behind) fails the task with a clear reason.
+    ocr.kill();
+    let id = submit(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"ocr","commands":["true"]}]}"#);
+    let d = dead_letter_of(&s, &agent, Some(id)).await;
+    assert!(d.reason.contains("executor `ocr`: cannot connect to"), "{}", d.reason);
+    assert!(d.reason.contains("pm-agent exec --name ocr"), "{}", d.reason);
+
+    // A name with no socket at all fails before anything runs.
+    let id = submit(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"s3","commands":["true"]}]}"#);
+    let d = dead_letter_of(&s, &agent, Some(id)).await;
+    assert!(d.reason.contains("step 1: executor `s3` has no socket at"), "{}", d.reason);
 }
 
 /// `pm dev` (scheduler + agent in one process) runs the README's example, then stops cleanly on SIGTERM.

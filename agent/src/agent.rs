@@ -73,8 +73,8 @@ async fn handle(client: Client, cfg: Arc<AgentConfig>, runner: Arc<Runner>, leas
     let keeper = tokio::spawn(keep_alive(client.clone(), lease_id, lease, cancel.clone()));
     let dir = task_dir(&cfg.work_root, task_id);
     let result = match pm_protocol::pipeline::parse_task(&leased.payload) {
-        Ok(task) => runner.run(&task, &dir, task_id, &cancel).await,
-        Err(e) => TaskResult { ok: false, error: Some(format!("invalid task: {e}")), steps: Vec::new() },
+        Ok(task) => runner.run(&task, &dir, task_id, &cancel, None).await,
+        Err(e) => TaskResult::failed(format!("invalid task: {e}")),
     };
     keeper.abort();
     if cancel.is_cancelled() {

@@ -21,9 +21,15 @@ pub struct AgentArgs {
     /// Keep a task's directory after it succeeded (failed ones are always kept).
     #[arg(long, env = "PM_KEEP_TASK_DIRS")]
     pub keep_task_dirs: bool,
-    /// Executors this agent runs: `all`, or a comma-separated list; any other name fails the task.
-    #[arg(long, env = "PM_EXECUTORS", default_value = "all")]
-    pub executors: String,
+    /// Executors this agent runs: `all` (as local processes), or a comma-separated list of `NAME` (local)
+    /// and `NAME=unix:///path.sock` (a `pm-agent exec` in another container); any other name fails the task.
+    /// Default: `all`, unless --pod-dir is given.
+    #[arg(long, env = "PM_EXECUTORS")]
+    pub executors: Option<String>,
+    /// Any executor name not in --executors runs on the `pm-agent exec` serving DIR/NAME.sock (in a pod:
+    /// /mnt/pipe/.pm).
+    #[arg(long, env = "PM_POD_DIR")]
+    pub pod_dir: Option<PathBuf>,
     /// First retry delay after a failed task, ms (doubles per attempt, at most 300 s).
     #[arg(long, env = "PM_RETRY_BACKOFF_MS", default_value_t = 1000)]
     pub retry_backoff_ms: u64,
@@ -38,7 +44,8 @@ pub struct AgentArgs {
 impl AgentArgs {
     /// Validates the options, creates the work directory, and returns what [`crate::agent::run`] takes.
     pub fn build(self, server: String) -> Result<(AgentConfig, Runner), String> {
-        let executors = Executors::parse(&self.executors).map_err(|e| format!("--executors: {e}"))?;
+        let executors =
+            Executors::parse(self.executors.as_deref(), self.pod_dir).map_err(|e| format!("--executors: {e}"))?;
         let concurrency = self
             .concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))

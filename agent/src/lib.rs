@@ -1,8 +1,12 @@
 //! `pm-agent`: leases tasks from a scheduler and runs their pipelines of shell commands.
 //!
-//! [`runner`] runs one task's steps as local processes; [`agent`] is the loop around it: credits, lease
-//! extension while a task runs, ack with the result or nack with the reason.
+//! [`runner`] runs one task's steps on their executors; [`command`] runs one shell command as a local
+//! process group; [`exec`] is the `pod` executor: the socket protocol between the agent and the
+//! `pm-agent exec` process in each utility container. [`agent`] is the loop around the runner: credits,
+//! lease extension while a task runs, ack with the result or nack with the reason.
 
 pub mod agent;
 pub mod args;
+pub mod command;
+pub mod exec;
 pub mod runner;

@@ -1,47 +1,101 @@
-//! Runs one task's pipeline: steps in order, each command with `sh -c` in the task's directory.
+//! Runs one task's pipeline: steps in order, each command with `sh -c` in the task's directory, on the
+//! step's executor: here (`local`) or in a utility container over its socket (`pod`, see [`crate::exec`]).
 //!
 //! Each command is the leader of its own process group. When it ends (or times out, or the run is cancelled
-//! because the lease was lost) the whole group is killed, so no background child outlives its command.
-//! Output is kept as bounded tails; large outputs belong in files on the shared directory.
+//! because the lease was lost or the task was cancelled) the whole group is killed, so no background child
+//! outlives its command. Output is kept as bounded tails (and streamed as [`RunEvent`]s when asked); large
+//! outputs belong in files on the shared directory.
 
-use std::collections::BTreeSet;
-use std::os::unix::process::ExitStatusExt;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use pm_protocol::pipeline::{Step, Task};
+use pm_protocol::pipeline::{Command, Step, Task};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Which executor names this agent runs.
+use crate::command::{earliest, run_local, CommandSpec, Outcome, OutputSink, Stream, Tail};
+
+/// Where one executor name runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Executors {
-    /// Every name runs as a local process (the embedded default).
-    All,
-    /// Only these names; any other fails the task.
-    Only(BTreeSet<String>),
+pub enum Executor {
+    /// As a local process of the agent.
+    Local,
+    /// On the `pm-agent exec` process serving this unix socket (a utility container of the pod).
+    Pod(PathBuf),
 }
 
+/// Which executor names this agent runs, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Executors {
+    /// Any name not listed runs locally.
+    all_local: bool,
+    /// Names given explicitly.
+    named: BTreeMap<String, Executor>,
+    /// Any name not listed runs on the executor serving `DIR/NAME.sock`.
+    pod_dir: Option<PathBuf>,
+}
+
+/// Longest executor name resolved through the pod socket directory.
+const MAX_EXECUTOR_NAME: usize = 63;
+
 impl Executors {
-    /// Parses `all` or a comma-separated list of names.
-    pub fn parse(s: &str) -> Result<Executors, String> {
-        if s.trim() == "all" {
-            return Ok(Executors::All);
-        }
-        let names: BTreeSet<String> = s.split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from).collect();
-        if names.is_empty() {
-            return Err("give `all` or a comma-separated list of executor names".into());
-        }
-        Ok(Executors::Only(names))
+    /// Every name runs locally (the embedded default).
+    pub fn all_local() -> Executors {
+        Executors { all_local: true, ..Executors::default() }
     }
 
-    fn knows(&self, name: &str) -> bool {
-        match self {
-            Executors::All => true,
-            Executors::Only(names) => names.contains(name),
+    /// Parses `--executors` (`all`, or a comma-separated list of `NAME` for local executors and
+    /// `NAME=unix:///path.sock` for pod executors) and `--pod-dir`. Without `--executors`, every name runs
+    /// locally unless a pod directory is given.
+    pub fn parse(spec: Option<&str>, pod_dir: Option<PathBuf>) -> Result<Executors, String> {
+        let mut ex = Executors { all_local: spec.is_none() && pod_dir.is_none(), named: BTreeMap::new(), pod_dir };
+        let Some(spec) = spec else { return Ok(ex) };
+        if spec.trim() == "all" {
+            ex.all_local = true;
+            return Ok(ex);
         }
+        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            match entry.split_once('=') {
+                Some((name, listen)) => {
+                    let path = crate::exec::socket_path(listen.trim()).map_err(|e| format!("`{entry}`: {e}"))?;
+                    ex.named.insert(name.trim().to_string(), Executor::Pod(path));
+                }
+                None => {
+                    ex.named.insert(entry.to_string(), Executor::Local);
+                }
+            }
+        }
+        if ex.named.is_empty() {
+            return Err("give `all` or a comma-separated list of NAME or NAME=unix:///path.sock".into());
+        }
+        Ok(ex)
+    }
+
+    /// Where `name` runs, or why it cannot.
+    pub fn resolve(&self, name: &str) -> Result<Executor, String> {
+        if let Some(e) = self.named.get(name) {
+            return Ok(e.clone());
+        }
+        if let Some(dir) = &self.pod_dir {
+            // The name comes from the task: it must not reach outside the socket directory.
+            let plain = !name.is_empty()
+                && name.len() <= MAX_EXECUTOR_NAME
+                && !name.starts_with('.')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if plain {
+                return Ok(Executor::Pod(dir.join(format!("{name}.sock"))));
+            }
+        }
+        if self.all_local {
+            return Ok(Executor::Local);
+        }
+        let mut known: Vec<String> = self.named.keys().cloned().collect();
+        if let Some(dir) = &self.pod_dir {
+            known.push(format!("any NAME with a socket {}/NAME.sock", dir.display()));
+        }
+        Err(format!("unknown executor `{name}` (this agent runs: {})", known.join(", ")))
     }
 }
 
@@ -63,6 +117,9 @@ pub struct CommandResult {
     pub stdout_tail: String,
     /// Last bytes of standard error (lossy UTF-8).
     pub stderr_tail: String,
+    /// It could not run, or its executor failed: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl CommandResult {
@@ -71,6 +128,9 @@ impl CommandResult {
     }
 
     fn describe(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("`{}` did not run: {e}", self.run);
+        }
         let how = match (self.timed_out, self.exit_code, self.signal) {
             (true, _, _) => "timed out".to_string(),
             (_, Some(code), _) => format!("exited with {code}"),
@@ -105,11 +165,54 @@ pub struct TaskResult {
     /// Why not, in one line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// The steps, as far as they ran.
+    /// Steps skipped because an earlier attempt completed them (`resume: true`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resumed_steps: usize,
+    /// The steps that ran, as far as they ran.
     pub steps: Vec<StepResult>,
 }
 
-/// Runs pipelines as local processes.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl TaskResult {
+    /// A result that failed before anything ran.
+    pub fn failed(why: impl Into<String>) -> TaskResult {
+        TaskResult { ok: false, error: Some(why.into()), resumed_steps: 0, steps: Vec::new() }
+    }
+}
+
+/// What a streaming run reports as it goes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum RunEvent {
+    /// A command starts.
+    Start {
+        /// Step number, from 1.
+        step: usize,
+        /// The step's executor.
+        executor: String,
+        /// The shell line.
+        run: String,
+    },
+    /// A chunk of a command's output (lossy UTF-8).
+    Output {
+        /// Which stream.
+        stream: Stream,
+        /// The bytes.
+        data: String,
+    },
+    /// A command ended.
+    End {
+        /// Step number, from 1.
+        step: usize,
+        /// What it did.
+        result: CommandResult,
+    },
+}
+
+/// Runs pipelines.
 #[derive(Debug, Clone)]
 pub struct Runner {
     /// Executors this agent runs.
@@ -118,46 +221,92 @@ pub struct Runner {
     pub tail_bytes: usize,
 }
 
-enum Ended {
-    Exited(std::process::ExitStatus),
-    TimedOut,
-    Cancelled,
+/// The file in a task directory recording how many steps completed, for `resume: true`.
+pub const PROGRESS_FILE: &str = ".pm-progress";
+
+/// Keeps tails and forwards chunks to a streaming client.
+struct TailSink<'a> {
+    out: Tail,
+    err: Tail,
+    events: Option<&'a mpsc::Sender<RunEvent>>,
+}
+
+impl OutputSink for TailSink<'_> {
+    async fn output(&mut self, stream: Stream, data: &[u8]) {
+        match stream {
+            Stream::Stdout => self.out.push(data),
+            Stream::Stderr => self.err.push(data),
+        }
+        if let Some(tx) = self.events {
+            let data = String::from_utf8_lossy(data).into_owned();
+            // A client that went away stops the run through its cancel token, not here.
+            let _ = tx.send(RunEvent::Output { stream, data }).await;
+        }
+    }
 }
 
 impl Runner {
     /// Runs `task` in `dir` (created if missing). Stops early, killing the running command, when `cancel`
-    /// fires; the result then says so.
-    pub async fn run(&self, task: &Task, dir: &Path, task_id: u64, cancel: &CancellationToken) -> TaskResult {
-        let mut result = TaskResult { ok: true, error: None, steps: Vec::new() };
-        if let Some((n, step)) = task.steps.iter().enumerate().find(|(_, s)| !self.executors.knows(&s.executor_name)) {
-            let known = match &self.executors {
-                Executors::All => String::new(),
-                Executors::Only(names) => names.iter().cloned().collect::<Vec<_>>().join(", "),
-            };
-            return fail(
-                result,
-                format!("step {}: unknown executor `{}` (this agent runs: {known})", n + 1, step.executor_name),
-            );
+    /// fires; the result then says so. With `events`, reports each command's start, output and end as it
+    /// goes.
+    pub async fn run(
+        &self,
+        task: &Task,
+        dir: &Path,
+        task_id: u64,
+        cancel: &CancellationToken,
+        events: Option<&mpsc::Sender<RunEvent>>,
+    ) -> TaskResult {
+        let mut executors = Vec::with_capacity(task.steps.len());
+        for (n, step) in task.steps.iter().enumerate() {
+            match self.executors.resolve(&step.executor_name) {
+                Ok(Executor::Pod(sock)) if !sock.exists() => {
+                    return TaskResult::failed(format!(
+                    "step {}: executor `{}` has no socket at {} (is its container running `pm-agent exec --name {}`?)",
+                    n + 1,
+                    step.executor_name,
+                    sock.display(),
+                    step.executor_name
+                ))
+                }
+                Ok(e) => executors.push(e),
+                Err(why) => return TaskResult::failed(format!("step {}: {why}", n + 1)),
+            }
         }
         if let Err(e) = tokio::fs::create_dir_all(dir).await {
-            return fail(result, format!("cannot create the task directory {}: {e}", dir.display()));
+            return TaskResult::failed(format!("cannot create the task directory {}: {e}", dir.display()));
+        }
+        let mut result = TaskResult { ok: true, error: None, resumed_steps: 0, steps: Vec::new() };
+        if task.resume {
+            result.resumed_steps = read_progress(dir).await.min(task.steps.len());
         }
         let task_deadline = task.timeout_seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
-        for (n, step) in task.steps.iter().enumerate() {
+        for (n, (step, executor)) in task.steps.iter().zip(&executors).enumerate().skip(result.resumed_steps) {
             let step_deadline =
                 earliest(task_deadline, step.timeout_seconds.map(|s| Instant::now() + Duration::from_secs_f64(s)));
             let mut done = StepResult { executor: step.executor_name.clone(), commands: Vec::new() };
             let mut failure = None;
             for command in &step.commands {
                 let timeout = match command {
-                    pm_protocol::pipeline::Command::Detailed { timeout_seconds: Some(s), .. } => {
+                    Command::Detailed { timeout_seconds: Some(s), .. } => {
                         Some(Instant::now() + Duration::from_secs_f64(*s))
                     }
                     _ => None,
                 };
-                let (r, cancelled) = self
-                    .run_command(step, command.line(), dir, task_id, earliest(step_deadline, timeout), cancel)
-                    .await;
+                if let Some(tx) = events {
+                    let start = RunEvent::Start {
+                        step: n + 1,
+                        executor: step.executor_name.clone(),
+                        run: command.line().into(),
+                    };
+                    let _ = tx.send(start).await;
+                }
+                let spec = command_spec(step, command.line(), dir, task_id);
+                let (r, cancelled) =
+                    self.run_command(step, executor, &spec, earliest(step_deadline, timeout), cancel, events).await;
+                if let Some(tx) = events {
+                    let _ = tx.send(RunEvent::End { step: n + 1, result: r.clone() }).await;
+                }
                 let ok = r.ok();
                 if !ok && failure.is_none() {
                     failure = Some(format!("step {} ({}): {}", n + 1, step.executor_name, r.describe()));
@@ -165,7 +314,7 @@ impl Runner {
                 done.commands.push(r);
                 if cancelled {
                     result.steps.push(done);
-                    return fail(result, "cancelled: the lease was lost".into());
+                    return fail(result, "cancelled before it finished".into());
                 }
                 if !ok && !step.continue_on_error {
                     break;
@@ -175,6 +324,9 @@ impl Runner {
             if let (Some(why), false) = (failure, step.continue_on_error) {
                 return fail(result, why);
             }
+            if task.resume {
+                write_progress(dir, n + 1).await;
+            }
         }
         result
     }
@@ -182,77 +334,63 @@ impl Runner {
     async fn run_command(
         &self,
         step: &Step,
-        line: &str,
-        dir: &Path,
-        task_id: u64,
+        executor: &Executor,
+        spec: &CommandSpec,
         deadline: Option<Instant>,
         cancel: &CancellationToken,
+        events: Option<&mpsc::Sender<RunEvent>>,
     ) -> (CommandResult, bool) {
         let started = Instant::now();
-        let mut result = CommandResult {
-            run: line.to_string(),
-            exit_code: None,
-            signal: None,
-            timed_out: false,
-            duration_ms: 0,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-        };
-        let work_dir = match &step.work_dir {
-            Some(w) => dir.join(w),
-            None => dir.to_path_buf(),
-        };
-        let mut cmd = tokio::process::Command::new("sh");
-        cmd.arg("-c")
-            .arg(line)
-            .current_dir(&work_dir)
-            .envs(&step.env)
-            .env("PIPE_DIR", dir)
-            .env("PM_TASK_ID", task_id.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                result.stderr_tail = format!("cannot start `sh` in {}: {e}", work_dir.display());
-                return (result, false);
+        let mut sink = TailSink { out: Tail::new(self.tail_bytes), err: Tail::new(self.tail_bytes), events };
+        let outcome: Outcome = match executor {
+            Executor::Local => run_local(spec, deadline, cancel, &mut sink).await,
+            Executor::Pod(sock) => {
+                crate::exec::run_remote(&step.executor_name, sock, spec, deadline, cancel, &mut sink).await
             }
         };
-        let pid = child.id();
-        let out = tokio::spawn(tail(child.stdout.take(), self.tail_bytes));
-        let err = tokio::spawn(tail(child.stderr.take(), self.tail_bytes));
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
+        let result = CommandResult {
+            run: spec.run.clone(),
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            timed_out: outcome.timed_out,
+            duration_ms: started.elapsed().as_millis() as u64,
+            stdout_tail: sink.out.into_string(),
+            stderr_tail: sink.err.into_string(),
+            error: outcome.error,
         };
-        let ended = tokio::select! {
-            status = child.wait() => match status {
-                Ok(s) => Ended::Exited(s),
-                Err(_) => Ended::Cancelled,
-            },
-            _ = sleep => Ended::TimedOut,
-            _ = cancel.cancelled() => Ended::Cancelled,
-        };
-        // The command is over: nothing it started may outlive it.
-        kill_group(pid);
-        let status = match ended {
-            Ended::Exited(s) => Some(s),
-            Ended::TimedOut | Ended::Cancelled => child.wait().await.ok(),
-        };
-        result.timed_out = matches!(ended, Ended::TimedOut);
-        if let (Some(s), false) = (status, result.timed_out) {
-            result.exit_code = s.code();
-            result.signal = s.signal();
-        }
-        result.stdout_tail = out.await.unwrap_or_default();
-        result.stderr_tail = err.await.unwrap_or_default();
-        result.duration_ms = started.elapsed().as_millis() as u64;
-        (result, matches!(ended, Ended::Cancelled))
+        (result, outcome.cancelled)
+    }
+}
+
+/// The command as an executor runs it: in the task directory (or the step's `workDir` inside it), with the
+/// step's environment plus `PIPE_DIR` and `PM_TASK_ID`.
+fn command_spec(step: &Step, line: &str, dir: &Path, task_id: u64) -> CommandSpec {
+    let work_dir = match &step.work_dir {
+        Some(w) => dir.join(w),
+        None => dir.to_path_buf(),
+    };
+    let mut env = step.env.clone();
+    env.insert("PIPE_DIR".into(), dir.display().to_string());
+    env.insert("PM_TASK_ID".into(), task_id.to_string());
+    CommandSpec { run: line.to_string(), work_dir, env, timeout_ms: 0 }
+}
+
+async fn read_progress(dir: &Path) -> usize {
+    match tokio::fs::read_to_string(dir.join(PROGRESS_FILE)).await {
+        Ok(s) => s.trim().parse().unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn write_progress(dir: &Path, completed: usize) {
+    // Written then renamed, so a crash never leaves a torn count.
+    let tmp = dir.join(format!("{PROGRESS_FILE}.tmp"));
+    let done = async {
+        tokio::fs::write(&tmp, completed.to_string()).await?;
+        tokio::fs::rename(&tmp, dir.join(PROGRESS_FILE)).await
+    };
+    if let Err(e) = done.await {
+        tracing::warn!("cannot record the progress of {}: {e}", dir.display());
     }
 }
 
@@ -260,42 +398,6 @@ fn fail(mut result: TaskResult, why: String) -> TaskResult {
     result.ok = false;
     result.error = Some(why);
     result
-}
-
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// SIGKILLs the process group led by `pid` (a command started with `process_group(0)`).
-fn kill_group(pid: Option<u32>) {
-    let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else { return };
-    // ESRCH (already gone) is the common case and fine.
-    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-}
-
-/// Reads `r` to its end, keeping the last `keep` bytes.
-async fn tail<R: AsyncRead + Unpin>(r: Option<R>, keep: usize) -> String {
-    let Some(mut r) = r else { return String::new() };
-    let mut kept: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                if kept.len() > keep.saturating_mul(2).max(8192) {
-                    kept.drain(..kept.len() - keep);
-                }
-            }
-        }
-    }
-    if kept.len() > keep {
-        kept.drain(..kept.len() - keep);
-    }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// The directory a task runs in: `root/task-<id>`.
@@ -309,13 +411,13 @@ mod tests {
     use super::*;
 
     fn runner() -> Runner {
-        Runner { executors: Executors::All, tail_bytes: 64 }
+        Runner { executors: Executors::all_local(), tail_bytes: 64 }
     }
 
     async fn run(json: &str) -> (TaskResult, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let task = pm_protocol::pipeline::parse_task(json.as_bytes()).unwrap();
-        let r = runner().run(&task, dir.path(), 1, &CancellationToken::new()).await;
+        let r = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         (r, dir)
     }
 
@@ -376,8 +478,8 @@ mod tests {
             br#"{"pipeline":[{"executorName":"sh","commands":["touch ran"]},{"executorName":"ocr","commands":["true"]}]}"#,
         )
         .unwrap();
-        let r = Runner { executors: Executors::parse("sh, wget").unwrap(), tail_bytes: 64 };
-        let out = r.run(&task, dir.path(), 1, &CancellationToken::new()).await;
+        let r = Runner { executors: Executors::parse(Some("sh, wget"), None).unwrap(), tail_bytes: 64 };
+        let out = r.run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         assert!(!out.ok);
         assert_eq!(out.error.as_deref(), Some("step 2: unknown executor `ocr` (this agent runs: sh, wget)"));
         assert!(!dir.path().join("ran").exists());
@@ -403,8 +505,83 @@ mod tests {
             c2.cancel();
         });
         let started = Instant::now();
-        let r = runner().run(&task, dir.path(), 1, &cancel).await;
+        let r = runner().run(&task, dir.path(), 1, &cancel, None).await;
         assert!(started.elapsed() < Duration::from_secs(5));
-        assert_eq!(r.error.as_deref(), Some("cancelled: the lease was lost"));
+        assert_eq!(r.error.as_deref(), Some("cancelled before it finished"));
+    }
+
+    #[test]
+    fn executor_names_resolve_to_local_or_pod_sockets() {
+        let ex = Executors::parse(Some("sh, wget=unix:///mnt/pipe/.pm/w.sock"), Some("/mnt/pipe/.pm".into())).unwrap();
+        assert_eq!(ex.resolve("sh"), Ok(Executor::Local));
+        assert_eq!(ex.resolve("wget"), Ok(Executor::Pod("/mnt/pipe/.pm/w.sock".into())));
+        assert_eq!(ex.resolve("tesseract"), Ok(Executor::Pod("/mnt/pipe/.pm/tesseract.sock".into())));
+        // Names from a task never reach outside the socket directory.
+        for bad in ["../etc/x", ".hidden", "a/b", ""] {
+            assert!(ex.resolve(bad).unwrap_err().contains("unknown executor"), "{bad}");
+        }
+        assert_eq!(Executors::parse(None, None).unwrap(), Executors::all_local());
+        assert!(Executors::parse(Some("x=tcp://host:1"), None).is_err());
+        assert!(Executors::parse(Some(" , "), None).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_pod_socket_fails_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = pm_protocol::pipeline::parse_task(
+            br#"{"pipeline":[{"executorName":"sh","commands":["touch ran"]},{"executorName":"ocr","commands":["true"]}]}"#,
+        )
+        .unwrap();
+        let pods = dir.path().join(".pm");
+        let r = Runner { executors: Executors::parse(Some("sh"), Some(pods.clone())).unwrap(), tail_bytes: 64 };
+        let out = r.run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
+        let why = out.error.unwrap();
+        assert!(why.starts_with("step 2: executor `ocr` has no socket at"), "{why}");
+        assert!(why.contains(&pods.join("ocr.sock").display().to_string()), "{why}");
+        assert!(!dir.path().join("ran").exists());
+    }
+
+    #[tokio::test]
+    async fn resume_skips_the_steps_an_earlier_attempt_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = br#"{"resume":true,"pipeline":[{"executorName":"a","commands":["echo x >> one"]},
+            {"executorName":"b","commands":["echo x >> two; test -e go"]}]}"#;
+        let task = pm_protocol::pipeline::parse_task(json).unwrap();
+        let first = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
+        assert!(!first.ok);
+        std::fs::write(dir.path().join("go"), "").unwrap();
+        let second = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
+        assert!(second.ok, "{second:?}");
+        assert_eq!(second.resumed_steps, 1);
+        assert_eq!(second.steps.len(), 1);
+        assert_eq!(std::fs::read_to_string(dir.path().join("one")).unwrap(), "x\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("two")).unwrap(), "x\nx\n");
+
+        // Without `resume`, a retry starts over.
+        let without = String::from_utf8_lossy(json).replace(r#""resume":true,"#, "");
+        let task = pm_protocol::pipeline::parse_task(without.as_bytes()).unwrap();
+        assert!(!task.resume);
+        let third = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
+        assert!(third.ok && third.resumed_steps == 0);
+        assert_eq!(std::fs::read_to_string(dir.path().join("one")).unwrap(), "x\nx\n");
+    }
+
+    #[tokio::test]
+    async fn events_report_each_command_as_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let task = pm_protocol::pipeline::parse_task(br#"{"pipeline":[{"executorName":"a","commands":["echo hi"]}]}"#)
+            .unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let r = runner().run(&task, dir.path(), 1, &CancellationToken::new(), Some(&tx)).await;
+        drop(tx);
+        assert!(r.ok);
+        let mut seen = Vec::new();
+        while let Some(e) = rx.recv().await {
+            seen.push(serde_json::to_value(&e).unwrap()["event"].as_str().unwrap().to_string());
+            if let RunEvent::Output { stream, data } = e {
+                assert_eq!((stream, data.as_str()), (Stream::Stdout, "hi\n"));
+            }
+        }
+        assert_eq!(seen, ["start", "output", "end"]);
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! Optional additions (all camelCase, see docs/task-format.md): per step `timeoutSeconds`, `env`, `workDir`,
 //! `continueOnError`; per command either a string or `{"run": "...", "timeoutSeconds": n}`; per task `queue`,
-//! `key`, `priority`, `delaySeconds`, `maxAttempts`, `leaseSeconds`, `idempotencyKey`, `timeoutSeconds`.
+//! `key`, `priority`, `delaySeconds`, `maxAttempts`, `leaseSeconds`, `idempotencyKey`, `timeoutSeconds`, `resume`.
 //! Unknown fields are refused, so a misspelt option is an error instead of being silently ignored.
 //!
 //! The scheduler never parses the payload: [`parse_task`] runs where a task is read (CLI, HTTP, agent) and the
@@ -101,6 +101,8 @@ struct RawTask {
     lease_seconds: Option<f64>,
     idempotency_key: Option<String>,
     timeout_seconds: Option<f64>,
+    #[serde(default)]
+    resume: bool,
 }
 
 /// A parsed task document.
@@ -110,6 +112,8 @@ pub struct Task {
     pub steps: Vec<Step>,
     /// Whole-task timeout.
     pub timeout_seconds: Option<f64>,
+    /// A retry skips the steps an earlier attempt completed (they are safe to skip): `resume: true`.
+    pub resume: bool,
     /// Scheduling options, ready to send; `payload` is left empty.
     pub spec: TaskSpec,
 }
@@ -160,7 +164,7 @@ pub fn parse_task(json: &[u8]) -> Result<Task, PipelineError> {
         lease_ms: secs_to_ms(raw.lease_seconds).min(u64::from(u32::MAX)) as u32,
         idempotency_key,
     };
-    Ok(Task { steps, timeout_seconds: raw.timeout_seconds, spec })
+    Ok(Task { steps, timeout_seconds: raw.timeout_seconds, resume: raw.resume, spec })
 }
 
 /// Parses a task document and returns the spec to submit, with the original bytes as payload.

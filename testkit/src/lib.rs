@@ -266,3 +266,46 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A running `pm-agent exec` process (a stand-in for one utility container), killed when dropped.
+pub struct Executor {
+    child: Child,
+    /// The socket it serves.
+    pub socket: PathBuf,
+}
+
+impl Executor {
+    /// Starts `pm-agent exec --name NAME --listen unix://SOCKET` and waits until it serves.
+    pub fn start(name: &str, socket: &Path) -> Executor {
+        let child = Command::new(bin("pm-agent"))
+            .args(["exec", "--name", name, "--listen"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pm-agent exec");
+        let e = Executor { child, socket: socket.to_path_buf() };
+        wait_for(Duration::from_secs(10), "the executor's socket", || {
+            std::os::unix::net::UnixStream::connect(socket).ok()
+        });
+        e
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILLs it (its socket file stays behind, as when a container dies).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,309 @@
+//! Runs one shell command as a local process: `sh -c LINE`, leader of its own process group, output handed
+//! to an [`OutputSink`] chunk by chunk as it comes.
+//!
+//! Used by the `local` executor (the agent runs the command itself) and by `pm-agent exec` (the executor
+//! process in a utility container runs it and streams the chunks back over its socket). When the command
+//! ends, times out or is cancelled, its whole process group is killed, so nothing it started in the
+//! background outlives it.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+/// How long output still left in the pipes is read after the process group was killed. A process that left
+/// the group (`setsid`) may hold a pipe open for ever; its output is then cut off.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+
+/// One command to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandSpec {
+    /// The shell line, run with `sh -c`.
+    pub run: String,
+    /// Working directory (absolute).
+    pub work_dir: PathBuf,
+    /// Extra environment variables (the step's `env`, plus `PIPE_DIR` and `PM_TASK_ID`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Kill the command after this many milliseconds (0: no limit).
+    #[serde(default)]
+    pub timeout_ms: u64,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// Receives a command's output as it comes. Awaiting in `output` slows the command down (its pipe fills):
+/// that is the back-pressure of a slow streaming client.
+pub(crate) trait OutputSink {
+    /// One chunk of output.
+    async fn output(&mut self, stream: Stream, data: &[u8]);
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// Exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Signal that ended it, if one did (other than our own kill after a timeout or cancel).
+    pub signal: Option<i32>,
+    /// Killed by its timeout.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Stopped because the run was cancelled.
+    #[serde(default)]
+    pub cancelled: bool,
+    /// It could not run at all, or its executor failed: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// An outcome that only carries an error.
+    pub fn error(why: impl Into<String>) -> Outcome {
+        Outcome { error: Some(why.into()), ..Outcome::default() }
+    }
+}
+
+enum Ended {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs `spec` here and waits for it to end, killing its process group at `deadline` or when `cancel` fires.
+pub(crate) async fn run_local<S: OutputSink>(
+    spec: &CommandSpec,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+    sink: &mut S,
+) -> Outcome {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(&spec.run)
+        .current_dir(&spec.work_dir)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && spec.work_dir.is_dir() => {
+            return Outcome::error(format!("cannot start `sh` (is there a /bin/sh in this container?): {e}"));
+        }
+        Err(e) => return Outcome::error(format!("cannot start `sh` in {}: {e}", spec.work_dir.display())),
+    };
+    let pid = child.id();
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let (mut obuf, mut ebuf) = (vec![0u8; 8192], vec![0u8; 8192]);
+    let deadline = earliest(deadline, (spec.timeout_ms > 0).then(|| Instant::now() + ms(spec.timeout_ms)));
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep);
+    let ended = loop {
+        tokio::select! {
+            n = read_some(&mut out, &mut obuf) => match n {
+                Some(n) => sink.output(Stream::Stdout, &obuf[..n]).await,
+                None => out = None,
+            },
+            n = read_some(&mut err, &mut ebuf) => match n {
+                Some(n) => sink.output(Stream::Stderr, &ebuf[..n]).await,
+                None => err = None,
+            },
+            status = child.wait() => match status {
+                Ok(s) => break Ended::Exited(s),
+                Err(e) => {
+                    kill_group(pid);
+                    return Outcome::error(format!("lost track of the command: {e}"));
+                }
+            },
+            () = &mut sleep => break Ended::TimedOut,
+            () = cancel.cancelled() => break Ended::Cancelled,
+        }
+    };
+    // The command is over: nothing it started may outlive it.
+    kill_group(pid);
+    let status = match ended {
+        Ended::Exited(s) => Some(s),
+        Ended::TimedOut | Ended::Cancelled => child.wait().await.ok(),
+    };
+    let drain = async {
+        while let Some(n) = read_some(&mut out, &mut obuf).await {
+            sink.output(Stream::Stdout, &obuf[..n]).await;
+        }
+        while let Some(n) = read_some(&mut err, &mut ebuf).await {
+            sink.output(Stream::Stderr, &ebuf[..n]).await;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+    let mut outcome = Outcome {
+        timed_out: matches!(ended, Ended::TimedOut),
+        cancelled: matches!(ended, Ended::Cancelled),
+        ..Outcome::default()
+    };
+    if let (Ended::Exited(_), Some(s)) = (&ended, status) {
+        outcome.exit_code = s.code();
+        outcome.signal = s.signal();
+    }
+    outcome
+}
+
+/// Reads the next chunk; `None` at the end (or on a read error, which ends the stream too). Never resolves
+/// once the stream is gone, so it can sit in a `select!` loop.
+async fn read_some<R: AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
+    let Some(reader) = r.as_mut() else { return std::future::pending().await };
+    match reader.read(buf).await {
+        Ok(0) | Err(_) => {
+            *r = None;
+            None
+        }
+        Ok(n) => Some(n),
+    }
+}
+
+/// The earlier of two optional instants.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// SIGKILLs the process group led by `pid` (a command started with `process_group(0)`).
+fn kill_group(pid: Option<u32>) {
+    let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else { return };
+    // ESRCH (already gone) is the common case and fine.
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+}
+
+/// Keeps the last `keep` bytes of a stream.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    keep: usize,
+    bytes: Vec<u8>,
+}
+
+impl Tail {
+    /// A tail of at most `keep` bytes.
+    pub(crate) fn new(keep: usize) -> Tail {
+        Tail { keep, bytes: Vec::new() }
+    }
+
+    /// Appends a chunk, dropping what falls out of the window (amortised: trims once twice the window).
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        if data.len() >= self.keep {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&data[data.len() - self.keep..]);
+            return;
+        }
+        self.bytes.extend_from_slice(data);
+        if self.bytes.len() > self.keep.saturating_mul(2).max(8192) {
+            self.bytes.drain(..self.bytes.len() - self.keep);
+        }
+    }
+
+    /// The kept bytes as (lossy) UTF-8.
+    pub(crate) fn into_string(mut self) -> String {
+        if self.bytes.len() > self.keep {
+            self.bytes.drain(..self.bytes.len() - self.keep);
+        }
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Vec<(Stream, Vec<u8>)>);
+
+    impl OutputSink for Collect {
+        async fn output(&mut self, stream: Stream, data: &[u8]) {
+            self.0.push((stream, data.to_vec()));
+        }
+    }
+
+    fn spec(run: &str) -> CommandSpec {
+        CommandSpec {
+            run: run.into(),
+            work_dir: std::env::temp_dir(),
+            env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+            timeout_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn output_arrives_in_order_per_stream_with_the_exit_code() {
+        let mut sink = Collect::default();
+        let o =
+            run_local(&spec("echo $GREETING; echo err >&2; exit 4"), None, &CancellationToken::new(), &mut sink).await;
+        assert_eq!(o.exit_code, Some(4));
+        assert!(!o.timed_out && !o.cancelled && o.error.is_none());
+        let out: Vec<u8> = sink.0.iter().filter(|(s, _)| *s == Stream::Stdout).flat_map(|(_, d)| d.clone()).collect();
+        let err: Vec<u8> = sink.0.iter().filter(|(s, _)| *s == Stream::Stderr).flat_map(|(_, d)| d.clone()).collect();
+        assert_eq!(out, b"hi\n");
+        assert_eq!(err, b"err\n");
+    }
+
+    #[tokio::test]
+    async fn the_spec_timeout_kills_the_command() {
+        let mut s = spec("sleep 30");
+        s.timeout_ms = 200;
+        let started = Instant::now();
+        let o = run_local(&s, None, &CancellationToken::new(), &mut Collect::default()).await;
+        assert!(o.timed_out);
+        assert_eq!(o.exit_code, None);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_missing_work_dir_is_a_clear_error() {
+        let mut s = spec("true");
+        s.work_dir = PathBuf::from("/nonexistent/pm-test");
+        let o = run_local(&s, None, &CancellationToken::new(), &mut Collect::default()).await;
+        assert!(o.error.as_deref().unwrap().contains("/nonexistent/pm-test"), "{o:?}");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes() {
+        let mut t = Tail::new(4);
+        t.push(b"abc");
+        t.push(b"def");
+        assert_eq!(t.into_string(), "cdef");
+        let mut t = Tail::new(4);
+        t.push(b"0123456789");
+        t.push(b"x");
+        assert_eq!(t.into_string(), "789x");
+        let mut t = Tail::new(3);
+        for _ in 0..10_000 {
+            t.push(b"ab");
+        }
+        assert_eq!(t.into_string(), "bab");
+    }
+}
