@@ -171,11 +171,11 @@ async fn pod_executors_run_their_steps_over_unix_sockets() {
 /// `pm dev` (scheduler + agent in one process) runs the README's example, then stops cleanly on SIGTERM.
 #[test]
 fn pm_dev_runs_the_hello_example_and_stops_on_sigterm() {
-    use std::io::BufRead;
+    use std::io::{BufRead, Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let (data, work) = (tmp.path().join("data"), tmp.path().join("work"));
     let mut child = std::process::Command::new(pm_testkit::bin("pm"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--keep-task-dirs", "--data"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--keep-task-dirs", "--data"])
         .arg(&data)
         .arg("--work-dir")
         .arg(&work)
@@ -183,9 +183,19 @@ fn pm_dev_runs_the_hello_example_and_stops_on_sigterm() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    stdout.read_line(&mut line).unwrap();
     let addr = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    // The embedded agent's direct-run API answers too.
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let api = line.trim().strip_prefix("api listening on ").unwrap().to_string();
+    let mut probe = std::net::TcpStream::connect(&api).unwrap();
+    probe.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    probe.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200 OK"), "{reply}");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
     let out = pmctl(&addr, &["submit", example], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -6,6 +6,7 @@
 //! lease extension while a task runs, ack with the result or nack with the reason.
 
 pub mod agent;
+pub mod api;
 pub mod args;
 pub mod command;
 pub mod exec;

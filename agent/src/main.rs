@@ -2,10 +2,14 @@
 //! --name NAME --listen unix:///mnt/pipe/.pm/NAME.sock` is the executor in a utility container.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use pm_agent::agent::{self, AgentConfig};
+use pm_agent::api::{ApiArgs, ApiConfig, ApiContext};
 use pm_agent::args::AgentArgs;
-use pm_agent::{agent, exec};
+use pm_agent::exec;
+use pm_agent::runner::Runner;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +30,15 @@ enum Cmd {
         server: String,
         #[command(flatten)]
         agent: AgentArgs,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Serve only the direct-run HTTP API (no scheduler): `POST /v1/run` runs a pipeline here.
+    Serve {
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Serve one executor: run the commands the agent sends over a unix socket (in a utility container).
     Exec {
@@ -55,21 +68,43 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Run { server, agent: args } => {
-            let (cfg, runner) = match args.build(server) {
+        Cmd::Run { server, agent: args, api } => {
+            let (cfg, runner, api) = match build(args, server, &api) {
                 Ok(built) => built,
-                Err(e) => {
-                    eprintln!("pm-agent: {e}");
-                    return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-                }
+                Err(code) => return code,
             };
-            match rt.block_on(agent::run(cfg, runner)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("pm-agent: {e}");
-                    ExitCode::from(1)
+            rt.block_on(async move {
+                let stop = CancellationToken::new();
+                if let Err(code) = start_api(api, &cfg, &runner, stop.clone()).await {
+                    return code;
                 }
+                match agent::run(cfg, runner).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("pm-agent: {e}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+        Cmd::Serve { agent: args, api } => {
+            let (cfg, runner, api) = match build(args, String::new(), &api) {
+                Ok(built) => built,
+                Err(code) => return code,
+            };
+            if api.is_none() {
+                eprintln!("pm-agent serve: --api-listen off leaves nothing to serve");
+                return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
             }
+            rt.block_on(async move {
+                let stop = CancellationToken::new();
+                if let Err(code) = start_api(api, &cfg, &runner, stop.clone()).await {
+                    return code;
+                }
+                wait_for_signal().await;
+                stop.cancel();
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Exec { name, listen } => {
             let listen = listen.unwrap_or_else(|| format!("unix:///mnt/pipe/.pm/{name}.sock"));
@@ -99,18 +134,67 @@ async fn serve_executor(name: &str, path: &std::path::Path) -> ExitCode {
     tokio::spawn({
         let stop = stop.clone();
         async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return,
-            };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+            wait_for_signal().await;
             stop.cancel();
         }
     });
     exec::serve(name, listener, stop).await;
     let _ = std::fs::remove_file(path);
     ExitCode::SUCCESS
+}
+
+/// Resolves at SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Validates the agent and API options (usage errors exit 64).
+fn build(args: AgentArgs, server: String, api: &ApiArgs) -> Result<(AgentConfig, Runner, Option<ApiConfig>), ExitCode> {
+    let usage = |e: String| {
+        eprintln!("pm-agent: {e}");
+        ExitCode::from(pm_protocol::cli::EXIT_USAGE)
+    };
+    let (cfg, runner) = args.build(server).map_err(usage)?;
+    let api = api.build().map_err(|e| usage(e.to_string()))?;
+    Ok((cfg, runner, api))
+}
+
+/// Binds and serves the direct-run API in the background; prints `api listening on ADDR` once bound.
+async fn start_api(
+    api: Option<ApiConfig>,
+    cfg: &AgentConfig,
+    runner: &Runner,
+    stop: CancellationToken,
+) -> Result<(), ExitCode> {
+    let Some(api) = api else { return Ok(()) };
+    let listener = match pm_agent::api::bind(&api).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pm-agent: {e}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        println!("api listening on {addr}");
+        tracing::info!(%addr, token = api.token.is_some(), "direct-run API ready");
+    }
+    let ctx = ApiContext {
+        runner: Arc::new(runner.clone()),
+        work_root: cfg.work_root.clone(),
+        remove_dirs: cfg.remove_task_dirs,
+        metrics: pm_agent::api::install_metrics(),
+    };
+    tokio::spawn(pm_agent::api::serve(listener, api, ctx, stop));
+    Ok(())
 }

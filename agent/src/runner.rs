@@ -17,6 +17,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::command::{earliest, run_local, CommandSpec, Outcome, OutputSink, Stream, Tail};
 
+/// Names of the agent's metrics.
+pub mod metric {
+    /// Counter: pipelines run, by `outcome` (`ok`, `failed`, `cancelled`).
+    pub const TASKS: &str = "pm_agent_tasks_total";
+    /// Histogram: wall time of a pipeline, seconds.
+    pub const TASK_DURATION: &str = "pm_agent_task_duration_seconds";
+    /// Gauge: pipelines running now.
+    pub const TASKS_RUNNING: &str = "pm_agent_tasks_running";
+}
+
 /// Where one executor name runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Executor {
@@ -71,6 +81,11 @@ impl Executors {
             return Err("give `all` or a comma-separated list of NAME or NAME=unix:///path.sock".into());
         }
         Ok(ex)
+    }
+
+    /// The names given explicitly, with where they run.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &Executor)> {
+        self.named.iter().map(|(n, e)| (n.as_str(), e))
     }
 
     /// Where `name` runs, or why it cannot.
@@ -210,6 +225,11 @@ pub enum RunEvent {
         /// What it did.
         result: CommandResult,
     },
+    /// The whole run ended (the last event; sent by the direct-run API, not by [`Runner::run`]).
+    Result {
+        /// What the task did.
+        result: TaskResult,
+    },
 }
 
 /// Runs pipelines.
@@ -250,6 +270,29 @@ impl Runner {
     /// fires; the result then says so. With `events`, reports each command's start, output and end as it
     /// goes.
     pub async fn run(
+        &self,
+        task: &Task,
+        dir: &Path,
+        task_id: u64,
+        cancel: &CancellationToken,
+        events: Option<&mpsc::Sender<RunEvent>>,
+    ) -> TaskResult {
+        let started = Instant::now();
+        let running = metrics::gauge!(metric::TASKS_RUNNING);
+        running.increment(1.0);
+        let result = self.run_steps(task, dir, task_id, cancel, events).await;
+        running.decrement(1.0);
+        let outcome = match (&result.ok, cancel.is_cancelled()) {
+            (true, _) => "ok",
+            (false, true) => "cancelled",
+            (false, false) => "failed",
+        };
+        metrics::counter!(metric::TASKS, "outcome" => outcome).increment(1);
+        metrics::histogram!(metric::TASK_DURATION).record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn run_steps(
         &self,
         task: &Task,
         dir: &Path,
@@ -402,7 +445,12 @@ fn fail(mut result: TaskResult, why: String) -> TaskResult {
 
 /// The directory a task runs in: `root/task-<id>`.
 pub fn task_dir(root: &Path, task_id: u64) -> PathBuf {
-    root.join(format!("task-{task_id}"))
+    task_dir_named(root, &format!("task-{task_id}"))
+}
+
+/// A run's directory under `root`.
+pub fn task_dir_named(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
 }
 
 #[cfg(test)]

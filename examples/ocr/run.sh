@@ -24,7 +24,7 @@ mkdir -p "$tmp/www" "$tmp/bucket/.incoming"
 /usr/bin/python3 "$root/examples/ocr/make_page.py" "$tmp/www/page.png" "$text"
 /usr/bin/python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$tmp/www" >"$tmp/http.out" 2>&1 &
 pids+=($!)
-"$bin/pm" dev --listen 127.0.0.1:0 --data "$tmp/data" --work-dir "$tmp/work" >"$tmp/pm.out" 2>"$tmp/pm.err" &
+"$bin/pm" dev --listen 127.0.0.1:0 --api-listen off --data "$tmp/data" --work-dir "$tmp/work" >"$tmp/pm.out" 2>"$tmp/pm.err" &
 pids+=($!)
 for _ in $(seq 200); do
   grep -q "port" "$tmp/http.out" 2>/dev/null && grep -q "listening on" "$tmp/pm.out" 2>/dev/null && break

@@ -2,14 +2,18 @@
 //!
 //! `pm dev` runs a scheduler node (data in `./pm-data`) and an agent running every executor as a local process
 //! (tasks in `./pm-work`), so `pm dev` then `pmctl submit examples/hello.json` runs a pipeline on one machine.
-//! Every `pm-scheduler` flag and every `pm-agent run` flag applies.
+//! Every `pm-scheduler` flag and every `pm-agent run` flag applies; the agent's direct-run API listens on
+//! 127.0.0.1:7071 unless `--api-listen` says otherwise.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use pm_agent::api::{ApiArgs, ApiContext};
 use pm_agent::args::AgentArgs;
 use pm_scheduler::config::Config;
 use pm_scheduler::process;
+use tokio_util::sync::CancellationToken;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -30,6 +34,8 @@ enum Cmd {
         scheduler: Config,
         #[command(flatten)]
         agent: AgentArgs,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -38,21 +44,42 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Cmd::Dev { scheduler: cfg, agent } = cli.cmd;
+    let Cmd::Dev { scheduler: cfg, agent, api } = cli.cmd;
     let rt = match process::prepare(&cfg, "pm dev") {
         Ok(rt) => rt,
         Err(code) => return code,
     };
     // Checked before the node starts, so a bad agent option never leaves a half-started node.
-    let (mut agent_cfg, runner) = match agent.build(String::new()) {
+    let built = agent.build(String::new()).and_then(|a| api.build().map(|api| (a, api)).map_err(|e| e.to_string()));
+    let ((mut agent_cfg, runner), api) = match built {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pm dev: {e}");
             return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
         }
     };
+    // The API port is taken before the node starts, so a clash fails at once.
+    let api = match api.map(|c| rt.block_on(pm_agent::api::bind(&c)).map(|l| (c, l))).transpose() {
+        Ok(api) => api,
+        Err(e) => {
+            eprintln!("pm dev: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let run = process::run_node(cfg, process::shutdown_signal(), move |bound| {
         agent_cfg.server = bound.to_string();
+        if let Some((api_cfg, listener)) = api {
+            if let Ok(addr) = listener.local_addr() {
+                println!("api listening on {addr}");
+            }
+            let ctx = ApiContext {
+                runner: Arc::new(runner.clone()),
+                work_root: agent_cfg.work_root.clone(),
+                remove_dirs: agent_cfg.remove_task_dirs,
+                metrics: pm_agent::api::install_metrics(),
+            };
+            tokio::spawn(pm_agent::api::serve(listener, api_cfg, ctx, CancellationToken::new()));
+        }
         tokio::spawn(async move {
             if let Err(e) = pm_agent::agent::run(agent_cfg, runner).await {
                 tracing::warn!("embedded agent stopped: {e}");

@@ -209,6 +209,8 @@ impl Agent {
             .args(["run", "--server", addr, "--work-dir"])
             .arg(&work)
             .args(extra)
+            // Many agents run side by side in tests: no direct-run API unless a test asks for one.
+            .env("PM_API_LISTEN", "off")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("agent log"))

@@ -1,0 +1,423 @@
+//! The direct-run HTTP API: run a pipeline on this agent without a scheduler.
+//!
+//! - `POST /v1/run` (also at the original agent's path `POST /api/v1/pipeline`): the task JSON in, the
+//!   result JSON out. `?stream=true` answers at once with `application/x-ndjson`: one [`RunEvent`] per line
+//!   as the pipeline runs (`start`, `output`, `end`), then a `result` line. A client that goes away
+//!   cancels its run.
+//! - `GET /healthz` (the process answers), `GET /readyz` (every configured pod executor socket is there),
+//!   `GET /metrics` (Prometheus text).
+//!
+//! It runs shell commands, so it is remote code execution by design: it binds to loopback by default and
+//! refuses any other address unless a bearer token is configured; with a token, run requests without
+//! `Authorization: Bearer TOKEN` get 401. Request bodies, the time to send the request headers
+//! (slowloris), open connections and concurrent runs are all bounded.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::runner::{task_dir_named, Executor, RunEvent, Runner, TaskResult};
+
+/// Command-line options of the direct-run API, shared by `pm-agent run`, `pm-agent serve` and `pm dev`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Address of the direct-run HTTP API, or `off`. Only a loopback address unless --api-token is set.
+    #[arg(long, env = "PM_API_LISTEN", default_value = "127.0.0.1:7071")]
+    pub api_listen: String,
+    /// Bearer token required on run requests (needed to listen on a non-loopback address).
+    #[arg(long, env = "PM_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Read the bearer token from this file (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "PM_API_TOKEN_FILE", conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
+    /// Largest request body (task JSON), bytes.
+    #[arg(long, env = "PM_API_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub api_max_body_bytes: usize,
+    /// Time a client has to send the request headers, ms (slowloris bound).
+    #[arg(long, env = "PM_API_HEADER_TIMEOUT_MS", default_value_t = 5000)]
+    pub api_header_timeout_ms: u64,
+    /// Pipelines run at once through the API; more get 429.
+    #[arg(long, env = "PM_API_MAX_RUNS", default_value_t = 4)]
+    pub api_max_runs: usize,
+    /// Open API connections at once; more wait to be accepted.
+    #[arg(long, env = "PM_API_MAX_CONNECTIONS", default_value_t = 256)]
+    pub api_max_connections: usize,
+}
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `--api-listen` is not `host:port` or `off`.
+    #[error("--api-listen: expected IP:PORT or `off`, got `{0}`")]
+    BadListen(String),
+    /// A non-loopback address without a token.
+    #[error(
+        "--api-listen {0}: the direct-run API runs shell commands; set --api-token (or --api-token-file) to listen \
+         on a non-loopback address"
+    )]
+    Unprotected(SocketAddr),
+    /// The token file cannot be read, or the token is empty.
+    #[error("--api-token-file {path}: {why}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// Binding failed.
+    #[error("--api-listen {addr}: {source} (another agent on this machine? give each its own port, or `off`)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The validated API settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Required bearer token, if any.
+    pub token: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Time allowed for the request headers.
+    pub header_timeout: Duration,
+    /// Concurrent runs.
+    pub max_runs: usize,
+    /// Concurrent connections.
+    pub max_connections: usize,
+}
+
+impl ApiArgs {
+    /// Validates the options; `None` when the API is off.
+    pub fn build(&self) -> Result<Option<ApiConfig>, ApiError> {
+        if self.api_listen.trim() == "off" {
+            return Ok(None);
+        }
+        let listen: SocketAddr =
+            self.api_listen.trim().parse().map_err(|_| ApiError::BadListen(self.api_listen.clone()))?;
+        let token = match (&self.api_token, &self.api_token_file) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(path)) => {
+                let t = std::fs::read_to_string(path)
+                    .map_err(|e| ApiError::TokenFile { path: path.clone(), why: e.to_string() })?;
+                Some(t.trim().to_string())
+            }
+            (None, None) => None,
+        };
+        if token.as_deref() == Some("") {
+            let path = self.api_token_file.clone().unwrap_or_default();
+            return Err(ApiError::TokenFile { path, why: "the token is empty".into() });
+        }
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(ApiError::Unprotected(listen));
+        }
+        Ok(Some(ApiConfig {
+            listen,
+            token,
+            max_body_bytes: self.api_max_body_bytes,
+            header_timeout: Duration::from_millis(self.api_header_timeout_ms.max(1)),
+            max_runs: self.api_max_runs.max(1),
+            max_connections: self.api_max_connections.max(1),
+        }))
+    }
+}
+
+/// Histogram buckets, seconds: 100 µs to 10 s, with 0.05 s (the p99 objective) as a boundary.
+pub const LATENCY_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Buckets of a whole pipeline's wall time, seconds: 10 ms to an hour.
+pub const TASK_BUCKETS: [f64; 14] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+/// Installs the process-wide Prometheus recorder (histograms with real buckets, not summaries) and returns
+/// the handle `/metrics` renders; `None` if a recorder is already installed.
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets(&LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(crate::runner::metric::TASK_DURATION.into()), &TASK_BUCKETS)
+        })
+        .ok()?
+        .install_recorder()
+        .ok()?;
+    // Without the exporter's own runtime, histograms are compacted by this upkeep.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("pm-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            upkeep.run_upkeep();
+        })
+        .ok()?;
+    Some(handle)
+}
+
+/// Binds the API's listener (done before anything else starts, so a taken port fails fast).
+pub async fn bind(cfg: &ApiConfig) -> Result<TcpListener, ApiError> {
+    TcpListener::bind(cfg.listen).await.map_err(|source| ApiError::Bind { addr: cfg.listen, source })
+}
+
+struct AppState {
+    runner: Arc<Runner>,
+    work_root: PathBuf,
+    remove_dirs: bool,
+    token: Option<String>,
+    runs: Arc<Semaphore>,
+    max_runs: usize,
+    next: AtomicU64,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// What the API needs from the agent.
+pub struct ApiContext {
+    /// Runs the pipelines.
+    pub runner: Arc<Runner>,
+    /// Direct runs use `work_root/run-<id>`.
+    pub work_root: PathBuf,
+    /// Remove a run's directory after it succeeded.
+    pub remove_dirs: bool,
+    /// Renders `/metrics`; `None` answers 404 there.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Serves the API on `listener` until `stop` fires, then lets open requests finish for a moment.
+pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop: CancellationToken) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let state = Arc::new(AppState {
+        runner: ctx.runner,
+        work_root: ctx.work_root,
+        remove_dirs: ctx.remove_dirs,
+        token: cfg.token.clone(),
+        runs: Arc::new(Semaphore::new(cfg.max_runs)),
+        max_runs: cfg.max_runs,
+        next: AtomicU64::new(0),
+        metrics: ctx.metrics,
+    });
+    let app = router(state, cfg.max_body_bytes);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(cfg.max_connections));
+    loop {
+        let Ok(permit) = connections.clone().acquire_owned().await else { break };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("api accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+fn router(state: Arc<AppState>, max_body: usize) -> Router {
+    let runs = Router::new()
+        .route("/v1/run", post(run))
+        .route("/api/v1/pipeline", post(run))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(max_body));
+    Router::new()
+        .merge(runs)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": why.into() }))).into_response()
+}
+
+async fn authorize(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares without stopping at the first differing byte, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ready(State(s): State<Arc<AppState>>) -> Response {
+    let missing: Vec<String> = s
+        .runner
+        .executors
+        .pods()
+        .filter(|(_, sock)| !sock.exists())
+        .map(|(name, sock)| format!("{name} ({})", sock.display()))
+        .collect();
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, format!("executor sockets missing: {}", missing.join(", ")))
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    match &s.metrics {
+        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "metrics are not enabled in this process"),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunQuery {
+    #[serde(default)]
+    stream: bool,
+}
+
+async fn run(
+    State(s): State<Arc<AppState>>,
+    Query(q): Query<RunQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return error(r.status(), r.body_text()),
+    };
+    let task = match pm_protocol::pipeline::parse_task(&body) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let Ok(permit) = s.runs.clone().try_acquire_owned() else {
+        return error(StatusCode::TOO_MANY_REQUESTS, format!("busy: {} runs in progress (--api-max-runs)", s.max_runs));
+    };
+    // Unique across restarts: milliseconds since the epoch, then a counter.
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let id = now_ms.saturating_mul(1000) + s.next.fetch_add(1, Ordering::Relaxed) % 1000;
+    let dir = task_dir_named(&s.work_root, &format!("run-{id}"));
+    // The run goes on its own task: a client that disconnects drops `guard`, which cancels the run, and the
+    // runner still kills the command's process group on the way out.
+    let cancel = CancellationToken::new();
+    let guard = cancel.clone().drop_guard();
+    let (tx, rx) = mpsc::channel::<RunEvent>(64);
+    let streaming = q.stream;
+    let (runner, remove) = (s.runner.clone(), s.remove_dirs);
+    let handle = tokio::spawn(async move {
+        let events = streaming.then_some(&tx);
+        let result = runner.run(&task, &dir, id, &cancel, events).await;
+        if result.ok && remove {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        }
+        drop(permit);
+        if streaming {
+            let _ = tx.send(RunEvent::Result { result: result.clone() }).await;
+        }
+        result
+    });
+    if !streaming {
+        let result = handle.await.unwrap_or_else(|e| TaskResult::failed(format!("the run failed: {e}")));
+        drop(guard);
+        return Json(result).into_response();
+    }
+    let lines = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        let event = rx.recv().await?;
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, Infallible>(Bytes::from(line)), (rx, guard)))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+}
+
+impl crate::runner::Executors {
+    /// The pod executors named explicitly, with their sockets.
+    fn pods(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
+        self.named().filter_map(|(n, e)| match e {
+            Executor::Pod(p) => Some((n, p.as_path())),
+            Executor::Local => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn args(listen: &str) -> ApiArgs {
+        ApiArgs {
+            api_listen: listen.into(),
+            api_token: None,
+            api_token_file: None,
+            api_max_body_bytes: 1024,
+            api_header_timeout_ms: 1000,
+            api_max_runs: 1,
+            api_max_connections: 8,
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token() {
+        assert!(args("off").build().unwrap().is_none());
+        assert!(args("127.0.0.1:0").build().unwrap().is_some());
+        assert!(args("[::1]:0").build().unwrap().is_some());
+        assert!(matches!(args("0.0.0.0:7071").build(), Err(ApiError::Unprotected(_))));
+        let mut a = args("0.0.0.0:7071");
+        a.api_token = Some("s3cret".into());
+        assert_eq!(a.build().unwrap().unwrap().token.as_deref(), Some("s3cret"));
+        assert!(matches!(args("localhost").build(), Err(ApiError::BadListen(_))));
+        let mut a = args("0.0.0.0:7071");
+        a.api_token = Some("  ".into());
+        assert!(a.build().is_err());
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

@@ -1,0 +1,314 @@
+//! End to end: the agent's direct-run HTTP API (`pm-agent serve`) over a real socket, with real shell commands.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pm_testkit::{bin, wait_for};
+use serde_json::Value;
+
+/// A running `pm-agent serve`, killed when dropped.
+struct Serve {
+    child: Child,
+    addr: String,
+    _work: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Serve {
+        Serve::start_on("127.0.0.1:0", extra)
+    }
+
+    fn start_on(listen: &str, extra: &[&str]) -> Serve {
+        let work = tempfile::tempdir().unwrap();
+        let mut child = Command::new(bin("pm-agent"))
+            .args(["serve", "--api-listen", listen, "--work-dir"])
+            .arg(work.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("api listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+        Serve { child, addr, _work: work }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Sends one HTTP/1.1 request and returns the status line, headers, and a reader positioned at the body.
+fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, BufReader<TcpStream>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let code = status.split_whitespace().nth(1).unwrap_or_else(|| panic!("{status:?}")).parse().unwrap();
+    let mut headers = String::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        headers.push_str(&h.to_ascii_lowercase());
+    }
+    (code, headers, r)
+}
+
+/// Reads one chunk of a chunked body; `None` at the end.
+fn chunk(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut size = String::new();
+    r.read_line(&mut size).unwrap();
+    let n = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|_| panic!("chunk size {size:?}"));
+    let mut data = vec![0u8; n + 2];
+    r.read_exact(&mut data).unwrap();
+    data.truncate(n);
+    (n > 0).then_some(data)
+}
+
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let (status, headers, mut r) = send(addr, method, path, headers, body);
+    let mut body = Vec::new();
+    if headers.contains("transfer-encoding: chunked") {
+        while let Some(c) = chunk(&mut r) {
+            body.extend_from_slice(&c);
+        }
+    } else {
+        r.read_to_end(&mut body).unwrap();
+    }
+    Reply { status, headers, body }
+}
+
+fn run(addr: &str, task: &str) -> Reply {
+    request(addr, "POST", "/v1/run", &[("Content-Type", "application/json")], task.as_bytes())
+}
+
+/// NDJSON events of a streaming run, one per call.
+struct Events {
+    r: BufReader<TcpStream>,
+    pending: Vec<u8>,
+}
+
+impl Events {
+    fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return Some(serde_json::from_slice(&line).unwrap());
+            }
+            let c = chunk(&mut self.r)?;
+            self.pending.extend_from_slice(&c);
+        }
+    }
+
+    fn until(&mut self, kind: &str) -> Value {
+        loop {
+            let e = self.next().unwrap_or_else(|| panic!("the stream ended before a `{kind}` event"));
+            if e["event"] == kind {
+                return e;
+            }
+        }
+    }
+}
+
+fn stream(addr: &str, task: &str) -> Events {
+    let (status, headers, r) = send(addr, "POST", "/v1/run?stream=true", &[], task.as_bytes());
+    assert_eq!(status, 200);
+    assert!(headers.contains("content-type: application/x-ndjson"), "{headers}");
+    Events { r, pending: Vec::new() }
+}
+
+fn gone(pid_file: &Path) -> bool {
+    let pid = wait_for(Duration::from_secs(10), "the pid file", || std::fs::read_to_string(pid_file).ok());
+    wait_for(Duration::from_secs(10), "the process to be killed", || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        stat.map_or(true, |s| s.contains(") Z ")).then_some(true)
+    })
+}
+
+#[test]
+fn a_pipeline_runs_directly_and_returns_its_result() {
+    let s = Serve::start(&[]);
+    let r = run(
+        &s.addr,
+        r#"{"pipeline":[{"executorName":"sh","commands":["echo hi > f"]},{"executorName":"sh","commands":["cat f"]}]}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains("content-type: application/json"), "{}", r.headers);
+    let v = r.json();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["steps"][1]["commands"][0]["stdoutTail"], "hi\n");
+
+    // The original agent's path and the original second dialect.
+    let r = request(
+        &s.addr,
+        "POST",
+        "/api/v1/pipeline",
+        &[],
+        br#"{"commands":[{"executorName":"sh","commandLines":["echo dialect"]}]}"#,
+    );
+    assert_eq!(r.json()["steps"][0]["commands"][0]["stdoutTail"], "dialect\n");
+
+    // A failing pipeline is a result, not an HTTP error.
+    let v = run(&s.addr, r#"{"pipeline":[{"executorName":"sh","commands":["echo no >&2; exit 3"]}]}"#).json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["error"], "step 1 (sh): `echo no >&2; exit 3` exited with 3: no");
+
+    // Bad input: invalid JSON is a 400 that says why.
+    let r = run(&s.addr, r#"{"pipeline":[]}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "invalid task: the pipeline has no steps");
+
+    assert_eq!(request(&s.addr, "GET", "/healthz", &[], b"").status, 200);
+    assert_eq!(request(&s.addr, "GET", "/readyz", &[], b"").status, 200);
+    let m = String::from_utf8(request(&s.addr, "GET", "/metrics", &[], b"").body).unwrap();
+    assert!(m.contains("pm_agent_tasks_total{outcome=\"ok\"} 2"), "{m}");
+    assert!(m.contains("pm_agent_task_duration_seconds_bucket{le=\"0.05\"}"), "{m}");
+}
+
+#[test]
+fn streamed_output_arrives_while_the_command_runs() {
+    let s = Serve::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let go = tmp.path().join("go");
+    let task = format!(
+        r#"{{"pipeline":[{{"executorName":"sh","commands":["echo first; while [ ! -e {} ]; do sleep 0.02; done; echo second"]}}]}}"#,
+        go.display()
+    );
+    let mut events = stream(&s.addr, &task);
+    assert_eq!(events.until("start")["run"].as_str().unwrap().split(';').next(), Some("echo first"));
+    // The command cannot end before `go` exists: this output was streamed while it ran.
+    let first = events.until("output");
+    assert_eq!((first["stream"].as_str(), first["data"].as_str()), (Some("stdout"), Some("first\n")));
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(events.until("output")["data"], "second\n");
+    assert_eq!(events.until("end")["result"]["exitCode"], 0);
+    let result = events.until("result");
+    assert_eq!(result["result"]["ok"], true);
+    assert!(events.next().is_none());
+}
+
+#[test]
+fn a_client_that_goes_away_cancels_its_run() {
+    let s = Serve::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = tmp.path().join("pid");
+    let task = format!(
+        r#"{{"pipeline":[{{"executorName":"sh","commands":["echo $$ > {}; echo up; sleep 30"]}}]}}"#,
+        pid.display()
+    );
+    let mut events = stream(&s.addr, &task);
+    events.until("output");
+    drop(events);
+    assert!(gone(&pid));
+}
+
+#[test]
+fn limits_oversized_bodies_busy_agents_and_slow_headers() {
+    let s = Serve::start(&["--api-max-body-bytes", "1024", "--api-max-runs", "1", "--api-header-timeout-ms", "300"]);
+    let big = format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["echo {}"]}}]}}"#, "x".repeat(2000));
+    let r = run(&s.addr, &big);
+    assert_eq!(r.status, 413);
+    assert!(r.json()["error"].as_str().unwrap().contains("length limit"), "{}", r.json());
+
+    // One run at a time: a second one is refused while the first runs.
+    let tmp = tempfile::tempdir().unwrap();
+    let go = tmp.path().join("go");
+    let task = format!(
+        r#"{{"pipeline":[{{"executorName":"sh","commands":["echo up; while [ ! -e {} ]; do sleep 0.02; done"]}}]}}"#,
+        go.display()
+    );
+    let mut first = stream(&s.addr, &task);
+    first.until("output");
+    let r = run(&s.addr, r#"{"pipeline":[{"executorName":"sh","commands":["true"]}]}"#);
+    assert_eq!(r.status, 429);
+    assert!(r.json()["error"].as_str().unwrap().starts_with("busy"));
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(first.until("result")["result"]["ok"], true);
+    assert_eq!(run(&s.addr, r#"{"pipeline":[{"executorName":"sh","commands":["true"]}]}"#).status, 200);
+
+    // A client that never finishes its headers is cut off (slowloris).
+    let mut slow = TcpStream::connect(&s.addr).unwrap();
+    slow.write_all(b"POST /v1/run HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let closed = slow.read_to_end(&mut buf);
+    assert!(closed.is_ok(), "the server kept a half-sent request open: {closed:?}");
+}
+
+#[test]
+fn a_token_guards_run_requests_and_is_required_off_loopback() {
+    let out = Command::new(bin("pm-agent")).args(["serve", "--api-listen", "0.0.0.0:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("set --api-token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut s = Serve::start_on("0.0.0.0:0", &["--api-token", "s3cret"]);
+    s.addr = s.addr.replace("0.0.0.0", "127.0.0.1");
+    let task = br#"{"pipeline":[{"executorName":"sh","commands":["echo ran"]}]}"#;
+    for auth in [None, Some("Bearer wrong"), Some("s3cret")] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let r = request(&s.addr, "POST", "/v1/run", &headers, task);
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert!(r.headers.contains("www-authenticate: bearer"), "{}", r.headers);
+    }
+    let r = request(&s.addr, "POST", "/v1/run", &[("Authorization", "Bearer s3cret")], task);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["steps"][0]["commands"][0]["stdoutTail"], "ran\n");
+    // Probes stay open for the kubelet.
+    assert_eq!(request(&s.addr, "GET", "/healthz", &[], b"").status, 200);
+}
+
+#[test]
+fn readyz_reports_missing_executor_sockets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("ocr.sock");
+    let spec = format!("sh,ocr=unix://{}", sock.display());
+    let s = Serve::start(&["--executors", &spec]);
+    let r = request(&s.addr, "GET", "/readyz", &[], b"");
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("ocr"), "{}", r.json());
+    let _executor = pm_testkit::Executor::start("ocr", &sock);
+    assert_eq!(request(&s.addr, "GET", "/readyz", &[], b"").status, 200);
+}
