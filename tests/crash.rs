@@ -69,7 +69,8 @@ async fn every_acknowledged_task_survives_kill_9() {
     let cons = {
         let ledger = ledger.clone();
         tokio::spawn(async move {
-            while let Some(t) = leases.next().await {
+            while let Some(ev) = leases.next().await {
+                let Some(t) = ev.into_leased() else { continue };
                 let n = u64::from_be_bytes(t.payload[..8].try_into().unwrap());
                 *ledger.lock().unwrap().delivered.entry(n).or_default() += 1;
                 let agent = agent.clone();

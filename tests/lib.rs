@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pm_client::Leases;
+use pm_client::{AgentEvent, Leases};
 use pm_protocol::pb::{LeasedTask, TaskSpec};
 
 /// A task on `queue` with `payload`.
@@ -12,17 +12,25 @@ pub fn task(queue: &str, payload: &[u8]) -> TaskSpec {
     TaskSpec { payload: bytes::Bytes::copy_from_slice(payload), queue: queue.into(), ..Default::default() }
 }
 
-/// The next leased task, or a panic after 10 s.
-pub async fn next_lease(leases: &mut Leases) -> LeasedTask {
+/// The next event pushed to an agent, or a panic after 10 s.
+pub async fn next_event(leases: &mut Leases) -> AgentEvent {
     tokio::time::timeout(Duration::from_secs(10), leases.next())
         .await
-        .expect("no task leased within 10 s")
+        .expect("nothing pushed to the agent within 10 s")
         .expect("lease stream ended")
 }
 
-/// Asserts that no task is leased within `d`.
+/// The next leased task, or a panic after 10 s (or on a revocation).
+pub async fn next_lease(leases: &mut Leases) -> LeasedTask {
+    match next_event(leases).await {
+        AgentEvent::Leased(t) => t,
+        AgentEvent::Revoked(r) => panic!("unexpected revocation of lease {} (task {})", r.lease_id, r.task_id),
+    }
+}
+
+/// Asserts that nothing is pushed to the agent within `d`.
 pub async fn assert_no_lease(leases: &mut Leases, d: Duration) {
-    if let Ok(Some(t)) = tokio::time::timeout(d, leases.next()).await {
-        panic!("unexpected lease of task {} (attempt {})", t.task_id, t.attempt);
+    if let Ok(Some(ev)) = tokio::time::timeout(d, leases.next()).await {
+        panic!("unexpected {ev:?}");
     }
 }

@@ -123,7 +123,7 @@ async fn extend_keeps_a_lease_alive() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(a.extend(vec![t.lease_id], 400).await.unwrap(), vec![ErrorCode::Ok]);
     }
-    assert!(leases.try_next().is_none(), "an extended lease must not be redelivered");
+    assert_eq!(leases.try_next(), None, "an extended lease must not be redelivered");
     assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
 }
 

@@ -226,10 +226,12 @@ async fn ack(ctx: Arc<Ctx>, client: Client, tasks: Vec<LeasedTask>) {
 
 async fn agent(ctx: Arc<Ctx>, client: Client, mut leases: Leases) {
     let mut acks = JoinSet::new();
+    // The load generator never cancels, so no revocation arrives; any would be ignored.
     while let Some(first) = leases.next().await {
+        let Some(first) = first.into_leased() else { continue };
         let mut tasks = vec![first];
-        while let Some(t) = (tasks.len() < ACK_BATCH).then(|| leases.try_next()).flatten() {
-            tasks.push(t);
+        while let Some(ev) = (tasks.len() < ACK_BATCH).then(|| leases.try_next()).flatten() {
+            tasks.extend(ev.into_leased());
         }
         let redelivered = tasks.iter().filter(|t| t.attempt > 1).count() as u64;
         ctx.n.redelivered.fetch_add(redelivered, Relaxed);

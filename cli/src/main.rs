@@ -1,7 +1,8 @@
 //! `pmctl`: the pipeline-manager command line.
 //!
-//! Exit codes: 0 success, 1 the server or the connection failed, 64 bad usage, 65 a task file is invalid
-//! (then nothing was submitted). Errors are one line on stderr.
+//! Exit codes: 0 success, 1 the server or the connection failed (or a task was not submitted or not
+//! cancelled), 64 bad usage, 65 a task file is invalid (then nothing was submitted). Errors are one line on
+//! stderr.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -48,6 +49,14 @@ enum Cmd {
     /// Inspect and redrive dead-lettered tasks.
     #[command(name = "dead-letter", subcommand)]
     DeadLetter(DeadCmd),
+    /// Cancel tasks: they never run (again), and a running one is stopped on its agent. Prints `ID cancelled`
+    /// or `ID not found` per id (not found: unknown, or already done, dead-lettered or cancelled); exits 1 if
+    /// any id was not cancelled.
+    Cancel {
+        /// Task ids.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +187,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let client = connect(&cli, ConnectOptions::admin()).await?;
             let n = client.redrive(queue, ids.clone()).await.map_err(|e| Failure(1, e.to_string()))?;
             println!("{n}");
+        }
+        Cmd::Cancel { ids } => {
+            let client = connect(&cli, ConnectOptions::producer()).await?;
+            let max_batch = client.welcome().max_batch.max(1) as usize;
+            let mut failed = 0;
+            for chunk in ids.chunks(max_batch) {
+                let codes = client.cancel(chunk.to_vec()).await.map_err(|e| Failure(1, e.to_string()))?;
+                if codes.len() != chunk.len() {
+                    return Err(Failure(1, format!("{} codes for {} task ids", codes.len(), chunk.len())));
+                }
+                for (id, code) in chunk.iter().zip(codes) {
+                    match code {
+                        ErrorCode::Ok => println!("{id} cancelled"),
+                        ErrorCode::NotFound => {
+                            failed += 1;
+                            println!("{id} not found");
+                        }
+                        code => {
+                            failed += 1;
+                            println!("{id} not cancelled ({})", code.as_str_name());
+                        }
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(Failure(1, format!("{failed} task(s) were not cancelled")));
+            }
         }
     }
     Ok(())

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use pm_protocol::pb::{self, LeasedTask};
+use pm_protocol::pb;
 use pm_protocol::{Envelope, ErrorCode, FrameCodec, Kind, PROTOCOL_VERSION};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
-use crate::{Command, ConnectOptions, Error, ErrorKind};
+use crate::{AgentEvent, Command, ConnectOptions, Error, ErrorKind};
 
 pub(crate) type Conn = Framed<TcpStream, FrameCodec>;
 
@@ -59,7 +59,7 @@ pub(crate) async fn run(
     opts: ConnectOptions,
     mut conn: Conn,
     mut cmds: mpsc::Receiver<Command>,
-    leases: Option<mpsc::UnboundedSender<LeasedTask>>,
+    leases: Option<mpsc::UnboundedSender<AgentEvent>>,
 ) {
     // Credits granted and not yet used, per queue: granted again after a reconnect.
     let mut credits: HashMap<String, u64> = HashMap::new();
@@ -112,7 +112,7 @@ const CLOSED: &str = "client closed";
 async fn session(
     conn: &mut Conn,
     cmds: &mut mpsc::Receiver<Command>,
-    leases: &Option<mpsc::UnboundedSender<LeasedTask>>,
+    leases: &Option<mpsc::UnboundedSender<AgentEvent>>,
     pending: &mut Pending,
     credits: &mut HashMap<String, u64>,
     ping_every: Duration,
@@ -158,8 +158,14 @@ async fn session(
                                 *c = c.saturating_sub(1);
                             }
                             if let Some(tx) = leases {
-                                let _ = tx.send(t);
+                                let _ = tx.send(AgentEvent::Leased(t));
                             }
+                        }
+                        continue;
+                    }
+                    Some(Kind::Revoke(r)) => {
+                        if let Some(tx) = leases {
+                            let _ = tx.send(AgentEvent::Revoked(r));
                         }
                         continue;
                     }
@@ -178,6 +184,7 @@ async fn session(
                     Kind::DeadLetterListReply(m) => m.request_id,
                     Kind::DeadLetterRedriveReply(m) => m.request_id,
                     Kind::Redirect(m) => m.request_id,
+                    Kind::CancelReply(m) => m.request_id,
                     Kind::Error(e) if e.request_id != 0 => e.request_id,
                     Kind::Error(e) => return format!("server error {}: {}", e.code, e.message),
                     _ => continue,

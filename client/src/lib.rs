@@ -4,7 +4,8 @@
 //! that owns the TCP connection, matches replies to requests by `request_id` (so any number of requests may
 //! be in flight), pings, and reconnects with exponential backoff. Agents get their leased tasks from the
 //! [`Leases`] stream returned by [`Client::connect_agent`]; outstanding credits are granted again after a
-//! reconnect (the server has already returned the old connection's leases to their queues).
+//! reconnect (the server has already returned the old connection's leases to their queues). The same stream
+//! carries [`AgentEvent::Revoked`] when a task an agent holds is cancelled.
 //!
 //! - [`options`]: the [`ConnectOptions`] builder.
 //! - [`error`]: the [`Error`] type with a matchable [`ErrorKind`].
@@ -44,20 +45,41 @@ pub struct Client {
     welcome: Arc<pb::Welcome>,
 }
 
-/// Tasks leased to an agent, in arrival order. Ends when the connection is closed for good.
+/// What the server pushes to an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// A task to run.
+    Leased(LeasedTask),
+    /// A task this agent holds was cancelled: stop it at once, and neither ack nor nack it (its lease is gone).
+    /// Always arrives after the `Leased` event of the same lease.
+    Revoked(pb::Revoke),
+}
+
+impl AgentEvent {
+    /// The leased task, if this is one.
+    pub fn into_leased(self) -> Option<LeasedTask> {
+        match self {
+            AgentEvent::Leased(t) => Some(t),
+            AgentEvent::Revoked(_) => None,
+        }
+    }
+}
+
+/// Events pushed to an agent (leased tasks and revocations), in arrival order. Ends when the connection is
+/// closed for good.
 #[derive(Debug)]
 pub struct Leases {
-    rx: mpsc::UnboundedReceiver<LeasedTask>,
+    rx: mpsc::UnboundedReceiver<AgentEvent>,
 }
 
 impl Leases {
-    /// The next leased task, or `None` once the client is gone.
-    pub async fn next(&mut self) -> Option<LeasedTask> {
+    /// The next event, or `None` once the client is gone.
+    pub async fn next(&mut self) -> Option<AgentEvent> {
         self.rx.recv().await
     }
 
-    /// A task already received, without waiting.
-    pub fn try_next(&mut self) -> Option<LeasedTask> {
+    /// An event already received, without waiting.
+    pub fn try_next(&mut self) -> Option<AgentEvent> {
         self.rx.try_recv().ok()
     }
 }
@@ -69,7 +91,7 @@ impl Client {
         Ok(client)
     }
 
-    /// Connects as an agent: returns the handle and the stream of leased tasks.
+    /// Connects as an agent: returns the handle and the stream of leased tasks and revocations.
     pub async fn connect_agent(addr: &str, opts: ConnectOptions) -> Result<(Client, Leases), Error> {
         let (client, leases) = Self::connect_inner(addr, opts, true).await?;
         let rx = leases.ok_or_else(|| Error::new(ErrorKind::Protocol, "no lease stream"))?;
@@ -80,7 +102,7 @@ impl Client {
         addr: &str,
         opts: ConnectOptions,
         agent: bool,
-    ) -> Result<(Client, Option<mpsc::UnboundedReceiver<LeasedTask>>), Error> {
+    ) -> Result<(Client, Option<mpsc::UnboundedReceiver<AgentEvent>>), Error> {
         let (framed, welcome) = conn::connect(addr, &opts).await?;
         let (tx, rx) = mpsc::channel(1024);
         let (lease_tx, lease_rx) = if agent {
@@ -161,6 +183,19 @@ impl Client {
         let env = self.request(build).await?;
         match env.kind {
             Some(Kind::LeaseReply(r)) => {
+                Ok(r.codes.into_iter().map(|c| ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal)).collect())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Producers and admins: cancels tasks. One code per id, in order: `OK` (cancelled, durably; it will never
+    /// run again and an agent running it is told to stop), `NOT_FOUND` (unknown, or already acked,
+    /// dead-lettered or cancelled), or a store error (not cancelled).
+    pub async fn cancel(&self, task_ids: Vec<u64>) -> Result<Vec<ErrorCode>, Error> {
+        let env = self.request(|request_id| pb::Cancel { request_id, task_ids }.into()).await?;
+        match env.kind {
+            Some(Kind::CancelReply(r)) => {
                 Ok(r.codes.into_iter().map(|c| ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal)).collect())
             }
             other => Err(unexpected(other)),

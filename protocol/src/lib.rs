@@ -50,7 +50,8 @@ into_envelope! {
     LeaseReply => LeaseReply, StatsRequest => StatsRequest, StatsReply => StatsReply,
     DeadLetterList => DeadLetterList, DeadLetterListReply => DeadLetterListReply,
     DeadLetterRedrive => DeadLetterRedrive, DeadLetterRedriveReply => DeadLetterRedriveReply,
-    Ping => Ping, Pong => Pong, Redirect => Redirect,
+    Ping => Ping, Pong => Pong, Redirect => Redirect, Cancel => Cancel, CancelReply => CancelReply,
+    Revoke => Revoke,
 }
 
 impl pb::Error {
@@ -84,6 +85,9 @@ impl Kind {
             Kind::Ping(_) => "ping",
             Kind::Pong(_) => "pong",
             Kind::Redirect(_) => "redirect",
+            Kind::Cancel(_) => "cancel",
+            Kind::CancelReply(_) => "cancel_reply",
+            Kind::Revoke(_) => "revoke",
         }
     }
 }

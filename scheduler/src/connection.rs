@@ -66,6 +66,8 @@ pub enum Part {
     DeadList(Vec<DeadLetter>),
     /// Redriven count.
     Redrive(u64),
+    /// Cancel codes by index in the request (only for the task ids this shard owns).
+    Cancel(Vec<(usize, ErrorCode)>),
 }
 
 /// A reply being assembled.
@@ -92,6 +94,8 @@ pub enum Reply {
     DeadList(Vec<DeadLetter>, usize),
     /// DeadLetterRedriveReply.
     Redrive(u64),
+    /// CancelReply: one code per task id, `NOT_FOUND` until the owning shard says otherwise.
+    Cancel(Vec<i32>),
 }
 
 impl Merge {
@@ -119,6 +123,13 @@ impl Merge {
                 all.truncate(*limit);
             }
             (Reply::Redrive(n), Part::Redrive(k)) => *n += k,
+            (Reply::Cancel(all), Part::Cancel(items)) => {
+                for (i, c) in items {
+                    if let Some(slot) = all.get_mut(i) {
+                        *slot = c as i32;
+                    }
+                }
+            }
             (_, part) => tracing::error!(?part, "reply part of the wrong kind dropped"),
         }
     }
@@ -134,6 +145,7 @@ impl Merge {
             }
             Reply::DeadList(tasks, _) => pb::DeadLetterListReply { request_id, tasks }.into(),
             Reply::Redrive(redriven) => pb::DeadLetterRedriveReply { request_id, redriven }.into(),
+            Reply::Cancel(codes) => pb::CancelReply { request_id, codes }.into(),
         }
     }
 }

@@ -13,6 +13,8 @@ pub const NACKED: &str = "pm_tasks_nacked_total";
 pub const REDELIVERED: &str = "pm_tasks_redelivered_total";
 /// Counter: tasks moved to the dead-letter set.
 pub const DEAD_LETTERED: &str = "pm_tasks_dead_lettered_total";
+/// Counter: tasks cancelled (durably) by a producer or admin.
+pub const CANCELLED: &str = "pm_tasks_cancelled_total";
 /// Counter: ack/nack/extend quoting an unknown lease id (label `op`).
 pub const STALE_LEASES: &str = "pm_stale_lease_total";
 /// Counter: frames or connections refused (label `reason`).

@@ -3,6 +3,7 @@
 
 mod ack;
 mod admin;
+mod cancel;
 mod credit;
 mod submit;
 
@@ -17,7 +18,7 @@ pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
     let Some(kind) = env.kind else { return false };
     let allowed = match (&kind, ctx.role) {
         (Kind::Ping(_) | Kind::Pong(_), _) => true,
-        (Kind::Submit(_), Role::Producer | Role::Admin) => true,
+        (Kind::Submit(_) | Kind::Cancel(_), Role::Producer | Role::Admin) => true,
         (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_), Role::Agent) => true,
         (Kind::StatsRequest(_) | Kind::DeadLetterList(_) | Kind::DeadLetterRedrive(_), Role::Admin) => true,
         (Kind::Hello(_), _) => {
@@ -33,7 +34,9 @@ pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
             | Kind::StatsReply(_)
             | Kind::DeadLetterListReply(_)
             | Kind::DeadLetterRedriveReply(_)
-            | Kind::Redirect(_),
+            | Kind::Redirect(_)
+            | Kind::CancelReply(_)
+            | Kind::Revoke(_),
             _,
         ) => {
             let msg = format!("{} is sent only by servers", kind.name());
@@ -61,6 +64,7 @@ pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         Kind::StatsRequest(r) => admin::stats(ctx, r),
         Kind::DeadLetterList(r) => admin::dead_list(ctx, r),
         Kind::DeadLetterRedrive(r) => admin::redrive(ctx, r),
+        Kind::Cancel(c) => cancel::handle(ctx, c),
         _ => {}
     }
     true
@@ -80,6 +84,7 @@ fn request_id_of(kind: &Kind) -> u64 {
         Kind::StatsRequest(r) => r.request_id,
         Kind::DeadLetterList(r) => r.request_id,
         Kind::DeadLetterRedrive(r) => r.request_id,
+        Kind::Cancel(c) => c.request_id,
         _ => 0,
     }
 }

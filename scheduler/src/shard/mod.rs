@@ -11,6 +11,8 @@
 //! and a lease id carries its shard (`lease_id % shards`), so acks go straight to the owner.
 
 mod queue;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -98,6 +100,16 @@ pub enum ShardMsg {
         /// New duration from now (0 = the task's lease duration).
         extend_ms: u32,
     },
+    /// Cancel tasks: `items` are (index in the request, task id), the whole request (ids of other shards
+    /// are left out of this shard's answer).
+    Cancel {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// (index, task id).
+        items: Vec<(usize, u64)>,
+    },
     /// A connection closed: drop its credits, return its leases (after the grace period).
     Disconnected {
         /// The connection.
@@ -151,7 +163,7 @@ enum State {
     Ready,
     Delayed,
     Leased(u64),
-    /// Ack tombstone written, not yet durable.
+    /// Ack tombstone written (acked or cancelled), not yet durable.
     Acking,
     Dead(String),
 }
@@ -189,6 +201,7 @@ struct Agent {
 enum Waiter {
     Submit { out: OutTx, request_id: u64, results: Vec<(usize, SubmitResult)>, new_tasks: Vec<u64> },
     Ack { out: OutTx, request_id: u64, items: Vec<(usize, ErrorCode)>, acked: Vec<u64> },
+    Cancel { out: OutTx, request_id: u64, items: Vec<(usize, ErrorCode)>, cancelled: Vec<u64> },
 }
 
 /// A shard's handle: cheap to clone.
@@ -408,6 +421,7 @@ impl Shard {
             ShardMsg::Ack { out, request_id, items } => self.on_ack(out, request_id, items),
             ShardMsg::Nack { out, request_id, items } => self.on_nack(out, request_id, items),
             ShardMsg::Extend { out, request_id, items, extend_ms } => self.on_extend(out, request_id, items, extend_ms),
+            ShardMsg::Cancel { out, request_id, items } => self.on_cancel(out, request_id, items),
             ShardMsg::Disconnected { conn } => self.on_disconnect(conn),
             ShardMsg::Stats { out, request_id } => {
                 let stats = self.queues.iter().map(|q| self.queue_stats(q)).collect();
@@ -541,6 +555,59 @@ impl Shard {
             codes.push((idx, ErrorCode::Ok));
         }
         let _ = out.send(Outbound::Part { request_id, part: Part::Lease(codes) });
+    }
+
+    /// Cancels the tasks of `items` this shard owns: a ready or delayed task leaves its queue, a leased one
+    /// loses its lease (its agent gets a `Revoke`). Each gets an `Ack` tombstone; the reply waits for it to
+    /// be durable. Ids this shard does not hold are left out of the answer (the merged reply says
+    /// `NOT_FOUND` unless another shard answers); tasks not yet durable, being acked, or dead are
+    /// `NOT_FOUND` here.
+    fn on_cancel(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, u64)>) {
+        let mut codes = Vec::new();
+        let mut cancelled = Vec::new();
+        let mut unqueue: HashMap<u32, HashSet<u64>> = HashMap::new();
+        for (idx, task_id) in items {
+            let Some(t) = self.tasks.get_mut(&task_id) else { continue };
+            let q = t.queue;
+            let lease_id = match t.state {
+                State::Ready | State::Delayed => None,
+                State::Leased(lease_id) => Some(lease_id),
+                State::Pending | State::Acking | State::Dead(_) => {
+                    codes.push((idx, ErrorCode::NotFound));
+                    continue;
+                }
+            };
+            t.state = State::Acking;
+            t.not_before = None;
+            match lease_id {
+                None => {
+                    unqueue.entry(q).or_default().insert(task_id);
+                }
+                Some(lease_id) => self.revoke(lease_id, task_id),
+            }
+            self.records.push(Record::Ack { task_id });
+            cancelled.push(task_id);
+            codes.push((idx, ErrorCode::Ok));
+        }
+        for (q, ids) in unqueue {
+            let q = &mut self.queues[q as usize];
+            q.ready.retain(|e| !ids.contains(&e.task_id));
+            q.delayed.retain(|Reverse((_, id))| !ids.contains(id));
+        }
+        if cancelled.is_empty() {
+            let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(codes) });
+        } else {
+            self.waiters.push(Waiter::Cancel { out, request_id, items: codes, cancelled });
+        }
+    }
+
+    /// Ends a lease because its task was cancelled, and tells the agent holding it (if still connected).
+    fn revoke(&mut self, lease_id: u64, task_id: u64) {
+        let conn = self.leases.get(&lease_id).map(|l| l.conn);
+        self.end_lease(lease_id);
+        let Some(out) = conn.and_then(|c| self.agents.get(&c)).and_then(|a| a.out.as_ref()) else { return };
+        let revoke = pb::Revoke { lease_id, task_id, reason: "cancelled".into() };
+        let _ = out.send(Outbound::Frame(revoke.into()));
     }
 
     fn on_disconnect(&mut self, conn: ConnId) {
@@ -812,8 +879,43 @@ impl Shard {
                     }
                     let _ = out.send(Outbound::Part { request_id, part: Part::Lease(items) });
                 }
+                Waiter::Cancel { out, request_id, mut items, cancelled } => {
+                    match result {
+                        Ok(()) => {
+                            for task_id in &cancelled {
+                                self.tasks.remove(task_id);
+                            }
+                            metrics::counter!(m::CANCELLED).increment(cancelled.len() as u64);
+                        }
+                        Err((code, _)) => {
+                            // The tombstone is not confirmed (with a full disk it was not written at all): the
+                            // task is still live on disk, so it stays live here too (ready again; a revoked
+                            // lease is not given back).
+                            for task_id in cancelled {
+                                self.unfinish(task_id);
+                            }
+                            for (_, c) in items.iter_mut() {
+                                if *c == ErrorCode::Ok {
+                                    *c = *code;
+                                }
+                            }
+                        }
+                    }
+                    let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(items) });
+                }
             }
         }
+    }
+
+    /// A cancellation that failed to persist: the task is ready again.
+    fn unfinish(&mut self, task_id: u64) {
+        let Some(t) = self.tasks.get_mut(&task_id) else { return };
+        if t.state != State::Acking {
+            return;
+        }
+        t.state = State::Ready;
+        self.queues[t.queue as usize].ready.push(ReadyEntry { priority: t.priority, task_id });
+        self.dirty.insert(t.queue);
     }
 
     fn make_ready(&mut self, task_id: u64, now: Instant) {

@@ -1,0 +1,256 @@
+//! Shard tests against a real committer and WAL: cancellation of ready, delayed and leased tasks, what the
+//! agent and the canceller see, durability across a reopen, and a cancellation that fails to persist.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pm_protocol::pb::{self, TaskSpec};
+use pm_protocol::{ErrorCode, Kind};
+use tokio::sync::mpsc;
+
+use super::{Shard, ShardConfig, ShardHandle, ShardMsg};
+use crate::connection::{Outbound, Part};
+use crate::store::committer::Committer;
+use crate::store::wal::{Wal, WalOptions};
+use crate::store::{FsyncMode, Record, Recovered, StoreError, StoreStats, TaskStore};
+
+const AGENT: u64 = 7;
+
+/// A WAL whose appends fail while `fail` is set (nothing of the failed batch is written).
+struct Flaky {
+    inner: Wal,
+    fail: Arc<AtomicBool>,
+}
+
+impl TaskStore for Flaky {
+    fn append(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::NoSpace { path: "flaky".into() });
+        }
+        self.inner.append(records)
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.inner.sync()
+    }
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+        self.inner.maintain(now_unix_ms)
+    }
+    fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+}
+
+fn open_wal(dir: &Path) -> (Wal, Recovered) {
+    let opts = WalOptions { segment_bytes: 64 << 10, max_record_bytes: 16 << 10, compact_live_ratio: 0.25 };
+    Wal::open(dir, opts).unwrap_or_else(|e| panic!("open: {e}"))
+}
+
+struct Harness {
+    shard: ShardHandle,
+    committer: Option<Committer>,
+    fail: Arc<AtomicBool>,
+    out: mpsc::UnboundedSender<Outbound>,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    agent_out: mpsc::UnboundedSender<Outbound>,
+    agent_rx: mpsc::UnboundedReceiver<Outbound>,
+    next_request: u64,
+}
+
+impl Harness {
+    fn start(dir: &Path) -> (Harness, Recovered) {
+        let (wal, rec) = open_wal(dir);
+        let fail = Arc::new(AtomicBool::new(false));
+        let committer = Committer::start(Box::new(Flaky { inner: wal, fail: fail.clone() }), FsyncMode::Always);
+        let cfg = ShardConfig {
+            default_lease: Duration::from_secs(30),
+            default_max_attempts: 3,
+            idempotency_window: Duration::from_secs(60),
+            max_frame_bytes: 1 << 20,
+            disconnect_grace: Duration::ZERO,
+        };
+        let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
+        let shard = Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new());
+        let (out, rx) = mpsc::unbounded_channel();
+        let (agent_out, agent_rx) = mpsc::unbounded_channel();
+        let h = Harness { shard, committer: Some(committer), fail, out, rx, agent_out, agent_rx, next_request: 1 };
+        (h, rec)
+    }
+
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    async fn part(&mut self, request_id: u64) -> Part {
+        let msg = tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await.expect("no reply").expect("open");
+        match msg {
+            Outbound::Part { request_id: id, part } if id == request_id => part,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn agent_frame(&mut self) -> Kind {
+        let msg = tokio::time::timeout(Duration::from_secs(5), self.agent_rx.recv())
+            .await
+            .expect("nothing sent to the agent")
+            .expect("open");
+        match msg {
+            Outbound::Frame(pm_protocol::Envelope { kind: Some(k) }) => k,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn submit(&mut self, specs: Vec<TaskSpec>) -> Vec<u64> {
+        let request_id = self.request_id();
+        let items = specs.into_iter().enumerate().collect();
+        self.shard.send(ShardMsg::Submit { out: self.out.clone(), request_id, items });
+        match self.part(request_id).await {
+            Part::Submit(results) => results
+                .into_iter()
+                .map(|(_, r)| {
+                    assert_eq!(r.code, ErrorCode::Ok as i32, "{r:?}");
+                    r.task_id
+                })
+                .collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn cancel(&mut self, ids: &[u64]) -> Vec<(usize, ErrorCode)> {
+        let request_id = self.request_id();
+        let items = ids.iter().copied().enumerate().collect();
+        self.shard.send(ShardMsg::Cancel { out: self.out.clone(), request_id, items });
+        match self.part(request_id).await {
+            Part::Cancel(mut codes) => {
+                codes.sort_by_key(|(i, _)| *i);
+                codes
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    async fn stats(&mut self) -> pb::QueueStats {
+        let request_id = self.request_id();
+        self.shard.send(ShardMsg::Stats { out: self.out.clone(), request_id });
+        match self.part(request_id).await {
+            Part::Stats(queues) => queues.into_iter().find(|q| q.queue == "q").expect("queue q"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn credit(&self, n: u32) {
+        self.shard.send(ShardMsg::Credit { conn: AGENT, out: self.agent_out.clone(), queue: "q".into(), n });
+    }
+
+    async fn leased(&mut self) -> pb::LeasedTask {
+        match self.agent_frame().await {
+            Kind::Leased(l) => l.tasks.into_iter().next().expect("one task"),
+            other => panic!("expected Leased, got {other:?}"),
+        }
+    }
+
+    async fn lease_op(&mut self, msg: impl FnOnce(mpsc::UnboundedSender<Outbound>, u64) -> ShardMsg) -> ErrorCode {
+        let request_id = self.request_id();
+        self.shard.send(msg(self.out.clone(), request_id));
+        match self.part(request_id).await {
+            Part::Lease(codes) => codes[0].1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Stops the committer (everything durable) and reopens the WAL: what a restart would recover.
+    fn reopen(mut self, dir: &Path) -> Recovered {
+        if let Some(c) = self.committer.take() {
+            c.shutdown();
+        }
+        open_wal(dir).1
+    }
+}
+
+fn spec(payload: &str, priority: i32, delay_ms: u64) -> TaskSpec {
+    TaskSpec { payload: Bytes::from(payload.to_string()), queue: "q".into(), priority, delay_ms, ..Default::default() }
+}
+
+#[tokio::test]
+async fn cancel_removes_ready_delayed_and_leased_tasks_durably_and_revokes_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    let ids = h.submit(vec![spec("leased", 10, 0), spec("ready", 0, 0), spec("delayed", 0, 60_000)]).await;
+    let (leased_id, ready_id, delayed_id) = (ids[0], ids[1], ids[2]);
+    let kept = h.submit(vec![spec("kept", 0, 0)]).await[0];
+    h.credit(1);
+    let lease = h.leased().await;
+    assert_eq!(lease.task_id, leased_id, "the higher priority is leased first");
+
+    let codes = h.cancel(&[ready_id, 999_999, delayed_id, leased_id, ready_id]).await;
+    // The unknown id is not this shard's to answer (the merged reply defaults to NOT_FOUND); a repeated id
+    // is already cancelled.
+    assert_eq!(codes, vec![(0, ErrorCode::Ok), (2, ErrorCode::Ok), (3, ErrorCode::Ok), (4, ErrorCode::NotFound)]);
+    match h.agent_frame().await {
+        Kind::Revoke(r) => {
+            assert_eq!((r.lease_id, r.task_id), (lease.lease_id, leased_id));
+            assert_eq!(r.reason, "cancelled");
+        }
+        other => panic!("expected Revoke, got {other:?}"),
+    }
+    // The revoked lease is stale, like any other: ack, nack and extend are refused.
+    let lease_id = lease.lease_id;
+    let ack =
+        h.lease_op(|out, request_id| ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }).await;
+    assert_eq!(ack, ErrorCode::StaleLease);
+    let nack_item = pb::NackItem { lease_id, retry_after_ms: 0, reason: String::new() };
+    let nack = h.lease_op(|out, request_id| ShardMsg::Nack { out, request_id, items: vec![(0, nack_item)] }).await;
+    assert_eq!(nack, ErrorCode::StaleLease);
+    let ext = h
+        .lease_op(|out, request_id| ShardMsg::Extend { out, request_id, items: vec![(0, lease_id)], extend_ms: 0 })
+        .await;
+    assert_eq!(ext, ErrorCode::StaleLease);
+
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.delayed, q.leased, q.dead), (1, 0, 0, 0), "only the kept task is left: {q:?}");
+    // Cancelled tasks are gone once durable: a second cancel does not find them (no answer from the shard,
+    // so NOT_FOUND in the merged reply).
+    assert_eq!(h.cancel(&[leased_id, delayed_id]).await, vec![]);
+    // The next credit gets the kept task, never a cancelled one.
+    h.credit(5);
+    assert_eq!(h.leased().await.task_id, kept);
+
+    let rec = h.reopen(dir.path());
+    let live: Vec<u64> = rec.tasks.iter().map(|t| t.task_id).collect();
+    assert_eq!(live, vec![kept], "a cancelled task must not come back after a restart");
+}
+
+#[tokio::test]
+async fn cancelled_tasks_stay_cancelled_after_a_restart_of_the_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    let ids = h.submit(vec![spec("a", 0, 0), spec("b", 0, 0)]).await;
+    assert_eq!(h.cancel(&[ids[0]]).await, vec![(0, ErrorCode::Ok)]);
+    drop(h.reopen(dir.path()));
+
+    let (mut h, rec) = Harness::start(dir.path());
+    assert_eq!(rec.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert_eq!(h.cancel(&[ids[0]]).await, vec![], "an id the shard does not hold gets no answer from it");
+    h.credit(2);
+    assert_eq!(h.leased().await.task_id, ids[1]);
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.leased), (0, 1));
+}
+
+#[tokio::test]
+async fn a_cancellation_that_fails_to_persist_leaves_the_task_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    let id = h.submit(vec![spec("a", 0, 0)]).await[0];
+    h.fail.store(true, Ordering::SeqCst);
+    assert_eq!(h.cancel(&[id]).await, vec![(0, ErrorCode::StoreFull)]);
+    h.fail.store(false, Ordering::SeqCst);
+    let q = h.stats().await;
+    assert_eq!(q.ready, 1, "the task is still ready: {q:?}");
+    // It can be cancelled once the store works again.
+    assert_eq!(h.cancel(&[id]).await, vec![(0, ErrorCode::Ok)]);
+    assert!(h.reopen(dir.path()).tasks.is_empty());
+}
