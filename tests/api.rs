@@ -312,3 +312,50 @@ fn readyz_reports_missing_executor_sockets() {
     let _executor = pm_testkit::Executor::start("ocr", &sock);
     assert_eq!(request(&s.addr, "GET", "/readyz", &[], b"").status, 200);
 }
+
+/// The gRPC `Run` on the same port: events streamed as they happen, the token checked, bad input refused.
+#[tokio::test]
+async fn grpc_run_streams_events_behind_the_token() {
+    use pm_agent::grpc::pb::agent_client::AgentClient;
+    use pm_agent::grpc::pb::{run_event::Event, OutputStream, RunRequest};
+
+    let s = Serve::start(&["--api-token", "s3cret"]);
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", s.addr)).unwrap().connect().await.unwrap();
+    let mut client = AgentClient::new(channel);
+    let req = |json: &str, token: Option<&str>| {
+        let mut r = tonic::Request::new(RunRequest { task_json: json.to_string() });
+        if let Some(t) = token {
+            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    };
+    let hello = r#"{"pipeline":[{"executorName":"sh","commands":["echo hello; echo oops >&2"]}]}"#;
+    for token in [None, Some("wrong")] {
+        let status = client.run(req(hello, token)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{token:?}");
+    }
+    let status = client.run(req(r#"{"pipeline":[]}"#, Some("s3cret"))).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "invalid task: the pipeline has no steps");
+
+    let mut events = client.run(req(hello, Some("s3cret"))).await.unwrap().into_inner();
+    let mut seen = Vec::new();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut result = None;
+    while let Some(e) = events.message().await.unwrap() {
+        match e.event.unwrap() {
+            Event::Start(s) => seen.push(format!("start {} {}", s.step, s.executor)),
+            Event::Output(o) if o.stream == OutputStream::Stdout as i32 => out.extend(o.data),
+            Event::Output(o) => err.extend(o.data),
+            Event::End(e) => seen.push(format!("end {:?}", e.exit_code)),
+            Event::Result(r) => result = Some(r),
+        }
+    }
+    assert_eq!(seen, ["start 1 sh", "end Some(0)"]);
+    assert_eq!((out.as_slice(), err.as_slice()), (&b"hello\n"[..], &b"oops\n"[..]));
+    let result = result.unwrap();
+    assert!(result.ok, "{result:?}");
+    let full: Value = serde_json::from_str(&result.result_json).unwrap();
+    assert_eq!(full["steps"][0]["commands"][0]["stdoutTail"], "hello\n");
+}

@@ -179,11 +179,11 @@ pub async fn bind(cfg: &ApiConfig) -> Result<TcpListener, ApiError> {
     TcpListener::bind(cfg.listen).await.map_err(|source| ApiError::Bind { addr: cfg.listen, source })
 }
 
-struct AppState {
+pub(crate) struct AppState {
     runner: Arc<Runner>,
     work_root: PathBuf,
     remove_dirs: bool,
-    token: Option<String>,
+    pub(crate) token: Option<String>,
     runs: Arc<Semaphore>,
     max_runs: usize,
     next: AtomicU64,
@@ -259,7 +259,8 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::grpc::routes(state, max_body))
 }
 
 fn error(status: StatusCode, why: impl Into<String>) -> Response {
@@ -284,7 +285,7 @@ async fn authorize(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
 }
 
 /// Compares without stopping at the first differing byte, so timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -332,44 +333,63 @@ async fn run(
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let Ok(permit) = s.runs.clone().try_acquire_owned() else {
-        return error(StatusCode::TOO_MANY_REQUESTS, format!("busy: {} runs in progress (--api-max-runs)", s.max_runs));
+    let run = match s.start_run(task, q.stream) {
+        Ok(run) => run,
+        Err(busy) => return error(StatusCode::TOO_MANY_REQUESTS, busy),
     };
-    // Unique across restarts: milliseconds since the epoch, then a counter.
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let id = now_ms.saturating_mul(1000) + s.next.fetch_add(1, Ordering::Relaxed) % 1000;
-    let dir = task_dir_named(&s.work_root, &format!("run-{id}"));
-    // The run goes on its own task: a client that disconnects drops `guard`, which cancels the run, and the
-    // runner still kills the command's process group on the way out.
-    let cancel = CancellationToken::new();
-    let guard = cancel.clone().drop_guard();
-    let (tx, rx) = mpsc::channel::<RunEvent>(64);
-    let streaming = q.stream;
-    let (runner, remove) = (s.runner.clone(), s.remove_dirs);
-    let handle = tokio::spawn(async move {
-        let events = streaming.then_some(&tx);
-        let result = runner.run(&task, &dir, id, &cancel, events).await;
-        if result.ok && remove {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-        }
-        drop(permit);
-        if streaming {
-            let _ = tx.send(RunEvent::Result { result: result.clone() }).await;
-        }
-        result
-    });
-    if !streaming {
-        let result = handle.await.unwrap_or_else(|e| TaskResult::failed(format!("the run failed: {e}")));
-        drop(guard);
+    if !q.stream {
+        let result = run.handle.await.unwrap_or_else(|e| TaskResult::failed(format!("the run failed: {e}")));
+        drop(run.guard);
         return Json(result).into_response();
     }
-    let lines = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+    let lines = futures::stream::unfold((run.events, run.guard), |(mut rx, guard)| async move {
         let event = rx.recv().await?;
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
         line.push(b'\n');
         Some((Ok::<_, Infallible>(Bytes::from(line)), (rx, guard)))
     });
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+}
+
+/// A run started by [`AppState::start_run`].
+pub(crate) struct StartedRun {
+    /// Resolves to the result.
+    pub(crate) handle: tokio::task::JoinHandle<TaskResult>,
+    /// Its events, ending with [`RunEvent::Result`] (empty unless streaming).
+    pub(crate) events: mpsc::Receiver<RunEvent>,
+    /// Dropping it (the client went away) cancels the run.
+    pub(crate) guard: tokio_util::sync::DropGuard,
+}
+
+impl AppState {
+    /// Starts `task` on its own tokio task, or says why not (too many runs). The run goes on its own task so
+    /// that a client that disconnects drops the guard, which cancels the run, and the runner still kills the
+    /// command's process group on the way out.
+    pub(crate) fn start_run(&self, task: pm_protocol::pipeline::Task, streaming: bool) -> Result<StartedRun, String> {
+        let Ok(permit) = self.runs.clone().try_acquire_owned() else {
+            return Err(format!("busy: {} runs in progress (--api-max-runs)", self.max_runs));
+        };
+        // Unique across restarts: milliseconds since the epoch, then a counter.
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let id = now_ms.saturating_mul(1000) + self.next.fetch_add(1, Ordering::Relaxed) % 1000;
+        let dir = task_dir_named(&self.work_root, &format!("run-{id}"));
+        let cancel = CancellationToken::new();
+        let guard = cancel.clone().drop_guard();
+        let (tx, events) = mpsc::channel::<RunEvent>(64);
+        let (runner, remove) = (self.runner.clone(), self.remove_dirs);
+        let handle = tokio::spawn(async move {
+            let result = runner.run(&task, &dir, id, &cancel, streaming.then_some(&tx)).await;
+            if result.ok && remove {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+            }
+            drop(permit);
+            if streaming {
+                let _ = tx.send(RunEvent::Result { result: result.clone() }).await;
+            }
+            result
+        });
+        Ok(StartedRun { handle, events, guard })
+    }
 }
 
 impl crate::runner::Executors {

@@ -10,4 +10,5 @@ pub mod api;
 pub mod args;
 pub mod command;
 pub mod exec;
+pub mod grpc;
 pub mod runner;
