@@ -115,6 +115,26 @@ async fn a_task_of_a_killed_agent_runs_again_on_another() {
     wait_for(Duration::from_secs(20), "the second run to finish", || read(&out.path().join("done")));
 }
 
+/// The agent outlives a scheduler crash: it reconnects to the restarted node and takes new tasks.
+#[tokio::test]
+async fn the_agent_reconnects_after_a_scheduler_restart() {
+    let mut s = Scheduler::start(&[]);
+    let agent = Agent::start(&s.addr, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let task = |name: &str| {
+        format!(
+            r#"{{"pipeline":[{{"executorName":"sh","commands":["echo {name} > {}/{name}"]}}]}}"#,
+            out.path().display()
+        )
+    };
+    submit(&s, &task("before"));
+    wait_for(Duration::from_secs(20), "the first task", || read(&out.path().join("before")));
+    s.restart();
+    submit(&s, &task("after"));
+    let text = wait_for(Duration::from_secs(30), "a task after the restart", || read(&out.path().join("after")));
+    assert_eq!(text, "after\n", "agent log:\n{}", agent.log());
+}
+
 /// Two `pm-agent exec` processes stand in for two utility containers of a pod; the agent sends each step to
 /// its executor over a unix socket in the shared directory.
 #[tokio::test]

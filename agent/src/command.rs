@@ -148,11 +148,15 @@ pub(crate) async fn run_local<S: OutputSink>(
         Ended::TimedOut | Ended::Cancelled => child.wait().await.ok(),
     };
     let drain = async {
-        while let Some(n) = read_some(&mut out, &mut obuf).await {
-            sink.output(Stream::Stdout, &obuf[..n]).await;
+        while out.is_some() {
+            if let Some(n) = read_some(&mut out, &mut obuf).await {
+                sink.output(Stream::Stdout, &obuf[..n]).await;
+            }
         }
-        while let Some(n) = read_some(&mut err, &mut ebuf).await {
-            sink.output(Stream::Stderr, &ebuf[..n]).await;
+        while err.is_some() {
+            if let Some(n) = read_some(&mut err, &mut ebuf).await {
+                sink.output(Stream::Stderr, &ebuf[..n]).await;
+            }
         }
     };
     let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
@@ -269,6 +273,18 @@ mod tests {
         let err: Vec<u8> = sink.0.iter().filter(|(s, _)| *s == Stream::Stderr).flat_map(|(_, d)| d.clone()).collect();
         assert_eq!(out, b"hi\n");
         assert_eq!(err, b"err\n");
+    }
+
+    /// The drain after the exit must not wait for streams already at their end (on tokio's paused clock, a
+    /// wait for the drain limit would show as elapsed time).
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_command_does_not_wait_for_the_drain_limit() {
+        let started = tokio::time::Instant::now();
+        let mut sink = Collect::default();
+        let o = run_local(&spec("echo out; echo err >&2"), None, &CancellationToken::new(), &mut sink).await;
+        assert_eq!(o.exit_code, Some(0));
+        assert_eq!(sink.0.len(), 2);
+        assert!(started.elapsed() < DRAIN_LIMIT, "waited {:?} after the command ended", started.elapsed());
     }
 
     #[tokio::test]

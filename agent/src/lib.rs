@@ -6,9 +6,11 @@
 //! lease extension while a task runs, ack with the result or nack with the reason.
 
 pub mod agent;
+#[cfg(feature = "api")]
 pub mod api;
 pub mod args;
 pub mod command;
 pub mod exec;
+#[cfg(feature = "api")]
 pub mod grpc;
 pub mod runner;

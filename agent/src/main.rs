@@ -1,17 +1,25 @@
-//! `pm-agent` binary. `pm-agent run --server ADDR` leases tasks and runs their pipelines; `pm-agent exec
-//! --name NAME --listen unix:///mnt/pipe/.pm/NAME.sock` is the executor in a utility container.
+//! `pm-agent` binary. `pm-agent run --server ADDR` leases tasks and runs their pipelines; `pm-agent serve`
+//! only serves the direct-run API; `pm-agent exec --name NAME --listen unix:///mnt/pipe/.pm/NAME.sock` is
+//! the executor in a utility container.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pm_agent::agent::{self, AgentConfig};
-use pm_agent::api::{ApiArgs, ApiConfig, ApiContext};
 use pm_agent::args::AgentArgs;
 use pm_agent::exec;
 use pm_agent::runner::Runner;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+#[cfg(feature = "api")]
+use pm_agent::api::ApiArgs;
+
+/// Built without the `api` feature: no direct-run API flags.
+#[cfg(not(feature = "api"))]
+#[derive(clap::Args, Debug, Clone)]
+struct ApiArgs {}
 
 /// pipeline-manager agent.
 #[derive(Parser, Debug)]
@@ -34,6 +42,7 @@ enum Cmd {
         api: ApiArgs,
     },
     /// Serve only the direct-run HTTP API (no scheduler): `POST /v1/run` runs a pipeline here.
+    #[cfg(feature = "api")]
     Serve {
         #[command(flatten)]
         agent: AgentArgs,
@@ -56,9 +65,15 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
+    // RUST_LOG as `level` or `target=level,...` (no regular expressions: a smaller binary).
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
+        .with(filter)
         .init();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -69,13 +84,9 @@ fn main() -> ExitCode {
     };
     match cli.cmd {
         Cmd::Run { server, agent: args, api } => {
-            let (cfg, runner, api) = match build(args, server, &api) {
-                Ok(built) => built,
-                Err(code) => return code,
-            };
+            let Some((cfg, runner)) = build(args, server) else { return ExitCode::from(pm_protocol::cli::EXIT_USAGE) };
             rt.block_on(async move {
-                let stop = CancellationToken::new();
-                if let Err(code) = start_api(api, &cfg, &runner, stop.clone()).await {
+                if let Err(code) = start_api(&api, &cfg, &runner, CancellationToken::new()).await {
                     return code;
                 }
                 match agent::run(cfg, runner).await {
@@ -87,18 +98,18 @@ fn main() -> ExitCode {
                 }
             })
         }
+        #[cfg(feature = "api")]
         Cmd::Serve { agent: args, api } => {
-            let (cfg, runner, api) = match build(args, String::new(), &api) {
-                Ok(built) => built,
-                Err(code) => return code,
+            let Some((cfg, runner)) = build(args, String::new()) else {
+                return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
             };
-            if api.is_none() {
+            if api.api_listen.trim() == "off" {
                 eprintln!("pm-agent serve: --api-listen off leaves nothing to serve");
                 return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
             }
             rt.block_on(async move {
                 let stop = CancellationToken::new();
-                if let Err(code) = start_api(api, &cfg, &runner, stop.clone()).await {
+                if let Err(code) = start_api(&api, &cfg, &runner, stop.clone()).await {
                     return code;
                 }
                 wait_for_signal().await;
@@ -159,42 +170,44 @@ async fn wait_for_signal() {
     }
 }
 
-/// Validates the agent and API options (usage errors exit 64).
-fn build(args: AgentArgs, server: String, api: &ApiArgs) -> Result<(AgentConfig, Runner, Option<ApiConfig>), ExitCode> {
-    let usage = |e: String| {
-        eprintln!("pm-agent: {e}");
-        ExitCode::from(pm_protocol::cli::EXIT_USAGE)
-    };
-    let (cfg, runner) = args.build(server).map_err(usage)?;
-    let api = api.build().map_err(|e| usage(e.to_string()))?;
-    Ok((cfg, runner, api))
+/// Validates the agent options; `None` (after saying why) on a usage error.
+fn build(args: AgentArgs, server: String) -> Option<(AgentConfig, Runner)> {
+    args.build(server).map_err(|e| eprintln!("pm-agent: {e}")).ok()
 }
 
-/// Binds and serves the direct-run API in the background; prints `api listening on ADDR` once bound.
-async fn start_api(
-    api: Option<ApiConfig>,
-    cfg: &AgentConfig,
-    runner: &Runner,
-    stop: CancellationToken,
-) -> Result<(), ExitCode> {
-    let Some(api) = api else { return Ok(()) };
-    let listener = match pm_agent::api::bind(&api).await {
-        Ok(l) => l,
+/// Validates the API options, binds, and serves the direct-run API in the background; prints
+/// `api listening on ADDR` once bound. Usage errors exit 64, a taken port 1.
+#[cfg(feature = "api")]
+async fn start_api(api: &ApiArgs, cfg: &AgentConfig, runner: &Runner, stop: CancellationToken) -> Result<(), ExitCode> {
+    use pm_agent::api;
+    let api = match api.build() {
+        Ok(Some(api)) => api,
+        Ok(None) => return Ok(()),
         Err(e) => {
             eprintln!("pm-agent: {e}");
-            return Err(ExitCode::from(1));
+            return Err(ExitCode::from(pm_protocol::cli::EXIT_USAGE));
         }
     };
+    let listener = api::bind(&api).await.map_err(|e| {
+        eprintln!("pm-agent: {e}");
+        ExitCode::from(1)
+    })?;
     if let Ok(addr) = listener.local_addr() {
         println!("api listening on {addr}");
         tracing::info!(%addr, token = api.token.is_some(), "direct-run API ready");
     }
-    let ctx = ApiContext {
-        runner: Arc::new(runner.clone()),
+    let ctx = api::ApiContext {
+        runner: std::sync::Arc::new(runner.clone()),
         work_root: cfg.work_root.clone(),
         remove_dirs: cfg.remove_task_dirs,
-        metrics: pm_agent::api::install_metrics(),
+        metrics: api::install_metrics(),
     };
-    tokio::spawn(pm_agent::api::serve(listener, api, ctx, stop));
+    tokio::spawn(api::serve(listener, api, ctx, stop));
+    Ok(())
+}
+
+/// Built without the `api` feature: nothing to serve.
+#[cfg(not(feature = "api"))]
+async fn start_api(_: &ApiArgs, _: &AgentConfig, _: &Runner, _: CancellationToken) -> Result<(), ExitCode> {
     Ok(())
 }
