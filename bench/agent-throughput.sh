@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trivial pipelines (`true`) through a real pm-scheduler and pm-agent: submits N tasks in one `pmctl submit`
-# of a JSON array, and times until nothing is ready or leased. Prints one JSON line.
+# of a JSON array (it returns once they are durable), and times until nothing is ready, delayed or leased
+# (a queue with nothing left drops out of the stats). Prints one JSON line.
 #
 #   bench/agent-throughput.sh [--tasks N] [--concurrency C] [--agent PATH] [--pod]
 #
@@ -22,7 +23,7 @@ while [[ $# -gt 0 ]]; do
 done
 tmp="$(mktemp -d)"
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
+trap 'cat "$tmp"/*.err >&2 2>/dev/null; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
 "$rel/pm-scheduler" --listen 127.0.0.1:0 --data "$tmp/data" >"$tmp/s.out" 2>"$tmp/s.err" &
 pids+=($!)
 for _ in $(seq 200); do grep -q "listening on" "$tmp/s.out" && break; sleep 0.05; done
@@ -44,10 +45,10 @@ sleep 0.5
 start=$(date +%s.%N)
 "$rel/pmctl" --server "$addr" submit "$tmp/tasks.json" >/dev/null
 while :; do
-  left=$("$rel/pmctl" --server "$addr" stats --json | python3 -c "
+  left=$("$rel/pmctl" --server "$addr" stats --json 2>"$tmp/stats.err" | python3 -c "
 import json,sys
 q=[q for q in json.load(sys.stdin)['queues'] if q['queue']=='default']
-print(sum(q[0][k] for k in ('ready','leased','delayed')) if q else 1)")
+print(sum(q[0].get(k, 0) for k in ('ready','leased','delayed')) if q else 0)")
   [[ "$left" == 0 ]] && break
   sleep 0.02
 done
