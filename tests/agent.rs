@@ -135,6 +135,97 @@ async fn the_agent_reconnects_after_a_scheduler_restart() {
     assert_eq!(text, "after\n", "agent log:\n{}", agent.log());
 }
 
+/// (ready, delayed, leased, dead) summed over every queue.
+async fn counts(s: &Scheduler) -> (u64, u64, u64, u64) {
+    let admin = s.client(ConnectOptions::admin()).await;
+    let q = admin.stats().await.unwrap().queues;
+    (
+        q.iter().map(|q| q.ready).sum(),
+        q.iter().map(|q| q.delayed).sum(),
+        q.iter().map(|q| q.leased).sum(),
+        q.iter().map(|q| q.dead).sum(),
+    )
+}
+
+/// Polls until nothing is ready, delayed, leased or dead: every task was acked.
+async fn settled(s: &Scheduler, agent: &Agent) {
+    for _ in 0..500 {
+        if counts(s).await == (0, 0, 0, 0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("tasks left: {:?}; agent log:\n{}", counts(s).await, agent.log());
+}
+
+/// True once the process is gone (or a zombie: dead, not yet reaped).
+fn dead(pid: &str) -> bool {
+    read(Path::new(&format!("/proc/{}/stat", pid.trim()))).is_none_or(|s| s.contains(") Z "))
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// The scheduler is SIGKILLed and restarted while a task runs: the agent reconnects, reclaims the task and
+/// keeps running it (its lease of 1.2 s is extended every 0.4 s, so extends quoting the old lease id race the
+/// reclaim); the task runs once and is acked.
+#[tokio::test]
+async fn a_running_task_survives_a_scheduler_restart() {
+    let mut s = Scheduler::start(&[]);
+    let agent = Agent::start(&s.addr, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let task = format!(
+        r#"{{"leaseSeconds":1.2,"pipeline":[{{"executorName":"sh",
+            "commands":["echo start >> {0}/starts; sleep 3; echo done >> {0}/done"]}}]}}"#,
+        out.path().display()
+    );
+    submit(&s, &task);
+    wait_for(Duration::from_secs(20), "the task to start", || read(&out.path().join("starts")));
+    s.restart();
+    let done = wait_for(Duration::from_secs(20), "the task to finish", || read(&out.path().join("done")));
+    assert_eq!(done, "done\n");
+    settled(&s, &agent).await;
+    let log = agent.log();
+    assert_eq!(read(&out.path().join("starts")).unwrap(), "start\n", "it ran once; agent log:\n{log}");
+    assert!(log.contains("reclaimed after a reconnect: keeps running"), "agent log:\n{log}");
+    assert!(!log.contains("lease lost"), "agent log:\n{log}");
+}
+
+/// A task reclaimed too late is stopped: its agent (frozen with SIGSTOP) misses the restart, another agent
+/// takes the task (no reclaim grace), and when the first agent wakes up its reclaim is refused, so it kills
+/// its run (a 60 s sleep; the second run sleeps 1 s) and neither acks nor nacks. The second agent's run is
+/// the one that finishes.
+#[tokio::test]
+async fn a_task_given_to_another_agent_meanwhile_is_stopped_on_reclaim() {
+    let mut s = Scheduler::start(&["--reclaim-grace-ms", "0"]);
+    let out = tempfile::tempdir().unwrap();
+    let task = format!(
+        r#"{{"pipeline":[{{"executorName":"sh",
+            "commands":["if [ -e {0}/pids ]; then t=1; else t=60; fi; echo $$ >> {0}/pids; sleep $t; echo $PIPE_DIR >> {0}/done"]}}]}}"#,
+        out.path().display()
+    );
+    let first = Agent::start(&s.addr, &[]);
+    let id = submit(&s, &task);
+    let pid = wait_for(Duration::from_secs(20), "the first run", || read(&out.path().join("pids")));
+    signal(first.pid(), "-STOP");
+    s.restart();
+    let second = Agent::start(&s.addr, &[]);
+    wait_for(Duration::from_secs(20), "the second run", || {
+        read(&out.path().join("pids")).filter(|t| t.lines().count() == 2)
+    });
+    signal(first.pid(), "-CONT");
+    wait_for(Duration::from_secs(10), "the first run to be killed", || dead(&pid).then_some(()));
+    let done = wait_for(Duration::from_secs(20), "the second run to finish", || read(&out.path().join("done")));
+    assert_eq!(done.trim(), second.work.join(format!("task-{id}")).display().to_string());
+    settled(&s, &second).await;
+    assert_eq!(read(&out.path().join("done")).unwrap().lines().count(), 1);
+    let log = first.log();
+    assert!(log.contains("not reclaimed after a reconnect"), "first agent's log:\n{log}");
+    assert!(!log.contains("task done") && !log.contains("task failed"), "first agent's log:\n{log}");
+}
+
 /// Two `pm-agent exec` processes stand in for two utility containers of a pod; the agent sends each step to
 /// its executor over a unix socket in the shared directory.
 #[tokio::test]

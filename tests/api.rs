@@ -199,6 +199,7 @@ fn a_pipeline_runs_directly_and_returns_its_result() {
 
     assert_eq!(request(&s.addr, "GET", "/healthz", &[], b"").status, 200);
     assert_eq!(request(&s.addr, "GET", "/readyz", &[], b"").status, 200);
+    assert_eq!(request(&s.addr, "GET", "/nope", &[], b"").status, 404);
     let m = String::from_utf8(request(&s.addr, "GET", "/metrics", &[], b"").body).unwrap();
     assert!(m.contains("pm_agent_tasks_total{outcome=\"ok\"} 2"), "{m}");
     assert!(m.contains("pm_agent_task_duration_seconds_bucket{le=\"0.05\"}"), "{m}");
@@ -241,6 +242,22 @@ fn a_client_that_goes_away_cancels_its_run() {
     assert!(gone(&pid));
 }
 
+/// A streaming client that stays connected but stops reading cannot hold its run (and the run limit) for ever.
+#[test]
+fn a_streaming_client_that_stops_reading_loses_its_run() {
+    let s = Serve::start(&["--api-max-runs", "1", "--api-stream-stall-ms", "500"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let pid = tmp.path().join("pid");
+    let task = format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["echo $$ > {}; yes"]}}]}}"#, pid.display());
+    let (status, _, _unread) = send(&s.addr, "POST", "/v1/run?stream=true", &[], task.as_bytes());
+    assert_eq!(status, 200);
+    let trivial = r#"{"pipeline":[{"executorName":"sh","commands":["true"]}]}"#;
+    wait_for(Duration::from_secs(30), "the stalled run to give its slot back", || {
+        (run(&s.addr, trivial).status == 200).then_some(())
+    });
+    assert!(gone(&pid));
+}
+
 #[test]
 fn limits_oversized_bodies_busy_agents_and_slow_headers() {
     let s = Serve::start(&["--api-max-body-bytes", "1024", "--api-max-runs", "1", "--api-header-timeout-ms", "300"]);
@@ -264,6 +281,12 @@ fn limits_oversized_bodies_busy_agents_and_slow_headers() {
     std::fs::write(&go, "").unwrap();
     assert_eq!(first.until("result")["result"]["ok"], true);
     assert_eq!(run(&s.addr, r#"{"pipeline":[{"executorName":"sh","commands":["true"]}]}"#).status, 200);
+
+    // A client that connects and sends nothing at all is cut off too.
+    let mut idle = TcpStream::connect(&s.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let closed = idle.read_to_end(&mut Vec::new());
+    assert!(closed.is_ok(), "the server kept a silent connection open: {closed:?}");
 
     // A client that never finishes its headers is cut off (slowloris).
     let mut slow = TcpStream::connect(&s.addr).unwrap();

@@ -25,6 +25,7 @@ pub async fn next_lease(leases: &mut Leases) -> LeasedTask {
     match next_event(leases).await {
         AgentEvent::Leased(t) => t,
         AgentEvent::Revoked(r) => panic!("unexpected revocation of lease {} (task {})", r.lease_id, r.task_id),
+        AgentEvent::Reclaimed(r) => panic!("unexpected reclaim results {r:?}"),
     }
 }
 

@@ -1,14 +1,16 @@
 //! Delivery semantics through the real scheduler: submit → lease → ack, nack with delay, lease expiry,
-//! agent disconnect, fencing, dead letters and redrive, idempotency and recovery across restarts.
+//! agent disconnect, fencing, dead letters and redrive, idempotency and recovery across restarts, and an
+//! agent reclaiming its leases after a restart.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use pm_client::ConnectOptions;
-use pm_protocol::pb::{NackItem, TaskSpec};
+use pm_client::{AgentEvent, Client, ConnectOptions, ErrorKind};
+use pm_protocol::pb::{NackItem, ReclaimItem, TaskSpec};
 use pm_protocol::ErrorCode;
 use pm_testkit::Scheduler;
 use pm_tests::{assert_no_lease, next_lease, task};
@@ -322,4 +324,55 @@ async fn roles_are_enforced() {
     assert_eq!(err.code(), Some(ErrorCode::RoleNotAllowed));
     // The producer connection is still usable after the refusal.
     p.submit_one(task("q", b"x")).await.unwrap();
+}
+
+/// After a restart the client reclaims what its provider lists right after the handshake, before a request
+/// queued meanwhile goes out: when the reply to an Extend quoting the old lease id arrives, the Reclaimed
+/// event is already there with the new id. A task not reclaimed is held for the grace, then delivered again.
+#[tokio::test]
+async fn an_agent_reclaims_its_leases_first_after_a_restart() {
+    let mut s = Scheduler::start(&["--reclaim-grace-ms", "1000"]);
+    let p = s.client(ConnectOptions::producer()).await;
+    p.submit(vec![task("rc", b"kept"), task("rc", b"forgotten")]).await.unwrap();
+    let listed: Arc<Mutex<Vec<ReclaimItem>>> = Arc::default();
+    let provider = {
+        let listed = listed.clone();
+        Arc::new(move || listed.lock().unwrap().clone())
+    };
+    let opts = ConnectOptions::agent().max_backoff(Duration::from_millis(100)).reclaim(provider);
+    let (a, mut leases) = Client::connect_agent(&s.addr, opts).await.unwrap();
+    a.credit("rc", 2).await.unwrap();
+    let (kept, forgotten) = (next_lease(&mut leases).await, next_lease(&mut leases).await);
+    *listed.lock().unwrap() =
+        vec![ReclaimItem { task_id: kept.task_id, attempt: kept.attempt, lease_id: kept.lease_id }];
+    s.client(ConnectOptions::admin()).await.stats().await.unwrap();
+    s.restart();
+
+    let codes = loop {
+        match a.extend(vec![kept.lease_id], 0).await {
+            Err(e) if e.kind() == ErrorKind::Disconnected => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => break other.unwrap(),
+        }
+    };
+    assert_eq!(codes, vec![ErrorCode::StaleLease], "the old lease id died with the process");
+    assert_eq!(a.reclaims_delivered(), 1);
+    let results = match leases.try_next() {
+        Some(AgentEvent::Reclaimed(r)) => r,
+        other => panic!("the Reclaimed event must precede the reply: {other:?}"),
+    };
+    assert_eq!(results.len(), 1);
+    let r = &results[0];
+    assert_eq!((r.task_id, r.code), (kept.task_id, ErrorCode::Ok as i32));
+    assert_eq!(a.extend(vec![r.lease_id], 0).await.unwrap(), vec![ErrorCode::Ok]);
+
+    // The forgotten task was held (reported as delayed) for the grace, then goes to the next credit, as its
+    // second attempt; the reclaimed one was not counted as an attempt.
+    let admin = s.client(ConnectOptions::admin()).await;
+    let q = admin.stats().await.unwrap().queues.into_iter().find(|q| q.queue == "rc").unwrap();
+    assert_eq!((q.ready, q.delayed, q.leased), (0, 1, 1), "{q:?}");
+    a.credit("rc", 1).await.unwrap();
+    let again = next_lease(&mut leases).await;
+    assert_eq!((again.task_id, again.attempt), (forgotten.task_id, 2));
+    let acks = a.ack(vec![(r.lease_id, Bytes::new()), (again.lease_id, Bytes::new())]).await.unwrap();
+    assert_eq!(acks, vec![ErrorCode::Ok, ErrorCode::Ok]);
 }

@@ -1,20 +1,33 @@
 //! The agent loop: grant credits (= concurrency), run each leased task, keep its lease alive while it runs,
 //! then ack with the result JSON or nack with the reason and a backoff.
 //!
-//! A task whose lease is lost (an extend is refused as stale: it expired, or the scheduler restarted) is
-//! stopped at once and neither acked nor nacked: another agent owns it now. A task cancelled through the
-//! scheduler (`pmctl cancel`) arrives as a revocation of its lease: it is stopped the same way (its running
-//! command's process group is killed) and neither acked nor nacked.
+//! Running tasks outlive a reconnect (e.g. a scheduler restart): the client reclaims them right after the
+//! handshake, listing each running task with its attempt and lease id, and each task goes on under the lease
+//! id the scheduler gives back; one the scheduler refuses (another agent has it now, or it finished) is
+//! stopped at once and neither acked nor nacked. A task whose lease is lost otherwise (an extend is refused as
+//! stale, and no reclaim replaced that lease id) is stopped the same way. A task cancelled through the
+//! scheduler (`pmctl cancel`) arrives as a revocation of its lease: it is stopped the same way too (its
+//! running command's process group is killed).
+//!
+//! The race between a reclaim and an extend, ack or nack quoting the old lease id: the client pushes the
+//! `Reclaimed` event before it writes any request queued during the reconnect, and counts those events
+//! ([`Client::reclaims_delivered`]); the agent counts the ones it has handled. So when a request quoting
+//! lease `L` is refused as stale, the task waits until the agent has handled every `Reclaimed` event pushed
+//! so far, then reads its lease id again: a different id means the reclaim replaced `L` (retry with it, the
+//! task keeps running); still `L` means the lease is really lost.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use pm_client::{AgentEvent, Client, ConnectOptions, Error as ClientError};
-use pm_protocol::pb::{LeasedTask, NackItem};
+use pm_client::{AgentEvent, Client, ConnectOptions, Error as ClientError, ErrorKind};
+use pm_protocol::pb::{LeasedTask, NackItem, ReclaimItem, ReclaimResult};
 use pm_protocol::ErrorCode;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::runner::{task_dir, Runner, TaskResult};
@@ -52,23 +65,39 @@ pub enum AgentError {
     StreamEnded,
 }
 
+/// Longest wait for the agent to handle the reclaims pushed before a stale-lease reply (it is only ever behind
+/// by the events already queued for it).
+const RECLAIM_WAIT: Duration = Duration::from_secs(10);
+/// How long an ack or nack is retried while the scheduler is unreachable (a reconnect reclaims the task
+/// first, so the retry quotes the new lease id). Past it the task is left to be redelivered.
+const REPORT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Logged when a finished task's ack or nack is given up because a reconnect's reclaim was refused.
+const NOT_OURS: &str =
+    "not reported: after a reconnect the scheduler no longer has this task for us (already acked, or given to another agent)";
+
 /// Runs until the lease stream ends.
 pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
-    let opts = ConnectOptions::agent().client_id(cfg.client_id.clone()).queues(vec![cfg.queue.clone()]);
+    let running = Running::default();
+    let provider = {
+        let running = running.clone();
+        Arc::new(move || running.reclaim_items())
+    };
+    let opts =
+        ConnectOptions::agent().client_id(cfg.client_id.clone()).queues(vec![cfg.queue.clone()]).reclaim(provider);
     let (client, mut leases) = Client::connect_agent(&cfg.server, opts).await?;
     client.credit(&cfg.queue, cfg.concurrency).await?;
     tracing::info!(server = %cfg.server, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
     let (cfg, runner) = (Arc::new(cfg), Arc::new(runner));
-    let running = Running::default();
     while let Some(event) = leases.next().await {
         match event {
             AgentEvent::Leased(task) => {
                 // Registered before the task starts: a revocation always arrives after its lease.
-                let revoked = running.start(task.lease_id);
-                tokio::spawn(handle(client.clone(), cfg.clone(), runner.clone(), task, revoked, running.clone()));
+                let lease = running.start(&task);
+                tokio::spawn(handle(client.clone(), cfg.clone(), runner.clone(), task, lease, running.clone()));
             }
             AgentEvent::Revoked(r) => {
-                if running.revoke(r.lease_id) {
+                if running.revoke(r.task_id, r.lease_id) {
                     tracing::info!(task_id = r.task_id, lease_id = r.lease_id, reason = %r.reason, "revoked: stopping the task");
                 } else {
                     tracing::debug!(
@@ -78,42 +107,133 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
                     );
                 }
             }
+            AgentEvent::Reclaimed(results) => running.reclaimed(results),
         }
     }
     Err(AgentError::StreamEnded)
 }
 
-/// The running tasks' revocation tokens, by lease id.
-#[derive(Debug, Clone, Default)]
-struct Running(Arc<Mutex<HashMap<u64, CancellationToken>>>);
+/// One running task's lease, shared by its run, its keep-alive, its final ack or nack, and the event loop.
+#[derive(Debug)]
+struct TaskLease {
+    task_id: u64,
+    attempt: u32,
+    /// The lease id to quote: replaced when a reconnect reclaims the task.
+    lease_id: AtomicU64,
+    /// Cancelled when the scheduler revokes the task (it was cancelled).
+    revoked: CancellationToken,
+    /// Stops the run: cancelled when the task is not this agent's any more (lease lost, reclaim refused), and
+    /// when it is revoked (a child of `revoked`).
+    stop: CancellationToken,
+}
+
+impl TaskLease {
+    fn lease_id(&self) -> u64 {
+        self.lease_id.load(Ordering::SeqCst)
+    }
+}
+
+/// The running tasks by task id, and how many `Reclaimed` events the event loop has handled.
+#[derive(Debug, Clone)]
+struct Running {
+    tasks: Arc<Mutex<HashMap<u64, Arc<TaskLease>>>>,
+    reclaims: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Running {
+    fn default() -> Self {
+        Running { tasks: Arc::default(), reclaims: Arc::new(watch::Sender::new(0)) }
+    }
+}
 
 impl Running {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<TaskLease>>> {
         // The map stays consistent whatever a panicking holder did: every operation is a single insert/remove.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a task that is about to run; returns the token its revocation cancels.
-    fn start(&self, lease_id: u64) -> CancellationToken {
-        let token = CancellationToken::new();
-        self.map().insert(lease_id, token.clone());
-        token
+    /// Registers a task that is about to run.
+    fn start(&self, task: &LeasedTask) -> Arc<TaskLease> {
+        let revoked = CancellationToken::new();
+        let lease = Arc::new(TaskLease {
+            task_id: task.task_id,
+            attempt: task.attempt,
+            lease_id: AtomicU64::new(task.lease_id),
+            stop: revoked.child_token(),
+            revoked,
+        });
+        self.map().insert(task.task_id, lease.clone());
+        lease
     }
 
-    /// Cancels the task leased as `lease_id`; false if it is not running (any more).
-    fn revoke(&self, lease_id: u64) -> bool {
-        match self.map().remove(&lease_id) {
-            Some(token) => {
-                token.cancel();
+    /// Cancels the task if it runs under `lease_id`; false if it is not running (any more).
+    fn revoke(&self, task_id: u64, lease_id: u64) -> bool {
+        match self.map().get(&task_id) {
+            Some(lease) if lease.lease_id() == lease_id => {
+                lease.revoked.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Forgets a task that ended.
-    fn finish(&self, lease_id: u64) {
-        self.map().remove(&lease_id);
+    /// Forgets a task once it ended and its ack or nack is settled.
+    fn finish(&self, lease: &Arc<TaskLease>) {
+        let mut map = self.map();
+        // A newer delivery of the same task may have replaced this entry.
+        if map.get(&lease.task_id).is_some_and(|l| Arc::ptr_eq(l, lease)) {
+            map.remove(&lease.task_id);
+        }
+    }
+
+    /// What a reconnect reclaims: every task still ours (running, or finished with its ack or nack pending).
+    fn reclaim_items(&self) -> Vec<ReclaimItem> {
+        self.map()
+            .values()
+            .filter(|l| !l.stop.is_cancelled())
+            .map(|l| ReclaimItem { task_id: l.task_id, attempt: l.attempt, lease_id: l.lease_id() })
+            .collect()
+    }
+
+    /// Applies a reclaim's results: OK swaps in the new lease id; anything else stops the task.
+    fn reclaimed(&self, results: Vec<ReclaimResult>) {
+        {
+            let map = self.map();
+            for r in results {
+                let Some(lease) = map.get(&r.task_id) else { continue };
+                let code = ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal);
+                if code == ErrorCode::Ok {
+                    lease.lease_id.store(r.lease_id, Ordering::SeqCst);
+                    tracing::info!(
+                        task_id = r.task_id,
+                        lease_id = r.lease_id,
+                        "reclaimed after a reconnect: keeps running"
+                    );
+                } else {
+                    lease.stop.cancel();
+                    tracing::warn!(
+                        task_id = r.task_id,
+                        code = code.as_str_name(),
+                        "not reclaimed after a reconnect: stopping it (neither acked nor nacked)"
+                    );
+                }
+            }
+        }
+        self.reclaims.send_modify(|n| *n += 1);
+    }
+
+    /// `stale` was refused as STALE_LEASE, and `pushed` is [`Client::reclaims_delivered`] read after that
+    /// reply arrived. Waits until that many reclaims are handled (so one that preceded the refused request on
+    /// its connection is), then returns the lease id that replaced `stale`, or `None` if none did: the lease
+    /// is lost.
+    async fn replacement(&self, pushed: u64, lease: &TaskLease, stale: u64) -> Option<u64> {
+        let mut handled = self.reclaims.subscribe();
+        if tokio::time::timeout(RECLAIM_WAIT, handled.wait_for(|n| *n >= pushed)).await.is_err() {
+            tracing::warn!(task_id = lease.task_id, "reclaim results not handled in time; taking the lease as lost");
+            return None;
+        }
+        let current = lease.lease_id();
+        (current != stale && !lease.stop.is_cancelled()).then_some(current)
     }
 }
 
@@ -126,64 +246,172 @@ async fn handle(
     cfg: Arc<AgentConfig>,
     runner: Arc<Runner>,
     leased: LeasedTask,
-    revoked: CancellationToken,
+    lease: Arc<TaskLease>,
     running: Running,
 ) {
-    let (task_id, lease_id, attempt) = (leased.task_id, leased.lease_id, leased.attempt);
-    let lease = Duration::from_millis(leased.deadline_unix_ms.saturating_sub(now_ms()).max(300));
-    // Cancelled when the lease is lost (by the keeper) or revoked (through `revoked`, its parent).
-    let cancel = revoked.child_token();
-    let keeper = tokio::spawn(keep_alive(client.clone(), lease_id, lease, cancel.clone()));
+    let (task_id, attempt) = (leased.task_id, leased.attempt);
+    let duration = Duration::from_millis(leased.deadline_unix_ms.saturating_sub(now_ms()).max(300));
+    let keeper = tokio::spawn(keep_alive(client.clone(), running.clone(), lease.clone(), duration));
     let dir = task_dir(&cfg.work_root, task_id);
     let result = match pm_protocol::pipeline::parse_task(&leased.payload) {
-        Ok(task) => runner.run(&task, &dir, task_id, &cancel, None).await,
+        Ok(task) => runner.run(&task, &dir, task_id, &lease.stop, None).await,
         Err(e) => TaskResult::failed(format!("invalid task: {e}")),
     };
     keeper.abort();
-    running.finish(lease_id);
-    if revoked.is_cancelled() {
-        tracing::warn!(task_id, lease_id, "task cancelled by the scheduler: stopped, neither acked nor nacked");
-    } else if cancel.is_cancelled() {
-        tracing::warn!(task_id, lease_id, "lease lost: task stopped, another agent owns it now");
+    if lease.revoked.is_cancelled() {
+        tracing::warn!(
+            task_id,
+            lease_id = lease.lease_id(),
+            "task cancelled by the scheduler: stopped, neither acked nor nacked"
+        );
+    } else if lease.stop.is_cancelled() {
+        tracing::warn!(task_id, lease_id = lease.lease_id(), "lease lost: task stopped, another agent owns it now");
     } else if result.ok {
-        let body = serde_json::to_vec(&result).unwrap_or_default();
-        match client.ack(vec![(lease_id, Bytes::from(body))]).await {
-            Ok(codes) if codes.first() == Some(&ErrorCode::Ok) => {
+        let body = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
+        let ack = |lease_id| client.ack(vec![(lease_id, body.clone())]);
+        match report(&client, &running, &lease, ack).await {
+            Ok(ErrorCode::Ok) => {
                 tracing::info!(task_id, attempt, "task done");
                 if cfg.remove_task_dirs {
                     let _ = tokio::fs::remove_dir_all(&dir).await;
                 }
             }
-            Ok(codes) => tracing::warn!(task_id, "ack refused: {codes:?}"),
+            _ if lease.stop.is_cancelled() => tracing::warn!(task_id, "{NOT_OURS}"),
+            Ok(code) => tracing::warn!(task_id, "ack refused: {}", code.as_str_name()),
             Err(e) => tracing::warn!(task_id, "ack failed (the task will be redelivered): {e}"),
         }
     } else {
         let reason = result.error.clone().unwrap_or_else(|| "failed".into());
         let backoff = cfg.retry_backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF);
         tracing::info!(task_id, attempt, "task failed: {reason}");
-        let item = NackItem { lease_id, retry_after_ms: backoff.as_millis() as u64, reason };
-        if let Err(e) = client.nack(vec![item]).await {
-            tracing::warn!(task_id, "nack failed (the task will be redelivered when its lease ends): {e}");
+        let nack = |lease_id| {
+            let item = NackItem { lease_id, retry_after_ms: backoff.as_millis() as u64, reason: reason.clone() };
+            client.nack(vec![item])
+        };
+        match report(&client, &running, &lease, nack).await {
+            Ok(ErrorCode::Ok) => {}
+            _ if lease.stop.is_cancelled() => tracing::warn!(task_id, "{NOT_OURS}"),
+            Ok(code) => tracing::warn!(task_id, "nack refused: {}", code.as_str_name()),
+            Err(e) => tracing::warn!(task_id, "nack failed (the task will be redelivered when its lease ends): {e}"),
         }
     }
+    running.finish(&lease);
     if let Err(e) = client.credit(&cfg.queue, 1).await {
         tracing::warn!("could not grant a credit back: {e}");
     }
 }
 
-/// Extends the lease every third of its length while the task runs; cancels the run if the lease is lost.
-async fn keep_alive(client: Client, lease_id: u64, lease: Duration, cancel: CancellationToken) {
-    let period = (lease / 3).max(Duration::from_millis(100));
+/// Sends an ack or nack (`op`) quoting the task's current lease id. Refused as stale under an id a reclaim
+/// has replaced meanwhile: sent again with the new id. The connection broke: sent again once it is back (its
+/// reconnect reclaims the task first), for up to [`REPORT_PATIENCE`], unless the task is lost meanwhile.
+async fn report<F, Fut>(client: &Client, running: &Running, lease: &TaskLease, op: F) -> Result<ErrorCode, ClientError>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<Vec<ErrorCode>, ClientError>>,
+{
+    let give_up = tokio::time::Instant::now() + REPORT_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let lease_id = lease.lease_id();
+        match op(lease_id).await {
+            Ok(codes) => {
+                let code = codes.first().copied().unwrap_or(ErrorCode::Internal);
+                if code == ErrorCode::StaleLease
+                    && tokio::time::Instant::now() < give_up
+                    && running.replacement(client.reclaims_delivered(), lease, lease_id).await.is_some()
+                {
+                    continue;
+                }
+                return Ok(code);
+            }
+            Err(e)
+                if matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Timeout)
+                    && tokio::time::Instant::now() < give_up
+                    && !lease.stop.is_cancelled() =>
+            {
+                tracing::debug!(task_id = lease.task_id, "scheduler unreachable ({e}); trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Extends the lease every third of its length while the task runs; stops the run if the lease is lost.
+async fn keep_alive(client: Client, running: Running, lease: Arc<TaskLease>, duration: Duration) {
+    let period = (duration / 3).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(period).await;
+        let lease_id = lease.lease_id();
         match client.extend(vec![lease_id], 0).await {
             Ok(codes) if codes.first() == Some(&ErrorCode::StaleLease) => {
-                cancel.cancel();
-                return;
+                // Quoted an id a reconnect's reclaim has replaced meanwhile? Then the new lease is fresh; go on.
+                if running.replacement(client.reclaims_delivered(), &lease, lease_id).await.is_none() {
+                    lease.stop.cancel();
+                    return;
+                }
             }
             Ok(_) => {}
-            // Disconnected: keep trying; if the lease ends meanwhile the next extend says so.
+            // Disconnected: keep trying; the reconnect reclaims the task, or the next extend says it is lost.
             Err(e) => tracing::debug!(lease_id, "extend failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leased(task_id: u64, lease_id: u64) -> LeasedTask {
+        LeasedTask { task_id, lease_id, attempt: 2, ..Default::default() }
+    }
+
+    fn result(task_id: u64, code: ErrorCode, lease_id: u64) -> ReclaimResult {
+        ReclaimResult { task_id, code: code as i32, lease_id, deadline_unix_ms: 0 }
+    }
+
+    #[tokio::test]
+    async fn a_stale_reply_waits_for_the_reclaim_pushed_before_it() {
+        let running = Running::default();
+        let (a, b) = (running.start(&leased(1, 10)), running.start(&leased(2, 20)));
+        let items = running.reclaim_items();
+        assert_eq!(items.len(), 2);
+        assert!(items.iter().any(|i| (i.task_id, i.attempt, i.lease_id) == (1, 2, 10)));
+
+        // The client pushed one Reclaimed event (before the refused extend went out); the event loop handles
+        // it a little later: task 1 is ours again as lease 11, task 2 is someone else's.
+        let late = running.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            late.reclaimed(vec![result(1, ErrorCode::Ok, 11), result(2, ErrorCode::StaleLease, 0)]);
+        });
+        assert_eq!(running.replacement(1, &a, 10).await, Some(11), "retry with the new id, keep running");
+        assert_eq!(a.lease_id(), 11);
+        assert!(!a.stop.is_cancelled());
+        assert_eq!(running.replacement(1, &b, 20).await, None, "not reclaimed: lost");
+        assert!(b.stop.is_cancelled(), "a refused reclaim stops the run");
+        assert!(!b.revoked.is_cancelled());
+        // A stopped task is not reclaimed again; revocations name the current lease.
+        assert_eq!(running.reclaim_items().iter().map(|i| i.task_id).collect::<Vec<_>>(), vec![1]);
+        assert!(!running.revoke(1, 10));
+        assert!(running.revoke(1, 11));
+        assert!(a.stop.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_stale_reply_with_no_reclaim_pending_means_the_lease_is_lost() {
+        let running = Running::default();
+        let a = running.start(&leased(1, 10));
+        assert_eq!(running.replacement(0, &a, 10).await, None);
+        // An id already replaced before the reply was read: retry at once with the new one.
+        running.reclaimed(vec![result(1, ErrorCode::Ok, 12)]);
+        assert_eq!(running.replacement(1, &a, 10).await, Some(12));
+        // A newer delivery of the same task replaces the entry; the old run's finish leaves it alone.
+        let newer = running.start(&leased(1, 30));
+        running.finish(&a);
+        assert_eq!(running.reclaim_items().iter().map(|i| i.lease_id).collect::<Vec<_>>(), vec![30]);
+        running.finish(&newer);
+        assert!(running.reclaim_items().is_empty());
     }
 }

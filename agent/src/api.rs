@@ -56,6 +56,9 @@ pub struct ApiArgs {
     /// Pipelines run at once through the API; more get 429.
     #[arg(long, env = "PM_API_MAX_RUNS", default_value_t = 4)]
     pub api_max_runs: usize,
+    /// Cancel a streamed run whose client has read nothing for this long, ms.
+    #[arg(long, env = "PM_API_STREAM_STALL_MS", default_value_t = 30_000)]
+    pub api_stream_stall_ms: u64,
     /// Open API connections at once; more wait to be accepted.
     #[arg(long, env = "PM_API_MAX_CONNECTIONS", default_value_t = 256)]
     pub api_max_connections: usize,
@@ -106,6 +109,8 @@ pub struct ApiConfig {
     pub max_runs: usize,
     /// Concurrent connections.
     pub max_connections: usize,
+    /// A streaming client that reads nothing for this long has its run cancelled.
+    pub stream_stall: Duration,
 }
 
 impl ApiArgs {
@@ -139,6 +144,7 @@ impl ApiArgs {
             header_timeout: Duration::from_millis(self.api_header_timeout_ms.max(1)),
             max_runs: self.api_max_runs.max(1),
             max_connections: self.api_max_connections.max(1),
+            stream_stall: Duration::from_millis(self.api_stream_stall_ms.max(1)),
         }))
     }
 }
@@ -208,8 +214,10 @@ pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop:
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
+    let mut runner = Runner::clone(&ctx.runner);
+    runner.stream_stall = cfg.stream_stall;
     let state = Arc::new(AppState {
-        runner: ctx.runner,
+        runner: Arc::new(runner),
         work_root: ctx.work_root,
         remove_dirs: ctx.remove_dirs,
         token: cfg.token.clone(),
@@ -221,11 +229,22 @@ pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop:
     let app = router(state, cfg.max_body_bytes);
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // Dead HTTP/2 peers are found by pings and their connection closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else { break };
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stop.cancelled() => break,
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -238,10 +257,17 @@ pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop:
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let conn = graceful.watch(conn.into_owned());
+        let (header_timeout, builder, app, watcher) =
+            (cfg.header_timeout, builder.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = conn.await;
+            // hyper reads the protocol preface before its header timer starts: a client that connects and
+            // sends nothing is dropped here instead of holding a connection permit.
+            let mut first = [0u8; 1];
+            if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(1))) {
+                return;
+            }
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
+            let _ = watcher.watch(conn.into_owned()).await;
             drop(permit);
         });
     }
@@ -261,6 +287,7 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state.clone())
         .merge(crate::grpc::routes(state, max_body))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path") })
 }
 
 fn error(status: StatusCode, why: impl Into<String>) -> Response {
@@ -384,7 +411,8 @@ impl AppState {
             }
             drop(permit);
             if streaming {
-                let _ = tx.send(RunEvent::Result { result: result.clone() }).await;
+                let stall = runner.stream_stall;
+                let _ = tokio::time::timeout(stall, tx.send(RunEvent::Result { result: result.clone() })).await;
             }
             result
         });
@@ -416,6 +444,7 @@ mod tests {
             api_header_timeout_ms: 1000,
             api_max_runs: 1,
             api_max_connections: 8,
+            api_stream_stall_ms: 1000,
         }
     }
 

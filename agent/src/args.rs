@@ -63,6 +63,6 @@ impl AgentArgs {
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             client_id: self.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
         };
-        Ok((cfg, Runner { executors, tail_bytes: self.tail_bytes }))
+        Ok((cfg, Runner::new(executors, self.tail_bytes)))
     }
 }

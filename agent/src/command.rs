@@ -110,9 +110,12 @@ pub(crate) async fn run_local<S: OutputSink>(
         Err(e) => return Outcome::error(format!("cannot start `sh` in {}: {e}", spec.work_dir.display())),
     };
     let pid = child.id();
+    // If this future is dropped mid-run (the runtime shuts down), the whole group still dies.
+    let _group = GroupGuard(pid);
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
     let (mut obuf, mut ebuf) = (vec![0u8; 8192], vec![0u8; 8192]);
-    let deadline = earliest(deadline, (spec.timeout_ms > 0).then(|| Instant::now() + ms(spec.timeout_ms)));
+    let own_deadline = (spec.timeout_ms > 0).then(|| Instant::now().checked_add(ms(spec.timeout_ms))).flatten();
+    let deadline = earliest(deadline, own_deadline);
     let sleep = async {
         match deadline {
             Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -122,13 +125,20 @@ pub(crate) async fn run_local<S: OutputSink>(
     tokio::pin!(sleep);
     let ended = loop {
         tokio::select! {
-            n = read_some(&mut out, &mut obuf) => match n {
-                Some(n) => sink.output(Stream::Stdout, &obuf[..n]).await,
-                None => out = None,
+            n = read_some(&mut out, &mut obuf) => if let Some(n) = n {
+                // A sink that blocks (a client that stopped reading) must not hold off the timeout or a cancel.
+                tokio::select! {
+                    () = sink.output(Stream::Stdout, &obuf[..n]) => {}
+                    () = &mut sleep => break Ended::TimedOut,
+                    () = cancel.cancelled() => break Ended::Cancelled,
+                }
             },
-            n = read_some(&mut err, &mut ebuf) => match n {
-                Some(n) => sink.output(Stream::Stderr, &ebuf[..n]).await,
-                None => err = None,
+            n = read_some(&mut err, &mut ebuf) => if let Some(n) = n {
+                tokio::select! {
+                    () = sink.output(Stream::Stderr, &ebuf[..n]) => {}
+                    () = &mut sleep => break Ended::TimedOut,
+                    () = cancel.cancelled() => break Ended::Cancelled,
+                }
             },
             status = child.wait() => match status {
                 Ok(s) => break Ended::Exited(s),
@@ -147,15 +157,14 @@ pub(crate) async fn run_local<S: OutputSink>(
         Ended::Exited(s) => Some(s),
         Ended::TimedOut | Ended::Cancelled => child.wait().await.ok(),
     };
+    // Both streams at once: a process that left the group and holds one of them open must not cost the other
+    // stream's last output (often the reason for a failure).
     let drain = async {
-        while out.is_some() {
-            if let Some(n) = read_some(&mut out, &mut obuf).await {
-                sink.output(Stream::Stdout, &obuf[..n]).await;
-            }
-        }
-        while err.is_some() {
-            if let Some(n) = read_some(&mut err, &mut ebuf).await {
-                sink.output(Stream::Stderr, &ebuf[..n]).await;
+        while out.is_some() || err.is_some() {
+            tokio::select! {
+                Some(n) = read_some(&mut out, &mut obuf) => sink.output(Stream::Stdout, &obuf[..n]).await,
+                Some(n) = read_some(&mut err, &mut ebuf) => sink.output(Stream::Stderr, &ebuf[..n]).await,
+                else => {}
             }
         }
     };
@@ -195,6 +204,15 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Kills the command's process group when dropped.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0);
+    }
 }
 
 /// SIGKILLs the process group led by `pid` (a command started with `process_group(0)`).

@@ -208,7 +208,9 @@ pub(crate) async fn run_remote<S: OutputSink>(
         let left = d.saturating_duration_since(Instant::now()).as_millis().max(1) as u64;
         spec.timeout_ms = if spec.timeout_ms == 0 { left } else { spec.timeout_ms.min(left) };
     }
-    let backstop = (spec.timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(spec.timeout_ms) + KILL_GRACE);
+    let backstop = (spec.timeout_ms > 0)
+        .then(|| Instant::now().checked_add(Duration::from_millis(spec.timeout_ms))?.checked_add(KILL_GRACE))
+        .flatten();
     let mut framed = tokio_util::codec::Framed::new(stream, codec());
     let run = serde_json::to_vec(&RunRequest { version: EXEC_PROTOCOL_VERSION, spec }).unwrap_or_default();
     if let Err(e) = framed.send(frame(TAG_RUN, &run)).await {
@@ -226,8 +228,17 @@ pub(crate) async fn run_remote<S: OutputSink>(
         tokio::select! {
             f = framed.next() => match f {
                 Some(Ok(f)) => match f.first() {
-                    Some(&TAG_STDOUT) => sink.output(Stream::Stdout, &f[1..]).await,
-                    Some(&TAG_STDERR) => sink.output(Stream::Stderr, &f[1..]).await,
+                    Some(&tag @ (TAG_STDOUT | TAG_STDERR)) => {
+                        let stream = if tag == TAG_STDOUT { Stream::Stdout } else { Stream::Stderr };
+                        // A blocked sink must not hold off a cancel: the executor is told to kill meanwhile.
+                        tokio::select! {
+                            () = sink.output(stream, &f[1..]) => {}
+                            () = cancel.cancelled(), if killed_at.is_none() => {
+                                killed_at = Some(Instant::now());
+                                let _ = framed.send(frame(TAG_KILL, &[])).await;
+                            }
+                        }
+                    }
                     Some(&TAG_EXIT) => {
                         let mut outcome = serde_json::from_slice::<Outcome>(&f[1..]).unwrap_or_else(|e| {
                             Outcome::error(format!("executor `{name}` sent an invalid exit status: {e}"))

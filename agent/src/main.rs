@@ -89,12 +89,17 @@ fn main() -> ExitCode {
                 if let Err(code) = start_api(&api, &cfg, &runner, CancellationToken::new()).await {
                     return code;
                 }
-                match agent::run(cfg, runner).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("pm-agent: {e}");
-                        ExitCode::from(1)
-                    }
+                // On SIGTERM the runtime is dropped with every running task: each command's process group is
+                // killed on the way out, and the scheduler redelivers the tasks when their leases end.
+                tokio::select! {
+                    ended = agent::run(cfg, runner) => match ended {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("pm-agent: {e}");
+                            ExitCode::from(1)
+                        }
+                    },
+                    () = wait_for_signal() => ExitCode::SUCCESS,
                 }
             })
         }

@@ -102,6 +102,8 @@ impl Executors {
             if plain {
                 return Ok(Executor::Pod(dir.join(format!("{name}.sock"))));
             }
+            // Not a name that can be a socket: never fall back to running it here.
+            return Err(format!("invalid executor name `{name}` (use letters, digits, `-`, `_` and `.`)"));
         }
         if self.all_local {
             return Ok(Executor::Local);
@@ -239,16 +241,43 @@ pub struct Runner {
     pub executors: Executors,
     /// Bytes kept of each command's stdout and stderr.
     pub tail_bytes: usize,
+    /// How long a streaming client may leave output unread before its run is cancelled.
+    pub stream_stall: Duration,
 }
 
 /// The file in a task directory recording how many steps completed, for `resume: true`.
 pub const PROGRESS_FILE: &str = ".pm-progress";
 
+/// Default of [`Runner::stream_stall`].
+pub const STREAM_STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Sends a run's events to a streaming client, if there is one. A client that went away stops the run
+/// through its cancel token; one that stays connected but reads nothing for `stall` is cut off here (its run is
+/// cancelled), so it cannot hold the run and its slot for ever. Once the run is cancelled nothing waits.
+#[derive(Clone, Copy)]
+struct EventOut<'a> {
+    tx: Option<&'a mpsc::Sender<RunEvent>>,
+    stall: Duration,
+    cancel: &'a CancellationToken,
+}
+
+impl EventOut<'_> {
+    async fn send(&self, event: RunEvent) {
+        let Some(tx) = self.tx else { return };
+        if self.cancel.is_cancelled() {
+            let _ = tx.try_send(event);
+        } else if tokio::time::timeout(self.stall, tx.send(event)).await.is_err() {
+            tracing::warn!("a streaming client read nothing for {:?}: cancelling its run", self.stall);
+            self.cancel.cancel();
+        }
+    }
+}
+
 /// Keeps tails and forwards chunks to a streaming client.
 struct TailSink<'a> {
     out: Tail,
     err: Tail,
-    events: Option<&'a mpsc::Sender<RunEvent>>,
+    events: EventOut<'a>,
 }
 
 impl OutputSink for TailSink<'_> {
@@ -257,15 +286,19 @@ impl OutputSink for TailSink<'_> {
             Stream::Stdout => self.out.push(data),
             Stream::Stderr => self.err.push(data),
         }
-        if let Some(tx) = self.events {
+        if self.events.tx.is_some() {
             let data = String::from_utf8_lossy(data).into_owned();
-            // A client that went away stops the run through its cancel token, not here.
-            let _ = tx.send(RunEvent::Output { stream, data }).await;
+            self.events.send(RunEvent::Output { stream, data }).await;
         }
     }
 }
 
 impl Runner {
+    /// A runner keeping `tail_bytes` of each command's output.
+    pub fn new(executors: Executors, tail_bytes: usize) -> Runner {
+        Runner { executors, tail_bytes, stream_stall: STREAM_STALL_LIMIT }
+    }
+
     /// Runs `task` in `dir` (created if missing). Stops early, killing the running command, when `cancel`
     /// fires; the result then says so. With `events`, reports each command's start, output and end as it
     /// goes.
@@ -324,6 +357,7 @@ impl Runner {
             result.resumed_steps = read_progress(dir).await.min(task.steps.len());
         }
         let task_deadline = task.timeout_seconds.map(|s| Instant::now() + Duration::from_secs_f64(s));
+        let out = EventOut { tx: events, stall: self.stream_stall, cancel };
         for (n, (step, executor)) in task.steps.iter().zip(&executors).enumerate().skip(result.resumed_steps) {
             let step_deadline =
                 earliest(task_deadline, step.timeout_seconds.map(|s| Instant::now() + Duration::from_secs_f64(s)));
@@ -336,19 +370,19 @@ impl Runner {
                     }
                     _ => None,
                 };
-                if let Some(tx) = events {
-                    let start = RunEvent::Start {
-                        step: n + 1,
-                        executor: step.executor_name.clone(),
-                        run: command.line().into(),
-                    };
-                    let _ = tx.send(start).await;
+                if cancel.is_cancelled() {
+                    result.steps.push(done);
+                    return fail(result, "cancelled before it finished".into());
+                }
+                if out.tx.is_some() {
+                    let run = command.line().into();
+                    out.send(RunEvent::Start { step: n + 1, executor: step.executor_name.clone(), run }).await;
                 }
                 let spec = command_spec(step, command.line(), dir, task_id);
                 let (r, cancelled) =
-                    self.run_command(step, executor, &spec, earliest(step_deadline, timeout), cancel, events).await;
-                if let Some(tx) = events {
-                    let _ = tx.send(RunEvent::End { step: n + 1, result: r.clone() }).await;
+                    self.run_command(step, executor, &spec, earliest(step_deadline, timeout), cancel, out).await;
+                if out.tx.is_some() {
+                    out.send(RunEvent::End { step: n + 1, result: r.clone() }).await;
                 }
                 let ok = r.ok();
                 if !ok && failure.is_none() {
@@ -381,7 +415,7 @@ impl Runner {
         spec: &CommandSpec,
         deadline: Option<Instant>,
         cancel: &CancellationToken,
-        events: Option<&mpsc::Sender<RunEvent>>,
+        events: EventOut<'_>,
     ) -> (CommandResult, bool) {
         let started = Instant::now();
         let mut sink = TailSink { out: Tail::new(self.tail_bytes), err: Tail::new(self.tail_bytes), events };
@@ -459,7 +493,7 @@ mod tests {
     use super::*;
 
     fn runner() -> Runner {
-        Runner { executors: Executors::all_local(), tail_bytes: 64 }
+        Runner::new(Executors::all_local(), 64)
     }
 
     async fn run(json: &str) -> (TaskResult, tempfile::TempDir) {
@@ -526,7 +560,7 @@ mod tests {
             br#"{"pipeline":[{"executorName":"sh","commands":["touch ran"]},{"executorName":"ocr","commands":["true"]}]}"#,
         )
         .unwrap();
-        let r = Runner { executors: Executors::parse(Some("sh, wget"), None).unwrap(), tail_bytes: 64 };
+        let r = Runner::new(Executors::parse(Some("sh, wget"), None).unwrap(), 64);
         let out = r.run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         assert!(!out.ok);
         assert_eq!(out.error.as_deref(), Some("step 2: unknown executor `ocr` (this agent runs: sh, wget)"));
@@ -564,10 +598,12 @@ mod tests {
         assert_eq!(ex.resolve("sh"), Ok(Executor::Local));
         assert_eq!(ex.resolve("wget"), Ok(Executor::Pod("/mnt/pipe/.pm/w.sock".into())));
         assert_eq!(ex.resolve("tesseract"), Ok(Executor::Pod("/mnt/pipe/.pm/tesseract.sock".into())));
-        // Names from a task never reach outside the socket directory.
-        for bad in ["../etc/x", ".hidden", "a/b", ""] {
-            assert!(ex.resolve(bad).unwrap_err().contains("unknown executor"), "{bad}");
+        // Names from a task never reach outside the socket directory, nor fall back to running locally.
+        for bad in ["../etc/x", ".hidden", "a/b", "", "a b"] {
+            assert!(ex.resolve(bad).unwrap_err().contains("invalid executor name"), "{bad}");
         }
+        let mixed = Executors::parse(Some("all"), Some("/mnt/pipe/.pm".into())).unwrap();
+        assert!(mixed.resolve(".x").is_err());
         assert_eq!(Executors::parse(None, None).unwrap(), Executors::all_local());
         assert!(Executors::parse(Some("x=tcp://host:1"), None).is_err());
         assert!(Executors::parse(Some(" , "), None).is_err());
@@ -581,7 +617,7 @@ mod tests {
         )
         .unwrap();
         let pods = dir.path().join(".pm");
-        let r = Runner { executors: Executors::parse(Some("sh"), Some(pods.clone())).unwrap(), tail_bytes: 64 };
+        let r = Runner::new(Executors::parse(Some("sh"), Some(pods.clone())).unwrap(), 64);
         let out = r.run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         let why = out.error.unwrap();
         assert!(why.starts_with("step 2: executor `ocr` has no socket at"), "{why}");

@@ -56,11 +56,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let sock = tmp.path().join(".pm/x.sock");
         let listener = pm_agent::exec::bind(&sock).await?;
         tokio::spawn(pm_agent::exec::serve("x", listener, CancellationToken::new()));
-        let local = Runner { executors: Executors::all_local(), tail_bytes: 4096 };
-        let pod = Runner {
-            executors: Executors::parse(None, Some(tmp.path().join(".pm"))).map_err(std::io::Error::other)?,
-            tail_bytes: 4096,
-        };
+        let local = Runner::new(Executors::all_local(), 4096);
+        let pod = Runner::new(
+            Executors::parse(None, Some(tmp.path().join(".pm"))).map_err(std::io::Error::other)?,
+            4096,
+        );
         let (mut base, mut loc, mut pods) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..args.warmup + args.iterations {
             let b = timed(async {

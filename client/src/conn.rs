@@ -1,6 +1,9 @@
-//! The connection task: owns the socket, routes replies, pings, reconnects.
+//! The connection task: owns the socket, routes replies, pings, reconnects (and reclaims an agent's running
+//! tasks first, when asked to).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -53,13 +56,22 @@ pub(crate) async fn connect(addr: &str, opts: &ConnectOptions) -> Result<(Conn, 
 
 type Pending = HashMap<u64, oneshot::Sender<Result<Envelope, Error>>>;
 
+/// What the connection task shares with the client handles.
+pub(crate) struct Shared {
+    /// Request ids; the connection's own requests (`Reclaim`) take theirs here too.
+    pub(crate) next_id: Arc<AtomicU64>,
+    /// `Reclaimed` events pushed so far.
+    pub(crate) reclaims: Arc<AtomicU64>,
+}
+
 /// Runs until every handle is dropped (or the connection breaks and reconnecting is off).
 pub(crate) async fn run(
     addr: String,
-    opts: ConnectOptions,
+    mut opts: ConnectOptions,
     mut conn: Conn,
     mut cmds: mpsc::Receiver<Command>,
     leases: Option<mpsc::UnboundedSender<AgentEvent>>,
+    shared: Shared,
 ) {
     // Credits granted and not yet used, per queue: granted again after a reconnect.
     let mut credits: HashMap<String, u64> = HashMap::new();
@@ -79,7 +91,19 @@ pub(crate) async fn run(
                 return;
             }
             match connect(&addr, &opts).await {
-                Ok((c, _)) => break c,
+                Ok((mut c, welcome)) => match reclaim(&mut c, &opts, &welcome, &leases, &shared, &mut credits).await {
+                    Ok(()) => break c,
+                    Err(ReclaimFailed { reason, refused }) => {
+                        if refused {
+                            // This server does not take Reclaim (an older version, or not an agent connection):
+                            // go on without it, as a client without a provider would.
+                            tracing::warn!(%addr, "reclaim refused ({reason}); reconnecting without reclaiming");
+                            opts.reclaim = None;
+                        } else {
+                            tracing::debug!(%addr, "reclaim failed: {reason}");
+                        }
+                    }
+                },
                 Err(e) => {
                     tracing::debug!(%addr, "reconnect failed: {e}");
                     // Fail queued requests instead of letting them wait for a server that may be gone.
@@ -91,11 +115,11 @@ pub(crate) async fn run(
                             Command::Credit { queue, n } => *credits.entry(queue).or_default() += u64::from(n),
                         }
                     }
-                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                    tokio::time::sleep(backoff.mul_f64(jitter)).await;
-                    backoff = (backoff * 2).min(opts.max_backoff);
                 }
             }
+            let jitter = rand::random::<f64>() * 0.5 + 0.75;
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(opts.max_backoff);
         };
         for (queue, n) in &credits {
             if *n > 0 {
@@ -108,6 +132,93 @@ pub(crate) async fn run(
 }
 
 const CLOSED: &str = "client closed";
+
+/// Why a reconnect's reclaim did not complete.
+struct ReclaimFailed {
+    reason: String,
+    /// The server answered with an error (it does not take Reclaim here), rather than failing to answer.
+    refused: bool,
+}
+
+impl ReclaimFailed {
+    fn broken(reason: impl Into<String>) -> Self {
+        ReclaimFailed { reason: reason.into(), refused: false }
+    }
+}
+
+/// Right after a reconnect's handshake, before anything else is written: asks the provider which tasks the
+/// agent still runs, reclaims them (in chunks of the server's batch limit, within one request timeout), and
+/// pushes the results as one `Reclaimed` event, then whatever arrived meanwhile. Does nothing without a
+/// provider, for a client that is not an agent, or when the provider lists nothing.
+async fn reclaim(
+    conn: &mut Conn,
+    opts: &ConnectOptions,
+    welcome: &pb::Welcome,
+    leases: &Option<mpsc::UnboundedSender<AgentEvent>>,
+    shared: &Shared,
+    credits: &mut HashMap<String, u64>,
+) -> Result<(), ReclaimFailed> {
+    let (Some(provider), Some(tx)) = (&opts.reclaim, leases) else { return Ok(()) };
+    let items = (provider.0)();
+    if items.is_empty() {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::now() + opts.request_timeout;
+    let mut results = Vec::with_capacity(items.len());
+    // Events that arrive before the reply (a revocation of a lease just reclaimed) follow the `Reclaimed`
+    // event, which names that lease.
+    let mut held = Vec::new();
+    let chunk = (welcome.max_batch as usize).max(1);
+    for items in items.chunks(chunk) {
+        let request_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let req = pb::Reclaim { request_id, items: items.to_vec() };
+        conn.send(Envelope::from(req)).await.map_err(|e| ReclaimFailed::broken(format!("write failed: {e}")))?;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, conn.next())
+                .await
+                .map_err(|_| ReclaimFailed::broken("no reclaim reply within the request timeout"))?;
+            let kind = match frame {
+                None => return Err(ReclaimFailed::broken("server closed the connection")),
+                Some(Err(e)) => return Err(ReclaimFailed::broken(format!("read failed: {e}"))),
+                Some(Ok(env)) => env.kind,
+            };
+            match kind {
+                Some(Kind::ReclaimReply(r)) if r.request_id == request_id => {
+                    results.extend(r.results);
+                    break;
+                }
+                Some(Kind::Error(e)) if e.request_id == request_id || e.request_id == 0 => {
+                    let reason = format!("server error {}: {}", e.code, e.message);
+                    let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
+                    let refused = matches!(code, ErrorCode::UnknownMessage | ErrorCode::RoleNotAllowed);
+                    return Err(ReclaimFailed { reason, refused });
+                }
+                Some(Kind::Ping(p)) => {
+                    conn.send(Envelope::from(pb::Pong { nonce: p.nonce }))
+                        .await
+                        .map_err(|e| ReclaimFailed::broken(format!("write failed: {e}")))?;
+                }
+                Some(Kind::Leased(l)) => {
+                    for t in l.tasks {
+                        if let Some(c) = credits.get_mut(&t.queue) {
+                            *c = c.saturating_sub(1);
+                        }
+                        held.push(AgentEvent::Leased(t));
+                    }
+                }
+                Some(Kind::Revoke(r)) => held.push(AgentEvent::Revoked(r)),
+                _ => {}
+            }
+        }
+    }
+    tracing::debug!(tasks = results.len(), "reclaimed after a reconnect");
+    shared.reclaims.fetch_add(1, Ordering::SeqCst);
+    let _ = tx.send(AgentEvent::Reclaimed(results));
+    for ev in held {
+        let _ = tx.send(ev);
+    }
+    Ok(())
+}
 
 async fn session(
     conn: &mut Conn,
@@ -185,6 +296,7 @@ async fn session(
                     Kind::DeadLetterRedriveReply(m) => m.request_id,
                     Kind::Redirect(m) => m.request_id,
                     Kind::CancelReply(m) => m.request_id,
+                    Kind::ReclaimReply(m) => m.request_id,
                     Kind::Error(e) if e.request_id != 0 => e.request_id,
                     Kind::Error(e) => return format!("server error {}: {}", e.code, e.message),
                     _ => continue,

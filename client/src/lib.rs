@@ -5,7 +5,9 @@
 //! be in flight), pings, and reconnects with exponential backoff. Agents get their leased tasks from the
 //! [`Leases`] stream returned by [`Client::connect_agent`]; outstanding credits are granted again after a
 //! reconnect (the server has already returned the old connection's leases to their queues). The same stream
-//! carries [`AgentEvent::Revoked`] when a task an agent holds is cancelled.
+//! carries [`AgentEvent::Revoked`] when a task an agent holds is cancelled. An agent that keeps running its
+//! tasks across a reconnect (e.g. a scheduler restart) sets [`ConnectOptions::reclaim`]: the connection then
+//! reclaims them first, and the stream carries [`AgentEvent::Reclaimed`] with their new lease ids.
 //!
 //! - [`options`]: the [`ConnectOptions`] builder.
 //! - [`error`]: the [`Error`] type with a matchable [`ErrorKind`].
@@ -24,7 +26,7 @@ use pm_protocol::{Envelope, ErrorCode, Kind};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::{Error, ErrorKind};
-pub use options::ConnectOptions;
+pub use options::{ConnectOptions, ReclaimProvider};
 pub use pm_protocol;
 
 /// A command to the connection task.
@@ -43,6 +45,7 @@ pub struct Client {
     next_id: Arc<AtomicU64>,
     request_timeout: std::time::Duration,
     welcome: Arc<pb::Welcome>,
+    reclaims: Arc<AtomicU64>,
 }
 
 /// What the server pushes to an agent.
@@ -53,6 +56,12 @@ pub enum AgentEvent {
     /// A task this agent holds was cancelled: stop it at once, and neither ack nor nack it (its lease is gone).
     /// Always arrives after the `Leased` event of the same lease.
     Revoked(pb::Revoke),
+    /// After a reconnect, the answer to the reclaim of the tasks listed by the [`ConnectOptions::reclaim`]
+    /// provider: one result per task, in the provider's order. `OK`: the task is this agent's again, as the
+    /// result's `lease_id` (quote it from now on). Any other code (`STALE_LEASE`, `NOT_FOUND`): it is not
+    /// this agent's any more; stop it and neither ack nor nack it. Pushed before any other event of the new
+    /// connection, and before any reply to a request sent on it.
+    Reclaimed(Vec<pb::ReclaimResult>),
 }
 
 impl AgentEvent {
@@ -60,12 +69,12 @@ impl AgentEvent {
     pub fn into_leased(self) -> Option<LeasedTask> {
         match self {
             AgentEvent::Leased(t) => Some(t),
-            AgentEvent::Revoked(_) => None,
+            AgentEvent::Revoked(_) | AgentEvent::Reclaimed(_) => None,
         }
     }
 }
 
-/// Events pushed to an agent (leased tasks and revocations), in arrival order. Ends when the connection is
+/// Events pushed to an agent (leased tasks, revocations, reclaim results), in arrival order. Ends when the connection is
 /// closed for good.
 #[derive(Debug)]
 pub struct Leases {
@@ -112,14 +121,25 @@ impl Client {
             (None, None)
         };
         let request_timeout = opts.request_timeout;
-        tokio::spawn(conn::run(addr.to_string(), opts, framed, rx, lease_tx));
-        let client = Client { tx, next_id: Arc::new(AtomicU64::new(1)), request_timeout, welcome: Arc::new(welcome) };
+        let next_id = Arc::new(AtomicU64::new(1));
+        let reclaims = Arc::new(AtomicU64::new(0));
+        let shared = conn::Shared { next_id: next_id.clone(), reclaims: reclaims.clone() };
+        tokio::spawn(conn::run(addr.to_string(), opts, framed, rx, lease_tx, shared));
+        let client = Client { tx, next_id, request_timeout, welcome: Arc::new(welcome), reclaims };
         Ok((client, lease_rx))
     }
 
     /// The server's Welcome from the first handshake.
     pub fn welcome(&self) -> &pb::Welcome {
         &self.welcome
+    }
+
+    /// How many [`AgentEvent::Reclaimed`] events this connection has pushed so far. Each is pushed before any
+    /// request queued during its reconnect is written, so once a reply arrives, this count includes the
+    /// reclaim that preceded the request on its connection: an agent that has handled this many `Reclaimed`
+    /// events has seen every lease id that replaced an old one before the reply was sent.
+    pub fn reclaims_delivered(&self) -> u64 {
+        self.reclaims.load(Ordering::SeqCst)
     }
 
     async fn request(&self, build: impl FnOnce(u64) -> Envelope) -> Result<Envelope, Error> {

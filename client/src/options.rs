@@ -1,8 +1,24 @@
 //! [`ConnectOptions`]: every knob of a client connection, with documented defaults.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use pm_protocol::pb::ReclaimItem;
 use pm_protocol::Role;
+
+/// Lists the tasks an agent still runs (task id, the attempt it runs, the lease id it last held). See
+/// [`ConnectOptions::reclaim`].
+pub type ReclaimProvider = Arc<dyn Fn() -> Vec<ReclaimItem> + Send + Sync>;
+
+/// A [`ReclaimProvider`] with a `Debug` impl, so the options stay printable.
+#[derive(Clone)]
+pub(crate) struct Reclaimer(pub(crate) ReclaimProvider);
+
+impl std::fmt::Debug for Reclaimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReclaimProvider")
+    }
+}
 
 /// How to connect. Build with [`ConnectOptions::new`] and the setters.
 #[derive(Debug, Clone)]
@@ -18,6 +34,7 @@ pub struct ConnectOptions {
     pub(crate) queues: Vec<String>,
     pub(crate) capabilities: Vec<String>,
     pub(crate) max_frame_bytes: usize,
+    pub(crate) reclaim: Option<Reclaimer>,
 }
 
 impl ConnectOptions {
@@ -36,6 +53,7 @@ impl ConnectOptions {
             queues: Vec::new(),
             capabilities: Vec::new(),
             max_frame_bytes: pm_protocol::limits::DEFAULT_MAX_FRAME_BYTES,
+            reclaim: None,
         }
     }
 
@@ -111,6 +129,18 @@ impl ConnectOptions {
     /// Largest frame this client accepts or sends.
     pub fn max_frame_bytes(mut self, n: usize) -> Self {
         self.max_frame_bytes = n;
+        self
+    }
+
+    /// Agents: reclaim running tasks after a reconnect. At each reconnect, right after the handshake and
+    /// before anything else is sent (credits granted again, requests queued meanwhile such as an `Extend`
+    /// quoting an old lease id), the connection calls `provider` and, if it lists any task, sends `Reclaim`
+    /// and waits for the reply (at most the request timeout; without a reply it reconnects and tries again).
+    /// The results are pushed as [`AgentEvent::Reclaimed`](crate::AgentEvent::Reclaimed) before any other
+    /// event or reply of the new connection, and [`Client::reclaims_delivered`](crate::Client::reclaims_delivered)
+    /// counts them. Without a provider a reconnect only grants the credits again.
+    pub fn reclaim(mut self, provider: ReclaimProvider) -> Self {
+        self.reclaim = Some(Reclaimer(provider));
         self
     }
 }

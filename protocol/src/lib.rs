@@ -51,7 +51,7 @@ into_envelope! {
     DeadLetterList => DeadLetterList, DeadLetterListReply => DeadLetterListReply,
     DeadLetterRedrive => DeadLetterRedrive, DeadLetterRedriveReply => DeadLetterRedriveReply,
     Ping => Ping, Pong => Pong, Redirect => Redirect, Cancel => Cancel, CancelReply => CancelReply,
-    Revoke => Revoke,
+    Revoke => Revoke, Reclaim => Reclaim, ReclaimReply => ReclaimReply,
 }
 
 impl pb::Error {
@@ -88,6 +88,8 @@ impl Kind {
             Kind::Cancel(_) => "cancel",
             Kind::CancelReply(_) => "cancel_reply",
             Kind::Revoke(_) => "revoke",
+            Kind::Reclaim(_) => "reclaim",
+            Kind::ReclaimReply(_) => "reclaim_reply",
         }
     }
 }

@@ -87,6 +87,10 @@ pub struct Config {
     /// How long a disconnected agent's leases are kept before redelivery (0 = at once).
     #[arg(long, env = "PM_DISCONNECT_GRACE", default_value = "0s", value_parser = parse_duration)]
     pub disconnect_grace: Duration,
+    /// After startup, how long (ms) tasks that were probably running when the node stopped (recovered with at
+    /// least one attempt) are kept for their agents to reclaim before they are delivered to anyone (0 = off).
+    #[arg(long, env = "PM_RECLAIM_GRACE_MS", default_value_t = 5000)]
+    pub reclaim_grace_ms: u64,
     /// WAL segment size in bytes (preallocated).
     #[arg(long, env = "PM_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
@@ -127,6 +131,9 @@ impl Config {
         }
         if self.segment_bytes < 4 * self.max_frame_bytes as u64 {
             return err("--segment-bytes must be at least 4 x --max-frame-bytes".into());
+        }
+        if self.reclaim_grace_ms > 3_600_000 {
+            return err("--reclaim-grace-ms must be at most 3600000 (one hour)".into());
         }
         if self.shards > 256 {
             return err("--shards must be at most 256".into());

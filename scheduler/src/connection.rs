@@ -68,6 +68,8 @@ pub enum Part {
     Redrive(u64),
     /// Cancel codes by index in the request (only for the task ids this shard owns).
     Cancel(Vec<(usize, ErrorCode)>),
+    /// Reclaim results by index in the request (only for the task ids this shard owns).
+    Reclaim(Vec<(usize, pb::ReclaimResult)>),
 }
 
 /// A reply being assembled.
@@ -96,6 +98,8 @@ pub enum Reply {
     Redrive(u64),
     /// CancelReply: one code per task id, `NOT_FOUND` until the owning shard says otherwise.
     Cancel(Vec<i32>),
+    /// ReclaimReply: one result per item, `NOT_FOUND` until the owning shard says otherwise.
+    Reclaim(Vec<pb::ReclaimResult>),
 }
 
 impl Merge {
@@ -130,6 +134,13 @@ impl Merge {
                     }
                 }
             }
+            (Reply::Reclaim(all), Part::Reclaim(items)) => {
+                for (i, r) in items {
+                    if let Some(slot) = all.get_mut(i) {
+                        *slot = r;
+                    }
+                }
+            }
             (_, part) => tracing::error!(?part, "reply part of the wrong kind dropped"),
         }
     }
@@ -146,6 +157,7 @@ impl Merge {
             Reply::DeadList(tasks, _) => pb::DeadLetterListReply { request_id, tasks }.into(),
             Reply::Redrive(redriven) => pb::DeadLetterRedriveReply { request_id, redriven }.into(),
             Reply::Cancel(codes) => pb::CancelReply { request_id, codes }.into(),
+            Reply::Reclaim(results) => pb::ReclaimReply { request_id, results }.into(),
         }
     }
 }

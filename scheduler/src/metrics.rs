@@ -15,6 +15,8 @@ pub const REDELIVERED: &str = "pm_tasks_redelivered_total";
 pub const DEAD_LETTERED: &str = "pm_tasks_dead_lettered_total";
 /// Counter: tasks cancelled (durably) by a producer or admin.
 pub const CANCELLED: &str = "pm_tasks_cancelled_total";
+/// Counter: reclaim items answered (label `outcome`: `ok`, `stale` or `not_found`).
+pub const RECLAIMED: &str = "pm_tasks_reclaimed_total";
 /// Counter: ack/nack/extend quoting an unknown lease id (label `op`).
 pub const STALE_LEASES: &str = "pm_stale_lease_total";
 /// Counter: frames or connections refused (label `reason`).

@@ -90,6 +90,7 @@ impl Node {
             idempotency_window: cfg.idempotency_window,
             max_frame_bytes: cfg.max_frame_bytes,
             disconnect_grace: cfg.disconnect_grace,
+            reclaim_grace: Duration::from_millis(cfg.reclaim_grace_ms),
         };
         let shards = per_shard
             .into_iter()

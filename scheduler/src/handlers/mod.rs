@@ -5,6 +5,7 @@ mod ack;
 mod admin;
 mod cancel;
 mod credit;
+mod reclaim;
 mod submit;
 
 use pm_protocol::pb;
@@ -19,7 +20,7 @@ pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
     let allowed = match (&kind, ctx.role) {
         (Kind::Ping(_) | Kind::Pong(_), _) => true,
         (Kind::Submit(_) | Kind::Cancel(_), Role::Producer | Role::Admin) => true,
-        (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_), Role::Agent) => true,
+        (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::Reclaim(_), Role::Agent) => true,
         (Kind::StatsRequest(_) | Kind::DeadLetterList(_) | Kind::DeadLetterRedrive(_), Role::Admin) => true,
         (Kind::Hello(_), _) => {
             refuse(ctx, ErrorCode::HandshakeRequired, "Hello may be sent only once", "second_hello");
@@ -36,7 +37,8 @@ pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
             | Kind::DeadLetterRedriveReply(_)
             | Kind::Redirect(_)
             | Kind::CancelReply(_)
-            | Kind::Revoke(_),
+            | Kind::Revoke(_)
+            | Kind::ReclaimReply(_),
             _,
         ) => {
             let msg = format!("{} is sent only by servers", kind.name());
@@ -65,6 +67,7 @@ pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         Kind::DeadLetterList(r) => admin::dead_list(ctx, r),
         Kind::DeadLetterRedrive(r) => admin::redrive(ctx, r),
         Kind::Cancel(c) => cancel::handle(ctx, c),
+        Kind::Reclaim(r) => reclaim::handle(ctx, r),
         _ => {}
     }
     true
@@ -85,6 +88,7 @@ fn request_id_of(kind: &Kind) -> u64 {
         Kind::DeadLetterList(r) => r.request_id,
         Kind::DeadLetterRedrive(r) => r.request_id,
         Kind::Cancel(c) => c.request_id,
+        Kind::Reclaim(r) => r.request_id,
         _ => 0,
     }
 }

@@ -46,6 +46,9 @@ pub struct ShardConfig {
     pub max_frame_bytes: usize,
     /// How long a disconnected agent's leases are kept before they are redelivered.
     pub disconnect_grace: Duration,
+    /// After startup, how long recovered tasks that had been delivered before are held for their agents to
+    /// reclaim before they are delivered to anyone (zero: not held).
+    pub reclaim_grace: Duration,
 }
 
 /// Messages to a shard.
@@ -110,6 +113,18 @@ pub enum ShardMsg {
         /// (index, task id).
         items: Vec<(usize, u64)>,
     },
+    /// An agent (just reconnected) asks for the leases of the tasks it still runs: `items` are (index in the
+    /// request, item), the whole request (ids of other shards are left out of this shard's answer).
+    Reclaim {
+        /// The agent connection that gets the leases.
+        conn: ConnId,
+        /// Its outbound channel (reply, and later revocations).
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// (index, item).
+        items: Vec<(usize, pb::ReclaimItem)>,
+    },
     /// A connection closed: drop its credits, return its leases (after the grace period).
     Disconnected {
         /// The connection.
@@ -162,6 +177,9 @@ enum State {
     Pending,
     Ready,
     Delayed,
+    /// Recovered after a restart with at least one attempt (probably running on an agent when the node
+    /// stopped): not delivered until the reclaim grace ends, but its agent may reclaim it.
+    Held,
     Leased(u64),
     /// Ack tombstone written (acked or cancelled), not yet durable.
     Acking,
@@ -257,6 +275,10 @@ pub struct Shard {
     outgoing: IdMap<ConnId, (OutTx, Vec<LeasedTask>, usize)>,
     dirty: IdSet<u32>,
     draining: bool,
+    /// Recovered tasks in [`State::Held`], released to their queues at `hold_until`.
+    held: Vec<u64>,
+    /// End of the reclaim grace (`None` once released, or when nothing is held).
+    hold_until: Option<Instant>,
     /// Tasks whose round failed while later rounds were still in flight: a duplicate submit in a later round
     /// must not be told "already enqueued as X" when X never became durable.
     failed_ids: IdSet<u64>,
@@ -303,6 +325,8 @@ impl Shard {
             outgoing: IdMap::default(),
             dirty: IdSet::default(),
             draining: false,
+            held: Vec::new(),
+            hold_until: None,
             failed_ids: IdSet::default(),
         };
         shard.restore(tasks, idem);
@@ -333,11 +357,20 @@ impl Shard {
                 task.state = State::Delayed;
                 task.not_before = Some(at);
                 self.queues[q as usize].delayed.push(Reverse((at, rt.task_id)));
+            } else if rt.attempts > 0 && !self.cfg.reclaim_grace.is_zero() {
+                // Delivered before the stop, so probably still running on an agent that is about to reconnect
+                // and reclaim it: keep it for that agent during the grace.
+                task.state = State::Held;
+                self.queues[q as usize].held += 1;
+                self.held.push(rt.task_id);
             } else {
                 task.state = State::Ready;
                 self.queues[q as usize].ready.push(ReadyEntry { priority: task.priority, task_id: rt.task_id });
             }
             self.tasks.insert(rt.task_id, task);
+        }
+        if !self.held.is_empty() {
+            self.hold_until = Some(now + self.cfg.reclaim_grace);
         }
         for i in idem {
             if i.expires_unix_ms > now_ms && shard_of_queue(idem_queue(&i.key), self.shards) == self.index {
@@ -346,7 +379,7 @@ impl Shard {
             }
         }
         self.idem_expiry.make_contiguous().sort();
-        tracing::info!(shard = self.index, tasks = self.tasks.len(), "shard recovered");
+        tracing::info!(shard = self.index, tasks = self.tasks.len(), held = self.held.len(), "shard recovered");
         self.update_gauges();
     }
 
@@ -422,6 +455,7 @@ impl Shard {
             ShardMsg::Nack { out, request_id, items } => self.on_nack(out, request_id, items),
             ShardMsg::Extend { out, request_id, items, extend_ms } => self.on_extend(out, request_id, items, extend_ms),
             ShardMsg::Cancel { out, request_id, items } => self.on_cancel(out, request_id, items),
+            ShardMsg::Reclaim { conn, out, request_id, items } => self.on_reclaim(conn, out, request_id, items),
             ShardMsg::Disconnected { conn } => self.on_disconnect(conn),
             ShardMsg::Stats { out, request_id } => {
                 let stats = self.queues.iter().map(|q| self.queue_stats(q)).collect();
@@ -571,6 +605,10 @@ impl Shard {
             let q = t.queue;
             let lease_id = match t.state {
                 State::Ready | State::Delayed => None,
+                State::Held => {
+                    self.queues[q as usize].held = self.queues[q as usize].held.saturating_sub(1);
+                    None
+                }
                 State::Leased(lease_id) => Some(lease_id),
                 State::Pending | State::Acking | State::Dead(_) => {
                     codes.push((idx, ErrorCode::NotFound));
@@ -598,6 +636,99 @@ impl Shard {
             let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(codes) });
         } else {
             self.waiters.push(Waiter::Cancel { out, request_id, items: codes, cancelled });
+        }
+    }
+
+    /// Gives an agent that reconnected the leases of the tasks it still runs (see `pm.proto`, `Reclaim`). An
+    /// item is granted when the task is still leased under the lease id the agent quotes (the lease moves to
+    /// this connection and keeps its id), or when the task is ready or held and its attempt count is the
+    /// attempt the agent runs (a fresh lease id, the task's lease length; not a new attempt, so nothing is
+    /// written). Otherwise `STALE_LEASE` (someone else has it, it waits for a retry, or it is another
+    /// attempt) or `NOT_FOUND` (finished or being finished). Ids this shard does not hold get no answer
+    /// here.
+    fn on_reclaim(&mut self, conn: ConnId, out: OutTx, request_id: u64, items: Vec<(usize, pb::ReclaimItem)>) {
+        let now = Instant::now();
+        let wall = now_unix_ms();
+        let mut results = Vec::new();
+        let mut unqueue: HashMap<u32, HashSet<u64>> = HashMap::new();
+        for (idx, item) in items {
+            let task_id = item.task_id;
+            let Some(t) = self.tasks.get_mut(&task_id) else { continue };
+            let (q, lease_len) = (t.queue, t.lease);
+            let granted = match t.state {
+                State::Leased(lease_id) if item.lease_id != 0 && lease_id == item.lease_id => {
+                    // The lease outlived the connection (no restart, within --disconnect-grace): move it here.
+                    let Some(lease) = self.leases.get_mut(&lease_id) else { continue };
+                    if lease.conn != conn {
+                        if let Some(old) = self.agents.get_mut(&lease.conn) {
+                            old.leases.remove(&lease_id);
+                        }
+                        lease.conn = conn;
+                    }
+                    lease.deadline = now + lease_len;
+                    self.lease_heap.push(Reverse((lease.deadline, lease_id)));
+                    Some(lease_id)
+                }
+                State::Ready | State::Held if t.attempts > 0 && t.attempts == item.attempt => {
+                    if t.state == State::Held {
+                        self.queues[q as usize].held = self.queues[q as usize].held.saturating_sub(1);
+                    } else {
+                        unqueue.entry(q).or_default().insert(task_id);
+                    }
+                    let lease_id = self.next_lease * self.shards as u64 + self.index as u64;
+                    self.next_lease += 1;
+                    t.state = State::Leased(lease_id);
+                    let deadline = now + lease_len;
+                    self.leases.insert(lease_id, Lease { task_id, conn, deadline });
+                    self.lease_heap.push(Reverse((deadline, lease_id)));
+                    self.queues[q as usize].leased += 1;
+                    Some(lease_id)
+                }
+                State::Pending | State::Acking | State::Dead(_) => None,
+                State::Ready | State::Held | State::Delayed | State::Leased(_) => {
+                    metrics::counter!(m::RECLAIMED, "outcome" => "stale").increment(1);
+                    results.push((
+                        idx,
+                        pb::ReclaimResult { task_id, code: ErrorCode::StaleLease as i32, ..Default::default() },
+                    ));
+                    continue;
+                }
+            };
+            let result = match granted {
+                Some(lease_id) => {
+                    let agent = self.agents.entry(conn).or_default();
+                    agent.out = Some(out.clone());
+                    agent.leases.insert(lease_id);
+                    metrics::counter!(m::RECLAIMED, "outcome" => "ok").increment(1);
+                    let deadline_unix_ms = wall + lease_len.as_millis() as u64;
+                    pb::ReclaimResult { task_id, code: ErrorCode::Ok as i32, lease_id, deadline_unix_ms }
+                }
+                None => {
+                    metrics::counter!(m::RECLAIMED, "outcome" => "not_found").increment(1);
+                    pb::ReclaimResult { task_id, code: ErrorCode::NotFound as i32, ..Default::default() }
+                }
+            };
+            results.push((idx, result));
+        }
+        for (q, ids) in unqueue {
+            self.queues[q as usize].ready.retain(|e| !ids.contains(&e.task_id));
+        }
+        let _ = out.send(Outbound::Part { request_id, part: Part::Reclaim(results) });
+    }
+
+    /// The reclaim grace is over: held tasks nobody reclaimed are delivered like any ready task.
+    fn release_held(&mut self) {
+        self.hold_until = None;
+        for task_id in std::mem::take(&mut self.held) {
+            let Some(t) = self.tasks.get_mut(&task_id) else { continue };
+            if t.state != State::Held {
+                continue; // reclaimed or cancelled meanwhile
+            }
+            t.state = State::Ready;
+            let q = &mut self.queues[t.queue as usize];
+            q.held = q.held.saturating_sub(1);
+            q.ready.push(ReadyEntry { priority: t.priority, task_id });
+            self.dirty.insert(t.queue);
         }
     }
 
@@ -666,14 +797,14 @@ impl Shard {
     fn next_deadline(&self) -> Option<Instant> {
         let lease = self.lease_heap.peek().map(|Reverse((t, _))| *t);
         let delayed = self.queues.iter().filter_map(|q| q.delayed.peek().map(|Reverse((t, _))| *t)).min();
-        match (lease, delayed) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [lease, delayed, self.hold_until].into_iter().flatten().min()
     }
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        if self.hold_until.is_some_and(|at| at <= now) {
+            self.release_held();
+        }
         while let Some(Reverse((deadline, lease_id))) = self.lease_heap.peek().copied() {
             if deadline > now {
                 break;
@@ -942,7 +1073,8 @@ impl Shard {
         QueueStats {
             queue: q.name.clone(),
             ready: q.ready.len() as u64,
-            delayed: q.delayed.len() as u64,
+            // Held tasks are not deliverable yet, like delayed ones.
+            delayed: q.delayed.len() as u64 + q.held,
             leased: q.leased,
             dead: q.dead.len() as u64,
             credits: q.total_credits(),
@@ -1014,7 +1146,7 @@ impl Shard {
         for q in &self.queues {
             let name = q.name.clone();
             metrics::gauge!(m::QUEUE_DEPTH, "queue" => name.clone()).set(q.ready.len() as f64);
-            metrics::gauge!(m::QUEUE_DELAYED, "queue" => name.clone()).set(q.delayed.len() as f64);
+            metrics::gauge!(m::QUEUE_DELAYED, "queue" => name.clone()).set((q.delayed.len() as u64 + q.held) as f64);
             metrics::gauge!(m::LEASES_IN_FLIGHT, "queue" => name.clone()).set(q.leased as f64);
             metrics::gauge!(m::DEAD_LETTERS, "queue" => name).set(q.dead.len() as f64);
         }

@@ -46,6 +46,8 @@ pub struct Queue {
     pub dead: BTreeSet<u64>,
     /// Tasks of this queue currently leased.
     pub leased: u64,
+    /// Recovered tasks held for their agents to reclaim (the reclaim grace after startup).
+    pub held: u64,
 }
 
 impl Queue {
@@ -59,6 +61,7 @@ impl Queue {
             credits: HashMap::new(),
             dead: BTreeSet::new(),
             leased: 0,
+            held: 0,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Shard tests against a real committer and WAL: cancellation of ready, delayed and leased tasks, what the
-//! agent and the canceller see, durability across a reopen, and a cancellation that fails to persist.
+//! agent and the canceller see, durability across a reopen, and a cancellation that fails to persist;
+//! reclaiming leases after a restart, and the reclaim grace that holds recovered tasks for their agents.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,6 +62,10 @@ struct Harness {
 
 impl Harness {
     fn start(dir: &Path) -> (Harness, Recovered) {
+        Self::start_with_grace(dir, Duration::ZERO)
+    }
+
+    fn start_with_grace(dir: &Path, reclaim_grace: Duration) -> (Harness, Recovered) {
         let (wal, rec) = open_wal(dir);
         let fail = Arc::new(AtomicBool::new(false));
         let committer = Committer::start(Box::new(Flaky { inner: wal, fail: fail.clone() }), FsyncMode::Always);
@@ -70,6 +75,7 @@ impl Harness {
             idempotency_window: Duration::from_secs(60),
             max_frame_bytes: 1 << 20,
             disconnect_grace: Duration::ZERO,
+            reclaim_grace,
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard = Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new());
@@ -157,6 +163,22 @@ impl Harness {
         self.shard.send(msg(self.out.clone(), request_id));
         match self.part(request_id).await {
             Part::Lease(codes) => codes[0].1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Sends a Reclaim of `(task id, attempt, lease id)` items from agent connection `conn`; returns this
+    /// shard's answer (ids it does not hold are left out).
+    async fn reclaim(&mut self, conn: u64, items: &[(u64, u32, u64)]) -> Vec<(usize, pb::ReclaimResult)> {
+        let request_id = self.request_id();
+        let items = items
+            .iter()
+            .map(|&(task_id, attempt, lease_id)| pb::ReclaimItem { task_id, attempt, lease_id })
+            .enumerate()
+            .collect();
+        self.shard.send(ShardMsg::Reclaim { conn, out: self.out.clone(), request_id, items });
+        match self.part(request_id).await {
+            Part::Reclaim(results) => results,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -253,4 +275,151 @@ async fn a_cancellation_that_fails_to_persist_leaves_the_task_live() {
     // It can be cancelled once the store works again.
     assert_eq!(h.cancel(&[id]).await, vec![(0, ErrorCode::Ok)]);
     assert!(h.reopen(dir.path()).tasks.is_empty());
+}
+
+fn codes(results: &[(usize, pb::ReclaimResult)]) -> Vec<(usize, ErrorCode)> {
+    results.iter().map(|(i, r)| (*i, ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal))).collect()
+}
+
+async fn extend(h: &mut Harness, lease_id: u64) -> ErrorCode {
+    h.lease_op(|out, request_id| ShardMsg::Extend { out, request_id, items: vec![(0, lease_id)], extend_ms: 0 }).await
+}
+
+/// Leases every task of `specs` once, then "restarts": returns the leases of the first life and the new
+/// harness (with `grace`).
+async fn leased_then_restarted(
+    dir: &Path,
+    specs: Vec<TaskSpec>,
+    grace: Duration,
+) -> (Vec<pb::LeasedTask>, Harness, Recovered) {
+    let (mut h, _) = Harness::start(dir);
+    let n = specs.len();
+    h.submit(specs).await;
+    h.credit(n as u32);
+    let mut leases = Vec::new();
+    while leases.len() < n {
+        match h.agent_frame().await {
+            Kind::Leased(l) => leases.extend(l.tasks),
+            other => panic!("expected Leased, got {other:?}"),
+        }
+    }
+    // An idle round trip lets the lazy Attempt records reach the log before the committer stops.
+    h.stats().await;
+    let _ = h.reopen(dir);
+    let (h, rec) = Harness::start_with_grace(dir, grace);
+    (leases, h, rec)
+}
+
+#[tokio::test]
+async fn a_recovered_task_is_reclaimed_by_its_attempt_without_counting_an_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leases, mut h, rec) =
+        leased_then_restarted(dir.path(), vec![spec("a", 0, 0), spec("b", 0, 0)], Duration::ZERO).await;
+    assert_eq!(rec.tasks.iter().map(|t| t.attempts).collect::<Vec<_>>(), vec![1, 1]);
+    let (a, b) = (&leases[0], &leases[1]);
+    assert_eq!((a.attempt, b.attempt), (1, 1));
+    // The old lease ids died with the process.
+    assert_eq!(extend(&mut h, a.lease_id).await, ErrorCode::StaleLease);
+
+    // Wrong attempt (a stale agent of an older delivery, or a newer one): refused. Unknown id: no answer from
+    // this shard (NOT_FOUND in the merged reply).
+    let got = h.reclaim(8, &[(a.task_id, 2, a.lease_id), (999_999, 1, 0), (b.task_id, 0, 0)]).await;
+    assert_eq!(codes(&got), vec![(0, ErrorCode::StaleLease), (2, ErrorCode::StaleLease)]);
+
+    // The right attempt: leased to the caller under a fresh id, with the task's lease length.
+    let before = super::now_unix_ms();
+    let got = h.reclaim(8, &[(a.task_id, 1, a.lease_id)]).await;
+    assert_eq!(codes(&got), vec![(0, ErrorCode::Ok)]);
+    let r = &got[0].1;
+    assert_eq!(r.task_id, a.task_id);
+    assert_ne!(r.lease_id, a.lease_id);
+    assert!(r.deadline_unix_ms >= before + 29_000, "the default lease is 30 s: {r:?}");
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.leased), (1, 1), "{q:?}");
+    assert_eq!(extend(&mut h, r.lease_id).await, ErrorCode::Ok);
+    // Asked again (e.g. a second agent with the same memory): it is leased now, so it is not theirs.
+    let again = h.reclaim(9, &[(a.task_id, 1, a.lease_id)]).await;
+    assert_eq!(codes(&again), vec![(0, ErrorCode::StaleLease)]);
+    // A credit gets the other task, never the reclaimed one.
+    h.credit(5);
+    let next = h.leased().await;
+    assert_eq!((next.task_id, next.attempt), (b.task_id, 2));
+
+    let lease_id = r.lease_id;
+    let ack =
+        h.lease_op(|out, request_id| ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }).await;
+    assert_eq!(ack, ErrorCode::Ok);
+    // Once acked it is gone: NOT_FOUND-by-silence.
+    assert_eq!(codes(&h.reclaim(8, &[(a.task_id, 1, 0)]).await), vec![]);
+    // The reclaim wrote no Attempt record: the other task's count moved, this one's never did.
+    let rec = h.reopen(dir.path());
+    assert_eq!(rec.tasks.iter().map(|t| (t.task_id, t.attempts)).collect::<Vec<_>>(), vec![(b.task_id, 2)]);
+}
+
+#[tokio::test]
+async fn a_task_leased_to_someone_else_is_not_reclaimed_but_its_own_live_lease_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    let id = h.submit(vec![spec("a", 0, 0)]).await[0];
+    h.credit(1);
+    let t = h.leased().await;
+    // Another agent (or this one with another lease id in mind) cannot take it.
+    assert_eq!(codes(&h.reclaim(8, &[(id, 1, 0)]).await), vec![(0, ErrorCode::StaleLease)]);
+    assert_eq!(codes(&h.reclaim(8, &[(id, 1, t.lease_id + 1)]).await), vec![(0, ErrorCode::StaleLease)]);
+    // The agent holding the lease, reconnected before its lease ended (no restart): the lease moves to the
+    // new connection and keeps its id.
+    let got = h.reclaim(8, &[(id, 1, t.lease_id)]).await;
+    assert_eq!(codes(&got), vec![(0, ErrorCode::Ok)]);
+    assert_eq!(got[0].1.lease_id, t.lease_id);
+    // The old connection closing now does not end the moved lease.
+    h.shard.send(ShardMsg::Disconnected { conn: AGENT });
+    assert_eq!(extend(&mut h, t.lease_id).await, ErrorCode::Ok);
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.leased), (0, 1), "{q:?}");
+    // The new connection closing does.
+    h.shard.send(ShardMsg::Disconnected { conn: 8 });
+    assert_eq!(extend(&mut h, t.lease_id).await, ErrorCode::StaleLease);
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.leased), (1, 0), "{q:?}");
+}
+
+#[tokio::test]
+async fn recovered_attempted_tasks_are_held_for_the_reclaim_grace_then_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = Duration::from_millis(600);
+    let (leases, mut h, _) =
+        leased_then_restarted(dir.path(), vec![spec("held1", 5, 0), spec("held2", 5, 0)], grace).await;
+    let started = tokio::time::Instant::now();
+    // A task never delivered is not held.
+    let fresh = h.submit(vec![spec("fresh", 0, 0)]).await[0];
+    h.credit(10);
+    let t = h.leased().await;
+    assert_eq!((t.task_id, t.attempt), (fresh, 1), "only the never-delivered task goes out during the grace");
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.delayed, q.leased), (0, 2, 1), "held tasks count as delayed: {q:?}");
+    // During the grace a held task can be reclaimed.
+    let (a, b) = (&leases[0], &leases[1]);
+    let got = h.reclaim(8, &[(a.task_id, a.attempt, a.lease_id)]).await;
+    assert_eq!(codes(&got), vec![(0, ErrorCode::Ok)]);
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.delayed, q.leased), (0, 1, 2), "{q:?}");
+    // Nothing more is delivered before the grace ends; then the unclaimed one is, as its next attempt.
+    let next = h.leased().await;
+    assert!(started.elapsed() >= grace - Duration::from_millis(50), "delivered after {:?}", started.elapsed());
+    assert_eq!((next.task_id, next.attempt), (b.task_id, 2));
+    // Too late for its first agent now.
+    assert_eq!(codes(&h.reclaim(9, &[(b.task_id, 1, b.lease_id)]).await), vec![(0, ErrorCode::StaleLease)]);
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.delayed, q.leased), (0, 0, 3), "{q:?}");
+}
+
+#[tokio::test]
+async fn a_held_task_can_be_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (leases, mut h, _) = leased_then_restarted(dir.path(), vec![spec("held", 0, 0)], Duration::from_secs(60)).await;
+    let id = leases[0].task_id;
+    assert_eq!(h.cancel(&[id]).await, vec![(0, ErrorCode::Ok)]);
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.delayed, q.leased), (0, 0, 0), "{q:?}");
+    assert_eq!(codes(&h.reclaim(8, &[(id, 1, 0)]).await), vec![], "cancelled: gone");
 }
