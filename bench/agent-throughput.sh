@@ -24,7 +24,7 @@ done
 tmp="$(mktemp -d)"
 pids=()
 trap 'cat "$tmp"/*.err >&2 2>/dev/null; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"' EXIT
-"$rel/pm-scheduler" --listen 127.0.0.1:0 --data "$tmp/data" >"$tmp/s.out" 2>"$tmp/s.err" &
+PM_HTTP_LISTEN="${PM_HTTP_LISTEN:-127.0.0.1:0}" "$rel/pm-scheduler" --listen 127.0.0.1:0 --data "$tmp/data" >"$tmp/s.out" 2>"$tmp/s.err" &
 pids+=($!)
 for _ in $(seq 200); do grep -q "listening on" "$tmp/s.out" && break; sleep 0.05; done
 addr="$(sed -n 's/.*listening on //p' "$tmp/s.out" | head -1)"

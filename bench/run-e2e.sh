@@ -23,7 +23,7 @@ done
 data="${DATA_DIR:-$(mktemp -d)}"
 out="$(mktemp)"
 # shellcheck disable=SC2086 # word splitting of the scheduler arguments is intended
-"$bin" --listen 127.0.0.1:0 --data "$data" $sched >"$out" 2>"$out.err" &
+PM_HTTP_LISTEN="${PM_HTTP_LISTEN:-127.0.0.1:0}" "$bin" --listen 127.0.0.1:0 --data "$data" $sched >"$out" 2>"$out.err" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$out" "$out.err"; [[ -n "${DATA_DIR:-}" ]] || rm -rf "$data"' EXIT
 for _ in $(seq 200); do grep -q "listening on" "$out" && break; sleep 0.05; done

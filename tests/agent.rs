@@ -286,7 +286,8 @@ fn pm_dev_runs_the_hello_example_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, work) = (tmp.path().join("data"), tmp.path().join("work"));
     let mut child = std::process::Command::new(pm_testkit::bin("pm"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--keep-task-dirs", "--data"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--keep-task-dirs", "--data"])
         .arg(&data)
         .arg("--work-dir")
         .arg(&work)
@@ -307,6 +308,10 @@ fn pm_dev_runs_the_hello_example_and_stops_on_sigterm() {
     let mut reply = String::new();
     probe.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.0 200 OK"), "{reply}");
+    // Then the scheduler's HTTP endpoint.
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let http = line.trim().strip_prefix("http listening on ").unwrap().to_string();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
     let out = pmctl(&addr, &["submit", example], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -314,6 +319,20 @@ fn pm_dev_runs_the_hello_example_and_stops_on_sigterm() {
     let hello = work.join(format!("task-{id}")).join("hello.txt");
     let text = wait_for(Duration::from_secs(20), "hello.txt", || read(&hello).filter(|t| t.ends_with('\n')));
     assert_eq!(text, "hello from pipeline-manager\n");
+    // One recorder for the process: the scheduler's `/metrics` shows the agent's histograms too.
+    let get_metrics = || {
+        let mut probe = std::net::TcpStream::connect(&http).unwrap();
+        probe.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        probe.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    wait_for(Duration::from_secs(20), "agent and scheduler metrics", || {
+        let m = get_metrics();
+        let both = m.contains("pm_agent_task_duration_seconds_bucket{le=\"3600\"}")
+            && m.contains("pm_end_to_end_seconds_bucket{le=\"0.05\"}");
+        both.then_some(())
+    });
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = wait_for(Duration::from_secs(20), "pm dev to exit", || child.try_wait().unwrap());

@@ -149,34 +149,20 @@ impl ApiArgs {
     }
 }
 
-/// Histogram buckets, seconds: 100 µs to 10 s, with 0.05 s (the p99 objective) as a boundary.
-pub const LATENCY_BUCKETS: [f64; 16] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub use pm_http::LATENCY_BUCKETS;
 
 /// Buckets of a whole pipeline's wall time, seconds: 10 ms to an hour.
 pub const TASK_BUCKETS: [f64; 14] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
 
+/// The agent's histograms whose buckets are not [`LATENCY_BUCKETS`] (for [`pm_http::install_metrics`]).
+pub const METRIC_BUCKETS: &[(&str, &[f64])] = &[(crate::runner::metric::TASK_DURATION, &TASK_BUCKETS)];
+
 /// Installs the process-wide Prometheus recorder (histograms with real buckets, not summaries) and returns
-/// the handle `/metrics` renders; `None` if a recorder is already installed.
+/// the handle `/metrics` renders. Idempotent: a process has one recorder, and a second call (or a call after
+/// another component of the process installed it) returns the same handle. `None` if it cannot be installed.
 pub fn install_metrics() -> Option<PrometheusHandle> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&LATENCY_BUCKETS)
-        .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(crate::runner::metric::TASK_DURATION.into()), &TASK_BUCKETS)
-        })
-        .ok()?
-        .install_recorder()
-        .ok()?;
-    // Without the exporter's own runtime, histograms are compacted by this upkeep.
-    let upkeep = handle.clone();
-    std::thread::Builder::new()
-        .name("pm-metrics-upkeep".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(5));
-            upkeep.run_upkeep();
-        })
-        .ok()?;
+    let handle = pm_http::install_metrics(METRIC_BUCKETS)?;
+    crate::runner::metric::describe();
     Some(handle)
 }
 
@@ -210,10 +196,6 @@ pub struct ApiContext {
 
 /// Serves the API on `listener` until `stop` fires, then lets open requests finish for a moment.
 pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop: CancellationToken) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
-
     let mut runner = Runner::clone(&ctx.runner);
     runner.stream_stall = cfg.stream_stall;
     let state = Arc::new(AppState {
@@ -227,51 +209,8 @@ pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop:
         metrics: ctx.metrics,
     });
     let app = router(state, cfg.max_body_bytes);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(cfg.header_timeout);
-    // Dead HTTP/2 peers are found by pings and their connection closed.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(cfg.max_connections));
-    loop {
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = stop.cancelled() => break,
-        };
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!("api accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let (header_timeout, builder, app, watcher) =
-            (cfg.header_timeout, builder.clone(), app.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            // hyper reads the protocol preface before its header timer starts: a client that connects and
-            // sends nothing is dropped here instead of holding a connection permit.
-            let mut first = [0u8; 1];
-            if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(1))) {
-                return;
-            }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
-            let _ = watcher.watch(conn.into_owned()).await;
-            drop(permit);
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    let limits = pm_http::ServeLimits { header_timeout: cfg.header_timeout, max_connections: cfg.max_connections };
+    pm_http::serve(listener, app, limits, stop).await;
 }
 
 fn router(state: Arc<AppState>, max_body: usize) -> Router {
@@ -336,7 +275,7 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     match &s.metrics {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        Some(h) => pm_http::metrics_response(h),
         None => error(StatusCode::NOT_FOUND, "metrics are not enabled in this process"),
     }
 }

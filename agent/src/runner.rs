@@ -25,6 +25,14 @@ pub mod metric {
     pub const TASK_DURATION: &str = "pm_agent_task_duration_seconds";
     /// Gauge: pipelines running now.
     pub const TASKS_RUNNING: &str = "pm_agent_tasks_running";
+
+    /// Gives every metric its help text and unit (Prometheus `# HELP`). Call after the recorder is installed.
+    pub fn describe() {
+        use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+        describe_counter!(TASKS, Unit::Count, "Pipelines run, by outcome.");
+        describe_histogram!(TASK_DURATION, Unit::Seconds, "Wall time of a pipeline.");
+        describe_gauge!(TASKS_RUNNING, Unit::Count, "Pipelines running now.");
+    }
 }
 
 /// Where one executor name runs.

@@ -31,7 +31,7 @@ for executor in wget tesseract mc; do
   "$bin/pm-agent" exec --name "$executor" --listen "unix://$tmp/work/.pm/$executor.sock" 2>>"$tmp/exec.err" &
   pids+=($!)
 done
-"$bin/pm" dev --listen 127.0.0.1:0 --api-listen off --data "$tmp/data" --work-dir "$tmp/work" \
+"$bin/pm" dev --listen 127.0.0.1:0 --api-listen off --http-listen off --data "$tmp/data" --work-dir "$tmp/work" \
   --pod-dir "$tmp/work/.pm" >"$tmp/pm.out" 2>"$tmp/pm.err" &
 pids+=($!)
 for _ in $(seq 200); do

@@ -3,7 +3,8 @@
 //! `pm dev` runs a scheduler node (data in `./pm-data`) and an agent running every executor as a local process
 //! (tasks in `./pm-work`), so `pm dev` then `pmctl submit examples/hello.json` runs a pipeline on one machine.
 //! Every `pm-scheduler` flag and every `pm-agent run` flag applies; the agent's direct-run API listens on
-//! 127.0.0.1:7071 unless `--api-listen` says otherwise.
+//! 127.0.0.1:7071 unless `--api-listen` says otherwise, and the scheduler's HTTP endpoint (`/metrics`, `/healthz`,
+//! `/readyz`) on 127.0.0.1:7072 unless `--http-listen` does. Both `/metrics` render the same (one) recorder.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -66,6 +67,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One Prometheus recorder for the process, installed first with the buckets of both components: the
+    // agent's API and the scheduler's HTTP endpoint then get the same handle (either `/metrics` shows both).
+    let buckets = [pm_agent::api::METRIC_BUCKETS, pm_scheduler::metrics::METRIC_BUCKETS].concat();
+    let _ = pm_http::install_metrics(&buckets);
     let run = process::run_node(cfg, process::shutdown_signal(), move |bound| {
         agent_cfg.server = bound.to_string();
         if let Some((api_cfg, listener)) = api {

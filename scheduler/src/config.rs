@@ -38,6 +38,16 @@ pub struct Config {
     /// Address to listen on. Port 0 picks a free port; the bound address is printed as `listening on ADDR`.
     #[arg(long, env = "PM_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// Address of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), or `off`. Port 0 picks a free port;
+    /// the bound address is printed as `http listening on ADDR`, after the `listening on ADDR` line.
+    #[arg(long, env = "PM_HTTP_LISTEN", default_value = "127.0.0.1:7072")]
+    pub http_listen: String,
+    /// Time an HTTP client has to send its request headers, ms (slowloris bound).
+    #[arg(long, env = "PM_HTTP_HEADER_TIMEOUT_MS", default_value_t = 5000)]
+    pub http_header_timeout_ms: u64,
+    /// Open HTTP connections at once; more wait to be accepted.
+    #[arg(long, env = "PM_HTTP_MAX_CONNECTIONS", default_value_t = 64)]
+    pub http_max_connections: usize,
     /// Data directory (created if missing). One process per directory.
     #[arg(long, env = "PM_DATA", default_value = "./pm-data")]
     pub data: PathBuf,
@@ -114,6 +124,15 @@ impl Config {
         if self.listen_addr().is_err() {
             return err(format!("--listen {:?} is not an address like 127.0.0.1:7070", self.listen));
         }
+        if self.http_addr().is_err() {
+            return err(format!(
+                "--http-listen {:?} is not an address like 127.0.0.1:7072, or `off`",
+                self.http_listen
+            ));
+        }
+        if self.http_header_timeout_ms == 0 || self.http_max_connections == 0 {
+            return err("--http-header-timeout-ms and --http-max-connections must be at least 1".into());
+        }
         if self.max_frame_bytes < MIN_MAX_FRAME_BYTES || self.max_frame_bytes > u32::MAX as usize {
             return err(format!("--max-frame-bytes must be between {MIN_MAX_FRAME_BYTES} and {}", u32::MAX));
         }
@@ -144,6 +163,14 @@ impl Config {
     /// The listen address.
     pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
         self.listen.parse()
+    }
+
+    /// The HTTP endpoint's address; `None` when it is `off`.
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        match self.http_listen.trim() {
+            "off" => Ok(None),
+            a => a.parse().map(Some),
+        }
     }
 
     /// Shard count with 0 resolved to the number of cores.
@@ -233,5 +260,9 @@ mod tests {
         assert!(c.validate().is_err());
         let c = Config::parse_from(["pm-scheduler", "--listen", "nowhere"]);
         assert!(c.validate().unwrap_err().to_string().contains("--listen"));
+        let c = Config::parse_from(["pm-scheduler", "--http-listen", "off"]);
+        assert_eq!(c.http_addr().unwrap(), None);
+        let c = Config::parse_from(["pm-scheduler", "--http-listen", "localhost"]);
+        assert!(c.validate().unwrap_err().to_string().contains("--http-listen"));
     }
 }

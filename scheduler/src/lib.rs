@@ -9,12 +9,14 @@
 //! - [`handlers`]: one file per request kind; they turn wire messages into shard messages.
 //! - [`shard`]: the actors that own queues, tasks and leases (single writer, no locks).
 //! - [`store`]: the durable `TaskStore` trait, the WAL and sled backends and the group-commit thread.
+//! - [`http`]: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
 //! - [`node`]: wiring it all together (open store, recover, start shards and committer).
 //! - [`metrics`]: metric names.
 
 pub mod config;
 pub mod connection;
 pub mod handlers;
+pub mod http;
 pub(crate) mod idmap;
 pub mod metrics;
 pub mod node;

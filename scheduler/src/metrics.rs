@@ -31,3 +31,56 @@ pub const LEASES_IN_FLIGHT: &str = "pm_leases_in_flight";
 pub const DEAD_LETTERS: &str = "pm_dead_letters";
 /// Gauge: open connections (label `role`).
 pub const CONNECTIONS: &str = "pm_connections";
+/// Counter: bytes written to the store.
+pub const WAL_BYTES_WRITTEN: &str = "pm_wal_bytes_written_total";
+/// Histogram, seconds: a Submit's part on a shard, from the shard receiving it to its reply (made durable)
+/// going to the connection's writer.
+pub const SUBMIT_SECONDS: &str = "pm_submit_seconds";
+/// Histogram, seconds: a task's wait from ready (submitted, delay over, retried or redriven) to leased.
+pub const DISPATCH_SECONDS: &str = "pm_dispatch_seconds";
+/// Histogram, seconds: from a task's submit (`submitted_unix_ms`, wall clock) to its ack being durable.
+pub const END_TO_END_SECONDS: &str = "pm_end_to_end_seconds";
+/// Histogram, seconds: one WAL fsync.
+pub const WAL_FSYNC_SECONDS: &str = "pm_wal_fsync_seconds";
+/// Histogram, records: records written by one group commit.
+pub const WAL_BATCH_RECORDS: &str = "pm_wal_batch_records";
+
+/// Buckets for waits that include queueing or a pipeline's run, seconds: 100 µs to an hour, with 0.05 s as a
+/// boundary.
+pub const WAIT_BUCKETS: [f64; 21] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 900.0, 3600.0,
+];
+/// Buckets for a group commit's size, records: 1 to 4096.
+pub const BATCH_BUCKETS: [f64; 13] =
+    [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0];
+
+/// The scheduler's histograms whose buckets are not the default latency buckets (100 µs to 10 s).
+pub const METRIC_BUCKETS: &[(&str, &[f64])] =
+    &[(DISPATCH_SECONDS, &WAIT_BUCKETS), (END_TO_END_SECONDS, &WAIT_BUCKETS), (WAL_BATCH_RECORDS, &BATCH_BUCKETS)];
+
+/// Gives every metric its help text and unit (Prometheus `# HELP`). Call after the recorder is installed.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(SUBMITTED, Unit::Count, "Tasks made durable and enqueued.");
+    describe_counter!(LEASED, Unit::Count, "Leases handed to agents.");
+    describe_counter!(ACKED, Unit::Count, "Tasks acknowledged (durably).");
+    describe_counter!(NACKED, Unit::Count, "Deliveries nacked by agents.");
+    describe_counter!(REDELIVERED, Unit::Count, "Deliveries whose lease expired or whose agent left.");
+    describe_counter!(DEAD_LETTERED, Unit::Count, "Tasks moved to the dead-letter set.");
+    describe_counter!(CANCELLED, Unit::Count, "Tasks cancelled (durably).");
+    describe_counter!(RECLAIMED, Unit::Count, "Reclaim items answered, by outcome.");
+    describe_counter!(STALE_LEASES, Unit::Count, "Ack, nack or extend quoting an unknown lease id, by op.");
+    describe_counter!(REFUSED, Unit::Count, "Frames or connections refused, by reason.");
+    describe_counter!(WAL_BYTES_WRITTEN, Unit::Bytes, "Bytes written to the store.");
+    describe_gauge!(QUEUE_DEPTH, Unit::Count, "Ready tasks per queue.");
+    describe_gauge!(QUEUE_DELAYED, Unit::Count, "Delayed tasks per queue.");
+    describe_gauge!(LEASES_IN_FLIGHT, Unit::Count, "Leases in flight per queue.");
+    describe_gauge!(DEAD_LETTERS, Unit::Count, "Dead letters per queue.");
+    describe_gauge!(CONNECTIONS, Unit::Count, "Open connections, by role.");
+    describe_histogram!(SUBMIT_SECONDS, Unit::Seconds, "Submit received by a shard to its durable reply.");
+    describe_histogram!(DISPATCH_SECONDS, Unit::Seconds, "Task ready to leased.");
+    describe_histogram!(END_TO_END_SECONDS, Unit::Seconds, "Task submitted to its ack durable.");
+    describe_histogram!(WAL_FSYNC_SECONDS, Unit::Seconds, "One WAL fsync.");
+    describe_histogram!(WAL_BATCH_RECORDS, Unit::Count, "Records written by one group commit.");
+}

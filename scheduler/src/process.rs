@@ -2,10 +2,15 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
+use crate::http;
 use crate::node::Node;
 use crate::server;
 
@@ -25,15 +30,27 @@ pub fn prepare(cfg: &Config, who: &str) -> Result<tokio::runtime::Runtime, std::
 }
 
 /// Starts the node of `cfg`, prints `listening on ADDR` to stdout, calls `on_ready` with the bound address,
-/// serves until `stop` resolves, then drains within `cfg.shutdown_grace`.
+/// then (unless `--http-listen off`) prints `http listening on ADDR` and serves the HTTP endpoint; serves until
+/// `stop` resolves, then drains within `cfg.shutdown_grace` (`/readyz` answers 503 meanwhile).
 pub async fn run_node(
     cfg: Config,
     stop: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let addr = cfg.listen_addr()?;
+    let http_addr = cfg.http_addr()?;
+    // Installed before the node starts: shards look their histograms up once, at start.
+    let metrics = http_addr.is_some().then(http::install_metrics);
     let node = Node::start(&cfg)?;
     let listener = server::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let http_listener = match http_addr {
+        Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+            anyhow::anyhow!(
+                "--http-listen {a}: {e} (another scheduler on this machine? give each its own port, or `off`)"
+            )
+        })?),
+        None => None,
+    };
     let bound = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
@@ -42,9 +59,24 @@ pub async fn run_node(
     }
     tracing::info!(%bound, node = %node.ctx.node_id, store = ?cfg.store, fsync = ?cfg.fsync, "scheduler ready");
     on_ready(bound);
+    let ready = Arc::new(AtomicBool::new(true));
+    let http_stop = CancellationToken::new();
+    if let Some(l) = http_listener {
+        let http_bound = l.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "http listening on {http_bound}")?;
+            out.flush()?;
+        }
+        let (cfg, ready, stop) = (cfg.clone(), ready.clone(), http_stop.clone());
+        let metrics = metrics.unwrap_or_else(http::install_metrics);
+        tokio::spawn(async move { http::serve(l, &cfg, metrics, ready, stop).await });
+    }
     server::run(listener, node.ctx.clone(), stop).await;
     tracing::info!("shutting down");
+    ready.store(false, Ordering::Relaxed);
     node.shutdown(cfg.shutdown_grace).await;
+    http_stop.cancel();
     tracing::info!("stopped");
     Ok(())
 }

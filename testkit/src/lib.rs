@@ -1,9 +1,9 @@
 //! Test harness for end-to-end tests: real processes, real sockets.
 //!
 //! [`Scheduler::start`] builds the binaries once per test process (`cargo build --bins`, a no-op when they are
-//! fresh), starts `pm-scheduler --listen 127.0.0.1:0` with a data directory, reads the `listening on ADDR`
-//! line, and returns a handle that can SIGKILL, SIGTERM and restart the process on the same address and
-//! data. [`pmctl`] runs the CLI. Processes are killed when their handle is dropped.
+//! fresh), starts `pm-scheduler --listen 127.0.0.1:0 --http-listen 127.0.0.1:0` with a data directory, reads the
+//! `listening on ADDR` and `http listening on ADDR` lines, and returns a handle that can SIGKILL, SIGTERM and
+//! restart the process on the same address and data. [`pmctl`] runs the CLI. Processes are killed when their handle is dropped.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -46,6 +46,9 @@ pub struct Scheduler {
     pub addr: String,
     /// Its data directory.
     pub data: PathBuf,
+    /// `host:port` of its HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), from the `http listening on ADDR`
+    /// line; `None` with `--http-listen off`. A free port is picked at every (re)start.
+    pub http_addr: Option<String>,
     args: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
     _logdir: tempfile::TempDir,
@@ -77,6 +80,7 @@ impl Scheduler {
             child: None,
             addr: "127.0.0.1:0".into(),
             data: data.to_path_buf(),
+            http_addr: None,
             args,
             _tmp: None,
             _logdir: logdir,
@@ -105,11 +109,15 @@ impl Scheduler {
     /// Tries to start the process; returns the stderr tail on failure.
     pub fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(|e| e.to_string())?;
-        let mut child = Command::new(bin("pm-scheduler"))
-            .arg("--listen")
-            .arg(&self.addr)
-            .arg("--data")
-            .arg(&self.data)
+        // Many schedulers run at once: each gets a free HTTP port unless the test chose one (or `off`).
+        let http_pos = self.args.iter().position(|a| a == "--http-listen");
+        let http_off = http_pos.and_then(|i| self.args.get(i + 1)).is_some_and(|v| v == "off");
+        let mut cmd = Command::new(bin("pm-scheduler"));
+        cmd.arg("--listen").arg(&self.addr).arg("--data").arg(&self.data);
+        if http_pos.is_none() {
+            cmd.args(["--http-listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
             .args(&self.args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
@@ -121,6 +129,22 @@ impl Scheduler {
         match lines.next() {
             Some(Ok(line)) if line.starts_with("listening on ") => {
                 self.addr = line["listening on ".len()..].trim().to_string();
+                self.http_addr = None;
+                if !http_off {
+                    match lines.next() {
+                        Some(Ok(l)) if l.starts_with("http listening on ") => {
+                            self.http_addr = Some(l["http listening on ".len()..].trim().to_string());
+                        }
+                        other => {
+                            let _ = child.kill();
+                            let status = child.wait().ok();
+                            return Err(format!(
+                                "unexpected second line {other:?}, exit {status:?}; log: {}",
+                                self.log_tail()
+                            ));
+                        }
+                    }
+                }
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines {});
                 self.child = Some(child);

@@ -199,6 +199,10 @@ struct Task {
     /// Not before, for Delayed.
     not_before: Option<Instant>,
     idem: Option<String>,
+    /// When it last became ready (for [`m::DISPATCH_SECONDS`]).
+    ready_since: Instant,
+    /// When it was submitted, wall clock (for [`m::END_TO_END_SECONDS`]; 0 if unknown).
+    submitted_unix_ms: u64,
 }
 
 #[derive(Debug)]
@@ -217,9 +221,33 @@ struct Agent {
 /// A reply waiting for its round to be durable.
 #[derive(Debug)]
 enum Waiter {
-    Submit { out: OutTx, request_id: u64, results: Vec<(usize, SubmitResult)>, new_tasks: Vec<u64> },
-    Ack { out: OutTx, request_id: u64, items: Vec<(usize, ErrorCode)>, acked: Vec<u64> },
-    Cancel { out: OutTx, request_id: u64, items: Vec<(usize, ErrorCode)>, cancelled: Vec<u64> },
+    Submit {
+        out: OutTx,
+        request_id: u64,
+        results: Vec<(usize, SubmitResult)>,
+        new_tasks: Vec<u64>,
+        /// When the shard received it (for [`m::SUBMIT_SECONDS`]).
+        received: Instant,
+    },
+    Ack {
+        out: OutTx,
+        request_id: u64,
+        items: Vec<(usize, ErrorCode)>,
+        acked: Vec<u64>,
+    },
+    Cancel {
+        out: OutTx,
+        request_id: u64,
+        items: Vec<(usize, ErrorCode)>,
+        cancelled: Vec<u64>,
+    },
+}
+
+/// The shard's latency histograms.
+struct Histograms {
+    submit: metrics::Histogram,
+    dispatch: metrics::Histogram,
+    end_to_end: metrics::Histogram,
 }
 
 /// A shard's handle: cheap to clone.
@@ -253,6 +281,8 @@ pub fn shard_of_lease(lease_id: u64, n: usize) -> usize {
 
 /// The shard actor.
 pub struct Shard {
+    /// Latency histograms, looked up once (a lookup per task would cost on the hot path).
+    hist: Histograms,
     index: usize,
     shards: usize,
     cfg: ShardConfig,
@@ -303,6 +333,11 @@ impl Shard {
     ) -> ShardHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut shard = Shard {
+            hist: Histograms {
+                submit: metrics::histogram!(m::SUBMIT_SECONDS),
+                dispatch: metrics::histogram!(m::DISPATCH_SECONDS),
+                end_to_end: metrics::histogram!(m::END_TO_END_SECONDS),
+            },
             index,
             shards,
             cfg,
@@ -349,6 +384,7 @@ impl Shard {
             let q = self.queue_id(pm_protocol::pipeline::queue_or_default(&spec.queue));
             let mut task = self.new_task(q, &spec, None);
             task.attempts = rt.attempts;
+            task.submitted_unix_ms = stored.submitted_unix_ms;
             if let Some(reason) = rt.dead_reason {
                 task.state = State::Dead(reason);
                 self.queues[q as usize].dead.insert(rt.task_id);
@@ -365,6 +401,7 @@ impl Shard {
                 self.held.push(rt.task_id);
             } else {
                 task.state = State::Ready;
+                task.ready_since = Instant::now();
                 self.queues[q as usize].ready.push(ReadyEntry { priority: task.priority, task_id: rt.task_id });
             }
             self.tasks.insert(rt.task_id, task);
@@ -408,6 +445,8 @@ impl Shard {
             state: State::Pending,
             not_before: None,
             idem,
+            ready_since: Instant::now(),
+            submitted_unix_ms: 0,
         }
     }
 
@@ -475,6 +514,7 @@ impl Shard {
     }
 
     fn on_submit(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, TaskSpec)>) {
+        let received = Instant::now();
         let now_ms = now_unix_ms();
         let mut results = Vec::with_capacity(items.len());
         let mut new_tasks = Vec::with_capacity(items.len());
@@ -513,6 +553,7 @@ impl Shard {
                 expires_unix_ms: now_ms + self.cfg.idempotency_window.as_millis() as u64,
             });
             let mut task = self.new_task(q, &spec, idem_key.clone());
+            task.submitted_unix_ms = now_ms;
             if spec.delay_ms > 0 {
                 task.not_before = Some(Instant::now() + Duration::from_millis(spec.delay_ms));
             }
@@ -527,7 +568,7 @@ impl Shard {
             results.push((idx, SubmitResult { task_id, ..Default::default() }));
         }
         // Even a request of duplicates waits for this round: its originals may still be in flight.
-        self.waiters.push(Waiter::Submit { out, request_id, results, new_tasks });
+        self.waiters.push(Waiter::Submit { out, request_id, results, new_tasks, received });
     }
 
     fn on_ack(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, u64, Bytes)>) {
@@ -725,6 +766,7 @@ impl Shard {
                 continue; // reclaimed or cancelled meanwhile
             }
             t.state = State::Ready;
+            t.ready_since = Instant::now();
             let q = &mut self.queues[t.queue as usize];
             q.held = q.held.saturating_sub(1);
             q.ready.push(ReadyEntry { priority: t.priority, task_id });
@@ -784,6 +826,7 @@ impl Shard {
             metrics::counter!(m::DEAD_LETTERED).increment(1);
         } else if after.is_zero() {
             t.state = State::Ready;
+            t.ready_since = Instant::now();
             self.queues[q as usize].ready.push(ReadyEntry { priority: t.priority, task_id });
             self.dirty.insert(q);
         } else {
@@ -829,6 +872,7 @@ impl Shard {
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     if t.state == State::Delayed && t.not_before == Some(at) {
                         t.state = State::Ready;
+                        t.ready_since = Instant::now();
                         t.not_before = None;
                         q.ready.push(ReadyEntry { priority: t.priority, task_id });
                         self.dirty.insert(qi as u32);
@@ -886,6 +930,7 @@ impl Shard {
             self.next_lease += 1;
             task.attempts += 1;
             task.state = State::Leased(lease_id);
+            self.hist.dispatch.record(now.saturating_duration_since(task.ready_since).as_secs_f64());
             let deadline = now + task.lease;
             agent.leases.insert(lease_id);
             self.leases.insert(lease_id, Lease { task_id: entry.task_id, conn, deadline });
@@ -959,7 +1004,7 @@ impl Shard {
     fn complete_round(&mut self, waiters: Vec<Waiter>, result: &Result<(), (ErrorCode, String)>, now: Instant) {
         for w in waiters {
             match w {
-                Waiter::Submit { out, request_id, mut results, new_tasks } => {
+                Waiter::Submit { out, request_id, mut results, new_tasks, received } => {
                     match result {
                         Ok(()) => {
                             for task_id in new_tasks {
@@ -991,11 +1036,16 @@ impl Shard {
                         }
                     }
                     let _ = out.send(Outbound::Part { request_id, part: Part::Submit(results) });
+                    self.hist.submit.record(now.saturating_duration_since(received).as_secs_f64());
                 }
                 Waiter::Ack { out, request_id, mut items, acked } => {
+                    let now_ms = now_unix_ms();
                     for task_id in acked {
                         if let Some(t) = self.tasks.remove(&task_id) {
-                            let _ = t;
+                            if result.is_ok() && t.submitted_unix_ms > 0 {
+                                let secs = now_ms.saturating_sub(t.submitted_unix_ms) as f64 / 1000.0;
+                                self.hist.end_to_end.record(secs);
+                            }
                         }
                     }
                     match result {
@@ -1045,6 +1095,7 @@ impl Shard {
             return;
         }
         t.state = State::Ready;
+        t.ready_since = Instant::now();
         self.queues[t.queue as usize].ready.push(ReadyEntry { priority: t.priority, task_id });
         self.dirty.insert(t.queue);
     }
@@ -1062,6 +1113,7 @@ impl Shard {
             }
             _ => {
                 t.state = State::Ready;
+                t.ready_since = Instant::now();
                 t.not_before = None;
                 q.ready.push(ReadyEntry { priority: t.priority, task_id });
                 self.dirty.insert(t.queue);
@@ -1118,6 +1170,7 @@ impl Shard {
                 if let Some(t) = self.tasks.get_mut(&task_id) {
                     t.attempts = 0;
                     t.state = State::Ready;
+                    t.ready_since = Instant::now();
                     self.queues[qi].ready.push(ReadyEntry { priority: t.priority, task_id });
                     self.records.push(Record::Redrive { task_id });
                     n += 1;

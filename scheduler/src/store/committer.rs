@@ -230,14 +230,14 @@ fn commit(store: &mut dyn TaskStore, mode: FsyncMode, group: &mut Vec<Job>, lazy
         *lazy_since = None;
     }
     let records: usize = group.iter().map(|j| j.records.len()).sum();
-    metrics::histogram!("pm_wal_batch_records").record(records as f64);
+    metrics::histogram!(crate::metrics::WAL_BATCH_RECORDS).record(records as f64);
     let results: Vec<Result<(), StoreError>> = group.iter().map(|job| store.append(&job.records)).collect();
     let synced = match mode {
         FsyncMode::None => Ok(()),
         FsyncMode::Always | FsyncMode::Batch(_) if results.iter().any(Result::is_ok) => {
             let started = Instant::now();
             let r = store.sync();
-            metrics::histogram!("pm_wal_fsync_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::metrics::WAL_FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
             r
         }
         FsyncMode::Always | FsyncMode::Batch(_) => Ok(()),

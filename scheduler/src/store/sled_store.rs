@@ -99,7 +99,7 @@ impl TaskStore for SledStore {
             }
         }
         let bytes: usize = records.iter().map(encoded_len).sum();
-        metrics::counter!("pm_wal_bytes_written_total").increment(bytes as u64);
+        metrics::counter!(crate::metrics::WAL_BYTES_WRITTEN).increment(bytes as u64);
         Ok(())
     }
 

@@ -330,7 +330,7 @@ impl Wal {
                 self.active.pos = end;
                 self.active.dirty_end = 0;
                 self.active.unsynced = true;
-                metrics::counter!("pm_wal_bytes_written_total").increment(end - pos);
+                metrics::counter!(crate::metrics::WAL_BYTES_WRITTEN).increment(end - pos);
                 Ok(())
             }
             Err(e) => {

@@ -1,0 +1,73 @@
+//! The node's HTTP endpoint (`--http-listen`): `GET /metrics` (Prometheus text, histograms with buckets),
+//! `GET /healthz` (the process answers) and `GET /readyz` (200 while the node accepts work, 503 once it is
+//! shutting down). Served by [`pm_http::serve`] with the header timeout and connection limit of the config.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// What the endpoint reads.
+#[derive(Clone)]
+struct HttpState {
+    metrics: Option<PrometheusHandle>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Installs (or reuses: one recorder per process) the Prometheus recorder with the scheduler's buckets, and
+/// describes the scheduler's metrics.
+pub fn install_metrics() -> Option<PrometheusHandle> {
+    let handle = pm_http::install_metrics(crate::metrics::METRIC_BUCKETS)?;
+    crate::metrics::describe();
+    Some(handle)
+}
+
+/// The endpoint's routes. `ready` is what `/readyz` reports.
+pub fn router(metrics: Option<PrometheusHandle>, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") })
+        .with_state(HttpState { metrics, ready })
+}
+
+/// Serves the endpoint on `listener` until `stop` fires.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: &Config,
+    metrics: Option<PrometheusHandle>,
+    ready: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let limits = pm_http::ServeLimits {
+        header_timeout: Duration::from_millis(cfg.http_header_timeout_ms.max(1)),
+        max_connections: cfg.http_max_connections.max(1),
+    };
+    pm_http::serve(listener, router(metrics, ready), limits, stop).await;
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    }
+}
+
+async fn metrics_page(State(s): State<HttpState>) -> Response {
+    match &s.metrics {
+        Some(h) => pm_http::metrics_response(h),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n").into_response(),
+    }
+}

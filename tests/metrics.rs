@@ -1,0 +1,109 @@
+//! The scheduler's HTTP endpoint over a real socket: `/metrics` (Prometheus text with histogram buckets,
+//! checked by `promtool`), `/healthz`, `/readyz`, unknown paths, and the header timeout.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use pm_client::ConnectOptions;
+use pm_protocol::ErrorCode;
+use pm_testkit::Scheduler;
+use pm_tests::{next_lease, task};
+
+/// `GET path` over HTTP/1.0 (the body ends at the close); returns the status and the body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let status = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{reply:?}"));
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn http_addr(s: &Scheduler) -> String {
+    s.http_addr.clone().expect("the testkit starts the scheduler with --http-listen 127.0.0.1:0")
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_histograms_with_buckets() {
+    let s = Scheduler::start(&[]);
+    let http = http_addr(&s);
+    let p = s.client(ConnectOptions::producer()).await;
+    for i in 0..3u8 {
+        p.submit_one(task("m", &[i])).await.unwrap();
+    }
+    let (a, mut leases) = s.agent().await;
+    a.credit("m", 3).await.unwrap();
+    for _ in 0..3 {
+        let t = next_lease(&mut leases).await;
+        assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+    }
+    let (status, text) = get(&http, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    for name in ["pm_end_to_end_seconds", "pm_submit_seconds", "pm_dispatch_seconds", "pm_wal_fsync_seconds"] {
+        let line = format!("{name}_bucket{{le=\"0.05\"}}");
+        assert!(text.contains(&line), "no {line} in:\n{text}");
+        assert!(text.contains(&format!("# TYPE {name} histogram")), "{name} is not a histogram:\n{text}");
+    }
+    assert!(text.contains("pm_end_to_end_seconds_count 3"), "{text}");
+    assert!(text.contains("pm_wal_batch_records_bucket{le=\"4096\"}"), "{text}");
+    assert!(text.contains("pm_tasks_acked_total 3"), "{text}");
+    assert!(!text.contains("quantile="), "summaries instead of histograms:\n{text}");
+    promtool_check(&text);
+}
+
+/// Pipes `text` through `promtool check metrics`: exit 0 and no findings.
+fn promtool_check(text: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "promtool is needed to check the metrics ({e}): install the Debian package `prometheus` \
+             (apt-get install prometheus)"
+        ),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let findings = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && findings.trim().is_empty(), "promtool: {:?}\n{findings}", out.status);
+}
+
+#[tokio::test]
+async fn health_ready_and_unknown_paths() {
+    let s = Scheduler::start(&[]);
+    let http = http_addr(&s);
+    assert_eq!(get(&http, "/healthz").0, 200);
+    assert_eq!(get(&http, "/readyz").0, 200);
+    assert_eq!(get(&http, "/nope").0, 404);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_is_dropped_after_the_header_timeout() {
+    let s = Scheduler::start(&["--http-header-timeout-ms", "300"]);
+    let mut idle = TcpStream::connect(http_addr(&s)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the server must close, not answer");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn http_off_prints_no_http_line() {
+    let s = Scheduler::start(&["--http-listen", "off"]);
+    assert!(s.http_addr.is_none());
+    let p = s.client(ConnectOptions::producer()).await;
+    p.submit_one(task("q", b"x")).await.unwrap();
+}
