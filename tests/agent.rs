@@ -7,15 +7,7 @@ use std::time::Duration;
 
 use pm_client::ConnectOptions;
 use pm_testkit::{pmctl, wait_for, Agent, Executor, Scheduler};
-
-fn submit(s: &Scheduler, json: &str) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("task.json");
-    std::fs::write(&file, json).unwrap();
-    let out = pmctl(&s.addr, &["submit", file.to_str().unwrap()], None);
-    assert!(out.status.success(), "pmctl: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
-}
+use pm_tests::submit_json;
 
 fn read(p: &Path) -> Option<String> {
     std::fs::read_to_string(p).ok()
@@ -48,7 +40,7 @@ async fn a_pipeline_of_shell_steps_runs_through_scheduler_and_agent() {
             {{"executorName":"sh","commands":["cat $PIPE_DIR/shared.txt > {0}/out.txt","echo $PM_TASK_ID >> {0}/out.txt"]}}]}}"#,
         out.path().display()
     );
-    let id = submit(&s, &task);
+    let id = submit_json(&s, &task);
     let text = wait_for(Duration::from_secs(20), "the pipeline's output", || {
         read(&out.path().join("out.txt")).filter(|t| t.lines().count() == 2)
     });
@@ -78,7 +70,7 @@ async fn a_failing_command_is_retried_then_dead_lettered_with_its_stderr_tail() 
             "commands":["echo run >> {}/runs; echo disk on fire >&2; exit 7"]}}]}}"#,
         out.path().display()
     );
-    let id = submit(&s, &task);
+    let id = submit_json(&s, &task);
     let d = dead_letter(&s, &agent).await;
     assert_eq!(d.task_id, id);
     assert_eq!(d.attempts, 3);
@@ -90,7 +82,7 @@ async fn a_failing_command_is_retried_then_dead_lettered_with_its_stderr_tail() 
 async fn an_unknown_executor_fails_the_task_clearly() {
     let s = Scheduler::start(&[]);
     let agent = Agent::start(&s.addr, &["--executors", "sh,wget"]);
-    submit(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"tesseract","commands":["true"]}]}"#);
+    submit_json(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"tesseract","commands":["true"]}]}"#);
     let d = dead_letter(&s, &agent).await;
     assert!(d.reason.ends_with("step 1: unknown executor `tesseract` (this agent runs: sh, wget)"), "{}", d.reason);
 }
@@ -104,7 +96,7 @@ async fn a_task_of_a_killed_agent_runs_again_on_another() {
         out.path().display()
     );
     let mut first = Agent::start(&s.addr, &[]);
-    submit(&s, &task);
+    submit_json(&s, &task);
     wait_for(Duration::from_secs(20), "the first agent to start the task", || read(&out.path().join("starts")));
     first.kill();
     let second = Agent::start(&s.addr, &[]);
@@ -127,10 +119,10 @@ async fn the_agent_reconnects_after_a_scheduler_restart() {
             out.path().display()
         )
     };
-    submit(&s, &task("before"));
+    submit_json(&s, &task("before"));
     wait_for(Duration::from_secs(20), "the first task", || read(&out.path().join("before")));
     s.restart();
-    submit(&s, &task("after"));
+    submit_json(&s, &task("after"));
     let text = wait_for(Duration::from_secs(30), "a task after the restart", || read(&out.path().join("after")));
     assert_eq!(text, "after\n", "agent log:\n{}", agent.log());
 }
@@ -181,7 +173,7 @@ async fn a_running_task_survives_a_scheduler_restart() {
             "commands":["echo start >> {0}/starts; sleep 3; echo done >> {0}/done"]}}]}}"#,
         out.path().display()
     );
-    submit(&s, &task);
+    submit_json(&s, &task);
     wait_for(Duration::from_secs(20), "the task to start", || read(&out.path().join("starts")));
     s.restart();
     let done = wait_for(Duration::from_secs(20), "the task to finish", || read(&out.path().join("done")));
@@ -207,7 +199,7 @@ async fn a_task_given_to_another_agent_meanwhile_is_stopped_on_reclaim() {
         out.path().display()
     );
     let first = Agent::start(&s.addr, &[]);
-    let id = submit(&s, &task);
+    let id = submit_json(&s, &task);
     let pid = wait_for(Duration::from_secs(20), "the first run", || read(&out.path().join("pids")));
     signal(first.pid(), "-STOP");
     s.restart();
@@ -237,7 +229,7 @@ async fn pod_executors_run_their_steps_over_unix_sockets() {
     let mut ocr = Executor::start("ocr", &pods.join("ocr.sock"));
     let agent = Agent::start(&s.addr, &["--keep-task-dirs", "--pod-dir", pods.to_str().unwrap()]);
 
-    let id = submit(
+    let id = submit_json(
         &s,
         r#"{"pipeline":[{"executorName":"fetch","commands":["echo $PPID > fetch.ppid","echo hello pods > a.txt"]},
             {"executorName":"ocr","commands":["echo $PPID > ocr.ppid","tr a-z A-Z < a.txt > b.txt"]}]}"#,
@@ -252,7 +244,7 @@ async fn pod_executors_run_their_steps_over_unix_sockets() {
     assert_eq!(read(&dir.join("ocr.ppid")).unwrap().trim(), ocr.pid().to_string());
 
     // A step timeout on a pod executor kills the command's whole process group there.
-    let id = submit(
+    let id = submit_json(
         &s,
         r#"{"maxAttempts":1,"pipeline":[{"executorName":"fetch","timeoutSeconds":0.5,
             "commands":["sleep 30 & echo $! > child.pid; sleep 30"]}]}"#,
@@ -268,13 +260,13 @@ async fn pod_executors_run_their_steps_over_unix_sockets() {
 
     // A dead executor (its socket file left behind) fails the task with a clear reason.
     ocr.kill();
-    let id = submit(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"ocr","commands":["true"]}]}"#);
+    let id = submit_json(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"ocr","commands":["true"]}]}"#);
     let d = dead_letter_of(&s, &agent, Some(id)).await;
     assert!(d.reason.contains("executor `ocr`: cannot connect to"), "{}", d.reason);
     assert!(d.reason.contains("pm-agent exec --name ocr"), "{}", d.reason);
 
     // A name with no socket at all fails before anything runs.
-    let id = submit(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"s3","commands":["true"]}]}"#);
+    let id = submit_json(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"s3","commands":["true"]}]}"#);
     let d = dead_letter_of(&s, &agent, Some(id)).await;
     assert!(d.reason.contains("step 1: executor `s3` has no socket at"), "{}", d.reason);
 }

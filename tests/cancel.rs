@@ -12,16 +12,7 @@ use pm_client::{AgentEvent, ConnectOptions};
 use pm_protocol::pb::NackItem;
 use pm_protocol::ErrorCode;
 use pm_testkit::{pmctl, wait_for, Agent, Scheduler};
-use pm_tests::{assert_no_lease, next_event, next_lease, task};
-
-fn submit(s: &Scheduler, json: &str) -> u64 {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("task.json");
-    std::fs::write(&file, json).unwrap();
-    let out = pmctl(&s.addr, &["submit", file.to_str().unwrap()], None);
-    assert!(out.status.success(), "pmctl: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
-}
+use pm_tests::{assert_no_lease, next_event, next_lease, submit_json, task};
 
 fn cancel(s: &Scheduler, ids: &[u64]) -> Output {
     let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
@@ -70,7 +61,7 @@ fn sleeper(dir: &Path, extra: &str) -> String {
 /// everything ready before it (queues are FIFO).
 fn run_sentinel(s: &Scheduler, agent: &Agent, dir: &Path) {
     let task = format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["touch {}/sentinel"]}}]}}"#, dir.display());
-    submit(s, &task);
+    submit_json(s, &task);
     let sentinel = dir.join("sentinel");
     wait_for(Duration::from_secs(20), "the sentinel task", || sentinel.exists().then_some(()));
     // Let the agent's ack land so the stats settle.
@@ -84,7 +75,7 @@ fn cancelling_a_running_task_kills_it_within_a_second_and_it_never_runs_again() 
     let s = Scheduler::start(&["--default-lease", "2s"]);
     let agent = Agent::start(&s.addr, &[]);
     let out = tempfile::tempdir().unwrap();
-    let id = submit(&s, &sleeper(out.path(), ""));
+    let id = submit_json(&s, &sleeper(out.path(), ""));
     let pid = wait_for(Duration::from_secs(20), "the task to start", || read(&out.path().join("pid")));
     let pid = pid.trim().to_string();
     assert!(!dead(&pid), "the sleep is running");
@@ -119,8 +110,8 @@ fn cancelling_a_running_task_kills_it_within_a_second_and_it_never_runs_again() 
 fn a_cancelled_ready_task_never_runs_when_an_agent_arrives() {
     let s = Scheduler::start(&[]);
     let out = tempfile::tempdir().unwrap();
-    let id = submit(&s, &sleeper(out.path(), ""));
-    let delayed = submit(&s, &sleeper(out.path(), r#""delaySeconds":1,"#));
+    let id = submit_json(&s, &sleeper(out.path(), ""));
+    let delayed = submit_json(&s, &sleeper(out.path(), r#""delaySeconds":1,"#));
     assert_eq!(counts(&s), (1, 1, 0, 0));
     let o = cancel(&s, &[id, delayed]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -144,7 +135,7 @@ fn cancelling_an_unknown_id_fails_with_not_found() {
     assert!(err.contains("1 task(s) were not cancelled"), "{err}");
 
     // Mixed: the known one is cancelled, the unknown one reported, the exit code says not everything was.
-    let id = submit(&s, &sleeper(out.path(), ""));
+    let id = submit_json(&s, &sleeper(out.path(), ""));
     let o = cancel(&s, &[424_242, id]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o), format!("424242 not found\n{id} cancelled\n"));
@@ -168,8 +159,8 @@ fn a_cancelled_task_does_not_come_back_after_a_restart_with_the_sled_store() {
 fn cancelled_task_stays_cancelled_across_restarts(flags: &[&str]) {
     let mut s = Scheduler::start(flags);
     let out = tempfile::tempdir().unwrap();
-    let cancelled = submit(&s, &sleeper(out.path(), ""));
-    let kept = submit(&s, &sleeper(out.path(), ""));
+    let cancelled = submit_json(&s, &sleeper(out.path(), ""));
+    let kept = submit_json(&s, &sleeper(out.path(), ""));
     let o = cancel(&s, &[cancelled]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     s.restart(); // SIGKILL: only what was durable survives
