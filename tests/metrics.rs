@@ -1,5 +1,6 @@
 //! The scheduler's HTTP endpoint over a real socket: `/metrics` (Prometheus text with histogram buckets,
-//! checked by `promtool`), `/healthz`, `/readyz`, unknown paths, and the header timeout.
+//! checked by `promtool`), `/healthz`, `/readyz`, unknown paths, the header timeout, and a real Prometheus
+//! scraping it and answering `histogram_quantile` over the end-to-end latency.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -106,4 +107,67 @@ async fn http_off_prints_no_http_line() {
     assert!(s.http_addr.is_none());
     let p = s.client(ConnectOptions::producer()).await;
     p.submit_one(task("q", b"x")).await.unwrap();
+}
+
+/// A real Prometheus scrapes a real scheduler under a small load; its query API then answers the p99 of the
+/// end-to-end latency with a number (the histogram is usable by `histogram_quantile`, as dashboards and alerts
+/// use it).
+#[tokio::test]
+async fn a_real_prometheus_computes_the_p99_end_to_end_latency() {
+    let Some(prometheus) =
+        ["/usr/bin/prometheus", "/usr/local/bin/prometheus"].into_iter().find(|p| std::path::Path::new(p).exists())
+    else {
+        panic!("the `prometheus` server is missing: install the Debian package `prometheus` (.ci/run does)");
+    };
+    let s = Scheduler::start(&[]);
+    let target = http_addr(&s);
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: pm\n    static_configs:\n      - targets: ['{target}']\n"),
+    )
+    .unwrap();
+    // A free port for Prometheus (it prints no bound address for port 0).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let web = format!("127.0.0.1:{port}");
+    let mut server = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", tmp.path().join("data").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // A small load: submit, lease and ack tasks until Prometheus has seen it.
+    let p = s.client(ConnectOptions::producer()).await;
+    let (a, mut leases) = s.agent().await;
+    let query = "/api/v1/query?query=histogram_quantile(0.99,sum(rate(pm_end_to_end_seconds_bucket%5B30s%5D))by(le))";
+    let started = Instant::now();
+    let mut p99 = None;
+    while p99.is_none() && started.elapsed() < Duration::from_secs(90) {
+        for i in 0..20u8 {
+            p.submit_one(task("load", &[i])).await.unwrap();
+        }
+        a.credit("load", 20).await.unwrap();
+        for _ in 0..20 {
+            let t = next_lease(&mut leases).await;
+            a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(mut conn) = TcpStream::connect(&web) else { continue };
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        conn.write_all(format!("GET {query} HTTP/1.0\r\nHost: {web}\r\n\r\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        let _ = conn.read_to_string(&mut reply);
+        let Some((_, body)) = reply.split_once("\r\n\r\n") else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else { continue };
+        // {"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[ts,"0.0049"]}]}}
+        p99 = v["data"]["result"][0]["value"][1].as_str().and_then(|x| x.parse::<f64>().ok()).filter(|x| x.is_finite());
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let p99 = p99.expect("Prometheus never answered a finite p99 of pm_end_to_end_seconds");
+    assert!(p99 > 0.0 && p99 < 10.0, "p99 {p99} s");
 }
