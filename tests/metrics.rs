@@ -171,3 +171,65 @@ async fn a_real_prometheus_computes_the_p99_end_to_end_latency() {
     let p99 = p99.expect("Prometheus never answered a finite p99 of pm_end_to_end_seconds");
     assert!(p99 > 0.0 && p99 < 10.0, "p99 {p99} s");
 }
+
+/// Every `pm_*` name in a text (with `_bucket`, `_sum`, `_count` taken off).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("pm_") {
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let name = &tail[..end];
+        let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        names.insert(base.to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The alert rules pass `promtool check rules`, the dashboard is valid JSON, and every metric either names is
+/// exported by a real scheduler once each kind of event has happened (the original chart autoscaled on a metric
+/// nothing exported).
+#[tokio::test]
+async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/observability");
+    let rules = format!("{dir}/alerts.yml");
+    let out = Command::new("promtool").args(["check", "rules", &rules]).output().unwrap();
+    assert!(out.status.success(), "promtool check rules: {}", String::from_utf8_lossy(&out.stderr));
+    let dashboard = std::fs::read_to_string(format!("{dir}/dashboard.json")).unwrap();
+    let _: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let named: std::collections::BTreeSet<String> =
+        metric_names(&std::fs::read_to_string(&rules).unwrap()).into_iter().chain(metric_names(&dashboard)).collect();
+
+    // One of each event: an ack, a nack that dead-letters, a redelivery (its agent disconnects).
+    let s = Scheduler::start(&[]);
+    let p = s.client(ConnectOptions::producer()).await;
+    let (a, mut leases) = s.agent().await;
+    p.submit_one(task("obs", b"ack")).await.unwrap();
+    a.credit("obs", 1).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap();
+    p.submit_one(pm_protocol::pb::TaskSpec { max_attempts: 1, ..task("obs", b"dead") }).await.unwrap();
+    a.credit("obs", 1).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    let nack = pm_protocol::pb::NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "boom".into() };
+    a.nack(vec![nack]).await.unwrap();
+    {
+        let (gone, mut gone_leases) = s.agent().await;
+        p.submit_one(task("obs", b"redeliver")).await.unwrap();
+        gone.credit("obs", 1).await.unwrap();
+        next_lease(&mut gone_leases).await;
+    }
+    let http = http_addr(&s);
+    let mut missing = named.clone();
+    for _ in 0..100 {
+        let exported = metric_names(&get(&http, "/metrics").1);
+        missing = named.iter().filter(|n| !exported.contains(*n)).cloned().collect();
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(missing.is_empty(), "named in docs/observability but not exported: {missing:?}");
+    assert!(named.contains("pm_end_to_end_seconds") && named.contains("pm_tasks_redelivered_total"));
+}
