@@ -97,14 +97,18 @@ async fn a_task_of_a_killed_agent_runs_again_on_another() {
     );
     let mut first = Agent::start(&s.addr, &[]);
     submit_json(&s, &task);
-    wait_for(Duration::from_secs(20), "the first agent to start the task", || read(&out.path().join("starts")));
+    wait_for(Duration::from_secs(20), "the first agent to start the task", || {
+        read(&out.path().join("starts")).filter(|t| t.ends_with('\n'))
+    });
     first.kill();
     let second = Agent::start(&s.addr, &[]);
     let starts = wait_for(Duration::from_secs(20), "the task to start again", || {
         read(&out.path().join("starts")).filter(|t| t.lines().count() >= 2)
     });
     assert_eq!(starts.lines().count(), 2, "agent log:\n{}", second.log());
-    wait_for(Duration::from_secs(20), "the second run to finish", || read(&out.path().join("done")));
+    wait_for(Duration::from_secs(20), "the second run to finish", || {
+        read(&out.path().join("done")).filter(|t| t.ends_with('\n'))
+    });
 }
 
 /// The agent outlives a scheduler crash: it reconnects to the restarted node and takes new tasks.
@@ -120,10 +124,12 @@ async fn the_agent_reconnects_after_a_scheduler_restart() {
         )
     };
     submit_json(&s, &task("before"));
-    wait_for(Duration::from_secs(20), "the first task", || read(&out.path().join("before")));
+    // `echo x > f` creates the file before it writes: wait for the whole line.
+    let done = |name: &str| read(&out.path().join(name)).filter(|t| t.ends_with('\n'));
+    wait_for(Duration::from_secs(20), "the first task", || done("before"));
     s.restart();
     submit_json(&s, &task("after"));
-    let text = wait_for(Duration::from_secs(30), "a task after the restart", || read(&out.path().join("after")));
+    let text = wait_for(Duration::from_secs(30), "a task after the restart", || done("after"));
     assert_eq!(text, "after\n", "agent log:\n{}", agent.log());
 }
 
@@ -174,9 +180,13 @@ async fn a_running_task_survives_a_scheduler_restart() {
         out.path().display()
     );
     submit_json(&s, &task);
-    wait_for(Duration::from_secs(20), "the task to start", || read(&out.path().join("starts")));
+    wait_for(Duration::from_secs(20), "the task to start", || {
+        read(&out.path().join("starts")).filter(|t| t.ends_with('\n'))
+    });
     s.restart();
-    let done = wait_for(Duration::from_secs(20), "the task to finish", || read(&out.path().join("done")));
+    let done = wait_for(Duration::from_secs(20), "the task to finish", || {
+        read(&out.path().join("done")).filter(|t| t.ends_with('\n'))
+    });
     assert_eq!(done, "done\n");
     settled(&s, &agent).await;
     let log = agent.log();
@@ -200,7 +210,9 @@ async fn a_task_given_to_another_agent_meanwhile_is_stopped_on_reclaim() {
     );
     let first = Agent::start(&s.addr, &[]);
     let id = submit_json(&s, &task);
-    let pid = wait_for(Duration::from_secs(20), "the first run", || read(&out.path().join("pids")));
+    let pid = wait_for(Duration::from_secs(20), "the first run", || {
+        read(&out.path().join("pids")).filter(|t| t.ends_with('\n'))
+    });
     signal(first.pid(), "-STOP");
     s.restart();
     let second = Agent::start(&s.addr, &[]);
@@ -209,7 +221,9 @@ async fn a_task_given_to_another_agent_meanwhile_is_stopped_on_reclaim() {
     });
     signal(first.pid(), "-CONT");
     wait_for(Duration::from_secs(10), "the first run to be killed", || dead(&pid).then_some(()));
-    let done = wait_for(Duration::from_secs(20), "the second run to finish", || read(&out.path().join("done")));
+    let done = wait_for(Duration::from_secs(20), "the second run to finish", || {
+        read(&out.path().join("done")).filter(|t| t.ends_with('\n'))
+    });
     assert_eq!(done.trim(), second.work.join(format!("task-{id}")).display().to_string());
     settled(&s, &second).await;
     assert_eq!(read(&out.path().join("done")).unwrap().lines().count(), 1);

@@ -76,7 +76,9 @@ fn cancelling_a_running_task_kills_it_within_a_second_and_it_never_runs_again() 
     let agent = Agent::start(&s.addr, &[]);
     let out = tempfile::tempdir().unwrap();
     let id = submit_json(&s, &sleeper(out.path(), ""));
-    let pid = wait_for(Duration::from_secs(20), "the task to start", || read(&out.path().join("pid")));
+    let pid = wait_for(Duration::from_secs(20), "the task to start", || {
+        read(&out.path().join("pid")).filter(|t| t.ends_with('\n'))
+    });
     let pid = pid.trim().to_string();
     assert!(!dead(&pid), "the sleep is running");
 
@@ -167,7 +169,9 @@ fn cancelled_task_stays_cancelled_across_restarts(flags: &[&str]) {
     assert_eq!(counts(&s), (1, 0, 0, 0), "only the kept task is back");
 
     let agent = Agent::start(&s.addr, &[]);
-    let pid = wait_for(Duration::from_secs(20), "the kept task to start", || read(&out.path().join("pid")));
+    let pid = wait_for(Duration::from_secs(20), "the kept task to start", || {
+        read(&out.path().join("pid")).filter(|t| t.ends_with('\n'))
+    });
     // The kept task runs, and it is the only one that ever ran.
     assert_eq!(lines(&out.path().join("runs")), 1, "agent log:\n{}", agent.log());
     let o = cancel(&s, &[kept]);
