@@ -101,3 +101,32 @@ fn by_shard<T>(n: usize, items: impl IntoIterator<Item = (usize, T)>) -> Vec<(us
     }
     groups.into_iter().enumerate().filter(|(_, g)| !g.is_empty()).collect()
 }
+
+/// Sends a request about task ids to every shard: an id does not name its shard (tasks are placed by queue), so
+/// each shard answers for the ids it owns and the merged `reply` keeps its defaults for the rest. Refuses more
+/// than `--max-batch` items; an empty request is answered at once with `reply`.
+fn to_every_shard<T: Clone>(
+    ctx: &mut ConnCtx,
+    request_id: u64,
+    what: &str,
+    items: Vec<T>,
+    reply: crate::connection::Reply,
+    msg: impl Fn(&ConnCtx, Vec<(usize, T)>) -> crate::shard::ShardMsg,
+) {
+    let max = ctx.server.cfg.max_batch;
+    if items.len() > max {
+        let msg = format!("{} {what} in one request; the limit is {max} (--max-batch)", items.len());
+        ctx.error(ErrorCode::LimitExceeded, request_id, msg);
+        return;
+    }
+    let parts = if items.is_empty() { 0 } else { ctx.server.shards.len() };
+    let merge = crate::connection::Merge { parts, reply, permit: None };
+    let _ = ctx.out.send(Outbound::Begin { request_id, merge });
+    if items.is_empty() {
+        return;
+    }
+    let items: Vec<(usize, T)> = items.into_iter().enumerate().collect();
+    for s in &ctx.server.shards {
+        s.send(msg(ctx, items.clone()));
+    }
+}
