@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Starts a pm-scheduler on a fresh data folder, runs the end-to-end load generator against it, stops it.
+# Starts a pm-scheduler on a fresh data folder, runs pm-loadtest against it, stops it.
 #
-#   bench/run-e2e.sh [--bin PATH] [--sched "SCHEDULER ARGS"] -- E2E ARGS...
+#   bench/run-e2e.sh [--bin PATH] [--sched "SCHEDULER ARGS"] -- PM-LOADTEST SCENARIO ARGS...
 #
 # Example (the figures in docs/benchmarks.md):
-#   cargo build --release -p pm-scheduler -p pm-bench --example e2e
-#   bench/run-e2e.sh --sched "--fsync always" -- --mode max --duration 8 --warmup 2
-#   bench/run-e2e.sh --sched "--fsync always" -- --mode fixed --rate 20000 --duration 10 --warmup 2
-# Prints the load generator's JSON line. DATA_DIR=... keeps the data folder somewhere else (default: mktemp).
+#   cargo build --release -p pm-scheduler -p pm-loadtest
+#   bench/run-e2e.sh --sched "--fsync always" -- max-rate --duration 8 --warmup 2
+#   bench/run-e2e.sh --sched "--fsync always" -- fixed-rate --rate 20000 --duration 10 --warmup 2
+# Prints pm-loadtest's JSON report. DATA_DIR=... keeps the data folder somewhere else (default: mktemp).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/target/release/pm-scheduler"
@@ -29,4 +29,4 @@ trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf
 for _ in $(seq 200); do grep -q "listening on" "$out" && break; sleep 0.05; done
 addr="$(sed -n 's/.*listening on //p' "$out" | head -1)"
 [[ -n "$addr" ]] || { echo "scheduler did not start:" >&2; cat "$out.err" >&2; exit 1; }
-"$root/target/release/examples/e2e" --addr "$addr" "$@"
+"$root/target/release/pm-loadtest" --target "pm://$addr" "$@"

@@ -23,7 +23,21 @@ pub fn bin_dir() -> PathBuf {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bins", "-p", "pm-scheduler", "-p", "pmctl", "-p", "pm-agent", "-p", "pm"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "pm-scheduler",
+            "-p",
+            "pmctl",
+            "-p",
+            "pm-agent",
+            "-p",
+            "pm",
+            "-p",
+            "pm-loadtest",
+        ]);
         if release {
             cmd.arg("--release");
         }

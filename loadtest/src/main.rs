@@ -1,0 +1,422 @@
+//! `pm-loadtest`: load scenarios against a pm-scheduler, and the same workloads against Redis streams and
+//! beanstalkd for side-by-side comparisons.
+//!
+//! ```text
+//! pm-loadtest [--target pm://127.0.0.1:7070] max-rate   [--duration 10 --warmup 2 --producers 4 --consumers 4 ...]
+//! pm-loadtest [--target ...]                 fixed-rate --rate 20000 [...]
+//! pm-loadtest [--target ...]                 soak       [--rate 5000 --duration 600 --interval 10]
+//! pm-loadtest [--target ...]                 idle-connections --count 19000 [--server-pid PID]
+//! ```
+//! Targets: `pm://HOST:PORT` (or a bare `HOST:PORT`), `redis://HOST:PORT`, `beanstalk://HOST:PORT`. The tool
+//! connects only to the address it is given. The report is one JSON document on stdout (or `--out FILE`);
+//! `--plot FILE.svg` draws latency and throughput over time; a progress line goes to stderr when it is a
+//! terminal. Every scenario is bounded in time (and the workloads by `--max-tasks`) and stops by itself.
+//! See `docs/benchmarks.md` for the commands behind the published figures.
+
+mod backend;
+mod beanstalk;
+mod idle;
+mod plot;
+mod redis;
+mod stats;
+mod workload;
+
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::backend::{Backend, LoadError, Pm};
+use crate::stats::{Counters, Point, Quantiles};
+use crate::workload::{Outcome, Pace, Workload};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Load tester for pipeline-manager (and, to compare, Redis streams and beanstalkd).
+#[derive(Parser, Debug)]
+#[command(name = "pm-loadtest", version)]
+struct Cli {
+    /// System under test: pm://HOST:PORT (or HOST:PORT), redis://HOST:PORT or beanstalk://HOST:PORT.
+    #[arg(long, global = true, default_value = "pm://127.0.0.1:7070")]
+    target: String,
+    /// Queue (pm), stream (Redis) or tube (beanstalkd) to use.
+    #[arg(long, global = true, default_value = "loadtest")]
+    queue: String,
+    /// No progress line, even on a terminal.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Closed loop: every producer keeps `--inflight` batches in flight; reports the highest rate.
+    MaxRate(Load),
+    /// Open loop at `--rate` tasks/s; latency counts from each task's intended send time.
+    FixedRate(Load),
+    /// A long open-loop run (default 10 min at 5,000 tasks/s, 10 s intervals) to watch for drift.
+    Soak(Load),
+    /// Opens N idle consumer connections over several processes and measures the server's memory.
+    IdleConnections(Idle),
+    /// Internal: one process of `idle-connections`.
+    #[command(hide = true)]
+    IdleWorker {
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        source: Option<IpAddr>,
+        #[arg(long, default_value_t = 60)]
+        hold: u64,
+    },
+}
+
+/// Options of the workload scenarios.
+#[derive(Args, Debug, Clone)]
+struct Load {
+    /// Offered tasks/s (fixed-rate, soak; default 20000, soak 5000).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Producer connections.
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+    /// Consumer (agent) connections.
+    #[arg(long, default_value_t = 4)]
+    consumers: usize,
+    /// Tasks per submit.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Payload bytes per task (≥ 8).
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Warm-up seconds before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Measured seconds (default 10; soak 600).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Seconds to wait for consumers to catch up after the window.
+    #[arg(long, default_value_t = 5)]
+    drain: u64,
+    /// Submits in flight per producer.
+    #[arg(long, default_value_t = 8)]
+    inflight: usize,
+    /// Deliveries a consumer may hold unacked (pm credits).
+    #[arg(long, default_value_t = 2048)]
+    prefetch: u32,
+    /// Most deliveries per ack call.
+    #[arg(long, default_value_t = 64)]
+    ack_batch: usize,
+    /// Ack calls in flight per consumer.
+    #[arg(long, default_value_t = 8)]
+    ack_inflight: usize,
+    /// Producers stop after this many tasks in all.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    max_tasks: u64,
+    /// Seconds per point of the series (default 1; soak 10).
+    #[arg(long)]
+    interval: Option<u64>,
+    /// Write the JSON report here instead of stdout.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Draw latency and throughput over time into this SVG file.
+    #[arg(long)]
+    plot: Option<std::path::PathBuf>,
+}
+
+/// Options of `idle-connections`.
+#[derive(Args, Debug, Clone)]
+struct Idle {
+    /// Connections to open.
+    #[arg(long)]
+    count: usize,
+    /// Connections per worker process (one process may hold only so many file descriptors).
+    #[arg(long, default_value_t = 15_000)]
+    per_process: usize,
+    /// The server's pid: report its memory per connection.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Longest time the connections are held.
+    #[arg(long, default_value_t = 120)]
+    hold: u64,
+    /// Longest wait for every connection to open, s.
+    #[arg(long, default_value_t = 120)]
+    open_timeout: u64,
+    /// Wait after opening before reading the server's memory, s.
+    #[arg(long, default_value_t = 2)]
+    settle: u64,
+    /// Write the JSON report here instead of stdout.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+/// A system under test and where it listens.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// pm-scheduler.
+    Pm {
+        /// HOST:PORT.
+        addr: String,
+        /// Queue.
+        queue: String,
+    },
+    /// Redis streams.
+    Redis {
+        /// HOST:PORT.
+        addr: String,
+        /// Stream name.
+        stream: String,
+    },
+    /// beanstalkd.
+    Beanstalk {
+        /// HOST:PORT.
+        addr: String,
+        /// Tube.
+        tube: String,
+    },
+}
+
+impl Target {
+    fn parse(url: &str, queue: &str) -> Result<Target, String> {
+        let (scheme, addr) = url.split_once("://").unwrap_or(("pm", url));
+        if addr.is_empty() || addr.contains('/') {
+            return Err(format!("--target {url:?}: expected SCHEME://HOST:PORT"));
+        }
+        let (addr, q) = (addr.to_string(), queue.to_string());
+        match scheme {
+            "pm" => Ok(Target::Pm { addr, queue: q }),
+            "redis" => Ok(Target::Redis { addr, stream: q }),
+            "beanstalk" | "beanstalkd" => Ok(Target::Beanstalk { addr, tube: q }),
+            other => Err(format!("--target {url:?}: unknown system {other:?} (pm, redis or beanstalk)")),
+        }
+    }
+
+    /// HOST:PORT.
+    pub fn addr(&self) -> &str {
+        match self {
+            Target::Pm { addr, .. } | Target::Redis { addr, .. } | Target::Beanstalk { addr, .. } => addr,
+        }
+    }
+
+    fn system(&self) -> &'static str {
+        match self {
+            Target::Pm { .. } => "pm",
+            Target::Redis { .. } => "redis",
+            Target::Beanstalk { .. } => "beanstalkd",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = match pm_protocol::cli::parse_or_exit() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let target = match Target::parse(&cli.target, &cli.queue) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("pm-loadtest: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    match run(cli, target) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pm-loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, LoadError> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli, target: Target) -> Result<(), LoadError> {
+    let name = match &cli.scenario {
+        Scenario::MaxRate(_) => "max-rate",
+        Scenario::FixedRate(_) => "fixed-rate",
+        Scenario::Soak(_) => "soak",
+        Scenario::IdleConnections(_) => "idle-connections",
+        Scenario::IdleWorker { .. } => "idle-worker",
+    };
+    match cli.scenario {
+        Scenario::MaxRate(l) => load(name, &cli.target, cli.quiet, target, Pace::Max, l, 10, 1),
+        Scenario::FixedRate(l) => {
+            let rate = l.rate.unwrap_or(20_000);
+            load(name, &cli.target, cli.quiet, target, Pace::Fixed(rate), l, 10, 1)
+        }
+        Scenario::Soak(l) => {
+            let rate = l.rate.unwrap_or(5_000);
+            load(name, &cli.target, cli.quiet, target, Pace::Fixed(rate), l, 600, 10)
+        }
+        Scenario::IdleConnections(o) => {
+            let opts = idle::IdleOptions {
+                count: o.count,
+                per_process: o.per_process,
+                hold: Duration::from_secs(o.hold),
+                open_timeout: Duration::from_secs(o.open_timeout),
+                settle: Duration::from_secs(o.settle),
+                server_pid: o.server_pid,
+            };
+            let report = idle::run_parent(&cli.target, &opts)?;
+            let doc = json!({"scenario": name, "target": cli.target, "system": target.system(), "report": report});
+            write_report(o.out.as_deref(), &doc)
+        }
+        Scenario::IdleWorker { count, source, hold } => {
+            runtime()?.block_on(idle::run_worker(target, count, source, Duration::from_secs(hold)))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load(
+    name: &str,
+    url: &str,
+    quiet: bool,
+    target: Target,
+    pace: Pace,
+    l: Load,
+    default_duration: u64,
+    default_interval: u64,
+) -> Result<(), LoadError> {
+    if l.producers == 0
+        || l.consumers == 0
+        || l.batch == 0
+        || l.inflight == 0
+        || l.ack_batch == 0
+        || l.ack_inflight == 0
+    {
+        return Err(LoadError::Backend(
+            "--producers, --consumers, --batch, --inflight, --ack-batch and --ack-inflight must be at least 1".into(),
+        ));
+    }
+    if pace == Pace::Fixed(0) {
+        return Err(LoadError::Backend("--rate must be at least 1".into()));
+    }
+    let w = Workload {
+        pace,
+        producers: l.producers,
+        consumers: l.consumers,
+        batch: l.batch,
+        payload: l.payload.max(8),
+        warmup: Duration::from_secs(l.warmup),
+        duration: Duration::from_secs(l.duration.unwrap_or(default_duration).max(1)),
+        drain: Duration::from_secs(l.drain),
+        inflight: l.inflight,
+        prefetch: l.prefetch,
+        ack_batch: l.ack_batch,
+        ack_inflight: l.ack_inflight,
+        max_tasks: l.max_tasks,
+        interval: Duration::from_secs(l.interval.unwrap_or(default_interval).max(1)),
+    };
+    let show_progress = !quiet && std::io::stderr().is_terminal();
+    let progress = show_progress.then(progress_line);
+    let rt = runtime()?;
+    let outcome = match &target {
+        Target::Pm { addr, queue } => {
+            rt.block_on(workload::run(Arc::new(Pm { addr: addr.clone(), queue: queue.clone() }), w.clone(), progress))
+        }
+        // Leftovers of an earlier run would be delivered in this one, with stamps from another clock.
+        Target::Redis { addr, stream } => rt.block_on(async {
+            let r = redis::Redis::new(addr, stream);
+            r.reset().await?;
+            run_with(r, &w, progress).await
+        }),
+        Target::Beanstalk { addr, tube } => rt.block_on(async {
+            let b = beanstalk::Beanstalk::new(addr, tube);
+            b.clear().await?;
+            run_with(b, &w, progress).await
+        }),
+    }?;
+    if show_progress {
+        eprintln!();
+    }
+    let doc = report(name, url, &target, &w, &outcome);
+    if let Some(path) = &l.plot {
+        let title = format!("{name} · {} · {url} · shaded: the measured window", target.system());
+        let window = (w.warmup.as_secs_f64(), (w.warmup + w.duration).as_secs_f64());
+        std::fs::write(path, plot::svg(&title, &outcome.series, window))?;
+    }
+    write_report(l.out.as_deref(), &doc)
+}
+
+async fn run_with<B: Backend>(b: B, w: &Workload, progress: Option<workload::OnTick>) -> Result<Outcome, LoadError> {
+    workload::run(Arc::new(b), w.clone(), progress).await
+}
+
+/// One line on stderr, rewritten every interval.
+fn progress_line() -> workload::OnTick {
+    Box::new(|p: &Point, n: &Counters| {
+        let t = n.totals();
+        let mut e = std::io::stderr().lock();
+        let _ = write!(
+            e,
+            "\r{:>6.1}s  submitted {:>9.0}/s  acked {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}   ",
+            p.t,
+            p.submitted_per_s,
+            p.acked_per_s,
+            p.latency_ms.p50,
+            p.latency_ms.p99,
+            t.submit_errors + t.ack_errors
+        );
+        let _ = e.flush();
+    })
+}
+
+fn report(name: &str, url: &str, target: &Target, w: &Workload, o: &Outcome) -> serde_json::Value {
+    let secs = w.duration.as_secs_f64();
+    json!({
+        "scenario": name,
+        "target": url,
+        "system": target.system(),
+        "config": {
+            "rate": match w.pace { Pace::Max => None, Pace::Fixed(r) => Some(r) },
+            "producers": w.producers, "consumers": w.consumers, "batch": w.batch, "payload": w.payload,
+            "warmup_s": w.warmup.as_secs(), "duration_s": w.duration.as_secs(), "drain_s": w.drain.as_secs(),
+            "inflight": w.inflight, "prefetch": w.prefetch, "ack_batch": w.ack_batch, "ack_inflight": w.ack_inflight,
+            "max_tasks": w.max_tasks, "interval_s": w.interval.as_secs(),
+        },
+        "submitted_per_s": o.n.submitted_win as f64 / secs,
+        "acked_per_s": o.n.acked_win as f64 / secs,
+        "totals": o.n,
+        "unacked_at_end": o.n.submitted.saturating_sub(o.n.acked),
+        "stopped_by_max_tasks": o.hit_max_tasks,
+        "latency_ms": Quantiles::of(&o.latency),
+        "submit_rtt_ms": Quantiles::of(&o.submit_rtt),
+        "send_late_ms": Quantiles::of(&o.send_late),
+        "elapsed_s": o.elapsed_s,
+        "series": o.series,
+    })
+}
+
+fn write_report(path: Option<&std::path::Path>, doc: &serde_json::Value) -> Result<(), LoadError> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| LoadError::Backend(e.to_string()))? + "\n";
+    match path {
+        Some(p) => std::fs::write(p, text)?,
+        None => std::io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_by_scheme() {
+        assert!(matches!(Target::parse("127.0.0.1:7070", "q"), Ok(Target::Pm { .. })));
+        assert!(matches!(Target::parse("pm://h:1", "q"), Ok(Target::Pm { .. })));
+        assert!(matches!(Target::parse("redis://h:1", "q"), Ok(Target::Redis { .. })));
+        assert!(matches!(Target::parse("beanstalk://h:1", "q"), Ok(Target::Beanstalk { .. })));
+        assert!(Target::parse("kafka://h:1", "q").is_err());
+        assert!(Target::parse("pm://", "q").is_err());
+        assert!(Target::parse("redis://h:1/0", "q").is_err());
+        assert_eq!(Target::parse("redis://h:1", "q").map(|t| t.addr().to_string()), Ok("h:1".to_string()));
+    }
+}

@@ -1,0 +1,179 @@
+//! `pm-loadtest` end to end: the real binary against a real scheduler, Redis and beanstalkd on loopback.
+//! Short runs: these check that the scenarios work and report honestly, not how fast anything is.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use pm_testkit::{bin, wait_for, Scheduler};
+use serde_json::Value;
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(bin("pm-loadtest")).args(args).output().expect("run pm-loadtest")
+}
+
+/// Runs a scenario with `--out FILE` and returns the parsed report.
+fn report(target: &str, args: &[&str], dir: &Path) -> Value {
+    let out = dir.join("report.json");
+    let mut all = vec!["--target", target];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", out.to_str().unwrap(), "--quiet"]);
+    let o = loadtest(&all);
+    assert!(o.status.success(), "pm-loadtest {all:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&std::fs::read(&out).unwrap()).expect("the report is JSON")
+}
+
+fn num(v: &Value, path: &str) -> f64 {
+    path.split('.').fold(v, |v, k| &v[k]).as_f64().unwrap_or_else(|| panic!("{path} missing in {v}"))
+}
+
+/// Checks what every workload report must say: no errors, nothing left unacked, latencies measured.
+fn assert_clean(r: &Value) {
+    assert_eq!(num(r, "totals.submit_errors"), 0.0, "{r}");
+    assert_eq!(num(r, "totals.ack_errors"), 0.0, "{r}");
+    assert_eq!(num(r, "unacked_at_end"), 0.0, "{r}");
+    assert!(num(r, "totals.submitted") > 0.0, "{r}");
+    assert_eq!(num(r, "totals.acked"), num(r, "totals.submitted"), "{r}");
+    assert!(num(r, "latency_ms.samples") > 0.0 && num(r, "latency_ms.p50") > 0.0, "{r}");
+    assert!(
+        num(r, "latency_ms.p50") <= num(r, "latency_ms.p99") && num(r, "latency_ms.p99") <= num(r, "latency_ms.max")
+    );
+    assert!(!r["series"].as_array().unwrap().is_empty(), "{r}");
+}
+
+#[test]
+fn max_rate_against_a_scheduler_acks_every_task_and_draws_a_plot() {
+    let s = Scheduler::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let plot = dir.path().join("run.svg");
+    let target = format!("pm://{}", s.addr);
+    let plot_arg = plot.to_str().unwrap();
+    let r = report(&target, &["max-rate", "--warmup", "0", "--duration", "1", "--plot", plot_arg], dir.path());
+    assert_clean(&r);
+    assert_eq!(r["system"], "pm");
+    assert!(num(&r, "acked_per_s") > 0.0, "{r}");
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
+}
+
+#[test]
+fn fixed_rate_offers_the_rate_it_was_given() {
+    let s = Scheduler::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("pm://{}", s.addr);
+    let r = report(&target, &["fixed-rate", "--rate", "2000", "--warmup", "1", "--duration", "2"], dir.path());
+    assert_clean(&r);
+    // 2,000 tasks/s in batches of 64 for 2 s: ~4,000 tasks inside the window.
+    let win = num(&r, "totals.submitted_win");
+    assert!((3200.0..=4800.0).contains(&win), "{win} tasks submitted inside the window: {r}");
+    assert!(num(&r, "send_late_ms.samples") > 0.0, "the pacer reports its lateness: {r}");
+}
+
+#[test]
+fn max_tasks_stops_a_run_by_itself() {
+    let s = Scheduler::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("pm://{}", s.addr);
+    let started = std::time::Instant::now();
+    let r = report(&target, &["max-rate", "--max-tasks", "640", "--warmup", "0", "--duration", "60"], dir.path());
+    assert!(started.elapsed() < Duration::from_secs(30), "a 60 s run bounded by 640 tasks must stop early");
+    assert_eq!(r["stopped_by_max_tasks"], true, "{r}");
+    assert_eq!(num(&r, "totals.submitted"), 640.0, "{r}");
+    assert_eq!(num(&r, "totals.acked"), 640.0, "{r}");
+}
+
+#[test]
+fn idle_connections_spread_over_processes_and_report_server_memory() {
+    let s = Scheduler::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("pm://{}", s.addr);
+    let pid = s.pid().unwrap().to_string();
+    let args = ["idle-connections", "--count", "300", "--per-process", "100", "--server-pid", &pid, "--settle", "1"];
+    let r = report(&target, &args, dir.path());
+    let rep = &r["report"];
+    assert_eq!(num(rep, "opened"), 300.0, "{r}");
+    assert_eq!(num(rep, "failed"), 0.0, "{r}");
+    assert_eq!(num(rep, "processes"), 3.0, "{r}");
+    assert!(num(rep, "server_rss_after") > 0.0, "{r}");
+    assert!(rep["server_bytes_per_connection"].is_number(), "{r}");
+}
+
+#[test]
+fn bad_targets_get_a_clear_error() {
+    let o = loadtest(&["--target", "kafka://127.0.0.1:1", "max-rate"]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown system"), "{o:?}");
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = loadtest(&["--target", &format!("pm://127.0.0.1:{port}"), "max-rate", "--duration", "1", "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("connect to"), "{o:?}");
+}
+
+/// A peer server on a free loopback port, killed on drop.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `program args` and waits until `port` accepts; `None` (with a notice) when it is not installed.
+fn peer(program: &str, args: &[&str], port: u16, dir: &Path) -> Option<Peer> {
+    let child = match Command::new(program).args(args).current_dir(dir).stdout(Stdio::null()).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("skipped: {program} not available ({e}); .ci/run installs it");
+            return None;
+        }
+    };
+    let p = Peer(child);
+    wait_for(Duration::from_secs(10), "the peer to listen", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    Some(p)
+}
+
+#[test]
+fn the_same_workload_runs_against_redis_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = port.to_string();
+    // Protected mode refuses sources other than 127.0.0.1, and idle-connections uses 127.0.0.2 onwards.
+    let args = ["--port", &p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"];
+    let Some(_redis) = peer("redis-server", &args, port, dir.path()) else { return };
+    let r = report(&format!("redis://127.0.0.1:{port}"), &["max-rate", "--warmup", "0", "--duration", "1"], dir.path());
+    assert_clean(&r);
+    assert_eq!(r["system"], "redis");
+    let r = report(
+        &format!("redis://127.0.0.1:{port}"),
+        &["idle-connections", "--count", "50", "--settle", "0"],
+        dir.path(),
+    );
+    assert_eq!(num(&r["report"], "opened"), 50.0, "{r}");
+}
+
+#[test]
+fn the_same_workload_runs_against_beanstalkd() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = port.to_string();
+    let Some(_b) = peer("beanstalkd", &["-l", "127.0.0.1", "-p", &p], port, dir.path()) else { return };
+    let r =
+        report(&format!("beanstalk://127.0.0.1:{port}"), &["max-rate", "--warmup", "0", "--duration", "1"], dir.path());
+    assert_clean(&r);
+    assert_eq!(r["system"], "beanstalkd");
+    let r = report(
+        &format!("beanstalk://127.0.0.1:{port}"),
+        &["idle-connections", "--count", "50", "--settle", "0"],
+        dir.path(),
+    );
+    assert_eq!(num(&r["report"], "opened"), 50.0, "{r}");
+}
