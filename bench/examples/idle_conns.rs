@@ -10,7 +10,11 @@
 //! cargo build --release -p pm-scheduler -p pm-bench --example idle_conns
 //! target/release/examples/idle_conns --conns 1000,19000
 //! target/release/examples/idle_conns --bin /tmp/pm-scheduler-old --conns 19000
+//! target/release/examples/idle_conns --conns 19000 --warmup 512   # steadier baseline (see below)
 //! ```
+//!
+//! The baseline moves by ~2 MB with how many runtime threads the few warm-up connections happened to touch
+//! (each thread's allocator heap), i.e. ±100 B per connection at 19,000; `--warmup 512` touches them all first.
 //!
 //! One process holds at most `ulimit -n` descriptors: 19,000 connections need a limit above ~19,100 in this
 //! process and in the scheduler (it inherits this one's). Raise the soft limit first (`ulimit -n $(ulimit -Hn)`).
