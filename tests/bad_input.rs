@@ -119,6 +119,72 @@ async fn silent_connection_is_closed_by_the_handshake_timeout() {
     assert_eq!(last_error(&frames).0, ErrorCode::Timeout);
 }
 
+/// Reads one frame (with a 5 s limit).
+async fn read_frame(s: &mut TcpStream) -> Envelope {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len)).await.unwrap().unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    Envelope::decode(&body[..]).unwrap()
+}
+
+#[tokio::test]
+async fn silent_connection_is_closed_by_the_idle_timeout_and_pings_keep_one_open() {
+    let s = Scheduler::start(&["--idle-timeout", "400ms"]);
+    let mut silent = TcpStream::connect(&s.addr).await.unwrap();
+    let mut pinging = TcpStream::connect(&s.addr).await.unwrap();
+    for c in [&mut silent, &mut pinging] {
+        c.write_all(&hello(Role::Agent, PROTOCOL_VERSION)).await.unwrap();
+        assert!(matches!(read_frame(c).await.kind, Some(Kind::Welcome(_))));
+    }
+    let since = std::time::Instant::now();
+    // The pinging connection outlives the silent one by well over a timeout.
+    let pinger = tokio::spawn(async move {
+        for nonce in 0..12 {
+            pinging.write_all(&frame(&pb::Ping { nonce }.into())).await.unwrap();
+            assert!(matches!(read_frame(&mut pinging).await.kind, Some(Kind::Pong(_))), "ping {nonce}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let frames = read_until_close(&mut silent).await;
+    let waited = since.elapsed();
+    assert_eq!(last_error(&frames).0, ErrorCode::Timeout);
+    assert!(waited >= Duration::from_millis(400), "closed after {waited:?}, before the idle timeout");
+    pinger.await.unwrap();
+}
+
+#[tokio::test]
+async fn pipelined_submits_beyond_the_inflight_limit_are_all_answered() {
+    let s = Scheduler::start(&["--max-inflight-per-conn", "1"]);
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    let mut bytes = hello(Role::Producer, PROTOCOL_VERSION);
+    for request_id in 1..=20 {
+        bytes.extend(frame(&pb::Submit { request_id, tasks: vec![task("q", b"x")] }.into()));
+    }
+    c.write_all(&bytes).await.unwrap();
+    assert!(matches!(read_frame(&mut c).await.kind, Some(Kind::Welcome(_))));
+    let mut acked = Vec::new();
+    for _ in 1..=20 {
+        match read_frame(&mut c).await.kind {
+            Some(Kind::SubmitAck(a)) => acked.push(a.request_id),
+            other => panic!("expected SubmitAck, got {other:?}"),
+        }
+    }
+    assert_eq!(acked, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn open_connections_are_told_about_shutdown() {
+    let mut s = Scheduler::start(&[]);
+    let mut c = TcpStream::connect(&s.addr).await.unwrap();
+    c.write_all(&hello(Role::Agent, PROTOCOL_VERSION)).await.unwrap();
+    assert!(matches!(read_frame(&mut c).await.kind, Some(Kind::Welcome(_))));
+    let stop = tokio::task::spawn_blocking(move || s.terminate(Duration::from_secs(15)));
+    let frames = read_until_close(&mut c).await;
+    assert_eq!(last_error(&frames).0, ErrorCode::ShuttingDown);
+    assert!(stop.await.unwrap().is_some_and(|st| st.success()));
+}
+
 #[tokio::test]
 async fn connection_limit_refuses_with_a_clear_code() {
     let s = Scheduler::start(&["--max-connections", "2"]);

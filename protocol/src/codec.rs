@@ -122,6 +122,31 @@ impl Encoder<Envelope> for FrameCodec {
     }
 }
 
+/// Takes one whole frame off the front of `src`, without any state between calls: `Ok(None)` while the frame
+/// is incomplete (after reserving room for the rest of it, once its length is known). Checks the length prefix
+/// against `max_frame` before reserving anything. The same rules as [`FrameCodec`], for callers that keep no
+/// codec per connection (the scheduler keeps its idle connections small).
+pub fn decode_frame(src: &mut BytesMut, max_frame: usize) -> Result<Option<Envelope>, WireError> {
+    if src.len() < LEN_PREFIX {
+        return Ok(None);
+    }
+    let len = (&src[..LEN_PREFIX]).get_u32() as usize;
+    if len > max_frame {
+        return Err(WireError::FrameTooLarge { len, max: max_frame });
+    }
+    let total = LEN_PREFIX + len;
+    if src.len() < total {
+        src.reserve(total - src.len());
+        return Ok(None);
+    }
+    src.advance(LEN_PREFIX);
+    let env = Envelope::decode(src.split_to(len).freeze())?;
+    if env.kind.is_none() {
+        return Err(WireError::UnknownMessage);
+    }
+    Ok(Some(env))
+}
+
 /// Appends one frame (prefix + body) to `dst`, refusing bodies over `max_frame`.
 pub fn encode_frame(env: &Envelope, max_frame: usize, dst: &mut BytesMut) -> Result<(), WireError> {
     let len = env.encoded_len();
@@ -167,6 +192,40 @@ mod tests {
             assert_eq!(got, vec![sample(), pb::Ping { nonce: 9 }.into()], "split at {split}");
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn decode_frame_matches_the_codec_at_every_split() {
+        let mut wire = BytesMut::new();
+        encode_frame(&sample(), DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
+        encode_frame(&pb::Ping { nonce: 9 }.into(), DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
+        for split in 0..=wire.len() {
+            let mut buf = BytesMut::from(&wire[..split]);
+            let mut got = Vec::new();
+            while let Some(env) = decode_frame(&mut buf, DEFAULT_MAX_FRAME_BYTES).unwrap() {
+                got.push(env);
+            }
+            buf.extend_from_slice(&wire[split..]);
+            while let Some(env) = decode_frame(&mut buf, DEFAULT_MAX_FRAME_BYTES).unwrap() {
+                got.push(env);
+            }
+            assert_eq!(got, vec![sample(), pb::Ping { nonce: 9 }.into()], "split at {split}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn decode_frame_refuses_bad_input_like_the_codec() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 1, 2][..]);
+        let cap_before = buf.capacity();
+        assert!(matches!(decode_frame(&mut buf, 1024), Err(WireError::FrameTooLarge { len: 0xffff_ffff, max: 1024 })));
+        assert_eq!(buf.capacity(), cap_before);
+        let mut garbage = BytesMut::from(&[0, 0, 0, 3, 0xff, 0xff, 0xff][..]);
+        assert!(matches!(decode_frame(&mut garbage, 1024), Err(WireError::Malformed(_))));
+        let mut unknown = BytesMut::from(&[0, 0, 0, 3, 0x98, 0x06, 0x01][..]);
+        assert!(matches!(decode_frame(&mut unknown, 1024), Err(WireError::UnknownMessage)));
+        let mut empty = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert!(matches!(decode_frame(&mut empty, 1024), Err(WireError::UnknownMessage)));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub const CONNECTIONS: &str = "pm_connections";
 /// Counter: bytes written to the store.
 pub const WAL_BYTES_WRITTEN: &str = "pm_wal_bytes_written_total";
 /// Histogram, seconds: a Submit's part on a shard, from the shard receiving it to its reply (made durable)
-/// going to the connection's writer.
+/// going to the connection's outbox.
 pub const SUBMIT_SECONDS: &str = "pm_submit_seconds";
 /// Histogram, seconds: a task's wait from ready (submitted, delay over, retried or redriven) to leased.
 pub const DISPATCH_SECONDS: &str = "pm_dispatch_seconds";

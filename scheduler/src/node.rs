@@ -12,6 +12,7 @@ use pm_protocol::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreKind};
+use crate::connection::Registry;
 use crate::server::{Limits, ServerCtx};
 use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
 use crate::store::committer::Committer;
@@ -107,6 +108,9 @@ impl Node {
                 )
             })
             .collect();
+        let conns = Arc::new(Registry::new(cfg.idle_timeout()));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(conns.clone().sweep(shutdown.clone()));
         let ctx = Arc::new(ServerCtx {
             cfg: Limits {
                 max_frame_bytes: cfg.max_frame_bytes,
@@ -122,7 +126,8 @@ impl Node {
             connections: AtomicU64::new(0),
             node_id: cfg.node_id(),
             data_dir: cfg.data.clone(),
-            shutdown: CancellationToken::new(),
+            shutdown,
+            conns,
         });
         Ok(Node { ctx, committer: Some(committer), _lock: lock })
     }

@@ -13,7 +13,6 @@ use pm_protocol::{pb, ErrorCode};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection;
@@ -55,6 +54,8 @@ pub struct ServerCtx {
     pub data_dir: PathBuf,
     /// Cancelled when connections must close (end of shutdown).
     pub shutdown: CancellationToken,
+    /// Open connections, for the idle sweep and shutdown.
+    pub conns: Arc<connection::Registry>,
 }
 
 /// Binds a listener with a large backlog and address reuse.
@@ -75,7 +76,6 @@ fn configure(stream: &TcpStream) {
 
 /// Accepts connections until `stop` completes.
 pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<Output = ()>) {
-    let limit = Arc::new(Semaphore::new(ctx.cfg.max_connections));
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -92,22 +92,16 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
             }
         };
         configure(&stream);
-        match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    ctx.connections.fetch_add(1, Ordering::Relaxed);
-                    connection::serve(stream, ctx.clone()).await;
-                    ctx.connections.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
-                tracing::debug!(%peer, "connection refused: limit reached");
-                let max = ctx.cfg.max_frame_bytes;
-                tokio::spawn(refuse(stream, max));
-            }
+        // The count is the limit (a counter rather than a semaphore permit in every connection's future);
+        // `connection::serve` takes the connection off it when it ends.
+        if ctx.connections.fetch_add(1, Ordering::Relaxed) < ctx.cfg.max_connections as u64 {
+            tokio::spawn(connection::serve(stream, ctx.clone()));
+        } else {
+            ctx.connections.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
+            tracing::debug!(%peer, "connection refused: limit reached");
+            let max = ctx.cfg.max_frame_bytes;
+            tokio::spawn(refuse(stream, max));
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::connection::{ConnCtx, Merge, Outbound, Reply};
 use crate::shard::{shard_of_lease, ShardMsg};
 
 fn begin(ctx: &ConnCtx, request_id: u64, n: usize, parts: usize) {
-    let merge = Merge { parts, reply: Reply::Lease(vec![0; n]), permit: None };
+    let merge = Merge { parts, reply: Reply::Lease(vec![0; n]), holds_slot: false };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
 }
 

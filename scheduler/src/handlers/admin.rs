@@ -12,7 +12,7 @@ const DEAD_LIST_DEFAULT: usize = 100;
 const DEAD_LIST_MAX: usize = 10_000;
 
 fn begin(ctx: &ConnCtx, request_id: u64, reply: Reply) {
-    let merge = Merge { parts: ctx.server.shards.len(), reply, permit: None };
+    let merge = Merge { parts: ctx.server.shards.len(), reply, holds_slot: false };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
 }
 

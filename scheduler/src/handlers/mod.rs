@@ -15,7 +15,7 @@ use crate::connection::{ConnCtx, Outbound};
 use crate::metrics as m;
 
 /// Handles one decoded frame. Returns false when the connection must close.
-pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
+pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
     let Some(kind) = env.kind else { return false };
     let allowed = match (&kind, ctx.role) {
         (Kind::Ping(_) | Kind::Pong(_), _) => true,
@@ -58,7 +58,7 @@ pub async fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
             let _ = ctx.out.send(Outbound::Frame(pb::Pong { nonce: p.nonce }.into()));
         }
         Kind::Pong(_) => {}
-        Kind::Submit(s) => submit::handle(ctx, s).await,
+        Kind::Submit(s) => submit::handle(ctx, s),
         Kind::Credit(c) => credit::handle(ctx, c),
         Kind::Ack(a) => ack::handle_ack(ctx, a),
         Kind::Nack(n) => ack::handle_nack(ctx, n),
@@ -120,7 +120,7 @@ fn to_every_shard<T: Clone>(
         return;
     }
     let parts = if items.is_empty() { 0 } else { ctx.server.shards.len() };
-    let merge = crate::connection::Merge { parts, reply, permit: None };
+    let merge = crate::connection::Merge { parts, reply, holds_slot: false };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
     if items.is_empty() {
         return;

@@ -9,8 +9,9 @@ use super::by_shard;
 use crate::connection::{ConnCtx, Merge, Outbound, Reply};
 use crate::shard::{shard_of_queue, ShardMsg};
 
-/// Handles a Submit. Waits for an in-flight slot first (backpressure on a producer that never reads).
-pub async fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
+/// Handles a Submit. Takes one of the connection's in-flight slots until the reply is written: at the limit
+/// the connection stops reading (backpressure on a producer that never reads its replies).
+pub fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
     let request_id = submit.request_id;
     let cfg = &ctx.server.cfg;
     if submit.tasks.len() > cfg.max_batch {
@@ -18,7 +19,7 @@ pub async fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
         ctx.error(ErrorCode::LimitExceeded, request_id, msg);
         return;
     }
-    let Ok(permit) = ctx.inflight.clone().acquire_owned().await else { return };
+    ctx.inflight += 1;
     let n = submit.tasks.len();
     let mut results = vec![SubmitResult::default(); n];
     let shards = ctx.server.shards.len();
@@ -32,7 +33,7 @@ pub async fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
         }
     }
     let groups = by_shard(shards, routed);
-    let merge = Merge { parts: groups.len(), reply: Reply::Submit(results), permit: Some(permit) };
+    let merge = Merge { parts: groups.len(), reply: Reply::Submit(results), holds_slot: true };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
     for (shard, items) in groups {
         ctx.server.shards[shard].send(ShardMsg::Submit { out: ctx.out.clone(), request_id, items });

@@ -10,10 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use pm_protocol::pb::{self, TaskSpec};
 use pm_protocol::{ErrorCode, Kind};
-use tokio::sync::mpsc;
 
 use super::{Shard, ShardConfig, ShardHandle, ShardMsg};
-use crate::connection::{Outbound, Part};
+use crate::connection::{self, OutRx, OutTx, Outbound, Part};
 use crate::store::committer::Committer;
 use crate::store::wal::{Wal, WalOptions};
 use crate::store::{FsyncMode, Record, Recovered, StoreError, StoreStats, TaskStore};
@@ -53,10 +52,10 @@ struct Harness {
     shard: ShardHandle,
     committer: Option<Committer>,
     fail: Arc<AtomicBool>,
-    out: mpsc::UnboundedSender<Outbound>,
-    rx: mpsc::UnboundedReceiver<Outbound>,
-    agent_out: mpsc::UnboundedSender<Outbound>,
-    agent_rx: mpsc::UnboundedReceiver<Outbound>,
+    out: OutTx,
+    rx: OutRx,
+    agent_out: OutTx,
+    agent_rx: OutRx,
     next_request: u64,
 }
 
@@ -79,8 +78,8 @@ impl Harness {
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard = Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new());
-        let (out, rx) = mpsc::unbounded_channel();
-        let (agent_out, agent_rx) = mpsc::unbounded_channel();
+        let (out, rx) = connection::channel();
+        let (agent_out, agent_rx) = connection::channel();
         let h = Harness { shard, committer: Some(committer), fail, out, rx, agent_out, agent_rx, next_request: 1 };
         (h, rec)
     }
@@ -158,7 +157,7 @@ impl Harness {
         }
     }
 
-    async fn lease_op(&mut self, msg: impl FnOnce(mpsc::UnboundedSender<Outbound>, u64) -> ShardMsg) -> ErrorCode {
+    async fn lease_op(&mut self, msg: impl FnOnce(OutTx, u64) -> ShardMsg) -> ErrorCode {
         let request_id = self.request_id();
         self.shard.send(msg(self.out.clone(), request_id));
         match self.part(request_id).await {
