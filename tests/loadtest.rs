@@ -91,12 +91,25 @@ fn idle_connections_spread_over_processes_and_report_server_memory() {
     let dir = tempfile::tempdir().unwrap();
     let target = format!("pm://{}", s.addr);
     let pid = s.pid().unwrap().to_string();
-    let args = ["idle-connections", "--count", "300", "--per-process", "100", "--server-pid", &pid, "--settle", "1"];
+    let args = [
+        "idle-connections",
+        "--count",
+        "300",
+        "--per-process",
+        "100",
+        "--warmup",
+        "20",
+        "--server-pid",
+        &pid,
+        "--settle",
+        "1",
+    ];
     let r = report(&target, &args, dir.path());
     let rep = &r["report"];
     assert_eq!(num(rep, "opened"), 300.0, "{r}");
     assert_eq!(num(rep, "failed"), 0.0, "{r}");
     assert_eq!(num(rep, "processes"), 3.0, "{r}");
+    assert_eq!(num(rep, "warmup"), 20.0, "warm-up connections are reported apart: {r}");
     assert!(num(rep, "server_rss_after") > 0.0, "{r}");
     assert!(rep["server_bytes_per_connection"].is_number(), "{r}");
 }
@@ -154,7 +167,7 @@ fn the_same_workload_runs_against_redis_streams() {
     assert_eq!(r["system"], "redis");
     let r = report(
         &format!("redis://127.0.0.1:{port}"),
-        &["idle-connections", "--count", "50", "--settle", "0"],
+        &["idle-connections", "--count", "50", "--warmup", "5", "--settle", "0"],
         dir.path(),
     );
     assert_eq!(num(&r["report"], "opened"), 50.0, "{r}");
@@ -172,7 +185,7 @@ fn the_same_workload_runs_against_beanstalkd() {
     assert_eq!(r["system"], "beanstalkd");
     let r = report(
         &format!("beanstalk://127.0.0.1:{port}"),
-        &["idle-connections", "--count", "50", "--settle", "0"],
+        &["idle-connections", "--count", "50", "--warmup", "5", "--settle", "0"],
         dir.path(),
     );
     assert_eq!(num(&r["report"], "opened"), 50.0, "{r}");

@@ -5,7 +5,10 @@
 //! address (127.0.0.2, 127.0.0.3, ...) so no source runs out of ephemeral ports either. Each child opens its
 //! share (a bounded number of handshakes at a time), reports `ready OPENED FAILED` on stdout, and holds the
 //! connections until its stdin closes or `--hold` runs out. With `--server-pid` the parent reads the server's
-//! resident memory before and after (from `/proc/PID/status`) and reports bytes per connection.
+//! resident memory before and after (from `/proc/PID/status`) and reports bytes per connection. First it opens
+//! `--warmup` connections (kept open, not counted) so that the server's runtime threads and allocator heaps
+//! have paid their one-time costs before the baseline: otherwise the baseline moves by megabytes with which
+//! threads the first connections happened to touch.
 //!
 //! An idle connection is what a waiting consumer holds: pm: `Hello` as an agent, the `Welcome`, and one
 //! `Credit`; Redis: a `PING`; beanstalkd: a `watch`.
@@ -40,6 +43,8 @@ pub struct IdleReport {
     pub opened: usize,
     /// Connections that failed.
     pub failed: usize,
+    /// Warm-up connections opened (and kept) before the baseline; not in `opened`.
+    pub warmup: usize,
     /// Worker processes used.
     pub processes: usize,
     /// Seconds until every worker was ready.
@@ -59,6 +64,8 @@ pub struct IdleOptions {
     pub count: usize,
     /// Connections per worker process.
     pub per_process: usize,
+    /// Connections opened and kept before the baseline is read.
+    pub warmup: usize,
     /// Longest time a worker holds its connections.
     pub hold: Duration,
     /// Longest wait for all workers to be ready.
@@ -99,33 +106,27 @@ impl Drop for Workers {
     }
 }
 
-/// The parent: starts the workers, waits until they are ready, measures the server.
-pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadError> {
-    let exe = std::env::current_exe()?;
-    let before = opts.server_pid.map(rss).transpose()?;
-    let start = Instant::now();
-    let per = opts.per_process.max(1);
-    let mut workers = Workers(Vec::new());
-    let mut left = opts.count;
-    let mut i = 0;
-    while left > 0 {
-        let n = left.min(per);
-        // 127.0.0.2 onwards: 127.0.0.1 stays free for everything else.
-        let source = format!("127.0.0.{}", 2 + i % 250);
-        let child = Command::new(&exe)
-            .args(["--target", target, "idle-worker", "--count", &n.to_string(), "--source", &source])
-            .args(["--hold", &format!("{}", opts.hold.as_secs().max(1))])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        workers.0.push(child);
-        left -= n;
-        i += 1;
-    }
-    let (mut opened, mut failed) = (0, 0);
+/// Starts a worker for `n` connections from `source`.
+fn spawn_worker(
+    exe: &std::path::Path,
+    target: &str,
+    n: usize,
+    source: &str,
+    hold: Duration,
+) -> Result<Child, LoadError> {
+    Ok(Command::new(exe)
+        .args(["--target", target, "idle-worker", "--count", &n.to_string(), "--source", source])
+        .args(["--hold", &format!("{}", hold.as_secs().max(1))])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?)
+}
+
+/// Waits for every worker's `ready OPENED FAILED` line; returns the sums.
+fn wait_ready(workers: &mut [Child], deadline: Instant) -> Result<(usize, usize), LoadError> {
     let (tx, rx) = std::sync::mpsc::channel();
-    for c in &mut workers.0 {
+    for c in workers.iter_mut() {
         let Some(out) = c.stdout.take() else { continue };
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -134,15 +135,17 @@ pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadEr
         });
     }
     drop(tx);
-    for _ in 0..workers.0.len() {
-        let left = opts.open_timeout.saturating_sub(start.elapsed());
+    let (mut opened, mut failed) = (0, 0);
+    for _ in 0..workers.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
         let line = rx.recv_timeout(left).map_err(|_| LoadError::Backend("a worker was not ready in time".into()))?;
         let mut it = line.split_whitespace();
-        match (
+        let (word, o, f) = (
             it.next(),
             it.next().and_then(|v| v.parse::<usize>().ok()),
             it.next().and_then(|v| v.parse::<usize>().ok()),
-        ) {
+        );
+        match (word, o, f) {
             (Some("ready"), Some(o), Some(f)) => {
                 opened += o;
                 failed += f;
@@ -150,6 +153,35 @@ pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadEr
             _ => return Err(LoadError::Backend(format!("a worker failed: {line:?}"))),
         }
     }
+    Ok((opened, failed))
+}
+
+/// The parent: opens the warm-up connections, reads the server's memory, starts the workers, waits until they
+/// are ready, reads it again.
+pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadError> {
+    let exe = std::env::current_exe()?;
+    let deadline = Instant::now() + opts.open_timeout;
+    // Warm-up connections stay open through the measurement: they make the server's runtime threads and
+    // allocator heaps pay their one-time costs before the baseline is read.
+    let mut warm = Workers(Vec::new());
+    if opts.warmup > 0 {
+        warm.0.push(spawn_worker(&exe, target, opts.warmup, "127.0.0.1", opts.hold)?);
+        wait_ready(&mut warm.0, deadline)?;
+        std::thread::sleep(opts.settle);
+    }
+    let before = opts.server_pid.map(rss).transpose()?;
+    let start = Instant::now();
+    let per = opts.per_process.max(1);
+    let mut workers = Workers(Vec::new());
+    let mut left = opts.count;
+    while left > 0 {
+        let n = left.min(per);
+        // 127.0.0.2 onwards: spreads the ephemeral ports over several sources.
+        let source = format!("127.0.0.{}", 2 + workers.0.len() % 250);
+        workers.0.push(spawn_worker(&exe, target, n, &source, opts.hold)?);
+        left -= n;
+    }
+    let (opened, failed) = wait_ready(&mut workers.0, deadline)?;
     let open_s = start.elapsed().as_secs_f64();
     std::thread::sleep(opts.settle);
     let after = opts.server_pid.map(rss).transpose()?;
@@ -157,12 +189,15 @@ pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadEr
         (Some(b), Some(a)) if opened > 0 => Some((a as f64 - b as f64) / opened as f64),
         _ => None,
     };
+    let processes = workers.0.len();
     drop(workers);
+    drop(warm);
     Ok(IdleReport {
         requested: opts.count,
         opened,
         failed,
-        processes: i,
+        warmup: opts.warmup,
+        processes,
         open_s,
         server_rss_before: before,
         server_rss_after: after,

@@ -138,6 +138,9 @@ struct Idle {
     /// Connections per worker process (one process may hold only so many file descriptors).
     #[arg(long, default_value_t = 15_000)]
     per_process: usize,
+    /// Connections opened (and kept) before the server's baseline memory is read; not counted.
+    #[arg(long, default_value_t = 512)]
+    warmup: usize,
     /// The server's pid: report its memory per connection.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -259,6 +262,7 @@ fn run(cli: Cli, target: Target) -> Result<(), LoadError> {
             let opts = idle::IdleOptions {
                 count: o.count,
                 per_process: o.per_process,
+                warmup: o.warmup,
                 hold: Duration::from_secs(o.hold),
                 open_timeout: Duration::from_secs(o.open_timeout),
                 settle: Duration::from_secs(o.settle),
