@@ -43,7 +43,7 @@ done
 pid="" data=""
 stop_server() {
   if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-  [[ -n "$data" ]] && rm -rf "$data"
+  [[ -n "$data" ]] && rm -rf "$data" "$data.log"
   pid="" data=""
 }
 trap stop_server EXIT
@@ -52,16 +52,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 wait_port() {
   for _ in $(seq 200); do
+    kill -0 "$pid" 2>/dev/null || break
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.05
   done
   echo "server on port $1 did not start" >&2; return 1
 }
 
-# start SYSTEM: starts it on a fresh data folder; sets pid, data and target.
-start() {
-  data="$(mktemp -d)"
-  local port; port="$(free_port)"
+# launch SYSTEM PORT: starts it on $data; sets pid and target.
+launch() {
+  local port="$2"
   case "$1" in
     pm)
       "$sched" --listen "127.0.0.1:$port" --http-listen off --data "$data" --fsync always >"$data.log" 2>&1 &
@@ -79,7 +79,19 @@ start() {
       target="beanstalk://127.0.0.1:$port" ;;
   esac
   pid=$!
-  wait_port "$port"
+}
+
+# start SYSTEM: starts it on a fresh data folder (a new port on each of 3 tries); sets pid, data and target.
+start() {
+  data="$(mktemp -d)"
+  for _ in 1 2 3; do
+    local port; port="$(free_port)"
+    launch "$1" "$port"
+    wait_port "$port" && return 0
+    cat "$data.log" >&2 || true
+    kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  done
+  return 1
 }
 
 systems=(pm redis-always redis-everysec bean-f0 bean-default)

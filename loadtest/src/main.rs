@@ -112,8 +112,9 @@ struct Load {
     /// Most deliveries per ack call.
     #[arg(long, default_value_t = 64)]
     ack_batch: usize,
-    /// Ack calls in flight per consumer.
-    #[arg(long, default_value_t = 8)]
+    /// Ack calls in flight per consumer (32 = the default prefetch over the default ack batch: a consumer
+    /// never sits on received tasks waiting for an ack slot).
+    #[arg(long, default_value_t = 32)]
     ack_inflight: usize,
     /// Producers stop after this many tasks in all.
     #[arg(long, default_value_t = 1_000_000_000)]
