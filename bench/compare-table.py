@@ -59,7 +59,9 @@ def main():
         mx = runs(d, key, "max-rate")
         fx = runs(d, key, "fixed-rate")
         rates = [r["acked_per_s"] for r in mx]
-        errors = sum(r["totals"]["submit_errors"] + r["totals"]["ack_errors"] + r["unacked_at_end"] for r in mx + fx)
+        errors = sum(r["totals"]["submit_errors"] + r["totals"]["ack_errors"] for r in mx + fx)
+        # Accepted but not acked when the drain ended: the consumers could not keep up with the producers.
+        backlog = med([r["unacked_at_end"] for r in mx])
         idle = load(os.path.join(d, f"{key}.idle.json"))
         per_conn = None
         if idle and idle["report"].get("server_bytes_per_connection") is not None:
@@ -73,14 +75,15 @@ def main():
             "p99_range": (min(r["latency_ms"]["p99"] for r in fx), max(r["latency_ms"]["p99"] for r in fx)) if fx else None,
             "offered": fx[0]["config"]["rate"] if fx else None,
             "errors": errors,
+            "backlog": backlog,
             "idle": per_conn,
         }
     pm = rows["pm"]
     offered = pm["offered"] or 0
     print(f"| system | durable before reply | max-rate tasks/s (median [range], n) | pm ÷ system | "
           f"p50 at {offered / 1000:.0f} k/s | p99 at {offered / 1000:.0f} k/s [range] | "
-          f"memory per idle connection | errors |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"memory per idle connection | errors | max-rate backlog at end |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for key, name, durable in SYSTEMS:
         r = rows[key]
         rng = "" if r["range"] is None else f" [{fmt_rate(r['range'][0])}–{fmt_rate(r['range'][1])}]"
@@ -89,8 +92,9 @@ def main():
             ratio = f"{pm['rate'] / r['rate']:.2f}×"
         p99r = "" if r["p99_range"] is None else f" [{r['p99_range'][0]:.2f}–{r['p99_range'][1]:.2f}]"
         idle = "–" if r["idle"] is None else f"{r['idle'][0]:.0f} B ({r['idle'][1]} conns)"
+        backlog = "–" if r["backlog"] is None else f"{r['backlog']:.0f}"
         print(f"| {name} | {durable} | {fmt_rate(r['rate'])}{rng}, {r['n']} | {ratio} | {fmt_ms(r['p50'])} | "
-              f"{fmt_ms(r['p99'])}{p99r} | {idle} | {r['errors']} |")
+              f"{fmt_ms(r['p99'])}{p99r} | {idle} | {r['errors']} | {backlog} |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@
 #   bean-f0        beanstalkd -b DIR -f 0               fsync of the binlog before the reply
 #   bean-default   beanstalkd -b DIR (fsync <= 50 ms)   no fsync before the reply (up to ~50 ms lost)
 # Scenarios per run: max-rate (closed loop) and fixed-rate at --rate (latency). Then, once per system,
-# idle-connections --idle N (0 skips it) with the server's memory per connection.
+# idle-connections --idle N (0 skips it) with the server's memory per connection. --reps 0 runs only that.
 # Writes every JSON report into --out (default: a fresh temporary folder) and prints a Markdown table of
 # medians with ratios to pm (bench/compare-table.py). Needs redis-server and beanstalkd (Debian packages).
 set -euo pipefail
@@ -113,7 +113,9 @@ if [[ "$idle" -gt 0 ]]; then
   for sys in "${systems[@]}"; do
     start "$sys"
     echo "$sys idle-connections $idle" >&2
-    "$lt" --target "$target" idle-connections --count "$idle" --server-pid "$pid" --out "$out/$sys.idle.json" ||
+    # 10 s to settle: Redis shrinks an idle client's 16 KiB query buffer only after it has been idle ~2 s,
+    # a few clients per cron tick.
+    "$lt" --target "$target" idle-connections --count "$idle" --server-pid "$pid" --settle 10 --out "$out/$sys.idle.json" ||
       echo "  failed (see $out)" >&2
     stop_server
   done

@@ -2,7 +2,8 @@
 //!
 //! One process may hold only so many file descriptors (20,000 on the reference machine), so the parent
 //! spreads the connections over child processes (`idle-worker`), each bound to its own loopback source
-//! address (127.0.0.2, 127.0.0.3, ...) so no source runs out of ephemeral ports either. Each child opens its
+//! address (127.0.0.2 to 127.0.0.251, starting at a different one per run) so no source runs out of
+//! ephemeral ports either. Each child opens its
 //! share (a bounded number of handshakes at a time), reports `ready OPENED FAILED` on stdout, and holds the
 //! connections until its stdin closes or `--hold` runs out. With `--server-pid` the parent reads the server's
 //! resident memory before and after (from `/proc/PID/status`) and reports bytes per connection. First it opens
@@ -174,10 +175,13 @@ pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadEr
     let per = opts.per_process.max(1);
     let mut workers = Workers(Vec::new());
     let mut left = opts.count;
+    // Sources from 127.0.0.2 on spread the ephemeral ports. A socket bound before it connects holds its port
+    // for any destination, and a run's ports stay in TIME_WAIT for a minute after it: so each run starts at
+    // another source, or a run right after another one would find too few ports.
+    let first = std::process::id() as usize % 60 * 4;
     while left > 0 {
         let n = left.min(per);
-        // 127.0.0.2 onwards: spreads the ephemeral ports over several sources.
-        let source = format!("127.0.0.{}", 2 + workers.0.len() % 250);
+        let source = format!("127.0.0.{}", 2 + (first + workers.0.len()) % 250);
         workers.0.push(spawn_worker(&exe, target, n, &source, opts.hold)?);
         left -= n;
     }
