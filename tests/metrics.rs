@@ -17,9 +17,17 @@ use pm_tests::{next_lease, task};
 
 /// `GET path` over HTTP/1.0 (the body ends at the close); returns the status and the body.
 fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, "")
+}
+
+fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all((head + body).as_bytes()).unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     let status = reply.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("{reply:?}"));
@@ -220,16 +228,58 @@ async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
         gone.credit("obs", 1).await.unwrap();
         next_lease(&mut gone_leases).await;
     }
-    let http = http_addr(&s);
-    let mut missing = named.clone();
-    for _ in 0..100 {
-        let exported = metric_names(&get(&http, "/metrics").1);
-        missing = named.iter().filter(|n| !exported.contains(*n)).cloned().collect();
-        if missing.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // The agent's panels: a real agent's API runs one pipeline that succeeds and one that fails.
+    let agent = AgentApi::start();
+    for command in ["true", "exit 3"] {
+        let body = format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["{command}"]}}]}}"#);
+        let (status, reply) = request(&agent.addr, "POST", "/v1/run", &body);
+        assert_eq!(status, 200, "{reply}");
     }
-    assert!(missing.is_empty(), "named in docs/observability but not exported: {missing:?}");
+    let (agent_named, node_named): (Vec<String>, Vec<String>) =
+        named.iter().cloned().partition(|n| n.starts_with("pm_agent_"));
+    for (addr, names) in [(http_addr(&s), &node_named), (agent.addr.clone(), &agent_named)] {
+        let mut missing = names.clone();
+        for _ in 0..100 {
+            let exported = metric_names(&get(&addr, "/metrics").1);
+            missing = names.iter().filter(|n| !exported.contains(*n)).cloned().collect();
+            if missing.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(missing.is_empty(), "named in docs/observability but not exported by {addr}: {missing:?}");
+    }
     assert!(named.contains("pm_end_to_end_seconds") && named.contains("pm_tasks_redelivered_total"));
+    assert!(agent_named.iter().any(|n| n == "pm_agent_task_duration_seconds"), "{agent_named:?}");
+}
+
+/// `pm-agent serve` with its API on a free loopback port, killed on drop.
+struct AgentApi {
+    child: std::process::Child,
+    addr: String,
+    _work: tempfile::TempDir,
+}
+
+impl AgentApi {
+    fn start() -> AgentApi {
+        let work = tempfile::tempdir().unwrap();
+        let mut child = Command::new(pm_testkit::bin("pm-agent"))
+            .args(["serve", "--api-listen", "127.0.0.1:0", "--work-dir"])
+            .arg(work.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let addr = line.trim().strip_prefix("api listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+        AgentApi { child, addr, _work: work }
+    }
+}
+
+impl Drop for AgentApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
