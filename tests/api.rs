@@ -5,47 +5,11 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use pm_testkit::{bin, wait_for};
+use pm_testkit::{bin, wait_for, AgentApi};
 use serde_json::Value;
-
-/// A running `pm-agent serve`, killed when dropped.
-struct Serve {
-    child: Child,
-    addr: String,
-    _work: tempfile::TempDir,
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        Serve::start_on("127.0.0.1:0", extra)
-    }
-
-    fn start_on(listen: &str, extra: &[&str]) -> Serve {
-        let work = tempfile::tempdir().unwrap();
-        let mut child = Command::new(bin("pm-agent"))
-            .args(["serve", "--api-listen", listen, "--work-dir"])
-            .arg(work.path())
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.trim().strip_prefix("api listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-        Serve { child, addr, _work: work }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Reply {
     status: u16,
@@ -166,7 +130,7 @@ fn gone(pid_file: &Path) -> bool {
 
 #[test]
 fn a_pipeline_runs_directly_and_returns_its_result() {
-    let s = Serve::start(&[]);
+    let s = AgentApi::start(&[]);
     let r = run(
         &s.addr,
         r#"{"pipeline":[{"executorName":"sh","commands":["echo hi > f"]},{"executorName":"sh","commands":["cat f"]}]}"#,
@@ -207,7 +171,7 @@ fn a_pipeline_runs_directly_and_returns_its_result() {
 
 #[test]
 fn streamed_output_arrives_while_the_command_runs() {
-    let s = Serve::start(&[]);
+    let s = AgentApi::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let go = tmp.path().join("go");
     let task = format!(
@@ -229,7 +193,7 @@ fn streamed_output_arrives_while_the_command_runs() {
 
 #[test]
 fn a_client_that_goes_away_cancels_its_run() {
-    let s = Serve::start(&[]);
+    let s = AgentApi::start(&[]);
     let tmp = tempfile::tempdir().unwrap();
     let pid = tmp.path().join("pid");
     let task = format!(
@@ -245,7 +209,7 @@ fn a_client_that_goes_away_cancels_its_run() {
 /// A streaming client that stays connected but stops reading cannot hold its run (and the run limit) for ever.
 #[test]
 fn a_streaming_client_that_stops_reading_loses_its_run() {
-    let s = Serve::start(&["--api-max-runs", "1", "--api-stream-stall-ms", "500"]);
+    let s = AgentApi::start(&["--api-max-runs", "1", "--api-stream-stall-ms", "500"]);
     let tmp = tempfile::tempdir().unwrap();
     let pid = tmp.path().join("pid");
     let task = format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["echo $$ > {}; yes"]}}]}}"#, pid.display());
@@ -260,7 +224,7 @@ fn a_streaming_client_that_stops_reading_loses_its_run() {
 
 #[test]
 fn limits_oversized_bodies_busy_agents_and_slow_headers() {
-    let s = Serve::start(&["--api-max-body-bytes", "1024", "--api-max-runs", "1", "--api-header-timeout-ms", "300"]);
+    let s = AgentApi::start(&["--api-max-body-bytes", "1024", "--api-max-runs", "1", "--api-header-timeout-ms", "300"]);
     let big = format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["echo {}"]}}]}}"#, "x".repeat(2000));
     let r = run(&s.addr, &big);
     assert_eq!(r.status, 413);
@@ -307,7 +271,7 @@ fn a_token_guards_run_requests_and_is_required_off_loopback() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut s = Serve::start_on("0.0.0.0:0", &["--api-token", "s3cret"]);
+    let mut s = AgentApi::start_on("0.0.0.0:0", &["--api-token", "s3cret"]);
     s.addr = s.addr.replace("0.0.0.0", "127.0.0.1");
     let task = br#"{"pipeline":[{"executorName":"sh","commands":["echo ran"]}]}"#;
     for auth in [None, Some("Bearer wrong"), Some("s3cret")] {
@@ -328,7 +292,7 @@ fn readyz_reports_missing_executor_sockets() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("ocr.sock");
     let spec = format!("sh,ocr=unix://{}", sock.display());
-    let s = Serve::start(&["--executors", &spec]);
+    let s = AgentApi::start(&["--executors", &spec]);
     let r = request(&s.addr, "GET", "/readyz", &[], b"");
     assert_eq!(r.status, 503);
     assert!(r.json()["error"].as_str().unwrap().contains("ocr"), "{}", r.json());
@@ -342,7 +306,7 @@ async fn grpc_run_streams_events_behind_the_token() {
     use pm_agent::grpc::pb::agent_client::AgentClient;
     use pm_agent::grpc::pb::{run_event::Event, OutputStream, RunRequest};
 
-    let s = Serve::start(&["--api-token", "s3cret"]);
+    let s = AgentApi::start(&["--api-token", "s3cret"]);
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", s.addr)).unwrap().connect().await.unwrap();
     let mut client = AgentClient::new(channel);

@@ -229,7 +229,7 @@ async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
         next_lease(&mut gone_leases).await;
     }
     // The agent's panels: a real agent's API runs one pipeline that succeeds and one that fails.
-    let agent = AgentApi::start();
+    let agent = pm_testkit::AgentApi::start(&[]);
     for command in ["true", "exit 3"] {
         let body = format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["{command}"]}}]}}"#);
         let (status, reply) = request(&agent.addr, "POST", "/v1/run", &body);
@@ -251,35 +251,4 @@ async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
     }
     assert!(named.contains("pm_end_to_end_seconds") && named.contains("pm_tasks_redelivered_total"));
     assert!(agent_named.iter().any(|n| n == "pm_agent_task_duration_seconds"), "{agent_named:?}");
-}
-
-/// `pm-agent serve` with its API on a free loopback port, killed on drop.
-struct AgentApi {
-    child: std::process::Child,
-    addr: String,
-    _work: tempfile::TempDir,
-}
-
-impl AgentApi {
-    fn start() -> AgentApi {
-        let work = tempfile::tempdir().unwrap();
-        let mut child = Command::new(pm_testkit::bin("pm-agent"))
-            .args(["serve", "--api-listen", "127.0.0.1:0", "--work-dir"])
-            .arg(work.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        let addr = line.trim().strip_prefix("api listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
-        AgentApi { child, addr, _work: work }
-    }
-}
-
-impl Drop for AgentApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -183,3 +183,68 @@ impl Acker for PmAcker {
         Ok(codes.into_iter().map(|c| c == ErrorCode::Ok).collect())
     }
 }
+
+/// The check every backend passes against its real server (the tests of `redis.rs` and `beanstalk.rs`).
+#[cfg(test)]
+pub(crate) mod conformance {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::{Acker, Backend, Consumer, Producer};
+
+    /// A binary payload, unique per (batch, index); CR LF and non-UTF-8 bytes check binary safety.
+    pub(crate) fn payload(batch: usize, i: usize) -> Bytes {
+        let mut p = format!("b{batch}-i{i}").into_bytes();
+        p.extend_from_slice(&[0, 0xff, b'\r', b'\n', 0x80]);
+        Bytes::from(p)
+    }
+
+    /// Submits 3 batches of 64 from two clones of one producer at once, then receives them all in batches of
+    /// at most 50 with acks running concurrently with the next receives (as in the load generator): every
+    /// payload arrives exactly once, not marked as a redelivery, and every ack is accepted. Returns the
+    /// acker for the backend's own checks afterwards.
+    pub(crate) async fn round_trip<B: Backend>(backend: &B, prefetch: u32) -> <B::Consumer as Consumer>::Acker {
+        let producer = backend.producer(0).await.expect("producer");
+        let clones = [producer.clone(), producer];
+        let mut submits = Vec::new();
+        for batch in 0..3 {
+            let p = clones[batch % 2].clone();
+            let payloads = (0..64).map(|i| payload(batch, i)).collect();
+            submits.push(tokio::spawn(async move { p.submit(payloads).await }));
+        }
+        for s in submits {
+            assert_eq!(s.await.expect("join").expect("submit"), 64);
+        }
+        let mut consumer = backend.consumer(0, prefetch).await.expect("consumer");
+        let acker = consumer.acker();
+        let (mut seen, mut acks) = (HashSet::new(), Vec::new());
+        while seen.len() < 3 * 64 {
+            let batch = tokio::time::timeout(Duration::from_secs(10), consumer.next(50))
+                .await
+                .expect("deliveries within 10 s")
+                .expect("next")
+                .expect("the stream does not end");
+            assert!(!batch.is_empty() && batch.len() <= 50, "batch of {}", batch.len());
+            let mut tokens = Vec::new();
+            for d in batch {
+                assert!(!d.redelivered);
+                assert!(seen.insert(d.payload.clone()), "payload delivered twice: {:?}", d.payload);
+                tokens.push(d.token);
+            }
+            let acker = acker.clone();
+            acks.push(tokio::spawn(async move {
+                let n = tokens.len();
+                (acker.ack(tokens).await.expect("ack"), n)
+            }));
+        }
+        for a in acks {
+            let (oks, n) = a.await.expect("join");
+            assert_eq!(oks, vec![true; n]);
+        }
+        let expected: HashSet<Bytes> = (0..3).flat_map(|b| (0..64).map(move |i| payload(b, i))).collect();
+        assert_eq!(seen, expected);
+        acker
+    }
+}

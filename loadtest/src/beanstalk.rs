@@ -779,7 +779,7 @@ fn parse_tube_stats(yaml: &[u8]) -> TubeStats {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use crate::backend::conformance;
     use std::net::TcpListener;
     use std::process::{Child, Command, Stdio};
     use std::time::Instant;
@@ -938,12 +938,6 @@ mod tests {
         Some(server)
     }
 
-    fn payload(batch: usize, i: usize) -> Bytes {
-        let mut p = format!("b{batch}-i{i}").into_bytes();
-        p.extend_from_slice(&[0, 0xff, b'\r', b'\n', 0x80]);
-        Bytes::from(p)
-    }
-
     async fn next_within(c: &mut BeanstalkConsumer, max: usize) -> Vec<Delivery<u64>> {
         tokio::time::timeout(Duration::from_secs(10), c.next(max))
             .await
@@ -958,43 +952,7 @@ mod tests {
         let backend = Beanstalk::new(format!("127.0.0.1:{}", server.port), "pm-loadtest");
         assert_eq!(backend.clear().await.expect("clear"), 0);
 
-        let producer = backend.producer(0).await.expect("producer");
-        let clones = [producer.clone(), producer];
-        let mut submits = Vec::new();
-        for batch in 0..3 {
-            let p = clones[batch % 2].clone();
-            let payloads = (0..64).map(|i| payload(batch, i)).collect();
-            submits.push(tokio::spawn(async move { p.submit(payloads).await }));
-        }
-        for s in submits {
-            assert_eq!(s.await.expect("join").expect("submit"), 64);
-        }
-
-        let mut consumer = backend.consumer(0, 1000).await.expect("consumer");
-        let acker = consumer.acker();
-        let mut seen = HashSet::new();
-        let mut acks = Vec::new();
-        while seen.len() < 3 * 64 {
-            let batch = next_within(&mut consumer, 50).await;
-            assert!(!batch.is_empty() && batch.len() <= 50, "batch of {}", batch.len());
-            let mut tokens = Vec::new();
-            for d in batch {
-                assert!(seen.insert(d.payload.clone()), "payload delivered twice: {:?}", d.payload);
-                tokens.push(d.token);
-            }
-            // Acks run concurrently with the following `next`s, as in the load generator.
-            let acker = acker.clone();
-            acks.push(tokio::spawn(async move {
-                let n = tokens.len();
-                (acker.ack(tokens).await.expect("ack"), n)
-            }));
-        }
-        for a in acks {
-            let (oks, n) = a.await.expect("join");
-            assert_eq!(oks, vec![true; n]);
-        }
-        let expected: HashSet<Bytes> = (0..3).flat_map(|b| (0..64).map(move |i| payload(b, i))).collect();
-        assert_eq!(seen, expected);
+        let acker = conformance::round_trip(&backend, 1000).await;
         // Acking again (or an id never delivered) is not accepted.
         assert_eq!(acker.ack(vec![1, 999_999]).await.expect("ack"), vec![false, false]);
 
@@ -1040,7 +998,7 @@ mod tests {
         let Some(server) = start_server().await else { return };
         let backend = Beanstalk::new(format!("127.0.0.1:{}", server.port), "prefetch");
         let producer = backend.producer(0).await.expect("producer");
-        let payloads = (0..5).map(|i| payload(0, i)).collect();
+        let payloads = (0..5).map(|i| conformance::payload(0, i)).collect();
         assert_eq!(producer.submit(payloads).await.expect("submit"), 5);
         let mut consumer = backend.consumer(0, 2).await.expect("consumer");
         let acker = consumer.acker();

@@ -317,7 +317,7 @@ fn unexpected(what: &str, v: &Value) -> LoadError {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
+    use crate::backend::conformance;
     use std::net::TcpListener;
     use std::path::PathBuf;
     use std::process::{Child, Command, Stdio};
@@ -369,13 +369,6 @@ mod tests {
         Some(server)
     }
 
-    /// Binary payload, unique per (batch, index); CR LF and non-UTF-8 bytes check binary safety.
-    fn payload(batch: usize, i: usize) -> Bytes {
-        let mut p = format!("b{batch}-i{i}").into_bytes();
-        p.extend_from_slice(&[0, 0xff, b'\r', b'\n', 0x80]);
-        Bytes::from(p)
-    }
-
     #[tokio::test]
     async fn submit_consume_ack_roundtrip() {
         let Some(server) = start_server().await else { return };
@@ -383,39 +376,7 @@ mod tests {
         backend.reset().await.expect("reset");
 
         // Producers first: the group created at 0 must still see entries added before the consumer exists.
-        let producer = backend.producer(0).await.expect("producer");
-        let clones = [producer.clone(), producer];
-        let mut submits = Vec::new();
-        for batch in 0..3 {
-            let p = clones[batch % 2].clone();
-            let payloads = (0..64).map(|i| payload(batch, i)).collect();
-            submits.push(tokio::spawn(async move { p.submit(payloads).await }));
-        }
-        for s in submits {
-            assert_eq!(s.await.expect("join").expect("submit"), 64);
-        }
-
-        let mut consumer = backend.consumer(0, 100).await.expect("consumer");
-        let acker = consumer.acker();
-        let mut seen = HashSet::new();
-        while seen.len() < 3 * 64 {
-            let batch = tokio::time::timeout(Duration::from_secs(10), consumer.next(50))
-                .await
-                .expect("deliveries within 10 s")
-                .expect("next")
-                .expect("stream does not end");
-            assert!(!batch.is_empty() && batch.len() <= 50, "batch of {}", batch.len());
-            let mut tokens = Vec::new();
-            for d in batch {
-                assert!(!d.redelivered);
-                assert!(seen.insert(d.payload.clone()), "payload delivered twice: {:?}", d.payload);
-                tokens.push(d.token);
-            }
-            let n = tokens.len();
-            assert_eq!(acker.ack(tokens).await.expect("ack"), vec![true; n]);
-        }
-        let expected: HashSet<Bytes> = (0..3).flat_map(|b| (0..64).map(move |i| payload(b, i))).collect();
-        assert_eq!(seen, expected);
+        let acker = conformance::round_trip(&backend, 100).await;
 
         // A second ack of a deleted entry is reported as not accepted.
         assert_eq!(acker.ack(vec!["0-1".to_string()]).await.expect("ack"), vec![false]);

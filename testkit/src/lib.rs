@@ -354,3 +354,43 @@ impl Drop for Executor {
         self.kill();
     }
 }
+
+/// A running `pm-agent serve`: the direct-run HTTP/gRPC API with no scheduler, on a temporary work directory.
+pub struct AgentApi {
+    child: Child,
+    /// `host:port` from its `api listening on ADDR` line.
+    pub addr: String,
+    _work: tempfile::TempDir,
+}
+
+impl AgentApi {
+    /// Starts it on a free loopback port with extra flags.
+    pub fn start(extra: &[&str]) -> AgentApi {
+        AgentApi::start_on("127.0.0.1:0", extra)
+    }
+
+    /// Starts it with `--api-listen listen` and extra flags.
+    pub fn start_on(listen: &str, extra: &[&str]) -> AgentApi {
+        let work = tempfile::tempdir().expect("work dir");
+        let mut child = Command::new(bin("pm-agent"))
+            .args(["serve", "--api-listen", listen, "--work-dir"])
+            .arg(work.path())
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pm-agent serve");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("read the api line");
+        let addr = line.trim().strip_prefix("api listening on ").unwrap_or_else(|| panic!("{line:?}")).to_string();
+        AgentApi { child, addr, _work: work }
+    }
+}
+
+impl Drop for AgentApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
