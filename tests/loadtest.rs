@@ -73,6 +73,21 @@ fn fixed_rate_offers_the_rate_it_was_given() {
 }
 
 #[test]
+fn a_soak_samples_the_server_memory_every_interval() {
+    let s = Scheduler::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("pm://{}", s.addr);
+    let pid = s.pid().unwrap().to_string();
+    let args = ["soak", "--rate", "1000", "--warmup", "0", "--duration", "3", "--interval", "1", "--server-pid", &pid];
+    let r = report(&target, &args, dir.path());
+    assert_clean(&r);
+    assert_eq!(r["scenario"], "soak");
+    let series = r["series"].as_array().unwrap();
+    assert!(series.len() >= 3, "one point per second: {r}");
+    assert!(series.iter().all(|p| p["server_rss"].as_u64().is_some_and(|b| b > 1 << 20)), "{r}");
+}
+
+#[test]
 fn max_tasks_stops_a_run_by_itself() {
     let s = Scheduler::start(&[]);
     let dir = tempfile::tempdir().unwrap();

@@ -128,6 +128,9 @@ struct Load {
     /// Draw latency and throughput over time into this SVG file.
     #[arg(long)]
     plot: Option<std::path::PathBuf>,
+    /// The server's pid, when it runs on this machine: its resident memory goes into every series point.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// Options of `idle-connections`.
@@ -319,6 +322,7 @@ fn load(
         ack_inflight: l.ack_inflight,
         max_tasks: l.max_tasks,
         interval: Duration::from_secs(l.interval.unwrap_or(default_interval).max(1)),
+        server_pid: l.server_pid,
     };
     let show_progress = !quiet && std::io::stderr().is_terminal();
     let progress = show_progress.then(progress_line);
@@ -385,7 +389,7 @@ fn report(name: &str, url: &str, target: &Target, w: &Workload, o: &Outcome) -> 
             "producers": w.producers, "consumers": w.consumers, "batch": w.batch, "payload": w.payload,
             "warmup_s": w.warmup.as_secs(), "duration_s": w.duration.as_secs(), "drain_s": w.drain.as_secs(),
             "inflight": w.inflight, "prefetch": w.prefetch, "ack_batch": w.ack_batch, "ack_inflight": w.ack_inflight,
-            "max_tasks": w.max_tasks, "interval_s": w.interval.as_secs(),
+            "max_tasks": w.max_tasks, "interval_s": w.interval.as_secs(), "server_pid": w.server_pid,
         },
         "submitted_per_s": o.n.submitted_win as f64 / secs,
         "acked_per_s": o.n.acked_win as f64 / secs,

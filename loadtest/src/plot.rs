@@ -159,7 +159,7 @@ mod tests {
 
     fn point(t: f64, p99: f64, acked: f64) -> Point {
         let latency_ms = Quantiles { p50: p99 / 2.0, p99, max: p99 * 2.0, samples: 10, ..Default::default() };
-        Point { t, submitted_per_s: acked, acked_per_s: acked, latency_ms }
+        Point { t, submitted_per_s: acked, acked_per_s: acked, latency_ms, server_rss: None }
     }
 
     #[test]

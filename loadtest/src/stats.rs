@@ -200,6 +200,9 @@ pub struct Point {
     pub acked_per_s: f64,
     /// End-to-end latency of the tasks acked in the interval.
     pub latency_ms: Quantiles,
+    /// The server's resident memory at the interval's end, bytes (with `--server-pid`): drift shows in a soak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_rss: Option<u64>,
 }
 
 #[cfg(test)]

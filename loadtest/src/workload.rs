@@ -63,6 +63,8 @@ pub struct Workload {
     pub max_tasks: u64,
     /// Length of a series interval.
     pub interval: Duration,
+    /// The server's pid (same machine): its memory is sampled every interval.
+    pub server_pid: Option<u32>,
 }
 
 /// What a run measured.
@@ -347,6 +349,7 @@ async fn tick(ctx: Arc<Ctx<Workload>>, on_tick: Option<OnTick>) -> Vec<Point> {
             submitted_per_s: (sub - sub0) as f64 / secs,
             acked_per_s: (ack - ack0) as f64 / secs,
             latency_ms: Quantiles::of(&ctx.latency.take_interval()),
+            server_rss: ctx.w.server_pid.and_then(|pid| crate::idle::rss(pid).ok()),
         };
         (sub0, ack0) = (sub, ack);
         if let Some(f) = &on_tick {
