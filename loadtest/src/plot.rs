@@ -63,8 +63,10 @@ pub fn svg(title: &str, series: &[Point], window: (f64, f64)) -> String {
 
     // Throughput panel, linear from 0.
     let y1 = TOP + PANEL_H + GAP;
-    let top = series.iter().flat_map(|p| [p.submitted_per_s, p.acked_per_s]).fold(1.0, f64::max) * 1.1;
-    let ticks: Vec<f64> = (0..=4).map(|i| top * i as f64 / 4.0).collect();
+    let most = series.iter().flat_map(|p| [p.submitted_per_s, p.acked_per_s]).fold(1.0, f64::max);
+    let step = nice_step(most * 1.05 / 4.0);
+    let ticks: Vec<f64> = (0..).map(|i| i as f64 * step).take_while(|v| *v < most * 1.05 + step).collect();
+    let top = ticks.last().copied().unwrap_or(1.0);
     axes(&mut s, y1, "tasks/s", t_max, &ticks, fmt_num, 0.0, top);
     let thr: [Series; 2] = [("submitted", "#2ca02c", |p| p.submitted_per_s), ("acked", "#ff7f0e", |p| p.acked_per_s)];
     for (i, (name, color, f)) in thr.into_iter().enumerate() {
@@ -116,10 +118,10 @@ fn axes(
         let _ = write!(s, r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/>"##, W - RIGHT);
         let _ = write!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, y + 4.0, fmt(v));
     }
-    for i in 0..=5 {
-        let t = t_max * i as f64 / 5.0;
+    let step = nice_step(t_max / 6.0);
+    for t in (0..).map(|i| i as f64 * step).take_while(|t| *t <= t_max + 1e-9) {
         let x = x_of(t, t_max);
-        let _ = write!(s, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{t:.0}</text>"#, y0 + PANEL_H + 16.0);
+        let _ = write!(s, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#, y0 + PANEL_H + 16.0, fmt_num(t));
     }
 }
 
@@ -136,11 +138,24 @@ fn legend(s: &mut String, y0: f64, name: &str, color: &str, i: usize) {
     let _ = write!(s, r#"<text x="{}" y="{}">{name}</text>"#, x + 16.0, y0 - 5.0);
 }
 
+/// The smallest of 1, 2 and 5 times a power of ten that is at least `raw`: axis ticks on round numbers.
+fn nice_step(raw: f64) -> f64 {
+    let mag = 10f64.powf(raw.max(1e-9).log10().floor());
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag)
+}
+
 fn fmt_num(v: f64) -> String {
+    let short = |x: f64, unit: &str| {
+        if x.fract().abs() < 1e-9 {
+            format!("{x:.0}{unit}")
+        } else {
+            format!("{x:.1}{unit}")
+        }
+    };
     if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
+        short(v / 1e6, "M")
     } else if v >= 1e3 {
-        format!("{:.0}k", v / 1e3)
+        short(v / 1e3, "k")
     } else if v >= 1.0 || v == 0.0 {
         format!("{v:.0}")
     } else {
@@ -170,6 +185,18 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 5, "p50, p99, max, submitted, acked");
         assert!(svg.contains("fixed-rate &lt;pm&gt;"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+    }
+
+    #[test]
+    fn throughput_ticks_are_round_numbers() {
+        assert_eq!(nice_step(1312.5), 2000.0);
+        assert_eq!(nice_step(0.3), 0.5);
+        assert_eq!(nice_step(80_000.0), 100_000.0);
+        assert_eq!(fmt_num(2000.0), "2k");
+        assert_eq!(fmt_num(2500.0), "2.5k");
+        assert_eq!(fmt_num(1_500_000.0), "1.5M");
+        let svg = svg("five thousand", &[point(1.0, 2.0, 5_000.0), point(2.0, 2.0, 5_000.0)], (0.0, 2.0));
+        assert!(svg.contains(">6k<") && !svg.contains(">5.5k<"), "ticks at 0, 2k, 4k, 6k: {svg}");
     }
 
     #[test]
