@@ -169,6 +169,15 @@ fn peer(program: &str, args: &[&str], port: u16, dir: &Path) -> Option<Peer> {
     Some(p)
 }
 
+/// A short max-rate run and 50 idle connections against a peer on `url`: clean, and named `system`.
+fn workload_and_idle_against(url: &str, system: &str, dir: &Path) {
+    let r = report(url, &["max-rate", "--warmup", "0", "--duration", "1"], dir);
+    assert_clean(&r);
+    assert_eq!(r["system"], system);
+    let r = report(url, &["idle-connections", "--count", "50", "--warmup", "5", "--settle", "0"], dir);
+    assert_eq!(num(&r["report"], "opened"), 50.0, "{r}");
+}
+
 #[test]
 fn the_same_workload_runs_against_redis_streams() {
     let dir = tempfile::tempdir().unwrap();
@@ -177,15 +186,7 @@ fn the_same_workload_runs_against_redis_streams() {
     // Protected mode refuses sources other than 127.0.0.1, and idle-connections uses 127.0.0.2 onwards.
     let args = ["--port", &p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"];
     let Some(_redis) = peer("redis-server", &args, port, dir.path()) else { return };
-    let r = report(&format!("redis://127.0.0.1:{port}"), &["max-rate", "--warmup", "0", "--duration", "1"], dir.path());
-    assert_clean(&r);
-    assert_eq!(r["system"], "redis");
-    let r = report(
-        &format!("redis://127.0.0.1:{port}"),
-        &["idle-connections", "--count", "50", "--warmup", "5", "--settle", "0"],
-        dir.path(),
-    );
-    assert_eq!(num(&r["report"], "opened"), 50.0, "{r}");
+    workload_and_idle_against(&format!("redis://127.0.0.1:{port}"), "redis", dir.path());
 }
 
 #[test]
@@ -194,14 +195,5 @@ fn the_same_workload_runs_against_beanstalkd() {
     let port = free_port();
     let p = port.to_string();
     let Some(_b) = peer("beanstalkd", &["-l", "127.0.0.1", "-p", &p], port, dir.path()) else { return };
-    let r =
-        report(&format!("beanstalk://127.0.0.1:{port}"), &["max-rate", "--warmup", "0", "--duration", "1"], dir.path());
-    assert_clean(&r);
-    assert_eq!(r["system"], "beanstalkd");
-    let r = report(
-        &format!("beanstalk://127.0.0.1:{port}"),
-        &["idle-connections", "--count", "50", "--warmup", "5", "--settle", "0"],
-        dir.path(),
-    );
-    assert_eq!(num(&r["report"], "opened"), 50.0, "{r}");
+    workload_and_idle_against(&format!("beanstalk://127.0.0.1:{port}"), "beanstalkd", dir.path());
 }
