@@ -350,7 +350,9 @@ async fn an_agent_reclaims_its_leases_first_after_a_restart() {
 
     let codes = loop {
         match a.extend(vec![kept.lease_id], 0).await {
-            Err(e) if e.kind() == ErrorKind::Disconnected => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) if matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::NotSent) => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             other => break other.unwrap(),
         }
     };

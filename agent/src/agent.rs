@@ -325,7 +325,7 @@ where
                 return Ok(code);
             }
             Err(e)
-                if matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::Timeout)
+                if matches!(e.kind(), ErrorKind::Disconnected | ErrorKind::NotSent | ErrorKind::Timeout)
                     && tokio::time::Instant::now() < give_up
                     && !lease.stop.is_cancelled() =>
             {

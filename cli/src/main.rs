@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pm_client::{Client, ConnectOptions};
+use pm_client::{Client, Cluster, ClusterOptions, ConnectOptions};
 use pm_protocol::pb::TaskSpec;
 use pm_protocol::pipeline::task_spec_from_json;
 use pm_protocol::ErrorCode;
@@ -17,7 +17,8 @@ use pm_protocol::ErrorCode;
 #[derive(Debug, Parser)]
 #[command(name = "pmctl", version, about)]
 struct Cli {
-    /// Scheduler address.
+    /// Scheduler address; for a cluster, one or more member addresses, comma-separated (the first that answers
+    /// tells the others).
     #[arg(long, global = true, env = "PM_SERVER", default_value = "127.0.0.1:7070")]
     server: String,
     /// Bearer token for the scheduler.
@@ -56,6 +57,20 @@ enum Cmd {
         /// Task ids.
         #[arg(required = true)]
         ids: Vec<u64>,
+    },
+    /// Cluster membership and health.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCmd {
+    /// Every member's ring epoch, connections and queue totals. Exits 1 if a member is unreachable or the
+    /// members disagree on the ring (a membership change still rolling out).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -112,16 +127,23 @@ async fn connect(cli: &Cli, opts: ConnectOptions) -> Result<Client, Failure> {
     Client::connect(&cli.server, opts).await.map_err(|e| Failure(1, e.to_string()))
 }
 
+/// Connects to the first of the `--server` addresses that answers, routing by key when it is a cluster.
+async fn connect_cluster(cli: &Cli, opts: ConnectOptions) -> Result<Cluster, Failure> {
+    let opts = opts.client_id("pmctl").token(cli.token.clone()).reconnect(false);
+    let seeds: Vec<String> = cli.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    Cluster::connect(&seeds, opts, ClusterOptions::default()).await.map_err(|e| Failure(1, e.to_string()))
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.cmd {
         Cmd::Submit { files, queue } => {
             let tasks = read_tasks(files, queue.as_deref())?;
-            let client = connect(&cli, ConnectOptions::producer()).await?;
+            let client = connect_cluster(&cli, ConnectOptions::producer()).await?;
             let max_batch = client.welcome().max_batch.max(1) as usize;
             let mut failed = 0;
             for chunk in tasks.chunks(max_batch) {
-                let results = client.submit(chunk.to_vec()).await.map_err(|e| Failure(1, e.to_string()))?;
-                for r in results {
+                for r in client.submit_each(chunk.to_vec()).await {
+                    let r = r.map_err(|e| Failure(1, e.to_string()))?;
                     match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
                         ErrorCode::Ok => println!("{}", r.task_id),
                         code => {
@@ -189,7 +211,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{n}");
         }
         Cmd::Cancel { ids } => {
-            let client = connect(&cli, ConnectOptions::producer()).await?;
+            let client = connect_cluster(&cli, ConnectOptions::producer()).await?;
             let max_batch = client.welcome().max_batch.max(1) as usize;
             let mut failed = 0;
             for chunk in ids.chunks(max_batch) {
@@ -215,8 +237,72 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 return Err(Failure(1, format!("{failed} task(s) were not cancelled")));
             }
         }
+        Cmd::Cluster(ClusterCmd::Status { json }) => return cluster_status(&cli, *json).await,
     }
     Ok(())
+}
+
+/// `pmctl cluster status`.
+async fn cluster_status(cli: &Cli, json: bool) -> Result<(), Failure> {
+    let cluster = connect_cluster(cli, ConnectOptions::admin()).await?;
+    let ring = cluster.ring();
+    let mut healthy = true;
+    let mut rows = Vec::new();
+    for (ordinal, (node, stats)) in cluster.stats().await.into_iter().enumerate() {
+        let row = match stats {
+            Ok(s) => {
+                let sum = |f: fn(&pm_protocol::pb::QueueStats) -> u64| s.queues.iter().map(f).sum::<u64>();
+                let same_ring = s.ring_epoch == ring.epoch();
+                healthy &= same_ring;
+                serde_json::json!({"ordinal": ordinal, "member": node, "up": true, "node": s.node_id,
+                    "ringEpoch": format!("{:#x}", s.ring_epoch), "sameRing": same_ring,
+                    "connections": s.connections, "ready": sum(|q| q.ready), "delayed": sum(|q| q.delayed),
+                    "leased": sum(|q| q.leased), "dead": sum(|q| q.dead), "agents": sum(|q| q.agents),
+                    "storeDiskBytes": s.store_disk_bytes})
+            }
+            Err(e) => {
+                healthy = false;
+                serde_json::json!({"ordinal": ordinal, "member": node, "up": false, "error": e.to_string()})
+            }
+        };
+        rows.push(row);
+    }
+    if json {
+        let v = serde_json::json!({"ringEpoch": format!("{:#x}", ring.epoch()), "members": ring.members(),
+            "healthy": healthy, "nodes": rows});
+        println!("{v}");
+    } else {
+        println!("ring epoch {:#x}  members {}", ring.epoch(), ring.len().max(1));
+        println!(
+            "{:>3} {:<28} {:<5} {:>18} {:>6} {:>10} {:>10} {:>10} {:>8}",
+            "#", "MEMBER", "UP", "EPOCH", "CONNS", "READY", "LEASED", "DEAD", "AGENTS"
+        );
+        for r in &rows {
+            let s = |k: &str| r.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
+            let up = if r["up"] == true { "up" } else { "DOWN" };
+            let epoch = if r["sameRing"] == false { format!("{} !", s("ringEpoch")) } else { s("ringEpoch") };
+            println!(
+                "{:>3} {:<28} {:<5} {:>18} {:>6} {:>10} {:>10} {:>10} {:>8}",
+                s("ordinal"),
+                s("member"),
+                up,
+                epoch,
+                s("connections"),
+                s("ready"),
+                s("leased"),
+                s("dead"),
+                s("agents")
+            );
+            if let Some(e) = r.get("error") {
+                println!("    {}", e.as_str().unwrap_or_default());
+            }
+        }
+    }
+    if healthy {
+        Ok(())
+    } else {
+        Err(Failure(1, "the cluster is not healthy: a member is down or holds another ring".into()))
+    }
 }
 
 /// Reads and validates every file before anything is sent.

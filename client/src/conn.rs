@@ -110,7 +110,7 @@ pub(crate) async fn run(
                     while let Ok(cmd) = cmds.try_recv() {
                         match cmd {
                             Command::Request { reply, .. } => {
-                                let _ = reply.send(Err(Error::new(ErrorKind::Disconnected, e.message().to_string())));
+                                let _ = reply.send(Err(Error::new(ErrorKind::NotSent, e.message().to_string())));
                             }
                             Command::Credit { queue, n } => *credits.entry(queue).or_default() += u64::from(n),
                         }

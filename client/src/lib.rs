@@ -9,10 +9,15 @@
 //! tasks across a reconnect (e.g. a scheduler restart) sets [`ConnectOptions::reclaim`]: the connection then
 //! reclaims them first, and the stream carries [`AgentEvent::Reclaimed`] with their new lease ids.
 //!
+//! [`Cluster`] is the producer/admin handle for a cluster of scheduler nodes: it learns the ring from the
+//! first node it reaches, sends each task to the node owning its key, follows redirects and routes cancels by
+//! the node encoded in a task id.
+//!
 //! - [`options`]: the [`ConnectOptions`] builder.
 //! - [`error`]: the [`Error`] type with a matchable [`ErrorKind`].
 //! - `conn`: the connection task.
 
+mod cluster;
 mod conn;
 pub mod error;
 pub mod options;
@@ -25,6 +30,7 @@ use pm_protocol::pb::{self, LeasedTask, StatsReply, SubmitResult, TaskSpec};
 use pm_protocol::{Envelope, ErrorCode, Kind};
 use tokio::sync::{mpsc, oneshot};
 
+pub use cluster::{Cluster, ClusterOptions};
 pub use error::{Error, ErrorKind};
 pub use options::{ConnectOptions, ReclaimProvider};
 pub use pm_protocol;
@@ -158,7 +164,12 @@ impl Client {
 
     /// Submits tasks; returns one result per task, in order, once they are durable.
     pub async fn submit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<SubmitResult>, Error> {
-        let env = self.request(|request_id| pb::Submit { request_id, tasks }.into()).await?;
+        self.submit_inner(tasks, false).await
+    }
+
+    /// Cluster mode: a Submit the node takes although it may not own the keys (the owner is unreachable).
+    pub(crate) async fn submit_inner(&self, tasks: Vec<TaskSpec>, failover: bool) -> Result<Vec<SubmitResult>, Error> {
+        let env = self.request(|request_id| pb::Submit { request_id, tasks, failover }.into()).await?;
         match env.kind {
             Some(Kind::SubmitAck(a)) => Ok(a.results),
             other => Err(unexpected(other)),
@@ -254,6 +265,7 @@ impl Client {
 
 fn unexpected(kind: Option<Kind>) -> Error {
     match kind {
+        Some(Kind::Redirect(r)) => Error::redirected(r),
         Some(Kind::Error(e)) => {
             let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
             Error::with_code(ErrorKind::Server, code, e.message)

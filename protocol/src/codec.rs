@@ -168,6 +168,7 @@ mod tests {
         pb::Submit {
             request_id: 7,
             tasks: vec![pb::TaskSpec { payload: vec![1u8; 300].into(), queue: "q".into(), ..Default::default() }],
+            failover: false,
         }
         .into()
     }

@@ -6,6 +6,7 @@
 //!   before anything is allocated.
 //! - [`pipeline`]: the task JSON (both dialects of the original project) parsed into a [`pb::TaskSpec`].
 //! - [`limits`]: protocol version and default limits shared by servers and clients.
+//! - [`ring`]: rendezvous hashing of task keys onto the scheduler nodes of a cluster.
 //!
 //! ```text
 //!  0        4                        4+len
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod codec;
 pub mod limits;
 pub mod pipeline;
+pub mod ring;
 
 /// Generated protobuf types of package `pm.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use pm_protocol::limits::{DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
+use pm_protocol::ring::Ring;
 
 use crate::store::FsyncMode;
 
@@ -64,6 +65,14 @@ pub struct Config {
     /// Node name announced in Welcome (default: `$HOSTNAME`, else `node-0`).
     #[arg(long, env = "PM_NODE_ID")]
     pub node_id: Option<String>,
+    /// Cluster mode: every scheduler node's address, in ordinal order, comma-separated (e.g. the StatefulSet
+    /// names `scheduler-0.scheduler:7070,scheduler-1.scheduler:7070`). Task keys are placed on them by
+    /// rendezvous hashing; members are only appended, never reordered. Empty = a single node.
+    #[arg(long, env = "PM_MEMBERS", value_delimiter = ',', num_args = 0..)]
+    pub members: Vec<String>,
+    /// Cluster mode: this node's own entry in `--members` (default: `--listen`).
+    #[arg(long, env = "PM_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, env = "PM_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
@@ -157,7 +166,30 @@ impl Config {
         if self.shards > 256 {
             return err("--shards must be at most 256".into());
         }
+        self.cluster()?;
         Ok(())
+    }
+
+    /// The ring of `--members` and this node's ordinal in it (`None` for a single node).
+    pub fn cluster(&self) -> Result<(Ring, Option<usize>), ConfigError> {
+        let members = self.members.iter().map(|m| m.trim()).filter(|m| !m.is_empty());
+        let ring = Ring::new(members).map_err(|e| ConfigError(format!("--members: {e}")))?;
+        if ring.is_empty() {
+            return Ok((ring, None));
+        }
+        let me = self.advertise();
+        match ring.ordinal(&me) {
+            Some(i) => Ok((ring, Some(i))),
+            None => Err(ConfigError(format!(
+                "--advertise {me:?} (default: --listen) is not one of --members {:?}",
+                ring.members()
+            ))),
+        }
+    }
+
+    /// This node's member address: `--advertise`, else `--listen`.
+    pub fn advertise(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.clone())
     }
 
     /// The listen address.
@@ -264,5 +296,12 @@ mod tests {
         assert_eq!(c.http_addr().unwrap(), None);
         let c = Config::parse_from(["pm-scheduler", "--http-listen", "localhost"]);
         assert!(c.validate().unwrap_err().to_string().contains("--http-listen"));
+        let c = Config::parse_from(["pm-scheduler", "--members", "a:1,b:1", "--advertise", "b:1"]);
+        assert_eq!(c.cluster().unwrap().1, Some(1));
+        let c = Config::parse_from(["pm-scheduler", "--members", "a:1,b:1"]);
+        assert!(c.validate().unwrap_err().to_string().contains("--advertise"));
+        let c = Config::parse_from(["pm-scheduler", "--members", "a:1,a:1", "--advertise", "a:1"]);
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
+        assert_eq!(Config::parse_from(["pm-scheduler"]).cluster().unwrap().1, None);
     }
 }

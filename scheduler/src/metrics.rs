@@ -21,6 +21,8 @@ pub const RECLAIMED: &str = "pm_tasks_reclaimed_total";
 pub const STALE_LEASES: &str = "pm_stale_lease_total";
 /// Counter: frames or connections refused (label `reason`).
 pub const REFUSED: &str = "pm_refused_total";
+/// Counter: Submits answered with a Redirect (cluster mode: a key another node owns).
+pub const REDIRECTED: &str = "pm_submits_redirected_total";
 /// Gauge: ready tasks per queue.
 pub const QUEUE_DEPTH: &str = "pm_queue_depth";
 /// Gauge: delayed tasks per queue.

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use pm_protocol::pb::StoredTask;
 use pm_protocol::pipeline::queue_or_default;
+use pm_protocol::ring::{Ring, TASK_ID_NODE_SHIFT};
 use pm_protocol::Message as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, ConfigError, StoreKind};
 use crate::connection::Registry;
 use crate::server::{Limits, ServerCtx};
 use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
@@ -37,6 +38,9 @@ pub enum NodeError {
     /// The store refused to open (e.g. corruption).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The configuration is inconsistent (e.g. `--advertise` is not a member).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// A running node (everything but the listener).
@@ -50,6 +54,7 @@ pub struct Node {
 impl Node {
     /// Opens the data directory and starts the node's actors. Must run inside a tokio runtime.
     pub fn start(cfg: &Config) -> Result<Node, NodeError> {
+        let (ring, ordinal) = cfg.cluster()?;
         let lock = lock_dir(&cfg.data)?;
         let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
             StoreKind::Wal => {
@@ -75,7 +80,15 @@ impl Node {
         );
         let committer = Committer::start(store, cfg.fsync);
         let n = cfg.shard_count();
-        let next_task_id = Arc::new(AtomicU64::new(recovered.max_task_id + 1));
+        // In a cluster, a node's task ids carry its ordinal in their top bits, so an id names its owner.
+        let first_id = ((ordinal.unwrap_or(0) as u64) << TASK_ID_NODE_SHIFT) + 1;
+        if recovered.max_task_id > 0 && Ring::ordinal_of_task(recovered.max_task_id) != ordinal.unwrap_or(0) {
+            tracing::warn!(
+                max_task_id = recovered.max_task_id,
+                "the data directory holds task ids of another ordinal: was --members reordered?"
+            );
+        }
+        let next_task_id = Arc::new(AtomicU64::new((recovered.max_task_id + 1).max(first_id)));
         let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
         for t in recovered.tasks {
             let queue = StoredTask::decode(t.body.clone())
@@ -125,6 +138,8 @@ impl Node {
             next_conn: AtomicU64::new(1),
             connections: AtomicU64::new(0),
             node_id: cfg.node_id(),
+            ring,
+            ordinal,
             data_dir: cfg.data.clone(),
             shutdown,
             conns,

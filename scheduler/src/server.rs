@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use pm_protocol::codec::encode_frame;
+use pm_protocol::ring::Ring;
 use pm_protocol::{pb, ErrorCode};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::io::AsyncWriteExt;
@@ -50,6 +51,10 @@ pub struct ServerCtx {
     pub connections: AtomicU64,
     /// Node name.
     pub node_id: String,
+    /// Cluster mode: the ring of all members (empty for a single node).
+    pub ring: Ring,
+    /// This node's ordinal in `ring` (`None` for a single node).
+    pub ordinal: Option<usize>,
     /// Data directory (for stats).
     pub data_dir: PathBuf,
     /// Cancelled when connections must close (end of shutdown).

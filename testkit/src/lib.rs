@@ -87,12 +87,17 @@ impl Scheduler {
     /// Starts a scheduler on `data` whose stderr goes to `log` (default: a temporary directory of its own,
     /// so a test that fills the data disk still gets its log).
     pub fn start_logging_to(data: &Path, log: Option<&Path>, extra: &[&str]) -> Scheduler {
+        Self::start_at("127.0.0.1:0", data, log, extra)
+    }
+
+    /// Starts a scheduler listening on `addr` (port 0 picks one) with its data in `data`.
+    pub fn start_at(addr: &str, data: &Path, log: Option<&Path>, extra: &[&str]) -> Scheduler {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = log.map(Path::to_path_buf).unwrap_or_else(|| logdir.path().join("pm-scheduler.log"));
         let mut s = Scheduler {
             child: None,
-            addr: "127.0.0.1:0".into(),
+            addr: addr.into(),
             data: data.to_path_buf(),
             http_addr: None,
             args,
@@ -118,6 +123,11 @@ impl Scheduler {
                 Err(e) => panic!("scheduler did not restart: {e}"),
             }
         }
+    }
+
+    /// Replaces the extra flags used by the next [`Scheduler::restart`] or [`Scheduler::spawn`].
+    pub fn set_args(&mut self, extra: &[&str]) {
+        self.args = extra.iter().map(|s| s.to_string()).collect();
     }
 
     /// Tries to start the process; returns the stderr tail on failure.
@@ -220,6 +230,68 @@ impl Scheduler {
             .await
             .expect("connect agent")
     }
+}
+
+/// Scheduler nodes of one cluster on loopback: node `i` listens on `127.0.0.{10+i}` at a free port, with its
+/// own data directory, and every node gets `--members` (all of them, in ordinal order).
+pub struct SchedulerCluster {
+    /// The nodes, in ordinal order.
+    pub nodes: Vec<Scheduler>,
+    _tmp: tempfile::TempDir,
+}
+
+impl SchedulerCluster {
+    /// Starts `n` nodes with `extra` flags each.
+    pub fn start(n: usize, extra: &[&str]) -> SchedulerCluster {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let addrs: Vec<String> = (0..n).map(|i| free_addr(&format!("127.0.0.{}", 10 + i))).collect();
+        let members = addrs.join(",");
+        let mut args = vec!["--members", members.as_str()];
+        args.extend_from_slice(extra);
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Scheduler::start_at(a, &tmp.path().join(format!("node-{i}")), None, &args))
+            .collect();
+        SchedulerCluster { nodes, _tmp: tmp }
+    }
+
+    /// Every node's address, in ordinal order (the `--members` list).
+    pub fn members(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Adds a node listening on `127.0.0.{10+n}`, with `--members` naming the old nodes and itself; the old
+    /// nodes keep running with their old list until restarted with [`SchedulerCluster::restart_all`].
+    pub fn add_node(&mut self, extra: &[&str]) -> String {
+        let i = self.nodes.len();
+        let addr = free_addr(&format!("127.0.0.{}", 10 + i));
+        let mut members = self.members();
+        members.push(addr.clone());
+        let members = members.join(",");
+        let mut args = vec!["--members", members.as_str()];
+        args.extend_from_slice(extra);
+        let node = Scheduler::start_at(&addr, &self._tmp.path().join(format!("node-{i}")), None, &args);
+        self.nodes.push(node);
+        addr
+    }
+
+    /// Restarts every node (same data and address) with `--members` naming all current nodes.
+    pub fn restart_all(&mut self, extra: &[&str]) {
+        let members = self.members().join(",");
+        let mut args = vec!["--members", members.as_str()];
+        args.extend_from_slice(extra);
+        for n in &mut self.nodes {
+            n.set_args(&args);
+            n.restart();
+        }
+    }
+}
+
+/// `ip:port` with a port that was free on `ip` a moment ago.
+pub fn free_addr(ip: &str) -> String {
+    let l = std::net::TcpListener::bind((ip, 0)).expect("bind a free port");
+    l.local_addr().expect("local addr").to_string()
 }
 
 impl Drop for Scheduler {

@@ -423,8 +423,8 @@ async fn handshake(conn: &mut Conn, ctx: &ConnCtx) -> Option<Role> {
         pb::Welcome {
             server_version: PROTOCOL_VERSION,
             node_id: server.node_id.clone(),
-            ring_epoch: 0,
-            members: vec![server.node_id.clone()],
+            ring_epoch: server.ring.epoch(),
+            members: server.ring.members().to_vec(),
             max_frame_bytes: limits.max_frame_bytes as u32,
             max_batch: limits.max_batch as u32,
         }

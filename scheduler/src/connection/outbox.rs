@@ -46,6 +46,10 @@ struct Shared {
 #[derive(Clone)]
 pub struct OutTx(Arc<Shared>);
 
+/// [`OutTx::send`] found the connection closed; the message was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
 impl std::fmt::Debug for OutTx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutTx").field("flags", &self.0.flags.load(Ordering::Relaxed)).finish_non_exhaustive()
@@ -53,10 +57,10 @@ impl std::fmt::Debug for OutTx {
 }
 
 impl OutTx {
-    /// Queues `msg` for the connection; gives it back if the connection has closed.
-    pub fn send(&self, msg: Outbound) -> Result<(), Outbound> {
+    /// Queues `msg` for the connection; drops it if the connection has closed.
+    pub fn send(&self, msg: Outbound) -> Result<(), Closed> {
         if self.0.flags.load(Ordering::Acquire) & CLOSED != 0 {
-            return Err(msg);
+            return Err(Closed);
         }
         let was_empty = {
             let mut q = self.0.queue.lock();

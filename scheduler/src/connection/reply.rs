@@ -65,7 +65,7 @@ pub enum Reply {
     /// LeaseReply.
     Lease(Vec<i32>),
     /// StatsReply.
-    Stats(pb::StatsReply),
+    Stats(Box<pb::StatsReply>),
     /// DeadLetterListReply (with its limit).
     DeadList(Vec<DeadLetter>, usize),
     /// DeadLetterRedriveReply.
@@ -126,7 +126,7 @@ impl Merge {
             Reply::Stats(mut s) => {
                 s.request_id = request_id;
                 s.queues.sort_by(|a, b| a.queue.cmp(&b.queue));
-                s.into()
+                (*s).into()
             }
             Reply::DeadList(tasks, _) => pb::DeadLetterListReply { request_id, tasks }.into(),
             Reply::Redrive(redriven) => pb::DeadLetterRedriveReply { request_id, redriven }.into(),

@@ -26,8 +26,11 @@ pub fn stats(ctx: &mut ConnCtx, req: pb::StatsRequest) {
         store_disk_bytes: disk,
         store_segments: segments,
         node_id: ctx.server.node_id.clone(),
+        ring_epoch: ctx.server.ring.epoch(),
+        members: ctx.server.ring.members().to_vec(),
+        advertise: ctx.server.ordinal.map(|i| ctx.server.ring.members()[i].clone()).unwrap_or_default(),
     };
-    begin(ctx, req.request_id, Reply::Stats(reply));
+    begin(ctx, req.request_id, Reply::Stats(Box::new(reply)));
     for s in &ctx.server.shards {
         s.send(ShardMsg::Stats { out: ctx.out.clone(), request_id: req.request_id });
     }

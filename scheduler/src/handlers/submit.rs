@@ -1,4 +1,5 @@
-//! `Submit`: validate each task, split by owning shard, reply once every part is durable.
+//! `Submit`: redirect it if another node owns a key (cluster mode); validate each task, split by owning shard,
+//! reply once every part is durable.
 
 use pm_protocol::limits::MAX_KEY_BYTES;
 use pm_protocol::pb::{self, SubmitResult};
@@ -7,6 +8,7 @@ use pm_protocol::ErrorCode;
 
 use super::by_shard;
 use crate::connection::{ConnCtx, Merge, Outbound, Reply};
+use crate::metrics as m;
 use crate::shard::{shard_of_queue, ShardMsg};
 
 /// Handles a Submit. Takes one of the connection's in-flight slots until the reply is written: at the limit
@@ -17,6 +19,14 @@ pub fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
     if submit.tasks.len() > cfg.max_batch {
         let msg = format!("{} tasks in one submit; the limit is {}", submit.tasks.len(), cfg.max_batch);
         ctx.error(ErrorCode::LimitExceeded, request_id, msg);
+        return;
+    }
+    if let Some(owner) = foreign_owner(ctx, &submit.tasks).filter(|_| !submit.failover) {
+        metrics::counter!(m::REDIRECTED).increment(1);
+        let ring = &ctx.server.ring;
+        let node = ring.members()[owner].clone();
+        let redirect = pb::Redirect { request_id, node, ring_epoch: ring.epoch(), members: ring.members().to_vec() };
+        let _ = ctx.out.send(Outbound::Frame(redirect.into()));
         return;
     }
     ctx.inflight += 1;
@@ -38,6 +48,14 @@ pub fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
     for (shard, items) in groups {
         ctx.server.shards[shard].send(ShardMsg::Submit { out: ctx.out.clone(), request_id, items });
     }
+}
+
+/// Cluster mode: the ordinal of the owner of the first keyed task this node does not own. Tasks without a key
+/// have no order to keep, so any node takes them.
+fn foreign_owner(ctx: &ConnCtx, tasks: &[pb::TaskSpec]) -> Option<usize> {
+    let me = ctx.server.ordinal?;
+    let ring = &ctx.server.ring;
+    tasks.iter().filter(|t| !t.key.is_empty()).filter_map(|t| ring.owner(t.key.as_bytes())).find(|o| *o != me)
 }
 
 fn validate(spec: &pb::TaskSpec, max_payload: usize) -> Result<(), String> {

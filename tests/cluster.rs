@@ -1,0 +1,264 @@
+//! Cluster mode with real scheduler processes on 127.0.0.x: tasks land on the owners of their keys, a client
+//! holding an old ring is redirected without losing or duplicating an ack, a membership change leaves queued
+//! tasks on their old owner, and a node killed under load delivers every acknowledged task after its restart.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use pm_client::{AgentEvent, Client, Cluster, ClusterOptions, ConnectOptions};
+use pm_protocol::pb::{LeasedTask, TaskSpec};
+use pm_protocol::ring::Ring;
+use pm_protocol::ErrorCode;
+use pm_testkit::SchedulerCluster;
+
+fn keyed(queue: &str, key: &str) -> TaskSpec {
+    TaskSpec { payload: Bytes::from(key.to_string()), queue: queue.into(), key: key.into(), ..Default::default() }
+}
+
+/// Drains `node`'s `queue` with one agent until nothing arrives for `quiet`; acks everything; returns the tasks.
+async fn drain(node: &str, queue: &str, quiet: Duration) -> Vec<LeasedTask> {
+    let (a, mut leases) = Client::connect_agent(node, ConnectOptions::agent().reconnect(false)).await.unwrap();
+    a.credit(queue, 100_000).await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(Some(ev)) = tokio::time::timeout(quiet, leases.next()).await {
+        if let AgentEvent::Leased(t) = ev {
+            assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+            got.push(t);
+        }
+    }
+    got
+}
+
+async fn cluster_client(seed: &str) -> Cluster {
+    Cluster::connect(&[seed.to_string()], ConnectOptions::producer(), ClusterOptions::default()).await.unwrap()
+}
+
+#[tokio::test]
+async fn keyed_tasks_land_on_their_owners_and_task_ids_name_them() {
+    let c = SchedulerCluster::start(3, &[]);
+    let members = c.members();
+    let ring = Ring::new(members.clone()).unwrap();
+    let p = cluster_client(&members[1]).await;
+    assert_eq!(p.ring().members(), &members[..], "the ring comes from the seed's Welcome");
+    let keys: Vec<String> = (0..600).map(|i| format!("customer-{i}")).collect();
+    for chunk in keys.chunks(64) {
+        let results = p.submit(chunk.iter().map(|k| keyed("own", k)).collect()).await.unwrap();
+        assert!(results.iter().all(|r| r.code == ErrorCode::Ok as i32), "{results:?}");
+    }
+    // A node that does not own a key refuses it with a Redirect naming the owner and the ring.
+    let foreign = keys.iter().find(|k| ring.owner(k.as_bytes()) != Some(0)).unwrap();
+    let direct = Client::connect(&members[0], ConnectOptions::producer()).await.unwrap();
+    assert_eq!(direct.welcome().ring_epoch, ring.epoch());
+    let e = direct.submit(vec![keyed("own", foreign)]).await.unwrap_err();
+    let r = e.redirect().expect("a Redirect");
+    assert_eq!((r.ring_epoch, &r.members), (ring.epoch(), &members));
+    assert_eq!(Some(r.node.as_str()), ring.owner(foreign.as_bytes()).map(|o| members[o].as_str()));
+
+    let mut seen = HashSet::new();
+    let mut per_node = Vec::new();
+    for (ordinal, node) in members.iter().enumerate() {
+        let got = drain(node, "own", Duration::from_millis(500)).await;
+        for t in &got {
+            assert_eq!(ring.owner(t.key.as_bytes()), Some(ordinal), "{} landed on {node}", t.key);
+            assert_eq!(Ring::ordinal_of_task(t.task_id), ordinal, "task id {:#x} names its node", t.task_id);
+            assert!(seen.insert(t.key.clone()), "{} delivered twice", t.key);
+        }
+        per_node.push(got.len());
+    }
+    assert_eq!(seen.len(), keys.len(), "every task delivered once; per node {per_node:?}");
+    assert!(per_node.iter().all(|&n| n > 120), "keys spread over the nodes: {per_node:?}");
+
+    // Cancels go to the node a task id names.
+    let ids: Vec<u64> = p
+        .submit((0..30).map(|i| keyed("cancel", &format!("c{i}"))).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.task_id)
+        .collect();
+    assert_eq!(p.cancel(ids.clone()).await.unwrap(), vec![ErrorCode::Ok; ids.len()]);
+    assert_eq!(p.cancel(ids.clone()).await.unwrap(), vec![ErrorCode::NotFound; ids.len()]);
+    for node in &members {
+        assert!(drain(node, "cancel", Duration::from_millis(200)).await.is_empty(), "a cancelled task ran");
+    }
+}
+
+// Multi-threaded, so the client's connection tasks notice the restarts while the test thread blocks on them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_ring_is_redirected_and_queued_tasks_stay_with_their_old_owner() {
+    let mut c = SchedulerCluster::start(2, &[]);
+    let old_members = c.members();
+    let p = cluster_client(&old_members[0]).await;
+    let old_epoch = p.ring().epoch();
+    // Queued under the old ring and not consumed yet: they must finish on the node that took them.
+    let before: Vec<String> = (0..300).map(|i| format!("early-{i}")).collect();
+    let early_ids: HashMap<u64, String> = p
+        .submit(before.iter().map(|k| keyed("mv", k)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .zip(&before)
+        .map(|(r, k)| (r.task_id, k.clone()))
+        .collect();
+    assert_eq!(early_ids.len(), before.len());
+
+    // A third node joins and the first two restart with the new member list; the client still holds the old ring.
+    tokio::task::block_in_place(|| {
+        c.add_node(&[]);
+        c.restart_all(&[]);
+    });
+    let members = c.members();
+    let (old_ring, new_ring) = (Ring::new(old_members.clone()).unwrap(), Ring::new(members.clone()).unwrap());
+    assert_eq!(p.ring().epoch(), old_epoch);
+
+    let after: Vec<String> = (0..300).map(|i| format!("late-{i}")).collect();
+    let mut late_ids = HashMap::new();
+    for chunk in after.chunks(50) {
+        let results = match p.submit(chunk.iter().map(|k| keyed("mv", k)).collect()).await {
+            Ok(r) => r,
+            Err(e) => panic!("{e}: {}", c.nodes.iter().map(|n| n.log_tail()).collect::<Vec<_>>().join("\n---\n")),
+        };
+        for (r, k) in results.iter().zip(chunk) {
+            assert_eq!(r.code, ErrorCode::Ok as i32, "{k}: {r:?}");
+            assert!(late_ids.insert(r.task_id, k.clone()).is_none(), "task id {} reused", r.task_id);
+        }
+    }
+    assert_eq!(p.ring().epoch(), new_ring.epoch(), "the client adopted the ring a redirect carried");
+    let moved = before.iter().filter(|k| old_ring.owner(k.as_bytes()) != new_ring.owner(k.as_bytes())).count();
+    assert!(moved > 50 && moved < 150, "about a third of the keys move to the new node: {moved}");
+
+    let mut delivered: HashMap<u64, usize> = HashMap::new();
+    for (ordinal, node) in members.iter().enumerate() {
+        for t in drain(node, "mv", Duration::from_millis(500)).await {
+            *delivered.entry(t.task_id).or_default() += 1;
+            if let Some(k) = early_ids.get(&t.task_id) {
+                assert_eq!(old_ring.owner(k.as_bytes()), Some(ordinal), "queued task {k} moved off its old owner");
+            } else {
+                let k = &late_ids[&t.task_id];
+                assert_eq!(new_ring.owner(k.as_bytes()), Some(ordinal), "{k} is not on its new owner");
+            }
+        }
+    }
+    assert_eq!(delivered.len(), early_ids.len() + late_ids.len(), "every acknowledged task delivered");
+    assert!(delivered.values().all(|&n| n == 1), "no task was enqueued twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_delivers_every_acknowledged_task_after_its_restart() {
+    let mut c = SchedulerCluster::start(3, &["--reclaim-grace-ms", "0"]);
+    let members = c.members();
+    let p = Cluster::connect(
+        &members,
+        ConnectOptions::producer().request_timeout(Duration::from_secs(5)).max_backoff(Duration::from_millis(100)),
+        ClusterOptions::default(),
+    )
+    .await
+    .unwrap();
+    let delivered = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut agents = Vec::new();
+    for node in &members {
+        let opts = ConnectOptions::agent().max_backoff(Duration::from_millis(100));
+        let (a, mut leases) = Client::connect_agent(node, opts).await.unwrap();
+        a.credit("kill", 10_000).await.unwrap();
+        let (delivered, stop) = (delivered.clone(), stop.clone());
+        agents.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(200), leases.next()).await else {
+                    continue;
+                };
+                if let AgentEvent::Leased(t) = ev {
+                    delivered.lock().unwrap().insert(t.task_id);
+                    let _ = a.ack(vec![(t.lease_id, Bytes::new())]).await;
+                    let _ = a.credit("kill", 1).await;
+                }
+            }
+        }));
+    }
+    let producer = {
+        let (p, stop) = (p.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut acked, mut failed, mut i) = (HashSet::new(), 0usize, 0usize);
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<TaskSpec> = (0..32).map(|j| keyed("kill", &format!("k{}", i * 32 + j))).collect();
+                i += 1;
+                for r in p.submit_each(batch).await {
+                    match r {
+                        Ok(r) if r.code == ErrorCode::Ok as i32 => assert!(acked.insert(r.task_id)),
+                        _ => failed += 1,
+                    }
+                }
+            }
+            (acked, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::task::block_in_place(|| c.nodes[1].kill());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| c.nodes[1].restart());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, failed) = producer.await.unwrap();
+    for a in agents {
+        a.await.unwrap();
+    }
+    assert!(failed > 0, "submits to the killed node failed while it was down (no failover configured)");
+    assert!(acked.len() > 1000, "the load went on: {} acknowledged", acked.len());
+    // Whatever was acknowledged and not yet delivered is still queued on its node: drain the rest.
+    let mut seen = delivered.lock().unwrap().clone();
+    for node in &members {
+        seen.extend(drain(node, "kill", Duration::from_millis(700)).await.into_iter().map(|t| t.task_id));
+    }
+    let lost: Vec<_> = acked.difference(&seen).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged tasks never delivered, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+#[test]
+fn pmctl_cluster_status_lists_every_member_and_fails_when_one_is_down() {
+    let mut c = SchedulerCluster::start(3, &[]);
+    let members = c.members();
+    // Keyed tasks through pmctl land on their owners; the status shows them per node.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.json");
+    let tasks: Vec<_> = (0..60)
+        .map(|i| serde_json::json!({"queue": "st", "key": format!("k{i}"), "pipeline": [{"executorName": "sh", "commands": ["true"]}]}))
+        .collect();
+    std::fs::write(&file, serde_json::Value::Array(tasks).to_string()).unwrap();
+    let out = pm_testkit::pmctl(&members[2], &["submit", &file.display().to_string()], None);
+    assert!(out.status.success(), "pmctl submit: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 60);
+
+    let status = |seeds: &str| {
+        let out = pm_testkit::pmctl(seeds, &["cluster", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {} / {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        });
+        (out.status.success(), v)
+    };
+    let (ok, v) = status(&members[0]);
+    assert!(ok, "{v}");
+    let ring = Ring::new(members.clone()).unwrap();
+    assert_eq!(v["ringEpoch"], format!("{:#x}", ring.epoch()));
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    let ready: u64 = nodes.iter().map(|n| n["ready"].as_u64().unwrap()).sum();
+    assert_eq!(ready, 60, "{v}");
+    assert!(nodes.iter().all(|n| n["up"] == true && n["sameRing"] == true && n["ready"].as_u64().unwrap() > 0), "{v}");
+
+    c.nodes[1].kill();
+    // The first seed is down: the next one answers.
+    let (ok, v) = status(&format!("{},{}", members[1], members[0]));
+    assert!(!ok, "a member is down: exit 1");
+    assert_eq!(v["nodes"][1]["up"], false, "{v}");
+    assert_eq!(v["nodes"][0]["up"], true, "{v}");
+}
