@@ -40,7 +40,8 @@ async fn cluster_client(seed: &str) -> Cluster {
 
 #[tokio::test]
 async fn keyed_tasks_land_on_their_owners_and_task_ids_name_them() {
-    let c = SchedulerCluster::start(3, &[]);
+    // No stealing: each node's agent sees exactly what the node holds.
+    let c = SchedulerCluster::start(3, &["--steal-interval", "0"]);
     let members = c.members();
     let ring = Ring::new(members.clone()).unwrap();
     let p = cluster_client(&members[1]).await;
@@ -91,7 +92,7 @@ async fn keyed_tasks_land_on_their_owners_and_task_ids_name_them() {
 // Multi-threaded, so the client's connection tasks notice the restarts while the test thread blocks on them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_ring_is_redirected_and_queued_tasks_stay_with_their_old_owner() {
-    let mut c = SchedulerCluster::start(2, &[]);
+    let mut c = SchedulerCluster::start(2, &["--steal-interval", "0"]);
     let old_members = c.members();
     let p = cluster_client(&old_members[0]).await;
     let old_epoch = p.ring().epoch();
@@ -109,8 +110,8 @@ async fn a_stale_ring_is_redirected_and_queued_tasks_stay_with_their_old_owner()
 
     // A third node joins and the first two restart with the new member list; the client still holds the old ring.
     tokio::task::block_in_place(|| {
-        c.add_node(&[]);
-        c.restart_all(&[]);
+        c.add_node(&["--steal-interval", "0"]);
+        c.restart_all(&["--steal-interval", "0"]);
     });
     let members = c.members();
     let (old_ring, new_ring) = (Ring::new(old_members.clone()).unwrap(), Ring::new(members.clone()).unwrap());
@@ -261,4 +262,123 @@ fn pmctl_cluster_status_lists_every_member_and_fails_when_one_is_down() {
     assert!(!ok, "a member is down: exit 1");
     assert_eq!(v["nodes"][1]["up"], false, "{v}");
     assert_eq!(v["nodes"][0]["up"], true, "{v}");
+}
+
+/// Keys that `ring` places on member `ordinal`.
+fn keys_of(ring: &Ring, ordinal: usize, n: usize, prefix: &str) -> Vec<String> {
+    (0..).map(|i| format!("{prefix}-{i}")).filter(|k| ring.owner(k.as_bytes()) == Some(ordinal)).take(n).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_agents_steal_work_from_a_peer_and_their_acks_reach_the_owner() {
+    let c = SchedulerCluster::start(2, &["--default-lease", "2s", "--steal-interval", "20ms"]);
+    let members = c.members();
+    let ring = Ring::new(members.clone()).unwrap();
+    // Every agent is on node 0; every task belongs to node 1.
+    let (a, mut leases) = Client::connect_agent(&members[0], ConnectOptions::agent()).await.unwrap();
+    a.credit("steal", 64).await.unwrap();
+    let p = cluster_client(&members[0]).await;
+    let keys = keys_of(&ring, 1, 200, "b");
+    let ids: HashSet<u64> = p
+        .submit(keys.iter().map(|k| keyed("steal", k)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.task_id)
+        .collect();
+    assert!(ids.iter().all(|id| Ring::ordinal_of_task(*id) == 1), "the tasks are node 1's");
+
+    let mut got = HashSet::new();
+    let mut held_back = None;
+    while got.len() < ids.len() {
+        let t = match tokio::time::timeout(Duration::from_secs(10), leases.next()).await {
+            Ok(Some(AgentEvent::Leased(t))) => t,
+            other => panic!("work stopped flowing after {} tasks: {other:?}", got.len()),
+        };
+        assert!(ids.contains(&t.task_id), "unknown task {}", t.task_id);
+        assert!(t.lease_id & (1 << 63) != 0, "a stolen task carries a lease id of the stealing node");
+        if held_back.is_none() && t.attempt == 1 {
+            // One task is nacked once: the nack is forwarded, node 1 makes it ready again, and it comes back.
+            let nack = pm_protocol::pb::NackItem {
+                lease_id: t.lease_id,
+                retry_after_ms: 0,
+                reason: "again".into(),
+                released: false,
+            };
+            assert_eq!(a.extend(vec![t.lease_id], 0).await.unwrap(), vec![ErrorCode::Ok], "extends are forwarded");
+            assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);
+            held_back = Some(t.task_id);
+        } else {
+            assert!(got.insert(t.task_id), "task {} delivered twice", t.task_id);
+            if Some(t.task_id) == held_back {
+                assert_eq!(t.attempt, 2, "the nacked task came back as its second attempt");
+            }
+            assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+            assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::StaleLease]);
+        }
+        a.credit("steal", 1).await.unwrap();
+    }
+    // The acks reached node 1 and are durable there: nothing is left and nothing comes back after the lease.
+    let admin = Client::connect(&members[1], ConnectOptions::admin()).await.unwrap();
+    let q = admin.stats().await.unwrap().queues.into_iter().find(|q| q.queue == "steal").unwrap();
+    assert_eq!((q.ready, q.leased, q.delayed), (0, 0, 0), "{q:?}");
+    if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(2500), leases.next()).await {
+        panic!("something came back after every task was acked: {ev:?}");
+    }
+
+    // An agent that leaves with stolen tasks: they go back to node 1 unstarted (not an attempt) and flow again.
+    drop((a, leases));
+    let (quitter, mut q_leases) =
+        Client::connect_agent(&members[0], ConnectOptions::agent().reconnect(false)).await.unwrap();
+    quitter.credit("late", 5).await.unwrap();
+    let late = keys_of(&ring, 1, 5, "late");
+    p.submit(late.iter().map(|k| keyed("late", k)).collect()).await.unwrap();
+    for _ in 0..5 {
+        let t = pm_tests::next_lease(&mut q_leases).await;
+        assert_eq!(t.attempt, 1);
+    }
+    drop((quitter, q_leases));
+    let (b, mut b_leases) = Client::connect_agent(&members[0], ConnectOptions::agent()).await.unwrap();
+    b.credit("late", 5).await.unwrap();
+    for _ in 0..5 {
+        let t = pm_tests::next_lease(&mut b_leases).await;
+        assert_eq!(t.attempt, 1, "a released delivery is not counted as an attempt");
+        assert_eq!(b.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_longer_than_a_lease_redelivers_and_the_late_ack_is_refused() {
+    // Node 1 is reached through a proxy that can cut the link between the nodes (and node 1's clients that
+    // use its member address); a test agent reaches node 1 directly.
+    let tmp = tempfile::tempdir().unwrap();
+    let (addr0, addr1) = (pm_testkit::free_addr("127.0.0.10"), pm_testkit::free_addr("127.0.0.11"));
+    let proxy = pm_tests::PausableProxy::start("127.0.0.21:0", &addr1).await;
+    let members = format!("{addr0},{}", proxy.addr);
+    let common = ["--members", members.as_str(), "--default-lease", "1s", "--steal-interval", "20ms"];
+    let _n0 = pm_testkit::Scheduler::start_at(&addr0, &tmp.path().join("n0"), None, &common);
+    let mut args1 = common.to_vec();
+    args1.extend(["--advertise", proxy.addr.as_str()]);
+    let _n1 = pm_testkit::Scheduler::start_at(&addr1, &tmp.path().join("n1"), None, &args1);
+    let ring = Ring::new([addr0.clone(), proxy.addr.clone()]).unwrap();
+
+    let (x, mut x_leases) = Client::connect_agent(&addr0, ConnectOptions::agent()).await.unwrap();
+    x.credit("part", 1).await.unwrap();
+    let p = cluster_client(&addr0).await;
+    let key = keys_of(&ring, 1, 1, "p").remove(0);
+    let id = p.submit_each(vec![keyed("part", &key)]).await.remove(0).unwrap().task_id;
+    let stolen = pm_tests::next_lease(&mut x_leases).await;
+    assert_eq!((stolen.task_id, stolen.attempt), (id, 1), "node 0's agent took node 1's task");
+
+    proxy.pause(true);
+    // Node 1's lease runs out during the partition; an agent on node 1 itself gets the task again.
+    let (y, mut y_leases) = Client::connect_agent(&addr1, ConnectOptions::agent()).await.unwrap();
+    y.credit("part", 1).await.unwrap();
+    let again = pm_tests::next_lease(&mut y_leases).await;
+    assert_eq!((again.task_id, again.attempt), (id, 2), "redelivered after the lease expired");
+    assert_eq!(y.ack(vec![(again.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+
+    proxy.pause(false);
+    // The partitioned agent finishes late: its ack reaches node 1 through node 0 and is refused.
+    assert_eq!(x.ack(vec![(stolen.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::StaleLease]);
 }

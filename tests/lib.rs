@@ -45,3 +45,58 @@ pub fn submit_json(s: &pm_testkit::Scheduler, json: &str) -> u64 {
     assert!(out.status.success(), "pmctl: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("pmctl prints the task id")
 }
+
+/// A TCP proxy on loopback that can be paused: while paused it moves no bytes either way (a network partition
+/// that TCP survives: what was sent arrives once it heals, as after retransmission).
+pub struct PausableProxy {
+    /// Address to connect to instead of the target.
+    pub addr: String,
+    paused: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl PausableProxy {
+    /// Listens on `listen` (port 0 picks one) and forwards every connection to `target`.
+    pub async fn start(listen: &str, target: &str) -> PausableProxy {
+        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy addr").to_string();
+        let paused = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let (target, gate) = (target.to_string(), paused.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, gate.subscribe()));
+                tokio::spawn(pump(sr, cw, gate.subscribe()));
+            }
+        });
+        PausableProxy { addr, paused }
+    }
+
+    /// Stops (`true`) or resumes (`false`) all traffic.
+    pub fn pause(&self, on: bool) {
+        self.paused.send_replace(on);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Bytes read just as the pause began are held until it ends.
+        if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

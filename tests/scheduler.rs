@@ -65,7 +65,12 @@ async fn nack_with_delay_redelivers_later() {
     a.credit("q", 2).await.unwrap();
     let t = next_lease(&mut leases).await;
     let codes = a
-        .nack(vec![NackItem { lease_id: t.lease_id, retry_after_ms: 1500, reason: "try later".into() }])
+        .nack(vec![NackItem {
+            lease_id: t.lease_id,
+            retry_after_ms: 1500,
+            reason: "try later".into(),
+            released: false,
+        }])
         .await
         .unwrap();
     assert_eq!(codes, vec![ErrorCode::Ok]);
@@ -158,7 +163,8 @@ async fn max_attempts_dead_letter_then_redrive() {
     for attempt in 1..=2 {
         let t = next_lease(&mut leases).await;
         assert_eq!(t.attempt, attempt);
-        let nack = NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: format!("boom {attempt}") };
+        let nack =
+            NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: format!("boom {attempt}"), released: false };
         assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);
     }
     assert_no_lease(&mut leases, Duration::from_millis(200)).await;
@@ -184,7 +190,9 @@ async fn dead_letters_survive_restart() {
         let (a, mut leases) = s.agent().await;
         a.credit("q", 1).await.unwrap();
         let t = next_lease(&mut leases).await;
-        a.nack(vec![NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "bad".into() }]).await.unwrap();
+        a.nack(vec![NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "bad".into(), released: false }])
+            .await
+            .unwrap();
         // An idle round trip after the nack lets its dead-letter record reach the log.
         s.client(ConnectOptions::admin()).await.stats().await.unwrap();
         id

@@ -285,7 +285,12 @@ async fn handle(
         let backoff = cfg.retry_backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF);
         tracing::info!(task_id, attempt, "task failed: {reason}");
         let nack = |lease_id| {
-            let item = NackItem { lease_id, retry_after_ms: backoff.as_millis() as u64, reason: reason.clone() };
+            let item = NackItem {
+                lease_id,
+                retry_after_ms: backoff.as_millis() as u64,
+                reason: reason.clone(),
+                released: false,
+            };
             client.nack(vec![item])
         };
         match report(&client, &running, &lease, nack).await {

@@ -112,7 +112,10 @@ pub(crate) async fn run(
                             Command::Request { reply, .. } => {
                                 let _ = reply.send(Err(Error::new(ErrorKind::NotSent, e.message().to_string())));
                             }
-                            Command::Credit { queue, n } => *credits.entry(queue).or_default() += u64::from(n),
+                            Command::Credit { queue, n, set } => {
+                                let c = credits.entry(queue).or_default();
+                                *c = if set { u64::from(n) } else { *c + u64::from(n) };
+                            }
                         }
                     }
                 }
@@ -123,7 +126,7 @@ pub(crate) async fn run(
         };
         for (queue, n) in &credits {
             if *n > 0 {
-                let credit = pb::Credit { queue: queue.clone(), n: (*n).min(u64::from(u32::MAX)) as u32 };
+                let credit = pb::Credit { queue: queue.clone(), n: (*n).min(u64::from(u32::MAX)) as u32, set: false };
                 let _ = conn.feed(Envelope::from(credit)).await;
             }
         }
@@ -241,9 +244,10 @@ async fn session(
                             pending.insert(id, reply);
                             env
                         }
-                        Command::Credit { queue, n } => {
-                            *credits.entry(queue.clone()).or_default() += u64::from(n);
-                            pb::Credit { queue, n }.into()
+                        Command::Credit { queue, n, set } => {
+                            let c = credits.entry(queue.clone()).or_default();
+                            *c = if set { u64::from(n) } else { *c + u64::from(n) };
+                            pb::Credit { queue, n, set }.into()
                         }
                     };
                     if let Err(e) = conn.feed(env).await {

@@ -40,8 +40,8 @@ pub use pm_protocol;
 pub(crate) enum Command {
     /// Send a request and route its reply.
     Request { id: u64, env: Envelope, reply: oneshot::Sender<Result<Envelope, Error>> },
-    /// Grant credits (remembered for reconnects).
-    Credit { queue: String, n: u32 },
+    /// Grant credits, or set them to `n` (remembered for reconnects).
+    Credit { queue: String, n: u32, set: bool },
 }
 
 /// Handle to a connection. Clone freely; the connection closes when the last clone is dropped.
@@ -106,7 +106,8 @@ impl Client {
         Ok(client)
     }
 
-    /// Connects as an agent: returns the handle and the stream of leased tasks and revocations.
+    /// Connects as an agent (or a peer node, [`ConnectOptions::peer`]): returns the handle and the stream of
+    /// leased tasks and revocations.
     pub async fn connect_agent(addr: &str, opts: ConnectOptions) -> Result<(Client, Leases), Error> {
         let (client, leases) = Self::connect_inner(addr, opts, true).await?;
         let rx = leases.ok_or_else(|| Error::new(ErrorKind::Protocol, "no lease stream"))?;
@@ -189,7 +190,16 @@ impl Client {
     /// Agents: allows the server to push `n` more tasks of `queue`.
     pub async fn credit(&self, queue: &str, n: u32) -> Result<(), Error> {
         self.tx
-            .send(Command::Credit { queue: queue.to_string(), n })
+            .send(Command::Credit { queue: queue.to_string(), n, set: false })
+            .await
+            .map_err(|_| Error::new(ErrorKind::Closed, "client closed"))
+    }
+
+    /// Agents: replaces the outstanding credits on `queue` with `n` (0 withdraws them). Tasks already pushed
+    /// before the server sees this still arrive.
+    pub async fn set_credit(&self, queue: &str, n: u32) -> Result<(), Error> {
+        self.tx
+            .send(Command::Credit { queue: queue.to_string(), n, set: true })
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "client closed"))
     }

@@ -72,6 +72,11 @@ impl ConnectOptions {
         Self::new(Role::Admin)
     }
 
+    /// Peer-node defaults (a scheduler node taking work for its agents; see `ROLE_PEER`).
+    pub fn peer() -> Self {
+        Self::new(Role::Peer)
+    }
+
     /// Name shown in server logs.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = id.into();

@@ -284,7 +284,7 @@ async fn open(target: &Target, source: Option<IpAddr>, i: usize) -> Result<TcpSt
             };
             codec.encode(Envelope::from(hello), &mut buf).map_err(|e| LoadError::Backend(e.to_string()))?;
             codec
-                .encode(Envelope::from(Credit { queue: queue.clone(), n: 1 }), &mut buf)
+                .encode(Envelope::from(Credit { queue: queue.clone(), n: 1, set: false }), &mut buf)
                 .map_err(|e| LoadError::Backend(e.to_string()))?;
             s.write_all(&buf).await?;
             buf.clear();

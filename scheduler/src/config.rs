@@ -73,6 +73,10 @@ pub struct Config {
     /// Cluster mode: this node's own entry in `--members` (default: `--listen`).
     #[arg(long, env = "PM_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Cluster mode: how often a node whose agents idle looks for backlog at its peers to take work from
+    /// (work stealing; `0` = never steal).
+    #[arg(long, env = "PM_STEAL_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
+    pub steal_interval: Duration,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, env = "PM_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,

@@ -11,6 +11,7 @@
 //! - [`store`]: the durable `TaskStore` trait, the WAL and sled backends and the group-commit thread.
 //! - [`http`]: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
 //! - [`node`]: wiring it all together (open store, recover, start shards and committer).
+//! - [`steal`]: work stealing between cluster nodes (leases taken from peers for idle agents).
 //! - [`metrics`]: metric names.
 
 pub mod config;
@@ -23,4 +24,5 @@ pub mod node;
 pub mod process;
 pub mod server;
 pub mod shard;
+pub mod steal;
 pub mod store;

@@ -21,6 +21,10 @@ pub const RECLAIMED: &str = "pm_tasks_reclaimed_total";
 pub const STALE_LEASES: &str = "pm_stale_lease_total";
 /// Counter: frames or connections refused (label `reason`).
 pub const REFUSED: &str = "pm_refused_total";
+/// Counter: tasks a peer node leased to this node for its idle agents (work stealing).
+pub const STOLEN: &str = "pm_tasks_stolen_total";
+/// Counter: stolen tasks given back to their owner unstarted (the agent left, or none took them in time).
+pub const STEAL_RELEASED: &str = "pm_tasks_steal_released_total";
 /// Counter: Submits answered with a Redirect (cluster mode: a key another node owns).
 pub const REDIRECTED: &str = "pm_submits_redirected_total";
 /// Gauge: ready tasks per queue.

@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError, StoreKind};
 use crate::connection::Registry;
 use crate::server::{Limits, ServerCtx};
 use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
+use crate::steal::{StealConfig, Stealer};
 use crate::store::committer::Committer;
 use crate::store::sled_store::SledStore;
 use crate::store::wal::{Wal, WalOptions};
@@ -98,7 +99,11 @@ impl Node {
                 .unwrap_or_default();
             per_shard[shard_of_queue(&queue, n)].push(t);
         }
+        let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
+        let (steal, steal_rx) = crate::steal::channel();
+        let steal = stealing.then_some(steal);
         let shard_cfg = ShardConfig {
+            steal: steal.clone(),
             default_lease: cfg.default_lease,
             default_max_attempts: cfg.default_max_attempts,
             idempotency_window: cfg.idempotency_window,
@@ -106,7 +111,7 @@ impl Node {
             disconnect_grace: cfg.disconnect_grace,
             reclaim_grace: Duration::from_millis(cfg.reclaim_grace_ms),
         };
-        let shards = per_shard
+        let shards: Vec<_> = per_shard
             .into_iter()
             .enumerate()
             .map(|(i, tasks)| {
@@ -123,6 +128,10 @@ impl Node {
             .collect();
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
+        if let (Some(handle), Some(me)) = (steal.clone(), ordinal) {
+            let steal_cfg = StealConfig { ring: ring.clone(), me, interval: cfg.steal_interval };
+            Stealer::start(steal_cfg, handle, steal_rx, shards.clone(), shutdown.clone());
+        }
         tokio::spawn(conns.clone().sweep(shutdown.clone()));
         let ctx = Arc::new(ServerCtx {
             cfg: Limits {
@@ -140,6 +149,7 @@ impl Node {
             node_id: cfg.node_id(),
             ring,
             ordinal,
+            steal,
             data_dir: cfg.data.clone(),
             shutdown,
             conns,

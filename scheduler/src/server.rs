@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection;
 use crate::metrics as m;
 use crate::shard::ShardHandle;
+use crate::steal::StealHandle;
 
 /// Limits the connection code needs (copied out of [`crate::config::Config`]).
 #[derive(Debug, Clone)]
@@ -55,6 +56,8 @@ pub struct ServerCtx {
     pub ring: Ring,
     /// This node's ordinal in `ring` (`None` for a single node).
     pub ordinal: Option<usize>,
+    /// Cluster mode: the work stealer, which forwards acks of stolen tasks to their owners.
+    pub steal: Option<StealHandle>,
     /// Data directory (for stats).
     pub data_dir: PathBuf,
     /// Cancelled when connections must close (end of shutdown).

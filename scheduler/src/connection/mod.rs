@@ -374,10 +374,13 @@ fn wind_up(ctx: &ConnCtx, exit: Exit) -> bool {
     }
     let _ = ctx.out.send(Outbound::Close);
     ctx.server.conns.remove(ctx.id);
-    if ctx.role == Role::Agent {
+    if matches!(ctx.role, Role::Agent | Role::Peer) {
         for s in &ctx.server.shards {
             s.send(ShardMsg::Disconnected { conn: ctx.id });
         }
+    }
+    if let (Role::Agent, Some(steal)) = (ctx.role, &ctx.server.steal) {
+        steal.send(crate::steal::StealMsg::Disconnected { conn: ctx.id });
     }
     metrics::gauge!(m::CONNECTIONS, "role" => ctx.role.as_str_name()).decrement(1.0);
     !matches!(exit, Exit::WriteFailed)

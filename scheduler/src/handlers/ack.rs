@@ -1,60 +1,86 @@
-//! `Ack`, `Nack`, `Extend`: per-lease operations, routed to the shard that issued each lease id.
+//! `Ack`, `Nack`, `Extend`: per-lease operations, routed to the shard that issued each lease id, or to the
+//! work stealer for the leases of tasks taken from a peer node (which forwards them to the task's owner).
 
-use pm_protocol::pb;
+use bytes::Bytes;
+use pm_protocol::{pb, ErrorCode};
 
 use super::by_shard;
-use crate::connection::{ConnCtx, Merge, Outbound, Reply};
+use crate::connection::{ConnCtx, Merge, Outbound, Part, Reply};
 use crate::shard::{shard_of_lease, ShardMsg};
+use crate::steal::{is_foreign, StealMsg};
+
+/// (index in the request, lease id, the item's data).
+type Item<T> = (usize, u64, T);
 
 fn begin(ctx: &ConnCtx, request_id: u64, n: usize, parts: usize) {
     let merge = Merge { parts, reply: Reply::Lease(vec![0; n]), holds_slot: false };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
 }
 
+/// Splits `items` (index, lease id, item) into the groups of each shard and those of stolen tasks; registers
+/// the reply with one part per group; hands the stolen ones to `steal` (or answers them `STALE_LEASE` when
+/// this node steals nothing). Returns the shard groups for the caller to send.
+fn split<T>(
+    ctx: &ConnCtx,
+    request_id: u64,
+    items: Vec<Item<T>>,
+    steal: impl FnOnce(Vec<Item<T>>) -> StealMsg,
+) -> Vec<(usize, Vec<Item<T>>)> {
+    let shards = ctx.server.shards.len();
+    let n = items.len();
+    let (foreign, local): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, lease_id, _)| is_foreign(*lease_id));
+    let groups = by_shard(shards, local.into_iter().map(|it| (shard_of_lease(it.1, shards), it)));
+    begin(ctx, request_id, n, groups.len() + usize::from(!foreign.is_empty()));
+    if !foreign.is_empty() {
+        match &ctx.server.steal {
+            Some(s) => s.send(steal(foreign)),
+            None => {
+                let codes = foreign.into_iter().map(|(i, _, _)| (i, ErrorCode::StaleLease)).collect();
+                let _ = ctx.out.send(Outbound::Part { request_id, part: Part::Lease(codes) });
+            }
+        }
+    }
+    groups
+}
+
 /// Acks: the tasks are done.
 pub fn handle_ack(ctx: &mut ConnCtx, ack: pb::Ack) {
-    let shards = ctx.server.shards.len();
-    let n = ack.items.len();
-    let groups = by_shard(
-        shards,
-        ack.items
-            .into_iter()
-            .enumerate()
-            .map(|(i, it)| (shard_of_lease(it.lease_id, shards), (i, it.lease_id, it.result))),
-    );
-    begin(ctx, ack.request_id, n, groups.len());
+    let request_id = ack.request_id;
+    let items: Vec<(usize, u64, Bytes)> =
+        ack.items.into_iter().enumerate().map(|(i, it)| (i, it.lease_id, it.result)).collect();
+    let out = ctx.out.clone();
+    let groups = split(ctx, request_id, items, |items| StealMsg::Ack { out, request_id, items });
     for (shard, items) in groups {
-        ctx.server.shards[shard].send(ShardMsg::Ack { out: ctx.out.clone(), request_id: ack.request_id, items });
+        ctx.server.shards[shard].send(ShardMsg::Ack { out: ctx.out.clone(), request_id, items });
     }
 }
 
 /// Nacks: the deliveries failed.
 pub fn handle_nack(ctx: &mut ConnCtx, nack: pb::Nack) {
-    let shards = ctx.server.shards.len();
-    let n = nack.items.len();
-    let groups = by_shard(
-        shards,
-        nack.items.into_iter().enumerate().map(|(i, it)| (shard_of_lease(it.lease_id, shards), (i, it))),
-    );
-    begin(ctx, nack.request_id, n, groups.len());
+    let request_id = nack.request_id;
+    let items = nack.items.into_iter().enumerate().map(|(i, it)| (i, it.lease_id, it)).collect();
+    let out = ctx.out.clone();
+    let strip = |items: Vec<(usize, u64, pb::NackItem)>| items.into_iter().map(|(i, _, it)| (i, it)).collect();
+    let groups = split(ctx, request_id, items, |items| StealMsg::Nack { out, request_id, items: strip(items) });
     for (shard, items) in groups {
-        ctx.server.shards[shard].send(ShardMsg::Nack { out: ctx.out.clone(), request_id: nack.request_id, items });
+        ctx.server.shards[shard].send(ShardMsg::Nack { out: ctx.out.clone(), request_id, items: strip(items) });
     }
 }
 
 /// Extends: heartbeats for running tasks.
 pub fn handle_extend(ctx: &mut ConnCtx, ext: pb::Extend) {
-    let shards = ctx.server.shards.len();
-    let n = ext.lease_ids.len();
+    let (request_id, extend_ms) = (ext.request_id, ext.extend_ms);
+    let items = ext.lease_ids.into_iter().enumerate().map(|(i, id)| (i, id, ())).collect();
+    let out = ctx.out.clone();
+    let strip = |items: Vec<(usize, u64, ())>| items.into_iter().map(|(i, id, ())| (i, id)).collect();
     let groups =
-        by_shard(shards, ext.lease_ids.into_iter().enumerate().map(|(i, id)| (shard_of_lease(id, shards), (i, id))));
-    begin(ctx, ext.request_id, n, groups.len());
+        split(ctx, request_id, items, |items| StealMsg::Extend { out, request_id, items: strip(items), extend_ms });
     for (shard, items) in groups {
         ctx.server.shards[shard].send(ShardMsg::Extend {
             out: ctx.out.clone(),
-            request_id: ext.request_id,
-            items,
-            extend_ms: ext.extend_ms,
+            request_id,
+            items: strip(items),
+            extend_ms,
         });
     }
 }

@@ -1,8 +1,8 @@
-//! `Credit`: an agent can take `n` more tasks from a queue.
+//! `Credit`: an agent (or a peer node) can take `n` more tasks from a queue, or exactly `n` with `set`.
 
 use pm_protocol::pb;
 use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
-use pm_protocol::ErrorCode;
+use pm_protocol::{ErrorCode, Role};
 
 use crate::connection::ConnCtx;
 use crate::shard::{shard_of_queue, ShardMsg};
@@ -15,5 +15,7 @@ pub fn handle(ctx: &mut ConnCtx, credit: pb::Credit) {
     }
     let queue = queue_or_default(&credit.queue).to_string();
     let shard = shard_of_queue(&queue, ctx.server.shards.len());
-    ctx.server.shards[shard].send(ShardMsg::Credit { conn: ctx.id, out: ctx.out.clone(), queue, n: credit.n });
+    let peer = ctx.role == Role::Peer;
+    let (conn, out, n, set) = (ctx.id, ctx.out.clone(), credit.n, credit.set);
+    ctx.server.shards[shard].send(ShardMsg::Credit { conn, out, queue, n, set, peer });
 }

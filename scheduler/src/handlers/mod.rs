@@ -21,6 +21,7 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         (Kind::Ping(_) | Kind::Pong(_), _) => true,
         (Kind::Submit(_) | Kind::Cancel(_), Role::Producer | Role::Admin) => true,
         (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::Reclaim(_), Role::Agent) => true,
+        (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::StatsRequest(_), Role::Peer) => true,
         (Kind::StatsRequest(_) | Kind::DeadLetterList(_) | Kind::DeadLetterRedrive(_), Role::Admin) => true,
         (Kind::Hello(_), _) => {
             refuse(ctx, ErrorCode::HandshakeRequired, "Hello may be sent only once", "second_hello");

@@ -29,6 +29,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::connection::{ConnId, OutTx, Outbound, Part};
 use crate::idmap::{IdMap, IdSet};
 use crate::metrics as m;
+use crate::steal::{StealHandle, StealMsg};
 use crate::store::committer::CommitterHandle;
 use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredTask, StoreError};
 pub use queue::{Queue, ReadyEntry};
@@ -49,7 +50,12 @@ pub struct ShardConfig {
     /// After startup, how long recovered tasks that had been delivered before are held for their agents to
     /// reclaim before they are delivered to anyone (zero: not held).
     pub reclaim_grace: Duration,
+    /// Cluster mode: the work stealer (tasks taken from peers are reported to it once delivered).
+    pub steal: Option<StealHandle>,
 }
+
+/// How long a task taken from a peer may wait for an agent here before it is given back.
+const FOREIGN_WAIT: Duration = Duration::from_secs(1);
 
 /// Messages to a shard.
 #[derive(Debug)]
@@ -63,7 +69,7 @@ pub enum ShardMsg {
         /// Tasks for this shard.
         items: Vec<(usize, TaskSpec)>,
     },
-    /// An agent grants credits on a queue.
+    /// An agent (or a peer node) grants credits on a queue.
     Credit {
         /// Agent connection.
         conn: ConnId,
@@ -73,6 +79,21 @@ pub enum ShardMsg {
         queue: String,
         /// Credits added.
         n: u32,
+        /// `n` replaces the connection's credits instead of adding to them.
+        set: bool,
+        /// The connection is a peer node (served only when no agent has credit).
+        peer: bool,
+    },
+    /// Work stealing: which queues have agents with idle credits and no ready work (queue, idle credits minus
+    /// stolen tasks already waiting here).
+    Hungry {
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<Vec<(String, u64)>>,
+    },
+    /// Work stealing: a task a peer leased to this node, with this node's lease id, for a local agent.
+    Foreign {
+        /// The task as the agent will see it.
+        task: LeasedTask,
     },
     /// Finished deliveries.
     Ack {
@@ -487,6 +508,7 @@ impl Shard {
                 }
                 _ = tick.tick() => {
                     self.expire_idempotency();
+                    self.release_foreign();
                     self.update_gauges();
                 }
             }
@@ -498,10 +520,29 @@ impl Shard {
     fn handle(&mut self, msg: ShardMsg) {
         match msg {
             ShardMsg::Submit { out, request_id, items } => self.on_submit(out, request_id, items),
-            ShardMsg::Credit { conn, out, queue, n } => {
+            ShardMsg::Credit { conn, out, queue, n, set, peer } => {
                 let q = self.queue_id(&queue);
                 self.agents.entry(conn).or_default().out = Some(out);
-                self.queues[q as usize].add_credit(conn, n);
+                if set {
+                    self.queues[q as usize].set_credit(conn, n, peer);
+                } else {
+                    self.queues[q as usize].add_credit(conn, n, peer);
+                }
+                self.dirty.insert(q);
+            }
+            ShardMsg::Hungry { reply } => {
+                let hungry = self
+                    .queues
+                    .iter()
+                    .filter(|q| q.ready.is_empty())
+                    .map(|q| (q.name.clone(), q.local_credits().saturating_sub(q.foreign.len() as u64)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                let _ = reply.send(hungry);
+            }
+            ShardMsg::Foreign { task } => {
+                let q = self.queue_id(&task.queue);
+                self.queues[q as usize].foreign.push_back((Instant::now(), task));
                 self.dirty.insert(q);
             }
             ShardMsg::Ack { out, request_id, items } => self.on_ack(out, request_id, items),
@@ -613,6 +654,13 @@ impl Shard {
             match self.end_lease(item.lease_id) {
                 Some(task_id) => {
                     metrics::counter!(m::NACKED).increment(1);
+                    if item.released {
+                        // Never started (a peer node found no agent for it): not an attempt.
+                        if let Some(t) = self.tasks.get_mut(&task_id) {
+                            t.attempts = t.attempts.saturating_sub(1);
+                            self.records.push(Record::Attempt { task_id, attempts: t.attempts });
+                        }
+                    }
                     let reason = if item.reason.is_empty() { "nacked by agent".to_string() } else { item.reason };
                     self.retry_or_bury(task_id, Duration::from_millis(item.retry_after_ms), reason);
                     codes.push((idx, ErrorCode::Ok));
@@ -918,9 +966,10 @@ impl Shard {
     }
 
     fn dispatch_queue(&mut self, qi: u32, now: Instant, wall: u64, budget: usize, leased_now: &mut u64) {
+        self.dispatch_foreign(qi, budget);
         loop {
             let q = &mut self.queues[qi as usize];
-            if q.ready.is_empty() || q.waiting.is_empty() {
+            if q.ready.is_empty() || !q.has_credit() {
                 return;
             }
             let Some(entry) = q.ready.pop() else { return };
@@ -962,16 +1011,56 @@ impl Shard {
                 key: task.key.clone(),
                 max_attempts: task.max_attempts,
             };
-            let size = leased.encoded_len() + 8;
-            let slot = self.outgoing.entry(conn).or_insert_with(|| (out.clone(), Vec::new(), 0));
-            if slot.2 + size > budget && !slot.1.is_empty() {
-                let tasks = std::mem::take(&mut slot.1);
-                let _ = slot.0.send(Outbound::Frame(pb::Leased { tasks }.into()));
-                slot.2 = 0;
-            }
-            slot.1.push(leased);
-            slot.2 += size;
+            let out = out.clone();
+            self.push_leased(conn, &out, leased, budget);
             *leased_now += 1;
+        }
+    }
+
+    /// Gives tasks taken from peers to local agents (never to a peer), before any local ready task: their
+    /// leases are already running at their owners.
+    fn dispatch_foreign(&mut self, qi: u32, budget: usize) {
+        let Some(steal) = self.cfg.steal.clone() else { return };
+        loop {
+            let q = &mut self.queues[qi as usize];
+            if q.foreign.is_empty() {
+                return;
+            }
+            let Some(conn) = q.take_local_credit() else { return };
+            let Some(out) = self.agents.get(&conn).and_then(|a| a.out.clone()) else { continue };
+            let Some((_, task)) = q.foreign.pop_front() else { return };
+            steal.send(StealMsg::Delivered { lease_id: task.lease_id, conn, out: out.clone() });
+            self.push_leased(conn, &out, task, budget);
+        }
+    }
+
+    /// Queues `leased` for `conn`'s next Leased frame (sending the frame first if it would grow past `budget`).
+    fn push_leased(&mut self, conn: ConnId, out: &OutTx, leased: LeasedTask, budget: usize) {
+        let size = leased.encoded_len() + 8;
+        let slot = self.outgoing.entry(conn).or_insert_with(|| (out.clone(), Vec::new(), 0));
+        if slot.2 + size > budget && !slot.1.is_empty() {
+            let tasks = std::mem::take(&mut slot.1);
+            let _ = slot.0.send(Outbound::Frame(pb::Leased { tasks }.into()));
+            slot.2 = 0;
+        }
+        slot.1.push(leased);
+        slot.2 += size;
+    }
+
+    /// Gives back to their owners the tasks taken from peers that waited here too long for an agent.
+    fn release_foreign(&mut self) {
+        let Some(steal) = self.cfg.steal.as_ref() else { return };
+        let now = Instant::now();
+        let mut lease_ids = Vec::new();
+        for q in &mut self.queues {
+            while q.foreign.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) >= FOREIGN_WAIT) {
+                if let Some((_, t)) = q.foreign.pop_front() {
+                    lease_ids.push(t.lease_id);
+                }
+            }
+        }
+        if !lease_ids.is_empty() {
+            steal.send(StealMsg::Release { lease_ids });
         }
     }
 

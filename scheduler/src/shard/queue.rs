@@ -2,7 +2,9 @@
 //! agents waiting with credits, and the dead-letter set.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+
+use pm_protocol::pb::LeasedTask;
 
 use tokio::time::Instant;
 
@@ -40,8 +42,16 @@ pub struct Queue {
     pub delayed: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Agents with credits for this queue, served round-robin.
     pub waiting: VecDeque<ConnId>,
-    /// Outstanding credits per agent connection.
+    /// Peer nodes with credits for this queue (work stealing), served only when no agent has credit.
+    pub peer_waiting: VecDeque<ConnId>,
+    /// Outstanding credits per agent or peer connection.
     pub credits: HashMap<ConnId, u32>,
+    /// The connections in `credits` that are peer nodes.
+    peers: HashSet<ConnId>,
+    /// Sum of the agents' credits (peers excluded).
+    local_credits: u64,
+    /// Tasks leased by a peer node that this node took for its agents, in arrival order (see `crate::steal`).
+    pub foreign: VecDeque<(Instant, LeasedTask)>,
     /// Dead-lettered task ids, oldest first.
     pub dead: BTreeSet<u64>,
     /// Tasks of this queue currently leased.
@@ -58,55 +68,103 @@ impl Queue {
             ready: BinaryHeap::new(),
             delayed: BinaryHeap::new(),
             waiting: VecDeque::new(),
+            peer_waiting: VecDeque::new(),
             credits: HashMap::new(),
+            peers: HashSet::new(),
+            local_credits: 0,
+            foreign: VecDeque::new(),
             dead: BTreeSet::new(),
             leased: 0,
             held: 0,
         }
     }
 
-    /// Adds `n` credits for `conn`, queuing the agent if it had none.
-    pub fn add_credit(&mut self, conn: ConnId, n: u32) {
+    /// Adds `n` credits for `conn` (a peer node if `peer`), queuing it if it had none.
+    pub fn add_credit(&mut self, conn: ConnId, n: u32, peer: bool) {
         if n == 0 {
             return;
         }
         let c = self.credits.entry(conn).or_insert(0);
         if *c == 0 {
-            self.waiting.push_back(conn);
+            if peer {
+                self.peers.insert(conn);
+                self.peer_waiting.push_back(conn);
+            } else {
+                self.waiting.push_back(conn);
+            }
         }
         *c = c.saturating_add(n);
+        if !peer {
+            self.local_credits += u64::from(n);
+        }
     }
 
-    /// Takes one credit from the next agent in round-robin order.
+    /// Replaces `conn`'s credits with `n` (0 withdraws them).
+    pub fn set_credit(&mut self, conn: ConnId, n: u32, peer: bool) {
+        self.remove_agent(conn);
+        self.add_credit(conn, n, peer);
+    }
+
+    /// Takes one credit: from the next agent in round-robin order, else from the next peer node.
     pub fn take_credit(&mut self) -> Option<ConnId> {
-        while let Some(conn) = self.waiting.pop_front() {
-            let Some(c) = self.credits.get_mut(&conn) else { continue };
-            if *c == 0 {
-                self.credits.remove(&conn);
-                continue;
-            }
-            *c -= 1;
-            if *c > 0 {
-                self.waiting.push_back(conn);
-            } else {
-                self.credits.remove(&conn);
-            }
+        if let Some(conn) = self.take_local_credit() {
             return Some(conn);
         }
-        None
+        take_from(&mut self.peer_waiting, &mut self.credits)
     }
 
-    /// Forgets an agent's credits (it disconnected).
+    /// Takes one credit from the next agent (never a peer node).
+    pub fn take_local_credit(&mut self) -> Option<ConnId> {
+        let conn = take_from(&mut self.waiting, &mut self.credits)?;
+        self.local_credits = self.local_credits.saturating_sub(1);
+        Some(conn)
+    }
+
+    /// True when an agent or a peer node has credit.
+    pub fn has_credit(&self) -> bool {
+        !self.waiting.is_empty() || !self.peer_waiting.is_empty()
+    }
+
+    /// Forgets a connection's credits (it disconnected, or sets new ones).
     pub fn remove_agent(&mut self, conn: ConnId) {
-        if self.credits.remove(&conn).is_some() {
-            self.waiting.retain(|c| *c != conn);
+        if let Some(n) = self.credits.remove(&conn) {
+            if self.peers.remove(&conn) {
+                self.peer_waiting.retain(|c| *c != conn);
+            } else {
+                self.waiting.retain(|c| *c != conn);
+                self.local_credits = self.local_credits.saturating_sub(u64::from(n));
+            }
         }
+    }
+
+    /// Credits of the agents, peers excluded (what this node could take from peers for them).
+    pub fn local_credits(&self) -> u64 {
+        self.local_credits
     }
 
     /// Sum of outstanding credits.
     pub fn total_credits(&self) -> u64 {
         self.credits.values().map(|c| u64::from(*c)).sum()
     }
+}
+
+/// Takes one credit from the next connection of `waiting` in round-robin order.
+fn take_from(waiting: &mut VecDeque<ConnId>, credits: &mut HashMap<ConnId, u32>) -> Option<ConnId> {
+    while let Some(conn) = waiting.pop_front() {
+        let Some(c) = credits.get_mut(&conn) else { continue };
+        if *c == 0 {
+            credits.remove(&conn);
+            continue;
+        }
+        *c -= 1;
+        if *c > 0 {
+            waiting.push_back(conn);
+        } else {
+            credits.remove(&conn);
+        }
+        return Some(conn);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -126,14 +184,34 @@ mod tests {
     #[test]
     fn credits_are_served_round_robin() {
         let mut q = Queue::new("q".into());
-        q.add_credit(1, 2);
-        q.add_credit(2, 1);
-        q.add_credit(1, 1);
+        q.add_credit(1, 2, false);
+        q.add_credit(2, 1, false);
+        q.add_credit(1, 1, false);
         let got: Vec<ConnId> = std::iter::from_fn(|| q.take_credit()).collect();
         assert_eq!(got, vec![1, 2, 1, 1]);
         assert_eq!(q.total_credits(), 0);
-        q.add_credit(3, 2);
+        q.add_credit(3, 2, false);
         q.remove_agent(3);
         assert_eq!(q.take_credit(), None);
+    }
+
+    #[test]
+    fn agents_are_served_before_peer_nodes_and_credits_can_be_set() {
+        let mut q = Queue::new("q".into());
+        q.add_credit(9, 2, true);
+        q.add_credit(1, 1, false);
+        assert_eq!(q.local_credits(), 1);
+        assert_eq!(q.take_local_credit(), Some(1));
+        assert_eq!(q.take_local_credit(), None, "a peer's credit is never local");
+        q.add_credit(2, 1, false);
+        let got: Vec<ConnId> = std::iter::from_fn(|| q.take_credit()).collect();
+        assert_eq!(got, vec![2, 9, 9], "the agent first, then the peer");
+        q.add_credit(9, 5, true);
+        q.set_credit(9, 1, true);
+        q.add_credit(3, 4, false);
+        q.set_credit(3, 0, false);
+        assert_eq!((q.total_credits(), q.local_credits()), (1, 0));
+        assert_eq!(std::iter::from_fn(|| q.take_credit()).collect::<Vec<_>>(), vec![9]);
+        assert!(!q.has_credit());
     }
 }

@@ -75,6 +75,7 @@ impl Harness {
             max_frame_bytes: 1 << 20,
             disconnect_grace: Duration::ZERO,
             reclaim_grace,
+            steal: None,
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard = Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new());
@@ -147,7 +148,14 @@ impl Harness {
     }
 
     fn credit(&self, n: u32) {
-        self.shard.send(ShardMsg::Credit { conn: AGENT, out: self.agent_out.clone(), queue: "q".into(), n });
+        self.shard.send(ShardMsg::Credit {
+            conn: AGENT,
+            out: self.agent_out.clone(),
+            queue: "q".into(),
+            n,
+            set: false,
+            peer: false,
+        });
     }
 
     async fn leased(&mut self) -> pb::LeasedTask {
@@ -222,7 +230,7 @@ async fn cancel_removes_ready_delayed_and_leased_tasks_durably_and_revokes_the_l
     let ack =
         h.lease_op(|out, request_id| ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }).await;
     assert_eq!(ack, ErrorCode::StaleLease);
-    let nack_item = pb::NackItem { lease_id, retry_after_ms: 0, reason: String::new() };
+    let nack_item = pb::NackItem { lease_id, retry_after_ms: 0, reason: String::new(), released: false };
     let nack = h.lease_op(|out, request_id| ShardMsg::Nack { out, request_id, items: vec![(0, nack_item)] }).await;
     assert_eq!(nack, ErrorCode::StaleLease);
     let ext = h

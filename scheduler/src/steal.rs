@@ -1,0 +1,494 @@
+//! Work stealing between the nodes of a cluster: a node whose agents are idle takes leases from peers that
+//! have a backlog, for those agents.
+//!
+//! The thief never owns what it steals. It connects to each peer as `ROLE_PEER` (an agent whose credits the
+//! peer serves only when none of its own agents has credit) and grants credits there for its idle agents. A
+//! task the peer pushes stays the peer's: its WAL record and its lease live there. The thief gives it a lease
+//! id of its own ([`FOREIGN_LEASE_BIT`] set, so the connection handlers know to send acks here instead of to
+//! a shard), hands it to the queue's shard, which gives it to a local agent with credit before any local
+//! ready task, and forwards that agent's `Ack`, `Nack` and `Extend` to the owner under the owner's lease id.
+//! The owner fences them exactly as on one node: an ack of a lease that expired meanwhile is `STALE_LEASE`.
+//!
+//! Two tasks do the work:
+//! - the **planner** ticks every `--steal-interval`. It asks each shard which queues have agents with idle
+//!   credits (and no ready work), asks the peers for their stats when some do, and sets its credits at each
+//!   peer (`Credit{set}`) in proportion to the peer's ready backlog, withdrawing them where there is none.
+//! - the **actor** ([`Stealer`]) owns the map from local to remote lease ids: it receives the tasks peers
+//!   push, forwards acks, nacks and extends, passes revocations on, and gives a peer its tasks back
+//!   (`Nack{released}`, which does not count as an attempt) when the agent holding them disconnects or no
+//!   agent took them in time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use pm_client::{AgentEvent, Client, ConnectOptions, ErrorKind};
+use pm_protocol::pb::{self, LeasedTask, NackItem};
+use pm_protocol::ring::Ring;
+use pm_protocol::ErrorCode;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{ConnId, OutTx, Outbound, Part};
+use crate::metrics as m;
+use crate::shard::{shard_of_queue, ShardHandle, ShardMsg};
+
+/// Lease ids with this bit set were issued by this node for a task a peer leased to it.
+pub const FOREIGN_LEASE_BIT: u64 = 1 << 63;
+
+/// True for a lease id of a stolen task.
+pub fn is_foreign(lease_id: u64) -> bool {
+    lease_id & FOREIGN_LEASE_BIT != 0
+}
+
+/// Messages to the [`Stealer`] actor.
+#[derive(Debug)]
+pub enum StealMsg {
+    /// A shard gave the stolen task leased as `lease_id` to agent `conn`.
+    Delivered {
+        /// Local lease id.
+        lease_id: u64,
+        /// The agent.
+        conn: ConnId,
+        /// Its outbox (for revocations).
+        out: OutTx,
+    },
+    /// Stolen tasks no agent took in time: give them back to their owners.
+    Release {
+        /// Local lease ids.
+        lease_ids: Vec<u64>,
+    },
+    /// Agent acks of stolen tasks: (index in the request, local lease id, result).
+    Ack {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered (one part of it).
+        request_id: u64,
+        /// Items.
+        items: Vec<(usize, u64, Bytes)>,
+    },
+    /// Agent nacks of stolen tasks.
+    Nack {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered (one part of it).
+        request_id: u64,
+        /// (index, item with the local lease id).
+        items: Vec<(usize, NackItem)>,
+    },
+    /// Agent extends of stolen tasks.
+    Extend {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered (one part of it).
+        request_id: u64,
+        /// (index, local lease id).
+        items: Vec<(usize, u64)>,
+        /// As in `Extend`.
+        extend_ms: u32,
+    },
+    /// An agent connection closed: give its stolen tasks back.
+    Disconnected {
+        /// The agent.
+        conn: ConnId,
+    },
+    /// Something a peer pushed.
+    Peer {
+        /// The peer's ordinal.
+        peer: usize,
+        /// What it pushed.
+        event: AgentEvent,
+    },
+}
+
+/// Handle to the stealer; absent on a single node.
+#[derive(Debug, Clone)]
+pub struct StealHandle {
+    tx: mpsc::UnboundedSender<StealMsg>,
+}
+
+impl StealHandle {
+    /// Sends a message (dropped if the stealer has stopped).
+    pub fn send(&self, msg: StealMsg) {
+        let _ = self.tx.send(msg);
+    }
+}
+
+/// Creates the stealer's channel; the handle goes to the shards before [`Stealer::start`] runs it.
+pub fn channel() -> (StealHandle, mpsc::UnboundedReceiver<StealMsg>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (StealHandle { tx }, rx)
+}
+
+/// Settings of the stealer.
+#[derive(Debug, Clone)]
+pub struct StealConfig {
+    /// The cluster.
+    pub ring: Ring,
+    /// This node's ordinal.
+    pub me: usize,
+    /// Planner tick.
+    pub interval: Duration,
+}
+
+/// One stolen task.
+#[derive(Debug)]
+struct Stolen {
+    peer: usize,
+    remote_lease: u64,
+    task_id: u64,
+    /// The agent holding it, once a shard delivered it.
+    holder: Option<(ConnId, OutTx)>,
+    /// The owner cancelled it before it reached an agent.
+    revoked: bool,
+}
+
+/// The peers' connections (ordinal → client), filled in as they connect.
+type Peers = Arc<Mutex<Vec<Option<Client>>>>;
+
+/// The stealer actor.
+pub struct Stealer {
+    rx: mpsc::UnboundedReceiver<StealMsg>,
+    shards: Vec<ShardHandle>,
+    peers: Peers,
+    next_lease: u64,
+    leases: HashMap<u64, Stolen>,
+    by_remote: HashMap<(usize, u64), u64>,
+}
+
+impl Stealer {
+    /// Starts the actor, the planner and a connection to each peer. Must run inside a tokio runtime.
+    pub fn start(
+        cfg: StealConfig,
+        handle: StealHandle,
+        rx: mpsc::UnboundedReceiver<StealMsg>,
+        shards: Vec<ShardHandle>,
+        shutdown: CancellationToken,
+    ) {
+        let peers: Peers = Arc::new(Mutex::new(vec![None; cfg.ring.len()]));
+        for (ordinal, addr) in cfg.ring.members().iter().enumerate() {
+            if ordinal != cfg.me {
+                let me = cfg.ring.members()[cfg.me].clone();
+                tokio::spawn(connect_peer(ordinal, addr.clone(), me, peers.clone(), handle.clone(), shutdown.clone()));
+            }
+        }
+        tokio::spawn(plan(cfg.interval, shards.clone(), peers.clone(), shutdown.clone()));
+        let actor = Stealer {
+            rx,
+            shards,
+            peers,
+            next_lease: u64::from(rand::random::<u32>()),
+            leases: HashMap::new(),
+            by_remote: HashMap::new(),
+        };
+        tokio::spawn(actor.run(shutdown));
+    }
+
+    async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let msg = tokio::select! {
+                m = self.rx.recv() => m,
+                () = shutdown.cancelled() => None,
+            };
+            let Some(msg) = msg else { return };
+            self.handle(msg);
+        }
+    }
+
+    fn peer(&self, ordinal: usize) -> Option<Client> {
+        self.peers.lock().get(ordinal).cloned().flatten()
+    }
+
+    fn handle(&mut self, msg: StealMsg) {
+        match msg {
+            StealMsg::Peer { peer, event } => self.on_peer_event(peer, event),
+            StealMsg::Delivered { lease_id, conn, out } => {
+                let Some(s) = self.leases.get_mut(&lease_id) else { return };
+                if s.revoked {
+                    let revoke = pb::Revoke { lease_id, task_id: s.task_id, reason: "cancelled".into() };
+                    let _ = out.send(Outbound::Frame(revoke.into()));
+                    self.forget(lease_id);
+                } else {
+                    s.holder = Some((conn, out));
+                }
+            }
+            StealMsg::Release { lease_ids } => self.release(lease_ids, "no agent of the stealing node took it"),
+            StealMsg::Disconnected { conn } => {
+                let held: Vec<u64> = self
+                    .leases
+                    .iter()
+                    .filter(|(_, s)| s.holder.as_ref().is_some_and(|(c, _)| *c == conn))
+                    .map(|(l, _)| *l)
+                    .collect();
+                self.release(held, "the agent holding it disconnected");
+            }
+            StealMsg::Ack { out, request_id, items } => {
+                let mut stale = Vec::new();
+                let mut groups: HashMap<usize, Vec<(usize, pb::AckItem)>> = HashMap::new();
+                for (idx, lease_id, result) in items {
+                    match self.forget(lease_id) {
+                        Some(s) => groups
+                            .entry(s.peer)
+                            .or_default()
+                            .push((idx, pb::AckItem { lease_id: s.remote_lease, result })),
+                        None => stale.push((idx, ErrorCode::StaleLease)),
+                    }
+                }
+                self.forward(out, request_id, stale, groups, |c, items| {
+                    Box::pin(async move { c.ack(items.into_iter().map(|i| (i.lease_id, i.result)).collect()).await })
+                });
+            }
+            StealMsg::Nack { out, request_id, items } => {
+                let mut stale = Vec::new();
+                let mut groups: HashMap<usize, Vec<(usize, NackItem)>> = HashMap::new();
+                for (idx, mut item) in items {
+                    match self.forget(item.lease_id) {
+                        Some(s) => {
+                            item.lease_id = s.remote_lease;
+                            groups.entry(s.peer).or_default().push((idx, item));
+                        }
+                        None => stale.push((idx, ErrorCode::StaleLease)),
+                    }
+                }
+                self.forward(out, request_id, stale, groups, |c, items| Box::pin(async move { c.nack(items).await }));
+            }
+            StealMsg::Extend { out, request_id, items, extend_ms } => {
+                let mut stale = Vec::new();
+                let mut groups: HashMap<usize, Vec<(usize, u64)>> = HashMap::new();
+                for (idx, lease_id) in items {
+                    match self.leases.get(&lease_id) {
+                        Some(s) => groups.entry(s.peer).or_default().push((idx, s.remote_lease)),
+                        None => stale.push((idx, ErrorCode::StaleLease)),
+                    }
+                }
+                self.forward(out, request_id, stale, groups, move |c, ids| {
+                    Box::pin(async move { c.extend(ids, extend_ms).await })
+                });
+            }
+        }
+    }
+
+    fn on_peer_event(&mut self, peer: usize, event: AgentEvent) {
+        match event {
+            AgentEvent::Leased(mut task) => {
+                metrics::counter!(m::STOLEN).increment(1);
+                let lease_id = FOREIGN_LEASE_BIT | self.next_lease;
+                self.next_lease = (self.next_lease + 1) & !FOREIGN_LEASE_BIT;
+                let stolen =
+                    Stolen { peer, remote_lease: task.lease_id, task_id: task.task_id, holder: None, revoked: false };
+                self.by_remote.insert((peer, task.lease_id), lease_id);
+                self.leases.insert(lease_id, stolen);
+                task.lease_id = lease_id;
+                self.to_shard(task);
+            }
+            AgentEvent::Revoked(r) => {
+                let Some(lease_id) = self.by_remote.get(&(peer, r.lease_id)).copied() else { return };
+                let Some(s) = self.leases.get_mut(&lease_id) else { return };
+                match &s.holder {
+                    Some((_, out)) => {
+                        let revoke = pb::Revoke { lease_id, task_id: r.task_id, reason: r.reason };
+                        let _ = out.send(Outbound::Frame(revoke.into()));
+                        self.forget(lease_id);
+                    }
+                    None => s.revoked = true,
+                }
+            }
+            AgentEvent::Reclaimed(_) => {}
+        }
+    }
+
+    fn to_shard(&self, task: LeasedTask) {
+        let shard = shard_of_queue(&task.queue, self.shards.len());
+        self.shards[shard].send(ShardMsg::Foreign { task });
+    }
+
+    fn forget(&mut self, lease_id: u64) -> Option<Stolen> {
+        let s = self.leases.remove(&lease_id)?;
+        self.by_remote.remove(&(s.peer, s.remote_lease));
+        Some(s)
+    }
+
+    /// Gives stolen tasks back to their owners at once; the deliveries do not count as attempts.
+    fn release(&mut self, lease_ids: Vec<u64>, reason: &str) {
+        let mut groups: HashMap<usize, Vec<NackItem>> = HashMap::new();
+        for lease_id in lease_ids {
+            if let Some(s) = self.forget(lease_id) {
+                let item =
+                    NackItem { lease_id: s.remote_lease, retry_after_ms: 0, reason: reason.into(), released: true };
+                groups.entry(s.peer).or_default().push(item);
+            }
+        }
+        for (peer, items) in groups {
+            metrics::counter!(m::STEAL_RELEASED).increment(items.len() as u64);
+            let Some(client) = self.peer(peer) else { continue };
+            tokio::spawn(async move {
+                if let Err(e) = client.nack(items).await {
+                    tracing::debug!("giving stolen tasks back failed ({e}); their leases expire instead");
+                }
+            });
+        }
+    }
+
+    /// Sends each peer its items, then answers the request's part: `stale` codes at once, the peers' codes
+    /// when they come. A peer that cannot be reached has dropped those leases with the connection, so its
+    /// items are `STALE_LEASE`.
+    fn forward<T: Send + 'static>(
+        &self,
+        out: OutTx,
+        request_id: u64,
+        stale: Vec<(usize, ErrorCode)>,
+        groups: HashMap<usize, Vec<(usize, T)>>,
+        op: impl Fn(Client, Vec<T>) -> ForwardFut + Send + 'static,
+    ) {
+        let calls: Vec<_> = groups.into_iter().map(|(peer, items)| (self.peer(peer), items)).collect();
+        tokio::spawn(async move {
+            let mut codes = stale;
+            for (client, items) in calls {
+                let (idx, items): (Vec<usize>, Vec<T>) = items.into_iter().unzip();
+                let got = match client {
+                    Some(c) => op(c, items).await,
+                    None => Err(pm_client::Error::new(ErrorKind::NotSent, "peer not connected")),
+                };
+                match got {
+                    Ok(cs) if cs.len() == idx.len() => codes.extend(idx.into_iter().zip(cs)),
+                    Ok(_) => codes.extend(idx.into_iter().map(|i| (i, ErrorCode::Internal))),
+                    Err(e) => {
+                        let code = match e.kind() {
+                            ErrorKind::Disconnected | ErrorKind::NotSent | ErrorKind::Connect => ErrorCode::StaleLease,
+                            _ => ErrorCode::Internal,
+                        };
+                        codes.extend(idx.into_iter().map(|i| (i, code)));
+                    }
+                }
+            }
+            let _ = out.send(Outbound::Part { request_id, part: Part::Lease(codes) });
+        });
+    }
+}
+
+type ForwardFut = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<ErrorCode>, pm_client::Error>> + Send>>;
+
+/// Keeps a peer connection (reconnecting by itself) and passes what the peer pushes to the actor.
+async fn connect_peer(
+    ordinal: usize,
+    addr: String,
+    me: String,
+    peers: Peers,
+    handle: StealHandle,
+    shutdown: CancellationToken,
+) {
+    let opts = ConnectOptions::peer().client_id(format!("peer:{me}")).max_backoff(Duration::from_secs(2));
+    let mut backoff = Duration::from_millis(50);
+    let (client, mut events) = loop {
+        tokio::select! {
+            r = Client::connect_agent(&addr, opts.clone()) => match r {
+                Ok(c) => break c,
+                Err(e) => tracing::debug!(peer = %addr, "peer not reachable yet: {e}"),
+            },
+            () = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    };
+    tracing::info!(peer = %addr, "connected to peer for work stealing");
+    if let Some(slot) = peers.lock().get_mut(ordinal) {
+        *slot = Some(client);
+    }
+    loop {
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            () = shutdown.cancelled() => None,
+        };
+        let Some(event) = ev else { return };
+        handle.send(StealMsg::Peer { peer: ordinal, event });
+    }
+}
+
+/// The planner: every `interval`, sets this node's credits at each peer for the queues whose agents idle.
+async fn plan(interval: Duration, shards: Vec<ShardHandle>, peers: Peers, shutdown: CancellationToken) {
+    // (peer, queue) → credits last set there.
+    let mut granted: HashMap<(usize, String), u32> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let clients: Vec<(usize, Client)> =
+            peers.lock().iter().enumerate().filter_map(|(i, c)| c.clone().map(|c| (i, c))).collect();
+        if clients.is_empty() {
+            continue;
+        }
+        let hungry = hungry_queues(&shards).await;
+        let mut want: HashMap<(usize, String), u32> = HashMap::new();
+        if !hungry.is_empty() {
+            let backlog = backlogs(&clients, interval).await;
+            for (queue, idle) in &hungry {
+                let owners: Vec<(usize, u64)> =
+                    backlog.iter().filter_map(|(p, b)| b.get(queue).filter(|r| **r > 0).map(|r| (*p, *r))).collect();
+                let total: u64 = owners.iter().map(|(_, r)| r).sum();
+                for (peer, ready) in owners {
+                    // A share of the idle credits in proportion to the peer's backlog, at least 1, at most it.
+                    let share = (idle * ready).div_ceil(total.max(1)).clamp(1, ready);
+                    want.insert((peer, queue.clone()), share.min(u64::from(u32::MAX)) as u32);
+                }
+            }
+        }
+        for (peer, client) in &clients {
+            let mut sets = Vec::new();
+            for ((p, queue), n) in &want {
+                if p == peer {
+                    sets.push((queue.clone(), *n));
+                }
+            }
+            for ((p, queue), n) in &granted {
+                if p == peer && *n > 0 && !want.contains_key(&(*p, queue.clone())) {
+                    sets.push((queue.clone(), 0));
+                }
+            }
+            for (queue, n) in sets {
+                if client.set_credit(&queue, n).await.is_ok() {
+                    granted.insert((*peer, queue), n);
+                }
+            }
+        }
+        granted.retain(|_, n| *n > 0);
+    }
+}
+
+/// Queues whose agents have idle credits and no ready work, with those credits (minus stolen tasks still
+/// waiting for an agent), over all shards.
+async fn hungry_queues(shards: &[ShardHandle]) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for s in shards {
+        let (tx, rx) = oneshot::channel();
+        if !s.send(ShardMsg::Hungry { reply: tx }) {
+            continue;
+        }
+        if let Ok(list) = rx.await {
+            for (q, n) in list {
+                *out.entry(q).or_default() += n;
+            }
+        }
+    }
+    out
+}
+
+/// Ready tasks per queue at each peer (peers that do not answer within `wait` are left out).
+async fn backlogs(clients: &[(usize, Client)], wait: Duration) -> Vec<(usize, HashMap<String, u64>)> {
+    let asks = clients.iter().map(|(p, c)| async move {
+        let stats = tokio::time::timeout(wait.max(Duration::from_millis(100)), c.stats()).await;
+        let ready = match stats {
+            Ok(Ok(s)) => s.queues.into_iter().map(|q| (q.queue, q.ready)).collect(),
+            _ => HashMap::new(),
+        };
+        (*p, ready)
+    });
+    futures::future::join_all(asks).await
+}
