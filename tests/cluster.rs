@@ -382,3 +382,40 @@ async fn a_partition_longer_than_a_lease_redelivers_and_the_late_ack_is_refused(
     // The partitioned agent finishes late: its ack reaches node 1 through node 0 and is refused.
     assert_eq!(x.ack(vec![(stolen.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::StaleLease]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_agents_find_their_home_node_and_run_pipelines_of_every_node() {
+    let c = SchedulerCluster::start(3, &["--steal-interval", "20ms"]);
+    let members = c.members();
+    let ring = Ring::new(members.clone()).unwrap();
+    // Two agents whose ids hash to nodes 0 and 2; node 1 has no agent of its own.
+    let id_for = |ordinal: usize| keys_of(&ring, ordinal, 1, "agent").remove(0);
+    let (id0, id2) = (id_for(0), id_for(2));
+    let seeds = members.join(",");
+    let agents: Vec<_> = [&id0, &id2]
+        .iter()
+        .map(|id| pm_testkit::Agent::start(&seeds, &["--client-id", id.as_str(), "--concurrency", "4"]))
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("doc-{i}")).collect();
+    let tasks: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let cmd = format!("echo done > {}/{k}", out.path().display());
+            serde_json::json!({"key": k, "pipeline": [{"executorName": "sh", "commands": [cmd]}]})
+        })
+        .collect();
+    let file = out.path().join("tasks.json");
+    std::fs::write(&file, serde_json::Value::Array(tasks).to_string()).unwrap();
+    let submitted = pm_testkit::pmctl(&seeds, &["submit", &file.display().to_string()], None);
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let ids: Vec<u64> = String::from_utf8_lossy(&submitted.stdout).lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert!(ids.iter().any(|id| Ring::ordinal_of_task(*id) == 1), "some tasks belong to the node without agents");
+    pm_testkit::wait_for(Duration::from_secs(30), "every pipeline ran", || {
+        keys.iter().all(|k| out.path().join(k).exists()).then_some(())
+    });
+    for (agent, (id, home)) in agents.iter().zip([(&id0, &members[0]), (&id2, &members[2])]) {
+        let log = agent.log();
+        assert!(log.contains(&format!("server={home}")), "agent {id} should live on {home}:\n{log}");
+    }
+}

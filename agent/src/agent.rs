@@ -85,9 +85,12 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
     };
     let opts =
         ConnectOptions::agent().client_id(cfg.client_id.clone()).queues(vec![cfg.queue.clone()]).reclaim(provider);
-    let (client, mut leases) = Client::connect_agent(&cfg.server, opts).await?;
+    // A cluster: the agent's home is the member its id hashes to (stable across restarts, for reclaims).
+    let seeds: Vec<String> = cfg.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let home = pm_client::home_node(&seeds, opts.clone(), &cfg.client_id).await?;
+    let (client, mut leases) = Client::connect_agent(&home, opts).await?;
     client.credit(&cfg.queue, cfg.concurrency).await?;
-    tracing::info!(server = %cfg.server, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
+    tracing::info!(server = %home, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
     let (cfg, runner) = (Arc::new(cfg), Arc::new(runner));
     while let Some(event) = leases.next().await {
         match event {

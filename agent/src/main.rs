@@ -33,7 +33,8 @@ struct Cli {
 enum Cmd {
     /// Lease tasks from a scheduler and run their pipelines.
     Run {
-        /// Scheduler address.
+        /// Scheduler address. For a cluster, one or more member addresses, comma-separated: the agent's home
+        /// is the member its `--client-id` hashes to (it keeps that home across restarts).
         #[arg(long, env = "PM_SERVER", default_value = "127.0.0.1:7070")]
         server: String,
         #[command(flatten)]

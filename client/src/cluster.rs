@@ -260,6 +260,27 @@ impl Cluster {
     }
 }
 
+/// The home node of an agent: asks the first of `seeds` that answers for the ring and picks the member that
+/// rendezvous hashing assigns `agent_id` (so agents spread evenly over the members, and an agent keeps its
+/// home across restarts, where its reclaims must go). A single node is its own home.
+pub async fn home_node(seeds: &[String], opts: ConnectOptions, agent_id: &str) -> Result<String, Error> {
+    let mut last = Error::new(ErrorKind::Connect, "no scheduler address given");
+    for seed in seeds {
+        match Client::connect(seed, opts.clone().reconnect(false)).await {
+            Ok(client) => {
+                let ring = Ring::new(client.welcome().members.iter().cloned())
+                    .map_err(|e| Error::new(ErrorKind::Protocol, format!("{seed} sent a bad ring: {e}")))?;
+                return Ok(match ring.owner(agent_id.as_bytes()) {
+                    Some(o) => ring.members()[o].clone(),
+                    None => seed.clone(),
+                });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// The bytes a task is placed by: its key; else its idempotency key; else random bytes.
 fn routing_key(t: &TaskSpec) -> Vec<u8> {
     if !t.key.is_empty() {
