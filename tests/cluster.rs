@@ -419,3 +419,36 @@ async fn real_agents_find_their_home_node_and_run_pipelines_of_every_node() {
         assert!(log.contains(&format!("server={home}")), "agent {id} should live on {home}:\n{log}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_configured_to_fail_over_keeps_working_while_its_home_node_is_down() {
+    let mut c = SchedulerCluster::start(2, &[]);
+    let members = c.members();
+    let ring = Ring::new(members.clone()).unwrap();
+    let id = keys_of(&ring, 0, 1, "agent").remove(0);
+    let seeds = members.join(",");
+    let agent = pm_testkit::Agent::start(&seeds, &["--client-id", &id, "--failover-after", "500ms"]);
+    let out = tempfile::tempdir().unwrap();
+    let run = |key: &str| {
+        let cmd = format!("echo done > {}/{key}", out.path().display());
+        let task = serde_json::json!({"key": key, "pipeline": [{"executorName": "sh", "commands": [cmd]}]});
+        TaskSpec { payload: Bytes::from(task.to_string()), key: key.into(), ..Default::default() }
+    };
+    // At home first.
+    let home_key = keys_of(&ring, 0, 1, "home").remove(0);
+    let p =
+        Cluster::connect(&[members[1].clone()], ConnectOptions::producer(), ClusterOptions::default()).await.unwrap();
+    p.submit(vec![run(&home_key)]).await.unwrap();
+    pm_testkit::wait_for(Duration::from_secs(20), "the task at home ran", || {
+        out.path().join(&home_key).exists().then_some(())
+    });
+
+    tokio::task::block_in_place(|| c.nodes[0].kill());
+    let away: Vec<String> = keys_of(&ring, 1, 5, "away");
+    let results = p.submit(away.iter().map(|k| run(k)).collect()).await.unwrap();
+    assert!(results.iter().all(|r| r.code == ErrorCode::Ok as i32), "{results:?}");
+    pm_testkit::wait_for(Duration::from_secs(20), "node 1's tasks ran on the agent that failed over", || {
+        away.iter().all(|k| out.path().join(k).exists()).then_some(())
+    });
+    assert!(agent.log().contains("failing over"), "{}", agent.log());
+}

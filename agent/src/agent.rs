@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub retry_backoff: Duration,
     /// Names this agent in the scheduler's logs.
     pub client_id: String,
+    /// Cluster: fail over to the other members once the home node has been unreachable this long.
+    pub failover_after: Option<Duration>,
 }
 
 /// Longest retry delay asked for.
@@ -87,7 +89,12 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
         ConnectOptions::agent().client_id(cfg.client_id.clone()).queues(vec![cfg.queue.clone()]).reclaim(provider);
     // A cluster: the agent's home is the member its id hashes to (stable across restarts, for reclaims).
     let seeds: Vec<String> = cfg.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-    let home = pm_client::home_node(&seeds, opts.clone(), &cfg.client_id).await?;
+    let mut nodes = pm_client::agent_nodes(&seeds, opts.clone(), &cfg.client_id).await?;
+    let home = nodes.remove(0);
+    let opts = match cfg.failover_after {
+        Some(after) => opts.failover(nodes, after),
+        None => opts,
+    };
     let (client, mut leases) = Client::connect_agent(&home, opts).await?;
     client.credit(&cfg.queue, cfg.concurrency).await?;
     tracing::info!(server = %home, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");

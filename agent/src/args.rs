@@ -36,9 +36,32 @@ pub struct AgentArgs {
     /// Bytes kept of each command's stdout and stderr in the result.
     #[arg(long, env = "PM_TAIL_BYTES", default_value_t = 4096)]
     pub tail_bytes: usize,
-    /// Name of this agent in the scheduler's logs (default: pm-agent-<pid>).
+    /// Name of this agent in the scheduler's logs (default: pm-agent-<pid>). In a cluster it also picks the
+    /// agent's home node: give each agent a stable one (e.g. the pod name).
     #[arg(long, env = "PM_CLIENT_ID")]
     pub client_id: Option<String>,
+    /// Cluster: once the home node has been unreachable this long, connect to the other members in turn
+    /// (e.g. `30s`; default: wait for the home node). Tasks that were running for the lost node are stopped
+    /// (they run again when it returns).
+    #[arg(long, env = "PM_FAILOVER_AFTER", value_parser = parse_secs)]
+    pub failover_after: Option<Duration>,
+}
+
+/// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mul) = if let Some(ms) = s.strip_suffix("ms") {
+        (ms, 0.001)
+    } else if let Some(m) = s.strip_suffix('m') {
+        (m, 60.0)
+    } else {
+        (s.strip_suffix('s').unwrap_or(s), 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 30s or 5m"))?;
+    if !(v * mul).is_finite() || v < 0.0 || v * mul > 86_400.0 {
+        return Err(format!("{s:?} is out of range (0 to 24h)"));
+    }
+    Ok(Duration::from_secs_f64(v * mul))
 }
 
 impl AgentArgs {
@@ -62,6 +85,7 @@ impl AgentArgs {
             remove_task_dirs: !self.keep_task_dirs,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             client_id: self.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
+            failover_after: self.failover_after,
         };
         Ok((cfg, Runner::new(executors, self.tail_bytes)))
     }

@@ -260,20 +260,25 @@ impl Cluster {
     }
 }
 
-/// The home node of an agent: asks the first of `seeds` that answers for the ring and picks the member that
-/// rendezvous hashing assigns `agent_id` (so agents spread evenly over the members, and an agent keeps its
-/// home across restarts, where its reclaims must go). A single node is its own home.
-pub async fn home_node(seeds: &[String], opts: ConnectOptions, agent_id: &str) -> Result<String, Error> {
+/// The nodes of an agent in order of preference: asks the first of `seeds` that answers for the ring and ranks
+/// the members by rendezvous hashing of `agent_id`. The first is its home (agents spread evenly over the
+/// members, and an agent keeps its home across restarts, where its reclaims must go); the others are where it
+/// fails over to, in order. A single node is the only entry.
+pub async fn agent_nodes(seeds: &[String], opts: ConnectOptions, agent_id: &str) -> Result<Vec<String>, Error> {
     let mut last = Error::new(ErrorKind::Connect, "no scheduler address given");
     for seed in seeds {
         match Client::connect(seed, opts.clone().reconnect(false)).await {
             Ok(client) => {
                 let ring = Ring::new(client.welcome().members.iter().cloned())
                     .map_err(|e| Error::new(ErrorKind::Protocol, format!("{seed} sent a bad ring: {e}")))?;
-                return Ok(match ring.owner(agent_id.as_bytes()) {
-                    Some(o) => ring.members()[o].clone(),
-                    None => seed.clone(),
-                });
+                if ring.is_empty() {
+                    return Ok(vec![seed.clone()]);
+                }
+                return Ok(ring
+                    .preference(agent_id.as_bytes())
+                    .into_iter()
+                    .map(|o| ring.members()[o].clone())
+                    .collect());
             }
             Err(e) => last = e,
         }

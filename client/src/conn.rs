@@ -86,11 +86,29 @@ pub(crate) async fn run(
         }
         tracing::debug!(%addr, "connection lost ({reason}); reconnecting");
         let mut backoff = Duration::from_millis(20);
+        let down_since = tokio::time::Instant::now();
+        let mut round = 0usize;
         conn = loop {
             if cmds.is_closed() {
                 return;
             }
-            match connect(&addr, &opts).await {
+            // The primary address first; once it has been down for the failover delay, every other round goes
+            // to the next fallback address.
+            let target = match &opts.failover {
+                Some((fallbacks, after)) if !fallbacks.is_empty() && down_since.elapsed() >= *after => {
+                    round += 1;
+                    if round % 2 == 1 {
+                        fallbacks[(round / 2) % fallbacks.len()].as_str()
+                    } else {
+                        addr.as_str()
+                    }
+                }
+                _ => addr.as_str(),
+            };
+            if target != addr {
+                tracing::info!(primary = %addr, %target, "primary unreachable: failing over");
+            }
+            match connect(target, &opts).await {
                 Ok((mut c, welcome)) => match reclaim(&mut c, &opts, &welcome, &leases, &shared, &mut credits).await {
                     Ok(()) => break c,
                     Err(ReclaimFailed { reason, refused }) => {

@@ -30,7 +30,7 @@ use pm_protocol::pb::{self, LeasedTask, StatsReply, SubmitResult, TaskSpec};
 use pm_protocol::{Envelope, ErrorCode, Kind};
 use tokio::sync::{mpsc, oneshot};
 
-pub use cluster::{home_node, Cluster, ClusterOptions};
+pub use cluster::{agent_nodes, Cluster, ClusterOptions};
 pub use error::{Error, ErrorKind};
 pub use options::{ConnectOptions, ReclaimProvider};
 pub use pm_protocol;

@@ -35,6 +35,7 @@ pub struct ConnectOptions {
     pub(crate) capabilities: Vec<String>,
     pub(crate) max_frame_bytes: usize,
     pub(crate) reclaim: Option<Reclaimer>,
+    pub(crate) failover: Option<(Vec<String>, Duration)>,
 }
 
 impl ConnectOptions {
@@ -54,6 +55,7 @@ impl ConnectOptions {
             capabilities: Vec::new(),
             max_frame_bytes: pm_protocol::limits::DEFAULT_MAX_FRAME_BYTES,
             reclaim: None,
+            failover: None,
         }
     }
 
@@ -134,6 +136,16 @@ impl ConnectOptions {
     /// Largest frame this client accepts or sends.
     pub fn max_frame_bytes(mut self, n: usize) -> Self {
         self.max_frame_bytes = n;
+        self
+    }
+
+    /// Reconnects to `fallbacks` too (alternating with the primary address, in order) once the primary has
+    /// been unreachable for `after`. For an agent in a cluster: the other members, so it keeps working while
+    /// its home node is down. Tasks it ran for the lost node cannot be reclaimed elsewhere (the reclaim says
+    /// so and the agent stops them; the node delivers them again when it returns), so `after` should exceed
+    /// a node's usual restart time.
+    pub fn failover(mut self, fallbacks: Vec<String>, after: Duration) -> Self {
+        self.failover = Some((fallbacks, after));
         self
     }
 

@@ -87,7 +87,8 @@ pub trait Acker: Clone + Send + Sync + 'static {
 /// pm-scheduler over its own protocol (`pm_client`).
 #[derive(Debug, Clone)]
 pub struct Pm {
-    /// `HOST:PORT` of the scheduler.
+    /// `HOST:PORT` of the scheduler; for a cluster, its members comma-separated: producer and consumer `i`
+    /// use member `i mod N` (tasks carry no key, so any member takes them).
     pub addr: String,
     /// Queue the tasks go to.
     pub queue: String,
@@ -97,20 +98,30 @@ fn pm_err(addr: &str) -> impl Fn(pm_client::Error) -> LoadError + '_ {
     move |e| LoadError::Connect { addr: addr.to_string(), message: e.to_string() }
 }
 
+impl Pm {
+    /// The member connection `i` goes to.
+    fn member(&self, i: usize) -> &str {
+        let members: Vec<&str> = self.addr.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+        members.get(i % members.len().max(1)).copied().unwrap_or(&self.addr)
+    }
+}
+
 impl Backend for Pm {
     type Producer = PmProducer;
     type Consumer = PmConsumer;
 
     async fn producer(&self, i: usize) -> Result<PmProducer, LoadError> {
         let opts = ConnectOptions::producer().client_id(format!("pm-loadtest-producer-{i}"));
-        let client = Client::connect(&self.addr, opts).await.map_err(pm_err(&self.addr))?;
+        let addr = self.member(i);
+        let client = Client::connect(addr, opts).await.map_err(pm_err(addr))?;
         Ok(PmProducer { client, queue: self.queue.clone() })
     }
 
     async fn consumer(&self, i: usize, prefetch: u32) -> Result<PmConsumer, LoadError> {
         let opts = ConnectOptions::agent().client_id(format!("pm-loadtest-agent-{i}"));
-        let (client, leases) = Client::connect_agent(&self.addr, opts).await.map_err(pm_err(&self.addr))?;
-        client.credit(&self.queue, prefetch).await.map_err(pm_err(&self.addr))?;
+        let addr = self.member(i);
+        let (client, leases) = Client::connect_agent(addr, opts).await.map_err(pm_err(addr))?;
+        client.credit(&self.queue, prefetch).await.map_err(pm_err(addr))?;
         Ok(PmConsumer { client, leases, queue: self.queue.clone() })
     }
 }

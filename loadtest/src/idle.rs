@@ -32,6 +32,8 @@ use tokio_util::codec::{Decoder, Encoder};
 use crate::backend::LoadError;
 use crate::Target;
 
+/// Tries to open one connection before it counts as failed.
+const OPEN_ATTEMPTS: usize = 3;
 /// Handshakes in flight per worker.
 const CONCURRENT_HANDSHAKES: usize = 256;
 
@@ -75,6 +77,10 @@ pub struct IdleOptions {
     pub settle: Duration,
     /// The server's pid, to read its memory.
     pub server_pid: Option<u32>,
+    /// How long the connections stay open after the measurement.
+    pub linger: Duration,
+    /// Last byte of the first source address (default: picked per run).
+    pub first_source: Option<u8>,
 }
 
 /// Reads `VmRSS` of `pid` in bytes.
@@ -178,7 +184,10 @@ pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadEr
     // Sources from 127.0.0.2 on spread the ephemeral ports. A socket bound before it connects holds its port
     // for any destination, and a run's ports stay in TIME_WAIT for a minute after it: so each run starts at
     // another source, or a run right after another one would find too few ports.
-    let first = std::process::id() as usize % 60 * 4;
+    let first = match opts.first_source {
+        Some(b) => usize::from(b) - 2,
+        None => std::process::id() as usize % 60 * 4,
+    };
     while left > 0 {
         let n = left.min(per);
         let source = format!("127.0.0.{}", 2 + (first + workers.0.len()) % 250);
@@ -194,6 +203,7 @@ pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadEr
         _ => None,
     };
     let processes = workers.0.len();
+    std::thread::sleep(opts.linger);
     drop(workers);
     drop(warm);
     Ok(IdleReport {
@@ -218,16 +228,17 @@ pub async fn run_worker(target: Target, count: usize, source: Option<IpAddr>, ho
         let (limit, target) = (limit.clone(), target.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.ok()?;
-            match tokio::time::timeout(Duration::from_secs(30), open(&target, source, i)).await {
-                Ok(Ok(s)) => Some(s),
-                Ok(Err(e)) => {
-                    if i < 3 {
-                        eprintln!("idle connection {i}: {e}");
+            // A busy server may drop a SYN or miss a handshake: try again, as an agent would.
+            for attempt in 0..OPEN_ATTEMPTS {
+                match tokio::time::timeout(Duration::from_secs(30), open(&target, source, i)).await {
+                    Ok(Ok(s)) => return Some(s),
+                    Ok(Err(e)) if i < 3 || attempt + 1 == OPEN_ATTEMPTS && i % 1000 == 0 => {
+                        eprintln!("idle connection {i}, attempt {}: {e}", attempt + 1)
                     }
-                    None
+                    _ => {}
                 }
-                Err(_) => None,
             }
+            None
         }));
     }
     let mut conns = Vec::with_capacity(count);

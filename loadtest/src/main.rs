@@ -7,7 +7,8 @@
 //! pm-loadtest [--target ...]                 soak       [--rate 5000 --duration 600 --interval 10]
 //! pm-loadtest [--target ...]                 idle-connections --count 19000 [--server-pid PID]
 //! ```
-//! Targets: `pm://HOST:PORT` (or a bare `HOST:PORT`), `redis://HOST:PORT`, `beanstalk://HOST:PORT`. The tool
+//! Targets: `pm://HOST:PORT` (or a bare `HOST:PORT`; `pm://A,B,...` for a cluster: producer and consumer `i`
+//! use member `i mod N`), `redis://HOST:PORT`, `beanstalk://HOST:PORT`. The tool
 //! connects only to the address it is given. The report is one JSON document on stdout (or `--out FILE`);
 //! `--plot FILE.svg` draws latency and throughput over time; a progress line goes to stderr when it is a
 //! terminal. Every scenario is bounded in time (and the workloads by `--max-tasks`) and stops by itself.
@@ -157,6 +158,13 @@ struct Idle {
     /// Wait after opening before reading the server's memory, s.
     #[arg(long, default_value_t = 2)]
     settle: u64,
+    /// Keep the connections open this long after the measurement (e.g. while another load runs), s.
+    #[arg(long, default_value_t = 0)]
+    linger: u64,
+    /// Last byte of the first source address (127.0.0.N, N ≥ 2); default: picked per run. Give parallel runs
+    /// disjoint ranges: a bound socket holds its port for every destination.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(2..))]
+    first_source: Option<u8>,
     /// Write the JSON report here instead of stdout.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -271,6 +279,8 @@ fn run(cli: Cli, target: Target) -> Result<(), LoadError> {
                 open_timeout: Duration::from_secs(o.open_timeout),
                 settle: Duration::from_secs(o.settle),
                 server_pid: o.server_pid,
+                linger: Duration::from_secs(o.linger),
+                first_source: o.first_source,
             };
             let report = idle::run_parent(&cli.target, &opts)?;
             let doc = json!({"scenario": name, "target": cli.target, "system": target.system(), "report": report});

@@ -76,10 +76,19 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(sock.into())
 }
 
-fn configure(stream: &TcpStream) {
+/// Idle timeouts beyond this count as "never" (see `Config::idle_timeout`).
+const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 86400);
+
+/// No Nagle. TCP keepalive only when there is no idle timeout: the idle timeout (clients ping) already finds
+/// dead peers, and the kernel fires the keepalive timers of connections opened together in one burst (its
+/// timer wheel is coarse at a minute), which at 150,000 connections stalled a core for tens of milliseconds
+/// every minute (docs/benchmarks.md, "Cluster").
+fn configure(stream: &TcpStream, idle_timeout: Duration) {
     let _ = stream.set_nodelay(true);
-    let ka = TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
-    let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+    if idle_timeout >= NO_IDLE_TIMEOUT {
+        let ka = TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
+        let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+    }
 }
 
 /// Accepts connections until `stop` completes.
@@ -99,7 +108,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
                 continue;
             }
         };
-        configure(&stream);
+        configure(&stream, ctx.cfg.idle_timeout);
         // The count is the limit (a counter rather than a semaphore permit in every connection's future);
         // `connection::serve` takes the connection off it when it ends.
         if ctx.connections.fetch_add(1, Ordering::Relaxed) < ctx.cfg.max_connections as u64 {

@@ -13,6 +13,7 @@
 //! - the **planner** ticks every `--steal-interval`. It asks each shard which queues have agents with idle
 //!   credits (and no ready work), asks the peers for their stats when some do, and sets its credits at each
 //!   peer (`Credit{set}`) in proportion to the peer's ready backlog, withdrawing them where there is none.
+//!   While no peer has a backlog for its idle agents it asks less often: every 2, 4, 8, then 16 ticks.
 //! - the **actor** ([`Stealer`]) owns the map from local to remote lease ids: it receives the tasks peers
 //!   push, forwards acks, nacks and extends, passes revocations on, and gives a peer its tasks back
 //!   (`Nack{released}`, which does not count as an attempt) when the agent holding them disconnects or no
@@ -415,6 +416,8 @@ async fn plan(interval: Duration, shards: Vec<ShardHandle>, peers: Peers, shutdo
     let mut granted: HashMap<(usize, String), u32> = HashMap::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While the peers have no backlog for our idle agents, ask them less and less often (up to 16 ticks).
+    let (mut skip, mut quiet_polls) = (0u32, 0u32);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -426,6 +429,10 @@ async fn plan(interval: Duration, shards: Vec<ShardHandle>, peers: Peers, shutdo
             continue;
         }
         let hungry = hungry_queues(&shards).await;
+        if !hungry.is_empty() && granted.is_empty() && skip > 0 {
+            skip -= 1;
+            continue;
+        }
         let mut want: HashMap<(usize, String), u32> = HashMap::new();
         if !hungry.is_empty() {
             let backlog = backlogs(&clients, interval).await;
@@ -438,6 +445,12 @@ async fn plan(interval: Duration, shards: Vec<ShardHandle>, peers: Peers, shutdo
                     let share = (idle * ready).div_ceil(total.max(1)).clamp(1, ready);
                     want.insert((peer, queue.clone()), share.min(u64::from(u32::MAX)) as u32);
                 }
+            }
+            if want.is_empty() {
+                quiet_polls = (quiet_polls + 1).min(4);
+                skip = (1u32 << quiet_polls) - 1;
+            } else {
+                quiet_polls = 0;
             }
         }
         for (peer, client) in &clients {

@@ -50,6 +50,8 @@ pub struct Queue {
     peers: HashSet<ConnId>,
     /// Sum of the agents' credits (peers excluded).
     local_credits: u64,
+    /// Sum of the peers' credits.
+    peer_credits: u64,
     /// Tasks leased by a peer node that this node took for its agents, in arrival order (see `crate::steal`).
     pub foreign: VecDeque<(Instant, LeasedTask)>,
     /// Dead-lettered task ids, oldest first.
@@ -72,6 +74,7 @@ impl Queue {
             credits: HashMap::new(),
             peers: HashSet::new(),
             local_credits: 0,
+            peer_credits: 0,
             foreign: VecDeque::new(),
             dead: BTreeSet::new(),
             leased: 0,
@@ -94,7 +97,9 @@ impl Queue {
             }
         }
         *c = c.saturating_add(n);
-        if !peer {
+        if peer {
+            self.peer_credits += u64::from(n);
+        } else {
             self.local_credits += u64::from(n);
         }
     }
@@ -110,7 +115,9 @@ impl Queue {
         if let Some(conn) = self.take_local_credit() {
             return Some(conn);
         }
-        take_from(&mut self.peer_waiting, &mut self.credits)
+        let conn = take_from(&mut self.peer_waiting, &mut self.credits)?;
+        self.peer_credits = self.peer_credits.saturating_sub(1);
+        Some(conn)
     }
 
     /// Takes one credit from the next agent (never a peer node).
@@ -130,6 +137,7 @@ impl Queue {
         if let Some(n) = self.credits.remove(&conn) {
             if self.peers.remove(&conn) {
                 self.peer_waiting.retain(|c| *c != conn);
+                self.peer_credits = self.peer_credits.saturating_sub(u64::from(n));
             } else {
                 self.waiting.retain(|c| *c != conn);
                 self.local_credits = self.local_credits.saturating_sub(u64::from(n));
@@ -142,9 +150,9 @@ impl Queue {
         self.local_credits
     }
 
-    /// Sum of outstanding credits.
+    /// Sum of outstanding credits (agents and peers).
     pub fn total_credits(&self) -> u64 {
-        self.credits.values().map(|c| u64::from(*c)).sum()
+        self.local_credits + self.peer_credits
     }
 }
 

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Cluster measurements on this one machine (docs/benchmarks.md, "Cluster"):
+#   throughput  aggregate max-rate of 1, 2 and 4 scheduler nodes (pm-loadtest spreads its 4 producers and
+#               4 consumers over the members; --fsync always)
+#   idle        8 nodes holding 150,000 idle agent connections (18,750 each: every process may hold only
+#               20,000 fds) while node 0 serves a fixed-rate load, against the same with 1,000 connections
+# Repetitions are interleaved; the summary prints medians.
+#
+# Usage: bench/cluster-scale.sh [--reps N] [--out DIR] [--rate R] [throughput|idle|all]
+# Needs release builds: cargo build --release -p pm-scheduler -p pm-loadtest -p pmctl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release}
+REPS=3
+OUT=target/cluster-scale
+RATE=5000
+WHAT=all
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --reps) REPS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    throughput|idle|all) WHAT=$1; shift ;;
+    *) echo "usage: $0 [--reps N] [--out DIR] [--rate R] [throughput|idle|all]" >&2; exit 64 ;;
+  esac
+done
+for b in pm-scheduler pm-loadtest pmctl; do
+  [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release -p pm-scheduler -p pm-loadtest -p pmctl" >&2; exit 1; }
+done
+ulimit -n 20000
+mkdir -p "$OUT"
+TMP=$(mktemp -d)
+PIDS=()
+ADDRS=()
+cleanup() { stop_cluster; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+# start_cluster N [flags...]: nodes on 127.0.0.10.. port 7300, each with its own data directory.
+start_cluster() {
+  local n=$1; shift
+  ADDRS=(); PIDS=()
+  for i in $(seq 0 $((n - 1))); do ADDRS+=("127.0.0.$((10 + i)):7300"); done
+  local members; members=$(IFS=,; echo "${ADDRS[*]}")
+  for i in $(seq 0 $((n - 1))); do
+    "$BIN/pm-scheduler" --listen "${ADDRS[$i]}" --members "$members" --data "$TMP/node-$i" \
+      --http-listen off --max-connections 20000 "$@" > "$TMP/node-$i.out" 2> "$TMP/node-$i.log" &
+    PIDS+=($!)
+  done
+  for a in "${ADDRS[@]}"; do
+    timeout 20 bash -c "until '$BIN/pmctl' --server $a stats >/dev/null 2>&1; do sleep 0.05; done" \
+      || { echo "node $a did not start" >&2; cat "$TMP"/node-*.log >&2; exit 1; }
+  done
+}
+
+stop_cluster() {
+  [ ${#PIDS[@]} -eq 0 ] && return
+  kill "${PIDS[@]}" 2>/dev/null || true
+  wait "${PIDS[@]}" 2>/dev/null || true
+  PIDS=()
+  rm -rf "$TMP"/node-*
+}
+
+connections() {
+  "$BIN/pmctl" --server "${ADDRS[0]}" cluster status --json 2>/dev/null \
+    | python3 -c 'import json,sys; print(sum(n.get("connections", 0) for n in json.load(sys.stdin)["nodes"]))' \
+    || echo 0
+}
+
+if [ "$WHAT" = throughput ] || [ "$WHAT" = all ]; then
+  for r in $(seq 1 "$REPS"); do
+    for n in 1 2 4; do
+      echo "== throughput: $n node(s), repetition $r" >&2
+      start_cluster "$n" --fsync always
+      target=$(IFS=,; echo "pm://${ADDRS[*]}")
+      "$BIN/pm-loadtest" --target "$target" --quiet max-rate --duration 10 --warmup 2 --producers 4 --consumers 4 \
+        --out "$OUT/throughput-n$n-r$r.json"
+      stop_cluster
+    done
+  done
+fi
+
+if [ "$WHAT" = idle ] || [ "$WHAT" = all ]; then
+  for r in $(seq 1 "$REPS"); do
+    for mode in base full; do
+      per=$([ "$mode" = full ] && echo 18750 || echo 125)
+      echo "== idle: 8 nodes x $per connections, fixed $RATE/s on node 0, repetition $r" >&2
+      start_cluster 8 --fsync always
+      idle=()
+      for i in $(seq 0 7); do
+        "$BIN/pm-loadtest" --target "pm://${ADDRS[$i]}" --queue idle --quiet idle-connections --count "$per" \
+          --warmup 512 --server-pid "${PIDS[$i]}" --linger 90 --hold 400 --first-source $((30 + 3 * i)) \
+          --out "$OUT/idle-$mode-r$r-node$i.json" &
+        idle+=($!)
+      done
+      # Wait until every connection is open, or the count has not grown for 10 s (a few may fail).
+      want=$((8 * (per + 512))); last=0; still=0
+      while [ "$still" -lt 40 ]; do
+        now=$(connections)
+        [ "$now" -ge "$want" ] && break
+        if [ "$now" -gt "$last" ]; then last=$now; still=0; else still=$((still + 1)); fi
+        sleep 0.25
+      done
+      echo "   $(connections) connections open" >&2
+      sleep 4 # the idle runs read the servers' memory 2 s after opening: let them, before the load starts
+      "$BIN/pm-loadtest" --target "pm://${ADDRS[0]}" --queue load --quiet fixed-rate --rate "$RATE" \
+        --duration 10 --warmup 2 --producers 2 --consumers 2 --out "$OUT/load-$mode-r$r.json"
+      wait "${idle[@]}"
+      stop_cluster
+    done
+  done
+fi
+
+python3 - "$OUT" "$WHAT" <<'EOF'
+import glob, json, statistics, sys
+out, what = sys.argv[1], sys.argv[2]
+def load(p):
+    with open(p) as f:
+        return json.load(f)
+if what in ("throughput", "all"):
+    print("| nodes | acked tasks/s, median [min-max] | p99 latency, ms (median) |")
+    print("|---|---|---|")
+    for n in (1, 2, 4):
+        runs = [load(p) for p in sorted(glob.glob(f"{out}/throughput-n{n}-r*.json"))]
+        if not runs:
+            continue
+        rates = [r["acked_per_s"] for r in runs]
+        p99 = statistics.median(r["latency_ms"]["p99"] for r in runs)
+        print(f"| {n} | {statistics.median(rates)/1000:.0f} k [{min(rates)/1000:.0f}-{max(rates)/1000:.0f} k] | {p99:.1f} |")
+if what in ("idle", "all"):
+    print()
+    print("| idle agent connections (8 nodes) | opened | bytes per connection (median of nodes) | load p50, ms | load p99, ms | load p99.9, ms |")
+    print("|---|---|---|---|---|---|")
+    for mode in ("base", "full"):
+        loads = [load(p) for p in sorted(glob.glob(f"{out}/load-{mode}-r*.json"))]
+        idles = [load(p)["report"] for p in sorted(glob.glob(f"{out}/idle-{mode}-r*-node*.json"))]
+        if not loads:
+            continue
+        reps = len(loads)
+        opened = sum(i["opened"] for i in idles) // max(reps, 1)
+        per = [i["server_bytes_per_connection"] for i in idles if i.get("server_bytes_per_connection") is not None]
+        med = lambda k: statistics.median(l["latency_ms"][k] for l in loads)
+        per_s = f"{statistics.median(per):.0f}" if per else "-"
+        print(f"| {mode} | {opened} | {per_s} | {med('p50'):.2f} | {med('p99'):.2f} | {med('p999'):.2f} |")
+EOF
