@@ -88,7 +88,7 @@ if [ "$WHAT" = idle ] || [ "$WHAT" = all ]; then
       idle=()
       for i in $(seq 0 7); do
         "$BIN/pm-loadtest" --target "pm://${ADDRS[$i]}" --queue idle --quiet idle-connections --count "$per" \
-          --warmup 512 --server-pid "${PIDS[$i]}" --linger 90 --hold 400 --first-source $((30 + 3 * i)) \
+          --warmup 512 --server-pid "${PIDS[$i]}" --linger 45 --hold 400 --first-source $((30 + 3 * i)) \
           --out "$OUT/idle-$mode-r$r-node$i.json" &
         idle+=($!)
       done
@@ -137,7 +137,9 @@ if what in ("idle", "all"):
             continue
         reps = len(loads)
         opened = sum(i["opened"] for i in idles) // max(reps, 1)
-        per = [i["server_bytes_per_connection"] for i in idles if i.get("server_bytes_per_connection") is not None]
+        # Memory per connection only means something with many connections per node.
+        per = [i["server_bytes_per_connection"] for i in idles
+               if i.get("server_bytes_per_connection") is not None and i["opened"] >= 5000]
         med = lambda k: statistics.median(l["latency_ms"][k] for l in loads)
         per_s = f"{statistics.median(per):.0f}" if per else "-"
         print(f"| {mode} | {opened} | {per_s} | {med('p50'):.2f} | {med('p99'):.2f} | {med('p999'):.2f} |")
