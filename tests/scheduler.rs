@@ -386,3 +386,22 @@ async fn an_agent_reclaims_its_leases_first_after_a_restart() {
     let acks = a.ack(vec![(r.lease_id, Bytes::new()), (again.lease_id, Bytes::new())]).await.unwrap();
     assert_eq!(acks, vec![ErrorCode::Ok, ErrorCode::Ok]);
 }
+
+#[tokio::test]
+async fn only_a_peer_node_may_release_a_delivery_without_it_counting() {
+    let s = Scheduler::start(&[]);
+    let p = s.client(ConnectOptions::producer()).await;
+    p.submit_one(task("rel", b"x")).await.unwrap();
+    for role in [ConnectOptions::agent(), ConnectOptions::peer()] {
+        let peer = role.clone().reconnect(false);
+        let (a, mut leases) = Client::connect_agent(&s.addr, peer).await.unwrap();
+        a.credit("rel", 1).await.unwrap();
+        let t = next_lease(&mut leases).await;
+        let item = NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "not started".into(), released: true };
+        assert_eq!(a.nack(vec![item]).await.unwrap(), vec![ErrorCode::Ok]);
+    }
+    // The agent's claim was ignored (attempt 1 counted), the peer's honoured (attempt 2 not counted).
+    let (a, mut leases) = s.agent().await;
+    a.credit("rel", 1).await.unwrap();
+    assert_eq!(next_lease(&mut leases).await.attempt, 2);
+}

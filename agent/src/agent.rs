@@ -91,11 +91,31 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
     let seeds: Vec<String> = cfg.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let mut nodes = pm_client::agent_nodes(&seeds, opts.clone(), &cfg.client_id).await?;
     let home = nodes.remove(0);
-    let opts = match cfg.failover_after {
-        Some(after) => opts.failover(nodes, after),
-        None => opts,
+    let (client, mut leases) = match cfg.failover_after {
+        None => Client::connect_agent(&home, opts).await?,
+        Some(after) => {
+            // Home down at startup: the first other member that answers (the reconnect loop tries home first
+            // again whenever this connection breaks).
+            let candidates: Vec<String> = std::iter::once(home.clone()).chain(nodes).collect();
+            let mut last = None;
+            let mut connected = None;
+            for addr in &candidates {
+                let others = candidates.iter().filter(|a| *a != addr).cloned().collect();
+                match Client::connect_agent(addr, opts.clone().failover(others, after)).await {
+                    Ok(c) => {
+                        connected = Some(c);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            match (connected, last) {
+                (Some(c), _) => c,
+                (None, Some(e)) => return Err(e.into()),
+                (None, None) => return Err(AgentError::StreamEnded),
+            }
+        }
     };
-    let (client, mut leases) = Client::connect_agent(&home, opts).await?;
     client.credit(&cfg.queue, cfg.concurrency).await?;
     tracing::info!(server = %home, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
     let (cfg, runner) = (Arc::new(cfg), Arc::new(runner));

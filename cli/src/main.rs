@@ -215,20 +215,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let max_batch = client.welcome().max_batch.max(1) as usize;
             let mut failed = 0;
             for chunk in ids.chunks(max_batch) {
-                let codes = client.cancel(chunk.to_vec()).await.map_err(|e| Failure(1, e.to_string()))?;
-                if codes.len() != chunk.len() {
-                    return Err(Failure(1, format!("{} codes for {} task ids", codes.len(), chunk.len())));
-                }
+                let codes = client.cancel_each(chunk.to_vec()).await;
                 for (id, code) in chunk.iter().zip(codes) {
                     match code {
-                        ErrorCode::Ok => println!("{id} cancelled"),
-                        ErrorCode::NotFound => {
+                        Ok(ErrorCode::Ok) => println!("{id} cancelled"),
+                        Ok(ErrorCode::NotFound) => {
                             failed += 1;
                             println!("{id} not found");
                         }
-                        code => {
+                        Ok(code) => {
                             failed += 1;
                             println!("{id} not cancelled ({})", code.as_str_name());
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            println!("{id} not cancelled ({e})");
                         }
                     }
                 }

@@ -203,12 +203,12 @@ impl Cluster {
         self.submit_each(tasks).await.into_iter().collect()
     }
 
-    /// Cancels tasks on the nodes their ids name. One code per id, in order (see [`Client::cancel`]); an id
-    /// naming no member is `NOT_FOUND`.
-    pub async fn cancel(&self, task_ids: Vec<u64>) -> Result<Vec<ErrorCode>, Error> {
+    /// Cancels tasks on the nodes their ids name: one result per id, in order (see [`Client::cancel`]); an id
+    /// naming no member is `NOT_FOUND`. A node that cannot be reached fails only its own ids.
+    pub async fn cancel_each(&self, task_ids: Vec<u64>) -> Vec<Result<ErrorCode, Error>> {
         let nodes = self.nodes();
         let ring = self.ring();
-        let mut codes = vec![ErrorCode::NotFound; task_ids.len()];
+        let mut out: Vec<Result<ErrorCode, Error>> = vec![Ok(ErrorCode::NotFound); task_ids.len()];
         let mut groups: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, id) in task_ids.iter().enumerate() {
             let ordinal = if ring.is_empty() { 0 } else { Ring::ordinal_of_task(*id) };
@@ -219,17 +219,32 @@ impl Cluster {
         let sends = groups.into_iter().map(|(node, idx)| {
             let ids = idx.iter().map(|&i| task_ids[i]).collect();
             async move {
-                let client = self.client(node).await?;
-                Ok::<_, Error>((idx, client.cancel(ids).await?))
+                let got = match self.client(node).await {
+                    Ok(client) => client.cancel(ids).await,
+                    Err(e) => Err(e),
+                };
+                (idx, got)
             }
         });
-        for r in join_all(sends).await {
-            let (idx, got) = r?;
-            for (i, c) in idx.into_iter().zip(got) {
-                codes[i] = c;
+        for (idx, got) in join_all(sends).await {
+            match got {
+                Ok(codes) if codes.len() == idx.len() => {
+                    idx.into_iter().zip(codes).for_each(|(i, c)| out[i] = Ok(c));
+                }
+                Ok(codes) => {
+                    let e = Error::new(ErrorKind::Protocol, format!("{} codes for {} ids", codes.len(), idx.len()));
+                    idx.into_iter().for_each(|i| out[i] = Err(e.clone()));
+                }
+                Err(e) => idx.into_iter().for_each(|i| out[i] = Err(e.clone())),
             }
         }
-        Ok(codes)
+        out
+    }
+
+    /// Cancels tasks on the nodes their ids name; `Err` if any node failed (then the others' cancels stand:
+    /// use [`Cluster::cancel_each`] to know which).
+    pub async fn cancel(&self, task_ids: Vec<u64>) -> Result<Vec<ErrorCode>, Error> {
+        self.cancel_each(task_ids).await.into_iter().collect()
     }
 
     /// Admin: every node's stats, in member order (an unreachable node's entry is its error).

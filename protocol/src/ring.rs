@@ -17,8 +17,9 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Task ids of the node with ordinal `n` start at `n << TASK_ID_NODE_SHIFT` (2^48 ids per node).
 pub const TASK_ID_NODE_SHIFT: u32 = 48;
 
-/// Most members a ring may have (ordinals must fit in the 16 top bits of a task id).
-pub const MAX_MEMBERS: usize = 1 << (64 - TASK_ID_NODE_SHIFT);
+/// Most members a ring may have (ordinals must fit in the top bits of task and lease ids; the highest bit of
+/// a lease id is taken).
+pub const MAX_MEMBERS: usize = 1 << (63 - TASK_ID_NODE_SHIFT);
 
 /// Errors building a ring.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -104,6 +104,7 @@ impl Node {
         let steal = stealing.then_some(steal);
         let shard_cfg = ShardConfig {
             steal: steal.clone(),
+            lease_prefix: (ordinal.unwrap_or(0) as u64) << crate::shard::LEASE_NODE_SHIFT,
             default_lease: cfg.default_lease,
             default_max_attempts: cfg.default_max_attempts,
             idempotency_window: cfg.idempotency_window,

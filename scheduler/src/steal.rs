@@ -36,8 +36,10 @@ use crate::connection::{ConnId, OutTx, Outbound, Part};
 use crate::metrics as m;
 use crate::shard::{shard_of_queue, ShardHandle, ShardMsg};
 
-/// Lease ids with this bit set were issued by this node for a task a peer leased to it.
+/// Lease ids with this bit set were issued by this node for a task a peer leased to it (bits 48–62: this
+/// node's ordinal, as in its own lease ids; bits 0–47: a counter).
 pub const FOREIGN_LEASE_BIT: u64 = 1 << 63;
+const FOREIGN_COUNTER_MASK: u64 = (1 << crate::shard::LEASE_NODE_SHIFT) - 1;
 
 /// True for a lease id of a stolen task.
 pub fn is_foreign(lease_id: u64) -> bool {
@@ -90,7 +92,8 @@ pub enum StealMsg {
         /// As in `Extend`.
         extend_ms: u32,
     },
-    /// An agent connection closed: give its stolen tasks back.
+    /// A shard has forgotten an agent connection that closed (each shard says so, after reporting every
+    /// stolen task it gave that agent): give its stolen tasks back.
     Disconnected {
         /// The agent.
         conn: ConnId,
@@ -154,9 +157,13 @@ pub struct Stealer {
     rx: mpsc::UnboundedReceiver<StealMsg>,
     shards: Vec<ShardHandle>,
     peers: Peers,
+    /// This node's ordinal in the top bits of the lease ids it gives stolen tasks.
+    lease_prefix: u64,
     next_lease: u64,
     leases: HashMap<u64, Stolen>,
     by_remote: HashMap<(usize, u64), u64>,
+    /// Stolen tasks each agent holds.
+    by_conn: HashMap<ConnId, Vec<u64>>,
 }
 
 impl Stealer {
@@ -180,20 +187,19 @@ impl Stealer {
             rx,
             shards,
             peers,
+            lease_prefix: (cfg.me as u64) << crate::shard::LEASE_NODE_SHIFT,
             next_lease: u64::from(rand::random::<u32>()),
             leases: HashMap::new(),
             by_remote: HashMap::new(),
+            by_conn: HashMap::new(),
         };
-        tokio::spawn(actor.run(shutdown));
+        tokio::spawn(actor.run());
     }
 
-    async fn run(mut self, shutdown: CancellationToken) {
-        loop {
-            let msg = tokio::select! {
-                m = self.rx.recv() => m,
-                () = shutdown.cancelled() => None,
-            };
-            let Some(msg) = msg else { return };
+    /// Runs as long as anyone can send to it (through a shutdown too: acks of stolen tasks still in flight
+    /// are answered while the connections drain).
+    async fn run(mut self) {
+        while let Some(msg) = self.rx.recv().await {
             self.handle(msg);
         }
     }
@@ -208,22 +214,21 @@ impl Stealer {
             StealMsg::Delivered { lease_id, conn, out } => {
                 let Some(s) = self.leases.get_mut(&lease_id) else { return };
                 if s.revoked {
+                    // Sent after the Leased frame (the shard reports deliveries once their frames are queued).
                     let revoke = pb::Revoke { lease_id, task_id: s.task_id, reason: "cancelled".into() };
                     let _ = out.send(Outbound::Frame(revoke.into()));
                     self.forget(lease_id);
                 } else {
                     s.holder = Some((conn, out));
+                    self.by_conn.entry(conn).or_default().push(lease_id);
                 }
             }
-            StealMsg::Release { lease_ids } => self.release(lease_ids, "no agent of the stealing node took it"),
+            // Never handed to an agent: not an attempt.
+            StealMsg::Release { lease_ids } => self.release(lease_ids, "no agent of the stealing node took it", true),
             StealMsg::Disconnected { conn } => {
-                let held: Vec<u64> = self
-                    .leases
-                    .iter()
-                    .filter(|(_, s)| s.holder.as_ref().is_some_and(|(c, _)| *c == conn))
-                    .map(|(l, _)| *l)
-                    .collect();
-                self.release(held, "the agent holding it disconnected");
+                let held = self.by_conn.remove(&conn).unwrap_or_default();
+                // The agent may have started them: an attempt, as when an agent of the owner disconnects.
+                self.release(held, "the agent holding it disconnected", false);
             }
             StealMsg::Ack { out, request_id, items } => {
                 let mut stale = Vec::new();
@@ -275,8 +280,12 @@ impl Stealer {
         match event {
             AgentEvent::Leased(mut task) => {
                 metrics::counter!(m::STOLEN).increment(1);
-                let lease_id = FOREIGN_LEASE_BIT | self.next_lease;
-                self.next_lease = (self.next_lease + 1) & !FOREIGN_LEASE_BIT;
+                let lease_id = FOREIGN_LEASE_BIT | self.lease_prefix | (self.next_lease & FOREIGN_COUNTER_MASK);
+                self.next_lease = self.next_lease.wrapping_add(1);
+                // A restarted owner may issue a lease id again: the old entry's lease is gone with it.
+                if let Some(old) = self.by_remote.get(&(peer, task.lease_id)).copied() {
+                    self.forget(old);
+                }
                 let stolen =
                     Stolen { peer, remote_lease: task.lease_id, task_id: task.task_id, holder: None, revoked: false };
                 self.by_remote.insert((peer, task.lease_id), lease_id);
@@ -307,17 +316,26 @@ impl Stealer {
 
     fn forget(&mut self, lease_id: u64) -> Option<Stolen> {
         let s = self.leases.remove(&lease_id)?;
-        self.by_remote.remove(&(s.peer, s.remote_lease));
+        if self.by_remote.get(&(s.peer, s.remote_lease)) == Some(&lease_id) {
+            self.by_remote.remove(&(s.peer, s.remote_lease));
+        }
+        if let Some((conn, _)) = &s.holder {
+            if let Some(held) = self.by_conn.get_mut(conn) {
+                held.retain(|l| *l != lease_id);
+                if held.is_empty() {
+                    self.by_conn.remove(conn);
+                }
+            }
+        }
         Some(s)
     }
 
-    /// Gives stolen tasks back to their owners at once; the deliveries do not count as attempts.
-    fn release(&mut self, lease_ids: Vec<u64>, reason: &str) {
+    /// Gives stolen tasks back to their owners at once (`released`: never started, not an attempt).
+    fn release(&mut self, lease_ids: Vec<u64>, reason: &str, released: bool) {
         let mut groups: HashMap<usize, Vec<NackItem>> = HashMap::new();
         for lease_id in lease_ids {
             if let Some(s) = self.forget(lease_id) {
-                let item =
-                    NackItem { lease_id: s.remote_lease, retry_after_ms: 0, reason: reason.into(), released: true };
+                let item = NackItem { lease_id: s.remote_lease, retry_after_ms: 0, reason: reason.into(), released };
                 groups.entry(s.peer).or_default().push(item);
             }
         }
@@ -341,17 +359,21 @@ impl Stealer {
         request_id: u64,
         stale: Vec<(usize, ErrorCode)>,
         groups: HashMap<usize, Vec<(usize, T)>>,
-        op: impl Fn(Client, Vec<T>) -> ForwardFut + Send + 'static,
+        op: impl Fn(Client, Vec<T>) -> ForwardFut + Send + Sync + 'static,
     ) {
         let calls: Vec<_> = groups.into_iter().map(|(peer, items)| (self.peer(peer), items)).collect();
         tokio::spawn(async move {
             let mut codes = stale;
-            for (client, items) in calls {
+            let op = &op;
+            let sends = calls.into_iter().map(|(client, items)| async move {
                 let (idx, items): (Vec<usize>, Vec<T>) = items.into_iter().unzip();
                 let got = match client {
                     Some(c) => op(c, items).await,
                     None => Err(pm_client::Error::new(ErrorKind::NotSent, "peer not connected")),
                 };
+                (idx, got)
+            });
+            for (idx, got) in futures::future::join_all(sends).await {
                 match got {
                     Ok(cs) if cs.len() == idx.len() => codes.extend(idx.into_iter().zip(cs)),
                     Ok(_) => codes.extend(idx.into_iter().map(|i| (i, ErrorCode::Internal))),
@@ -442,7 +464,7 @@ async fn plan(interval: Duration, shards: Vec<ShardHandle>, peers: Peers, shutdo
                 let total: u64 = owners.iter().map(|(_, r)| r).sum();
                 for (peer, ready) in owners {
                     // A share of the idle credits in proportion to the peer's backlog, at least 1, at most it.
-                    let share = (idle * ready).div_ceil(total.max(1)).clamp(1, ready);
+                    let share = idle.saturating_mul(ready).div_ceil(total.max(1)).clamp(1, ready);
                     want.insert((peer, queue.clone()), share.min(u64::from(u32::MAX)) as u32);
                 }
             }

@@ -379,9 +379,6 @@ fn wind_up(ctx: &ConnCtx, exit: Exit) -> bool {
             s.send(ShardMsg::Disconnected { conn: ctx.id });
         }
     }
-    if let (Role::Agent, Some(steal)) = (ctx.role, &ctx.server.steal) {
-        steal.send(crate::steal::StealMsg::Disconnected { conn: ctx.id });
-    }
     metrics::gauge!(m::CONNECTIONS, "role" => ctx.role.as_str_name()).decrement(1.0);
     !matches!(exit, Exit::WriteFailed)
 }

@@ -2,7 +2,7 @@
 //! work stealer for the leases of tasks taken from a peer node (which forwards them to the task's owner).
 
 use bytes::Bytes;
-use pm_protocol::{pb, ErrorCode};
+use pm_protocol::{pb, ErrorCode, Role};
 
 use super::by_shard;
 use crate::connection::{ConnCtx, Merge, Outbound, Part, Reply};
@@ -58,7 +58,18 @@ pub fn handle_ack(ctx: &mut ConnCtx, ack: pb::Ack) {
 /// Nacks: the deliveries failed.
 pub fn handle_nack(ctx: &mut ConnCtx, nack: pb::Nack) {
     let request_id = nack.request_id;
-    let items = nack.items.into_iter().enumerate().map(|(i, it)| (i, it.lease_id, it)).collect();
+    // Only a peer node may say a delivery never started (an agent's claim would let a task that crashes its
+    // agents dodge max_attempts).
+    let peer = ctx.role == Role::Peer;
+    let items = nack
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut it)| {
+            it.released &= peer;
+            (i, it.lease_id, it)
+        })
+        .collect();
     let out = ctx.out.clone();
     let strip = |items: Vec<(usize, u64, pb::NackItem)>| items.into_iter().map(|(i, _, it)| (i, it)).collect();
     let groups = split(ctx, request_id, items, |items| StealMsg::Nack { out, request_id, items: strip(items) });

@@ -52,6 +52,8 @@ pub struct ShardConfig {
     pub reclaim_grace: Duration,
     /// Cluster mode: the work stealer (tasks taken from peers are reported to it once delivered).
     pub steal: Option<StealHandle>,
+    /// The node's ordinal in the top bits of its lease ids (0 for a single node; see [`LEASE_NODE_SHIFT`]).
+    pub lease_prefix: u64,
 }
 
 /// How long a task taken from a peer may wait for an agent here before it is given back.
@@ -309,9 +311,25 @@ pub fn shard_of_queue(queue: &str, n: usize) -> usize {
     (h % n as u64) as usize
 }
 
+/// Lease ids: bit 63 clear (set: a stolen task's, see [`crate::steal`]), bits 48–62 the node's ordinal (so a
+/// lease id quoted to the wrong node is never live there), bits 0–47 a counter times the shard count plus the
+/// shard's index.
+pub const LEASE_NODE_SHIFT: u32 = 48;
+const LEASE_COUNTER_MASK: u64 = (1 << LEASE_NODE_SHIFT) - 1;
+
 /// Which shard issued `lease_id`.
 pub fn shard_of_lease(lease_id: u64, n: usize) -> usize {
-    (lease_id % n as u64) as usize
+    ((lease_id & LEASE_COUNTER_MASK) % n as u64) as usize
+}
+
+/// The next lease id of shard `index` of `shards` on the node whose ids start with `prefix`.
+fn mint_lease(next: &mut u64, prefix: u64, shards: usize, index: usize) -> u64 {
+    if *next >= LEASE_COUNTER_MASK / shards as u64 {
+        *next = 0; // after 2^48 / shards leases: start over, long after the first ones ended
+    }
+    let id = prefix | (*next * shards as u64 + index as u64);
+    *next += 1;
+    id
 }
 
 /// The shard actor.
@@ -338,6 +356,9 @@ pub struct Shard {
     waiters: Vec<Waiter>,
     pending_rounds: IdMap<u64, Vec<Waiter>>,
     outgoing: IdMap<ConnId, (OutTx, Vec<LeasedTask>, usize)>,
+    /// Stolen tasks given to agents this round: reported to the stealer once their Leased frames are queued
+    /// (a revocation it sends must follow the lease on the wire).
+    delivered_foreign: Vec<(u64, ConnId, OutTx)>,
     dirty: IdSet<u32>,
     draining: bool,
     /// Recovered tasks in [`State::Held`], released to their queues at `hold_until`.
@@ -393,6 +414,7 @@ impl Shard {
             waiters: Vec::new(),
             pending_rounds: IdMap::default(),
             outgoing: IdMap::default(),
+            delivered_foreign: Vec::new(),
             dirty: IdSet::default(),
             draining: false,
             held: Vec::new(),
@@ -778,8 +800,7 @@ impl Shard {
                     } else {
                         unqueue.entry(q).or_default().insert(task_id);
                     }
-                    let lease_id = self.next_lease * self.shards as u64 + self.index as u64;
-                    self.next_lease += 1;
+                    let lease_id = mint_lease(&mut self.next_lease, self.cfg.lease_prefix, self.shards, self.index);
                     t.state = State::Leased(lease_id);
                     let deadline = now + lease_len;
                     self.leases.insert(lease_id, Lease { task_id, conn, deadline });
@@ -848,6 +869,11 @@ impl Shard {
     fn on_disconnect(&mut self, conn: ConnId) {
         for q in &mut self.queues {
             q.remove_agent(conn);
+        }
+        // After every stolen task this shard gave the agent was reported delivered (same channel, in order):
+        // the stealer then hands them back.
+        if let Some(steal) = &self.cfg.steal {
+            steal.send(StealMsg::Disconnected { conn });
         }
         let Some(agent) = self.agents.remove(&conn) else { return };
         let deadline = Instant::now() + self.cfg.disconnect_grace;
@@ -989,8 +1015,7 @@ impl Shard {
                 q.ready.push(entry);
                 continue;
             };
-            let lease_id = self.next_lease * self.shards as u64 + self.index as u64;
-            self.next_lease += 1;
+            let lease_id = mint_lease(&mut self.next_lease, self.cfg.lease_prefix, self.shards, self.index);
             task.attempts += 1;
             task.state = State::Leased(lease_id);
             self.hist.dispatch.record(now.saturating_duration_since(task.ready_since).as_secs_f64());
@@ -1020,7 +1045,9 @@ impl Shard {
     /// Gives tasks taken from peers to local agents (never to a peer), before any local ready task: their
     /// leases are already running at their owners.
     fn dispatch_foreign(&mut self, qi: u32, budget: usize) {
-        let Some(steal) = self.cfg.steal.clone() else { return };
+        if self.cfg.steal.is_none() {
+            return;
+        }
         loop {
             let q = &mut self.queues[qi as usize];
             if q.foreign.is_empty() {
@@ -1029,7 +1056,7 @@ impl Shard {
             let Some(conn) = q.take_local_credit() else { return };
             let Some(out) = self.agents.get(&conn).and_then(|a| a.out.clone()) else { continue };
             let Some((_, task)) = q.foreign.pop_front() else { return };
-            steal.send(StealMsg::Delivered { lease_id: task.lease_id, conn, out: out.clone() });
+            self.delivered_foreign.push((task.lease_id, conn, out.clone()));
             self.push_leased(conn, &out, task, budget);
         }
     }
@@ -1069,6 +1096,11 @@ impl Shard {
         for (_, (out, tasks, _)) in self.outgoing.drain() {
             if !tasks.is_empty() {
                 let _ = out.send(Outbound::Frame(pb::Leased { tasks }.into()));
+            }
+        }
+        if let Some(steal) = &self.cfg.steal {
+            for (lease_id, conn, out) in self.delivered_foreign.drain(..) {
+                steal.send(StealMsg::Delivered { lease_id, conn, out });
             }
         }
         if self.records.is_empty() && self.waiters.is_empty() {

@@ -88,6 +88,7 @@ impl Queue {
             return;
         }
         let c = self.credits.entry(conn).or_insert(0);
+        let before = *c;
         if *c == 0 {
             if peer {
                 self.peers.insert(conn);
@@ -97,10 +98,11 @@ impl Queue {
             }
         }
         *c = c.saturating_add(n);
+        let added = u64::from(*c - before);
         if peer {
-            self.peer_credits += u64::from(n);
+            self.peer_credits += added;
         } else {
-            self.local_credits += u64::from(n);
+            self.local_credits += added;
         }
     }
 
@@ -117,6 +119,9 @@ impl Queue {
         }
         let conn = take_from(&mut self.peer_waiting, &mut self.credits)?;
         self.peer_credits = self.peer_credits.saturating_sub(1);
+        if !self.credits.contains_key(&conn) {
+            self.peers.remove(&conn);
+        }
         Some(conn)
     }
 

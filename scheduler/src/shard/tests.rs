@@ -76,6 +76,7 @@ impl Harness {
             disconnect_grace: Duration::ZERO,
             reclaim_grace,
             steal: None,
+            lease_prefix: 0,
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard = Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new());
@@ -429,4 +430,18 @@ async fn a_held_task_can_be_cancelled() {
     let q = h.stats().await;
     assert_eq!((q.ready, q.delayed, q.leased), (0, 0, 0), "{q:?}");
     assert_eq!(codes(&h.reclaim(8, &[(id, 1, 0)]).await), vec![], "cancelled: gone");
+}
+
+#[test]
+fn lease_ids_carry_the_node_and_route_to_their_shard() {
+    use super::{mint_lease, shard_of_lease, LEASE_COUNTER_MASK, LEASE_NODE_SHIFT};
+    let mut next = 5;
+    for index in 0..3 {
+        let id = mint_lease(&mut next, 7 << LEASE_NODE_SHIFT, 3, index);
+        assert_eq!((shard_of_lease(id, 3), id >> LEASE_NODE_SHIFT), (index, 7));
+    }
+    // At the end of the counter's range it starts over, still routing to the right shard.
+    let mut next = LEASE_COUNTER_MASK / 3;
+    let id = mint_lease(&mut next, 1 << LEASE_NODE_SHIFT, 3, 2);
+    assert_eq!((shard_of_lease(id, 3), id >> LEASE_NODE_SHIFT, next), (2, 1, 1));
 }
