@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub retry_backoff: Duration,
     /// Names this agent in the scheduler's logs.
     pub client_id: String,
+    /// Token presented to the scheduler (empty: none).
+    pub token: String,
     /// Cluster: fail over to the other members once the home node has been unreachable this long.
     pub failover_after: Option<Duration>,
 }
@@ -85,8 +87,11 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
         let running = running.clone();
         Arc::new(move || running.reclaim_items())
     };
-    let opts =
-        ConnectOptions::agent().client_id(cfg.client_id.clone()).queues(vec![cfg.queue.clone()]).reclaim(provider);
+    let opts = ConnectOptions::agent()
+        .client_id(cfg.client_id.clone())
+        .token(cfg.token.clone())
+        .queues(vec![cfg.queue.clone()])
+        .reclaim(provider);
     // A cluster: the agent's home is the member its id hashes to (stable across restarts, for reclaims).
     let seeds: Vec<String> = cfg.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let mut nodes = pm_client::agent_nodes(&seeds, opts.clone(), &cfg.client_id).await?;

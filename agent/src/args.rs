@@ -40,6 +40,12 @@ pub struct AgentArgs {
     /// agent's home node: give each agent a stable one (e.g. the pod name).
     #[arg(long, env = "PM_CLIENT_ID")]
     pub client_id: Option<String>,
+    /// Token presented to the scheduler (its agent token), if it requires one.
+    #[arg(long, env = "PM_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// Read the scheduler token from this file (first line; e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "PM_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Cluster: once the home node has been unreachable this long, connect to the other members in turn
     /// (e.g. `30s`; default: wait for the home node). Tasks that were running for the lost node are stopped
     /// (they run again when it returns).
@@ -77,7 +83,19 @@ impl AgentArgs {
         let work_root = std::fs::create_dir_all(&self.work_dir)
             .and_then(|()| self.work_dir.canonicalize())
             .map_err(|e| format!("--work-dir {}: {e}", self.work_dir.display()))?;
+        let token = match (self.token, &self.token_file) {
+            (Some(t), _) => t,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("--token-file {}: {e}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            (None, None) => String::new(),
+        };
         let cfg = AgentConfig {
+            token,
             server,
             queue: self.queue,
             concurrency,

@@ -77,6 +77,23 @@ pub struct Config {
     /// (work stealing; `0` = never steal).
     #[arg(long, env = "PM_STEAL_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub steal_interval: Duration,
+    /// File of producer tokens (one per line, optionally `not-after=<RFC 3339 time>`; reloaded on change).
+    /// Once any token file is given, every connection needs a token valid for its role.
+    #[arg(long, env = "PM_PRODUCER_TOKEN_FILE")]
+    pub producer_token_file: Option<PathBuf>,
+    /// File of agent tokens (as `--producer-token-file`).
+    #[arg(long, env = "PM_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
+    /// File of admin tokens (as `--producer-token-file`).
+    #[arg(long, env = "PM_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// File of peer-node tokens (cluster mode; this node presents the first unexpired one to its peers).
+    #[arg(long, env = "PM_PEER_TOKEN_FILE")]
+    pub peer_token_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without any token file (anyone who can connect may submit commands
+    /// that agents run).
+    #[arg(long, env = "PM_INSECURE")]
+    pub insecure: bool,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, env = "PM_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
@@ -171,7 +188,26 @@ impl Config {
             return err("--shards must be at most 256".into());
         }
         self.cluster()?;
+        let listen_loopback = self.listen_addr().is_ok_and(|a| a.ip().is_loopback());
+        if !self.token_files().enabled() && !listen_loopback && !self.insecure {
+            return err(format!(
+                "--listen {} is not a loopback address and no token file is set: agents run the commands that \
+                 producers submit, so give --producer-token-file, --agent-token-file, --admin-token-file (and \
+                 --peer-token-file in a cluster), or --insecure to accept anyone who can connect",
+                self.listen
+            ));
+        }
         Ok(())
+    }
+
+    /// The token files per role.
+    pub fn token_files(&self) -> crate::auth::TokenFiles {
+        crate::auth::TokenFiles {
+            producer: self.producer_token_file.clone(),
+            agent: self.agent_token_file.clone(),
+            admin: self.admin_token_file.clone(),
+            peer: self.peer_token_file.clone(),
+        }
     }
 
     /// The ring of `--members` and this node's ordinal in it (`None` for a single node).
@@ -307,5 +343,10 @@ mod tests {
         let c = Config::parse_from(["pm-scheduler", "--members", "a:1,a:1", "--advertise", "a:1"]);
         assert!(c.validate().unwrap_err().to_string().contains("twice"));
         assert_eq!(Config::parse_from(["pm-scheduler"]).cluster().unwrap().1, None);
+        let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070"]);
+        assert!(c.validate().unwrap_err().to_string().contains("--insecure"));
+        assert!(Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--insecure"]).validate().is_ok());
+        let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--agent-token-file", "/x"]);
+        assert!(c.validate().is_ok());
     }
 }

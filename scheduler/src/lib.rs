@@ -3,6 +3,7 @@
 //! A node accepts tasks from producers over the framed protocol of `pm-protocol`, makes each one durable
 //! before acknowledging it, leases it to agents that granted credits, and redelivers it until it is acked.
 //!
+//! - [`auth`]: tokens per role, checked in `Hello`, reloaded when their files change.
 //! - [`config`]: flags, `PM_*` environment variables and validation (exit 64 before binding on bad config).
 //! - [`server`]: the TCP listener (socket2 options, connection limit) and graceful shutdown.
 //! - [`connection`]: one connection: handshake, reading frames, and the writer that merges replies.
@@ -14,6 +15,7 @@
 //! - [`steal`]: work stealing between cluster nodes (leases taken from peers for idle agents).
 //! - [`metrics`]: metric names.
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod handlers;

@@ -42,6 +42,9 @@ pub enum NodeError {
     /// The configuration is inconsistent (e.g. `--advertise` is not a member).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A token file cannot be read or parsed.
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokenError),
 }
 
 /// A running node (everything but the listener).
@@ -56,6 +59,7 @@ impl Node {
     /// Opens the data directory and starts the node's actors. Must run inside a tokio runtime.
     pub fn start(cfg: &Config) -> Result<Node, NodeError> {
         let (ring, ordinal) = cfg.cluster()?;
+        let auth = crate::auth::Auth::load(cfg.token_files())?;
         let lock = lock_dir(&cfg.data)?;
         let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
             StoreKind::Wal => {
@@ -129,8 +133,9 @@ impl Node {
             .collect();
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
+        tokio::spawn(auth.clone().reload(shutdown.clone()));
         if let (Some(handle), Some(me)) = (steal.clone(), ordinal) {
-            let steal_cfg = StealConfig { ring: ring.clone(), me, interval: cfg.steal_interval };
+            let steal_cfg = StealConfig { ring: ring.clone(), me, interval: cfg.steal_interval, auth: auth.clone() };
             Stealer::start(steal_cfg, handle, steal_rx, shards.clone(), shutdown.clone());
         }
         tokio::spawn(conns.clone().sweep(shutdown.clone()));
@@ -151,6 +156,7 @@ impl Node {
             ring,
             ordinal,
             steal,
+            auth,
             data_dir: cfg.data.clone(),
             shutdown,
             conns,

@@ -58,6 +58,8 @@ pub struct ServerCtx {
     pub ordinal: Option<usize>,
     /// Cluster mode: the work stealer, which forwards acks of stolen tasks to their owners.
     pub steal: Option<StealHandle>,
+    /// Tokens per role.
+    pub auth: Arc<crate::auth::Auth>,
     /// Data directory (for stats).
     pub data_dir: PathBuf,
     /// Cancelled when connections must close (end of shutdown).

@@ -135,6 +135,8 @@ pub struct StealConfig {
     pub me: usize,
     /// Planner tick.
     pub interval: Duration,
+    /// Where the token presented to peers comes from.
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// One stolen task.
@@ -179,7 +181,18 @@ impl Stealer {
         for (ordinal, addr) in cfg.ring.members().iter().enumerate() {
             if ordinal != cfg.me {
                 let me = cfg.ring.members()[cfg.me].clone();
-                tokio::spawn(connect_peer(ordinal, addr.clone(), me, peers.clone(), handle.clone(), shutdown.clone()));
+                let opts = ConnectOptions::peer()
+                    .client_id(format!("peer:{me}"))
+                    .max_backoff(Duration::from_secs(2))
+                    .token(cfg.auth.peer_token().unwrap_or_default());
+                tokio::spawn(connect_peer(
+                    ordinal,
+                    addr.clone(),
+                    opts,
+                    peers.clone(),
+                    handle.clone(),
+                    shutdown.clone(),
+                ));
             }
         }
         tokio::spawn(plan(cfg.interval, shards.clone(), peers.clone(), shutdown.clone()));
@@ -397,12 +410,11 @@ type ForwardFut = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<
 async fn connect_peer(
     ordinal: usize,
     addr: String,
-    me: String,
+    opts: ConnectOptions,
     peers: Peers,
     handle: StealHandle,
     shutdown: CancellationToken,
 ) {
-    let opts = ConnectOptions::peer().client_id(format!("peer:{me}")).max_backoff(Duration::from_secs(2));
     let mut backoff = Duration::from_millis(50);
     let (client, mut events) = loop {
         tokio::select! {

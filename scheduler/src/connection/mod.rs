@@ -415,7 +415,12 @@ async fn handshake(conn: &mut Conn, ctx: &ConnCtx) -> Option<Role> {
     }
     let role = Role::try_from(hello.role).unwrap_or(Role::Unspecified);
     if role == Role::Unspecified {
-        refuse(out, ErrorCode::Unauthorized, "Hello must name a role (producer, agent or admin)", "role");
+        refuse(out, ErrorCode::Unauthorized, "Hello must name a role (producer, agent, admin or peer)", "role");
+        close_lingering(conn).await;
+        return None;
+    }
+    if let Err(r) = server.auth.check(role, &hello.auth_token) {
+        refuse(out, ErrorCode::Unauthorized, &r.message(role), r.reason());
         close_lingering(conn).await;
         return None;
     }
