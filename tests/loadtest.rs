@@ -197,3 +197,23 @@ fn the_same_workload_runs_against_beanstalkd() {
     let Some(_b) = peer("beanstalkd", &["-l", "127.0.0.1", "-p", &p], port, dir.path()) else { return };
     workload_and_idle_against(&format!("beanstalk://127.0.0.1:{port}"), "beanstalkd", dir.path());
 }
+
+#[test]
+fn a_token_opens_a_secured_scheduler_to_the_workload_and_the_idle_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "loadtest-secret-00001";
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let f = file.to_str().unwrap();
+    let s = Scheduler::start(&["--producer-token-file", f, "--agent-token-file", f]);
+    let target = format!("pm://{}", s.addr);
+    let r = report(&target, &["--token", token, "max-rate", "--warmup", "0", "--duration", "1"], dir.path());
+    assert_clean(&r);
+    let idle = ["--token", token, "idle-connections", "--count", "50", "--warmup", "0", "--settle", "0"];
+    let r = report(&target, &idle, dir.path());
+    assert_eq!((num(&r["report"], "opened"), num(&r["report"], "failed")), (50.0, 0.0), "{r}");
+    // Without it the handshake is refused and the run fails with that error.
+    let o = loadtest(&["--target", &target, "--quiet", "max-rate", "--warmup", "0", "--duration", "1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("token"), "{}", String::from_utf8_lossy(&o.stderr));
+}

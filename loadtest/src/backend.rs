@@ -92,6 +92,8 @@ pub struct Pm {
     pub addr: String,
     /// Queue the tasks go to.
     pub queue: String,
+    /// Token presented in Hello (empty: none).
+    pub token: String,
 }
 
 fn pm_err(addr: &str) -> impl Fn(pm_client::Error) -> LoadError + '_ {
@@ -111,14 +113,14 @@ impl Backend for Pm {
     type Consumer = PmConsumer;
 
     async fn producer(&self, i: usize) -> Result<PmProducer, LoadError> {
-        let opts = ConnectOptions::producer().client_id(format!("pm-loadtest-producer-{i}"));
+        let opts = ConnectOptions::producer().client_id(format!("pm-loadtest-producer-{i}")).token(self.token.clone());
         let addr = self.member(i);
         let client = Client::connect(addr, opts).await.map_err(pm_err(addr))?;
         Ok(PmProducer { client, queue: self.queue.clone() })
     }
 
     async fn consumer(&self, i: usize, prefetch: u32) -> Result<PmConsumer, LoadError> {
-        let opts = ConnectOptions::agent().client_id(format!("pm-loadtest-agent-{i}"));
+        let opts = ConnectOptions::agent().client_id(format!("pm-loadtest-agent-{i}")).token(self.token.clone());
         let addr = self.member(i);
         let (client, leases) = Client::connect_agent(addr, opts).await.map_err(pm_err(addr))?;
         client.credit(&self.queue, prefetch).await.map_err(pm_err(addr))?;

@@ -114,15 +114,24 @@ impl Drop for Workers {
 }
 
 /// Starts a worker for `n` connections from `source`.
+/// What every worker is given: the target, the queue and the token (through the environment, not the
+/// command line, where `ps` would show it).
+struct WorkerTarget<'a> {
+    target: &'a str,
+    queue: &'a str,
+    token: &'a str,
+}
+
 fn spawn_worker(
     exe: &std::path::Path,
-    target: &str,
+    t: &WorkerTarget<'_>,
     n: usize,
     source: &str,
     hold: Duration,
 ) -> Result<Child, LoadError> {
     Ok(Command::new(exe)
-        .args(["--target", target, "idle-worker", "--count", &n.to_string(), "--source", source])
+        .args(["--target", t.target, "--queue", t.queue, "idle-worker", "--count", &n.to_string(), "--source", source])
+        .env("PM_TOKEN", t.token)
         .args(["--hold", &format!("{}", hold.as_secs().max(1))])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -165,14 +174,15 @@ fn wait_ready(workers: &mut [Child], deadline: Instant) -> Result<(usize, usize)
 
 /// The parent: opens the warm-up connections, reads the server's memory, starts the workers, waits until they
 /// are ready, reads it again.
-pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadError> {
+pub fn run_parent(target: &str, queue: &str, token: &str, opts: &IdleOptions) -> Result<IdleReport, LoadError> {
+    let target = WorkerTarget { target, queue, token };
     let exe = std::env::current_exe()?;
     let deadline = Instant::now() + opts.open_timeout;
     // Warm-up connections stay open through the measurement: they make the server's runtime threads and
     // allocator heaps pay their one-time costs before the baseline is read.
     let mut warm = Workers(Vec::new());
     if opts.warmup > 0 {
-        warm.0.push(spawn_worker(&exe, target, opts.warmup, "127.0.0.1", opts.hold)?);
+        warm.0.push(spawn_worker(&exe, &target, opts.warmup, "127.0.0.1", opts.hold)?);
         wait_ready(&mut warm.0, deadline)?;
         std::thread::sleep(opts.settle);
     }
@@ -191,7 +201,7 @@ pub fn run_parent(target: &str, opts: &IdleOptions) -> Result<IdleReport, LoadEr
     while left > 0 {
         let n = left.min(per);
         let source = format!("127.0.0.{}", 2 + (first + workers.0.len()) % 250);
-        workers.0.push(spawn_worker(&exe, target, n, &source, opts.hold)?);
+        workers.0.push(spawn_worker(&exe, &target, n, &source, opts.hold)?);
         left -= n;
     }
     let (opened, failed) = wait_ready(&mut workers.0, deadline)?;
@@ -284,13 +294,14 @@ async fn connect(addr: &str, source: Option<IpAddr>) -> Result<TcpStream, LoadEr
 async fn open(target: &Target, source: Option<IpAddr>, i: usize) -> Result<TcpStream, LoadError> {
     let mut s = connect(target.addr(), source).await?;
     match target {
-        Target::Pm { queue, .. } => {
+        Target::Pm { queue, token, .. } => {
             let mut codec = FrameCodec::new(1 << 20);
             let mut buf = BytesMut::new();
             let hello = Hello {
                 version: PROTOCOL_VERSION,
                 role: Role::Agent as i32,
                 client_id: format!("pm-loadtest-idle-{i}"),
+                auth_token: token.clone(),
                 ..Default::default()
             };
             codec.encode(Envelope::from(hello), &mut buf).map_err(|e| LoadError::Backend(e.to_string()))?;

@@ -48,6 +48,10 @@ struct Cli {
     /// Queue (pm), stream (Redis) or tube (beanstalkd) to use.
     #[arg(long, global = true, default_value = "loadtest")]
     queue: String,
+    /// pm: the token presented in Hello (the agent and producer roles need theirs when the scheduler has token
+    /// files; give one valid for both roles' files, or run producers and consumers separately).
+    #[arg(long, global = true, env = "PM_TOKEN", hide_env_values = true, default_value = "")]
+    token: String,
     /// No progress line, even on a terminal.
     #[arg(long, global = true)]
     quiet: bool,
@@ -179,6 +183,8 @@ pub enum Target {
         addr: String,
         /// Queue.
         queue: String,
+        /// Token for Hello (empty: none).
+        token: String,
     },
     /// Redis streams.
     Redis {
@@ -197,18 +203,23 @@ pub enum Target {
 }
 
 impl Target {
-    fn parse(url: &str, queue: &str) -> Result<Target, String> {
+    fn parse(url: &str, queue: &str, token: &str) -> Result<Target, String> {
         let (scheme, addr) = url.split_once("://").unwrap_or(("pm", url));
         if addr.is_empty() || addr.contains('/') {
             return Err(format!("--target {url:?}: expected SCHEME://HOST:PORT"));
         }
         let (addr, q) = (addr.to_string(), queue.to_string());
         match scheme {
-            "pm" => Ok(Target::Pm { addr, queue: q }),
+            "pm" => Ok(Target::Pm { addr, queue: q, token: token.to_string() }),
             "redis" => Ok(Target::Redis { addr, stream: q }),
             "beanstalk" | "beanstalkd" => Ok(Target::Beanstalk { addr, tube: q }),
             other => Err(format!("--target {url:?}: unknown system {other:?} (pm, redis or beanstalk)")),
         }
+    }
+
+    #[cfg(test)]
+    fn parse_test(url: &str, queue: &str) -> Result<Target, String> {
+        Self::parse(url, queue, "")
     }
 
     /// HOST:PORT.
@@ -232,7 +243,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let target = match Target::parse(&cli.target, &cli.queue) {
+    let target = match Target::parse(&cli.target, &cli.queue, &cli.token) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("pm-loadtest: {e}");
@@ -282,7 +293,7 @@ fn run(cli: Cli, target: Target) -> Result<(), LoadError> {
                 linger: Duration::from_secs(o.linger),
                 first_source: o.first_source,
             };
-            let report = idle::run_parent(&cli.target, &opts)?;
+            let report = idle::run_parent(&cli.target, &cli.queue, &cli.token, &opts)?;
             let doc = json!({"scenario": name, "target": cli.target, "system": target.system(), "report": report});
             write_report(o.out.as_deref(), &doc)
         }
@@ -338,8 +349,9 @@ fn load(
     let progress = show_progress.then(progress_line);
     let rt = runtime()?;
     let outcome = match &target {
-        Target::Pm { addr, queue } => {
-            rt.block_on(workload::run(Arc::new(Pm { addr: addr.clone(), queue: queue.clone() }), w.clone(), progress))
+        Target::Pm { addr, queue, token } => {
+            let pm = Pm { addr: addr.clone(), queue: queue.clone(), token: token.clone() };
+            rt.block_on(workload::run(Arc::new(pm), w.clone(), progress))
         }
         // Leftovers of an earlier run would be delivered in this one, with stamps from another clock.
         Target::Redis { addr, stream } => rt.block_on(async {
@@ -429,13 +441,13 @@ mod tests {
 
     #[test]
     fn targets_parse_by_scheme() {
-        assert!(matches!(Target::parse("127.0.0.1:7070", "q"), Ok(Target::Pm { .. })));
-        assert!(matches!(Target::parse("pm://h:1", "q"), Ok(Target::Pm { .. })));
-        assert!(matches!(Target::parse("redis://h:1", "q"), Ok(Target::Redis { .. })));
-        assert!(matches!(Target::parse("beanstalk://h:1", "q"), Ok(Target::Beanstalk { .. })));
-        assert!(Target::parse("kafka://h:1", "q").is_err());
-        assert!(Target::parse("pm://", "q").is_err());
-        assert!(Target::parse("redis://h:1/0", "q").is_err());
-        assert_eq!(Target::parse("redis://h:1", "q").map(|t| t.addr().to_string()), Ok("h:1".to_string()));
+        assert!(matches!(Target::parse_test("127.0.0.1:7070", "q"), Ok(Target::Pm { .. })));
+        assert!(matches!(Target::parse_test("pm://h:1", "q"), Ok(Target::Pm { .. })));
+        assert!(matches!(Target::parse_test("redis://h:1", "q"), Ok(Target::Redis { .. })));
+        assert!(matches!(Target::parse_test("beanstalk://h:1", "q"), Ok(Target::Beanstalk { .. })));
+        assert!(Target::parse_test("kafka://h:1", "q").is_err());
+        assert!(Target::parse_test("pm://", "q").is_err());
+        assert!(Target::parse_test("redis://h:1/0", "q").is_err());
+        assert_eq!(Target::parse_test("redis://h:1", "q").map(|t| t.addr().to_string()), Ok("h:1".to_string()));
     }
 }
