@@ -28,6 +28,7 @@ for b in pm-scheduler pm-loadtest pmctl; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: cargo build --release -p pm-scheduler -p pm-loadtest -p pmctl" >&2; exit 1; }
 done
 ulimit -n 20000
+HTTP0=127.0.0.1:7399
 mkdir -p "$OUT"
 TMP=$(mktemp -d)
 PIDS=()
@@ -42,8 +43,9 @@ start_cluster() {
   for i in $(seq 0 $((n - 1))); do ADDRS+=("127.0.0.$((10 + i)):7300"); done
   local members; members=$(IFS=,; echo "${ADDRS[*]}")
   for i in $(seq 0 $((n - 1))); do
+    http=off; [ "$i" -eq 0 ] && http=$HTTP0 # node 0 serves /metrics: its dispatch histogram is read around the load
     "$BIN/pm-scheduler" --listen "${ADDRS[$i]}" --members "$members" --data "$TMP/node-$i" \
-      --http-listen off --max-connections 20000 "$@" > "$TMP/node-$i.out" 2> "$TMP/node-$i.log" &
+      --http-listen "$http" --max-connections 20000 "$@" > "$TMP/node-$i.out" 2> "$TMP/node-$i.log" &
     PIDS+=($!)
   done
   for a in "${ADDRS[@]}"; do
@@ -102,8 +104,10 @@ if [ "$WHAT" = idle ] || [ "$WHAT" = all ]; then
       done
       echo "   $(connections) connections open" >&2
       sleep 4 # the idle runs read the servers' memory 2 s after opening: let them, before the load starts
+      curl -s "http://$HTTP0/metrics" > "$OUT/dispatch-$mode-r$r.before"
       "$BIN/pm-loadtest" --target "pm://${ADDRS[0]}" --queue load --quiet fixed-rate --rate "$RATE" \
         --duration 10 --warmup 2 --producers 2 --consumers 2 --out "$OUT/load-$mode-r$r.json"
+      curl -s "http://$HTTP0/metrics" > "$OUT/dispatch-$mode-r$r.after"
       wait "${idle[@]}"
       stop_cluster
     done
@@ -128,8 +132,30 @@ if what in ("throughput", "all"):
         print(f"| {n} | {statistics.median(rates)/1000:.0f} k [{min(rates)/1000:.0f}-{max(rates)/1000:.0f} k] | {p99:.1f} |")
 if what in ("idle", "all"):
     print()
-    print("| idle agent connections (8 nodes) | opened | bytes per connection (median of nodes) | load p50, ms | load p99, ms | load p99.9, ms |")
-    print("|---|---|---|---|---|---|")
+    import re
+    def buckets(path):
+        d = {}
+        for line in open(path):
+            m = re.match(r'pm_dispatch_seconds_bucket\{.*le="([^"]+)"\} (\S+)', line)
+            if m:
+                d[m.group(1)] = d.get(m.group(1), 0.0) + float(m.group(2))
+        return d
+    def dispatch_p(mode, q):
+        # Upper bound of node 0's dispatch quantile q during the load (ready -> leased, server side), per run.
+        out_ = []
+        for b in sorted(glob.glob(f"{out}/dispatch-{mode}-r*.before")):
+            before, after = buckets(b), buckets(b[:-len("before")] + "after")
+            les = sorted(after, key=lambda k: float("inf") if k == "+Inf" else float(k))
+            total = after.get("+Inf", 0) - before.get("+Inf", 0)
+            if total <= 0:
+                continue
+            for le in les:
+                if (after[le] - before.get(le, 0)) / total >= q:
+                    out_.append(le)
+                    break
+        return "/".join(f"<={le}" for le in out_) or "-"
+    print("| idle agent connections (8 nodes) | opened | bytes per connection (median of nodes) | load p50, ms | load p99, ms | load p99.9, ms | node 0 dispatch p99 / p99.9, s (runs) |")
+    print("|---|---|---|---|---|---|---|")
     for mode in ("base", "full"):
         loads = [load(p) for p in sorted(glob.glob(f"{out}/load-{mode}-r*.json"))]
         idles = [load(p)["report"] for p in sorted(glob.glob(f"{out}/idle-{mode}-r*-node*.json"))]
@@ -142,5 +168,5 @@ if what in ("idle", "all"):
                if i.get("server_bytes_per_connection") is not None and i["opened"] >= 5000]
         med = lambda k: statistics.median(l["latency_ms"][k] for l in loads)
         per_s = f"{statistics.median(per):.0f}" if per else "-"
-        print(f"| {mode} | {opened} | {per_s} | {med('p50'):.2f} | {med('p99'):.2f} | {med('p999'):.2f} |")
+        print(f"| {mode} | {opened} | {per_s} | {med('p50'):.2f} | {med('p99'):.2f} | {med('p999'):.2f} | {dispatch_p(mode, 0.99)} / {dispatch_p(mode, 0.999)} |")
 EOF
