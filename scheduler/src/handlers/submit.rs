@@ -21,7 +21,7 @@ pub fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
         ctx.error(ErrorCode::LimitExceeded, request_id, msg);
         return;
     }
-    if let Some(owner) = foreign_owner(ctx, &submit.tasks).filter(|_| !submit.failover) {
+    if let Some(owner) = (!submit.failover).then(|| foreign_owner(ctx, &submit.tasks)).flatten() {
         metrics::counter!(m::REDIRECTED).increment(1);
         let ring = &ctx.server.ring;
         let node = ring.members()[owner].clone();
