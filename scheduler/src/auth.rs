@@ -216,18 +216,35 @@ fn read_file(path: &Path) -> Result<Vec<Token>, TokenError> {
     Ok(tokens)
 }
 
+/// Size and modification time of each token file (None: absent or unreadable).
+type Stamp = Vec<Option<(u64, SystemTime)>>;
+
+fn stamp(files: &TokenFiles) -> Stamp {
+    files
+        .files()
+        .map(|(_, f)| {
+            let m = f.and_then(|p| std::fs::metadata(p).ok())?;
+            Some((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+        })
+        .collect()
+}
+
 /// The node's token checker; reloads the files when they change.
 #[derive(Debug)]
 pub struct Auth {
     files: TokenFiles,
     tokens: RwLock<Arc<Tokens>>,
+    /// The files' stamp taken just before the tokens in force were read, so a change made any time after
+    /// (even before the reload task first runs) is seen.
+    loaded: parking_lot::Mutex<Stamp>,
 }
 
 impl Auth {
     /// Reads the files (an error if one is missing or malformed).
     pub fn load(files: TokenFiles) -> Result<Arc<Auth>, TokenError> {
+        let loaded = parking_lot::Mutex::new(stamp(&files));
         let tokens = Tokens::load(&files)?;
-        Ok(Arc::new(Auth { files, tokens: RwLock::new(Arc::new(tokens)) }))
+        Ok(Arc::new(Auth { files, tokens: RwLock::new(Arc::new(tokens)), loaded }))
     }
 
     /// Checks a Hello's token for `role`.
@@ -247,16 +264,6 @@ impl Auth {
         if !self.files.enabled() {
             return;
         }
-        let stamp = |files: &TokenFiles| -> Vec<Option<(u64, SystemTime)>> {
-            files
-                .files()
-                .map(|(_, f)| {
-                    f.and_then(|p| std::fs::metadata(p).ok())
-                        .map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
-                })
-                .collect()
-        };
-        let mut last = stamp(&self.files);
         let mut every = tokio::time::interval(RELOAD_EVERY);
         loop {
             tokio::select! {
@@ -264,13 +271,13 @@ impl Auth {
                 () = shutdown.cancelled() => return,
             }
             let now = stamp(&self.files);
-            if now == last {
+            if now == *self.loaded.lock() {
                 continue;
             }
             match Tokens::load(&self.files) {
                 Ok(t) => {
                     *self.tokens.write() = Arc::new(t);
-                    last = now;
+                    *self.loaded.lock() = now;
                     tracing::info!("token files reloaded");
                 }
                 Err(e) => tracing::warn!("token files not reloaded, the old tokens stay in force: {e}"),
