@@ -166,6 +166,72 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid}");
 }
 
+/// SIGTERM drains (a Kubernetes scale-down): the running task finishes and is acked, the agent takes no new
+/// task and exits 0, and the task queued behind it stays ready for another agent.
+#[tokio::test]
+async fn sigterm_drains_the_running_task_and_takes_no_new_one() {
+    let s = Scheduler::start(&[]);
+    let mut agent = Agent::start(&s.addr, &["--concurrency", "1"]);
+    let out = tempfile::tempdir().unwrap();
+    let slow = format!(
+        r#"{{"pipeline":[{{"executorName":"sh","commands":["echo start > {0}/slow-start; sleep 3; echo done > {0}/slow-done"]}}]}}"#,
+        out.path().display()
+    );
+    submit_json(&s, &slow);
+    wait_for(Duration::from_secs(20), "the slow task to start", || {
+        read(&out.path().join("slow-start")).filter(|t| t.ends_with('\n'))
+    });
+    // The agent has no credit left while the slow task runs: this one waits in the queue.
+    let next =
+        format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["echo ran > {}/next"]}}]}}"#, out.path().display());
+    submit_json(&s, &next);
+    let status = agent.terminate(Duration::from_secs(20));
+    let log = agent.log();
+    assert!(status.is_some_and(|s| s.success()), "the agent exits 0 after draining: {status:?}; log:\n{log}");
+    assert_eq!(
+        read(&out.path().join("slow-done")).as_deref(),
+        Some("done\n"),
+        "the running task finished; log:\n{log}"
+    );
+    assert!(!out.path().join("next").exists(), "a draining agent takes no new task; log:\n{log}");
+    assert!(log.contains("draining: taking no new tasks") && log.contains("drained"), "log:\n{log}");
+    // The slow task was acked before the agent left; the next one is ready for another agent.
+    assert_eq!(counts(&s).await, (1, 0, 0, 0));
+    let second = Agent::start(&s.addr, &[]);
+    wait_for(Duration::from_secs(20), "another agent to run the queued task", || read(&out.path().join("next")));
+    settled(&s, &second).await;
+}
+
+/// A task still running when the drain timeout ends is stopped (its process group killed) and handed back
+/// with no delay: another agent runs it at once, long before its 300 s lease would have expired.
+#[tokio::test]
+async fn the_drain_timeout_hands_a_running_task_back_at_once() {
+    let s = Scheduler::start(&[]);
+    let mut first = Agent::start(&s.addr, &["--drain-timeout", "500ms"]);
+    let out = tempfile::tempdir().unwrap();
+    // The first run sleeps 60 s; a later one finishes at once.
+    let task = format!(
+        r#"{{"leaseSeconds":300,"pipeline":[{{"executorName":"sh",
+            "commands":["echo start >> {0}/starts; if [ $(wc -l < {0}/starts) -eq 1 ]; then sleep 60; fi; echo done >> {0}/done"]}}]}}"#,
+        out.path().display()
+    );
+    submit_json(&s, &task);
+    wait_for(Duration::from_secs(20), "the task to start", || {
+        read(&out.path().join("starts")).filter(|t| t.ends_with('\n'))
+    });
+    let status = first.terminate(Duration::from_secs(20));
+    let log = first.log();
+    assert!(status.is_some_and(|s| s.success()), "exit after the drain timeout: {status:?}; log:\n{log}");
+    assert!(log.contains("drain timeout") && log.contains("handed back to the scheduler"), "log:\n{log}");
+    // Handed back, not leased: ready again at once (the nack asked for no delay).
+    assert_eq!(counts(&s).await, (1, 0, 0, 0), "log:\n{log}");
+    let second = Agent::start(&s.addr, &[]);
+    let done = wait_for(Duration::from_secs(20), "the second run", || read(&out.path().join("done")));
+    settled(&s, &second).await;
+    assert_eq!(done, "done\n", "the first run was killed before it wrote anything; log:\n{log}");
+    assert_eq!(read(&out.path().join("starts")).unwrap().lines().count(), 2);
+}
+
 /// The scheduler is SIGKILLed and restarted while a task runs: the agent reconnects, reclaims the task and
 /// keeps running it (its lease of 1.2 s is extended every 0.4 s, so extends quoting the old lease id race the
 /// reclaim); the task runs once and is acked.

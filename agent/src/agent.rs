@@ -15,11 +15,17 @@
 //! lease `L` is refused as stale, the task waits until the agent has handled every `Reclaimed` event pushed
 //! so far, then reads its lease id again: a different id means the reclaim replaced `L` (retry with it, the
 //! task keeps running); still `L` means the lease is really lost.
+//!
+//! Draining (SIGTERM, e.g. a Kubernetes scale-down): the agent withdraws its credits (`Credit{set: 0}`), so
+//! the scheduler pushes it nothing new, and lets the running tasks finish and report as usual (a task pushed
+//! before the scheduler saw the withdrawal runs too). Tasks still running when the drain timeout ends are
+//! stopped (their process groups killed) and handed back with a nack that asks for no delay, so another
+//! agent runs them at once instead of after their lease expires. Then the agent returns.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,7 +59,16 @@ pub struct AgentConfig {
     pub token: String,
     /// Cluster: fail over to the other members once the home node has been unreachable this long.
     pub failover_after: Option<Duration>,
+    /// Draining: how long running tasks may go on finishing before they are stopped and handed back.
+    pub drain_timeout: Duration,
 }
+
+/// Default of [`AgentConfig::drain_timeout`]: under Kubernetes' default grace period of 30 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Longest wait for the nacks of the tasks handed back at the end of a drain.
+const HAND_BACK_PATIENCE: Duration = Duration::from_secs(5);
+/// The reason a task handed back by a draining agent carries.
+pub const HANDED_BACK: &str = "handed back: the agent was shutting down";
 
 /// Longest retry delay asked for.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -82,6 +97,12 @@ const NOT_OURS: &str =
 
 /// Runs until the lease stream ends.
 pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
+    run_until(cfg, runner, std::future::pending()).await
+}
+
+/// Runs until the lease stream ends, or until `drain` resolves: then drains (see the module doc) and
+/// returns `Ok` once every running task has finished and reported, or has been handed back.
+pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Output = ()>) -> Result<(), AgentError> {
     let running = Running::default();
     let provider = {
         let running = running.clone();
@@ -124,7 +145,35 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
     client.credit(&cfg.queue, cfg.concurrency).await?;
     tracing::info!(server = %home, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
     let (cfg, runner) = (Arc::new(cfg), Arc::new(runner));
-    while let Some(event) = leases.next().await {
+    let mut drain = std::pin::pin!(drain);
+    let mut deadline = None;
+    loop {
+        let event = tokio::select! {
+            event = leases.next() => event,
+            () = &mut drain, if deadline.is_none() => {
+                running.draining.cancel();
+                deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
+                let n = running.len();
+                tracing::info!(running = n, timeout = ?cfg.drain_timeout, "draining: taking no new tasks");
+                if let Err(e) = client.set_credit(&cfg.queue, 0).await {
+                    tracing::warn!("could not withdraw the credits: {e}");
+                }
+                continue;
+            }
+            () = running.idle(), if deadline.is_some() => {
+                tracing::info!("drained: every running task finished");
+                return Ok(());
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                let stopped = running.hand_back();
+                tracing::warn!(tasks = stopped, "drain timeout: stopping the running tasks and handing them back");
+                if tokio::time::timeout(HAND_BACK_PATIENCE, running.idle()).await.is_err() {
+                    tracing::warn!(tasks = running.len(), "hand-back not confirmed in time; the scheduler redelivers them");
+                }
+                return Ok(());
+            }
+        };
+        let Some(event) = event else { break };
         match event {
             AgentEvent::Leased(task) => {
                 // Registered before the task starts: a revocation always arrives after its lease.
@@ -148,6 +197,14 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
     Err(AgentError::StreamEnded)
 }
 
+/// Sleeps until `deadline`; never resolves without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One running task's lease, shared by its run, its keep-alive, its final ack or nack, and the event loop.
 #[derive(Debug)]
 struct TaskLease {
@@ -158,8 +215,10 @@ struct TaskLease {
     /// Cancelled when the scheduler revokes the task (it was cancelled).
     revoked: CancellationToken,
     /// Stops the run: cancelled when the task is not this agent's any more (lease lost, reclaim refused), and
-    /// when it is revoked (a child of `revoked`).
+    /// when it is revoked (a child of `revoked`), and when a drain hands it back.
     stop: CancellationToken,
+    /// Set (before `stop` is cancelled) when a drain's timeout hands the task back.
+    handed_back: AtomicBool,
 }
 
 impl TaskLease {
@@ -173,11 +232,20 @@ impl TaskLease {
 struct Running {
     tasks: Arc<Mutex<HashMap<u64, Arc<TaskLease>>>>,
     reclaims: Arc<watch::Sender<u64>>,
+    /// How many tasks are registered (updated with `tasks`): a drain waits for 0.
+    count: Arc<watch::Sender<usize>>,
+    /// Cancelled when the agent starts draining: finished tasks grant no credit back.
+    draining: CancellationToken,
 }
 
 impl Default for Running {
     fn default() -> Self {
-        Running { tasks: Arc::default(), reclaims: Arc::new(watch::Sender::new(0)) }
+        Running {
+            tasks: Arc::default(),
+            reclaims: Arc::new(watch::Sender::new(0)),
+            count: Arc::new(watch::Sender::new(0)),
+            draining: CancellationToken::new(),
+        }
     }
 }
 
@@ -196,9 +264,34 @@ impl Running {
             lease_id: AtomicU64::new(task.lease_id),
             stop: revoked.child_token(),
             revoked,
+            handed_back: AtomicBool::new(false),
         });
-        self.map().insert(task.task_id, lease.clone());
+        let mut map = self.map();
+        map.insert(task.task_id, lease.clone());
+        self.count.send_replace(map.len());
         lease
+    }
+
+    /// How many tasks are running (or reporting).
+    fn len(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Resolves once no task is running or reporting.
+    async fn idle(&self) {
+        let mut count = self.count.subscribe();
+        // The sender lives in `self`: `wait_for` cannot fail while we hold it.
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+
+    /// A drain's timeout: stops every running task so that it is handed back. Returns how many.
+    fn hand_back(&self) -> usize {
+        let map = self.map();
+        for lease in map.values() {
+            lease.handed_back.store(true, Ordering::SeqCst);
+            lease.stop.cancel();
+        }
+        map.len()
     }
 
     /// Cancels the task if it runs under `lease_id`; false if it is not running (any more).
@@ -218,6 +311,7 @@ impl Running {
         // A newer delivery of the same task may have replaced this entry.
         if map.get(&lease.task_id).is_some_and(|l| Arc::ptr_eq(l, lease)) {
             map.remove(&lease.task_id);
+            self.count.send_replace(map.len());
         }
     }
 
@@ -299,6 +393,8 @@ async fn handle(
             lease_id = lease.lease_id(),
             "task cancelled by the scheduler: stopped, neither acked nor nacked"
         );
+    } else if lease.handed_back.load(Ordering::SeqCst) {
+        hand_back(&client, &lease).await;
     } else if lease.stop.is_cancelled() {
         tracing::warn!(task_id, lease_id = lease.lease_id(), "lease lost: task stopped, another agent owns it now");
     } else if result.ok {
@@ -336,8 +432,24 @@ async fn handle(
         }
     }
     running.finish(&lease);
+    if running.draining.is_cancelled() {
+        return;
+    }
     if let Err(e) = client.credit(&cfg.queue, 1).await {
         tracing::warn!("could not grant a credit back: {e}");
+    }
+}
+
+/// Nacks a task stopped by a drain's timeout, asking for no delay: another agent takes it at once. (It counts
+/// as an attempt, as a disconnect does: only scheduler nodes may release a delivery for free.)
+async fn hand_back(client: &Client, lease: &TaskLease) {
+    let item = NackItem { lease_id: lease.lease_id(), retry_after_ms: 0, reason: HANDED_BACK.into(), released: false };
+    match client.nack(vec![item]).await {
+        Ok(codes) if codes.first() == Some(&ErrorCode::Ok) => {
+            tracing::info!(task_id = lease.task_id, "handed back to the scheduler");
+        }
+        Ok(codes) => tracing::warn!(task_id = lease.task_id, "hand-back refused: {codes:?}"),
+        Err(e) => tracing::warn!(task_id = lease.task_id, "hand-back failed (redelivered when the lease ends): {e}"),
     }
 }
 

@@ -51,6 +51,11 @@ pub struct AgentArgs {
     /// (they run again when it returns).
     #[arg(long, env = "PM_FAILOVER_AFTER", value_parser = parse_secs)]
     pub failover_after: Option<Duration>,
+    /// On SIGTERM the agent takes no new tasks and lets the running ones finish for this long (e.g. `25s`);
+    /// then it stops them and hands them back to the scheduler, which gives them to another agent at once.
+    /// Keep it under the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "PM_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "25s")]
+    pub drain_timeout: Duration,
 }
 
 /// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
@@ -104,6 +109,7 @@ impl AgentArgs {
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             client_id: self.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
             failover_after: self.failover_after,
+            drain_timeout: self.drain_timeout,
         };
         Ok((cfg, Runner::new(executors, self.tail_bytes)))
     }

@@ -90,17 +90,26 @@ fn main() -> ExitCode {
                 if let Err(code) = start_api(&api, &cfg, &runner, CancellationToken::new()).await {
                     return code;
                 }
-                // On SIGTERM the runtime is dropped with every running task: each command's process group is
-                // killed on the way out, and the scheduler redelivers the tasks when their leases end.
+                // SIGTERM drains: no new tasks, the running ones finish (or are handed back at the drain
+                // timeout). A second SIGTERM or SIGINT exits at once: the runtime is dropped with every
+                // running task, each command's process group is killed on the way out, and the scheduler
+                // redelivers the tasks when their leases end.
+                let drain = CancellationToken::new();
+                let first = drain.clone();
                 tokio::select! {
-                    ended = agent::run(cfg, runner) => match ended {
+                    ended = agent::run_until(cfg, runner, first.cancelled_owned()) => match ended {
                         Ok(()) => ExitCode::SUCCESS,
                         Err(e) => {
                             eprintln!("pm-agent: {e}");
                             ExitCode::from(1)
                         }
                     },
-                    () = wait_for_signal() => ExitCode::SUCCESS,
+                    () = async {
+                        wait_for_signal().await;
+                        drain.cancel();
+                        wait_for_signal().await;
+                        tracing::warn!("second signal: stopping now");
+                    } => ExitCode::from(1),
                 }
             })
         }
