@@ -346,3 +346,36 @@ async fn grpc_run_streams_events_behind_the_token() {
     let full: Value = serde_json::from_str(&result.result_json).unwrap();
     assert_eq!(full["steps"][0]["commands"][0]["stdoutTail"], "hello\n");
 }
+
+/// `--http-listen` serves the probes and metrics on any address, tokenless, and runs nothing there; the
+/// direct-run API stays on loopback (the pod layout of the application chart).
+#[test]
+fn the_probes_endpoint_answers_on_any_address_and_runs_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin("pm-agent"))
+        .args(["serve", "--api-listen", "127.0.0.1:0", "--http-listen", "0.0.0.0:0", "--work-dir"])
+        .arg(work.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr_of = |prefix: &str| {
+        let line = lines.next().unwrap().unwrap();
+        line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line:?}")).to_string()
+    };
+    let probes = addr_of("http listening on ");
+    let api = addr_of("api listening on ");
+    assert!(probes.starts_with("0.0.0.0:"), "{probes}");
+    let probes = probes.replace("0.0.0.0", "127.0.0.1");
+    for path in ["/healthz", "/readyz", "/ready"] {
+        assert_eq!(request(&probes, "GET", path, &[], b"").status, 200, "{path}");
+    }
+    let metrics = request(&probes, "GET", "/metrics", &[], b"");
+    assert_eq!(metrics.status, 200);
+    let task = r#"{"pipeline":[{"executorName":"sh","commands":["echo hi"]}]}"#;
+    assert_eq!(run(&probes, task).status, 404, "the probes endpoint runs nothing");
+    assert_eq!(run(&api, task).status, 200, "the API still runs pipelines");
+    let _ = child.kill();
+    let _ = child.wait();
+}

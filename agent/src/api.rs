@@ -62,6 +62,11 @@ pub struct ApiArgs {
     /// Open API connections at once; more wait to be accepted.
     #[arg(long, env = "PM_API_MAX_CONNECTIONS", default_value_t = 256)]
     pub api_max_connections: usize,
+    /// Address of a second HTTP endpoint with only `/healthz`, `/readyz` (also `/ready`) and `/metrics`, or
+    /// `off`. It runs nothing, so any address is allowed: in a pod, probes and Prometheus reach it while the
+    /// direct-run API stays on loopback.
+    #[arg(long, env = "PM_HTTP_LISTEN", default_value = "off")]
+    pub http_listen: String,
 }
 
 /// Why the API cannot start.
@@ -111,6 +116,14 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// A streaming client that reads nothing for this long has its run cancelled.
     pub stream_stall: Duration,
+}
+
+/// Parses the probes endpoint's address (`--http-listen`); `None` when it is `off`.
+pub fn probes_listen(args: &ApiArgs) -> Result<Option<SocketAddr>, ApiError> {
+    match args.http_listen.trim() {
+        "off" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|_| ApiError::BadListen(args.http_listen.clone())),
+    }
 }
 
 impl ApiArgs {
@@ -213,6 +226,32 @@ pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop:
     pm_http::serve(listener, app, limits, stop).await;
 }
 
+/// Serves only `/healthz`, `/readyz` (and the original agent's `/ready`) and `/metrics` on `listener` (the
+/// `--http-listen` endpoint) until `stop` fires.
+pub async fn serve_probes(listener: TcpListener, ctx: ApiContext, header_timeout: Duration, stop: CancellationToken) {
+    let state = Arc::new(AppState {
+        runner: ctx.runner,
+        work_root: ctx.work_root,
+        remove_dirs: ctx.remove_dirs,
+        token: None,
+        runs: Arc::new(Semaphore::new(1)),
+        max_runs: 1,
+        next: AtomicU64::new(0),
+        metrics: ctx.metrics,
+    });
+    let limits = pm_http::ServeLimits { header_timeout, max_connections: 64 };
+    pm_http::serve(listener, probes().fallback(not_found).with_state(state), limits, stop).await;
+}
+
+/// The routes that run nothing.
+fn probes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
 fn router(state: Arc<AppState>, max_body: usize) -> Router {
     let runs = Router::new()
         .route("/v1/run", post(run))
@@ -221,12 +260,14 @@ fn router(state: Arc<AppState>, max_body: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body));
     Router::new()
         .merge(runs)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .merge(probes())
         .with_state(state.clone())
         .merge(crate::grpc::routes(state, max_body))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path") })
+        .fallback(not_found)
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such path")
 }
 
 fn error(status: StatusCode, why: impl Into<String>) -> Response {

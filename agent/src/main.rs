@@ -190,19 +190,44 @@ fn build(args: AgentArgs, server: String) -> Option<(AgentConfig, Runner)> {
     args.build(server).map_err(|e| eprintln!("pm-agent: {e}")).ok()
 }
 
-/// Validates the API options, binds, and serves the direct-run API in the background; prints
-/// `api listening on ADDR` once bound. Usage errors exit 64, a taken port 1.
+/// Validates the API options, binds, and serves the direct-run API in the background (prints
+/// `api listening on ADDR` once bound), and the probes endpoint if `--http-listen` is set (prints
+/// `http listening on ADDR`). Usage errors exit 64, a taken port 1.
 #[cfg(feature = "api")]
-async fn start_api(api: &ApiArgs, cfg: &AgentConfig, runner: &Runner, stop: CancellationToken) -> Result<(), ExitCode> {
+async fn start_api(
+    args: &ApiArgs,
+    cfg: &AgentConfig,
+    runner: &Runner,
+    stop: CancellationToken,
+) -> Result<(), ExitCode> {
     use pm_agent::api;
-    let api = match api.build() {
-        Ok(Some(api)) => api,
-        Ok(None) => return Ok(()),
-        Err(e) => {
-            eprintln!("pm-agent: {e}");
-            return Err(ExitCode::from(pm_protocol::cli::EXIT_USAGE));
-        }
+    let usage = |e: api::ApiError| {
+        eprintln!("pm-agent: {e}");
+        ExitCode::from(pm_protocol::cli::EXIT_USAGE)
     };
+    let probes = api::probes_listen(args).map_err(usage)?;
+    let api = args.build().map_err(usage)?;
+    let ctx = || api::ApiContext {
+        runner: std::sync::Arc::new(runner.clone()),
+        work_root: cfg.work_root.clone(),
+        remove_dirs: cfg.remove_task_dirs,
+        metrics: api::install_metrics(),
+    };
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            eprintln!("pm-agent: --http-listen {addr}: {e}");
+            ExitCode::from(1)
+        })
+    };
+    if let Some(addr) = probes {
+        let listener = bind(addr).await?;
+        if let Ok(addr) = listener.local_addr() {
+            println!("http listening on {addr}");
+        }
+        let timeout = std::time::Duration::from_millis(args.api_header_timeout_ms.max(1));
+        tokio::spawn(api::serve_probes(listener, ctx(), timeout, stop.clone()));
+    }
+    let Some(api) = api else { return Ok(()) };
     let listener = api::bind(&api).await.map_err(|e| {
         eprintln!("pm-agent: {e}");
         ExitCode::from(1)
@@ -211,13 +236,7 @@ async fn start_api(api: &ApiArgs, cfg: &AgentConfig, runner: &Runner, stop: Canc
         println!("api listening on {addr}");
         tracing::info!(%addr, token = api.token.is_some(), "direct-run API ready");
     }
-    let ctx = api::ApiContext {
-        runner: std::sync::Arc::new(runner.clone()),
-        work_root: cfg.work_root.clone(),
-        remove_dirs: cfg.remove_task_dirs,
-        metrics: api::install_metrics(),
-    };
-    tokio::spawn(api::serve(listener, api, ctx, stop));
+    tokio::spawn(api::serve(listener, api, ctx(), stop));
     Ok(())
 }
 
