@@ -425,6 +425,7 @@ mod tests {
             api_max_runs: 1,
             api_max_connections: 8,
             api_stream_stall_ms: 1000,
+            http_listen: "off".into(),
         }
     }
 
