@@ -59,6 +59,12 @@ enum Cmd {
         #[arg(long, env = "PM_EXECUTOR_LISTEN")]
         listen: Option<String>,
     },
+    /// Copy this binary to DIR/pm-agent (an init container puts it into the pod's shared volume, so the
+    /// utility containers can run `pm-agent exec` without having it in their images).
+    Install {
+        /// Target directory (created if missing), e.g. /mnt/pipe/.pm/bin.
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -143,7 +149,32 @@ fn main() -> ExitCode {
             };
             rt.block_on(serve_executor(&name, &path))
         }
+        Cmd::Install { dir } => match install(&dir) {
+            Ok(path) => {
+                println!("installed {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pm-agent install: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
+}
+
+/// Copies the running executable to `dir/pm-agent` (through a temporary file and a rename, so an executor
+/// never starts a half-written binary), mode 0755.
+fn install(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let target = dir.join("pm-agent");
+    let tmp = dir.join(".pm-agent.tmp");
+    std::fs::copy(&me, &tmp).map_err(|e| format!("copy {} to {}: {e}", me.display(), tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+    Ok(target)
 }
 
 /// Serves the executor until SIGTERM or SIGINT, then removes its socket.

@@ -1,8 +1,10 @@
 //! `pmctl`: the pipeline-manager command line.
 //!
 //! Exit codes: 0 success, 1 the server or the connection failed (or a task was not submitted or not
-//! cancelled), 64 bad usage, 65 a task file is invalid (then nothing was submitted). Errors are one line on
-//! stderr.
+//! cancelled, or `kubectl` failed), 64 bad usage, 65 a task file or application spec is invalid (then
+//! nothing was submitted or applied). Errors are one line on stderr.
+
+mod app;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -61,6 +63,30 @@ enum Cmd {
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The app deployer: Kubernetes manifests for a pipeline application (agent, executors, shared volume,
+    /// KEDA autoscaling) from an application spec (the values format of charts/pipeline-app).
+    #[command(subcommand)]
+    App(AppCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCmd {
+    /// Print the manifests of an application spec (YAML; `-` reads stdin) as one YAML stream.
+    Render {
+        /// The application spec, e.g. examples/ocr/app.yaml.
+        file: String,
+    },
+    /// Render the spec and pipe the manifests to `kubectl apply -f -` (needs a cluster in kubectl's context).
+    Apply {
+        /// The application spec.
+        file: String,
+        /// The kubectl to run.
+        #[arg(long, env = "PM_KUBECTL", default_value = "kubectl")]
+        kubectl: String,
+        /// More arguments for `kubectl apply` (after `--`), e.g. `-- --context prod --dry-run=server`.
+        #[arg(last = true)]
+        kubectl_args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,8 +160,46 @@ async fn connect_cluster(cli: &Cli, opts: ConnectOptions) -> Result<Cluster, Fai
     Cluster::connect(&seeds, opts, ClusterOptions::default()).await.map_err(|e| Failure(1, e.to_string()))
 }
 
+/// Reads and validates an application spec, and renders its manifests as YAML.
+fn render_app(file: &str) -> Result<String, Failure> {
+    let text = if file == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Failure(1, format!("stdin: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file).map_err(|e| Failure(1, format!("{file}: {e}")))?
+    };
+    let spec = app::AppSpec::from_yaml(&text).map_err(|e| Failure(65, format!("{file}: {e}")))?;
+    app::to_yaml(&spec.render()).map_err(|e| Failure(1, format!("{file}: {e}")))
+}
+
+/// Pipes the manifests to `kubectl apply -f - ARGS...`; kubectl's own output passes through.
+fn kubectl_apply(kubectl: &str, args: &[String], manifests: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(kubectl)
+        .args(["apply", "-f", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure(1, format!("cannot run {kubectl}: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(manifests.as_bytes()).map_err(|e| Failure(1, format!("{kubectl}: {e}")))?;
+    }
+    let status = child.wait().map_err(|e| Failure(1, format!("{kubectl}: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure(1, format!("{kubectl} apply failed ({status})")))
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.cmd {
+        Cmd::App(AppCmd::Render { file }) => print!("{}", render_app(file)?),
+        Cmd::App(AppCmd::Apply { file, kubectl, kubectl_args }) => {
+            kubectl_apply(kubectl, kubectl_args, &render_app(file)?)?
+        }
         Cmd::Submit { files, queue } => {
             let tasks = read_tasks(files, queue.as_deref())?;
             let client = connect_cluster(&cli, ConnectOptions::producer()).await?;
