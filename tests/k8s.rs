@@ -274,3 +274,70 @@ async fn the_rendered_pod_runs_a_pipeline_with_its_containers_started_as_the_kub
     }
     assert!(!host.pipe.join(".pm/fetch.sock").exists(), "an executor removes its socket on the way out");
 }
+
+/// Runs `python3 charts/check.py ARGS`; asserts it found nothing (exit 0) and returns its output.
+fn check(args: &[&str]) -> String {
+    let out = Command::new("python3").arg("charts/check.py").args(args).current_dir(root()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "charts/check.py {args:?} (exit {:?}; `pip install -r charts/requirements.txt` installs what it needs):\n{text}",
+        out.status.code()
+    );
+    text
+}
+
+/// The metric names a real scheduler exports once a queue holds a ready task and a leased one (the
+/// ScaledObject's query names the queue gauges), one per line in a file.
+async fn exported_metrics(dir: &Path) -> PathBuf {
+    let s = Scheduler::start(&[]);
+    let p = s.client(ConnectOptions::producer()).await;
+    let (a, mut leases) = s.agent().await;
+    for body in [&b"leased"[..], b"ready"] {
+        p.submit_one(pm_tests::task("ocr", body)).await.unwrap();
+    }
+    a.credit("ocr", 1).await.unwrap();
+    pm_tests::next_lease(&mut leases).await;
+    let addr = s.http_addr.clone().unwrap();
+    let text = wait_for(Duration::from_secs(10), "the queue gauges", || {
+        let (_, text) = http_get(&addr, "/metrics");
+        (text.contains("pm_queue_depth{") && text.contains("pm_leases_in_flight{")).then_some(text)
+    });
+    let names: std::collections::BTreeSet<&str> =
+        text.lines().filter(|l| l.starts_with("pm_")).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    let file = dir.join("exported-metrics");
+    std::fs::write(&file, names.into_iter().collect::<Vec<_>>().join("\n")).unwrap();
+    file
+}
+
+/// Both charts (defaults and every `ci/*-values.yaml`) and the rendered OCR app pass `charts/check.py`
+/// (helm lint --strict, strict Kubernetes 1.32 schemas, CRD schemas, the security properties of every pod
+/// spec, exported metrics only), and the app chart renders the same objects as `pmctl app render` from the
+/// same spec.
+#[tokio::test]
+async fn the_charts_and_the_rendered_app_pass_the_offline_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    check(&["selftest"]);
+    let exported = exported_metrics(dir.path()).await;
+    let exported = exported.to_str().unwrap();
+    let summary = check(&["--exported-metrics", exported, "charts", "charts"]);
+    for rendering in [
+        "pipeline-manager [defaults]",
+        "pipeline-manager [ci/five-replicas-values.yaml]",
+        "pipeline-app [ci/ocr-values.yaml]",
+    ] {
+        assert!(summary.contains(rendering), "{rendering} not checked:\n{summary}");
+    }
+    for (spec, namespace) in
+        [("examples/ocr/app.yaml", "pipelines"), ("charts/pipeline-app/ci/full-values.yaml", "default")]
+    {
+        let ours = dir.path().join("pmctl.yaml");
+        std::fs::write(&ours, render(&root().join(spec))).unwrap();
+        check(&["--exported-metrics", exported, "manifests", ours.to_str().unwrap()]);
+        let helm = dir.path().join("helm.yaml");
+        let chart = check(&["render", "charts/pipeline-app", "--values", spec, "--namespace", namespace]);
+        std::fs::write(&helm, chart).unwrap();
+        let same = check(&["same", ours.to_str().unwrap(), helm.to_str().unwrap()]);
+        assert!(same.starts_with("same: "), "{spec}: {same}");
+    }
+}

@@ -62,11 +62,6 @@ pub struct ApiArgs {
     /// Open API connections at once; more wait to be accepted.
     #[arg(long, env = "PM_API_MAX_CONNECTIONS", default_value_t = 256)]
     pub api_max_connections: usize,
-    /// Address of a second HTTP endpoint with only `/healthz`, `/readyz` (also `/ready`) and `/metrics`, or
-    /// `off`. It runs nothing, so any address is allowed: in a pod, probes and Prometheus reach it while the
-    /// direct-run API stays on loopback.
-    #[arg(long, env = "PM_HTTP_LISTEN", default_value = "off")]
-    pub http_listen: String,
 }
 
 /// Why the API cannot start.
@@ -118,11 +113,11 @@ pub struct ApiConfig {
     pub stream_stall: Duration,
 }
 
-/// Parses the probes endpoint's address (`--http-listen`); `None` when it is `off`.
-pub fn probes_listen(args: &ApiArgs) -> Result<Option<SocketAddr>, ApiError> {
-    match args.http_listen.trim() {
+/// Parses the probes endpoint's address (`pm-agent --http-listen`); `None` when it is `off`.
+pub fn probes_listen(listen: &str) -> Result<Option<SocketAddr>, ApiError> {
+    match listen.trim() {
         "off" => Ok(None),
-        addr => addr.parse().map(Some).map_err(|_| ApiError::BadListen(args.http_listen.clone())),
+        addr => addr.parse().map(Some).map_err(|_| ApiError::BadListen(listen.to_string())),
     }
 }
 
@@ -425,7 +420,6 @@ mod tests {
             api_max_runs: 1,
             api_max_connections: 8,
             api_stream_stall_ms: 1000,
-            http_listen: "off".into(),
         }
     }
 

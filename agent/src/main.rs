@@ -21,6 +21,16 @@ use pm_agent::api::ApiArgs;
 #[derive(clap::Args, Debug, Clone)]
 struct ApiArgs {}
 
+/// The probes endpoint (not in `pm dev`, whose scheduler endpoint serves the probes and metrics).
+#[derive(clap::Args, Debug, Clone)]
+struct ProbeArgs {
+    /// Address of a second HTTP endpoint with only `/healthz`, `/readyz` (also `/ready`) and `/metrics`, or
+    /// `off`. It runs nothing, so any address is allowed: in a pod, probes and Prometheus reach it while the
+    /// direct-run API stays on loopback.
+    #[arg(long, env = "PM_HTTP_LISTEN", default_value = "off")]
+    http_listen: String,
+}
+
 /// pipeline-manager agent.
 #[derive(Parser, Debug)]
 #[command(name = "pm-agent", version)]
@@ -41,6 +51,8 @@ enum Cmd {
         agent: AgentArgs,
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Serve only the direct-run HTTP API (no scheduler): `POST /v1/run` runs a pipeline here.
     #[cfg(feature = "api")]
@@ -49,6 +61,8 @@ enum Cmd {
         agent: AgentArgs,
         #[command(flatten)]
         api: ApiArgs,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
     /// Serve one executor: run the commands the agent sends over a unix socket (in a utility container).
     Exec {
@@ -90,10 +104,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Run { server, agent: args, api } => {
+        Cmd::Run { server, agent: args, api, probes } => {
             let Some((cfg, runner)) = build(args, server) else { return ExitCode::from(pm_protocol::cli::EXIT_USAGE) };
             rt.block_on(async move {
-                if let Err(code) = start_api(&api, &cfg, &runner, CancellationToken::new()).await {
+                if let Err(code) = start_api(&api, &probes, &cfg, &runner, CancellationToken::new()).await {
                     return code;
                 }
                 // SIGTERM drains: no new tasks, the running ones finish (or are handed back at the drain
@@ -120,7 +134,7 @@ fn main() -> ExitCode {
             })
         }
         #[cfg(feature = "api")]
-        Cmd::Serve { agent: args, api } => {
+        Cmd::Serve { agent: args, api, probes } => {
             let Some((cfg, runner)) = build(args, String::new()) else {
                 return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
             };
@@ -130,7 +144,7 @@ fn main() -> ExitCode {
             }
             rt.block_on(async move {
                 let stop = CancellationToken::new();
-                if let Err(code) = start_api(&api, &cfg, &runner, stop.clone()).await {
+                if let Err(code) = start_api(&api, &probes, &cfg, &runner, stop.clone()).await {
                     return code;
                 }
                 wait_for_signal().await;
@@ -227,6 +241,7 @@ fn build(args: AgentArgs, server: String) -> Option<(AgentConfig, Runner)> {
 #[cfg(feature = "api")]
 async fn start_api(
     args: &ApiArgs,
+    probes: &ProbeArgs,
     cfg: &AgentConfig,
     runner: &Runner,
     stop: CancellationToken,
@@ -236,7 +251,7 @@ async fn start_api(
         eprintln!("pm-agent: {e}");
         ExitCode::from(pm_protocol::cli::EXIT_USAGE)
     };
-    let probes = api::probes_listen(args).map_err(usage)?;
+    let probes = api::probes_listen(&probes.http_listen).map_err(usage)?;
     let api = args.build().map_err(usage)?;
     let ctx = || api::ApiContext {
         runner: std::sync::Arc::new(runner.clone()),
@@ -273,6 +288,12 @@ async fn start_api(
 
 /// Built without the `api` feature: nothing to serve.
 #[cfg(not(feature = "api"))]
-async fn start_api(_: &ApiArgs, _: &AgentConfig, _: &Runner, _: CancellationToken) -> Result<(), ExitCode> {
+async fn start_api(
+    _: &ApiArgs,
+    _: &ProbeArgs,
+    _: &AgentConfig,
+    _: &Runner,
+    _: CancellationToken,
+) -> Result<(), ExitCode> {
     Ok(())
 }

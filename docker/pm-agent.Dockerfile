@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1.7
+# pm-agent: one static (musl) binary on distroless/static, user 65532. Static on purpose: the init container
+# of every pipeline pod copies it into the shared volume (`pm-agent install /mnt/pipe/.pm/bin`), and each
+# executor container runs that copy as `pm-agent exec`, whatever libc (glibc, musl or none) its image has.
+# Build from the repository root; the context is the whole workspace (cargo --locked needs every member):
+#   docker build -f docker/pm-agent.Dockerfile -t pipeline-manager/pm-agent:0.1.0 .
+# Multi-arch (amd64 + arm64, e.g. for a Raspberry Pi): see docker/README.md.
+ARG RUST_VERSION=1.95
+
+FROM rust:${RUST_VERSION}-alpine AS build
+# Set by buildx for each --platform (amd64, arm64); plain `docker build` leaves it empty (= amd64).
+ARG TARGETARCH
+# gcc and musl-dev for any C parts built through the cc crate; binutils for the static check below.
+RUN apk add --no-cache gcc musl-dev binutils
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY protocol protocol
+COPY http http
+COPY scheduler scheduler
+COPY client client
+COPY cli cli
+COPY agent agent
+COPY pm pm
+COPY testkit testkit
+COPY bench bench
+COPY loadtest loadtest
+COPY tests tests
+# Default features (the direct-run API and --http-listen, which the pods' probes and /metrics use).
+# Symbols are stripped: every pod copies this binary. It is checked to be static: no ELF interpreter.
+RUN --mount=type=cache,id=pm-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
+    --mount=type=cache,id=pm-target-agent-${TARGETARCH},target=/src/target,sharing=locked \
+    set -eux; \
+    case "${TARGETARCH:-amd64}" in \
+      amd64) triple=x86_64-unknown-linux-musl ;; \
+      arm64) triple=aarch64-unknown-linux-musl ;; \
+      *) echo "unsupported TARGETARCH ${TARGETARCH}" >&2; exit 1 ;; \
+    esac; \
+    rustup target add "$triple"; \
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
+      cargo build --release --locked -p pm-agent --target "$triple"; \
+    bin="target/$triple/release/pm-agent"; \
+    if readelf -l "$bin" | grep -q 'program interpreter'; then echo "$bin is not static" >&2; exit 1; fi; \
+    install -D -m 0755 "$bin" /out/usr/local/bin/pm-agent
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/usr/local/bin/pm-agent /usr/local/bin/pm-agent
+USER 65532:65532
+# 7071: the direct-run API (loopback unless a token is set); 7072: --http-listen (/healthz, /readyz, /metrics).
+EXPOSE 7071 7072
+ENTRYPOINT ["/usr/local/bin/pm-agent"]
+CMD ["run"]
