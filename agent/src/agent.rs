@@ -61,6 +61,8 @@ pub struct AgentConfig {
     pub failover_after: Option<Duration>,
     /// Draining: how long running tasks may go on finishing before they are stopped and handed back.
     pub drain_timeout: Duration,
+    /// TLS to the scheduler (`None`: plain TCP).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Default of [`AgentConfig::drain_timeout`]: under Kubernetes' default grace period of 30 s.
@@ -108,11 +110,14 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
         let running = running.clone();
         Arc::new(move || running.reclaim_items())
     };
-    let opts = ConnectOptions::agent()
+    let mut opts = ConnectOptions::agent()
         .client_id(cfg.client_id.clone())
         .token(cfg.token.clone())
         .queues(vec![cfg.queue.clone()])
         .reclaim(provider);
+    if let Some(tls) = &cfg.tls {
+        opts = opts.tls(tls.clone());
+    }
     // A cluster: the agent's home is the member its id hashes to (stable across restarts, for reclaims).
     let seeds: Vec<String> = cfg.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let mut nodes = pm_client::agent_nodes(&seeds, opts.clone(), &cfg.client_id).await?;

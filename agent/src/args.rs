@@ -110,6 +110,7 @@ impl AgentArgs {
             client_id: self.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
             failover_after: self.failover_after,
             drain_timeout: self.drain_timeout,
+            tls: None,
         };
         Ok((cfg, Runner::new(executors, self.tail_bytes)))
     }

@@ -53,6 +53,8 @@ enum Cmd {
         api: ApiArgs,
         #[command(flatten)]
         probes: ProbeArgs,
+        #[command(flatten)]
+        tls: pm_client::tls::TlsArgs,
     },
     /// Serve only the direct-run HTTP API (no scheduler): `POST /v1/run` runs a pipeline here.
     #[cfg(feature = "api")]
@@ -104,8 +106,17 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Run { server, agent: args, api, probes } => {
-            let Some((cfg, runner)) = build(args, server) else { return ExitCode::from(pm_protocol::cli::EXIT_USAGE) };
+        Cmd::Run { server, agent: args, api, probes, tls } => {
+            let Some((mut cfg, runner)) = build(args, server) else {
+                return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+            };
+            match tls.config() {
+                Ok(tls) => cfg.tls = tls,
+                Err(e) => {
+                    eprintln!("pm-agent: {e}");
+                    return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+                }
+            }
             rt.block_on(async move {
                 if let Err(code) = start_api(&api, &probes, &cfg, &runner, CancellationToken::new()).await {
                     return code;

@@ -26,6 +26,8 @@ struct Cli {
     /// Bearer token for the scheduler.
     #[arg(long, global = true, env = "PM_TOKEN", default_value = "", hide_env_values = true)]
     token: String,
+    #[command(flatten)]
+    tls: pm_client::tls::TlsArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -148,14 +150,23 @@ fn main() -> ExitCode {
     }
 }
 
-async fn connect(cli: &Cli, opts: ConnectOptions) -> Result<Client, Failure> {
+/// The token and TLS settings of the command line applied to `opts`.
+fn options(cli: &Cli, opts: ConnectOptions) -> Result<ConnectOptions, Failure> {
     let opts = opts.client_id("pmctl").token(cli.token.clone()).reconnect(false);
+    match cli.tls.config().map_err(|e| Failure(64, e.to_string()))? {
+        Some(tls) => Ok(opts.tls(tls)),
+        None => Ok(opts),
+    }
+}
+
+async fn connect(cli: &Cli, opts: ConnectOptions) -> Result<Client, Failure> {
+    let opts = options(cli, opts)?;
     Client::connect(&cli.server, opts).await.map_err(|e| Failure(1, e.to_string()))
 }
 
 /// Connects to the first of the `--server` addresses that answers, routing by key when it is a cluster.
 async fn connect_cluster(cli: &Cli, opts: ConnectOptions) -> Result<Cluster, Failure> {
-    let opts = opts.client_id("pmctl").token(cli.token.clone()).reconnect(false);
+    let opts = options(cli, opts)?;
     let seeds: Vec<String> = cli.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     Cluster::connect(&seeds, opts, ClusterOptions::default()).await.map_err(|e| Failure(1, e.to_string()))
 }

@@ -15,7 +15,7 @@ use tokio_util::codec::Framed;
 
 use crate::{AgentEvent, Command, ConnectOptions, Error, ErrorKind};
 
-pub(crate) type Conn = Framed<TcpStream, FrameCodec>;
+pub(crate) type Conn = Framed<crate::tls::Stream, FrameCodec>;
 
 /// Opens a connection and completes the handshake.
 pub(crate) async fn connect(addr: &str, opts: &ConnectOptions) -> Result<(Conn, pb::Welcome), Error> {
@@ -24,6 +24,17 @@ pub(crate) async fn connect(addr: &str, opts: &ConnectOptions) -> Result<(Conn, 
             .await
             .map_err(|e| Error::new(ErrorKind::Connect, format!("cannot connect to {addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
+        let stream = match &opts.tls {
+            None => crate::tls::Stream::Plain(stream),
+            Some(config) => {
+                let name = crate::tls::server_name(addr).map_err(|e| Error::new(ErrorKind::Connect, e))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| Error::new(ErrorKind::Connect, format!("TLS handshake with {addr}: {e}")))?;
+                crate::tls::Stream::Tls(Box::new(tls))
+            }
+        };
         let mut framed = Framed::new(stream, FrameCodec::new(opts.max_frame_bytes));
         let hello = pb::Hello {
             version: PROTOCOL_VERSION,

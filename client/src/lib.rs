@@ -21,6 +21,7 @@ mod cluster;
 mod conn;
 pub mod error;
 pub mod options;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -36,6 +36,7 @@ pub struct ConnectOptions {
     pub(crate) max_frame_bytes: usize,
     pub(crate) reclaim: Option<Reclaimer>,
     pub(crate) failover: Option<(Vec<String>, Duration)>,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ConnectOptions {
@@ -56,7 +57,15 @@ impl ConnectOptions {
             max_frame_bytes: pm_protocol::limits::DEFAULT_MAX_FRAME_BYTES,
             reclaim: None,
             failover: None,
+            tls: None,
         }
+    }
+
+    /// Connects over TLS with this config (see [`crate::tls::client_config`]); the server's certificate must
+    /// name the host of the address connected to. Default: plain TCP.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// Producer defaults.

@@ -46,6 +46,11 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let Cmd::Dev { scheduler: cfg, agent, api } = cli.cmd;
+    if cfg.tls_cert_file.is_some() {
+        // The embedded agent talks to its own node over loopback; TLS is for pm-scheduler on a network.
+        eprintln!("pm dev: the --tls-* flags are for pm-scheduler; pm dev serves plain TCP on its own machine");
+        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+    }
     let rt = match process::prepare(&cfg, "pm dev") {
         Ok(rt) => rt,
         Err(code) => return code,

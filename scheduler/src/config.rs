@@ -94,6 +94,19 @@ pub struct Config {
     /// that agents run).
     #[arg(long, env = "PM_INSECURE")]
     pub insecure: bool,
+    /// Serve TLS with this certificate chain (PEM, leaf first; re-read when it changes). Needs --tls-key-file.
+    #[arg(long, env = "PM_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, env = "PM_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Mutual TLS: every client must present a certificate signed by a CA of this file (PEM).
+    #[arg(long, env = "PM_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Cluster mode with TLS: the CAs (PEM) that signed the other nodes' certificates; this node presents its
+    /// own certificate to them.
+    #[arg(long, env = "PM_TLS_CA_FILE", requires = "tls_cert_file")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Largest frame accepted or sent, in bytes.
     #[arg(long, env = "PM_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
@@ -187,7 +200,10 @@ impl Config {
         if self.shards > 256 {
             return err("--shards must be at most 256".into());
         }
-        self.cluster()?;
+        let (ring, _) = self.cluster()?;
+        if self.tls_cert_file.is_some() && ring.len() > 1 && self.tls_ca_file.is_none() {
+            return err("cluster mode with TLS: give --tls-ca-file, the CA of the other nodes' certificates".into());
+        }
         let listen_loopback = self.listen_addr().is_ok_and(|a| a.ip().is_loopback());
         if !self.token_files().enabled() && !listen_loopback && !self.insecure {
             return err(format!(
@@ -198,6 +214,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The TLS files, if the node serves TLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+            peer_ca: self.tls_ca_file.clone(),
+        })
     }
 
     /// The token files per role.

@@ -14,6 +14,7 @@
 //! - [`node`]: wiring it all together (open store, recover, start shards and committer).
 //! - [`steal`]: work stealing between cluster nodes (leases taken from peers for idle agents).
 //! - [`metrics`]: metric names.
+//! - [`tls`]: TLS on the listener (rustls), mutual TLS, certificate reload.
 
 pub mod auth;
 pub mod config;
@@ -28,3 +29,4 @@ pub mod server;
 pub mod shard;
 pub mod steal;
 pub mod store;
+pub mod tls;

@@ -45,6 +45,9 @@ pub enum NodeError {
     /// A token file cannot be read or parsed.
     #[error(transparent)]
     Tokens(#[from] crate::auth::TokenError),
+    /// A TLS file cannot be read or used.
+    #[error(transparent)]
+    Tls(#[from] pm_client::tls::TlsError),
 }
 
 /// A running node (everything but the listener).
@@ -60,6 +63,7 @@ impl Node {
     pub fn start(cfg: &Config) -> Result<Node, NodeError> {
         let (ring, ordinal) = cfg.cluster()?;
         let auth = crate::auth::Auth::load(cfg.token_files())?;
+        let tls = cfg.tls_files().map(|f| crate::tls::Tls::load(&f)).transpose()?;
         let lock = lock_dir(&cfg.data)?;
         let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
             StoreKind::Wal => {
@@ -134,8 +138,17 @@ impl Node {
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
         tokio::spawn(auth.clone().reload(shutdown.clone()));
+        if let Some(tls) = &tls {
+            tokio::spawn(tls.cert.clone().watch(shutdown.clone()));
+        }
         if let (Some(handle), Some(me)) = (steal.clone(), ordinal) {
-            let steal_cfg = StealConfig { ring: ring.clone(), me, interval: cfg.steal_interval, auth: auth.clone() };
+            let steal_cfg = StealConfig {
+                ring: ring.clone(),
+                me,
+                interval: cfg.steal_interval,
+                auth: auth.clone(),
+                tls: tls.as_ref().and_then(|t| t.peer.clone()),
+            };
             Stealer::start(steal_cfg, handle, steal_rx, shards.clone(), shutdown.clone());
         }
         tokio::spawn(conns.clone().sweep(shutdown.clone()));
@@ -157,6 +170,7 @@ impl Node {
             ordinal,
             steal,
             auth,
+            tls,
             data_dir: cfg.data.clone(),
             shutdown,
             conns,

@@ -60,6 +60,8 @@ pub struct ServerCtx {
     pub steal: Option<StealHandle>,
     /// Tokens per role.
     pub auth: Arc<crate::auth::Auth>,
+    /// TLS on the listener (`None`: plain TCP).
+    pub tls: Option<crate::tls::Tls>,
     /// Data directory (for stats).
     pub data_dir: PathBuf,
     /// Cancelled when connections must close (end of shutdown).
@@ -114,13 +116,36 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
         // The count is the limit (a counter rather than a semaphore permit in every connection's future);
         // `connection::serve` takes the connection off it when it ends.
         if ctx.connections.fetch_add(1, Ordering::Relaxed) < ctx.cfg.max_connections as u64 {
-            tokio::spawn(connection::serve(stream, ctx.clone()));
+            match &ctx.tls {
+                None => {
+                    tokio::spawn(connection::serve(stream, ctx.clone()));
+                }
+                Some(tls) => {
+                    tokio::spawn(serve_tls(tls.acceptor.clone(), stream, ctx.clone()));
+                }
+            }
         } else {
             ctx.connections.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
             tracing::debug!(%peer, "connection refused: limit reached");
             let max = ctx.cfg.max_frame_bytes;
             tokio::spawn(refuse(stream, max));
+        }
+    }
+}
+
+/// The TLS handshake (bounded by the handshake timeout), then the connection as usual.
+async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, ctx: Arc<ServerCtx>) {
+    match tokio::time::timeout(ctx.cfg.handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => connection::serve(Box::new(tls), ctx).await,
+        failed => {
+            let why = match failed {
+                Ok(Err(e)) => e.to_string(),
+                _ => "no TLS handshake within the handshake timeout".into(),
+            };
+            tracing::debug!("TLS handshake failed: {why}");
+            metrics::counter!(m::REFUSED, "reason" => "tls_handshake").increment(1);
+            ctx.connections.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }

@@ -137,6 +137,8 @@ pub struct StealConfig {
     pub interval: Duration,
     /// Where the token presented to peers comes from.
     pub auth: Arc<crate::auth::Auth>,
+    /// TLS to the peers (when the nodes serve TLS).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// One stolen task.
@@ -181,10 +183,13 @@ impl Stealer {
         for (ordinal, addr) in cfg.ring.members().iter().enumerate() {
             if ordinal != cfg.me {
                 let me = cfg.ring.members()[cfg.me].clone();
-                let opts = ConnectOptions::peer()
+                let mut opts = ConnectOptions::peer()
                     .client_id(format!("peer:{me}"))
                     .max_backoff(Duration::from_secs(2))
                     .token(cfg.auth.peer_token().unwrap_or_default());
+                if let Some(tls) = &cfg.tls {
+                    opts = opts.tls(tls.clone());
+                }
                 tokio::spawn(connect_peer(
                     ordinal,
                     addr.clone(),

@@ -12,6 +12,7 @@
 
 mod outbox;
 mod reply;
+mod transport;
 
 use std::future::poll_fn;
 use std::io;
@@ -25,11 +26,11 @@ use pm_protocol::codec::{decode_frame, encode_frame};
 use pm_protocol::pb;
 use pm_protocol::{Envelope, ErrorCode, Kind, Role, WireError, PROTOCOL_VERSION};
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 pub use outbox::{channel, OutRx, OutTx, Registry};
 pub use reply::{Merge, Outbound, Part, Reply};
+pub use transport::{TlsStream, Transport};
 
 use crate::handlers;
 use crate::idmap::IdMap;
@@ -86,8 +87,8 @@ enum Exit {
 }
 
 /// What the connection task owns while it waits: the socket, its outbox, and nothing else.
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     rx: OutRx,
     /// Everything a connection needs only while it has work: `None` when idle.
     busy: Option<Box<Busy>>,
@@ -147,7 +148,7 @@ impl Busy {
     }
 }
 
-impl Conn {
+impl<S: Transport> Conn<S> {
     /// Takes everything queued in the outbox, encodes it (merging reply parts), and writes what the socket
     /// takes. `Err` when writing failed.
     fn pump_out(&mut self, cx: &mut Context<'_>, inflight: &mut usize) -> io::Result<()> {
@@ -181,37 +182,27 @@ impl Conn {
         }
         let Some(busy) = self.busy.as_mut() else { return Ok(()) };
         while !busy.wbuf.is_empty() {
-            match self.stream.poll_write_ready(cx) {
+            match self.stream.poll_send(cx, &busy.wbuf) {
                 Poll::Pending => return Ok(()),
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Ready(Ok(())) => match self.stream.try_write(&busy.wbuf) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => busy.wbuf.advance(n),
-                    // try_write cleared the readiness; polling it again registers for the next one.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                },
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => busy.wbuf.advance(n),
             }
         }
-        Ok(())
+        match self.stream.poll_push(cx) {
+            Poll::Ready(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Reads what the socket has into the read buffer (allocated only now that bytes are there).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            if let Err(e) = std::task::ready!(self.stream.poll_read_ready(cx)) {
-                return Poll::Ready(Err(e));
-            }
-            let rbuf = &mut self.busy.get_or_insert_with(Default::default).rbuf;
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
-                rbuf.reserve(READ_CHUNK);
-            }
-            match self.stream.try_read_buf(rbuf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        std::task::ready!(self.stream.poll_readable(cx))?;
+        let rbuf = &mut self.busy.get_or_insert_with(Default::default).rbuf;
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+            rbuf.reserve(READ_CHUNK);
         }
+        self.stream.poll_fill(cx, rbuf)
     }
 
     /// The next whole frame already read, if any.
@@ -338,7 +329,7 @@ impl Conn {
 ///
 /// An `async move` block rather than an `async fn`: an async fn moves its arguments into locals, so its future
 /// holds the connection's state twice; a block's captures are used in place.
-pub fn serve(stream: TcpStream, server: Arc<ServerCtx>) -> impl std::future::Future<Output = ()> + Send {
+pub fn serve<S: Transport>(stream: S, server: Arc<ServerCtx>) -> impl std::future::Future<Output = ()> + Send {
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let (out, rx) = channel();
     let mut conn = Conn { stream, rx, busy: None, max_frame: server.cfg.max_frame_bytes, closed: false };
@@ -385,7 +376,7 @@ fn wind_up(ctx: &ConnCtx, exit: Exit) -> bool {
 
 /// Reads and checks Hello within the handshake timeout and queues Welcome. `None` when the connection was
 /// refused (and closed) or went away.
-async fn handshake(conn: &mut Conn, ctx: &ConnCtx) -> Option<Role> {
+async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -> Option<Role> {
     let (out, server) = (&ctx.out, &ctx.server);
     let limits = &server.cfg;
     let hello = match timeout(limits.handshake_timeout, poll_fn(|cx| conn.poll_frame(cx))).await {
@@ -442,7 +433,7 @@ async fn handshake(conn: &mut Conn, ctx: &ConnCtx) -> Option<Role> {
 /// Writes everything queued up to the `Close` (which the caller has queued) and half-closes the socket, then
 /// drains what the peer still sends for a moment: closing a socket with unread input sends a reset, which can
 /// destroy the error frame in flight.
-async fn close_lingering(conn: &mut Conn) {
+async fn close_lingering<S: Transport>(conn: &mut Conn<S>) {
     if poll_fn(|cx| conn.poll_flush(cx)).await.is_err() {
         return;
     }

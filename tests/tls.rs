@@ -1,0 +1,211 @@
+//! TLS on the scheduler's listener, through real processes and throwaway CAs (rcgen): a handshake with the
+//! right CA carries the whole protocol; a client trusting another CA, and a plaintext client, are refused
+//! while the node keeps serving; mutual TLS refuses clients without a certificate of its CA; a renewed
+//! certificate is served to new connections without a restart; `pmctl` and `pm-agent` speak TLS; two
+//! cluster nodes steal work from each other over mutual TLS.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pm_client::{Client, ConnectOptions, ErrorKind};
+use pm_testkit::tls::{CertFiles, TestCa};
+use pm_testkit::{wait_for, Agent, Scheduler, SchedulerCluster};
+use pm_tests::{next_lease, task};
+
+fn tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
+    let mut flags = vec![
+        "--tls-cert-file".to_string(),
+        server.cert.display().to_string(),
+        "--tls-key-file".into(),
+        server.key.display().to_string(),
+    ];
+    for (flag, path) in extra {
+        flags.push(flag.to_string());
+        flags.push(path.display().to_string());
+    }
+    flags
+}
+
+fn start(flags: &[String]) -> Scheduler {
+    Scheduler::start(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn trusting(ca: &TestCa, identity: Option<&CertFiles>) -> std::sync::Arc<rustls::ClientConfig> {
+    pm_client::tls::client_config(&ca.ca_file, identity.map(|c| (c.cert.as_path(), c.key.as_path()))).unwrap()
+}
+
+async fn connect_err(addr: &str, opts: ConnectOptions) -> pm_client::Error {
+    match Client::connect(addr, opts.reconnect(false)).await {
+        Ok(_) => panic!("the connection to {addr} must be refused"),
+        Err(e) => e,
+    }
+}
+
+/// `pm_refused_total{reason="tls_handshake"}` on the node's /metrics.
+fn tls_refusals(s: &Scheduler) -> u64 {
+    use std::io::{Read, Write};
+    let addr = s.http_addr.clone().unwrap();
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("pm_refused_total{") && l.contains("reason=\"tls_handshake\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn tls_with_the_right_ca_carries_the_protocol_and_everything_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = (TestCa::new(dir.path(), "ours"), TestCa::new(dir.path(), "other"));
+    let server = ca.issue("node", &["127.0.0.1"]);
+    let s = start(&tls_flags(&server, &[]));
+
+    // The whole protocol over TLS: submit, lease, ack.
+    let p = s.client(ConnectOptions::producer().tls(trusting(&ca, None))).await;
+    let (a, mut leases) =
+        Client::connect_agent(&s.addr, ConnectOptions::agent().tls(trusting(&ca, None))).await.unwrap();
+    let id = p.submit_one(task("tls", b"over tls")).await.unwrap();
+    a.credit("tls", 1).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    assert_eq!((t.task_id, &t.payload[..]), (id, &b"over tls"[..]));
+    assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![pm_protocol::ErrorCode::Ok]);
+
+    // A client that trusts another CA refuses the server's certificate.
+    let e = connect_err(&s.addr, ConnectOptions::producer().tls(trusting(&other, None))).await;
+    assert_eq!(e.kind(), ErrorKind::Connect, "{e}");
+    assert!(e.to_string().contains("TLS handshake") && e.to_string().contains("certificate"), "{e}");
+    // A certificate for another name is refused too (the client checks the name it dialled: the certificate
+    // names 127.0.0.1 only).
+    let e = connect_err(&s.addr.replace("127.0.0.1", "localhost"), ConnectOptions::producer().tls(trusting(&ca, None)))
+        .await;
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    // A plaintext client gets no Welcome; the node counts it and keeps serving TLS clients.
+    let before = tls_refusals(&s);
+    let e = connect_err(&s.addr, ConnectOptions::producer()).await;
+    assert!(matches!(e.kind(), ErrorKind::Connect | ErrorKind::Timeout), "{e}");
+    wait_for(Duration::from_secs(10), "the refusal to be counted", || (tls_refusals(&s) > before).then_some(()));
+    p.submit_one(task("tls", b"still serving")).await.unwrap();
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_of_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = (TestCa::new(dir.path(), "ours"), TestCa::new(dir.path(), "other"));
+    let server = ca.issue("node", &["127.0.0.1"]);
+    let s = start(&tls_flags(&server, &[("--tls-client-ca-file", &ca.ca_file)]));
+    let (good, foreign) = (ca.issue("producer", &["producer"]), other.issue("producer", &["producer"]));
+
+    let p = s.client(ConnectOptions::producer().tls(trusting(&ca, Some(&good)))).await;
+    p.submit_one(task("mtls", b"x")).await.unwrap();
+    for (what, identity) in [("no certificate", None), ("a certificate of another CA", Some(&foreign))] {
+        let e = connect_err(&s.addr, ConnectOptions::producer().tls(trusting(&ca, identity))).await;
+        assert!(matches!(e.kind(), ErrorKind::Connect | ErrorKind::Timeout), "{what}: {e}");
+    }
+    p.submit_one(task("mtls", b"y")).await.unwrap();
+}
+
+/// The certificate files are replaced (a renewed Secret): new connections get the new certificate within
+/// seconds, with no restart, and an open connection goes on.
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (TestCa::new(dir.path(), "old"), TestCa::new(dir.path(), "new"));
+    let served = CertFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") };
+    let install = |c: &CertFiles| {
+        std::fs::copy(&c.key, &served.key).unwrap();
+        std::fs::copy(&c.cert, &served.cert).unwrap();
+    };
+    install(&old_ca.issue("node", &["127.0.0.1"]));
+    let s = start(&tls_flags(&served, &[]));
+    let open = s.client(ConnectOptions::producer().tls(trusting(&old_ca, None))).await;
+    // Not yet: the new CA's clients refuse the old certificate.
+    assert!(Client::connect(&s.addr, ConnectOptions::producer().tls(trusting(&new_ca, None)).reconnect(false))
+        .await
+        .is_err());
+
+    // Different sizes or mtimes make the change visible even within one second.
+    std::thread::sleep(Duration::from_millis(1100));
+    install(&new_ca.issue("node-renewed", &["127.0.0.1"]));
+    let mut renewed = None;
+    for _ in 0..100 {
+        let opts = ConnectOptions::producer().tls(trusting(&new_ca, None)).reconnect(false);
+        if let Ok(c) = Client::connect(&s.addr, opts).await {
+            renewed = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed = renewed.unwrap_or_else(|| panic!("the renewed certificate was not served; log:\n{}", s.log_tail()));
+    renewed.submit_one(task("renew", b"new")).await.unwrap();
+    open.submit_one(task("renew", b"old connection")).await.unwrap();
+}
+
+/// `pmctl --tls-ca-file` submits and `pm-agent run --tls-ca-file` runs the pipeline; a scheduler refuses to
+/// start on a certificate file it cannot use, naming it.
+#[tokio::test]
+async fn pmctl_and_pm_agent_speak_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ours");
+    let server = ca.issue("node", &["127.0.0.1"]);
+    let s = start(&tls_flags(&server, &[]));
+    let ca_file = ca.ca_file.to_str().unwrap();
+    let agent = Agent::start(&s.addr, &["--tls-ca-file", ca_file]);
+    let out = dir.path().join("out.txt");
+    let task_file = dir.path().join("task.json");
+    std::fs::write(
+        &task_file,
+        format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["echo tls > {}"]}}]}}"#, out.display()),
+    )
+    .unwrap();
+    let submitted =
+        pm_testkit::pmctl(&s.addr, &["--tls-ca-file", ca_file, "submit", task_file.to_str().unwrap()], None);
+    assert!(submitted.status.success(), "{}", String::from_utf8_lossy(&submitted.stderr));
+    let text = wait_for(Duration::from_secs(20), "the pipeline over TLS", || {
+        std::fs::read_to_string(&out).ok().filter(|t| t.ends_with('\n'))
+    });
+    assert_eq!(text, "tls\n", "agent log:\n{}", agent.log());
+    // Without the CA, pmctl fails with a one-line error and exit 1.
+    let plain = pm_testkit::pmctl(&s.addr, &["stats"], None);
+    assert_eq!(plain.status.code(), Some(1), "{}", String::from_utf8_lossy(&plain.stderr));
+
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "garbage\n").unwrap();
+    let out = std::process::Command::new(pm_testkit::bin("pm-scheduler"))
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "off", "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--tls-cert-file", bad.to_str().unwrap(), "--tls-key-file", server.key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.pem"), "{err}");
+}
+
+/// Two nodes with mutual TLS and tokens: node 0's agent takes node 1's tasks (work stealing over a TLS peer
+/// connection that presents the node's own certificate).
+#[tokio::test]
+async fn cluster_nodes_steal_work_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "cluster");
+    let server = ca.issue("node", &["127.0.0.10", "127.0.0.11"]);
+    let ca_path = ca.ca_file.as_path();
+    let flags = tls_flags(&server, &[("--tls-client-ca-file", ca_path), ("--tls-ca-file", ca_path)]);
+    let c = SchedulerCluster::start(2, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let tls = trusting(&ca, Some(&ca.issue("client", &["client"])));
+    let (a, mut leases) =
+        Client::connect_agent(&c.nodes[0].addr, ConnectOptions::agent().tls(tls.clone())).await.unwrap();
+    a.credit("steal", 1).await.unwrap();
+    let p = Client::connect(&c.nodes[1].addr, ConnectOptions::producer().tls(tls)).await.unwrap();
+    // Keyless tasks stay on the node they are sent to: node 1, which has no agent.
+    let id = p.submit_one(task("steal", b"stolen over tls")).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    assert_eq!(t.task_id, id, "node 0's agent got node 1's task");
+    assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![pm_protocol::ErrorCode::Ok]);
+}
