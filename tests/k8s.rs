@@ -4,7 +4,7 @@
 //! - the pod that `pmctl app render` describes works: its containers' own commands, arguments and
 //!   environment are started as the kubelet would (init container, then the executor sidecars, then the
 //!   agent; on shutdown the agent first, the sidecars after it), with `/mnt/pipe` mapped to a temporary
-//!   directory, against a real scheduler with tokens. A pipeline runs across two executors, the probes
+//!   directory, against a real scheduler with tokens and TLS. A pipeline runs across two executors, the probes
 //!   answer, and SIGTERM drains the agent while its executors still serve;
 //! - both Helm charts and the rendered app pass `charts/check.py` (strict Kubernetes 1.32 schemas, the
 //!   ServiceMonitor and ScaledObject CRD schemas, helm lint --strict, the security properties of every pod
@@ -106,12 +106,14 @@ fn documents(yaml: &str) -> Vec<Value> {
 struct PodHost {
     pipe: PathBuf,
     token: PathBuf,
+    ca: PathBuf,
 }
 
 impl PodHost {
     fn map(&self, s: &str) -> String {
         s.replace("/usr/local/bin/pm-agent", bin("pm-agent").to_str().unwrap())
             .replace("/var/run/secrets/pipeline-manager/agent/token", self.token.to_str().unwrap())
+            .replace("/var/run/secrets/pipeline-manager/scheduler-ca/ca.crt", self.ca.to_str().unwrap())
             .replace("/mnt/pipe", self.pipe.to_str().unwrap())
             .replace("0.0.0.0:7072", "127.0.0.1:0")
             .replace("127.0.0.1:7071", "off")
@@ -190,11 +192,19 @@ async fn the_rendered_pod_runs_a_pipeline_with_its_containers_started_as_the_kub
     .into_iter()
     .flat_map(|(f, p)| [f.to_string(), p.display().to_string()])
     .collect();
+    // Over TLS, as with the scheduler chart's tls.enabled.
+    let ca = pm_testkit::tls::TestCa::new(dir.path(), "pod");
+    let cert = ca.issue("scheduler", &["127.0.0.1"]);
+    let mut flags = flags;
+    flags.extend(["--tls-cert-file".into(), cert.cert.display().to_string()]);
+    flags.extend(["--tls-key-file".into(), cert.key.display().to_string()]);
     let s = Scheduler::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let tls = pm_client::tls::client_config(&ca.ca_file, None).unwrap();
     let spec = write(
         "app.yaml",
         &format!(
             "name: sim\nqueue: sim\nscheduler:\n  address: '{}'\n  tokenSecret: {{name: pm-tokens, key: agent}}\n\
+             \x20 tls: {{caSecret: {{name: pm-tls, key: ca.crt}}}}\n\
              agent: {{drainTimeoutSeconds: 20}}\n\
              executors:\n  - {{name: fetch, image: 'alpine:3.20'}}\n  - {{name: shout, image: 'debian:12-slim'}}\n",
             s.addr
@@ -202,7 +212,8 @@ async fn the_rendered_pod_runs_a_pipeline_with_its_containers_started_as_the_kub
     );
     let docs = documents(&render(&spec));
     let pod = &docs.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"];
-    let host = PodHost { pipe: dir.path().join("pipe"), token: write("token", &format!("{AGENT}\n")) };
+    let host =
+        PodHost { pipe: dir.path().join("pipe"), token: write("token", &format!("{AGENT}\n")), ca: ca.ca_file.clone() };
     std::fs::create_dir_all(&host.pipe).unwrap();
 
     // Init containers in order: the installer runs to completion, each sidecar (restartPolicy Always) keeps
@@ -235,7 +246,7 @@ async fn the_rendered_pod_runs_a_pipeline_with_its_containers_started_as_the_kub
     // A pipeline across both executors, sharing its task directory in the volume.
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let producer = s.client(ConnectOptions::producer().token(PRODUCER)).await;
+    let producer = s.client(ConnectOptions::producer().token(PRODUCER).tls(tls.clone())).await;
     let submit = |json: String| {
         let producer = producer.clone();
         async move { producer.submit_one(pm_tests::task("sim", json.as_bytes())).await.unwrap() }
@@ -265,7 +276,7 @@ async fn the_rendered_pod_runs_a_pipeline_with_its_containers_started_as_the_kub
     let status = wait_exit(&mut agent, Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "{status:?}; agent log:\n{}", log());
     assert_eq!(std::fs::read_to_string(out.join("slow")).unwrap(), "done\n", "agent log:\n{}", log());
-    let admin = s.client(ConnectOptions::admin().token("admin-token-0123456789abc")).await;
+    let admin = s.client(ConnectOptions::admin().token("admin-token-0123456789abc").tls(tls)).await;
     let q = admin.stats().await.unwrap().queues.into_iter().find(|q| q.queue == "sim").unwrap();
     assert_eq!((q.ready, q.leased, q.dead), (0, 0, 0), "both tasks were acked");
     for mut c in sidecars {

@@ -29,6 +29,8 @@ pub const SHARED_BIN_DIR: &str = "/mnt/pipe/.pm/bin";
 pub const HTTP_PORT: u16 = 7072;
 /// Port of the agent's direct-run API (`--api-listen`).
 pub const API_PORT: u16 = 7071;
+/// Where the agent's Secrets are mounted.
+pub const SECRETS_DIR: &str = "/var/run/secrets/pipeline-manager";
 /// The non-root user every container runs as.
 pub const RUN_AS: u32 = 65532;
 
@@ -71,6 +73,21 @@ pub struct SchedulerSpec {
     /// The Secret key holding the agent token.
     #[serde(default, rename = "tokenSecret")]
     pub token_secret: Option<SecretKey>,
+    /// TLS to the scheduler (unset: plain TCP).
+    #[serde(default)]
+    pub tls: Option<SchedulerTls>,
+}
+
+/// How the agents check the scheduler's certificate, and the certificate they present (mutual TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerTls {
+    /// The Secret key holding the CA certificate (PEM) the scheduler's certificate is checked against.
+    #[serde(rename = "caSecret")]
+    pub ca_secret: SecretKey,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) presented to a scheduler requiring mutual TLS.
+    #[serde(default, rename = "clientCertSecret")]
+    pub client_cert_secret: Option<String>,
 }
 
 /// The agent's direct-run API in the pod.
@@ -315,6 +332,15 @@ impl AppSpec {
         if let Some(s) = &self.scheduler.token_secret {
             check_secret("scheduler.tokenSecret", s)?;
         }
+        if let Some(tls) = &self.scheduler.tls {
+            check_secret("scheduler.tls.caSecret", &tls.ca_secret)?;
+            if let Some(name) = &tls.client_cert_secret {
+                check_secret(
+                    "scheduler.tls.clientCertSecret",
+                    &SecretKey { name: name.clone(), key: "tls.crt".into() },
+                )?;
+            }
+        }
         if self.agent.image.trim().is_empty() {
             return Err(invalid("agent.image", "is empty"));
         }
@@ -453,6 +479,16 @@ impl AppSpec {
         if let (true, Some(s)) = (self.agent.direct_run_api.enabled, &self.agent.direct_run_api.token_secret) {
             volumes.push(secret_volume("api-token", s));
         }
+        if let Some(tls) = &self.scheduler.tls {
+            let ca = &tls.ca_secret;
+            volumes.push(json!({
+                "name": "scheduler-ca",
+                "secret": { "secretName": ca.name, "items": [{ "key": ca.key, "path": "ca.crt" }] },
+            }));
+            if let Some(name) = &tls.client_cert_secret {
+                volumes.push(json!({ "name": "client-cert", "secret": { "secretName": name } }));
+            }
+        }
         let mut init = vec![json!({
             "name": "install-pm-agent",
             "image": self.agent.image,
@@ -525,6 +561,17 @@ impl AppSpec {
                 json!({ "name": "api-token", "mountPath": "/var/run/secrets/pipeline-manager/api", "readOnly": true }),
             );
             ports.push(json!({ "name": "api", "containerPort": API_PORT, "protocol": "TCP" }));
+        }
+        if let Some(tls) = &self.scheduler.tls {
+            let mount =
+                |name: &str| json!({ "name": name, "mountPath": format!("{SECRETS_DIR}/{name}"), "readOnly": true });
+            env.push(var("PM_TLS_CA_FILE", format!("{SECRETS_DIR}/scheduler-ca/ca.crt")));
+            mounts.push(mount("scheduler-ca"));
+            if tls.client_cert_secret.is_some() {
+                env.push(var("PM_TLS_CLIENT_CERT_FILE", format!("{SECRETS_DIR}/client-cert/tls.crt")));
+                env.push(var("PM_TLS_CLIENT_KEY_FILE", format!("{SECRETS_DIR}/client-cert/tls.key")));
+                mounts.push(mount("client-cert"));
+            }
         }
         let probe = |path: &str| json!({ "httpGet": { "path": path, "port": "http" } });
         let with = |mut p: Value, fields: Value| {
@@ -707,6 +754,23 @@ mod tests {
             .starts_with("autoscaling.maxReplicas"));
         assert!(err(&format!("{MINIMAL}queue: 'a b'\n")).starts_with("queue:"));
         assert!(err("name: [").contains("line"), "a YAML error says where: {}", err("name: ["));
+    }
+
+    #[test]
+    fn tls_to_the_scheduler_mounts_the_ca_and_the_client_certificate() {
+        let yaml = MINIMAL.replace(
+            "scheduler: {address: 'pm:7070'}",
+            "scheduler: {address: 'pm:7070', tls: {caSecret: {name: pm-tls, key: ca.crt}, clientCertSecret: ocr-client}}",
+        );
+        let docs = AppSpec::from_yaml(&yaml).unwrap().render();
+        let pod = &docs[2]["spec"]["template"]["spec"];
+        let env = pod["containers"][0]["env"].as_array().unwrap();
+        let value = |name: &str| env.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+        assert_eq!(value("PM_TLS_CA_FILE").unwrap(), "/var/run/secrets/pipeline-manager/scheduler-ca/ca.crt");
+        assert_eq!(value("PM_TLS_CLIENT_KEY_FILE").unwrap(), "/var/run/secrets/pipeline-manager/client-cert/tls.key");
+        let volumes: Vec<_> = pod["volumes"].as_array().unwrap().iter().map(|v| v["name"].clone()).collect();
+        assert!(volumes.contains(&json!("scheduler-ca")) && volumes.contains(&json!("client-cert")), "{volumes:?}");
+        assert!(err(&MINIMAL.replace("{address: 'pm:7070'}", "{address: 'pm:7070', tls: {}}")).contains("caSecret"));
     }
 
     #[test]
