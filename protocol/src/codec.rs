@@ -163,6 +163,83 @@ pub fn encode_frame(env: &Envelope, max_frame: usize, dst: &mut BytesMut) -> Res
 mod tests {
     use super::*;
     use crate::pb;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Envelopes of the kinds that carry most of the traffic, with arbitrary fields.
+    fn any_envelope() -> impl Strategy<Value = Envelope> {
+        let task = (vec(any::<u8>(), 0..600), "[a-z0-9/._-]{0,24}", "[a-z0-9]{0,16}", any::<i32>(), any::<u64>())
+            .prop_map(|(payload, queue, key, priority, delay_ms)| pb::TaskSpec {
+                payload: payload.into(),
+                queue,
+                key,
+                priority,
+                delay_ms,
+                ..Default::default()
+            });
+        prop_oneof![
+            (any::<u64>(), vec(task, 0..6)).prop_map(|(request_id, tasks)| pb::Submit {
+                request_id,
+                tasks,
+                failover: false
+            }
+            .into()),
+            any::<u64>().prop_map(|nonce| pb::Ping { nonce }.into()),
+            (any::<u64>(), vec((any::<u64>(), vec(any::<u8>(), 0..64)), 0..8)).prop_map(|(request_id, items)| {
+                let items = items.into_iter().map(|(lease_id, r)| pb::AckItem { lease_id, result: r.into() });
+                pb::Ack { request_id, items: items.collect() }.into()
+            }),
+            (any::<u64>(), vec((any::<u64>(), any::<u64>(), ".{0,40}", any::<bool>()), 0..8)).prop_map(
+                |(request_id, items)| {
+                    let items = items.into_iter().map(|(lease_id, retry_after_ms, reason, released)| pb::NackItem {
+                        lease_id,
+                        retry_after_ms,
+                        reason,
+                        released,
+                    });
+                    pb::Nack { request_id, items: items.collect() }.into()
+                }
+            ),
+            ("[a-z]{0,12}", any::<u32>(), any::<bool>())
+                .prop_map(|(queue, n, set)| pb::Credit { queue, n, set }.into()),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of frames, cut into pieces at any byte offsets, decodes to exactly what was sent.
+        #[test]
+        fn a_stream_split_at_arbitrary_offsets_decodes_to_what_was_sent(
+            envs in vec(any_envelope(), 1..6),
+            cuts in vec(any::<proptest::sample::Index>(), 0..10),
+        ) {
+            let mut wire = BytesMut::new();
+            for env in &envs {
+                encode_frame(env, DEFAULT_MAX_FRAME_BYTES, &mut wire).unwrap();
+            }
+            let mut offsets: Vec<usize> = cuts.iter().map(|i| i.index(wire.len() + 1)).collect();
+            offsets.sort_unstable();
+            offsets.push(wire.len());
+            let (mut buf, mut got, mut from) = (BytesMut::new(), Vec::new(), 0);
+            for to in offsets {
+                buf.extend_from_slice(&wire[from..to]);
+                from = to;
+                while let Some(env) = decode_frame(&mut buf, DEFAULT_MAX_FRAME_BYTES).unwrap() {
+                    got.push(env);
+                }
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(got, envs);
+        }
+
+        /// Arbitrary bytes never panic the decoder: it yields frames, waits for more, or names an error.
+        #[test]
+        fn arbitrary_bytes_decode_or_fail_cleanly(bytes in vec(any::<u8>(), 0..4096), max in 0usize..8192) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(env)) = decode_frame(&mut buf, max) {
+                prop_assert!(env.kind.is_some());
+            }
+        }
+    }
 
     fn sample() -> Envelope {
         pb::Submit {
