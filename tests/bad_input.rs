@@ -220,3 +220,91 @@ async fn bad_config_exits_64_before_binding() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("max-payload-bytes"));
     assert!(out.stdout.is_empty(), "nothing may be bound on bad config");
 }
+
+#[tokio::test]
+async fn the_connection_limit_per_source_address_refuses_only_that_address() {
+    let s = Scheduler::start(&["--max-connections-per-ip", "2"]);
+    let a = s.client(ConnectOptions::producer()).await;
+    let _b = s.client(ConnectOptions::producer()).await;
+    let err = pm_client::Client::connect(&s.addr, ConnectOptions::producer().reconnect(false)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooManyConnections), "{err}");
+    assert!(err.to_string().contains("per source address"), "{err}");
+    // Another source address still gets in.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = sock.connect(s.addr.parse().unwrap()).await.unwrap();
+    other.write_all(&hello(Role::Producer, PROTOCOL_VERSION)).await.unwrap();
+    assert!(matches!(read_frame(&mut other).await.kind, Some(Kind::Welcome(_))));
+    // A closed connection gives its address a slot back.
+    drop(a);
+    let mut ok = false;
+    for _ in 0..100 {
+        if pm_client::Client::connect(&s.addr, ConnectOptions::producer().reconnect(false)).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "a freed slot must accept a new connection from the same address");
+}
+
+/// An agent that grants credits and then stops reading: the tasks pushed to it pile up unwritten until they
+/// pass --max-write-buffer-bytes; the node closes that connection, its leases return at once, and another
+/// agent receives every task.
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_disconnected_and_its_leases_return() {
+    let s = Scheduler::start(&[
+        "--fsync",
+        "none",
+        "--max-frame-bytes",
+        "65536",
+        "--max-payload-bytes",
+        "60000",
+        "--max-write-buffer-bytes",
+        "1048576",
+    ]);
+    let mut slow = TcpStream::connect(&s.addr).await.unwrap();
+    slow.write_all(&hello(Role::Agent, PROTOCOL_VERSION)).await.unwrap();
+    let credit = pb::Credit { queue: "slow".into(), n: 100_000, set: false };
+    slow.write_all(&frame(&credit.into())).await.unwrap();
+    // 21 MiB of tasks: more than the loopback socket buffers (at most ~10 MiB here) and the 1 MiB allowed on
+    // top of them.
+    let p = s.client(ConnectOptions::producer()).await;
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..450 {
+        let batch = (0..6).map(|_| task("slow", &[7u8; 8 * 1024])).collect();
+        for r in p.submit(batch).await.unwrap_or_else(|e| panic!("{e}; node log:\n{}", s.log_tail())) {
+            assert_eq!(r.code, ErrorCode::Ok as i32, "{}", r.message);
+            ids.insert(r.task_id);
+        }
+    }
+    eprintln!("TIMING submitted at {:?}", std::time::SystemTime::now());
+    // The node gave up on the slow agent: every task is ready again and goes to an agent that reads (and
+    // grants a credit back per task, as pm-agent does).
+    let (good, mut leases) = s.agent().await;
+    good.credit("slow", 64).await.unwrap();
+    let mut got = std::collections::HashSet::new();
+    while got.len() < ids.len() {
+        let mut batch = vec![pm_tests::next_lease(&mut leases).await];
+        while let Some(pm_client::AgentEvent::Leased(t)) = leases.try_next() {
+            batch.push(t);
+        }
+        good.ack(batch.iter().map(|t| (t.lease_id, bytes::Bytes::new())).collect()).await.unwrap();
+        good.credit("slow", batch.len() as u32).await.unwrap();
+        got.extend(batch.iter().map(|t| t.task_id));
+    }
+    eprintln!("TIMING received at {:?}", std::time::SystemTime::now());
+    assert_eq!(got, ids);
+    // The slow connection was closed by the node: its reads end (after what was written before).
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match slow.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow consumer's connection is still open");
+}

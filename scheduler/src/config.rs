@@ -119,6 +119,14 @@ pub struct Config {
     /// Most open connections; more are refused with TOO_MANY_CONNECTIONS.
     #[arg(long, env = "PM_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+    /// Most open connections from one source IP address (0 = no limit); more are refused with
+    /// TOO_MANY_CONNECTIONS.
+    #[arg(long, env = "PM_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
+    /// A connection whose unwritten output (replies, pushed tasks) grows past this many bytes, because its
+    /// peer stopped reading, is closed; an agent's leases return to their queues at once (0 = no limit).
+    #[arg(long, env = "PM_MAX_WRITE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_write_buffer_bytes: usize,
     /// Submits in flight per connection before the server stops reading from it.
     #[arg(long, env = "PM_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight_per_conn: usize,
@@ -190,6 +198,9 @@ impl Config {
         }
         if self.default_lease.is_zero() || self.handshake_timeout.is_zero() {
             return err("--default-lease and --handshake-timeout must be more than 0".into());
+        }
+        if self.max_write_buffer_bytes != 0 && self.max_write_buffer_bytes < self.max_frame_bytes {
+            return err("--max-write-buffer-bytes must be 0 or at least --max-frame-bytes".into());
         }
         if self.segment_bytes < 4 * self.max_frame_bytes as u64 {
             return err("--segment-bytes must be at least 4 x --max-frame-bytes".into());

@@ -161,6 +161,7 @@ impl Node {
                 max_inflight_per_conn: cfg.max_inflight_per_conn,
                 handshake_timeout: cfg.handshake_timeout,
                 idle_timeout: cfg.idle_timeout(),
+                max_write_buffer_bytes: cfg.max_write_buffer_bytes,
             },
             shards,
             next_conn: AtomicU64::new(1),
@@ -171,6 +172,8 @@ impl Node {
             steal,
             auth,
             tls,
+            per_ip: (cfg.max_connections_per_ip > 0)
+                .then(|| Arc::new(crate::server::PerIp::new(cfg.max_connections_per_ip))),
             data_dir: cfg.data.clone(),
             shutdown,
             conns,

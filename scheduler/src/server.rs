@@ -1,7 +1,7 @@
 //! The TCP listener: socket options, the connection limit, and the accept loop.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +38,43 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Silence allowed after Hello.
     pub idle_timeout: Duration,
+    /// Unwritten output allowed per connection, bytes (0 = no limit).
+    pub max_write_buffer_bytes: usize,
+}
+
+/// Open connections per source address, for `--max-connections-per-ip`.
+#[derive(Debug)]
+pub struct PerIp {
+    max: u32,
+    open: parking_lot::Mutex<std::collections::HashMap<IpAddr, u32>>,
+}
+
+impl PerIp {
+    /// A limit of `max` connections per address.
+    pub fn new(max: usize) -> PerIp {
+        PerIp { max: u32::try_from(max).unwrap_or(u32::MAX), open: Default::default() }
+    }
+
+    /// Counts a connection from `ip`; false (nothing counted) when `ip` is at the limit.
+    fn acquire(&self, ip: IpAddr) -> bool {
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
 }
 
 /// Node-wide state shared by all connections.
@@ -62,6 +99,8 @@ pub struct ServerCtx {
     pub auth: Arc<crate::auth::Auth>,
     /// TLS on the listener (`None`: plain TCP).
     pub tls: Option<crate::tls::Tls>,
+    /// `--max-connections-per-ip` (`None`: no limit).
+    pub per_ip: Option<Arc<PerIp>>,
     /// Data directory (for stats).
     pub data_dir: PathBuf,
     /// Cancelled when connections must close (end of shutdown).
@@ -115,26 +154,55 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
         configure(&stream, ctx.cfg.idle_timeout);
         // The count is the limit (a counter rather than a semaphore permit in every connection's future);
         // `connection::serve` takes the connection off it when it ends.
-        if ctx.connections.fetch_add(1, Ordering::Relaxed) < ctx.cfg.max_connections as u64 {
-            match &ctx.tls {
-                None => {
-                    tokio::spawn(connection::serve(stream, ctx.clone()));
-                }
-                Some(tls) => {
-                    tokio::spawn(serve_tls(tls.acceptor.clone(), stream, ctx.clone()));
-                }
-            }
-        } else {
+        if ctx.connections.fetch_add(1, Ordering::Relaxed) >= ctx.cfg.max_connections as u64 {
             ctx.connections.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
             tracing::debug!(%peer, "connection refused: limit reached");
-            let max = ctx.cfg.max_frame_bytes;
-            tokio::spawn(refuse(stream, max));
+            tokio::spawn(refuse(stream, ctx.cfg.max_frame_bytes, "connection limit reached"));
+            continue;
+        }
+        match ctx.per_ip.clone() {
+            // The count is the limit (a counter rather than a semaphore permit in every connection's future);
+            // `connection::serve` takes the connection off it when it ends.
+            None => spawn_connection(stream, ctx.clone()),
+            Some(per_ip) if per_ip.acquire(peer.ip()) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    serve_any(stream, ctx).await;
+                    per_ip.release(peer.ip());
+                });
+            }
+            Some(_) => {
+                ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                metrics::counter!(m::REFUSED, "reason" => "too_many_connections_per_ip").increment(1);
+                tracing::debug!(%peer, "connection refused: limit per source address reached");
+                let msg = "connection limit per source address reached";
+                tokio::spawn(refuse(stream, ctx.cfg.max_frame_bytes, msg));
+            }
         }
     }
 }
 
-/// The TLS handshake (bounded by the handshake timeout), then the connection as usual.
+/// Spawns the connection's task: plain, or TLS first.
+fn spawn_connection(stream: TcpStream, ctx: Arc<ServerCtx>) {
+    match &ctx.tls {
+        None => {
+            tokio::spawn(connection::serve(stream, ctx));
+        }
+        Some(tls) => {
+            tokio::spawn(serve_tls(tls.acceptor.clone(), stream, ctx));
+        }
+    }
+}
+
+/// Serves the connection, plain or TLS, to its end.
+async fn serve_any(stream: TcpStream, ctx: Arc<ServerCtx>) {
+    match ctx.tls.clone() {
+        None => connection::serve(stream, ctx).await,
+        Some(tls) => serve_tls(tls.acceptor, stream, ctx).await,
+    }
+}
+
 async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, ctx: Arc<ServerCtx>) {
     match tokio::time::timeout(ctx.cfg.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => connection::serve(Box::new(tls), ctx).await,
@@ -150,9 +218,9 @@ async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, ctx: 
     }
 }
 
-async fn refuse(mut stream: TcpStream, max_frame: usize) {
+async fn refuse(mut stream: TcpStream, max_frame: usize, why: &'static str) {
     let mut buf = BytesMut::new();
-    let env = pb::Error::new(ErrorCode::TooManyConnections, 0, "connection limit reached").into();
+    let env = pb::Error::new(ErrorCode::TooManyConnections, 0, why).into();
     if encode_frame(&env, max_frame, &mut buf).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&buf)).await;
     }

@@ -151,7 +151,8 @@ impl Busy {
 impl<S: Transport> Conn<S> {
     /// Takes everything queued in the outbox, encodes it (merging reply parts), and writes what the socket
     /// takes. `Err` when writing failed.
-    fn pump_out(&mut self, cx: &mut Context<'_>, inflight: &mut usize) -> io::Result<()> {
+    /// More than `max_wbuf` bytes left unwritten (0 = no limit) is an error: the peer stopped reading.
+    fn pump_out(&mut self, cx: &mut Context<'_>, inflight: &mut usize, max_wbuf: usize) -> io::Result<()> {
         if !self.closed {
             self.rx.register(cx.waker());
             let max_frame = self.max_frame;
@@ -183,6 +184,12 @@ impl<S: Transport> Conn<S> {
         let Some(busy) = self.busy.as_mut() else { return Ok(()) };
         while !busy.wbuf.is_empty() {
             match self.stream.poll_send(cx, &busy.wbuf) {
+                Poll::Pending if max_wbuf > 0 && busy.wbuf.len() > max_wbuf => {
+                    metrics::counter!(m::REFUSED, "reason" => "slow_consumer").increment(1);
+                    let unwritten = busy.wbuf.len();
+                    tracing::warn!(unwritten, "closing a connection that stopped reading (--max-write-buffer-bytes)");
+                    return Err(io::Error::other("slow consumer"));
+                }
                 Poll::Pending => return Ok(()),
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
@@ -261,7 +268,7 @@ impl<S: Transport> Conn<S> {
         let limit = ctx.server.cfg.max_inflight_per_conn;
         let mut frames = 0;
         loop {
-            if self.pump_out(cx, &mut ctx.inflight).is_err() {
+            if self.pump_out(cx, &mut ctx.inflight, ctx.server.cfg.max_write_buffer_bytes).is_err() {
                 return Poll::Ready(Exit::WriteFailed);
             }
             if self.closed {
@@ -315,7 +322,7 @@ impl<S: Transport> Conn<S> {
     /// Writes everything queued up to the `Close`, then half-closes the socket.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inflight = 0;
-        self.pump_out(cx, &mut inflight)?;
+        self.pump_out(cx, &mut inflight, 0)?;
         if self.closed && self.busy.as_ref().is_none_or(|b| b.wbuf.is_empty()) {
             Poll::Ready(Ok(()))
         } else {
