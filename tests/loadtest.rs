@@ -217,3 +217,47 @@ fn a_token_opens_a_secured_scheduler_to_the_workload_and_the_idle_connections() 
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("token"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `slowloris`: connections that never send a whole Hello are all closed by the handshake timeout, while
+/// the workload keeps running without errors (a baseline run first, then one under the slow connections).
+#[test]
+fn slowloris_connections_are_closed_by_the_handshake_timeout_while_the_workload_runs() {
+    let s = Scheduler::start(&["--handshake-timeout", "1s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("pm://{}", s.addr);
+    let pid = s.pid().unwrap().to_string();
+    for mode in ["silent", "partial"] {
+        let args =
+            ["slowloris", "--count", "300", "--mode", mode, "--rate", "2000", "--warmup", "0", "--duration", "2"];
+        let r = report(&target, &[&args[..], &["--server-pid", &pid, "--hold", "20"]].concat(), dir.path());
+        let rep = &r["report"];
+        assert_eq!(num(rep, "opened"), 300.0, "{r}");
+        assert_eq!(num(rep, "closed_by_server"), 300.0, "every slow connection is closed: {r}");
+        assert_eq!(num(rep, "still_open"), 0.0, "{r}");
+        // Closed by the 1 s handshake timeout, not at once and not never.
+        assert!(num(rep, "closed_after_ms.p50") >= 900.0 && num(rep, "closed_after_ms.max") < 20_000.0, "{r}");
+        for run in ["baseline", "under_attack"] {
+            assert_eq!(num(rep, &format!("{run}.errors")), 0.0, "{run}: {r}");
+            assert!(num(rep, &format!("{run}.acked_per_s")) > 1000.0, "{run}: {r}");
+        }
+        assert!(num(rep, "server_rss_peak") > 0.0, "{r}");
+    }
+}
+
+/// `flood`: past `--max-connections` the handshakes are refused with TOO_MANY_CONNECTIONS, none fails any
+/// other way, and a producer connected before the flood still gets its Submit through.
+#[test]
+fn a_connection_flood_past_the_limit_is_refused_and_the_node_still_serves() {
+    let s = Scheduler::start(&["--max-connections", "201"]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("pm://{}", s.addr);
+    let pid = s.pid().unwrap().to_string();
+    let r = report(&target, &["flood", "--count", "1000", "--server-pid", &pid], dir.path());
+    let rep = &r["report"];
+    // The flood's own producer holds one of the 201 slots.
+    assert_eq!(num(rep, "accepted"), 200.0, "{r}");
+    assert_eq!(num(rep, "refused"), 800.0, "{r}");
+    assert_eq!(num(rep, "failed"), 0.0, "{r}");
+    assert_eq!(rep["submit_after_flood_ok"], true, "{r}");
+    assert!(num(rep, "server_rss_after") > 0.0, "{r}");
+}

@@ -276,7 +276,8 @@ pub async fn run_worker(target: Target, count: usize, source: Option<IpAddr>, ho
     Ok(())
 }
 
-async fn connect(addr: &str, source: Option<IpAddr>) -> Result<TcpStream, LoadError> {
+/// Connects to `addr` from `source` (if given).
+pub(crate) async fn connect(addr: &str, source: Option<IpAddr>) -> Result<TcpStream, LoadError> {
     let err = |e: std::io::Error| LoadError::Connect { addr: addr.to_string(), message: e.to_string() };
     let remote: SocketAddr = tokio::net::lookup_host(addr)
         .await

@@ -6,6 +6,8 @@
 //! pm-loadtest [--target ...]                 fixed-rate --rate 20000 [...]
 //! pm-loadtest [--target ...]                 soak       [--rate 5000 --duration 600 --interval 10]
 //! pm-loadtest [--target ...]                 idle-connections --count 19000 [--server-pid PID]
+//! pm-loadtest [--target ...]                 slowloris  --count 5000 [--mode silent|partial] [--rate 5000 ...]
+//! pm-loadtest [--target ...]                 flood      --count 12000 [--server-pid PID]
 //! ```
 //! Targets: `pm://HOST:PORT` (or a bare `HOST:PORT`; `pm://A,B,...` for a cluster: producer and consumer `i`
 //! use member `i mod N`), `redis://HOST:PORT`, `beanstalk://HOST:PORT`. The tool
@@ -16,6 +18,7 @@
 
 mod backend;
 mod beanstalk;
+mod hostile;
 mod idle;
 mod plot;
 mod redis;
@@ -69,6 +72,12 @@ enum Scenario {
     Soak(Load),
     /// Opens N idle consumer connections over several processes and measures the server's memory.
     IdleConnections(Idle),
+    /// pm: N connections that never finish their handshake (slowloris), opened while the fixed-rate workload
+    /// runs; reports the workload's latency without and with them, and how the server closed them.
+    Slowloris(Slow),
+    /// pm: N producer handshakes at once, past the server's --max-connections: accepted, refused, the
+    /// server's memory, and whether it still serves.
+    Flood(Flood),
     /// Internal: one process of `idle-connections`.
     #[command(hide = true)]
     IdleWorker {
@@ -174,6 +183,42 @@ struct Idle {
     out: Option<std::path::PathBuf>,
 }
 
+/// Options of `slowloris` (plus the workload's, which runs at `--rate`, default 5000).
+#[derive(Args, Debug, Clone)]
+struct Slow {
+    /// Slow connections (at most ~15,000: one process's file descriptors).
+    #[arg(long)]
+    count: usize,
+    /// What each sends before stalling: nothing, or half a length prefix.
+    #[arg(long, value_enum, default_value = "silent")]
+    mode: hostile::SlowMode,
+    /// Longest wait for each to open, and for the server to close them after the workload, s.
+    #[arg(long, default_value_t = 30)]
+    hold: u64,
+    /// Last byte of the first source address (127.0.0.N); 10,000 connections per address.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..))]
+    first_source: u8,
+    #[command(flatten)]
+    load: Load,
+}
+
+/// Options of `flood`.
+#[derive(Args, Debug, Clone)]
+struct Flood {
+    /// Handshakes to try at once (at most ~15,000: one process's file descriptors).
+    #[arg(long)]
+    count: usize,
+    /// Last byte of the first source address (127.0.0.N); 10,000 connections per address.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(2..))]
+    first_source: u8,
+    /// The server's pid: its memory before, at the peak and after.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Write the JSON report here instead of stdout.
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
 /// A system under test and where it listens.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -269,6 +314,8 @@ fn run(cli: Cli, target: Target) -> Result<(), LoadError> {
         Scenario::FixedRate(_) => "fixed-rate",
         Scenario::Soak(_) => "soak",
         Scenario::IdleConnections(_) => "idle-connections",
+        Scenario::Slowloris(_) => "slowloris",
+        Scenario::Flood(_) => "flood",
         Scenario::IdleWorker { .. } => "idle-worker",
     };
     match cli.scenario {
@@ -297,6 +344,33 @@ fn run(cli: Cli, target: Target) -> Result<(), LoadError> {
             let doc = json!({"scenario": name, "target": cli.target, "system": target.system(), "report": report});
             write_report(o.out.as_deref(), &doc)
         }
+        Scenario::Slowloris(o) => {
+            let Target::Pm { addr, queue, token } = &target else {
+                return Err(LoadError::Backend("slowloris targets pm:// only".into()));
+            };
+            let pm = Pm { addr: addr.clone(), queue: queue.clone(), token: token.clone() };
+            let rate = o.load.rate.unwrap_or(5_000);
+            let w = workload_of(Pace::Fixed(rate), &o.load, 10, 1)?;
+            let opts = hostile::SlowOptions {
+                count: o.count,
+                mode: o.mode,
+                hold: Duration::from_secs(o.hold.max(1)),
+                first_source: o.first_source,
+                server_pid: o.load.server_pid,
+            };
+            let report = runtime()?.block_on(hostile::slowloris(pm, w, opts))?;
+            let doc = json!({"scenario": name, "target": cli.target, "rate": rate, "report": report});
+            write_report(o.load.out.as_deref(), &doc)
+        }
+        Scenario::Flood(o) => {
+            let Target::Pm { addr, queue, token } = &target else {
+                return Err(LoadError::Backend("flood targets pm:// only".into()));
+            };
+            let pm = Pm { addr: addr.clone(), queue: queue.clone(), token: token.clone() };
+            let report = runtime()?.block_on(hostile::flood(pm, o.count, o.first_source, o.server_pid))?;
+            let doc = json!({"scenario": name, "target": cli.target, "report": report});
+            write_report(o.out.as_deref(), &doc)
+        }
         Scenario::IdleWorker { count, source, hold } => {
             runtime()?.block_on(idle::run_worker(target, count, source, Duration::from_secs(hold)))
         }
@@ -314,37 +388,7 @@ fn load(
     default_duration: u64,
     default_interval: u64,
 ) -> Result<(), LoadError> {
-    if l.producers == 0
-        || l.consumers == 0
-        || l.batch == 0
-        || l.inflight == 0
-        || l.ack_batch == 0
-        || l.ack_inflight == 0
-    {
-        return Err(LoadError::Backend(
-            "--producers, --consumers, --batch, --inflight, --ack-batch and --ack-inflight must be at least 1".into(),
-        ));
-    }
-    if pace == Pace::Fixed(0) {
-        return Err(LoadError::Backend("--rate must be at least 1".into()));
-    }
-    let w = Workload {
-        pace,
-        producers: l.producers,
-        consumers: l.consumers,
-        batch: l.batch,
-        payload: l.payload.max(8),
-        warmup: Duration::from_secs(l.warmup),
-        duration: Duration::from_secs(l.duration.unwrap_or(default_duration).max(1)),
-        drain: Duration::from_secs(l.drain),
-        inflight: l.inflight,
-        prefetch: l.prefetch,
-        ack_batch: l.ack_batch,
-        ack_inflight: l.ack_inflight,
-        max_tasks: l.max_tasks,
-        interval: Duration::from_secs(l.interval.unwrap_or(default_interval).max(1)),
-        server_pid: l.server_pid,
-    };
+    let w = workload_of(pace, &l, default_duration, default_interval)?;
     let show_progress = !quiet && std::io::stderr().is_terminal();
     let progress = show_progress.then(progress_line);
     let rt = runtime()?;
@@ -375,6 +419,41 @@ fn load(
         std::fs::write(path, plot::svg(&title, &outcome.series, window))?;
     }
     write_report(l.out.as_deref(), &doc)
+}
+
+/// The workload the options describe (checked).
+fn workload_of(pace: Pace, l: &Load, default_duration: u64, default_interval: u64) -> Result<Workload, LoadError> {
+    if l.producers == 0
+        || l.consumers == 0
+        || l.batch == 0
+        || l.inflight == 0
+        || l.ack_batch == 0
+        || l.ack_inflight == 0
+    {
+        return Err(LoadError::Backend(
+            "--producers, --consumers, --batch, --inflight, --ack-batch and --ack-inflight must be at least 1".into(),
+        ));
+    }
+    if pace == Pace::Fixed(0) {
+        return Err(LoadError::Backend("--rate must be at least 1".into()));
+    }
+    Ok(Workload {
+        pace,
+        producers: l.producers,
+        consumers: l.consumers,
+        batch: l.batch,
+        payload: l.payload.max(8),
+        warmup: Duration::from_secs(l.warmup),
+        duration: Duration::from_secs(l.duration.unwrap_or(default_duration).max(1)),
+        drain: Duration::from_secs(l.drain),
+        inflight: l.inflight,
+        prefetch: l.prefetch,
+        ack_batch: l.ack_batch,
+        ack_inflight: l.ack_inflight,
+        max_tasks: l.max_tasks,
+        interval: Duration::from_secs(l.interval.unwrap_or(default_interval).max(1)),
+        server_pid: l.server_pid,
+    })
 }
 
 async fn run_with<B: Backend>(b: B, w: &Workload, progress: Option<workload::OnTick>) -> Result<Outcome, LoadError> {
