@@ -248,9 +248,9 @@ async fn the_connection_limit_per_source_address_refuses_only_that_address() {
     assert!(ok, "a freed slot must accept a new connection from the same address");
 }
 
-/// An agent that grants credits and then stops reading: the tasks pushed to it pile up unwritten until they
-/// pass --max-write-buffer-bytes; the node closes that connection, its leases return at once, and another
-/// agent receives every task.
+/// An agent that grants credits and then stops reading (it still pings): the tasks pushed to it pile up
+/// unwritten past --max-write-buffer-bytes and its socket takes nothing for --write-stall-timeout; the node
+/// closes that connection, its leases return at once, and another agent receives every task.
 #[tokio::test]
 async fn a_consumer_that_stops_reading_is_disconnected_and_its_leases_return() {
     let s = Scheduler::start(&[
@@ -262,6 +262,8 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_its_leases_return() {
         "60000",
         "--max-write-buffer-bytes",
         "1048576",
+        "--write-stall-timeout",
+        "1s",
     ]);
     let mut slow = TcpStream::connect(&s.addr).await.unwrap();
     slow.write_all(&hello(Role::Agent, PROTOCOL_VERSION)).await.unwrap();
@@ -279,6 +281,16 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_its_leases_return() {
         }
     }
     eprintln!("TIMING submitted at {:?}", std::time::SystemTime::now());
+    // It stays alive: a ping every 200 ms (which also wakes its connection on the node).
+    let (mut slow_rd, mut slow_wr) = slow.into_split();
+    let pinger = tokio::spawn(async move {
+        for nonce in 0.. {
+            if slow_wr.write_all(&frame(&pb::Ping { nonce }.into())).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
     // The node gave up on the slow agent: every task is ready again and goes to an agent that reads (and
     // grants a credit back per task, as pm-agent does).
     let (good, mut leases) = s.agent().await;
@@ -299,7 +311,7 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_its_leases_return() {
     let mut sink = vec![0u8; 1 << 16];
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            match slow.read(&mut sink).await {
+            match slow_rd.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -307,4 +319,5 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_its_leases_return() {
     })
     .await;
     assert!(closed.is_ok(), "the slow consumer's connection is still open");
+    pinger.abort();
 }

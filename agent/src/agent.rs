@@ -69,6 +69,8 @@ pub struct AgentConfig {
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Longest wait for the nacks of the tasks handed back at the end of a drain.
 const HAND_BACK_PATIENCE: Duration = Duration::from_secs(5);
+/// A draining agent with nothing running leaves once nothing has arrived for this long.
+const DRAIN_SETTLE: Duration = Duration::from_millis(250);
 /// The reason a task handed back by a draining agent carries.
 pub const HANDED_BACK: &str = "handed back: the agent was shutting down";
 
@@ -151,9 +153,16 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
     tracing::info!(server = %home, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
     let (cfg, runner) = (Arc::new(cfg), Arc::new(runner));
     let mut drain = std::pin::pin!(drain);
+    // Draining: when the drain timeout ends (then: when the hand-back's nacks are given up on).
     let mut deadline = None;
+    let mut handed_back = false;
+    // Draining with nothing running: leave once no task has arrived for DRAIN_SETTLE (a task pushed before the
+    // scheduler saw the withdrawal may still be on its way).
+    let mut settled_at = None;
     loop {
         let event = tokio::select! {
+            // Events first: a task that arrived is registered before the agent decides it is idle.
+            biased;
             event = leases.next() => event,
             () = &mut drain, if deadline.is_none() => {
                 running.draining.cancel();
@@ -165,17 +174,28 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
                 }
                 continue;
             }
-            () = running.idle(), if deadline.is_some() => {
-                tracing::info!("drained: every running task finished");
-                return Ok(());
+            () = running.idle(), if deadline.is_some() && settled_at.is_none() => {
+                settled_at = Some(tokio::time::Instant::now() + DRAIN_SETTLE);
+                continue;
+            }
+            () = sleep_until(settled_at), if settled_at.is_some() => {
+                if running.len() == 0 {
+                    tracing::info!("drained: every running task finished");
+                    return Ok(());
+                }
+                settled_at = None;
+                continue;
             }
             () = sleep_until(deadline), if deadline.is_some() => {
+                if handed_back {
+                    tracing::warn!(tasks = running.len(), "hand-back not confirmed in time; the scheduler redelivers them");
+                    return Ok(());
+                }
                 let stopped = running.hand_back();
                 tracing::warn!(tasks = stopped, "drain timeout: stopping the running tasks and handing them back");
-                if tokio::time::timeout(HAND_BACK_PATIENCE, running.idle()).await.is_err() {
-                    tracing::warn!(tasks = running.len(), "hand-back not confirmed in time; the scheduler redelivers them");
-                }
-                return Ok(());
+                handed_back = true;
+                deadline = Some(tokio::time::Instant::now() + HAND_BACK_PATIENCE);
+                continue;
             }
         };
         let Some(event) = event else { break };
@@ -224,6 +244,8 @@ struct TaskLease {
     stop: CancellationToken,
     /// Set (before `stop` is cancelled) when a drain's timeout hands the task back.
     handed_back: AtomicBool,
+    /// Set once the run is over and its ack or nack is being sent: a drain's timeout leaves it alone.
+    reporting: AtomicBool,
 }
 
 impl TaskLease {
@@ -270,6 +292,7 @@ impl Running {
             stop: revoked.child_token(),
             revoked,
             handed_back: AtomicBool::new(false),
+            reporting: AtomicBool::new(false),
         });
         let mut map = self.map();
         map.insert(task.task_id, lease.clone());
@@ -289,14 +312,19 @@ impl Running {
         let _ = count.wait_for(|n| *n == 0).await;
     }
 
-    /// A drain's timeout: stops every running task so that it is handed back. Returns how many.
+    /// A drain's timeout: stops every task still running (not those already reporting) so that it is handed
+    /// back. Returns how many.
     fn hand_back(&self) -> usize {
         let map = self.map();
+        let mut n = 0;
         for lease in map.values() {
-            lease.handed_back.store(true, Ordering::SeqCst);
-            lease.stop.cancel();
+            if !lease.reporting.load(Ordering::SeqCst) {
+                lease.handed_back.store(true, Ordering::SeqCst);
+                lease.stop.cancel();
+                n += 1;
+            }
         }
-        map.len()
+        n
     }
 
     /// Cancels the task if it runs under `lease_id`; false if it is not running (any more).
@@ -391,6 +419,7 @@ async fn handle(
         Ok(task) => runner.run(&task, &dir, task_id, &lease.stop, None).await,
         Err(e) => TaskResult::failed(format!("invalid task: {e}")),
     };
+    lease.reporting.store(true, Ordering::SeqCst);
     keeper.abort();
     if lease.revoked.is_cancelled() {
         tracing::warn!(
@@ -398,9 +427,9 @@ async fn handle(
             lease_id = lease.lease_id(),
             "task cancelled by the scheduler: stopped, neither acked nor nacked"
         );
-    } else if lease.handed_back.load(Ordering::SeqCst) {
+    } else if lease.handed_back.load(Ordering::SeqCst) && !result.ok {
         hand_back(&client, &lease).await;
-    } else if lease.stop.is_cancelled() {
+    } else if lease.stop.is_cancelled() && !lease.handed_back.load(Ordering::SeqCst) {
         tracing::warn!(task_id, lease_id = lease.lease_id(), "lease lost: task stopped, another agent owns it now");
     } else if result.ok {
         let body = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());

@@ -344,9 +344,10 @@ impl AppSpec {
         if self.agent.image.trim().is_empty() {
             return Err(invalid("agent.image", "is empty"));
         }
-        if self.agent.drain_timeout_seconds == 0 {
-            return Err(invalid("agent.drainTimeoutSeconds", "must be at least 1"));
+        if self.agent.drain_timeout_seconds == 0 || self.agent.drain_timeout_seconds > 86_400 {
+            return Err(invalid("agent.drainTimeoutSeconds", "must be from 1 to 86400"));
         }
+        check_pull_policy("agent.imagePullPolicy", &self.agent.image_pull_policy)?;
         let api = &self.agent.direct_run_api;
         match (&api.token_secret, api.enabled) {
             (Some(s), _) => check_secret("agent.directRunApi.tokenSecret", s)?,
@@ -378,6 +379,10 @@ impl AppSpec {
             }
             if e.image.trim().is_empty() {
                 return Err(invalid(format!("executors[{i}].image"), "is empty"));
+            }
+            check_pull_policy(&format!("executors[{i}].imagePullPolicy"), &e.image_pull_policy)?;
+            if e.name == "agent" {
+                return Err(invalid(format!("executors[{i}].name"), "\"agent\" is the agent container's own name"));
             }
         }
         let a = &self.autoscaling;
@@ -626,12 +631,25 @@ impl AppSpec {
     }
 }
 
+fn check_pull_policy(field: &str, policy: &str) -> Result<(), AppError> {
+    match policy {
+        "Always" | "IfNotPresent" | "Never" => Ok(()),
+        other => Err(invalid(field, format!("{other:?} is not Always, IfNotPresent or Never"))),
+    }
+}
+
 fn check_secret(field: &str, s: &SecretKey) -> Result<(), AppError> {
     if !is_dns_label(&s.name, 253) && !s.name.split('.').all(|p| is_dns_label(p, 63)) {
         return Err(invalid(format!("{field}.name"), format!("{:?} is not a Secret name", s.name)));
     }
-    if s.key.is_empty() {
-        return Err(invalid(format!("{field}.key"), "is empty"));
+    if s.name.len() > 253 {
+        return Err(invalid(format!("{field}.name"), "is longer than 253 characters"));
+    }
+    if s.key.is_empty() || !s.key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(invalid(
+            format!("{field}.key"),
+            format!("{:?} is not a Secret key (letters, digits, - _ .)", s.key),
+        ));
     }
     Ok(())
 }

@@ -135,15 +135,20 @@ async fn slow_connection(
     mode: SlowMode,
     hold: Duration,
     opened: &AtomicUsize,
+    limit: &Semaphore,
 ) -> Result<Option<Duration>, LoadError> {
+    // The permit bounds the connects in flight, not the connections held.
+    let permit = limit.acquire().await.map_err(|e| LoadError::Backend(e.to_string()))?;
     // From before the connect: the server's clock starts at its accept, which a busy client may notice late.
     let start = Instant::now();
     let mut s = tokio::time::timeout(hold, connect(addr, Some(src)))
         .await
         .map_err(|_| LoadError::Backend("connect timed out".into()))??;
+    drop(permit);
     opened.fetch_add(1, Ordering::Relaxed);
-    if mode == SlowMode::Partial {
-        s.write_all(&[0, 0]).await?;
+    if mode == SlowMode::Partial && s.write_all(&[0, 0]).await.is_err() {
+        // Closed before we could even stall: the server closed it.
+        return Ok(Some(start.elapsed()));
     }
     let mut buf = [0u8; 256];
     let closed = tokio::time::timeout(hold, async {
@@ -169,17 +174,9 @@ pub async fn slowloris(pm: Pm, w: Workload, opts: SlowOptions) -> Result<SlowRep
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..opts.count {
         let (addr, opened, limit, o) = (pm.addr.clone(), opened.clone(), limit.clone(), opts.clone());
-        tasks.spawn(async move {
-            let permit = limit.acquire_owned().await.ok();
-            let src = source(o.first_source, i);
-            // The permit bounds only the connects in flight, not the waiting.
-            let conn = async {
-                let r = slow_connection(&addr, src, o.mode, o.hold, &opened).await;
-                drop(permit);
-                r
-            };
-            conn.await
-        });
+        tasks.spawn(
+            async move { slow_connection(&addr, source(o.first_source, i), o.mode, o.hold, &opened, &limit).await },
+        );
     }
     let attacked = workload::run(Arc::new(pm), w.clone(), None).await?;
     let (mut closed, mut open_failed) = (Vec::new(), 0usize);

@@ -123,10 +123,15 @@ pub struct Config {
     /// TOO_MANY_CONNECTIONS.
     #[arg(long, env = "PM_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
-    /// A connection whose unwritten output (replies, pushed tasks) grows past this many bytes, because its
-    /// peer stopped reading, is closed; an agent's leases return to their queues at once (0 = no limit).
+    /// A connection with more than this many bytes of output unwritten (replies, pushed tasks) whose socket
+    /// takes nothing for --write-stall-timeout (its peer stopped reading) is closed; an agent's leases return
+    /// to their queues at once (0 = no limit).
     #[arg(long, env = "PM_MAX_WRITE_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_write_buffer_bytes: usize,
+    /// See --max-write-buffer-bytes. The check runs when the connection wakes (a read, a reply, a push); a peer
+    /// that sends nothing either is closed by --idle-timeout.
+    #[arg(long, env = "PM_WRITE_STALL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_stall_timeout: Duration,
     /// Submits in flight per connection before the server stops reading from it.
     #[arg(long, env = "PM_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight_per_conn: usize,

@@ -162,6 +162,7 @@ impl Node {
                 handshake_timeout: cfg.handshake_timeout,
                 idle_timeout: cfg.idle_timeout(),
                 max_write_buffer_bytes: cfg.max_write_buffer_bytes,
+                write_stall_timeout: cfg.write_stall_timeout,
             },
             shards,
             next_conn: AtomicU64::new(1),

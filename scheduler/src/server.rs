@@ -38,8 +38,10 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Silence allowed after Hello.
     pub idle_timeout: Duration,
-    /// Unwritten output allowed per connection, bytes (0 = no limit).
+    /// Unwritten output allowed per connection, bytes (0 = no limit)...
     pub max_write_buffer_bytes: usize,
+    /// ...for this long with the socket taking nothing.
+    pub write_stall_timeout: Duration,
 }
 
 /// Open connections per source address, for `--max-connections-per-ip`.
@@ -168,8 +170,9 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
             Some(per_ip) if per_ip.acquire(peer.ip()) => {
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
+                    // Released however the connection's task ends (a panic included).
+                    let _slot = Slot(per_ip, peer.ip());
                     serve_any(stream, ctx).await;
-                    per_ip.release(peer.ip());
                 });
             }
             Some(_) => {
@@ -180,6 +183,15 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
                 tokio::spawn(refuse(stream, ctx.cfg.max_frame_bytes, msg));
             }
         }
+    }
+}
+
+/// A connection's place in [`PerIp`], given back when dropped.
+struct Slot(Arc<PerIp>, IpAddr);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
 

@@ -111,6 +111,20 @@ struct Busy {
     lent: bool,
     /// Replies waiting for more parts, by request id.
     merges: IdMap<u64, Merge>,
+    /// Since when more than the write bound has waited with the socket taking nothing.
+    stalled_since: Option<tokio::time::Instant>,
+}
+
+/// `--max-write-buffer-bytes` and `--write-stall-timeout`: a connection with more than `bytes` unwritten that
+/// takes nothing for `stall` is closed (`bytes` 0: never).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteBound {
+    pub(crate) bytes: usize,
+    pub(crate) stall: Duration,
+}
+
+impl WriteBound {
+    const NONE: WriteBound = WriteBound { bytes: 0, stall: Duration::ZERO };
 }
 
 impl Busy {
@@ -151,8 +165,9 @@ impl Busy {
 impl<S: Transport> Conn<S> {
     /// Takes everything queued in the outbox, encodes it (merging reply parts), and writes what the socket
     /// takes. `Err` when writing failed.
-    /// More than `max_wbuf` bytes left unwritten (0 = no limit) is an error: the peer stopped reading.
-    fn pump_out(&mut self, cx: &mut Context<'_>, inflight: &mut usize, max_wbuf: usize) -> io::Result<()> {
+    /// More than `bound.bytes` left unwritten while the socket takes nothing for `bound.stall` is an error: the
+    /// peer stopped reading. (A burst over the bound that the peer keeps reading is fine.)
+    fn pump_out(&mut self, cx: &mut Context<'_>, inflight: &mut usize, bound: WriteBound) -> io::Result<()> {
         if !self.closed {
             self.rx.register(cx.waker());
             let max_frame = self.max_frame;
@@ -181,19 +196,37 @@ impl<S: Transport> Conn<S> {
                 busy.batch = batch;
             }
         }
-        let Some(busy) = self.busy.as_mut() else { return Ok(()) };
+        let Some(busy) = self.busy.as_mut() else {
+            // Nothing of ours is unwritten, but a TLS session may still hold records the socket did not take.
+            return match self.stream.poll_push(cx) {
+                Poll::Ready(Err(e)) => Err(e),
+                _ => Ok(()),
+            };
+        };
         while !busy.wbuf.is_empty() {
             match self.stream.poll_send(cx, &busy.wbuf) {
-                Poll::Pending if max_wbuf > 0 && busy.wbuf.len() > max_wbuf => {
-                    metrics::counter!(m::REFUSED, "reason" => "slow_consumer").increment(1);
-                    let unwritten = busy.wbuf.len();
-                    tracing::warn!(unwritten, "closing a connection that stopped reading (--max-write-buffer-bytes)");
-                    return Err(io::Error::other("slow consumer"));
+                Poll::Pending => {
+                    if bound.bytes > 0 && busy.wbuf.len() > bound.bytes {
+                        let now = tokio::time::Instant::now();
+                        let since = *busy.stalled_since.get_or_insert(now);
+                        if now.duration_since(since) >= bound.stall {
+                            metrics::counter!(m::REFUSED, "reason" => "slow_consumer").increment(1);
+                            let unwritten = busy.wbuf.len();
+                            tracing::warn!(
+                                unwritten,
+                                "closing a connection that stopped reading (--max-write-buffer-bytes)"
+                            );
+                            return Err(io::Error::other("slow consumer"));
+                        }
+                    }
+                    return Ok(());
                 }
-                Poll::Pending => return Ok(()),
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => busy.wbuf.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    busy.wbuf.advance(n);
+                    busy.stalled_since = None;
+                }
             }
         }
         match self.stream.poll_push(cx) {
@@ -268,7 +301,9 @@ impl<S: Transport> Conn<S> {
         let limit = ctx.server.cfg.max_inflight_per_conn;
         let mut frames = 0;
         loop {
-            if self.pump_out(cx, &mut ctx.inflight, ctx.server.cfg.max_write_buffer_bytes).is_err() {
+            let bound =
+                WriteBound { bytes: ctx.server.cfg.max_write_buffer_bytes, stall: ctx.server.cfg.write_stall_timeout };
+            if self.pump_out(cx, &mut ctx.inflight, bound).is_err() {
                 return Poll::Ready(Exit::WriteFailed);
             }
             if self.closed {
@@ -322,7 +357,7 @@ impl<S: Transport> Conn<S> {
     /// Writes everything queued up to the `Close`, then half-closes the socket.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut inflight = 0;
-        self.pump_out(cx, &mut inflight, 0)?;
+        self.pump_out(cx, &mut inflight, WriteBound::NONE)?;
         if self.closed && self.busy.as_ref().is_none_or(|b| b.wbuf.is_empty()) {
             Poll::Ready(Ok(()))
         } else {
