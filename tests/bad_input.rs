@@ -321,3 +321,19 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_its_leases_return() {
     assert!(closed.is_ok(), "the slow consumer's connection is still open");
     pinger.abort();
 }
+
+/// Before Hello, frames are bounded by 64 KiB whatever --max-frame-bytes allows: an unauthenticated peer that
+/// sends a large length prefix and stalls is refused at once instead of making the node reserve the frame.
+/// After Hello the configured limit applies.
+#[tokio::test]
+async fn frames_before_hello_are_bounded_by_64_kib() {
+    let s = Scheduler::start(&[]);
+    let mut prefix = (1u32 << 20).to_be_bytes().to_vec();
+    prefix.extend_from_slice(&[0u8; 16]);
+    let (code, msg) = last_error(&raw(&s, &prefix).await);
+    assert_eq!(code, ErrorCode::FrameTooLarge, "{msg}");
+    assert!(msg.contains("65536"), "{msg}");
+    // A 1 MiB task after Hello is fine (the default limit is 4 MiB).
+    let p = s.client(ConnectOptions::producer()).await;
+    p.submit_one(task("big", &vec![1u8; 1 << 20])).await.unwrap();
+}

@@ -43,6 +43,8 @@ pub type ConnId = u64;
 
 /// Room reserved for a read: the kernel hands over at most this much per call.
 const READ_CHUNK: usize = 8 * 1024;
+/// Largest frame before the handshake is done (a Hello is a few hundred bytes).
+const HELLO_MAX_BYTES: usize = 64 * 1024;
 /// Frames handled in one poll before the task yields to the others.
 const FRAME_BUDGET: usize = 256;
 
@@ -374,13 +376,19 @@ impl<S: Transport> Conn<S> {
 pub fn serve<S: Transport>(stream: S, server: Arc<ServerCtx>) -> impl std::future::Future<Output = ()> + Send {
     let id = server.next_conn.fetch_add(1, Ordering::Relaxed);
     let (out, rx) = channel();
-    let mut conn = Conn { stream, rx, busy: None, max_frame: server.cfg.max_frame_bytes, closed: false };
+    // Until Hello is accepted, frames are bounded by HELLO_MAX_BYTES: an unauthenticated peer cannot make the
+    // node reserve a whole --max-frame-bytes buffer by sending a length prefix and stalling.
+    let max_frame = server.cfg.max_frame_bytes.min(HELLO_MAX_BYTES);
+    let mut conn = Conn { stream, rx, busy: None, max_frame, closed: false };
     let mut ctx = ConnCtx { id, role: Role::Unspecified, out, server, inflight: 0 };
     async move {
         // Boxed: the handshake's timer and state are gone once it is over, instead of sizing every
         // connection's future for the rest of its life.
         match Box::pin(handshake(&mut conn, &ctx)).await {
-            Some(role) => ctx.role = role,
+            Some(role) => {
+                ctx.role = role;
+                conn.max_frame = ctx.server.cfg.max_frame_bytes;
+            }
             None => {
                 ctx.server.connections.fetch_sub(1, Ordering::Relaxed);
                 return;
