@@ -70,7 +70,8 @@ async fn bad_clients_get_an_error_and_a_closed_connection() {
     assert!(msg.contains("65536"), "{msg}");
 
     // A request before Hello.
-    let submit = frame(&pb::Submit { request_id: 1, tasks: vec![task("q", b"x")], failover: false }.into());
+    let submit =
+        frame(&pb::Submit { request_id: 1, tasks: vec![task("q", b"x")], failover: false, notify: false }.into());
     assert_eq!(last_error(&raw(&s, &submit).await).0, ErrorCode::HandshakeRequired);
 
     // An unsupported protocol version.
@@ -159,7 +160,9 @@ async fn pipelined_submits_beyond_the_inflight_limit_are_all_answered() {
     let mut c = TcpStream::connect(&s.addr).await.unwrap();
     let mut bytes = hello(Role::Producer, PROTOCOL_VERSION);
     for request_id in 1..=20 {
-        bytes.extend(frame(&pb::Submit { request_id, tasks: vec![task("q", b"x")], failover: false }.into()));
+        bytes.extend(frame(
+            &pb::Submit { request_id, tasks: vec![task("q", b"x")], failover: false, notify: false }.into(),
+        ));
     }
     c.write_all(&bytes).await.unwrap();
     assert!(matches!(read_frame(&mut c).await.kind, Some(Kind::Welcome(_))));

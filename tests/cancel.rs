@@ -212,7 +212,13 @@ async fn cancel_through_the_client_revokes_the_lease_and_answers_per_id() {
     }
     assert_eq!(a.extend(vec![t.lease_id], 0).await.unwrap(), vec![ErrorCode::StaleLease]);
     assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::StaleLease]);
-    let nack = NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: String::new(), released: false };
+    let nack = NackItem {
+        lease_id: t.lease_id,
+        retry_after_ms: 0,
+        reason: String::new(),
+        released: false,
+        ..Default::default()
+    };
     assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::StaleLease]);
     for q in ["q0", "q1", "q2", "q3", "q4", "q5"] {
         a.credit(q, 1).await.unwrap();

@@ -304,6 +304,7 @@ async fn idle_agents_steal_work_from_a_peer_and_their_acks_reach_the_owner() {
                 retry_after_ms: 0,
                 reason: "again".into(),
                 released: false,
+                ..Default::default()
             };
             assert_eq!(a.extend(vec![t.lease_id], 0).await.unwrap(), vec![ErrorCode::Ok], "extends are forwarded");
             assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);

@@ -220,8 +220,13 @@ async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
     p.submit_one(pm_protocol::pb::TaskSpec { max_attempts: 1, ..task("obs", b"dead") }).await.unwrap();
     a.credit("obs", 1).await.unwrap();
     let t = next_lease(&mut leases).await;
-    let nack =
-        pm_protocol::pb::NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "boom".into(), released: false };
+    let nack = pm_protocol::pb::NackItem {
+        lease_id: t.lease_id,
+        retry_after_ms: 0,
+        reason: "boom".into(),
+        released: false,
+        ..Default::default()
+    };
     a.nack(vec![nack]).await.unwrap();
     {
         let (gone, mut gone_leases) = s.agent().await;

@@ -93,9 +93,15 @@ async fn stats_and_dead_letters() {
     a.credit("jobs", 1).await.unwrap();
     let t = next_lease(&mut leases).await;
     assert_eq!(t.task_id, id);
-    a.nack(vec![NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "exit 1".into(), released: false }])
-        .await
-        .unwrap();
+    a.nack(vec![NackItem {
+        lease_id: t.lease_id,
+        retry_after_ms: 0,
+        reason: "exit 1".into(),
+        released: false,
+        ..Default::default()
+    }])
+    .await
+    .unwrap();
 
     let out = pmctl(&s.addr, &["stats", "--json"], None);
     assert!(out.status.success());

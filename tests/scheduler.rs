@@ -70,6 +70,7 @@ async fn nack_with_delay_redelivers_later() {
             retry_after_ms: 1500,
             reason: "try later".into(),
             released: false,
+            ..Default::default()
         }])
         .await
         .unwrap();
@@ -163,8 +164,13 @@ async fn max_attempts_dead_letter_then_redrive() {
     for attempt in 1..=2 {
         let t = next_lease(&mut leases).await;
         assert_eq!(t.attempt, attempt);
-        let nack =
-            NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: format!("boom {attempt}"), released: false };
+        let nack = NackItem {
+            lease_id: t.lease_id,
+            retry_after_ms: 0,
+            reason: format!("boom {attempt}"),
+            released: false,
+            ..Default::default()
+        };
         assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);
     }
     assert_no_lease(&mut leases, Duration::from_millis(200)).await;
@@ -190,9 +196,15 @@ async fn dead_letters_survive_restart() {
         let (a, mut leases) = s.agent().await;
         a.credit("q", 1).await.unwrap();
         let t = next_lease(&mut leases).await;
-        a.nack(vec![NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "bad".into(), released: false }])
-            .await
-            .unwrap();
+        a.nack(vec![NackItem {
+            lease_id: t.lease_id,
+            retry_after_ms: 0,
+            reason: "bad".into(),
+            released: false,
+            ..Default::default()
+        }])
+        .await
+        .unwrap();
         // An idle round trip after the nack lets its dead-letter record reach the log.
         s.client(ConnectOptions::admin()).await.stats().await.unwrap();
         id
@@ -397,7 +409,13 @@ async fn only_a_peer_node_may_release_a_delivery_without_it_counting() {
         let (a, mut leases) = Client::connect_agent(&s.addr, peer).await.unwrap();
         a.credit("rel", 1).await.unwrap();
         let t = next_lease(&mut leases).await;
-        let item = NackItem { lease_id: t.lease_id, retry_after_ms: 0, reason: "not started".into(), released: true };
+        let item = NackItem {
+            lease_id: t.lease_id,
+            retry_after_ms: 0,
+            reason: "not started".into(),
+            released: true,
+            ..Default::default()
+        };
         assert_eq!(a.nack(vec![item]).await.unwrap(), vec![ErrorCode::Ok]);
     }
     // The agent's claim was ignored (attempt 1 counted), the peer's honoured (attempt 2 not counted).

@@ -415,9 +415,10 @@ async fn handle(
     let duration = Duration::from_millis(leased.deadline_unix_ms.saturating_sub(now_ms()).max(300));
     let keeper = tokio::spawn(keep_alive(client.clone(), running.clone(), lease.clone(), duration));
     let dir = task_dir(&cfg.work_root, task_id);
-    let result = match pm_protocol::pipeline::parse_task(&leased.payload) {
-        Ok(task) => runner.run(&task, &dir, task_id, &lease.stop, None).await,
-        Err(e) => TaskResult::failed(format!("invalid task: {e}")),
+    // A task that is not a valid pipeline fails the same way on every agent: it is not retried.
+    let (result, permanent) = match pm_protocol::pipeline::parse_task(&leased.payload) {
+        Ok(task) => (runner.run(&task, &dir, task_id, &lease.stop, None).await, false),
+        Err(e) => (TaskResult::failed(format!("invalid task: {e}")), true),
     };
     lease.reporting.store(true, Ordering::SeqCst);
     keeper.abort();
@@ -449,12 +450,15 @@ async fn handle(
         let reason = result.error.clone().unwrap_or_else(|| "failed".into());
         let backoff = cfg.retry_backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF);
         tracing::info!(task_id, attempt, "task failed: {reason}");
+        let body = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
         let nack = |lease_id| {
             let item = NackItem {
                 lease_id,
                 retry_after_ms: backoff.as_millis() as u64,
                 reason: reason.clone(),
                 released: false,
+                result: body.clone(),
+                fail: permanent,
             };
             client.nack(vec![item])
         };
@@ -477,7 +481,13 @@ async fn handle(
 /// Nacks a task stopped by a drain's timeout, asking for no delay: another agent takes it at once. (It counts
 /// as an attempt, as a disconnect does: only scheduler nodes may release a delivery for free.)
 async fn hand_back(client: &Client, lease: &TaskLease) {
-    let item = NackItem { lease_id: lease.lease_id(), retry_after_ms: 0, reason: HANDED_BACK.into(), released: false };
+    let item = NackItem {
+        lease_id: lease.lease_id(),
+        retry_after_ms: 0,
+        reason: HANDED_BACK.into(),
+        released: false,
+        ..Default::default()
+    };
     match client.nack(vec![item]).await {
         Ok(codes) if codes.first() == Some(&ErrorCode::Ok) => {
             tracing::info!(task_id = lease.task_id, "handed back to the scheduler");

@@ -16,7 +16,7 @@ fn submit() -> Envelope {
     let tasks = (0..64)
         .map(|i| TaskSpec { payload: Bytes::from(vec![i as u8; 256]), queue: "bench".into(), ..Default::default() })
         .collect();
-    Submit { request_id: 1, tasks, failover: false }.into()
+    Submit { request_id: 1, tasks, failover: false, notify: false }.into()
 }
 
 fn leased() -> Envelope {

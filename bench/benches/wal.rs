@@ -23,7 +23,7 @@ const BODY: usize = 256;
 fn open(backend: &str, dir: &Path) -> Box<dyn TaskStore> {
     match backend {
         "wal" => Box::new(Wal::open(dir, WalOptions::default()).expect("open wal").0),
-        _ => Box::new(SledStore::open(dir).expect("open sled").0),
+        _ => Box::new(SledStore::open(dir, 100_000).expect("open sled").0),
     }
 }
 

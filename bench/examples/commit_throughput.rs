@@ -63,7 +63,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inner: Box<dyn TaskStore> = match backend {
         "wal" => Box::new(Wal::open(dir.path(), WalOptions::default()).expect("open wal").0),
-        _ => Box::new(SledStore::open(dir.path()).expect("open sled").0),
+        _ => Box::new(SledStore::open(dir.path(), 100_000).expect("open sled").0),
     };
     let counts = Arc::new(Mutex::new((0, 0)));
     let committer = Committer::start(Box::new(Counting { inner, counts: counts.clone() }), mode);

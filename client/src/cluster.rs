@@ -144,7 +144,7 @@ impl Cluster {
                 let specs: Vec<TaskSpec> = idx.iter().map(|&i| tasks[i].clone()).collect();
                 async move {
                     let r = match self.client(&node).await {
-                        Ok(c) => c.submit_inner(specs, failover).await,
+                        Ok(c) => c.submit_inner(specs, failover, false).await,
                         Err(e) => Err(e),
                     };
                     (idx, r)

@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) next_id: Arc<AtomicU64>,
     /// `Reclaimed` events pushed so far.
     pub(crate) reclaims: Arc<AtomicU64>,
+    /// Where `Completed` messages go (a client made with `connect_watching`).
+    pub(crate) completed: Option<mpsc::UnboundedSender<pb::TaskStatus>>,
 }
 
 /// Runs until every handle is dropped (or the connection breaks and reconnecting is off).
@@ -88,7 +90,8 @@ pub(crate) async fn run(
     let mut credits: HashMap<String, u64> = HashMap::new();
     loop {
         let mut pending: Pending = HashMap::new();
-        let reason = session(&mut conn, &mut cmds, &leases, &mut pending, &mut credits, opts.ping_interval).await;
+        let reason =
+            session(&mut conn, &mut cmds, &leases, &shared, &mut pending, &mut credits, opts.ping_interval).await;
         for (_, reply) in pending.drain() {
             let _ = reply.send(Err(Error::new(ErrorKind::Disconnected, reason.clone())));
         }
@@ -256,6 +259,7 @@ async fn session(
     conn: &mut Conn,
     cmds: &mut mpsc::Receiver<Command>,
     leases: &Option<mpsc::UnboundedSender<AgentEvent>>,
+    shared: &Shared,
     pending: &mut Pending,
     credits: &mut HashMap<String, u64>,
     ping_every: Duration,
@@ -313,6 +317,12 @@ async fn session(
                         }
                         continue;
                     }
+                    Some(Kind::Completed(c)) => {
+                        if let (Some(tx), Some(task)) = (&shared.completed, c.task) {
+                            let _ = tx.send(task);
+                        }
+                        continue;
+                    }
                     Some(Kind::Ping(p)) => {
                         if conn.send(Envelope::from(pb::Pong { nonce: p.nonce })).await.is_err() {
                             return "write failed".into();
@@ -330,6 +340,8 @@ async fn session(
                     Kind::Redirect(m) => m.request_id,
                     Kind::CancelReply(m) => m.request_id,
                     Kind::ReclaimReply(m) => m.request_id,
+                    Kind::StatusReply(m) => m.request_id,
+                    Kind::WatchReply(m) => m.request_id,
                     Kind::Error(e) if e.request_id != 0 => e.request_id,
                     Kind::Error(e) => return format!("server error {}: {}", e.code, e.message),
                     _ => continue,

@@ -81,6 +81,22 @@ impl AgentEvent {
     }
 }
 
+/// Tasks that finished, as the server reports them (`Completed`) to a client made with
+/// [`Client::connect_watching`]: for each task watched ([`Client::watch`]) or submitted with
+/// [`Client::submit_notify`] on the current connection. Registrations end with the connection: after a
+/// reconnect, watch again (a task reported twice is harmless).
+#[derive(Debug)]
+pub struct Completions {
+    rx: mpsc::UnboundedReceiver<pb::TaskStatus>,
+}
+
+impl Completions {
+    /// The next finished task, or `None` once the client is gone.
+    pub async fn next(&mut self) -> Option<pb::TaskStatus> {
+        self.rx.recv().await
+    }
+}
+
 /// Events pushed to an agent (leased tasks, revocations, reclaim results), in arrival order. Ends when the connection is
 /// closed for good.
 #[derive(Debug)]
@@ -107,6 +123,14 @@ impl Client {
         Ok(client)
     }
 
+    /// Connects as a producer or admin that also hears when tasks finish: returns the handle and the stream of
+    /// [`Completions`].
+    pub async fn connect_watching(addr: &str, opts: ConnectOptions) -> Result<(Client, Completions), Error> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (client, _leases) = Self::connect_with(addr, opts, false, Some(tx)).await?;
+        Ok((client, Completions { rx }))
+    }
+
     /// Connects as an agent (or a peer node, [`ConnectOptions::peer`]): returns the handle and the stream of
     /// leased tasks and revocations.
     pub async fn connect_agent(addr: &str, opts: ConnectOptions) -> Result<(Client, Leases), Error> {
@@ -120,6 +144,15 @@ impl Client {
         opts: ConnectOptions,
         agent: bool,
     ) -> Result<(Client, Option<mpsc::UnboundedReceiver<AgentEvent>>), Error> {
+        Self::connect_with(addr, opts, agent, None).await
+    }
+
+    async fn connect_with(
+        addr: &str,
+        opts: ConnectOptions,
+        agent: bool,
+        completed: Option<mpsc::UnboundedSender<pb::TaskStatus>>,
+    ) -> Result<(Client, Option<mpsc::UnboundedReceiver<AgentEvent>>), Error> {
         let (framed, welcome) = conn::connect(addr, &opts).await?;
         let (tx, rx) = mpsc::channel(1024);
         let (lease_tx, lease_rx) = if agent {
@@ -131,7 +164,7 @@ impl Client {
         let request_timeout = opts.request_timeout;
         let next_id = Arc::new(AtomicU64::new(1));
         let reclaims = Arc::new(AtomicU64::new(0));
-        let shared = conn::Shared { next_id: next_id.clone(), reclaims: reclaims.clone() };
+        let shared = conn::Shared { next_id: next_id.clone(), reclaims: reclaims.clone(), completed };
         tokio::spawn(conn::run(addr.to_string(), opts, framed, rx, lease_tx, shared));
         let client = Client { tx, next_id, request_timeout, welcome: Arc::new(welcome), reclaims };
         Ok((client, lease_rx))
@@ -166,12 +199,23 @@ impl Client {
 
     /// Submits tasks; returns one result per task, in order, once they are durable.
     pub async fn submit(&self, tasks: Vec<TaskSpec>) -> Result<Vec<SubmitResult>, Error> {
-        self.submit_inner(tasks, false).await
+        self.submit_inner(tasks, false, false).await
+    }
+
+    /// As [`Client::submit`], and the server reports each accepted task on [`Completions`] when it finishes
+    /// (see [`Client::connect_watching`]).
+    pub async fn submit_notify(&self, tasks: Vec<TaskSpec>) -> Result<Vec<SubmitResult>, Error> {
+        self.submit_inner(tasks, false, true).await
     }
 
     /// Cluster mode: a Submit the node takes although it may not own the keys (the owner is unreachable).
-    pub(crate) async fn submit_inner(&self, tasks: Vec<TaskSpec>, failover: bool) -> Result<Vec<SubmitResult>, Error> {
-        let env = self.request(|request_id| pb::Submit { request_id, tasks, failover }.into()).await?;
+    pub(crate) async fn submit_inner(
+        &self,
+        tasks: Vec<TaskSpec>,
+        failover: bool,
+        notify: bool,
+    ) -> Result<Vec<SubmitResult>, Error> {
+        let env = self.request(|request_id| pb::Submit { request_id, tasks, failover, notify }.into()).await?;
         match env.kind {
             Some(Kind::SubmitAck(a)) => Ok(a.results),
             other => Err(unexpected(other)),
@@ -238,6 +282,28 @@ impl Client {
         let env = self.request(|request_id| pb::Cancel { request_id, task_ids }.into()).await?;
         match env.kind {
             Some(Kind::CancelReply(r)) => {
+                Ok(r.codes.into_iter().map(|c| ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal)).collect())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Producers and admins: what the server knows of these tasks, one status per id, in order (`code`
+    /// `NOT_FOUND`: unknown here, or finished longer ago than the server keeps outcomes).
+    pub async fn status(&self, task_ids: Vec<u64>) -> Result<Vec<pb::TaskStatus>, Error> {
+        let env = self.request(|request_id| pb::Status { request_id, task_ids }.into()).await?;
+        match env.kind {
+            Some(Kind::StatusReply(r)) => Ok(r.tasks),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Producers and admins: report these tasks on [`Completions`] when they finish (at once for those that
+    /// have). One code per id: `OK`, or `NOT_FOUND` (unknown, or its outcome is no longer kept).
+    pub async fn watch(&self, task_ids: Vec<u64>) -> Result<Vec<ErrorCode>, Error> {
+        let env = self.request(|request_id| pb::Watch { request_id, task_ids }.into()).await?;
+        match env.kind {
+            Some(Kind::WatchReply(r)) => {
                 Ok(r.codes.into_iter().map(|c| ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal)).collect())
             }
             other => Err(unexpected(other)),

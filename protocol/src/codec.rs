@@ -181,7 +181,8 @@ mod tests {
             (any::<u64>(), vec(task, 0..6)).prop_map(|(request_id, tasks)| pb::Submit {
                 request_id,
                 tasks,
-                failover: false
+                failover: false,
+                notify: false,
             }
             .into()),
             any::<u64>().prop_map(|nonce| pb::Ping { nonce }.into()),
@@ -196,6 +197,7 @@ mod tests {
                         retry_after_ms,
                         reason,
                         released,
+                        ..Default::default()
                     });
                     pb::Nack { request_id, items: items.collect() }.into()
                 }
@@ -246,6 +248,7 @@ mod tests {
             request_id: 7,
             tasks: vec![pb::TaskSpec { payload: vec![1u8; 300].into(), queue: "q".into(), ..Default::default() }],
             failover: false,
+            notify: false,
         }
         .into()
     }

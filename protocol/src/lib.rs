@@ -53,7 +53,8 @@ into_envelope! {
     DeadLetterList => DeadLetterList, DeadLetterListReply => DeadLetterListReply,
     DeadLetterRedrive => DeadLetterRedrive, DeadLetterRedriveReply => DeadLetterRedriveReply,
     Ping => Ping, Pong => Pong, Redirect => Redirect, Cancel => Cancel, CancelReply => CancelReply,
-    Revoke => Revoke, Reclaim => Reclaim, ReclaimReply => ReclaimReply,
+    Revoke => Revoke, Reclaim => Reclaim, ReclaimReply => ReclaimReply, Status => Status,
+    StatusReply => StatusReply, Watch => Watch, WatchReply => WatchReply, Completed => Completed,
 }
 
 impl pb::Error {
@@ -92,6 +93,11 @@ impl Kind {
             Kind::Revoke(_) => "revoke",
             Kind::Reclaim(_) => "reclaim",
             Kind::ReclaimReply(_) => "reclaim_reply",
+            Kind::Status(_) => "status",
+            Kind::StatusReply(_) => "status_reply",
+            Kind::Watch(_) => "watch",
+            Kind::WatchReply(_) => "watch_reply",
+            Kind::Completed(_) => "completed",
         }
     }
 }

@@ -150,6 +150,17 @@ pub struct Config {
     /// How long an idempotency key is remembered (across restarts).
     #[arg(long, env = "PM_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_window: Duration,
+    /// How long the outcome of a finished task (state, attempts, times, the agent's result) is kept for
+    /// `pmctl status` and `Watch`, across restarts (0 = not kept).
+    #[arg(long, env = "PM_RESULT_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub result_retention: Duration,
+    /// Most outcomes kept by this node; beyond it, the oldest are forgotten first.
+    #[arg(long, env = "PM_MAX_RESULTS", default_value_t = 100_000)]
+    pub max_results: usize,
+    /// Largest result document an agent may report that is kept with an outcome (a larger one is left out,
+    /// and the outcome says so).
+    #[arg(long, env = "PM_MAX_RESULT_BYTES", default_value_t = 64 * 1024)]
+    pub max_result_bytes: usize,
     /// How long a disconnected agent's leases are kept before redelivery (0 = at once).
     #[arg(long, env = "PM_DISCONNECT_GRACE", default_value = "0s", value_parser = parse_duration)]
     pub disconnect_grace: Duration,
@@ -174,6 +185,15 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// How many outcomes the store keeps: `--max-results`, or none with `--result-retention 0`.
+    pub fn kept_results(&self) -> usize {
+        if self.result_retention.is_zero() {
+            0
+        } else {
+            self.max_results
+        }
+    }
+
     /// Checks every value and relation between values. Call before binding anything.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |s: String| Err(ConfigError(s));

@@ -13,6 +13,10 @@ pub const NACKED: &str = "pm_tasks_nacked_total";
 pub const REDELIVERED: &str = "pm_tasks_redelivered_total";
 /// Counter: tasks moved to the dead-letter set.
 pub const DEAD_LETTERED: &str = "pm_tasks_dead_lettered_total";
+/// Counter: tasks an agent reported failed for good (a final nack: not retried, not dead-lettered).
+pub const FAILED: &str = "pm_tasks_failed_total";
+/// Gauge: outcomes of finished tasks kept for status queries (`--result-retention`, `--max-results`).
+pub const RESULTS_KEPT: &str = "pm_results_kept";
 /// Counter: tasks cancelled (durably) by a producer or admin.
 pub const CANCELLED: &str = "pm_tasks_cancelled_total";
 /// Counter: reclaim items answered (label `outcome`: `ok`, `stale` or `not_found`).
@@ -75,6 +79,8 @@ pub fn describe() {
     describe_counter!(REDELIVERED, Unit::Count, "Deliveries whose lease expired or whose agent left.");
     describe_counter!(DEAD_LETTERED, Unit::Count, "Tasks moved to the dead-letter set.");
     describe_counter!(CANCELLED, Unit::Count, "Tasks cancelled (durably).");
+    describe_counter!(FAILED, Unit::Count, "Tasks an agent reported failed for good (not retried).");
+    describe_gauge!(RESULTS_KEPT, Unit::Count, "Outcomes of finished tasks kept for status queries.");
     describe_counter!(RECLAIMED, Unit::Count, "Reclaim items answered, by outcome.");
     describe_counter!(STALE_LEASES, Unit::Count, "Ack, nack or extend quoting an unknown lease id, by op.");
     describe_counter!(REFUSED, Unit::Count, "Frames or connections refused, by reason.");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_protocol::pb::StoredTask;
+use pm_protocol::pb::{StoredTask, TaskStatus};
 use pm_protocol::pipeline::queue_or_default;
 use pm_protocol::ring::{Ring, TASK_ID_NODE_SHIFT};
 use pm_protocol::Message as _;
@@ -70,20 +70,22 @@ impl Node {
                 // A record holds the payload plus the task's options (queue, keys): bounded by the payload limit.
                 let opts = WalOptions {
                     segment_bytes: cfg.segment_bytes,
-                    max_record_bytes: cfg.max_payload_bytes + RECORD_OVERHEAD,
+                    max_record_bytes: cfg.max_payload_bytes.max(cfg.max_result_bytes) + RECORD_OVERHEAD,
+                    max_results: cfg.kept_results(),
                     ..WalOptions::default()
                 };
                 let (wal, rec) = Wal::open(&cfg.data.join("wal"), opts)?;
                 (Box::new(wal), rec)
             }
             StoreKind::Sled => {
-                let (s, rec) = SledStore::open(&cfg.data.join("sled"))?;
+                let (s, rec) = SledStore::open(&cfg.data.join("sled"), cfg.kept_results())?;
                 (Box::new(s), rec)
             }
         };
         tracing::info!(
             tasks = recovered.tasks.len(),
             idempotency_keys = recovered.idempotency.len(),
+            results = recovered.results.len(),
             max_task_id = recovered.max_task_id,
             "store recovered"
         );
@@ -107,6 +109,11 @@ impl Node {
                 .unwrap_or_default();
             per_shard[shard_of_queue(&queue, n)].push(t);
         }
+        let mut results_per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
+        for r in recovered.results {
+            let queue = TaskStatus::decode(r.body.clone()).map(|s| s.queue).unwrap_or_default();
+            results_per_shard[shard_of_queue(queue_or_default(&queue), n)].push(r);
+        }
         let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
         let (steal, steal_rx) = crate::steal::channel();
         let steal = stealing.then_some(steal);
@@ -119,11 +126,15 @@ impl Node {
             max_frame_bytes: cfg.max_frame_bytes,
             disconnect_grace: cfg.disconnect_grace,
             reclaim_grace: Duration::from_millis(cfg.reclaim_grace_ms),
+            result_retention: cfg.result_retention,
+            max_results: cfg.kept_results().div_ceil(n),
+            max_result_bytes: cfg.max_result_bytes,
         };
         let shards: Vec<_> = per_shard
             .into_iter()
+            .zip(results_per_shard)
             .enumerate()
-            .map(|(i, tasks)| {
+            .map(|(i, (tasks, results))| {
                 Shard::spawn(
                     i,
                     n,
@@ -132,6 +143,7 @@ impl Node {
                     next_task_id.clone(),
                     tasks,
                     recovered.idempotency.clone(),
+                    results,
                 )
             })
             .collect();

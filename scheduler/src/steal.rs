@@ -353,7 +353,7 @@ impl Stealer {
         let mut groups: HashMap<usize, Vec<NackItem>> = HashMap::new();
         for lease_id in lease_ids {
             if let Some(s) = self.forget(lease_id) {
-                let item = NackItem { lease_id: s.remote_lease, retry_after_ms: 0, reason: reason.into(), released };
+                let item = NackItem { lease_id: s.remote_lease, reason: reason.into(), released, ..Default::default() };
                 groups.entry(s.peer).or_default().push(item);
             }
         }

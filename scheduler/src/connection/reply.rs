@@ -44,6 +44,8 @@ pub enum Part {
     Cancel(Vec<(usize, ErrorCode)>),
     /// Reclaim results by index in the request (only for the task ids this shard owns).
     Reclaim(Vec<(usize, pb::ReclaimResult)>),
+    /// Task statuses by index in the request (only for the task ids this shard knows).
+    Status(Vec<(usize, pb::TaskStatus)>),
 }
 
 /// A reply being assembled.
@@ -74,6 +76,11 @@ pub enum Reply {
     Cancel(Vec<i32>),
     /// ReclaimReply: one result per item, `NOT_FOUND` until the owning shard says otherwise.
     Reclaim(Vec<pb::ReclaimResult>),
+    /// StatusReply: one status per task id, `NOT_FOUND` until the owning shard says otherwise.
+    Status(Vec<pb::TaskStatus>),
+    /// WatchReply: one code per task id (merged from [`Part::Cancel`] parts), `NOT_FOUND` until a shard
+    /// knows the task.
+    Watch(Vec<i32>),
 }
 
 impl Merge {
@@ -101,7 +108,7 @@ impl Merge {
                 all.truncate(*limit);
             }
             (Reply::Redrive(n), Part::Redrive(k)) => *n += k,
-            (Reply::Cancel(all), Part::Cancel(items)) => {
+            (Reply::Cancel(all) | Reply::Watch(all), Part::Cancel(items)) => {
                 for (i, c) in items {
                     if let Some(slot) = all.get_mut(i) {
                         *slot = c as i32;
@@ -109,6 +116,13 @@ impl Merge {
                 }
             }
             (Reply::Reclaim(all), Part::Reclaim(items)) => {
+                for (i, r) in items {
+                    if let Some(slot) = all.get_mut(i) {
+                        *slot = r;
+                    }
+                }
+            }
+            (Reply::Status(all), Part::Status(items)) => {
                 for (i, r) in items {
                     if let Some(slot) = all.get_mut(i) {
                         *slot = r;
@@ -132,6 +146,8 @@ impl Merge {
             Reply::Redrive(redriven) => pb::DeadLetterRedriveReply { request_id, redriven }.into(),
             Reply::Cancel(codes) => pb::CancelReply { request_id, codes }.into(),
             Reply::Reclaim(results) => pb::ReclaimReply { request_id, results }.into(),
+            Reply::Status(tasks) => pb::StatusReply { request_id, tasks }.into(),
+            Reply::Watch(codes) => pb::WatchReply { request_id, codes }.into(),
         }
     }
 }

@@ -19,7 +19,7 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
     let Some(kind) = env.kind else { return false };
     let allowed = match (&kind, ctx.role) {
         (Kind::Ping(_) | Kind::Pong(_), _) => true,
-        (Kind::Submit(_) | Kind::Cancel(_), Role::Producer | Role::Admin) => true,
+        (Kind::Submit(_) | Kind::Cancel(_) | Kind::Status(_) | Kind::Watch(_), Role::Producer | Role::Admin) => true,
         (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::Reclaim(_), Role::Agent) => true,
         (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::StatsRequest(_), Role::Peer) => true,
         (Kind::StatsRequest(_) | Kind::DeadLetterList(_) | Kind::DeadLetterRedrive(_), Role::Admin) => true,
@@ -39,7 +39,10 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
             | Kind::Redirect(_)
             | Kind::CancelReply(_)
             | Kind::Revoke(_)
-            | Kind::ReclaimReply(_),
+            | Kind::ReclaimReply(_)
+            | Kind::StatusReply(_)
+            | Kind::WatchReply(_)
+            | Kind::Completed(_),
             _,
         ) => {
             let msg = format!("{} is sent only by servers", kind.name());
@@ -69,6 +72,8 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         Kind::DeadLetterRedrive(r) => admin::redrive(ctx, r),
         Kind::Cancel(c) => cancel::handle(ctx, c),
         Kind::Reclaim(r) => reclaim::handle(ctx, r),
+        Kind::Status(r) => cancel::status(ctx, r),
+        Kind::Watch(r) => cancel::watch(ctx, r),
         _ => {}
     }
     true
@@ -90,6 +95,8 @@ fn request_id_of(kind: &Kind) -> u64 {
         Kind::DeadLetterRedrive(r) => r.request_id,
         Kind::Cancel(c) => c.request_id,
         Kind::Reclaim(r) => r.request_id,
+        Kind::Status(r) => r.request_id,
+        Kind::Watch(r) => r.request_id,
         _ => 0,
     }
 }

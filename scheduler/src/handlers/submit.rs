@@ -14,7 +14,7 @@ use crate::shard::{shard_of_queue, ShardMsg};
 /// Handles a Submit. Takes one of the connection's in-flight slots until the reply is written: at the limit
 /// the connection stops reading (backpressure on a producer that never reads its replies).
 pub fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
-    let request_id = submit.request_id;
+    let (request_id, notify) = (submit.request_id, submit.notify);
     let cfg = &ctx.server.cfg;
     if submit.tasks.len() > cfg.max_batch {
         let msg = format!("{} tasks in one submit; the limit is {}", submit.tasks.len(), cfg.max_batch);
@@ -46,7 +46,7 @@ pub fn handle(ctx: &mut ConnCtx, submit: pb::Submit) {
     let merge = Merge { parts: groups.len(), reply: Reply::Submit(results), holds_slot: true };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
     for (shard, items) in groups {
-        ctx.server.shards[shard].send(ShardMsg::Submit { out: ctx.out.clone(), request_id, items });
+        ctx.server.shards[shard].send(ShardMsg::Submit { out: ctx.out.clone(), request_id, items, notify });
     }
 }
 

@@ -11,17 +11,18 @@
 //! and a lease id carries its shard (`lease_id % shards`), so acks go straight to the owner.
 
 mod queue;
+mod status;
 #[cfg(test)]
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use pm_protocol::pb::{self, DeadLetter, LeasedTask, QueueStats, StoredTask, SubmitResult, TaskSpec};
+use pm_protocol::pb::{self, DeadLetter, LeasedTask, QueueStats, StoredTask, SubmitResult, TaskSpec, TaskState};
 use pm_protocol::{ErrorCode, Message as _};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
@@ -31,7 +32,7 @@ use crate::idmap::{IdMap, IdSet};
 use crate::metrics as m;
 use crate::steal::{StealHandle, StealMsg};
 use crate::store::committer::CommitterHandle;
-use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredTask, StoreError};
+use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError};
 pub use queue::{Queue, ReadyEntry};
 
 /// Settings a shard needs.
@@ -54,6 +55,12 @@ pub struct ShardConfig {
     pub steal: Option<StealHandle>,
     /// The node's ordinal in the top bits of its lease ids (0 for a single node; see [`LEASE_NODE_SHIFT`]).
     pub lease_prefix: u64,
+    /// How long the outcome of a finished task is kept (zero: not kept; finishing writes a bare tombstone).
+    pub result_retention: Duration,
+    /// Most outcomes this shard keeps (beyond it, the oldest go first).
+    pub max_results: usize,
+    /// Largest result document kept with an outcome; a larger one is left out (the outcome says so).
+    pub max_result_bytes: usize,
 }
 
 /// How long a task taken from a peer may wait for an agent here before it is given back.
@@ -70,6 +77,8 @@ pub enum ShardMsg {
         request_id: u64,
         /// Tasks for this shard.
         items: Vec<(usize, TaskSpec)>,
+        /// Send `out` a `Completed` for each accepted task when it finishes.
+        notify: bool,
     },
     /// An agent (or a peer node) grants credits on a queue.
     Credit {
@@ -153,6 +162,25 @@ pub enum ShardMsg {
         /// The connection.
         conn: ConnId,
     },
+    /// Task status: `items` are (index in the request, task id), the whole request (ids of other shards are
+    /// left out of this shard's answer).
+    Status {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// (index, task id).
+        items: Vec<(usize, u64)>,
+    },
+    /// Send `out` a `Completed` when each task finishes (at once if it has): as [`ShardMsg::Status`].
+    Watch {
+        /// Where the answer and the `Completed` messages go.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// (index, task id).
+        items: Vec<(usize, u64)>,
+    },
     /// Queue counters.
     Stats {
         /// Reply channel.
@@ -204,9 +232,17 @@ enum State {
     /// stopped): not delivered until the reclaim grace ends, but its agent may reclaim it.
     Held,
     Leased(u64),
-    /// Ack tombstone written (acked or cancelled), not yet durable.
+    /// Ack tombstone written (acked, failed or cancelled), not yet durable.
     Acking,
-    Dead(String),
+    Dead(Box<Dead>),
+}
+
+/// Why a task is dead, and what its last attempt reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dead {
+    reason: String,
+    /// The result document of the failed last attempt (kept in memory only; empty after a restart).
+    result: Bytes,
 }
 
 #[derive(Debug)]
@@ -226,6 +262,8 @@ struct Task {
     ready_since: Instant,
     /// When it was submitted, wall clock (for [`m::END_TO_END_SECONDS`]; 0 if unknown).
     submitted_unix_ms: u64,
+    /// When its newest delivery was leased, wall clock (0: never, or not since the restart).
+    started_unix_ms: u64,
 }
 
 #[derive(Debug)]
@@ -270,14 +308,26 @@ enum Waiter {
         out: OutTx,
         request_id: u64,
         items: Vec<(usize, ErrorCode)>,
-        acked: Vec<u64>,
+        acked: Vec<(u64, Option<Outcome>)>,
     },
     Cancel {
         out: OutTx,
         request_id: u64,
         items: Vec<(usize, ErrorCode)>,
-        cancelled: Vec<u64>,
+        cancelled: Vec<(u64, Option<Outcome>)>,
     },
+    /// Tasks that failed for good (a final nack, answered already): finished once durable.
+    Failed {
+        failed: Vec<(u64, Option<Outcome>)>,
+    },
+}
+
+/// The outcome of a finishing task: kept (as `body`) once its round is durable and sent to its watchers.
+#[derive(Debug)]
+struct Outcome {
+    status: pb::TaskStatus,
+    /// `status` encoded, as written in the task's Finish record.
+    body: Bytes,
 }
 
 /// The shard's latency histograms.
@@ -368,6 +418,12 @@ pub struct Shard {
     /// Tasks whose round failed while later rounds were still in flight: a duplicate submit in a later round
     /// must not be told "already enqueued as X" when X never became durable.
     failed_ids: IdSet<u64>,
+    /// Outcomes of finished tasks (encoded [`pb::TaskStatus`]), kept for `result_retention`.
+    results: IdMap<u64, Bytes>,
+    /// `results` by (expiry, task id), oldest first.
+    result_order: VecDeque<(u64, u64)>,
+    /// Connections to send a `Completed` when a task finishes.
+    watchers: IdMap<u64, Vec<OutTx>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -386,6 +442,7 @@ impl Shard {
         next_task_id: Arc<AtomicU64>,
         tasks: Vec<RecoveredTask>,
         idem: Vec<RecoveredIdem>,
+        results: Vec<RecoveredResult>,
     ) -> ShardHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut shard = Shard {
@@ -420,8 +477,12 @@ impl Shard {
             held: Vec::new(),
             hold_until: None,
             failed_ids: IdSet::default(),
+            results: IdMap::default(),
+            result_order: VecDeque::new(),
+            watchers: IdMap::default(),
         };
         shard.restore(tasks, idem);
+        shard.restore_results(results);
         tokio::spawn(shard.run(rx));
         ShardHandle { tx }
     }
@@ -443,7 +504,7 @@ impl Shard {
             task.attempts = rt.attempts;
             task.submitted_unix_ms = stored.submitted_unix_ms;
             if let Some(reason) = rt.dead_reason {
-                task.state = State::Dead(reason);
+                task.state = State::Dead(Box::new(Dead { reason, result: Bytes::new() }));
                 self.queues[q as usize].dead.insert(rt.task_id);
             } else if stored.not_before_unix_ms > now_ms {
                 let at = now + Duration::from_millis(stored.not_before_unix_ms - now_ms);
@@ -504,6 +565,7 @@ impl Shard {
             idem,
             ready_since: Instant::now(),
             submitted_unix_ms: 0,
+            started_unix_ms: 0,
         }
     }
 
@@ -530,6 +592,7 @@ impl Shard {
                 }
                 _ = tick.tick() => {
                     self.expire_idempotency();
+                    self.expire_results();
                     self.release_foreign();
                     self.update_gauges();
                 }
@@ -541,7 +604,7 @@ impl Shard {
 
     fn handle(&mut self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Submit { out, request_id, items } => self.on_submit(out, request_id, items),
+            ShardMsg::Submit { out, request_id, items, notify } => self.on_submit(out, request_id, items, notify),
             ShardMsg::Credit { conn, out, queue, n, set, peer } => {
                 let q = self.queue_id(&queue);
                 self.agents.entry(conn).or_default().out = Some(out);
@@ -573,6 +636,11 @@ impl Shard {
             ShardMsg::Cancel { out, request_id, items } => self.on_cancel(out, request_id, items),
             ShardMsg::Reclaim { conn, out, request_id, items } => self.on_reclaim(conn, out, request_id, items),
             ShardMsg::Disconnected { conn } => self.on_disconnect(conn),
+            ShardMsg::Status { out, request_id, items } => {
+                let found = items.into_iter().filter_map(|(i, id)| Some((i, self.status_of(id)?))).collect();
+                let _ = out.send(Outbound::Part { request_id, part: Part::Status(found) });
+            }
+            ShardMsg::Watch { out, request_id, items } => self.on_watch(out, request_id, items),
             ShardMsg::Stats { out, request_id } => {
                 let stats = self.queues.iter().map(|q| self.queue_stats(q)).collect();
                 let _ = out.send(Outbound::Part { request_id, part: Part::Stats(stats) });
@@ -590,7 +658,7 @@ impl Shard {
         }
     }
 
-    fn on_submit(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, TaskSpec)>) {
+    fn on_submit(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, TaskSpec)>, notify: bool) {
         let received = Instant::now();
         let now_ms = now_unix_ms();
         let mut results = Vec::with_capacity(items.len());
@@ -609,7 +677,11 @@ impl Shard {
             if let Some(k) = &idem_key {
                 if let Some((task_id, exp)) = self.idem.get(k) {
                     if *exp > now_ms {
-                        results.push((idx, SubmitResult { task_id: *task_id, duplicate: true, ..Default::default() }));
+                        let task_id = *task_id;
+                        results.push((idx, SubmitResult { task_id, duplicate: true, ..Default::default() }));
+                        if notify {
+                            self.watch(task_id, &out);
+                        }
                         continue;
                     }
                 }
@@ -641,6 +713,9 @@ impl Shard {
                 self.idem_expiry.push_back((i.expires_unix_ms, i.key));
             }
             self.tasks.insert(task_id, task);
+            if notify {
+                self.watchers.entry(task_id).or_default().push(out.clone());
+            }
             new_tasks.push(task_id);
             results.push((idx, SubmitResult { task_id, ..Default::default() }));
         }
@@ -651,14 +726,14 @@ impl Shard {
     fn on_ack(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, u64, Bytes)>) {
         let mut codes = Vec::with_capacity(items.len());
         let mut acked = Vec::new();
-        for (idx, lease_id, _result) in items {
+        for (idx, lease_id, result) in items {
             match self.end_lease(lease_id) {
                 Some(task_id) => {
                     if let Some(t) = self.tasks.get_mut(&task_id) {
                         t.state = State::Acking;
                     }
-                    self.records.push(Record::Ack { task_id });
-                    acked.push(task_id);
+                    let outcome = self.finish_record(task_id, TaskState::Succeeded, result, String::new());
+                    acked.push((task_id, outcome));
                     codes.push((idx, ErrorCode::Ok));
                 }
                 None => {
@@ -672,8 +747,20 @@ impl Shard {
 
     fn on_nack(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, pb::NackItem)>) {
         let mut codes = Vec::with_capacity(items.len());
+        let mut failed = Vec::new();
         for (idx, item) in items {
             match self.end_lease(item.lease_id) {
+                Some(task_id) if item.fail => {
+                    metrics::counter!(m::NACKED).increment(1);
+                    metrics::counter!(m::FAILED).increment(1);
+                    if let Some(t) = self.tasks.get_mut(&task_id) {
+                        t.state = State::Acking;
+                    }
+                    let reason = if item.reason.is_empty() { "failed (not retried)".to_string() } else { item.reason };
+                    let outcome = self.finish_record(task_id, TaskState::Failed, item.result, reason);
+                    failed.push((task_id, outcome));
+                    codes.push((idx, ErrorCode::Ok));
+                }
                 Some(task_id) => {
                     metrics::counter!(m::NACKED).increment(1);
                     if item.released {
@@ -684,7 +771,7 @@ impl Shard {
                         }
                     }
                     let reason = if item.reason.is_empty() { "nacked by agent".to_string() } else { item.reason };
-                    self.retry_or_bury(task_id, Duration::from_millis(item.retry_after_ms), reason);
+                    self.retry_or_bury(task_id, Duration::from_millis(item.retry_after_ms), reason, item.result);
                     codes.push((idx, ErrorCode::Ok));
                 }
                 None => {
@@ -694,6 +781,9 @@ impl Shard {
             }
         }
         let _ = out.send(Outbound::Part { request_id, part: Part::Lease(codes) });
+        if !failed.is_empty() {
+            self.waiters.push(Waiter::Failed { failed });
+        }
     }
 
     fn on_extend(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, u64)>, extend_ms: u32) {
@@ -748,8 +838,8 @@ impl Shard {
                 }
                 Some(lease_id) => self.revoke(lease_id, task_id),
             }
-            self.records.push(Record::Ack { task_id });
-            cancelled.push(task_id);
+            let outcome = self.finish_record(task_id, TaskState::Cancelled, Bytes::new(), "cancelled".into());
+            cancelled.push((task_id, outcome));
             codes.push((idx, ErrorCode::Ok));
         }
         for (q, ids) in unqueue {
@@ -902,16 +992,19 @@ impl Shard {
         Some(lease.task_id)
     }
 
-    /// A delivery failed: make the task ready again (after `after`) or dead-letter it.
-    fn retry_or_bury(&mut self, task_id: u64, after: Duration, reason: String) {
+    /// A delivery failed: make the task ready again (after `after`) or dead-letter it (keeping `result`, what
+    /// the failed attempt reported, and telling its watchers).
+    fn retry_or_bury(&mut self, task_id: u64, after: Duration, reason: String, result: Bytes) {
+        let result = self.bounded_result(result);
         let Some(t) = self.tasks.get_mut(&task_id) else { return };
         let q = t.queue;
         if t.attempts >= t.max_attempts {
             let reason = format!("attempt {}/{}: {reason}", t.attempts, t.max_attempts);
-            t.state = State::Dead(reason.clone());
+            t.state = State::Dead(Box::new(Dead { reason: reason.clone(), result }));
             self.queues[q as usize].dead.insert(task_id);
             self.records.push(Record::DeadLetter { task_id, reason });
             metrics::counter!(m::DEAD_LETTERED).increment(1);
+            self.notify_dead(task_id);
         } else if after.is_zero() {
             t.state = State::Ready;
             t.ready_since = Instant::now();
@@ -947,7 +1040,7 @@ impl Shard {
             }
             if let Some(task_id) = self.end_lease(lease_id) {
                 metrics::counter!(m::REDELIVERED).increment(1);
-                self.retry_or_bury(task_id, Duration::ZERO, "lease expired".into());
+                self.retry_or_bury(task_id, Duration::ZERO, "lease expired".into(), Bytes::new());
             }
         }
         for qi in 0..self.queues.len() {
@@ -1018,6 +1111,7 @@ impl Shard {
             let lease_id = mint_lease(&mut self.next_lease, self.cfg.lease_prefix, self.shards, self.index);
             task.attempts += 1;
             task.state = State::Leased(lease_id);
+            task.started_unix_ms = wall;
             self.hist.dispatch.record(now.saturating_duration_since(task.ready_since).as_secs_f64());
             let deadline = now + task.lease;
             // Not `add_lease`: `out` still borrows `agent.out`.
@@ -1158,6 +1252,7 @@ impl Shard {
                             let failed: HashSet<u64> = new_tasks.iter().copied().collect();
                             self.failed_ids.extend(failed.iter().copied());
                             for task_id in new_tasks {
+                                self.watchers.remove(&task_id);
                                 if let Some(t) = self.tasks.remove(&task_id) {
                                     if let Some(k) = t.idem {
                                         self.idem.remove(&k);
@@ -1176,12 +1271,15 @@ impl Shard {
                 }
                 Waiter::Ack { out, request_id, mut items, acked } => {
                     let now_ms = now_unix_ms();
-                    for task_id in acked {
+                    for (task_id, outcome) in acked {
                         if let Some(t) = self.tasks.remove(&task_id) {
                             if result.is_ok() && t.submitted_unix_ms > 0 {
                                 let secs = now_ms.saturating_sub(t.submitted_unix_ms) as f64 / 1000.0;
                                 self.hist.end_to_end.record(secs);
                             }
+                        }
+                        if result.is_ok() {
+                            self.finished(task_id, outcome);
                         }
                     }
                     match result {
@@ -1199,16 +1297,17 @@ impl Shard {
                 Waiter::Cancel { out, request_id, mut items, cancelled } => {
                     match result {
                         Ok(()) => {
-                            for task_id in &cancelled {
-                                self.tasks.remove(task_id);
-                            }
                             metrics::counter!(m::CANCELLED).increment(cancelled.len() as u64);
+                            for (task_id, outcome) in cancelled {
+                                self.tasks.remove(&task_id);
+                                self.finished(task_id, outcome);
+                            }
                         }
                         Err((code, _)) => {
                             // The tombstone is not confirmed (with a full disk it was not written at all): the
                             // task is still live on disk, so it stays live here too (ready again; a revoked
                             // lease is not given back).
-                            for task_id in cancelled {
+                            for (task_id, _) in cancelled {
                                 self.unfinish(task_id);
                             }
                             for (_, c) in items.iter_mut() {
@@ -1219,6 +1318,17 @@ impl Shard {
                         }
                     }
                     let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(items) });
+                }
+                Waiter::Failed { failed } => {
+                    for (task_id, outcome) in failed {
+                        if result.is_ok() {
+                            self.tasks.remove(&task_id);
+                            self.finished(task_id, outcome);
+                        } else {
+                            // Not confirmed durable: the task is still live on disk, so it is here too.
+                            self.unfinish(task_id);
+                        }
+                    }
                 }
             }
         }
@@ -1276,7 +1386,7 @@ impl Shard {
             for task_id in q.dead.iter().take(limit.saturating_sub(out.len())) {
                 if let Some(t) = self.tasks.get(task_id) {
                     let reason = match &t.state {
-                        State::Dead(r) => r.clone(),
+                        State::Dead(d) => d.reason.clone(),
                         _ => String::new(),
                     };
                     out.push(DeadLetter {

@@ -44,7 +44,12 @@ impl TaskStore for Flaky {
 }
 
 fn open_wal(dir: &Path) -> (Wal, Recovered) {
-    let opts = WalOptions { segment_bytes: 64 << 10, max_record_bytes: 16 << 10, compact_live_ratio: 0.25 };
+    let opts = WalOptions {
+        segment_bytes: 64 << 10,
+        max_record_bytes: 16 << 10,
+        compact_live_ratio: 0.25,
+        ..WalOptions::default()
+    };
     Wal::open(dir, opts).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
@@ -77,9 +82,13 @@ impl Harness {
             reclaim_grace,
             steal: None,
             lease_prefix: 0,
+            result_retention: Duration::from_secs(60),
+            max_results: 1000,
+            max_result_bytes: 1024,
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
-        let shard = Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new());
+        let shard =
+            Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new(), rec.results.clone());
         let (out, rx) = connection::channel();
         let (agent_out, agent_rx) = connection::channel();
         let h = Harness { shard, committer: Some(committer), fail, out, rx, agent_out, agent_rx, next_request: 1 };
@@ -113,7 +122,7 @@ impl Harness {
     async fn submit(&mut self, specs: Vec<TaskSpec>) -> Vec<u64> {
         let request_id = self.request_id();
         let items = specs.into_iter().enumerate().collect();
-        self.shard.send(ShardMsg::Submit { out: self.out.clone(), request_id, items });
+        self.shard.send(ShardMsg::Submit { out: self.out.clone(), request_id, items, notify: false });
         match self.part(request_id).await {
             Part::Submit(results) => results
                 .into_iter()
@@ -231,7 +240,8 @@ async fn cancel_removes_ready_delayed_and_leased_tasks_durably_and_revokes_the_l
     let ack =
         h.lease_op(|out, request_id| ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }).await;
     assert_eq!(ack, ErrorCode::StaleLease);
-    let nack_item = pb::NackItem { lease_id, retry_after_ms: 0, reason: String::new(), released: false };
+    let nack_item =
+        pb::NackItem { lease_id, retry_after_ms: 0, reason: String::new(), released: false, ..Default::default() };
     let nack = h.lease_op(|out, request_id| ShardMsg::Nack { out, request_id, items: vec![(0, nack_item)] }).await;
     assert_eq!(nack, ErrorCode::StaleLease);
     let ext = h

@@ -17,16 +17,21 @@ use super::{FsyncMode, IdemKey, Record, Recovered, RecoveredTask, StoreError, St
 /// How the suite opens a backend.
 trait Backend {
     /// Opens the store in `dir`.
-    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError>;
+    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
+        Self::open_keeping(dir, 100_000)
+    }
+    /// Opens the store in `dir`, keeping at most `max_results` results.
+    fn open_keeping(dir: &Path, max_results: usize) -> Result<(Box<dyn TaskStore>, Recovered), StoreError>;
     /// Most files the store may keep once everything is acked and maintained.
     const IDLE_SEGMENTS: u64;
 }
 
 struct WalBackend;
 impl Backend for WalBackend {
-    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
+    fn open_keeping(dir: &Path, max_results: usize) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
         // Small segments so that rollover, deletion and compaction happen within the tests.
-        let opts = WalOptions { segment_bytes: 64 << 10, max_record_bytes: 16 << 10, compact_live_ratio: 0.25 };
+        let opts =
+            WalOptions { segment_bytes: 64 << 10, max_record_bytes: 16 << 10, compact_live_ratio: 0.25, max_results };
         let (wal, recovered) = Wal::open(dir, opts)?;
         Ok((Box::new(wal), recovered))
     }
@@ -35,8 +40,8 @@ impl Backend for WalBackend {
 
 struct SledBackend;
 impl Backend for SledBackend {
-    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
-        let (store, recovered) = SledStore::open(dir)?;
+    fn open_keeping(dir: &Path, max_results: usize) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
+        let (store, recovered) = SledStore::open(dir, max_results)?;
         Ok((Box::new(store), recovered))
     }
     const IDLE_SEGMENTS: u64 = 1;
@@ -156,6 +161,96 @@ fn idempotency_survives_reopen_and_ack_until_expiry<B: Backend>() {
     assert_eq!(keys, vec!["q/long"]);
     assert_eq!(rec.idempotency[0].expires_unix_ms, now + 3_600_000);
     assert!(rec.tasks.is_empty());
+}
+
+fn finish(task_id: u64, expires_unix_ms: u64) -> Record {
+    Record::Finish { task_id, expires_unix_ms, body: Bytes::from(format!("outcome {task_id}")) }
+}
+
+fn results_survive_reopen_until_expiry_within_the_maximum<B: Backend>() {
+    const SHORT_MS: u64 = 2_500;
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix_ms();
+    let hour = 3_600_000;
+    let (mut store, _) = B::open_keeping(dir.path(), 3).unwrap();
+    store.append(&(1..=7).map(|id| enqueue(id, "task")).collect::<Vec<_>>()).unwrap();
+    store
+        .append(&[
+            finish(1, now + hour),
+            finish(2, now + hour + 1),
+            finish(3, now + hour - 1),
+            finish(4, now - 1),
+            finish(5, now + SHORT_MS),
+            Record::Ack { task_id: 6 },
+        ])
+        .unwrap();
+    store.sync().unwrap();
+    assert_eq!(store.stats().results, 3, "room for three");
+    drop(store);
+
+    // Four unexpired results, room for three: the one expiring soonest (5) went; the expired one (4) too.
+    let (mut store, rec) = B::open_keeping(dir.path(), 3).unwrap();
+    let kept: Vec<(u64, &[u8])> = rec.results.iter().map(|r| (r.task_id, r.body.as_ref())).collect();
+    assert_eq!(kept, vec![(3, &b"outcome 3"[..]), (1, b"outcome 1"), (2, b"outcome 2")], "ordered by expiry");
+    assert_eq!(rec.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![7], "a Finish ends its task");
+    assert!(rec.max_task_id >= 7);
+    store.append(&[finish(7, now + SHORT_MS)]).unwrap();
+    store.sync().unwrap();
+    drop(store);
+
+    // A smaller maximum at open keeps the ones expiring last; the short one expires.
+    let (mut store, rec) = B::open_keeping(dir.path(), 2).unwrap();
+    assert_eq!(rec.results.iter().map(|r| r.task_id).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(rec.tasks.is_empty());
+    store.append(&[finish(8, now + SHORT_MS)]).unwrap();
+    store.sync().unwrap();
+    while now_unix_ms() <= now + SHORT_MS {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    store.maintain(now_unix_ms()).unwrap();
+    assert_eq!(store.stats().results, 2);
+    drop(store);
+    let (_, rec) = B::open_keeping(dir.path(), 2).unwrap();
+    assert_eq!(rec.results.iter().map(|r| r.task_id).collect::<Vec<_>>(), vec![1, 2]);
+    // Keeping none forgets them all.
+    let (store, rec) = B::open_keeping(dir.path(), 0).unwrap();
+    assert!(rec.results.is_empty());
+    assert_eq!(store.stats().results, 0);
+}
+
+fn kept_results_do_not_grow_the_store_without_bound<B: Backend>() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = now_unix_ms();
+    let (mut store, _) = B::open_keeping(dir.path(), 50).unwrap();
+    let body = "x".repeat(200);
+    // Task 1's result expires last: it stays while thousands of others come and go around it.
+    store.append(&[enqueue(1, &body), finish(1, now + 7_200_000)]).unwrap();
+    let mut most_files = 0;
+    for batch in 0..40u64 {
+        let ids = batch * 50 + 2..=batch * 50 + 51;
+        store.append(&ids.clone().map(|id| enqueue(id, &body)).collect::<Vec<_>>()).unwrap();
+        let finishes: Vec<Record> = ids
+            .map(|task_id| Record::Finish {
+                task_id,
+                expires_unix_ms: now + 3_600_000 + task_id,
+                body: body.clone().into(),
+            })
+            .collect();
+        store.append(&finishes).unwrap();
+        store.sync().unwrap();
+        store.maintain(now_unix_ms()).unwrap();
+        most_files = most_files.max(store.stats().segments);
+    }
+    let stats = store.stats();
+    assert_eq!((stats.live_tasks, stats.results), (0, 50));
+    assert!(most_files <= B::IDLE_SEGMENTS + 2, "up to {most_files} files");
+    drop(store);
+    let (_, rec) = B::open_keeping(dir.path(), 50).unwrap();
+    let ids: Vec<u64> = rec.results.iter().map(|r| r.task_id).collect();
+    assert_eq!(ids.len(), 50);
+    assert_eq!(ids.last(), Some(&1), "the long-lived result was carried along");
+    assert_eq!(ids[0], 2001 - 48, "the newest others");
+    assert!(rec.results.iter().all(|r| r.body.len() == 200 || r.task_id == 1));
 }
 
 /// What the spy saw, in order.
@@ -437,6 +532,14 @@ macro_rules! conformance {
             #[test]
             fn many_concurrent_submitters_all_complete() {
                 super::many_concurrent_submitters_all_complete::<$backend>();
+            }
+            #[test]
+            fn results_survive_reopen_until_expiry_within_the_maximum() {
+                super::results_survive_reopen_until_expiry_within_the_maximum::<$backend>();
+            }
+            #[test]
+            fn kept_results_do_not_grow_the_store_without_bound() {
+                super::kept_results_do_not_grow_the_store_without_bound::<$backend>();
             }
             #[test]
             fn recovery_after_committer_shutdown() {

@@ -9,8 +9,8 @@
 //!   arrived while the previous `sync` ran, appends them all, syncs once, and only then completes them.
 //!
 //! Records carry opaque task bodies (`Bytes`): the store never interprets a task, it only keeps the newest
-//! state of each live one (its body, attempt count and dead-letter mark) and the idempotency keys that
-//! have not yet expired.
+//! state of each live one (its body, attempt count and dead-letter mark), the idempotency keys that have not
+//! yet expired, and the outcomes of finished tasks until they expire (at most a configured number of them).
 
 pub mod committer;
 pub mod sled_store;
@@ -60,6 +60,16 @@ pub enum Record {
         /// Task concerned.
         task_id: u64,
     },
+    /// The task is finished (as [`Record::Ack`]) and its outcome `body` is kept until `expires_unix_ms`, or
+    /// until the store holds more than its maximum of results (those that expire soonest go first).
+    Finish {
+        /// Task concerned.
+        task_id: u64,
+        /// Wall-clock expiry of the result, ms since the Unix epoch.
+        expires_unix_ms: u64,
+        /// Encoded outcome, opaque to the store.
+        body: Bytes,
+    },
 }
 
 /// An idempotency key and the moment it may be forgotten.
@@ -95,6 +105,17 @@ pub struct RecoveredIdem {
     pub expires_unix_ms: u64,
 }
 
+/// A kept result found at recovery (see [`Record::Finish`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredResult {
+    /// The finished task.
+    pub task_id: u64,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_unix_ms: u64,
+    /// The outcome given at finish.
+    pub body: Bytes,
+}
+
 /// Everything a store knows when it opens.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovered {
@@ -105,6 +126,8 @@ pub struct Recovered {
     /// At least the largest task id ever appended to this store, even if that task is long gone.
     /// New ids must be allocated above it.
     pub max_task_id: u64,
+    /// Unexpired results, at most the store's maximum, ordered by expiry (then task id).
+    pub results: Vec<RecoveredResult>,
 }
 
 /// Sizes a store reports for metrics and `pmctl stats`.
@@ -116,6 +139,8 @@ pub struct StoreStats {
     pub segments: u64,
     /// Live tasks the store holds.
     pub live_tasks: u64,
+    /// Results of finished tasks the store keeps.
+    pub results: u64,
 }
 
 /// When the committer makes appended records durable.
@@ -192,8 +217,9 @@ pub trait TaskStore: Send + 'static {
     fn append(&mut self, records: &[Record]) -> Result<(), StoreError>;
     /// Makes everything appended so far durable (`fdatasync` or equivalent).
     fn sync(&mut self) -> Result<(), StoreError>;
-    /// Housekeeping when idle: drop dead segments, compact sparse ones forward, forget expired keys.
-    /// Must keep every live task and unexpired key. `now_unix_ms` is wall-clock time.
+    /// Housekeeping when idle: drop dead segments, compact sparse ones forward, forget expired keys and
+    /// results. Must keep every live task, unexpired key and unexpired result within the store's maximum.
+    /// `now_unix_ms` is wall-clock time.
     fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError>;
     /// Current sizes.
     fn stats(&self) -> StoreStats;

@@ -10,10 +10,14 @@
 //!   reason utf-8`. Kept apart from the body so an Attempt rewrites a few bytes, not the whole task.
 //! - `task_body`: task id → the opaque body.
 //! - `idempotency`: key → `task_id u64 BE | expires_unix_ms u64 BE`.
+//! - `results`: task id → `expires_unix_ms u64 BE | outcome`. Which ones go first (expired, or beyond the
+//!   maximum) is decided from an in-memory index of (expiry, id); the extras are removed right after the
+//!   transaction that added them, and again at open if a crash came in between.
 //! - the default tree: `max_task_id` → u64 BE, so ids are never reused after every task is gone.
 //!
 //! A batch is applied in one sled transaction across the trees (all or nothing); `sync` is `Db::flush`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -21,7 +25,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::wal::now_unix_ms;
-use super::{Record, Recovered, RecoveredIdem, RecoveredTask, StoreError, StoreStats, TaskStore};
+use super::{Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore};
 
 const META_MAX_TASK_ID: &[u8] = b"max_task_id";
 
@@ -33,6 +37,11 @@ pub struct SledStore {
     states: sled::Tree,
     bodies: sled::Tree,
     idem: sled::Tree,
+    results: sled::Tree,
+    /// The kept results by (expiry, task id).
+    result_order: BTreeSet<(u64, u64)>,
+    /// Most results kept (0: none).
+    max_results: usize,
     live_tasks: u64,
     /// No key expires before this (a lower bound), so an idle `maintain` rarely scans the key tree.
     next_expiry: u64,
@@ -41,14 +50,16 @@ pub struct SledStore {
 type TxResult<T> = Result<T, ConflictableTransactionError<String>>;
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir` and recovers every live task and unexpired key.
-    pub fn open(dir: &Path) -> Result<(SledStore, Recovered), StoreError> {
+    /// Opens (or creates) the database in `dir` and recovers every live task, unexpired key and kept result
+    /// (at most `max_results` of them; 0 keeps none).
+    pub fn open(dir: &Path, max_results: usize) -> Result<(SledStore, Recovered), StoreError> {
         let path = dir.to_owned();
         let err = |e: sled::Error| sled_error(&path, e);
         let db = sled::Config::new().path(dir).open().map_err(err)?;
         let states = db.open_tree("task_state").map_err(err)?;
         let bodies = db.open_tree("task_body").map_err(err)?;
         let idem = db.open_tree("idempotency").map_err(err)?;
+        let results_tree = db.open_tree("results").map_err(err)?;
 
         let mut tasks = Vec::new();
         for item in states.iter() {
@@ -73,9 +84,40 @@ impl SledStore {
         }
         let stored_max = db.get(META_MAX_TASK_ID).map_err(err)?.and_then(|v| be_u64(&v)).unwrap_or(0);
         let max_task_id = tasks.last().map_or(stored_max, |t| t.task_id.max(stored_max));
+        let mut results = Vec::new();
+        let mut gone = sled::Batch::default();
+        for item in results_tree.iter() {
+            let (key, value) = item.map_err(err)?;
+            let task_id = be_u64(&key).ok_or_else(|| corrupt("result key", &key))?;
+            let expires_unix_ms = value.get(..8).and_then(be_u64).ok_or_else(|| corrupt("result", &value))?;
+            if expires_unix_ms <= now || max_results == 0 {
+                gone.remove(key);
+            } else {
+                results.push(RecoveredResult { task_id, expires_unix_ms, body: Bytes::copy_from_slice(&value[8..]) });
+            }
+        }
+        results.sort_unstable_by_key(|r| (r.expires_unix_ms, r.task_id));
+        let extra = results.len().saturating_sub(max_results);
+        for r in results.drain(..extra) {
+            gone.remove(&r.task_id.to_be_bytes());
+        }
+        results_tree.apply_batch(gone).map_err(err)?;
+        let result_order = results.iter().map(|r| (r.expires_unix_ms, r.task_id)).collect();
+        let max_task_id = results.iter().map(|r| r.task_id).fold(max_task_id, u64::max);
         let live_tasks = tasks.len() as u64;
-        let store = SledStore { path, db, states, bodies, idem, live_tasks, next_expiry };
-        Ok((store, Recovered { tasks, idempotency, max_task_id }))
+        let store = SledStore {
+            path,
+            db,
+            states,
+            bodies,
+            idem,
+            results: results_tree,
+            result_order,
+            max_results,
+            live_tasks,
+            next_expiry,
+        };
+        Ok((store, Recovered { tasks, idempotency, max_task_id, results }))
     }
 }
 
@@ -85,8 +127,10 @@ impl TaskStore for SledStore {
             return Ok(());
         }
         let meta: &sled::Tree = &self.db;
-        let result = (&self.states, &self.bodies, &self.idem, meta)
-            .transaction(|(states, bodies, idem, meta)| apply(records, states, bodies, idem, meta));
+        let keep = self.max_results > 0;
+        let result = (&self.states, &self.bodies, &self.idem, meta, &self.results).transaction(
+            |(states, bodies, idem, meta, results)| apply(records, states, bodies, idem, meta, keep.then_some(results)),
+        );
         let delta = match result {
             Ok(delta) => delta,
             Err(TransactionError::Abort(msg)) => return Err(StoreError::Sled(msg)),
@@ -94,9 +138,23 @@ impl TaskStore for SledStore {
         };
         self.live_tasks = self.live_tasks.saturating_add_signed(delta);
         for r in records {
-            if let Record::Enqueue { idempotency: Some(k), .. } = r {
-                self.next_expiry = self.next_expiry.min(k.expires_unix_ms);
+            match r {
+                Record::Enqueue { idempotency: Some(k), .. } => {
+                    self.next_expiry = self.next_expiry.min(k.expires_unix_ms)
+                }
+                Record::Finish { task_id, expires_unix_ms, .. } if keep => {
+                    self.result_order.insert((*expires_unix_ms, *task_id));
+                }
+                _ => {}
             }
+        }
+        if self.result_order.len() > self.max_results {
+            let mut gone = sled::Batch::default();
+            while self.result_order.len() > self.max_results {
+                let Some((_, id)) = self.result_order.pop_first() else { break };
+                gone.remove(&id.to_be_bytes());
+            }
+            self.results.apply_batch(gone).map_err(|e| sled_error(&self.path, e))?;
         }
         let bytes: usize = records.iter().map(encoded_len).sum();
         metrics::counter!(crate::metrics::WAL_BYTES_WRITTEN).increment(bytes as u64);
@@ -115,11 +173,25 @@ impl TaskStore for SledStore {
                 expired.remove(key);
             }
         }
-        self.idem.apply_batch(expired).map_err(|e| sled_error(&self.path, e))
+        self.idem.apply_batch(expired).map_err(|e| sled_error(&self.path, e))?;
+        let mut gone = sled::Batch::default();
+        while let Some(&(exp, id)) = self.result_order.first() {
+            if exp > now_unix_ms {
+                break;
+            }
+            self.result_order.pop_first();
+            gone.remove(&id.to_be_bytes());
+        }
+        self.results.apply_batch(gone).map_err(|e| sled_error(&self.path, e))
     }
 
     fn stats(&self) -> StoreStats {
-        StoreStats { disk_bytes: self.db.size_on_disk().unwrap_or(0), segments: 1, live_tasks: self.live_tasks }
+        StoreStats {
+            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            segments: 1,
+            live_tasks: self.live_tasks,
+            results: self.result_order.len() as u64,
+        }
     }
 }
 
@@ -130,6 +202,7 @@ fn apply(
     bodies: &TransactionalTree,
     idem: &TransactionalTree,
     meta: &TransactionalTree,
+    results: Option<&TransactionalTree>,
 ) -> TxResult<i64> {
     let stored_max = meta.get(META_MAX_TASK_ID)?.and_then(|v| be_u64(&v)).unwrap_or(0);
     let mut max = stored_max;
@@ -162,6 +235,20 @@ fn apply(
                     delta -= 1;
                 }
                 bodies.remove(&key)?;
+            }
+            Record::Finish { task_id, expires_unix_ms, body } => {
+                let key = task_id.to_be_bytes();
+                if states.remove(&key)?.is_some() {
+                    delta -= 1;
+                }
+                bodies.remove(&key)?;
+                if let Some(results) = results {
+                    let mut v = Vec::with_capacity(8 + body.len());
+                    v.extend_from_slice(&expires_unix_ms.to_be_bytes());
+                    v.extend_from_slice(body);
+                    results.insert(&key, v)?;
+                }
+                max = max.max(*task_id);
             }
         }
     }
@@ -228,6 +315,7 @@ fn encoded_len(r: &Record) -> usize {
             13 + body.len() + idempotency.as_ref().map_or(0, |k| k.key.len() + 16)
         }
         Record::DeadLetter { reason, .. } => 13 + reason.len(),
+        Record::Finish { body, .. } => 21 + body.len(),
         _ => 13,
     }
 }

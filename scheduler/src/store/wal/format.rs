@@ -18,7 +18,7 @@ const FIXED: usize = 9;
 /// Smallest possible `len`: type, seq and a one-byte sync lag (a checkpoint).
 pub(crate) const MIN_LEN: usize = FIXED + 1;
 
-/// Record type bytes. 1..=5 mirror [`Record`]; 6..=8 are written by the WAL itself.
+/// Record type bytes. 1..=5 and 9 mirror [`Record`]; 6..=8 are written by the WAL itself.
 mod kind {
     pub const ENQUEUE: u8 = 1;
     pub const ATTEMPT: u8 = 2;
@@ -28,7 +28,8 @@ mod kind {
     pub const SNAPSHOT: u8 = 6;
     pub const KEY_CARRY: u8 = 7;
     pub const CHECKPOINT: u8 = 8;
-    pub const MAX: u8 = 8;
+    pub const FINISH: u8 = 9;
+    pub const MAX: u8 = 9;
 }
 
 /// The fixed header at offset 0 of every segment.
@@ -113,6 +114,8 @@ pub(crate) enum Entry<'a> {
     KeyCarry { task_id: u64, idem: IdemRef<'a> },
     /// Proof that every record before it was synced (written when idle).
     Checkpoint,
+    /// [`Record::Finish`]; compaction carries a kept result forward by writing it again.
+    Finish { task_id: u64, expires_unix_ms: u64, body: &'a [u8] },
 }
 
 impl<'a> Entry<'a> {
@@ -128,6 +131,9 @@ impl<'a> Entry<'a> {
             Record::Ack { task_id } => Entry::Ack { task_id: *task_id },
             Record::DeadLetter { task_id, reason } => Entry::DeadLetter { task_id: *task_id, reason: reason.as_str() },
             Record::Redrive { task_id } => Entry::Redrive { task_id: *task_id },
+            Record::Finish { task_id, expires_unix_ms, body } => {
+                Entry::Finish { task_id: *task_id, expires_unix_ms: *expires_unix_ms, body: body.as_ref() }
+            }
         }
     }
 
@@ -141,6 +147,7 @@ impl<'a> Entry<'a> {
             Entry::Snapshot { .. } => kind::SNAPSHOT,
             Entry::KeyCarry { .. } => kind::KEY_CARRY,
             Entry::Checkpoint => kind::CHECKPOINT,
+            Entry::Finish { .. } => kind::FINISH,
         }
     }
 }
@@ -194,6 +201,12 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, lag: u64, entry: &Entry<'_>) -
             put_idem(buf, idem)
         }
         Entry::Checkpoint => Ok(()),
+        Entry::Finish { task_id, expires_unix_ms, body } => {
+            buf.extend_from_slice(&task_id.to_le_bytes());
+            buf.extend_from_slice(&expires_unix_ms.to_le_bytes());
+            buf.extend_from_slice(body);
+            Ok(())
+        }
     };
     let total = buf.len() - start;
     let checked = ok.and_then(|()| {
@@ -311,6 +324,7 @@ fn decode_payload<'a>(kind: u8, r: &mut Reader<'a>) -> Result<Entry<'a>, String>
         }
         kind::KEY_CARRY => Entry::KeyCarry { task_id: r.u64()?, idem: r.idem()? },
         kind::CHECKPOINT => Entry::Checkpoint,
+        kind::FINISH => Entry::Finish { task_id: r.u64()?, expires_unix_ms: r.u64()?, body: r.rest() },
         other => return Err(format!("unknown record type {other}")),
     };
     if !r.bytes.is_empty() {
@@ -404,6 +418,8 @@ mod tests {
             Entry::Snapshot { task_id: 11, attempts: 0, dead: None, idem: None, body: b"b" },
             Entry::KeyCarry { task_id: 12, idem },
             Entry::Checkpoint,
+            Entry::Finish { task_id: 13, expires_unix_ms: 1_700_000_000_000, body: b"outcome" },
+            Entry::Finish { task_id: 14, expires_unix_ms: 0, body: b"" },
         ]
     }
 

@@ -4,7 +4,7 @@
 //! after a restart is exactly the accounting before it. A segment may be deleted once nothing live points
 //! into it; its live *bytes* (what compaction would have to copy) decide when it is worth compacting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::format::Entry;
 
@@ -34,6 +34,19 @@ pub(crate) struct LiveKey {
     pub seg: u64,
     /// Offset of that record.
     pub off: u64,
+}
+
+/// Where a kept result (a Finish record) is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveResult {
+    /// Segment index of the Finish record.
+    pub seg: u64,
+    /// Offset of that record.
+    pub off: u64,
+    /// Its encoded size.
+    pub size: u64,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_unix_ms: u64,
 }
 
 /// Live items per segment.
@@ -66,6 +79,12 @@ pub(crate) struct LiveSet {
     pub max_task_id: u64,
     /// Earliest expiry among `keys` (a lower bound), so most `expire` calls do nothing.
     next_expiry: u64,
+    /// Kept results by task id.
+    pub results: IdMap<LiveResult>,
+    /// `results` by (expiry, task id): the first ones go when the results expire or exceed `max_results`.
+    result_order: BTreeSet<(u64, u64)>,
+    /// Most results kept (0: none; a Finish then only ends its task).
+    pub max_results: usize,
 }
 
 impl LiveSet {
@@ -128,12 +147,42 @@ impl LiveSet {
                     t.attempts = 0;
                 }
             }
-            Entry::Ack { task_id } => {
-                if let Some(old) = self.tasks.remove(&task_id) {
-                    self.release(old.seg, old.size);
+            Entry::Ack { task_id } => self.drop_task(task_id),
+            Entry::Finish { task_id, expires_unix_ms, .. } => {
+                self.drop_task(task_id);
+                self.max_task_id = self.max_task_id.max(task_id);
+                if self.max_results > 0 {
+                    self.put_result(task_id, LiveResult { seg, off, size, expires_unix_ms });
                 }
             }
             Entry::Checkpoint => {}
+        }
+    }
+
+    fn drop_task(&mut self, task_id: u64) {
+        if let Some(old) = self.tasks.remove(&task_id) {
+            self.release(old.seg, old.size);
+        }
+    }
+
+    fn put_result(&mut self, task_id: u64, r: LiveResult) {
+        self.charge(r.seg, r.size);
+        self.result_order.insert((r.expires_unix_ms, task_id));
+        if let Some(old) = self.results.insert(task_id, r) {
+            self.release(old.seg, old.size);
+            if old.expires_unix_ms != r.expires_unix_ms {
+                self.result_order.remove(&(old.expires_unix_ms, task_id));
+            }
+        }
+        while self.results.len() > self.max_results {
+            let Some((_, id)) = self.result_order.pop_first() else { break };
+            self.forget_result(id);
+        }
+    }
+
+    fn forget_result(&mut self, task_id: u64) {
+        if let Some(old) = self.results.remove(&task_id) {
+            self.release(old.seg, old.size);
         }
     }
 
@@ -157,8 +206,15 @@ impl LiveSet {
         }
     }
 
-    /// Forgets keys that expired at or before `now_unix_ms`, releasing their segments.
+    /// Forgets keys and results that expired at or before `now_unix_ms`, releasing their segments.
     pub(crate) fn expire(&mut self, now_unix_ms: u64) {
+        while let Some(&(exp, id)) = self.result_order.first() {
+            if exp > now_unix_ms {
+                break;
+            }
+            self.result_order.pop_first();
+            self.forget_result(id);
+        }
         if self.keys.is_empty() || self.next_expiry > now_unix_ms {
             return;
         }
@@ -205,6 +261,33 @@ mod tests {
         assert_eq!(live.usage(0), Usage::default());
         assert!(live.keys.is_empty());
         assert_eq!(live.max_task_id, 2);
+    }
+
+    #[test]
+    fn results_are_kept_until_they_expire_or_exceed_the_maximum() {
+        let mut live = LiveSet { max_results: 2, ..Default::default() };
+        live.apply(&Entry::Enqueue { task_id: 1, idem: None, body: b"x" }, 0, 48, 30);
+        live.apply(&Entry::Finish { task_id: 1, expires_unix_ms: 300, body: b"r" }, 0, 78, 25);
+        assert!(live.tasks.is_empty());
+        assert_eq!(live.usage(0), Usage { items: 1, bytes: 25 });
+        live.apply(&Entry::Finish { task_id: 2, expires_unix_ms: 100, body: b"r" }, 1, 48, 25);
+        live.apply(&Entry::Finish { task_id: 3, expires_unix_ms: 200, body: b"r" }, 1, 73, 25);
+        // Three results, room for two: the one expiring soonest (task 2) goes.
+        assert_eq!(live.results.len(), 2);
+        assert!(!live.results.contains_key(&2));
+        assert_eq!(live.usage(1), Usage { items: 1, bytes: 25 });
+        // Compaction writes task 1's result again, in segment 2.
+        live.apply(&Entry::Finish { task_id: 1, expires_unix_ms: 300, body: b"r" }, 2, 48, 25);
+        assert_eq!((live.usage(0), live.results[&1].seg), (Usage::default(), 2));
+        live.expire(200);
+        assert_eq!(live.results.keys().copied().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(live.usage(1), Usage::default());
+        live.expire(300);
+        assert!(live.results.is_empty() && live.usage(2) == Usage::default());
+        assert_eq!(live.max_task_id, 3);
+        let mut none = LiveSet::default();
+        none.apply(&Entry::Finish { task_id: 4, expires_unix_ms: 300, body: b"r" }, 0, 48, 25);
+        assert!(none.results.is_empty() && none.usage(0) == Usage::default(), "max_results 0 keeps nothing");
     }
 
     #[test]

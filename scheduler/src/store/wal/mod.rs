@@ -43,7 +43,12 @@
 //!               | [reason_len u32 | reason] | body (rest)        written by compaction: full task state
 //! 7 KeyCarry    task_id u64 | idem                   written by compaction: a key that outlives its task
 //! 8 Checkpoint  (nothing)                            written when idle: proves everything before is synced
+//! 9 Finish      task_id u64 | expires_ms u64 | body (rest)   tombstone + kept outcome (rewritten as is by
+//!               compaction while the result is kept)
 //! ```
+//!
+//! Type 9 came after the first release; a build that predates it refuses a log holding one (unknown record
+//! type) instead of misreading it.
 //!
 //! `base seq` of a segment also proves that every earlier record was synced: the previous segment is
 //! synced before the next one is created. See `wal/recovery.rs` for how that proof separates a torn tail
@@ -60,8 +65,9 @@
 //!
 //! # Space
 //!
-//! The live set (`wal/live.rs`) knows which segment holds each live task's full record and each
-//! unexpired key. `maintain` (`wal/space.rs`) deletes segments from the front (oldest first) once
+//! The live set (`wal/live.rs`) knows which segment holds each live task's full record, each
+//! unexpired key and each kept result (unexpired, and at most [`WalOptions::max_results`] of them: beyond
+//! that, the ones that expire soonest are dropped, at recovery exactly as when they were written). `maintain` (`wal/space.rs`) deletes segments from the front (oldest first) once
 //! nothing live is in them — strictly in order, so a tombstone is never deleted while the record it
 //! cancels still exists — and compacts the oldest segment forward when its live share is under
 //! [`WalOptions::compact_live_ratio`]: its live tasks and keys are re-appended as Snapshot/KeyCarry
@@ -86,7 +92,7 @@ use format::{Entry, SegmentHeader, HEADER_LEN};
 use live::LiveSet;
 use recovery::SegMeta;
 
-use super::{Record, Recovered, RecoveredIdem, RecoveredTask, StoreError, StoreStats, TaskStore};
+use super::{Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore};
 
 /// Tuning of the [`Wal`]. Every field has a sensible default.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,11 +105,19 @@ pub struct WalOptions {
     /// An old segment whose live bytes are under this share of its written bytes is compacted forward.
     /// 0 disables compaction (segments are then only deleted when empty). Default 0.25.
     pub compact_live_ratio: f64,
+    /// Most results of finished tasks ([`Record::Finish`]) kept; beyond it, the ones expiring soonest are
+    /// dropped. 0 keeps none. Default 100,000.
+    pub max_results: usize,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_bytes: 64 << 20, max_record_bytes: 8 << 20, compact_live_ratio: 0.25 }
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 8 << 20,
+            compact_live_ratio: 0.25,
+            max_results: 100_000,
+        }
     }
 }
 
@@ -192,7 +206,7 @@ impl Wal {
             source: io::Error::new(io::ErrorKind::InvalidInput, msg),
         })?;
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        let mut scan = match recovery::recover(dir)? {
+        let mut scan = match recovery::recover(dir, opts.max_results)? {
             Some(scan) => scan,
             None => {
                 let header = SegmentHeader { index: 0, base_seq: 1, task_id_floor: 0 };
@@ -204,6 +218,7 @@ impl Wal {
                 let (_, path) = segment::create_segment(dir, &header, opts.segment_bytes, None, spare)?;
                 let meta = SegMeta { path, written: HEADER_LEN as u64, file_len: opts.segment_bytes };
                 let mut scan = recovery::Scan { next_seq: 1, ..Default::default() };
+                scan.live.max_results = opts.max_results;
                 scan.segments.insert(0, meta);
                 scan.live.add_segment(0);
                 scan
@@ -232,7 +247,7 @@ impl Wal {
             m.file_len = capacity;
         }
         scan.live.expire(now_unix_ms());
-        let recovered = recovered(&scan.live, &mut scan.bodies);
+        let recovered = recovered(&scan.live, &mut scan.bodies, &mut scan.result_bodies);
         let mut wal = Wal {
             dir: dir.to_owned(),
             opts,
@@ -454,12 +469,17 @@ impl TaskStore for Wal {
             disk_bytes: self.segments.values().map(|m| m.file_len).sum(),
             segments: self.segments.len() as u64,
             live_tasks: self.live.tasks.len() as u64,
+            results: self.live.results.len() as u64,
         }
     }
 }
 
-/// Builds what `open` returns: live tasks by id and unexpired keys.
-fn recovered(live: &LiveSet, bodies: &mut live::IdMap<bytes::Bytes>) -> Recovered {
+/// Builds what `open` returns: live tasks by id, unexpired keys and kept results.
+fn recovered(
+    live: &LiveSet,
+    bodies: &mut live::IdMap<bytes::Bytes>,
+    result_bodies: &mut live::IdMap<bytes::Bytes>,
+) -> Recovered {
     let mut tasks: Vec<RecoveredTask> = live
         .tasks
         .iter()
@@ -477,7 +497,17 @@ fn recovered(live: &LiveSet, bodies: &mut live::IdMap<bytes::Bytes>) -> Recovere
         .map(|(key, k)| RecoveredIdem { key: key.clone(), task_id: k.task_id, expires_unix_ms: k.expires_unix_ms })
         .collect();
     idempotency.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    Recovered { tasks, idempotency, max_task_id: live.max_task_id }
+    let mut results: Vec<RecoveredResult> = live
+        .results
+        .iter()
+        .map(|(&task_id, r)| RecoveredResult {
+            task_id,
+            expires_unix_ms: r.expires_unix_ms,
+            body: result_bodies.remove(&task_id).unwrap_or_default(),
+        })
+        .collect();
+    results.sort_unstable_by_key(|r| (r.expires_unix_ms, r.task_id));
+    Recovered { tasks, idempotency, max_task_id: live.max_task_id, results }
 }
 
 /// Wall-clock time in ms since the Unix epoch (0 if the clock is before 1970).

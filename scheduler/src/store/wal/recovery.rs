@@ -52,6 +52,8 @@ pub(crate) struct Scan {
     pub live: LiveSet,
     /// Bodies of the live tasks.
     pub bodies: IdMap<Bytes>,
+    /// Bodies of the kept results (and, between prunings, of some that were dropped since).
+    pub result_bodies: IdMap<Bytes>,
     /// `seq` for the next record.
     pub next_seq: u64,
 }
@@ -71,14 +73,15 @@ impl fmt::Display for Stop {
     }
 }
 
-/// Reads every segment of `dir`. `Ok(None)` if there is none yet.
-pub(crate) fn recover(dir: &Path) -> Result<Option<Scan>, StoreError> {
+/// Reads every segment of `dir`, keeping at most `max_results` results. `Ok(None)` if there is none yet.
+pub(crate) fn recover(dir: &Path, max_results: usize) -> Result<Option<Scan>, StoreError> {
     let files = segment::list_segments(dir)?;
     if files.is_empty() {
         return Ok(None);
     }
     let headers = files.iter().map(|(index, path)| read_header(*index, path)).collect::<Result<Vec<_>, _>>()?;
     let mut scan = Scan { next_seq: headers[0].base_seq, ..Scan::default() };
+    scan.live.max_results = max_results;
     for (i, ((index, path), header)) in files.iter().zip(&headers).enumerate() {
         let data = segment::read_all(path)?;
         scan.live.max_task_id = scan.live.max_task_id.max(header.task_id_floor);
@@ -150,6 +153,17 @@ fn chain(data: &[u8], seg: u64, mut seq: u64, scan: &mut Scan) -> (usize, u64, S
             }
             Entry::Ack { task_id } => {
                 scan.bodies.remove(&task_id);
+            }
+            Entry::Finish { task_id, body, .. } => {
+                scan.bodies.remove(&task_id);
+                if scan.live.max_results > 0 {
+                    scan.result_bodies.insert(task_id, Bytes::copy_from_slice(body));
+                    // Bodies of results pushed out since stay here until this pruning: bounded memory.
+                    if scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {
+                        let live = &scan.live.results;
+                        scan.result_bodies.retain(|id, _| live.contains_key(id));
+                    }
+                }
             }
             _ => {}
         }

@@ -90,6 +90,13 @@ impl Wal {
                     (task_id, idem, Some(body))
                 }
                 Entry::KeyCarry { task_id, idem } => (task_id, Some(idem), None),
+                Entry::Finish { task_id, expires_unix_ms, body } => {
+                    let home = self.live.results.get(&task_id).is_some_and(|r| r.seg == index && r.off == off);
+                    if home {
+                        out.push(Carried { task_id, task: None, key: None, result: Some((expires_unix_ms, body)) });
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             let task = body.and_then(|body| {
@@ -101,7 +108,7 @@ impl Wal {
                 Some((k.key, l.expires_unix_ms, l.task_id))
             });
             if task.is_some() || key.is_some() {
-                out.push(Carried { task_id, task, key });
+                out.push(Carried { task_id, task, key, result: None });
             }
         }
     }
@@ -126,11 +133,16 @@ struct Carried<'a> {
     task: Option<(u32, Option<String>, &'a [u8])>,
     /// Key, expiry and its task, if the record is the key's current home.
     key: Option<(&'a str, u64, u64)>,
+    /// Expiry and outcome, if the record is a kept result's current home.
+    result: Option<(u64, &'a [u8])>,
 }
 
 impl Carried<'_> {
     fn entry(&self) -> Entry<'_> {
         let idem = self.key.map(|(key, expires_unix_ms, _)| IdemRef { key, expires_unix_ms });
+        if let Some((expires_unix_ms, body)) = self.result {
+            return Entry::Finish { task_id: self.task_id, expires_unix_ms, body };
+        }
         match (&self.task, self.key, idem) {
             (Some((attempts, dead, body)), _, _) => {
                 Entry::Snapshot { task_id: self.task_id, attempts: *attempts, dead: dead.as_deref(), idem, body }

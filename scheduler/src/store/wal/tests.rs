@@ -12,7 +12,7 @@ use super::{now_unix_ms, Wal, WalOptions};
 use crate::store::{IdemKey, Record, Recovered, StoreError, TaskStore};
 
 fn opts(segment_bytes: u64) -> WalOptions {
-    WalOptions { segment_bytes, max_record_bytes: 4096, compact_live_ratio: 0.25 }
+    WalOptions { segment_bytes, max_record_bytes: 4096, compact_live_ratio: 0.25, ..WalOptions::default() }
 }
 
 fn open(dir: &Path, opts: WalOptions) -> (Wal, Recovered) {

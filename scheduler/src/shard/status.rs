@@ -1,0 +1,241 @@
+//! Task status, kept outcomes and watchers: what a producer learns about its tasks after `SubmitAck`.
+//!
+//! A live task's status is read off its [`Task`]. When a task finishes (acked, failed for good, cancelled) its
+//! outcome, an encoded [`pb::TaskStatus`], goes into the same round as its tombstone: a `Finish` record that
+//! ends the task and keeps the outcome until `result_retention` has passed (at most `max_results` of them per
+//! shard, oldest first out), so a status query after a restart still finds it. Watchers (`Watch`, or
+//! `Submit.notify`) get a `Completed` once the round is durable; for a dead-lettered task at once.
+
+use bytes::Bytes;
+use pm_protocol::pb::{self, TaskState};
+use pm_protocol::{ErrorCode, Message as _};
+use tokio::time::Instant;
+
+use super::{now_unix_ms, Outcome, Shard, State, Task};
+use crate::connection::{OutTx, Outbound, Part};
+use crate::metrics as m;
+use crate::store::{Record, RecoveredResult};
+
+impl Shard {
+    /// Takes this shard's share of the results the store recovered (ordered by expiry).
+    pub(super) fn restore_results(&mut self, results: Vec<RecoveredResult>) {
+        let now_ms = now_unix_ms();
+        for r in results {
+            if r.expires_unix_ms > now_ms && !self.cfg.result_retention.is_zero() {
+                self.results.insert(r.task_id, r.body);
+                self.result_order.push_back((r.expires_unix_ms, r.task_id));
+            }
+        }
+        self.trim_results();
+    }
+
+    /// Writes the record that finishes `task_id` (still in `tasks`, state `Acking`): a Finish keeping its
+    /// outcome when results are kept, else a bare Ack tombstone. Returns the outcome to install (and send to
+    /// watchers) once the round is durable; `None` when nobody will look at it.
+    pub(super) fn finish_record(
+        &mut self,
+        task_id: u64,
+        state: TaskState,
+        result: Bytes,
+        reason: String,
+    ) -> Option<Outcome> {
+        let keep = !self.cfg.result_retention.is_zero();
+        if !keep && !self.watchers.contains_key(&task_id) {
+            self.records.push(Record::Ack { task_id });
+            return None;
+        }
+        let Some(t) = self.tasks.get(&task_id) else {
+            self.records.push(Record::Ack { task_id });
+            return None;
+        };
+        let mut status = self.base_status(task_id, t);
+        let now_ms = now_unix_ms();
+        status.state = state as i32;
+        status.finished_unix_ms = now_ms;
+        status.reason = reason;
+        if result.len() > self.cfg.max_result_bytes {
+            let note = format!("result of {} bytes not kept (over --max-result-bytes)", result.len());
+            status.reason = if status.reason.is_empty() { note } else { format!("{}; {note}", status.reason) };
+        } else {
+            status.result = result;
+        }
+        let body = Bytes::from(status.encode_to_vec());
+        if keep {
+            let expires_unix_ms = now_ms + self.cfg.result_retention.as_millis() as u64;
+            self.records.push(Record::Finish { task_id, expires_unix_ms, body: body.clone() });
+        } else {
+            self.records.push(Record::Ack { task_id });
+        }
+        Some(Outcome { status, body })
+    }
+
+    /// A result document as kept with a dead letter: dropped if it is over the limit.
+    pub(super) fn bounded_result(&self, result: Bytes) -> Bytes {
+        if result.len() > self.cfg.max_result_bytes {
+            Bytes::new()
+        } else {
+            result
+        }
+    }
+
+    /// A finish is durable: keep the outcome (if results are kept) and tell the task's watchers.
+    pub(super) fn finished(&mut self, task_id: u64, outcome: Option<Outcome>) {
+        let watchers = self.watchers.remove(&task_id);
+        let Some(outcome) = outcome else { return };
+        if !self.cfg.result_retention.is_zero() {
+            let expires = now_unix_ms() + self.cfg.result_retention.as_millis() as u64;
+            self.results.insert(task_id, outcome.body);
+            self.result_order.push_back((expires, task_id));
+            self.trim_results();
+        }
+        for out in watchers.into_iter().flatten() {
+            let _ = out.send(Outbound::Frame(pb::Completed { task: Some(outcome.status.clone()) }.into()));
+        }
+    }
+
+    /// A task was dead-lettered: its watchers hear of it now (it stays stored; a redrive may revive it).
+    pub(super) fn notify_dead(&mut self, task_id: u64) {
+        let Some(watchers) = self.watchers.remove(&task_id) else { return };
+        let Some(status) = self.status_of(task_id) else { return };
+        for out in watchers {
+            let _ = out.send(Outbound::Frame(pb::Completed { task: Some(status.clone()) }.into()));
+        }
+    }
+
+    /// Registers `out` to hear when `task_id` finishes, or tells it at once if it has. `NOT_FOUND` when this
+    /// shard does not know the task.
+    pub(super) fn watch(&mut self, task_id: u64, out: &OutTx) -> ErrorCode {
+        let now_final = match self.tasks.get(&task_id).map(|t| &t.state) {
+            Some(State::Dead(_)) => true,
+            Some(_) => false,
+            None if self.results.contains_key(&task_id) => true,
+            None => return ErrorCode::NotFound,
+        };
+        if now_final {
+            if let Some(status) = self.status_of(task_id) {
+                let _ = out.send(Outbound::Frame(pb::Completed { task: Some(status) }.into()));
+            }
+        } else {
+            self.watchers.entry(task_id).or_default().push(out.clone());
+        }
+        ErrorCode::Ok
+    }
+
+    /// `Watch`: registers the ids this shard knows; the others are left out of its answer.
+    pub(super) fn on_watch(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, u64)>) {
+        let codes = items
+            .into_iter()
+            .filter_map(|(i, id)| match self.watch(id, &out) {
+                ErrorCode::NotFound => None,
+                code => Some((i, code)),
+            })
+            .collect();
+        let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(codes) });
+    }
+
+    /// The status of a task this shard holds or kept the outcome of.
+    pub(super) fn status_of(&self, task_id: u64) -> Option<pb::TaskStatus> {
+        if let Some(t) = self.tasks.get(&task_id) {
+            return Some(self.live_status(task_id, t));
+        }
+        let body = self.results.get(&task_id)?;
+        match pb::TaskStatus::decode(body.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(task_id, "undecodable kept outcome: {e}");
+                None
+            }
+        }
+    }
+
+    /// What every status of `t` says, whatever its state.
+    fn base_status(&self, task_id: u64, t: &Task) -> pb::TaskStatus {
+        pb::TaskStatus {
+            task_id,
+            code: ErrorCode::Ok as i32,
+            queue: self.queues[t.queue as usize].name.clone(),
+            key: t.key.clone(),
+            attempts: t.attempts,
+            max_attempts: t.max_attempts,
+            submitted_unix_ms: t.submitted_unix_ms,
+            started_unix_ms: t.started_unix_ms,
+            ..Default::default()
+        }
+    }
+
+    /// The status of a task still held, with why it is not running when it is not.
+    fn live_status(&self, task_id: u64, t: &Task) -> pb::TaskStatus {
+        let mut s = self.base_status(task_id, t);
+        let now = Instant::now();
+        let wall = now_unix_ms();
+        let q = &self.queues[t.queue as usize];
+        let at_wall = |at: Instant| wall + at.saturating_duration_since(now).as_millis() as u64;
+        let (state, reason) = match &t.state {
+            State::Pending => (TaskState::Ready, "being written to the store".to_string()),
+            State::Ready if self.draining => (TaskState::Ready, "the scheduler is shutting down".into()),
+            State::Ready if !q.has_credit() => {
+                (TaskState::Ready, format!("no agent has credit on queue `{}` (all busy, or none connected)", q.name))
+            }
+            State::Ready => (TaskState::Ready, format!("waiting in queue `{}` ({} ready)", q.name, q.ready.len())),
+            State::Held => (
+                TaskState::Ready,
+                "held after the restart for the agent that ran it to reclaim it (--reclaim-grace-ms)".into(),
+            ),
+            State::Delayed => {
+                let until = t.not_before.map_or(0, at_wall);
+                let why = if t.attempts > 0 { "retry backoff" } else { "submit delay" };
+                (TaskState::Delayed, format!("delayed until {} ({why})", format_unix_ms(until)))
+            }
+            State::Leased(lease_id) => {
+                if let Some(l) = self.leases.get(lease_id) {
+                    s.lease_deadline_unix_ms = at_wall(l.deadline);
+                }
+                (TaskState::Leased, format!("running: attempt {} of {}", t.attempts, t.max_attempts))
+            }
+            State::Acking => (TaskState::Leased, "finishing (its outcome is being written)".into()),
+            State::Dead(d) => {
+                s.result = d.result.clone();
+                (TaskState::Dead, d.reason.clone())
+            }
+        };
+        s.state = state as i32;
+        s.reason = reason;
+        s
+    }
+
+    /// Drops the outcomes that expired.
+    pub(super) fn expire_results(&mut self) {
+        let now_ms = now_unix_ms();
+        while let Some(&(exp, id)) = self.result_order.front() {
+            if exp > now_ms {
+                break;
+            }
+            self.result_order.pop_front();
+            self.results.remove(&id);
+        }
+        metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
+    }
+
+    fn trim_results(&mut self) {
+        while self.results.len() > self.cfg.max_results {
+            let Some((_, id)) = self.result_order.pop_front() else { break };
+            self.results.remove(&id);
+        }
+    }
+}
+
+/// `ms` since the Unix epoch as RFC 3339 UTC (second precision), for humans.
+pub fn format_unix_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_unix_ms;
+
+    #[test]
+    fn unix_ms_formats_as_utc() {
+        assert_eq!(format_unix_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_unix_ms(951_782_400_999), "2000-02-29T00:00:00Z");
+    }
+}
