@@ -1,10 +1,12 @@
 //! `pmctl`: the pipeline-manager command line.
 //!
 //! Exit codes: 0 success, 1 the server or the connection failed (or a task was not submitted or not
-//! cancelled, or `kubectl` failed), 64 bad usage, 65 a task file or application spec is invalid (then
-//! nothing was submitted or applied). Errors are one line on stderr.
+//! cancelled, or is unknown, or `kubectl` failed), 64 bad usage, 65 a task file or application spec is invalid
+//! (then nothing was submitted or applied). `pmctl wait` also exits 2 (a task failed or was dead-lettered),
+//! 3 (cancelled) or 4 (not finished within `--timeout`). Errors are one line on stderr.
 
 mod app;
+mod status;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -58,6 +60,37 @@ enum Cmd {
     /// or `ID not found` per id (not found: unknown, or already done, dead-lettered or cancelled); exits 1 if
     /// any id was not cancelled.
     Cancel {
+        /// Task ids.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// What became of tasks: state, attempts, times, and the result the agent reported (per command exit code,
+    /// duration, output tails). Exits 1 if an id is not found.
+    Status {
+        /// Task ids.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+        /// Print one JSON object per task.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until tasks finish; print each outcome. Exit code: 0 all succeeded, else that of the first task (in
+    /// argument order) that did not: 2 failed or dead-lettered, 3 cancelled, 4 not finished in time, 1 not
+    /// found.
+    Wait {
+        /// Task ids.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+        /// Give up after this long (e.g. `30s`, `5m`; default: wait for ever).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Print one JSON object per task.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a task is not running now: no agent with credit or with its executors, delayed, held after a
+    /// restart, ... (or how it ended).
+    Why {
         /// Task ids.
         #[arg(required = true)]
         ids: Vec<u64>,
@@ -311,6 +344,58 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             if failed > 0 {
                 return Err(Failure(1, format!("{failed} task(s) were not cancelled")));
+            }
+        }
+        Cmd::Status { ids, json } => {
+            let cluster = connect_cluster(&cli, ConnectOptions::producer()).await?;
+            let mut missing = 0;
+            for r in status::status(&cluster, ids).await {
+                let s = r.map_err(|e| Failure(1, e.to_string()))?;
+                missing += usize::from(status::exit_code(&s) == 1);
+                if *json {
+                    println!("{}", status::to_json(&s));
+                } else {
+                    print!("{}", status::human(&s));
+                }
+            }
+            if missing > 0 {
+                return Err(Failure(1, format!("{missing} task(s) not found")));
+            }
+        }
+        Cmd::Why { ids } => {
+            let cluster = connect_cluster(&cli, ConnectOptions::producer()).await?;
+            for r in status::status(&cluster, ids).await {
+                println!("{}", status::why(&r.map_err(|e| Failure(1, e.to_string()))?));
+            }
+        }
+        Cmd::Wait { ids, timeout, json } => {
+            let cluster = connect_cluster(&cli, ConnectOptions::producer()).await?;
+            // Watches survive a scheduler restart: reconnect and watch again.
+            let opts = options(&cli, ConnectOptions::producer())?.reconnect(true);
+            let got = status::wait(&cluster, opts, ids, *timeout).await.map_err(|e| Failure(1, e.to_string()))?;
+            let (mut code, mut unsuccessful) = (0, 0);
+            for (id, s) in ids.iter().zip(got) {
+                let this = match &s {
+                    Some(s) if *json => {
+                        println!("{}", status::to_json(s));
+                        status::exit_code(s)
+                    }
+                    Some(s) => {
+                        print!("{}", status::human(s));
+                        status::exit_code(s)
+                    }
+                    None => {
+                        println!("{id} not finished within the timeout");
+                        status::TIMED_OUT
+                    }
+                };
+                if code == 0 {
+                    code = this;
+                }
+                unsuccessful += usize::from(this != 0);
+            }
+            if code != 0 {
+                return Err(Failure(code, format!("{unsuccessful} of {} task(s) did not succeed", ids.len())));
             }
         }
         Cmd::Cluster(ClusterCmd::Status { json }) => return cluster_status(&cli, *json).await,

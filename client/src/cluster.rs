@@ -109,6 +109,13 @@ impl Cluster {
         }
     }
 
+    /// The member that holds task `task_id` (its id names the node that accepted it).
+    pub fn node_of_task(&self, task_id: u64) -> Option<String> {
+        let ring = self.ring();
+        let ordinal = if ring.is_empty() { 0 } else { Ring::ordinal_of_task(task_id) };
+        self.nodes().get(ordinal).cloned()
+    }
+
     /// The connection to `node` (opened on first use).
     pub async fn client(&self, node: &str) -> Result<Client, Error> {
         let cell = self.inner.state.lock().nodes.entry(node.to_string()).or_default().clone();
