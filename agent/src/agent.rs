@@ -63,6 +63,8 @@ pub struct AgentConfig {
     pub drain_timeout: Duration,
     /// TLS to the scheduler (`None`: plain TCP).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Executors declared to the scheduler (capability routing; empty: leased any task of the queue).
+    pub capabilities: Vec<String>,
 }
 
 /// Default of [`AgentConfig::drain_timeout`]: under Kubernetes' default grace period of 30 s.
@@ -116,6 +118,7 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
         .client_id(cfg.client_id.clone())
         .token(cfg.token.clone())
         .queues(vec![cfg.queue.clone()])
+        .capabilities(cfg.capabilities.clone())
         .reclaim(provider);
     if let Some(tls) = &cfg.tls {
         opts = opts.tls(tls.clone());

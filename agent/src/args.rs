@@ -26,6 +26,11 @@ pub struct AgentArgs {
     /// Default: `all`, unless --pod-dir is given.
     #[arg(long, env = "PM_EXECUTORS")]
     pub executors: Option<String>,
+    /// Executors this agent declares to the scheduler, comma-separated: it is leased only tasks whose
+    /// executors are all among them (capability routing). Default: the names of --executors when it lists
+    /// them; otherwise none declared, and the agent is leased any task of its queue.
+    #[arg(long, env = "PM_CAPABILITIES", value_delimiter = ',')]
+    pub capabilities: Option<Vec<String>>,
     /// Any executor name not in --executors runs on the `pm-agent exec` serving DIR/NAME.sock (in a pod:
     /// /mnt/pipe/.pm).
     #[arg(long, env = "PM_POD_DIR")]
@@ -80,6 +85,10 @@ impl AgentArgs {
     pub fn build(self, server: String) -> Result<(AgentConfig, Runner), String> {
         let executors =
             Executors::parse(self.executors.as_deref(), self.pod_dir).map_err(|e| format!("--executors: {e}"))?;
+        let capabilities = match self.capabilities {
+            Some(list) => list.into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
+            None => executors.declared(),
+        };
         let concurrency = self
             .concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
@@ -111,6 +120,7 @@ impl AgentArgs {
             failover_after: self.failover_after,
             drain_timeout: self.drain_timeout,
             tls: None,
+            capabilities,
         };
         Ok((cfg, Runner::new(executors, self.tail_bytes)))
     }

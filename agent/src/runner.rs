@@ -91,6 +91,15 @@ impl Executors {
         Ok(ex)
     }
 
+    /// What to declare to the scheduler: the names given explicitly when they are all this agent runs;
+    /// nothing (it is leased anything) when it runs any name locally or through the pod directory.
+    pub fn declared(&self) -> Vec<String> {
+        if self.all_local || self.pod_dir.is_some() {
+            return Vec::new();
+        }
+        self.named.keys().cloned().collect()
+    }
+
     /// The names given explicitly, with where they run.
     pub fn named(&self) -> impl Iterator<Item = (&str, &Executor)> {
         self.named.iter().map(|(n, e)| (n.as_str(), e))

@@ -47,7 +47,7 @@ enum Cmd {
         #[arg(long)]
         queue: Option<String>,
     },
-    /// Queue depth, leases in flight and dead letters per queue.
+    /// Queue depth, leases in flight, dead letters, and tasks waiting for a missing executor, per queue.
     Stats {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -274,7 +274,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     .iter()
                     .map(|q| {
                         serde_json::json!({"queue": q.queue, "ready": q.ready, "delayed": q.delayed,
-                            "leased": q.leased, "dead": q.dead, "credits": q.credits, "agents": q.agents})
+                            "leased": q.leased, "dead": q.dead, "credits": q.credits, "agents": q.agents,
+                            "waitingExecutor": q.waiting_executor})
                     })
                     .collect();
                 let v = serde_json::json!({"node": s.node_id, "connections": s.connections,
@@ -283,13 +284,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 println!("node {}  connections {}  store {} bytes", s.node_id, s.connections, s.store_disk_bytes);
                 println!(
-                    "{:<32} {:>10} {:>10} {:>10} {:>10} {:>8}",
-                    "QUEUE", "READY", "DELAYED", "LEASED", "DEAD", "AGENTS"
+                    "{:<32} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+                    "QUEUE", "READY", "DELAYED", "LEASED", "DEAD", "AGENTS", "NO-EXEC"
                 );
                 for q in &s.queues {
                     println!(
-                        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>8}",
-                        q.queue, q.ready, q.delayed, q.leased, q.dead, q.agents
+                        "{:<32} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+                        q.queue, q.ready, q.delayed, q.leased, q.dead, q.agents, q.waiting_executor
+                    );
+                }
+                if s.queues.iter().any(|q| q.waiting_executor > 0) {
+                    println!(
+                        "NO-EXEC: ready tasks no connected agent can run (an executor is missing): `pmctl why ID`"
                     );
                 }
             }

@@ -163,8 +163,29 @@ pub fn parse_task(json: &[u8]) -> Result<Task, PipelineError> {
         max_attempts: raw.max_attempts.unwrap_or(0),
         lease_ms: secs_to_ms(raw.lease_seconds).min(u64::from(u32::MAX)) as u32,
         idempotency_key,
+        executors: executor_names(&steps),
     };
     Ok(Task { steps, timeout_seconds: raw.timeout_seconds, resume: raw.resume, spec })
+}
+
+/// The executors `steps` name, sorted, each once.
+pub fn executor_names(steps: &[Step]) -> Vec<String> {
+    let mut names: Vec<String> = steps.iter().map(|s| s.executor_name.trim().to_string()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// The executors a task needs: `spec.executors` if given, else those its payload names when it is pipeline
+/// JSON (empty when it is not).
+pub fn required_executors(spec: &TaskSpec) -> Vec<String> {
+    if !spec.executors.is_empty() {
+        return spec.executors.clone();
+    }
+    if spec.payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Vec::new();
+    }
+    parse_task(&spec.payload).map(|t| executor_names(&t.steps)).unwrap_or_default()
 }
 
 /// Parses a task document and returns the spec to submit, with the original bytes as payload.
@@ -224,6 +245,19 @@ mod tests {
         assert_eq!(t.spec.queue, "");
         let spec = task_spec_from_json(ORIGINAL.as_bytes()).unwrap();
         assert_eq!(&spec.payload[..], ORIGINAL.as_bytes());
+        assert_eq!(spec.executors, vec!["mc", "tesseract", "wget"], "the executors it needs, for routing");
+    }
+
+    #[test]
+    fn required_executors_come_from_the_spec_or_the_payload() {
+        let mut spec = TaskSpec { payload: ORIGINAL.as_bytes().to_vec().into(), ..Default::default() };
+        assert_eq!(required_executors(&spec), vec!["mc", "tesseract", "wget"]);
+        spec.executors = vec!["x".into()];
+        assert_eq!(required_executors(&spec), vec!["x"]);
+        let raw = TaskSpec { payload: b"\x00 not json".to_vec().into(), ..Default::default() };
+        assert!(required_executors(&raw).is_empty());
+        let bad = TaskSpec { payload: b" {\"nope\":1}".to_vec().into(), ..Default::default() };
+        assert!(required_executors(&bad).is_empty());
     }
 
     #[test]

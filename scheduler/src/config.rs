@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use pm_protocol::limits::{DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
+use pm_protocol::pipeline::queue_or_default;
 use pm_protocol::ring::Ring;
 
 use crate::store::FsyncMode;
@@ -161,6 +162,11 @@ pub struct Config {
     /// and the outcome says so).
     #[arg(long, env = "PM_MAX_RESULT_BYTES", default_value_t = 64 * 1024)]
     pub max_result_bytes: usize,
+    /// Limits of a queue, `NAME:max-per-key=N,rate=R[,burst=B]` (repeat the flag per queue; in the variable,
+    /// separate queues with `;`): at most N leases at once per task key (tasks of other keys go on), at most R
+    /// leases started per second (bursts of B, default R).
+    #[arg(long = "queue-limit", env = "PM_QUEUE_LIMITS", value_delimiter = ';', value_parser = parse_queue_limit)]
+    pub queue_limits: Vec<(String, crate::shard::QueueLimits)>,
     /// How long a disconnected agent's leases are kept before redelivery (0 = at once).
     #[arg(long, env = "PM_DISCONNECT_GRACE", default_value = "0s", value_parser = parse_duration)]
     pub disconnect_grace: Duration,
@@ -343,6 +349,27 @@ pub fn parse_fsync(s: &str) -> Result<FsyncMode, String> {
             None => Err(format!("{s:?}: expected always, batch=<ms> or none")),
         },
     }
+}
+
+/// Parses one `--queue-limit` value.
+pub fn parse_queue_limit(s: &str) -> Result<(String, crate::shard::QueueLimits), String> {
+    let (name, opts) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected NAME:max-per-key=N,rate=R"))?;
+    pm_protocol::pipeline::validate_queue_name(name)?;
+    let mut l = crate::shard::QueueLimits::default();
+    for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let (k, v) = opt.split_once('=').ok_or_else(|| format!("`{opt}`: expected KEY=VALUE"))?;
+        let num = |v: &str| v.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0);
+        match k {
+            "max-per-key" => l.max_per_key = v.parse().map_err(|_| format!("max-per-key `{v}`: not a count"))?,
+            "rate" => l.rate_per_sec = num(v).ok_or_else(|| format!("rate `{v}`: not a rate per second"))?,
+            "burst" => l.burst = num(v).ok_or_else(|| format!("burst `{v}`: not a count"))?,
+            other => return Err(format!("unknown queue limit `{other}` (max-per-key, rate, burst)")),
+        }
+    }
+    if l.burst == 0.0 {
+        l.burst = l.rate_per_sec.max(1.0);
+    }
+    Ok((queue_or_default(name).to_string(), l))
 }
 
 /// Parses durations like `250ms`, `10s`, `5m`, `24h` (a bare number is seconds).

@@ -33,6 +33,8 @@ pub const STEAL_RELEASED: &str = "pm_tasks_steal_released_total";
 pub const REDIRECTED: &str = "pm_submits_redirected_total";
 /// Gauge: ready tasks per queue.
 pub const QUEUE_DEPTH: &str = "pm_queue_depth";
+/// Gauge: ready tasks per queue that no connected agent can run (an executor they need is missing).
+pub const WAITING_EXECUTOR: &str = "pm_tasks_waiting_executor";
 /// Gauge: delayed tasks per queue.
 pub const QUEUE_DELAYED: &str = "pm_queue_delayed";
 /// Gauge: leases in flight per queue.
@@ -80,6 +82,7 @@ pub fn describe() {
     describe_counter!(DEAD_LETTERED, Unit::Count, "Tasks moved to the dead-letter set.");
     describe_counter!(CANCELLED, Unit::Count, "Tasks cancelled (durably).");
     describe_counter!(FAILED, Unit::Count, "Tasks an agent reported failed for good (not retried).");
+    describe_gauge!(WAITING_EXECUTOR, Unit::Count, "Ready tasks no connected agent can run (an executor is missing).");
     describe_gauge!(RESULTS_KEPT, Unit::Count, "Outcomes of finished tasks kept for status queries.");
     describe_counter!(RECLAIMED, Unit::Count, "Reclaim items answered, by outcome.");
     describe_counter!(STALE_LEASES, Unit::Count, "Ack, nack or extend quoting an unknown lease id, by op.");

@@ -129,6 +129,7 @@ impl Node {
             result_retention: cfg.result_retention,
             max_results: cfg.kept_results().div_ceil(n),
             max_result_bytes: cfg.max_result_bytes,
+            queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),
         };
         let shards: Vec<_> = per_shard
             .into_iter()

@@ -54,6 +54,8 @@ pub struct ConnCtx {
     pub id: ConnId,
     /// Fixed by Hello.
     pub role: Role,
+    /// Agents: the executors declared in Hello (`None`: declared none, runs anything).
+    pub executors: Option<crate::shard::Executors>,
     /// The connection's outbox.
     pub out: OutTx,
     /// Node-wide state.
@@ -380,13 +382,14 @@ pub fn serve<S: Transport>(stream: S, server: Arc<ServerCtx>) -> impl std::futur
     // node reserve a whole --max-frame-bytes buffer by sending a length prefix and stalling.
     let max_frame = server.cfg.max_frame_bytes.min(HELLO_MAX_BYTES);
     let mut conn = Conn { stream, rx, busy: None, max_frame, closed: false };
-    let mut ctx = ConnCtx { id, role: Role::Unspecified, out, server, inflight: 0 };
+    let mut ctx = ConnCtx { id, role: Role::Unspecified, executors: None, out, server, inflight: 0 };
     async move {
         // Boxed: the handshake's timer and state are gone once it is over, instead of sizing every
         // connection's future for the rest of its life.
         match Box::pin(handshake(&mut conn, &ctx)).await {
-            Some(role) => {
+            Some((role, executors)) => {
                 ctx.role = role;
+                ctx.executors = executors;
                 conn.max_frame = ctx.server.cfg.max_frame_bytes;
             }
             None => {
@@ -426,7 +429,7 @@ fn wind_up(ctx: &ConnCtx, exit: Exit) -> bool {
 
 /// Reads and checks Hello within the handshake timeout and queues Welcome. `None` when the connection was
 /// refused (and closed) or went away.
-async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -> Option<Role> {
+async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -> Option<(Role, Option<crate::shard::Executors>)> {
     let (out, server) = (&ctx.out, &ctx.server);
     let limits = &server.cfg;
     let hello = match timeout(limits.handshake_timeout, poll_fn(|cx| conn.poll_frame(cx))).await {
@@ -465,6 +468,16 @@ async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -> Option<Ro
         close_lingering(conn).await;
         return None;
     }
+    let caps = &hello.capabilities;
+    if caps.len() > MAX_CAPABILITIES || caps.iter().any(|c| c.is_empty() || c.len() > MAX_EXECUTOR_NAME_BYTES) {
+        let msg = format!(
+            "Hello.capabilities: at most {MAX_CAPABILITIES} executor names of 1 to {MAX_EXECUTOR_NAME_BYTES} bytes"
+        );
+        refuse(out, ErrorCode::LimitExceeded, &msg, "capabilities");
+        close_lingering(conn).await;
+        return None;
+    }
+    let executors = (!caps.is_empty()).then(|| crate::shard::executor_set(hello.capabilities.clone()));
     let _ = out.send(Outbound::Frame(
         pb::Welcome {
             server_version: PROTOCOL_VERSION,
@@ -477,8 +490,13 @@ async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -> Option<Ro
         .into(),
     ));
     tracing::debug!(conn = ctx.id, client = %truncate(&hello.client_id, 128), role = role.as_str_name(), "connected");
-    Some(role)
+    Some((role, executors))
 }
+
+/// Most executor names an agent may declare in `Hello.capabilities`.
+pub const MAX_CAPABILITIES: usize = 256;
+/// Longest executor name (in `Hello.capabilities` and `TaskSpec.executors`).
+pub const MAX_EXECUTOR_NAME_BYTES: usize = 128;
 
 /// Writes everything queued up to the `Close` (which the caller has queued) and half-closes the socket, then
 /// drains what the peer still sends for a moment: closing a socket with unread input sends a reset, which can

@@ -17,5 +17,6 @@ pub fn handle(ctx: &mut ConnCtx, credit: pb::Credit) {
     let shard = shard_of_queue(&queue, ctx.server.shards.len());
     let peer = ctx.role == Role::Peer;
     let (conn, out, n, set) = (ctx.id, ctx.out.clone(), credit.n, credit.set);
-    ctx.server.shards[shard].send(ShardMsg::Credit { conn, out, queue, n, set, peer });
+    let executors = ctx.executors.clone();
+    ctx.server.shards[shard].send(ShardMsg::Credit { conn, out, queue, n, set, peer, executors });
 }

@@ -7,7 +7,7 @@ use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
 use pm_protocol::ErrorCode;
 
 use super::by_shard;
-use crate::connection::{ConnCtx, Merge, Outbound, Reply};
+use crate::connection::{ConnCtx, Merge, Outbound, Reply, MAX_EXECUTOR_NAME_BYTES};
 use crate::metrics as m;
 use crate::shard::{shard_of_queue, ShardMsg};
 
@@ -69,5 +69,13 @@ fn validate(spec: &pb::TaskSpec, max_payload: usize) -> Result<(), String> {
     if spec.key.len() > MAX_KEY_BYTES || spec.idempotency_key.len() > MAX_KEY_BYTES {
         return Err(format!("key and idempotency key are limited to {MAX_KEY_BYTES} bytes"));
     }
+    if spec.executors.len() > MAX_TASK_EXECUTORS
+        || spec.executors.iter().any(|e| e.is_empty() || e.len() > MAX_EXECUTOR_NAME_BYTES)
+    {
+        return Err(format!("executors: at most {MAX_TASK_EXECUTORS} names of 1 to {MAX_EXECUTOR_NAME_BYTES} bytes"));
+    }
     Ok(())
 }
+
+/// Most executors one task may name in `TaskSpec.executors`.
+const MAX_TASK_EXECUTORS: usize = 64;

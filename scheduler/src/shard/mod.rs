@@ -33,7 +33,7 @@ use crate::metrics as m;
 use crate::steal::{StealHandle, StealMsg};
 use crate::store::committer::CommitterHandle;
 use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError};
-pub use queue::{Queue, ReadyEntry};
+pub use queue::{executor_set, Executors, Queue, QueueLimits, ReadyEntry};
 
 /// Settings a shard needs.
 #[derive(Debug, Clone)]
@@ -61,6 +61,8 @@ pub struct ShardConfig {
     pub max_results: usize,
     /// Largest result document kept with an outcome; a larger one is left out (the outcome says so).
     pub max_result_bytes: usize,
+    /// Limits of named queues (`--queue-limit`); other queues have none.
+    pub queue_limits: Arc<HashMap<String, QueueLimits>>,
 }
 
 /// How long a task taken from a peer may wait for an agent here before it is given back.
@@ -94,6 +96,8 @@ pub enum ShardMsg {
         set: bool,
         /// The connection is a peer node (served only when no agent has credit).
         peer: bool,
+        /// The executors the agent declared in Hello (`None`: it runs anything).
+        executors: Option<Executors>,
     },
     /// Work stealing: which queues have agents with idle credits and no ready work (queue, idle credits minus
     /// stolen tasks already waiting here).
@@ -264,6 +268,14 @@ struct Task {
     submitted_unix_ms: u64,
     /// When its newest delivery was leased, wall clock (0: never, or not since the restart).
     started_unix_ms: u64,
+    /// Its executor class in its queue (0: needs no particular executor).
+    class: u32,
+}
+
+impl Task {
+    fn entry(&self, task_id: u64) -> ReadyEntry {
+        ReadyEntry { priority: self.priority, task_id }
+    }
 }
 
 #[derive(Debug)]
@@ -520,7 +532,7 @@ impl Shard {
             } else {
                 task.state = State::Ready;
                 task.ready_since = Instant::now();
-                self.queues[q as usize].ready.push(ReadyEntry { priority: task.priority, task_id: rt.task_id });
+                self.queues[q as usize].push_ready(task.class, task.entry(rt.task_id));
             }
             self.tasks.insert(rt.task_id, task);
         }
@@ -543,12 +555,18 @@ impl Shard {
             return *id;
         }
         let id = self.queues.len() as u32;
-        self.queues.push(Queue::new(name.to_string()));
+        let mut queue = Queue::new(name.to_string());
+        if let Some(limits) = self.cfg.queue_limits.get(name) {
+            queue.set_limits(*limits);
+        }
+        self.queues.push(queue);
         self.queue_ids.insert(name.to_string(), id);
         id
     }
 
-    fn new_task(&self, queue: u32, spec: &TaskSpec, idem: Option<String>) -> Task {
+    fn new_task(&mut self, queue: u32, spec: &TaskSpec, idem: Option<String>) -> Task {
+        let executors = executor_set(pm_protocol::pipeline::required_executors(spec));
+        let class = self.queues[queue as usize].class_of(&executors);
         let lease =
             if spec.lease_ms == 0 { self.cfg.default_lease } else { Duration::from_millis(spec.lease_ms.into()) };
         let max_attempts = if spec.max_attempts == 0 { self.cfg.default_max_attempts } else { spec.max_attempts };
@@ -566,6 +584,7 @@ impl Shard {
             ready_since: Instant::now(),
             submitted_unix_ms: 0,
             started_unix_ms: 0,
+            class,
         }
     }
 
@@ -605,13 +624,13 @@ impl Shard {
     fn handle(&mut self, msg: ShardMsg) {
         match msg {
             ShardMsg::Submit { out, request_id, items, notify } => self.on_submit(out, request_id, items, notify),
-            ShardMsg::Credit { conn, out, queue, n, set, peer } => {
+            ShardMsg::Credit { conn, out, queue, n, set, peer, executors } => {
                 let q = self.queue_id(&queue);
                 self.agents.entry(conn).or_default().out = Some(out);
                 if set {
-                    self.queues[q as usize].set_credit(conn, n, peer);
+                    self.queues[q as usize].set_credit(conn, n, peer, executors);
                 } else {
-                    self.queues[q as usize].add_credit(conn, n, peer);
+                    self.queues[q as usize].add_credit(conn, n, peer, executors);
                 }
                 self.dirty.insert(q);
             }
@@ -619,7 +638,7 @@ impl Shard {
                 let hungry = self
                     .queues
                     .iter()
-                    .filter(|q| q.ready.is_empty())
+                    .filter(|q| q.ready_len() == 0)
                     .map(|q| (q.name.clone(), q.local_credits().saturating_sub(q.foreign.len() as u64)))
                     .filter(|(_, n)| *n > 0)
                     .collect();
@@ -844,7 +863,7 @@ impl Shard {
         }
         for (q, ids) in unqueue {
             let q = &mut self.queues[q as usize];
-            q.ready.retain(|e| !ids.contains(&e.task_id));
+            q.retain_ready(|id| !ids.contains(&id));
             q.delayed.retain(|Reverse((_, id))| !ids.contains(id));
         }
         if cancelled.is_empty() {
@@ -896,6 +915,7 @@ impl Shard {
                     self.leases.insert(lease_id, Lease { task_id, conn, deadline });
                     self.lease_heap.push(Reverse((deadline, lease_id)));
                     self.queues[q as usize].leased += 1;
+                    self.queues[q as usize].key_started(&t.key);
                     Some(lease_id)
                 }
                 State::Pending | State::Acking | State::Dead(_) => None,
@@ -925,7 +945,7 @@ impl Shard {
             results.push((idx, result));
         }
         for (q, ids) in unqueue {
-            self.queues[q as usize].ready.retain(|e| !ids.contains(&e.task_id));
+            self.queues[q as usize].retain_ready(|id| !ids.contains(&id));
         }
         let _ = out.send(Outbound::Part { request_id, part: Part::Reclaim(results) });
     }
@@ -942,7 +962,7 @@ impl Shard {
             t.ready_since = Instant::now();
             let q = &mut self.queues[t.queue as usize];
             q.held = q.held.saturating_sub(1);
-            q.ready.push(ReadyEntry { priority: t.priority, task_id });
+            q.push_ready(t.class, t.entry(task_id));
             self.dirty.insert(t.queue);
         }
     }
@@ -987,7 +1007,11 @@ impl Shard {
             agent.remove_lease(lease_id);
         }
         if let Some(t) = self.tasks.get(&lease.task_id) {
-            self.queues[t.queue as usize].leased = self.queues[t.queue as usize].leased.saturating_sub(1);
+            let q = &mut self.queues[t.queue as usize];
+            q.leased = q.leased.saturating_sub(1);
+            if q.key_ended(&t.key) {
+                self.dirty.insert(t.queue);
+            }
         }
         Some(lease.task_id)
     }
@@ -1008,7 +1032,7 @@ impl Shard {
         } else if after.is_zero() {
             t.state = State::Ready;
             t.ready_since = Instant::now();
-            self.queues[q as usize].ready.push(ReadyEntry { priority: t.priority, task_id });
+            self.queues[q as usize].push_ready(t.class, t.entry(task_id));
             self.dirty.insert(q);
         } else {
             let at = Instant::now() + after;
@@ -1021,7 +1045,8 @@ impl Shard {
     fn next_deadline(&self) -> Option<Instant> {
         let lease = self.lease_heap.peek().map(|Reverse((t, _))| *t);
         let delayed = self.queues.iter().filter_map(|q| q.delayed.peek().map(|Reverse((t, _))| *t)).min();
-        [lease, delayed, self.hold_until].into_iter().flatten().min()
+        let throttled = self.queues.iter().filter_map(|q| q.throttled_until).min();
+        [lease, delayed, self.hold_until, throttled].into_iter().flatten().min()
     }
 
     fn on_timers(&mut self) {
@@ -1045,6 +1070,10 @@ impl Shard {
         }
         for qi in 0..self.queues.len() {
             let q = &mut self.queues[qi];
+            if q.throttled_until.is_some_and(|at| at <= now) {
+                q.throttled_until = None;
+                self.dirty.insert(qi as u32);
+            }
             while let Some(Reverse((at, task_id))) = q.delayed.peek().copied() {
                 if at > now {
                     break;
@@ -1055,7 +1084,7 @@ impl Shard {
                         t.state = State::Ready;
                         t.ready_since = Instant::now();
                         t.not_before = None;
-                        q.ready.push(ReadyEntry { priority: t.priority, task_id });
+                        q.push_ready(t.class, t.entry(task_id));
                         self.dirty.insert(qi as u32);
                     }
                 }
@@ -1088,26 +1117,33 @@ impl Shard {
         self.dispatch_foreign(qi, budget);
         loop {
             let q = &mut self.queues[qi as usize];
-            if q.ready.is_empty() || !q.has_credit() {
+            if q.ready_len() == 0 || !q.has_credit() {
                 return;
             }
-            let Some(entry) = q.ready.pop() else { return };
-            let Some(task) = self.tasks.get_mut(&entry.task_id) else { continue };
+            // The best task an agent with credit can run (its executors), and the agents' group.
+            let Some((class, group)) = q.best() else { return };
+            let Some(entry) = q.peek(class) else { return };
+            let Some(task) = self.tasks.get_mut(&entry.task_id) else {
+                q.pop(class);
+                continue;
+            };
             if task.state != State::Ready {
+                q.pop(class);
                 continue;
             }
-            let Some(conn) = q.take_credit() else {
-                q.ready.push(entry);
-                return;
-            };
-            let Some(agent) = self.agents.get_mut(&conn) else {
-                q.ready.push(entry);
+            if q.key_at_limit(&task.key) {
+                q.pop(class);
+                q.park(&task.key, class, entry);
                 continue;
-            };
-            let Some(out) = agent.out.as_ref() else {
-                q.ready.push(entry);
-                continue;
-            };
+            }
+            if !q.take_token(now) {
+                return; // rate limit: `throttled_until` wakes the queue
+            }
+            let Some(conn) = q.take_credit_from(group) else { return };
+            let Some(agent) = self.agents.get_mut(&conn) else { continue };
+            let Some(out) = agent.out.as_ref() else { continue };
+            q.pop(class);
+            q.key_started(&task.key);
             let lease_id = mint_lease(&mut self.next_lease, self.cfg.lease_prefix, self.shards, self.index);
             task.attempts += 1;
             task.state = State::Leased(lease_id);
@@ -1342,7 +1378,7 @@ impl Shard {
         }
         t.state = State::Ready;
         t.ready_since = Instant::now();
-        self.queues[t.queue as usize].ready.push(ReadyEntry { priority: t.priority, task_id });
+        self.queues[t.queue as usize].push_ready(t.class, t.entry(task_id));
         self.dirty.insert(t.queue);
     }
 
@@ -1361,7 +1397,7 @@ impl Shard {
                 t.state = State::Ready;
                 t.ready_since = Instant::now();
                 t.not_before = None;
-                q.ready.push(ReadyEntry { priority: t.priority, task_id });
+                q.push_ready(t.class, t.entry(task_id));
                 self.dirty.insert(t.queue);
             }
         }
@@ -1370,13 +1406,14 @@ impl Shard {
     fn queue_stats(&self, q: &Queue) -> QueueStats {
         QueueStats {
             queue: q.name.clone(),
-            ready: q.ready.len() as u64,
+            ready: q.ready_len() as u64,
             // Held tasks are not deliverable yet, like delayed ones.
             delayed: q.delayed.len() as u64 + q.held,
             leased: q.leased,
             dead: q.dead.len() as u64,
             credits: q.total_credits(),
-            agents: q.credits.len() as u64,
+            agents: q.agents_with_credit(),
+            waiting_executor: q.waiting_for_executor(),
         }
     }
 
@@ -1417,7 +1454,7 @@ impl Shard {
                     t.attempts = 0;
                     t.state = State::Ready;
                     t.ready_since = Instant::now();
-                    self.queues[qi].ready.push(ReadyEntry { priority: t.priority, task_id });
+                    self.queues[qi].push_ready(t.class, t.entry(task_id));
                     self.records.push(Record::Redrive { task_id });
                     n += 1;
                 }
@@ -1444,7 +1481,8 @@ impl Shard {
     fn update_gauges(&self) {
         for q in &self.queues {
             let name = q.name.clone();
-            metrics::gauge!(m::QUEUE_DEPTH, "queue" => name.clone()).set(q.ready.len() as f64);
+            metrics::gauge!(m::QUEUE_DEPTH, "queue" => name.clone()).set(q.ready_len() as f64);
+            metrics::gauge!(m::WAITING_EXECUTOR, "queue" => name.clone()).set(q.waiting_for_executor() as f64);
             metrics::gauge!(m::QUEUE_DELAYED, "queue" => name.clone()).set((q.delayed.len() as u64 + q.held) as f64);
             metrics::gauge!(m::LEASES_IN_FLIGHT, "queue" => name.clone()).set(q.leased as f64);
             metrics::gauge!(m::DEAD_LETTERS, "queue" => name).set(q.dead.len() as f64);

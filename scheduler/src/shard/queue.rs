@@ -1,8 +1,22 @@
 //! One named queue inside a shard: ready tasks by (priority, submit order), delayed tasks by time, the
-//! agents waiting with credits, and the dead-letter set.
+//! agents waiting with credits, the dead-letter set, and the queue's limits.
+//!
+//! **Capability routing.** Ready tasks are kept in one heap per *executor class*: the set of executors a task
+//! needs (class 0 needs none). Agents are grouped by the executors they declared in `Hello` (a group that
+//! declared none runs anything). A task is leased only to an agent whose group has every executor of its
+//! class; [`Queue::best`] picks the best head among the classes some waiting group can serve, so a task
+//! nobody can run never blocks the others. Classes and groups are few (one per kind of pipeline or pod), so
+//! a pick costs O(classes × groups) with the compatibility precomputed.
+//!
+//! **Per-key limits.** With `max_per_key`, a task whose key already has that many leases is *parked* under
+//! its key instead of leased; the best parked task of a key goes back to its class heap when a lease of that
+//! key ends. A **rate limit** is a token bucket: while it is empty the queue leases nothing, until
+//! [`Queue::throttled_until`].
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
 use pm_protocol::pb::LeasedTask;
 
@@ -10,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::connection::ConnId;
 
-/// A ready task in the heap: higher priority first, then lower id (= earlier submit) first.
+/// A ready task in a heap: higher priority first, then lower id (= earlier submit) first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadyEntry {
     /// Task priority.
@@ -31,27 +45,92 @@ impl PartialOrd for ReadyEntry {
     }
 }
 
+/// A set of executor names, sorted and without repeats.
+pub type Executors = Arc<[String]>;
+
+/// Sorts and dedups `names` into an [`Executors`] set.
+pub fn executor_set(mut names: Vec<String>) -> Executors {
+    names.sort_unstable();
+    names.dedup();
+    names.into()
+}
+
+/// True when `have` holds every name of `need` (both sorted).
+fn covers(have: &[String], need: &[String]) -> bool {
+    let mut it = have.iter();
+    need.iter().all(|n| it.by_ref().any(|h| h == n))
+}
+
+/// The limits of one queue (`--queue-limit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QueueLimits {
+    /// Most leases at once per task key (0: no limit). Tasks without a key are not limited.
+    pub max_per_key: u32,
+    /// Most leases started per second (0: no limit).
+    pub rate_per_sec: f64,
+    /// Leases that may start at once after an idle spell (at least 1).
+    pub burst: f64,
+}
+
+/// Ready tasks that need one set of executors.
+#[derive(Debug)]
+struct Class {
+    executors: Executors,
+    ready: BinaryHeap<ReadyEntry>,
+}
+
+/// Agents that declared the same executors.
+#[derive(Debug)]
+struct Group {
+    /// `None`: declared none, runs anything.
+    executors: Option<Executors>,
+    /// Members with credits, in round-robin order (each at most once).
+    waiting: VecDeque<ConnId>,
+    /// Connected members (with or without credits).
+    members: usize,
+    /// `serves[c]`: this group can run class `c`.
+    serves: Vec<bool>,
+}
+
+impl Group {
+    fn can_run(&self, class: &Class) -> bool {
+        self.executors.as_ref().is_none_or(|have| covers(have, &class.executors))
+    }
+}
+
+/// One agent's (or peer node's) standing on this queue.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    credits: u32,
+    /// Index in `groups`, or [`PEER`].
+    group: u32,
+}
+
+/// `Slot::group` of a peer node.
+const PEER: u32 = u32::MAX;
+
 /// State of one queue. Owned by its shard; never shared.
 #[derive(Debug)]
 pub struct Queue {
     /// The queue's name.
     pub name: String,
-    /// Ready tasks.
-    pub ready: BinaryHeap<ReadyEntry>,
-    /// Tasks waiting for their not-before time.
-    pub delayed: BinaryHeap<Reverse<(Instant, u64)>>,
-    /// Agents with credits for this queue, served round-robin.
-    pub waiting: VecDeque<ConnId>,
-    /// Peer nodes with credits for this queue (work stealing), served only when no agent has credit.
-    pub peer_waiting: VecDeque<ConnId>,
-    /// Outstanding credits per agent or peer connection.
-    pub credits: HashMap<ConnId, u32>,
-    /// The connections in `credits` that are peer nodes.
-    peers: HashSet<ConnId>,
+    classes: Vec<Class>,
+    class_ids: HashMap<Executors, u32>,
+    groups: Vec<Group>,
+    group_ids: HashMap<Option<Executors>, u32>,
+    /// The group served first at the next tie, for round-robin between groups.
+    next_group: usize,
+    /// Peer nodes with credits (work stealing), served only class 0, and only when no agent can take it.
+    peer_waiting: VecDeque<ConnId>,
+    slots: HashMap<ConnId, Slot>,
     /// Sum of the agents' credits (peers excluded).
     local_credits: u64,
     /// Sum of the peers' credits.
     peer_credits: u64,
+    /// Ready tasks in class heaps.
+    ready_len: usize,
+    /// Tasks waiting for their not-before time.
+    pub delayed: DelayedHeap,
     /// Tasks leased by a peer node that this node took for its agents, in arrival order (see `crate::steal`).
     pub foreign: VecDeque<(Instant, LeasedTask)>,
     /// Dead-lettered task ids, oldest first.
@@ -60,92 +139,249 @@ pub struct Queue {
     pub leased: u64,
     /// Recovered tasks held for their agents to reclaim (the reclaim grace after startup).
     pub held: u64,
+    /// Limits (none by default).
+    pub limits: QueueLimits,
+    /// Leases per key (only with `max_per_key`).
+    running: HashMap<String, u32>,
+    /// Ready tasks whose key is at its limit, by key, with their class.
+    parked: HashMap<String, BinaryHeap<(ReadyEntry, u32)>>,
+    parked_len: usize,
+    /// Token bucket of the rate limit.
+    tokens: f64,
+    refilled: Instant,
+    /// While the rate limit's bucket is empty: when the next token comes.
+    pub throttled_until: Option<Instant>,
 }
 
 impl Queue {
-    /// An empty queue.
+    /// An empty queue without limits.
     pub fn new(name: String) -> Self {
+        let none: Executors = Vec::new().into();
         Queue {
             name,
-            ready: BinaryHeap::new(),
-            delayed: BinaryHeap::new(),
-            waiting: VecDeque::new(),
+            classes: vec![Class { executors: none.clone(), ready: BinaryHeap::new() }],
+            class_ids: HashMap::from([(none, 0)]),
+            groups: Vec::new(),
+            group_ids: HashMap::new(),
+            next_group: 0,
             peer_waiting: VecDeque::new(),
-            credits: HashMap::new(),
-            peers: HashSet::new(),
+            slots: HashMap::new(),
             local_credits: 0,
             peer_credits: 0,
+            ready_len: 0,
+            delayed: BinaryHeap::new(),
             foreign: VecDeque::new(),
             dead: BTreeSet::new(),
             leased: 0,
             held: 0,
+            limits: QueueLimits::default(),
+            running: HashMap::new(),
+            parked: HashMap::new(),
+            parked_len: 0,
+            tokens: 0.0,
+            refilled: Instant::now(),
+            throttled_until: None,
         }
     }
 
-    /// Adds `n` credits for `conn` (a peer node if `peer`), queuing it if it had none.
-    pub fn add_credit(&mut self, conn: ConnId, n: u32, peer: bool) {
+    /// Sets the queue's limits (a new bucket starts full).
+    pub fn set_limits(&mut self, limits: QueueLimits) {
+        self.limits = limits;
+        self.tokens = limits.burst.max(1.0);
+        self.refilled = Instant::now();
+    }
+
+    /// The class of tasks needing `executors` (interned; 0 for none).
+    pub fn class_of(&mut self, executors: &Executors) -> u32 {
+        if executors.is_empty() {
+            return 0;
+        }
+        if let Some(c) = self.class_ids.get(executors) {
+            return *c;
+        }
+        let id = self.classes.len() as u32;
+        let class = Class { executors: executors.clone(), ready: BinaryHeap::new() };
+        for g in &mut self.groups {
+            g.serves.push(g.can_run(&class));
+        }
+        self.classes.push(class);
+        self.class_ids.insert(executors.clone(), id);
+        id
+    }
+
+    /// The executors class `class` needs.
+    pub fn class_executors(&self, class: u32) -> &[String] {
+        self.classes.get(class as usize).map_or(&[], |c| &c.executors[..])
+    }
+
+    fn group_of(&mut self, executors: Option<Executors>) -> u32 {
+        if let Some(g) = self.group_ids.get(&executors) {
+            return *g;
+        }
+        let id = self.groups.len() as u32;
+        let mut group =
+            Group { executors: executors.clone(), waiting: VecDeque::new(), members: 0, serves: Vec::new() };
+        group.serves = self.classes.iter().map(|c| group.can_run(c)).collect();
+        self.groups.push(group);
+        self.group_ids.insert(executors, id);
+        id
+    }
+
+    /// Makes a task ready in its class.
+    pub fn push_ready(&mut self, class: u32, entry: ReadyEntry) {
+        let c = class.min(self.classes.len() as u32 - 1) as usize;
+        self.classes[c].ready.push(entry);
+        self.ready_len += 1;
+    }
+
+    /// Ready tasks (parked ones included).
+    pub fn ready_len(&self) -> usize {
+        self.ready_len + self.parked_len
+    }
+
+    /// Removes the ready (and parked) tasks for which `keep` is false.
+    pub fn retain_ready(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        for c in &mut self.classes {
+            c.ready.retain(|e| keep(e.task_id));
+        }
+        self.ready_len = self.classes.iter().map(|c| c.ready.len()).sum();
+        for heap in self.parked.values_mut() {
+            heap.retain(|(e, _)| keep(e.task_id));
+        }
+        self.parked.retain(|_, h| !h.is_empty());
+        self.parked_len = self.parked.values().map(BinaryHeap::len).sum();
+    }
+
+    /// The best ready task some waiting agent (or, for class 0, a peer) can run, and the group to take the
+    /// credit from ([`PEER`] for a peer): `(class, group)`.
+    pub fn best(&self) -> Option<(u32, u32)> {
+        let mut best: Option<(ReadyEntry, u32)> = None;
+        for (ci, class) in self.classes.iter().enumerate() {
+            let Some(head) = class.ready.peek() else { continue };
+            if best.is_some_and(|(b, _)| b >= *head) {
+                continue;
+            }
+            if self.groups.iter().any(|g| !g.waiting.is_empty() && g.serves[ci]) {
+                best = Some((*head, ci as u32));
+            }
+        }
+        let n = self.groups.len();
+        if let Some((_, ci)) = best {
+            // Round-robin between the groups that can run it.
+            let g = (0..n)
+                .map(|i| (self.next_group + i) % n)
+                .find(|&g| !self.groups[g].waiting.is_empty() && self.groups[g].serves[ci as usize])?;
+            return Some((ci, g as u32));
+        }
+        (!self.classes[0].ready.is_empty() && !self.peer_waiting.is_empty()).then_some((0, PEER))
+    }
+
+    /// The head of class `class`.
+    pub fn peek(&self, class: u32) -> Option<ReadyEntry> {
+        self.classes.get(class as usize)?.ready.peek().copied()
+    }
+
+    /// Takes the head of class `class`.
+    pub fn pop(&mut self, class: u32) -> Option<ReadyEntry> {
+        let e = self.classes.get_mut(class as usize)?.ready.pop()?;
+        self.ready_len -= 1;
+        Some(e)
+    }
+
+    /// Takes one credit from the next member of `group` (or the next peer for [`PEER`]).
+    pub fn take_credit_from(&mut self, group: u32) -> Option<ConnId> {
+        if group == PEER {
+            let conn = take_from(&mut self.peer_waiting, &mut self.slots)?;
+            self.peer_credits = self.peer_credits.saturating_sub(1);
+            return Some(conn);
+        }
+        let g = self.groups.get_mut(group as usize)?;
+        let conn = take_from(&mut g.waiting, &mut self.slots)?;
+        self.local_credits = self.local_credits.saturating_sub(1);
+        if !self.groups.is_empty() {
+            self.next_group = (group as usize + 1) % self.groups.len();
+        }
+        Some(conn)
+    }
+
+    /// Takes one credit from the next agent of any group (never a peer node): for tasks that need no
+    /// particular executor.
+    pub fn take_local_credit(&mut self) -> Option<ConnId> {
+        let n = self.groups.len();
+        let g = (0..n).map(|i| (self.next_group + i) % n).find(|&g| !self.groups[g].waiting.is_empty())?;
+        self.take_credit_from(g as u32)
+    }
+
+    /// Adds `n` credits for `conn` (a peer node if `peer`; an agent that declared `executors`, `None` for
+    /// none), queuing it if it had none.
+    pub fn add_credit(&mut self, conn: ConnId, n: u32, peer: bool, executors: Option<Executors>) {
+        let slot = match self.slots.get(&conn) {
+            Some(s) => *s,
+            None => {
+                let group = if peer { PEER } else { self.group_of(executors) };
+                if let Some(g) = self.groups.get_mut(group as usize) {
+                    g.members += 1;
+                }
+                let s = Slot { credits: 0, group };
+                self.slots.insert(conn, s);
+                s
+            }
+        };
         if n == 0 {
             return;
         }
-        let c = self.credits.entry(conn).or_insert(0);
-        let before = *c;
-        if *c == 0 {
-            if peer {
-                self.peers.insert(conn);
-                self.peer_waiting.push_back(conn);
-            } else {
-                self.waiting.push_back(conn);
+        if slot.credits == 0 {
+            match self.groups.get_mut(slot.group as usize) {
+                Some(g) => g.waiting.push_back(conn),
+                None => self.peer_waiting.push_back(conn),
             }
         }
-        *c = c.saturating_add(n);
-        let added = u64::from(*c - before);
-        if peer {
+        let credits = slot.credits.saturating_add(n);
+        let added = u64::from(credits - slot.credits);
+        if slot.group == PEER {
             self.peer_credits += added;
         } else {
             self.local_credits += added;
         }
+        self.slots.insert(conn, Slot { credits, ..slot });
     }
 
     /// Replaces `conn`'s credits with `n` (0 withdraws them).
-    pub fn set_credit(&mut self, conn: ConnId, n: u32, peer: bool) {
-        self.remove_agent(conn);
-        self.add_credit(conn, n, peer);
+    pub fn set_credit(&mut self, conn: ConnId, n: u32, peer: bool, executors: Option<Executors>) {
+        self.withdraw(conn);
+        self.add_credit(conn, n, peer, executors);
     }
 
-    /// Takes one credit: from the next agent in round-robin order, else from the next peer node.
-    pub fn take_credit(&mut self) -> Option<ConnId> {
-        if let Some(conn) = self.take_local_credit() {
-            return Some(conn);
+    /// Takes back `conn`'s credits; it stays a member of its group.
+    fn withdraw(&mut self, conn: ConnId) {
+        let Some(slot) = self.slots.get_mut(&conn) else { return };
+        let n = std::mem::take(&mut slot.credits);
+        if n == 0 {
+            return;
         }
-        let conn = take_from(&mut self.peer_waiting, &mut self.credits)?;
-        self.peer_credits = self.peer_credits.saturating_sub(1);
-        if !self.credits.contains_key(&conn) {
-            self.peers.remove(&conn);
+        match self.groups.get_mut(slot.group as usize) {
+            Some(g) => {
+                g.waiting.retain(|c| *c != conn);
+                self.local_credits = self.local_credits.saturating_sub(u64::from(n));
+            }
+            None => {
+                self.peer_waiting.retain(|c| *c != conn);
+                self.peer_credits = self.peer_credits.saturating_sub(u64::from(n));
+            }
         }
-        Some(conn)
-    }
-
-    /// Takes one credit from the next agent (never a peer node).
-    pub fn take_local_credit(&mut self) -> Option<ConnId> {
-        let conn = take_from(&mut self.waiting, &mut self.credits)?;
-        self.local_credits = self.local_credits.saturating_sub(1);
-        Some(conn)
     }
 
     /// True when an agent or a peer node has credit.
     pub fn has_credit(&self) -> bool {
-        !self.waiting.is_empty() || !self.peer_waiting.is_empty()
+        self.local_credits + self.peer_credits > 0
     }
 
-    /// Forgets a connection's credits (it disconnected, or sets new ones).
+    /// Forgets a connection (it disconnected).
     pub fn remove_agent(&mut self, conn: ConnId) {
-        if let Some(n) = self.credits.remove(&conn) {
-            if self.peers.remove(&conn) {
-                self.peer_waiting.retain(|c| *c != conn);
-                self.peer_credits = self.peer_credits.saturating_sub(u64::from(n));
-            } else {
-                self.waiting.retain(|c| *c != conn);
-                self.local_credits = self.local_credits.saturating_sub(u64::from(n));
+        self.withdraw(conn);
+        if let Some(slot) = self.slots.remove(&conn) {
+            if let Some(g) = self.groups.get_mut(slot.group as usize) {
+                g.members = g.members.saturating_sub(1);
             }
         }
     }
@@ -159,72 +395,261 @@ impl Queue {
     pub fn total_credits(&self) -> u64 {
         self.local_credits + self.peer_credits
     }
+
+    /// Agents and peers with credits.
+    pub fn agents_with_credit(&self) -> u64 {
+        self.slots.values().filter(|s| s.credits > 0).count() as u64
+    }
+
+    /// Whether a connected agent of this queue (busy or not) has every executor of class `class`; and
+    /// whether one of them has credit now.
+    pub fn capable(&self, class: u32) -> (bool, bool) {
+        let c = class as usize;
+        let serving = self.groups.iter().filter(|g| g.serves.get(c).copied().unwrap_or(false));
+        serving.fold((false, false), |(any, free), g| (any || g.members > 0, free || !g.waiting.is_empty()))
+    }
+
+    /// Ready tasks that no connected agent of this queue can run (their executors are missing).
+    pub fn waiting_for_executor(&self) -> u64 {
+        self.classes
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(c, _)| !self.capable(*c as u32).0)
+            .map(|(_, cl)| cl.ready.len() as u64)
+            .sum()
+    }
+
+    /// The executors the connected agents of this queue declared (`None` in the list: one that runs anything).
+    pub fn agent_executors(&self) -> Vec<Option<&[String]>> {
+        self.groups.iter().filter(|g| g.members > 0).map(|g| g.executors.as_deref()).collect()
+    }
+
+    // --- per-key limits ---
+
+    /// True when `key` is at the queue's per-key limit.
+    pub fn key_at_limit(&self, key: &str) -> bool {
+        self.limits.max_per_key > 0
+            && !key.is_empty()
+            && self.running.get(key).copied().unwrap_or(0) >= self.limits.max_per_key
+    }
+
+    /// Leases of `key` now.
+    pub fn running_of(&self, key: &str) -> u32 {
+        self.running.get(key).copied().unwrap_or(0)
+    }
+
+    /// Sets a ready task aside until a lease of its key ends.
+    pub fn park(&mut self, key: &str, class: u32, entry: ReadyEntry) {
+        self.parked.entry(key.to_string()).or_default().push((entry, class));
+        self.parked_len += 1;
+    }
+
+    /// A lease of `key` starts (counted only under a per-key limit).
+    pub fn key_started(&mut self, key: &str) {
+        if self.limits.max_per_key > 0 && !key.is_empty() {
+            *self.running.entry(key.to_string()).or_default() += 1;
+        }
+    }
+
+    /// A lease of `key` ended: the best task parked under it is ready again. True if one was.
+    pub fn key_ended(&mut self, key: &str) -> bool {
+        if self.limits.max_per_key == 0 || key.is_empty() {
+            return false;
+        }
+        if let Some(n) = self.running.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(key);
+            }
+        }
+        let Some(heap) = self.parked.get_mut(key) else { return false };
+        let Some((entry, class)) = heap.pop() else { return false };
+        if heap.is_empty() {
+            self.parked.remove(key);
+        }
+        self.parked_len -= 1;
+        self.push_ready(class, entry);
+        true
+    }
+
+    // --- rate limit ---
+
+    /// Takes a token for one lease; false (and [`Queue::throttled_until`] set) when the bucket is empty.
+    pub fn take_token(&mut self, now: Instant) -> bool {
+        let rate = self.limits.rate_per_sec;
+        if rate <= 0.0 {
+            return true;
+        }
+        let burst = self.limits.burst.max(1.0);
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.throttled_until = None;
+            return true;
+        }
+        self.throttled_until = Some(now + Duration::from_secs_f64((1.0 - self.tokens) / rate));
+        false
+    }
 }
 
 /// Takes one credit from the next connection of `waiting` in round-robin order.
-fn take_from(waiting: &mut VecDeque<ConnId>, credits: &mut HashMap<ConnId, u32>) -> Option<ConnId> {
+fn take_from(waiting: &mut VecDeque<ConnId>, slots: &mut HashMap<ConnId, Slot>) -> Option<ConnId> {
     while let Some(conn) = waiting.pop_front() {
-        let Some(c) = credits.get_mut(&conn) else { continue };
-        if *c == 0 {
-            credits.remove(&conn);
+        let Some(s) = slots.get_mut(&conn) else { continue };
+        if s.credits == 0 {
             continue;
         }
-        *c -= 1;
-        if *c > 0 {
+        s.credits -= 1;
+        if s.credits > 0 {
             waiting.push_back(conn);
-        } else {
-            credits.remove(&conn);
         }
         return Some(conn);
     }
     None
 }
 
+/// Delayed tasks by time.
+pub type DelayedHeap = BinaryHeap<Reverse<(Instant, u64)>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn set(names: &[&str]) -> Executors {
+        executor_set(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Leases everything leasable: (task id, conn) in order.
+    fn drain(q: &mut Queue) -> Vec<(u64, ConnId)> {
+        let mut out = Vec::new();
+        while let Some((class, group)) = q.best() {
+            let e = q.pop(class).unwrap();
+            out.push((e.task_id, q.take_credit_from(group).unwrap()));
+        }
+        out
+    }
 
     #[test]
     fn ready_order_is_priority_then_fifo() {
         let mut q = Queue::new("q".into());
         for (p, id) in [(0, 1), (5, 2), (0, 3), (5, 4), (-1, 5)] {
-            q.ready.push(ReadyEntry { priority: p, task_id: id });
+            q.push_ready(0, ReadyEntry { priority: p, task_id: id });
         }
-        let order: Vec<u64> = std::iter::from_fn(|| q.ready.pop().map(|e| e.task_id)).collect();
+        q.add_credit(1, 10, false, None);
+        let order: Vec<u64> = drain(&mut q).into_iter().map(|(t, _)| t).collect();
         assert_eq!(order, vec![2, 4, 1, 3, 5]);
+        assert_eq!(q.ready_len(), 0);
     }
 
     #[test]
     fn credits_are_served_round_robin() {
         let mut q = Queue::new("q".into());
-        q.add_credit(1, 2, false);
-        q.add_credit(2, 1, false);
-        q.add_credit(1, 1, false);
-        let got: Vec<ConnId> = std::iter::from_fn(|| q.take_credit()).collect();
+        q.add_credit(1, 2, false, None);
+        q.add_credit(2, 1, false, None);
+        q.add_credit(1, 1, false, None);
+        for id in 1..=5 {
+            q.push_ready(0, ReadyEntry { priority: 0, task_id: id });
+        }
+        let got: Vec<ConnId> = drain(&mut q).into_iter().map(|(_, c)| c).collect();
         assert_eq!(got, vec![1, 2, 1, 1]);
         assert_eq!(q.total_credits(), 0);
-        q.add_credit(3, 2, false);
+        q.add_credit(3, 2, false, None);
         q.remove_agent(3);
-        assert_eq!(q.take_credit(), None);
+        assert_eq!(q.best(), None);
     }
 
     #[test]
     fn agents_are_served_before_peer_nodes_and_credits_can_be_set() {
         let mut q = Queue::new("q".into());
-        q.add_credit(9, 2, true);
-        q.add_credit(1, 1, false);
+        q.add_credit(9, 2, true, None);
+        q.add_credit(1, 1, false, None);
         assert_eq!(q.local_credits(), 1);
-        assert_eq!(q.take_local_credit(), Some(1));
-        assert_eq!(q.take_local_credit(), None, "a peer's credit is never local");
-        q.add_credit(2, 1, false);
-        let got: Vec<ConnId> = std::iter::from_fn(|| q.take_credit()).collect();
-        assert_eq!(got, vec![2, 9, 9], "the agent first, then the peer");
-        q.add_credit(9, 5, true);
-        q.set_credit(9, 1, true);
-        q.add_credit(3, 4, false);
-        q.set_credit(3, 0, false);
+        for id in 1..=4 {
+            q.push_ready(0, ReadyEntry { priority: 0, task_id: id });
+        }
+        q.add_credit(2, 1, false, None);
+        let got: Vec<ConnId> = drain(&mut q).into_iter().map(|(_, c)| c).collect();
+        assert_eq!(got, vec![1, 2, 9, 9], "the agents first, then the peer");
+        q.add_credit(9, 5, true, None);
+        q.set_credit(9, 1, true, None);
+        q.add_credit(3, 4, false, None);
+        q.set_credit(3, 0, false, None);
         assert_eq!((q.total_credits(), q.local_credits()), (1, 0));
-        assert_eq!(std::iter::from_fn(|| q.take_credit()).collect::<Vec<_>>(), vec![9]);
+        q.push_ready(0, ReadyEntry { priority: 0, task_id: 5 });
+        assert_eq!(drain(&mut q), vec![(5, 9)]);
         assert!(!q.has_credit());
+    }
+
+    #[test]
+    fn tasks_go_only_to_agents_with_their_executors() {
+        let mut q = Queue::new("q".into());
+        let ocr = q.class_of(&set(&["wget", "tesseract"]));
+        let dl = q.class_of(&set(&["wget"]));
+        assert_eq!(q.class_of(&set(&["tesseract", "wget", "wget"])), ocr, "sets are interned");
+        q.push_ready(ocr, ReadyEntry { priority: 9, task_id: 1 });
+        q.push_ready(dl, ReadyEntry { priority: 0, task_id: 2 });
+        q.push_ready(0, ReadyEntry { priority: 0, task_id: 3 });
+        let ffmpeg = q.class_of(&set(&["ffmpeg"]));
+        q.push_ready(ffmpeg, ReadyEntry { priority: 99, task_id: 4 });
+        // Agent 1 has only wget; agent 2 runs anything but comes later.
+        q.add_credit(1, 5, false, Some(set(&["wget"])));
+        assert_eq!(drain(&mut q), vec![(2, 1), (3, 1)], "the ocr and ffmpeg tasks wait; the others run");
+        assert_eq!(q.waiting_for_executor(), 2);
+        assert_eq!(q.capable(ocr), (false, false));
+        q.add_credit(5, 1, false, Some(set(&["tesseract", "wget", "mc"])));
+        assert_eq!(q.capable(ocr), (true, true));
+        assert_eq!(drain(&mut q), vec![(1, 5)]);
+        assert_eq!(q.capable(ocr), (true, false), "connected but busy");
+        assert_eq!(q.waiting_for_executor(), 1);
+        q.add_credit(2, 1, false, None);
+        assert_eq!(drain(&mut q), vec![(4, 2)], "an agent that declared nothing runs anything");
+        q.remove_agent(5);
+        assert_eq!(q.capable(ocr), (true, false), "agent 2 still runs anything");
+        q.remove_agent(2);
+        assert_eq!(q.capable(ocr), (false, false));
+        assert_eq!(q.agent_executors(), vec![Some(&["wget".to_string()][..])]);
+    }
+
+    #[test]
+    fn peers_take_only_tasks_without_executors() {
+        let mut q = Queue::new("q".into());
+        let c = q.class_of(&set(&["x"]));
+        q.push_ready(c, ReadyEntry { priority: 5, task_id: 1 });
+        q.push_ready(0, ReadyEntry { priority: 0, task_id: 2 });
+        q.add_credit(9, 5, true, None);
+        assert_eq!(drain(&mut q), vec![(2, 9)]);
+    }
+
+    #[test]
+    fn a_key_at_its_limit_parks_its_tasks_until_a_lease_ends() {
+        let mut q = Queue::new("q".into());
+        q.set_limits(QueueLimits { max_per_key: 1, ..Default::default() });
+        q.key_started("a");
+        assert!(q.key_at_limit("a") && !q.key_at_limit("b") && !q.key_at_limit(""));
+        q.park("a", 0, ReadyEntry { priority: 0, task_id: 3 });
+        q.park("a", 0, ReadyEntry { priority: 1, task_id: 4 });
+        assert_eq!(q.ready_len(), 2);
+        assert!(q.key_ended("a"), "the best parked task is ready again");
+        assert_eq!(q.peek(0).map(|e| e.task_id), Some(4));
+        assert_eq!(q.running_of("a"), 0);
+        q.retain_ready(|id| id != 3);
+        assert_eq!(q.ready_len(), 1);
+        assert!(!q.key_ended("a"));
+    }
+
+    #[test]
+    fn the_rate_limit_is_a_token_bucket() {
+        let mut q = Queue::new("q".into());
+        q.set_limits(QueueLimits { rate_per_sec: 10.0, burst: 2.0, ..Default::default() });
+        let t0 = Instant::now();
+        assert!(q.take_token(t0) && q.take_token(t0));
+        assert!(!q.take_token(t0));
+        let until = q.throttled_until.unwrap();
+        assert!(until > t0 && until <= t0 + Duration::from_millis(100));
+        assert!(q.take_token(t0 + Duration::from_millis(100)));
+        assert!(q.throttled_until.is_none());
     }
 }

@@ -168,15 +168,10 @@ impl Shard {
         let mut s = self.base_status(task_id, t);
         let now = Instant::now();
         let wall = now_unix_ms();
-        let q = &self.queues[t.queue as usize];
         let at_wall = |at: Instant| wall + at.saturating_duration_since(now).as_millis() as u64;
         let (state, reason) = match &t.state {
             State::Pending => (TaskState::Ready, "being written to the store".to_string()),
-            State::Ready if self.draining => (TaskState::Ready, "the scheduler is shutting down".into()),
-            State::Ready if !q.has_credit() => {
-                (TaskState::Ready, format!("no agent has credit on queue `{}` (all busy, or none connected)", q.name))
-            }
-            State::Ready => (TaskState::Ready, format!("waiting in queue `{}` ({} ready)", q.name, q.ready.len())),
+            State::Ready => (TaskState::Ready, self.ready_reason(t)),
             State::Held => (
                 TaskState::Ready,
                 "held after the restart for the agent that ran it to reclaim it (--reclaim-grace-ms)".into(),
@@ -201,6 +196,50 @@ impl Shard {
         s.state = state as i32;
         s.reason = reason;
         s
+    }
+
+    /// Why a ready task is not leased now.
+    fn ready_reason(&self, t: &Task) -> String {
+        let q = &self.queues[t.queue as usize];
+        if self.draining {
+            return "the scheduler is shutting down".into();
+        }
+        if t.class != 0 {
+            let need = q.class_executors(t.class).iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+            match q.capable(t.class) {
+                (false, _) => {
+                    let have: Vec<String> = q
+                        .agent_executors()
+                        .into_iter()
+                        .map(|e| e.map_or("anything".to_string(), |e| e.join(", ")))
+                        .map(|e| format!("[{e}]"))
+                        .collect();
+                    let have = if have.is_empty() {
+                        "none is connected".to_string()
+                    } else {
+                        format!("connected agents have {}", have.join(" "))
+                    };
+                    return format!("no connected agent of queue `{}` has the executors {need} ({have})", q.name);
+                }
+                (true, false) => return format!("every agent with the executors {need} is busy (no credit)"),
+                (true, true) => {}
+            }
+        }
+        if q.key_at_limit(&t.key) {
+            return format!(
+                "key `{}` has {} running task(s): the queue's limit (max-per-key {})",
+                t.key,
+                q.running_of(&t.key),
+                q.limits.max_per_key
+            );
+        }
+        if q.throttled_until.is_some() {
+            return format!("queue `{}` is at its rate limit ({}/s)", q.name, q.limits.rate_per_sec);
+        }
+        if !q.has_credit() {
+            return format!("no agent has credit on queue `{}` (all busy, or none connected)", q.name);
+        }
+        format!("waiting in queue `{}` ({} ready)", q.name, q.ready_len())
     }
 
     /// Drops the outcomes that expired.

@@ -85,6 +85,7 @@ impl Harness {
             result_retention: Duration::from_secs(60),
             max_results: 1000,
             max_result_bytes: 1024,
+            queue_limits: Default::default(),
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard =
@@ -165,6 +166,7 @@ impl Harness {
             n,
             set: false,
             peer: false,
+            executors: None,
         });
     }
 
