@@ -261,8 +261,10 @@ async fn the_rendered_pod_runs_a_pipeline_with_its_containers_started_as_the_kub
         std::fs::read_to_string(out.join("result.txt")).ok().filter(|t| t.ends_with('\n'))
     });
     assert_eq!(result, "PAGE\n", "agent log:\n{}", log());
-    let (_, metrics) = http_get(&probes, "/metrics");
-    assert!(metrics.contains("pm_agent_tasks_total"), "{metrics}");
+    // The counter moves once the pipeline has ended, a moment after its last command wrote the file.
+    wait_for(Duration::from_secs(10), "pm_agent_tasks_total on /metrics", || {
+        http_get(&probes, "/metrics").1.contains("pm_agent_tasks_total").then_some(())
+    });
 
     // Scale-down: SIGTERM reaches the agent; the sidecars stay up until it has drained, so the running task
     // finishes on its executor and is acked.

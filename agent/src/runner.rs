@@ -369,6 +369,12 @@ impl Runner {
         if let Err(e) = tokio::fs::create_dir_all(dir).await {
             return TaskResult::failed(format!("cannot create the task directory {}: {e}", dir.display()));
         }
+        let flow_env = flow_env(task, dir, task_id);
+        if let Some(results) = flow_env.get("PM_RESULTS_DIR") {
+            if let Err(e) = tokio::fs::create_dir_all(results).await {
+                return TaskResult::failed(format!("cannot create the results directory {results}: {e}"));
+            }
+        }
         let mut result = TaskResult { ok: true, error: None, resumed_steps: 0, steps: Vec::new() };
         if task.resume {
             result.resumed_steps = read_progress(dir).await.min(task.steps.len());
@@ -395,7 +401,7 @@ impl Runner {
                     let run = command.line().into();
                     out.send(RunEvent::Start { step: n + 1, executor: step.executor_name.clone(), run }).await;
                 }
-                let spec = command_spec(step, command.line(), dir, task_id);
+                let spec = command_spec(step, command.line(), dir, task_id, &flow_env);
                 let (r, cancelled) =
                     self.run_command(step, executor, &spec, earliest(step_deadline, timeout), cancel, out).await;
                 if out.tx.is_some() {
@@ -457,16 +463,45 @@ impl Runner {
 }
 
 /// The command as an executor runs it: in the task directory (or the step's `workDir` inside it), with the
-/// step's environment plus `PIPE_DIR` and `PM_TASK_ID`.
-fn command_spec(step: &Step, line: &str, dir: &Path, task_id: u64) -> CommandSpec {
+/// step's environment plus `PIPE_DIR`, `PM_TASK_ID` and the flow's variables ([`flow_env`]).
+fn command_spec(step: &Step, line: &str, dir: &Path, task_id: u64, flow: &BTreeMap<String, String>) -> CommandSpec {
     let work_dir = match &step.work_dir {
         Some(w) => dir.join(w),
         None => dir.to_path_buf(),
     };
     let mut env = step.env.clone();
+    env.extend(flow.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert("PIPE_DIR".into(), dir.display().to_string());
     env.insert("PM_TASK_ID".into(), task_id.to_string());
     CommandSpec { run: line.to_string(), work_dir, env, timeout_ms: 0 }
+}
+
+/// Where a task of a flow keeps files for its follow-ups: `<work root>/results/<task id>`, next to the task
+/// directories and kept when the task directory is removed.
+pub fn results_dir(task_dir: &Path, task_id: u64) -> PathBuf {
+    task_dir.parent().unwrap_or(task_dir).join("results").join(task_id.to_string())
+}
+
+/// The variables of a chained task: `PM_RESULTS_DIR` (for a task with follow-ups, or one in a flow),
+/// `PM_FLOW_ID`, and for a follow-up `PM_PARENT_TASK_ID`, `PM_PARENT_KEY`, `PM_PARENT_STATE` and
+/// `PM_PARENT_RESULTS_DIR` (the parent's results directory, where its follow-ups find its files when they run
+/// on the same volume). Passed as variables, never spliced into the command line.
+fn flow_env(task: &Task, dir: &Path, task_id: u64) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    let chained = !task.on_success.is_empty() || !task.on_failure.is_empty();
+    if !chained && task.flow_id.is_none() && task.parent.is_none() {
+        return env;
+    }
+    env.insert("PM_RESULTS_DIR".into(), results_dir(dir, task_id).display().to_string());
+    let flow = task.flow_id.clone().unwrap_or_else(|| task_id.to_string());
+    env.insert("PM_FLOW_ID".into(), flow);
+    if let Some(p) = &task.parent {
+        env.insert("PM_PARENT_TASK_ID".into(), p.task_id.to_string());
+        env.insert("PM_PARENT_KEY".into(), p.key.clone());
+        env.insert("PM_PARENT_STATE".into(), p.state.clone());
+        env.insert("PM_PARENT_RESULTS_DIR".into(), results_dir(dir, p.task_id).display().to_string());
+    }
+    env
 }
 
 async fn read_progress(dir: &Path) -> usize {

@@ -95,6 +95,15 @@ enum Cmd {
         #[arg(required = true)]
         ids: Vec<u64>,
     },
+    /// The flow (tree of chained tasks: `onSuccess` / `onFailure`) a task belongs to, from its root, with each
+    /// task's state. Exits 0 once every task of the tree has succeeded, 1 otherwise.
+    Flow {
+        /// Any task of the flow.
+        id: u64,
+        /// Print one JSON object per task (with its depth).
+        #[arg(long)]
+        json: bool,
+    },
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -402,6 +411,27 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             if code != 0 {
                 return Err(Failure(code, format!("{unsuccessful} of {} task(s) did not succeed", ids.len())));
+            }
+        }
+        Cmd::Flow { id, json } => {
+            let cluster = connect_cluster(&cli, ConnectOptions::producer()).await?;
+            let tree = status::flow(&cluster, *id).await.map_err(|e| Failure(1, e.to_string()))?;
+            let mut done = 0;
+            for (depth, s) in &tree {
+                done += usize::from(status::exit_code(s) == 0);
+                if *json {
+                    let mut v = status::to_json(s);
+                    v["depth"] = serde_json::json!(depth);
+                    println!("{v}");
+                } else {
+                    println!("{}", status::flow_line(*depth, s));
+                }
+            }
+            if done < tree.len() {
+                return Err(Failure(
+                    1,
+                    format!("{} of {} task(s) of the flow have not succeeded", tree.len() - done, tree.len()),
+                ));
             }
         }
         Cmd::Cluster(ClusterCmd::Status { json }) => return cluster_status(&cli, *json).await,

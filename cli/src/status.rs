@@ -132,6 +132,65 @@ pub async fn wait(
     Ok(ids.iter().map(|id| done.remove(id)).collect())
 }
 
+/// Most tasks `pmctl flow` shows.
+const MAX_FLOW_TASKS: usize = 10_000;
+
+/// The flow that `id` belongs to, from its root (found through `parent_id`) down: each task with its depth,
+/// children under their parent in the order they were submitted. Children are known once their parent has
+/// finished (they are part of its outcome).
+pub async fn flow(cluster: &Cluster, id: u64) -> Result<Vec<(usize, TaskStatus)>, Error> {
+    let one = |id: u64| async move { status(cluster, &[id]).await.remove(0) };
+    let mut root = one(id).await?;
+    let mut seen = HashSet::from([root.task_id]);
+    while root.parent_id != 0 && seen.insert(root.parent_id) {
+        let up = one(root.parent_id).await?;
+        if up.code != ErrorCode::Ok as i32 {
+            break; // the root's outcome is no longer kept: show what is left
+        }
+        root = up;
+    }
+    // Level by level (one request per level), then depth first for printing.
+    let mut known: HashMap<u64, TaskStatus> = HashMap::new();
+    let mut level: Vec<u64> = root.children.clone();
+    known.insert(root.task_id, root.clone());
+    while !level.is_empty() && known.len() < MAX_FLOW_TASKS {
+        let got = status(cluster, &level).await;
+        let mut next = Vec::new();
+        for r in got {
+            let s = r?;
+            if known.contains_key(&s.task_id) {
+                continue;
+            }
+            next.extend(s.children.iter().copied());
+            known.insert(s.task_id, s);
+        }
+        level = next;
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![(0usize, root.task_id)];
+    while let Some((depth, id)) = stack.pop() {
+        let Some(s) = known.remove(&id) else { continue };
+        stack.extend(s.children.iter().rev().map(|c| (depth + 1, *c)));
+        out.push((depth, s));
+    }
+    Ok(out)
+}
+
+/// One line of `pmctl flow`.
+pub fn flow_line(depth: usize, s: &TaskStatus) -> String {
+    let indent = "   ".repeat(depth);
+    let branch = if depth == 0 { "" } else { "└─ " };
+    let note = match s.state() {
+        _ if s.code != ErrorCode::Ok as i32 => String::new(),
+        TaskState::Succeeded => String::new(),
+        _ if s.reason.is_empty() => String::new(),
+        _ => format!("  ({})", s.reason),
+    };
+    let key = if s.key.is_empty() { String::new() } else { format!(" key {}", s.key) };
+    let queue = if s.queue.is_empty() { String::new() } else { format!("  queue {}", s.queue) };
+    format!("{indent}{branch}{} {}{queue}{key}{note}", s.task_id, state_name(s))
+}
+
 /// The state's name as printed (`succeeded`, `dead`, ...), or `not-found`.
 pub fn state_name(s: &TaskStatus) -> &'static str {
     if s.code != ErrorCode::Ok as i32 {
@@ -181,6 +240,9 @@ pub fn to_json(s: &TaskStatus) -> Value {
         "submitted": time(s.submitted_unix_ms), "started": time(s.started_unix_ms),
         "finished": time(s.finished_unix_ms), "leaseDeadline": time(s.lease_deadline_unix_ms),
         "reason": s.reason, "result": result,
+        "parentId": if s.parent_id == 0 { Value::Null } else { json!(s.parent_id) },
+        "flowId": if s.flow_id.is_empty() { Value::Null } else { json!(s.flow_id) },
+        "children": s.children,
     })
 }
 

@@ -275,7 +275,7 @@ async fn session(
                     let env = match cmd {
                         Command::Request { id, env, reply } => {
                             pending.insert(id, reply);
-                            env
+                            *env
                         }
                         Command::Credit { queue, n, set } => {
                             let c = credits.entry(queue.clone()).or_default();

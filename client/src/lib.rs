@@ -40,7 +40,7 @@ pub use pm_protocol;
 #[derive(Debug)]
 pub(crate) enum Command {
     /// Send a request and route its reply.
-    Request { id: u64, env: Envelope, reply: oneshot::Sender<Result<Envelope, Error>> },
+    Request { id: u64, env: Box<Envelope>, reply: oneshot::Sender<Result<Envelope, Error>> },
     /// Grant credits, or set them to `n` (remembered for reconnects).
     Credit { queue: String, n: u32, set: bool },
 }
@@ -187,7 +187,7 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Request { id, env: build(id), reply })
+            .send(Command::Request { id, env: Box::new(build(id)), reply })
             .await
             .map_err(|_| Error::new(ErrorKind::Closed, "client closed"))?;
         match tokio::time::timeout(self.request_timeout, rx).await {

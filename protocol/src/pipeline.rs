@@ -9,11 +9,15 @@
 //!
 //! Optional additions (all camelCase, see docs/task-format.md): per step `timeoutSeconds`, `env`, `workDir`,
 //! `continueOnError`; per command either a string or `{"run": "...", "timeoutSeconds": n}`; per task `queue`,
-//! `key`, `priority`, `delaySeconds`, `maxAttempts`, `leaseSeconds`, `idempotencyKey`, `timeoutSeconds`, `resume`.
+//! `key`, `priority`, `delaySeconds`, `maxAttempts`, `leaseSeconds`, `idempotencyKey`, `timeoutSeconds`, `resume`;
+//! and for chaining `onSuccess` / `onFailure` (task documents submitted by the scheduler when this one
+//! succeeds or fails, to any queue, nested into trees), `flowId` (groups a tree), and `parent` (set by the
+//! scheduler on a follow-up: the finished task's id, key, queue and state).
 //! Unknown fields are refused, so a misspelt option is an error instead of being silently ignored.
 //!
-//! The scheduler never parses the payload: [`parse_task`] runs where a task is read (CLI, HTTP, agent) and the
-//! original bytes travel as the payload.
+//! [`parse_task`] runs where a task is read (CLI, HTTP, agent) and the original bytes travel as the payload.
+//! The scheduler reads a payload only for what it routes on: the executors it needs ([`required_executors`])
+//! and its follow-ups ([`follow_ups`]).
 
 use std::collections::BTreeMap;
 
@@ -38,6 +42,28 @@ pub enum PipelineError {
     #[error("invalid task: {0}")]
     Invalid(String),
 }
+
+/// How a follow-up knows the task it follows (the scheduler fills it in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Parent {
+    /// The finished task.
+    pub task_id: u64,
+    /// Its key (may be empty).
+    #[serde(default)]
+    pub key: String,
+    /// Its queue.
+    #[serde(default)]
+    pub queue: String,
+    /// How it ended: `succeeded` or `failed` (`dead` counts as failed).
+    #[serde(default)]
+    pub state: String,
+}
+
+/// Most follow-ups in one `onSuccess` or `onFailure` list.
+pub const MAX_FOLLOW_UPS: usize = 64;
+/// Deepest nesting of follow-ups in one document.
+pub const MAX_FLOW_DEPTH: usize = 16;
 
 /// One command: a shell line, optionally with its own timeout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +129,10 @@ struct RawTask {
     timeout_seconds: Option<f64>,
     #[serde(default)]
     resume: bool,
+    on_success: Option<Vec<serde_json::Value>>,
+    on_failure: Option<Vec<serde_json::Value>>,
+    flow_id: Option<String>,
+    parent: Option<Parent>,
 }
 
 /// A parsed task document.
@@ -116,11 +146,44 @@ pub struct Task {
     pub resume: bool,
     /// Scheduling options, ready to send; `payload` is left empty.
     pub spec: TaskSpec,
+    /// Follow-ups to submit when it succeeds.
+    pub on_success: Vec<serde_json::Value>,
+    /// Follow-ups to submit when it fails for good (failed, or dead-lettered).
+    pub on_failure: Vec<serde_json::Value>,
+    /// The flow (tree of chained tasks) it belongs to, if named.
+    pub flow_id: Option<String>,
+    /// The task it follows, for a follow-up.
+    pub parent: Option<Parent>,
 }
 
-/// Parses and validates one task document (either dialect).
+/// Parses and validates one task document (either dialect), its follow-ups included.
 pub fn parse_task(json: &[u8]) -> Result<Task, PipelineError> {
-    let raw: RawTask = serde_json::from_slice(json)?;
+    parse_at(serde_json::from_slice(json)?, 0)
+}
+
+fn parse_at(raw: RawTask, depth: usize) -> Result<Task, PipelineError> {
+    let (on_success, on_failure) = (raw.on_success.unwrap_or_default(), raw.on_failure.unwrap_or_default());
+    for (name, list) in [("onSuccess", &on_success), ("onFailure", &on_failure)] {
+        if list.is_empty() {
+            continue;
+        }
+        if depth + 1 >= MAX_FLOW_DEPTH {
+            return Err(PipelineError::Invalid(format!("follow-ups nested deeper than {MAX_FLOW_DEPTH} levels")));
+        }
+        if list.len() > MAX_FOLLOW_UPS {
+            return Err(PipelineError::Invalid(format!("{name}: more than {MAX_FOLLOW_UPS} follow-ups")));
+        }
+        for (i, doc) in list.iter().enumerate() {
+            let child = RawTask::deserialize(doc)
+                .map_err(|e| PipelineError::Invalid(format!("{name}[{i}]: {e}")))
+                .and_then(|raw| parse_at(raw, depth + 1));
+            if let Err(e) = child {
+                let why = e.to_string();
+                let why = why.strip_prefix("invalid task: ").unwrap_or(&why);
+                return Err(PipelineError::Invalid(format!("{name}[{i}]: {why}")));
+            }
+        }
+    }
     let steps = match (raw.pipeline, raw.commands) {
         (Some(p), None) | (None, Some(p)) => p,
         (Some(_), Some(_)) => return Err(PipelineError::BothDialects),
@@ -165,7 +228,60 @@ pub fn parse_task(json: &[u8]) -> Result<Task, PipelineError> {
         idempotency_key,
         executors: executor_names(&steps),
     };
-    Ok(Task { steps, timeout_seconds: raw.timeout_seconds, resume: raw.resume, spec })
+    let (flow_id, parent) = (raw.flow_id, raw.parent);
+    if flow_id.as_ref().is_some_and(|f| f.len() > MAX_KEY_BYTES) {
+        return Err(PipelineError::Invalid(format!("flowId is limited to {MAX_KEY_BYTES} bytes")));
+    }
+    Ok(Task {
+        steps,
+        timeout_seconds: raw.timeout_seconds,
+        resume: raw.resume,
+        spec,
+        on_success,
+        on_failure,
+        flow_id,
+        parent,
+    })
+}
+
+/// True when a payload may name follow-ups or a flow (a cheap byte search, so the scheduler parses only those).
+pub fn may_chain(payload: &[u8]) -> bool {
+    has_follow_ups(payload)
+        || (is_object(payload) && (contains(payload, b"\"flowId\"") || contains(payload, b"\"parent\"")))
+}
+
+/// True when a payload may name follow-ups (`onSuccess` / `onFailure`).
+pub fn has_follow_ups(payload: &[u8]) -> bool {
+    is_object(payload) && (contains(payload, b"\"onSuccess\"") || contains(payload, b"\"onFailure\""))
+}
+
+fn is_object(payload: &[u8]) -> bool {
+    payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The follow-ups of a finished task, ready to submit: `onSuccess` if it `succeeded`, else `onFailure`. Each
+/// gets `parent` (who it follows) and the parent's `flowId` (the root's task id when the root named none);
+/// their own `idempotencyKey` is dropped (the scheduler submits each follow-up exactly once). The `Parent`
+/// names how the parent ended.
+pub fn follow_ups(payload: &[u8], parent: &Parent) -> Result<(String, Vec<TaskSpec>), PipelineError> {
+    let task = parse_task(payload)?;
+    let flow = task.flow_id.clone().unwrap_or_else(|| parent.task_id.to_string());
+    let list = if parent.state == "succeeded" { &task.on_success } else { &task.on_failure };
+    let mut specs = Vec::with_capacity(list.len());
+    for doc in list {
+        let mut doc = doc.clone();
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("parent".into(), serde_json::to_value(parent)?);
+            obj.insert("flowId".into(), serde_json::Value::String(flow.clone()));
+            obj.remove("idempotencyKey");
+        }
+        specs.push(task_spec_from_json(&serde_json::to_vec(&doc)?)?);
+    }
+    Ok((flow, specs))
 }
 
 /// The executors `steps` name, sorted, each once.
@@ -246,6 +362,42 @@ mod tests {
         let spec = task_spec_from_json(ORIGINAL.as_bytes()).unwrap();
         assert_eq!(&spec.payload[..], ORIGINAL.as_bytes());
         assert_eq!(spec.executors, vec!["mc", "tesseract", "wget"], "the executors it needs, for routing");
+    }
+
+    #[test]
+    fn follow_ups_carry_their_parent_and_flow() {
+        let doc = br#"{"pipeline":[{"executorName":"a","commands":["true"]}],"key":"k",
+            "onSuccess":[{"pipeline":[{"executorName":"b","commands":["true"]}],"queue":"q2","idempotencyKey":"x",
+                          "onSuccess":[{"pipeline":[{"executorName":"c","commands":["true"]}]}]},
+                         {"commands":[{"executorName":"d","commandLines":["true"]}]}],
+            "onFailure":[{"pipeline":[{"executorName":"e","commands":["true"]}]}]}"#;
+        assert!(may_chain(doc) && !may_chain(br#"{"pipeline":[]}"#) && !may_chain(b"onSuccess"));
+        let parent = Parent { task_id: 7, key: "k".into(), queue: "default".into(), state: "succeeded".into() };
+        let (flow, specs) = follow_ups(doc, &parent).unwrap();
+        assert_eq!((flow.as_str(), specs.len()), ("7", 2));
+        assert_eq!((specs[0].queue.as_str(), specs[0].idempotency_key.as_str()), ("q2", ""));
+        let child = parse_task(&specs[0].payload).unwrap();
+        assert_eq!((child.parent.as_ref(), child.flow_id.as_deref()), (Some(&parent), Some("7")));
+        // The grandchild is carried along, and inherits the flow when its turn comes.
+        let p2 = Parent { task_id: 9, state: "succeeded".into(), ..parent.clone() };
+        let (flow2, grand) = follow_ups(&specs[0].payload, &p2).unwrap();
+        assert_eq!((flow2.as_str(), grand[0].executors.clone()), ("7", vec!["c".to_string()]));
+        let failed = Parent { state: "failed".into(), ..parent };
+        assert_eq!(follow_ups(doc, &failed).unwrap().1[0].executors, vec!["e"]);
+    }
+
+    #[test]
+    fn bad_follow_ups_are_refused_at_submit() {
+        let bad = br#"{"pipeline":[{"executorName":"a","commands":["true"]}],"onSuccess":[{"pipeline":[]}]}"#;
+        let e = parse_task(bad).unwrap_err().to_string();
+        assert!(e.contains("onSuccess[0]") && e.contains("no steps"), "{e}");
+        let typo = br#"{"pipeline":[{"executorName":"a","commands":["true"]}],"onFailure":[{"pipelin":[]}]}"#;
+        assert!(parse_task(typo).unwrap_err().to_string().contains("onFailure[0]"));
+        let mut deep = r#"{"pipeline":[{"executorName":"a","commands":["true"]}]}"#.to_string();
+        for _ in 0..MAX_FLOW_DEPTH {
+            deep = format!(r#"{{"pipeline":[{{"executorName":"a","commands":["true"]}}],"onSuccess":[{deep}]}}"#);
+        }
+        assert!(parse_task(deep.as_bytes()).unwrap_err().to_string().contains("nested deeper"));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub const DEAD_LETTERED: &str = "pm_tasks_dead_lettered_total";
 pub const FAILED: &str = "pm_tasks_failed_total";
 /// Gauge: outcomes of finished tasks kept for status queries (`--result-retention`, `--max-results`).
 pub const RESULTS_KEPT: &str = "pm_results_kept";
+/// Counter: follow-up tasks the scheduler submitted for finished tasks (`onSuccess` / `onFailure`).
+pub const FOLLOW_UPS: &str = "pm_tasks_follow_ups_total";
 /// Counter: tasks cancelled (durably) by a producer or admin.
 pub const CANCELLED: &str = "pm_tasks_cancelled_total";
 /// Counter: reclaim items answered (label `outcome`: `ok`, `stale` or `not_found`).
@@ -81,6 +83,7 @@ pub fn describe() {
     describe_counter!(REDELIVERED, Unit::Count, "Deliveries whose lease expired or whose agent left.");
     describe_counter!(DEAD_LETTERED, Unit::Count, "Tasks moved to the dead-letter set.");
     describe_counter!(CANCELLED, Unit::Count, "Tasks cancelled (durably).");
+    describe_counter!(FOLLOW_UPS, Unit::Count, "Follow-up tasks submitted by the scheduler for finished tasks.");
     describe_counter!(FAILED, Unit::Count, "Tasks an agent reported failed for good (not retried).");
     describe_gauge!(WAITING_EXECUTOR, Unit::Count, "Ready tasks no connected agent can run (an executor is missing).");
     describe_gauge!(RESULTS_KEPT, Unit::Count, "Outcomes of finished tasks kept for status queries.");

@@ -130,6 +130,7 @@ impl Node {
             max_results: cfg.kept_results().div_ceil(n),
             max_result_bytes: cfg.max_result_bytes,
             queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),
+            siblings: Arc::default(),
         };
         let shards: Vec<_> = per_shard
             .into_iter()
@@ -147,7 +148,8 @@ impl Node {
                     results,
                 )
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let _ = shard_cfg.siblings.set(shards.clone());
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
         tokio::spawn(auth.clone().reload(shutdown.clone()));

@@ -69,6 +69,10 @@ fn validate(spec: &pb::TaskSpec, max_payload: usize) -> Result<(), String> {
     if spec.key.len() > MAX_KEY_BYTES || spec.idempotency_key.len() > MAX_KEY_BYTES {
         return Err(format!("key and idempotency key are limited to {MAX_KEY_BYTES} bytes"));
     }
+    if pm_protocol::pipeline::has_follow_ups(&spec.payload) {
+        // Follow-ups are submitted by the scheduler later: refuse a bad one now, not when the task finishes.
+        pm_protocol::pipeline::parse_task(&spec.payload).map_err(|e| e.to_string())?;
+    }
     if spec.executors.len() > MAX_TASK_EXECUTORS
         || spec.executors.iter().any(|e| e.is_empty() || e.len() > MAX_EXECUTOR_NAME_BYTES)
     {

@@ -10,6 +10,7 @@
 //! Queues are placed on shards by a hash of the queue name, so one queue's order is decided in one place,
 //! and a lease id carries its shard (`lease_id % shards`), so acks go straight to the owner.
 
+mod chain;
 mod queue;
 mod status;
 #[cfg(test)]
@@ -18,7 +19,7 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -63,6 +64,8 @@ pub struct ShardConfig {
     pub max_result_bytes: usize,
     /// Limits of named queues (`--queue-limit`); other queues have none.
     pub queue_limits: Arc<HashMap<String, QueueLimits>>,
+    /// Every shard of the node, by index (set once they are all started): follow-ups go to their queue's.
+    pub siblings: Arc<OnceLock<Vec<ShardHandle>>>,
 }
 
 /// How long a task taken from a peer may wait for an agent here before it is given back.
@@ -221,6 +224,13 @@ pub enum ShardMsg {
         /// Outcome.
         result: Result<(), (ErrorCode, String)>,
     },
+    /// A follow-up another shard wrote (durably) for a queue of this one.
+    Adopt {
+        /// Its id.
+        task_id: u64,
+        /// The stored task, as written.
+        body: Bytes,
+    },
     /// Stop leasing; answer nothing new.
     Drain,
 }
@@ -247,6 +257,8 @@ struct Dead {
     reason: String,
     /// The result document of the failed last attempt (kept in memory only; empty after a restart).
     result: Bytes,
+    /// Its `onFailure` follow-ups (in memory only, like `result`).
+    children: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -270,6 +282,8 @@ struct Task {
     started_unix_ms: u64,
     /// Its executor class in its queue (0: needs no particular executor).
     class: u32,
+    /// Its payload may name follow-ups or a flow ([`pm_protocol::pipeline::may_chain`]).
+    chain: bool,
 }
 
 impl Task {
@@ -331,6 +345,10 @@ enum Waiter {
     /// Tasks that failed for good (a final nack, answered already): finished once durable.
     Failed {
         failed: Vec<(u64, Option<Outcome>)>,
+    },
+    /// Follow-ups written this round: handed to their shards once durable.
+    Adopt {
+        children: Vec<(u64, Bytes)>,
     },
 }
 
@@ -436,6 +454,8 @@ pub struct Shard {
     result_order: VecDeque<(u64, u64)>,
     /// Connections to send a `Completed` when a task finishes.
     watchers: IdMap<u64, Vec<OutTx>>,
+    /// Follow-ups written this round (id, stored task).
+    adopting: Vec<(u64, Bytes)>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -492,6 +512,7 @@ impl Shard {
             results: IdMap::default(),
             result_order: VecDeque::new(),
             watchers: IdMap::default(),
+            adopting: Vec::new(),
         };
         shard.restore(tasks, idem);
         shard.restore_results(results);
@@ -516,7 +537,7 @@ impl Shard {
             task.attempts = rt.attempts;
             task.submitted_unix_ms = stored.submitted_unix_ms;
             if let Some(reason) = rt.dead_reason {
-                task.state = State::Dead(Box::new(Dead { reason, result: Bytes::new() }));
+                task.state = State::Dead(Box::new(Dead { reason, result: Bytes::new(), children: Vec::new() }));
                 self.queues[q as usize].dead.insert(rt.task_id);
             } else if stored.not_before_unix_ms > now_ms {
                 let at = now + Duration::from_millis(stored.not_before_unix_ms - now_ms);
@@ -585,6 +606,7 @@ impl Shard {
             submitted_unix_ms: 0,
             started_unix_ms: 0,
             class,
+            chain: pm_protocol::pipeline::may_chain(&spec.payload),
         }
     }
 
@@ -673,6 +695,7 @@ impl Shard {
                 let _ = out.send(Outbound::Part { request_id, part: Part::Redrive(n) });
             }
             ShardMsg::Durable { round, result } => self.on_durable(round, result),
+            ShardMsg::Adopt { task_id, body } => self.adopt(task_id, body),
             ShardMsg::Drain => self.draining = true,
         }
     }
@@ -1020,16 +1043,22 @@ impl Shard {
     /// the failed attempt reported, and telling its watchers).
     fn retry_or_bury(&mut self, task_id: u64, after: Duration, reason: String, result: Bytes) {
         let result = self.bounded_result(result);
-        let Some(t) = self.tasks.get_mut(&task_id) else { return };
-        let q = t.queue;
+        let Some(t) = self.tasks.get(&task_id) else { return };
         if t.attempts >= t.max_attempts {
             let reason = format!("attempt {}/{}: {reason}", t.attempts, t.max_attempts);
-            t.state = State::Dead(Box::new(Dead { reason: reason.clone(), result }));
-            self.queues[q as usize].dead.insert(task_id);
+            // Its onFailure follow-ups, in one unit with the dead-letter record.
+            let children = self.write_follow_ups(task_id, TaskState::Dead);
+            let Some(t) = self.tasks.get_mut(&task_id) else { return };
+            t.state = State::Dead(Box::new(Dead { reason: reason.clone(), result, children }));
+            self.queues[t.queue as usize].dead.insert(task_id);
             self.records.push(Record::DeadLetter { task_id, reason });
             metrics::counter!(m::DEAD_LETTERED).increment(1);
             self.notify_dead(task_id);
-        } else if after.is_zero() {
+            return;
+        }
+        let Some(t) = self.tasks.get_mut(&task_id) else { return };
+        let q = t.queue;
+        if after.is_zero() {
             t.state = State::Ready;
             t.ready_since = Instant::now();
             self.queues[q as usize].push_ready(t.class, t.entry(task_id));
@@ -1233,6 +1262,9 @@ impl Shard {
                 steal.send(StealMsg::Delivered { lease_id, conn, out });
             }
         }
+        if !self.adopting.is_empty() {
+            self.waiters.push(Waiter::Adopt { children: std::mem::take(&mut self.adopting) });
+        }
         if self.records.is_empty() && self.waiters.is_empty() {
             return;
         }
@@ -1354,6 +1386,11 @@ impl Shard {
                         }
                     }
                     let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(items) });
+                }
+                Waiter::Adopt { children } => {
+                    if result.is_ok() {
+                        self.hand_out(children);
+                    }
                 }
                 Waiter::Failed { failed } => {
                     for (task_id, outcome) in failed {

@@ -39,6 +39,8 @@ impl Shard {
         result: Bytes,
         reason: String,
     ) -> Option<Outcome> {
+        // Follow-ups first: they and the record below form one unit in the log.
+        let children = if state == TaskState::Cancelled { Vec::new() } else { self.write_follow_ups(task_id, state) };
         let keep = !self.cfg.result_retention.is_zero();
         if !keep && !self.watchers.contains_key(&task_id) {
             self.records.push(Record::Ack { task_id });
@@ -53,6 +55,7 @@ impl Shard {
         status.state = state as i32;
         status.finished_unix_ms = now_ms;
         status.reason = reason;
+        status.children = children;
         if result.len() > self.cfg.max_result_bytes {
             let note = format!("result of {} bytes not kept (over --max-result-bytes)", result.len());
             status.reason = if status.reason.is_empty() { note } else { format!("{}; {note}", status.reason) };
@@ -150,7 +153,7 @@ impl Shard {
 
     /// What every status of `t` says, whatever its state.
     fn base_status(&self, task_id: u64, t: &Task) -> pb::TaskStatus {
-        pb::TaskStatus {
+        let mut s = pb::TaskStatus {
             task_id,
             code: ErrorCode::Ok as i32,
             queue: self.queues[t.queue as usize].name.clone(),
@@ -160,7 +163,11 @@ impl Shard {
             submitted_unix_ms: t.submitted_unix_ms,
             started_unix_ms: t.started_unix_ms,
             ..Default::default()
+        };
+        if t.chain {
+            (s.parent_id, s.flow_id) = self.flow_of(task_id, &t.payload);
         }
+        s
     }
 
     /// The status of a task still held, with why it is not running when it is not.
@@ -190,6 +197,7 @@ impl Shard {
             State::Acking => (TaskState::Leased, "finishing (its outcome is being written)".into()),
             State::Dead(d) => {
                 s.result = d.result.clone();
+                s.children = d.children.clone();
                 (TaskState::Dead, d.reason.clone())
             }
         };

@@ -86,6 +86,7 @@ impl Harness {
             max_results: 1000,
             max_result_bytes: 1024,
             queue_limits: Default::default(),
+            siblings: Default::default(),
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard =

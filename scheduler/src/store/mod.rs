@@ -60,6 +60,12 @@ pub enum Record {
         /// Task concerned.
         task_id: u64,
     },
+    /// The next `count` records are one unit: after a crash, recovery finds all of them or none (a task's
+    /// follow-ups and its Finish). A backend whose appends are transactions may ignore it.
+    Group {
+        /// Records in the unit, after this one.
+        count: u32,
+    },
     /// The task is finished (as [`Record::Ack`]) and its outcome `body` is kept until `expires_unix_ms`, or
     /// until the store holds more than its maximum of results (those that expire soonest go first).
     Finish {

@@ -236,6 +236,8 @@ fn apply(
                 }
                 bodies.remove(&key)?;
             }
+            // One append is one transaction already.
+            Record::Group { .. } => {}
             Record::Finish { task_id, expires_unix_ms, body } => {
                 let key = task_id.to_be_bytes();
                 if states.remove(&key)?.is_some() {

@@ -29,7 +29,8 @@ mod kind {
     pub const KEY_CARRY: u8 = 7;
     pub const CHECKPOINT: u8 = 8;
     pub const FINISH: u8 = 9;
-    pub const MAX: u8 = 9;
+    pub const GROUP: u8 = 10;
+    pub const MAX: u8 = 10;
 }
 
 /// The fixed header at offset 0 of every segment.
@@ -116,6 +117,8 @@ pub(crate) enum Entry<'a> {
     Checkpoint,
     /// [`Record::Finish`]; compaction carries a kept result forward by writing it again.
     Finish { task_id: u64, expires_unix_ms: u64, body: &'a [u8] },
+    /// [`Record::Group`]: the next `count` records are applied all together or not at all.
+    Group { count: u32 },
 }
 
 impl<'a> Entry<'a> {
@@ -134,6 +137,7 @@ impl<'a> Entry<'a> {
             Record::Finish { task_id, expires_unix_ms, body } => {
                 Entry::Finish { task_id: *task_id, expires_unix_ms: *expires_unix_ms, body: body.as_ref() }
             }
+            Record::Group { count } => Entry::Group { count: *count },
         }
     }
 
@@ -148,6 +152,7 @@ impl<'a> Entry<'a> {
             Entry::KeyCarry { .. } => kind::KEY_CARRY,
             Entry::Checkpoint => kind::CHECKPOINT,
             Entry::Finish { .. } => kind::FINISH,
+            Entry::Group { .. } => kind::GROUP,
         }
     }
 }
@@ -205,6 +210,10 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, lag: u64, entry: &Entry<'_>) -
             buf.extend_from_slice(&task_id.to_le_bytes());
             buf.extend_from_slice(&expires_unix_ms.to_le_bytes());
             buf.extend_from_slice(body);
+            Ok(())
+        }
+        Entry::Group { count } => {
+            buf.extend_from_slice(&count.to_le_bytes());
             Ok(())
         }
     };
@@ -325,6 +334,7 @@ fn decode_payload<'a>(kind: u8, r: &mut Reader<'a>) -> Result<Entry<'a>, String>
         kind::KEY_CARRY => Entry::KeyCarry { task_id: r.u64()?, idem: r.idem()? },
         kind::CHECKPOINT => Entry::Checkpoint,
         kind::FINISH => Entry::Finish { task_id: r.u64()?, expires_unix_ms: r.u64()?, body: r.rest() },
+        kind::GROUP => Entry::Group { count: r.u32()? },
         other => return Err(format!("unknown record type {other}")),
     };
     if !r.bytes.is_empty() {
@@ -420,6 +430,7 @@ mod tests {
             Entry::Checkpoint,
             Entry::Finish { task_id: 13, expires_unix_ms: 1_700_000_000_000, body: b"outcome" },
             Entry::Finish { task_id: 14, expires_unix_ms: 0, body: b"" },
+            Entry::Group { count: 3 },
         ]
     }
 

@@ -155,7 +155,7 @@ impl LiveSet {
                     self.put_result(task_id, LiveResult { seg, off, size, expires_unix_ms });
                 }
             }
-            Entry::Checkpoint => {}
+            Entry::Checkpoint | Entry::Group { .. } => {}
         }
     }
 

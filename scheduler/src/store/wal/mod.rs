@@ -45,10 +45,12 @@
 //! 8 Checkpoint  (nothing)                            written when idle: proves everything before is synced
 //! 9 Finish      task_id u64 | expires_ms u64 | body (rest)   tombstone + kept outcome (rewritten as is by
 //!               compaction while the result is kept)
+//! 10 Group      count u32                            the next `count` records are one unit: recovery applies
+//!               all of them or none (a task's follow-ups and its Finish); a unit never spans two segments
 //! ```
 //!
-//! Type 9 came after the first release; a build that predates it refuses a log holding one (unknown record
-//! type) instead of misreading it.
+//! Types 9 and 10 came after the first release; a build that predates them refuses a log holding one
+//! (unknown record type) instead of misreading it.
 //!
 //! `base seq` of a segment also proves that every earlier record was synced: the previous segment is
 //! synced before the next one is created. See `wal/recovery.rs` for how that proof separates a torn tail
@@ -305,19 +307,43 @@ impl Wal {
         if self.active.pos + total > self.active.capacity && total <= fresh {
             self.roll()?;
         }
+        // Units: a Group and its records together, any other record alone. A unit never spans two segments.
+        let mut unit_end = Vec::with_capacity(entries.len());
+        let mut i = 0;
+        while i < entries.len() {
+            let end = match entries[i] {
+                Entry::Group { count } => (i + 1 + count as usize).min(entries.len()),
+                _ => i + 1,
+            };
+            unit_end.extend(std::iter::repeat_n(end, end - i));
+            i = end;
+        }
         // Normally one chunk; a batch larger than a whole segment is spread over several.
         let (mut first, mut offset) = (0, 0);
+        let mut rolled = false;
         while first < entries.len() {
             let room = self.active.capacity.saturating_sub(self.active.pos);
             let (mut last, mut bytes) = (first, 0u64);
-            while last < entries.len() && bytes + self.sizes[last] as u64 <= room {
-                bytes += self.sizes[last] as u64;
-                last += 1;
+            while last < entries.len() {
+                let end = unit_end[last];
+                let unit: u64 = self.sizes[last..end].iter().map(|&s| s as u64).sum();
+                if bytes + unit > room {
+                    break;
+                }
+                bytes += unit;
+                last = end;
             }
             if last == first {
+                if rolled {
+                    // Not even an empty segment holds this unit.
+                    let len = self.sizes[first..unit_end[first]].iter().sum();
+                    return Err(StoreError::RecordTooLarge { len, max: fresh as usize });
+                }
                 self.roll()?;
+                rolled = true;
                 continue;
             }
+            rolled = false;
             let at = self.active.pos;
             self.write_chunk(offset..offset + bytes as usize)?;
             let mut off = at;

@@ -135,42 +135,79 @@ fn read_header(index: u64, path: &Path) -> Result<SegmentHeader, StoreError> {
     Ok(header)
 }
 
-/// Applies the chain of valid records of one segment; returns where it stopped, the next seq, and why.
+/// Applies the chain of valid records of one segment; returns where it stopped, the next seq, and why. A
+/// Group is applied only when all its records follow it intact; otherwise the chain stops at the Group.
 fn chain(data: &[u8], seg: u64, mut seq: u64, scan: &mut Scan) -> (usize, u64, Stop) {
     let mut pos = HEADER_LEN;
     loop {
-        let (found, entry, size) = match format::read_frame(data, pos) {
-            Frame::End => return (pos, seq, Stop::End),
-            Frame::Bad(detail) => return (pos, seq, Stop::Bad(detail)),
-            Frame::Record { seq, entry, size, .. } => (seq, entry, size),
+        let (entry, size) = match next_record(data, pos, seq) {
+            Ok(r) => r,
+            Err(stop) => return (pos, seq, stop),
         };
-        if found != seq {
-            return (pos, seq, Stop::Bad(format!("record has seq {found} where {seq} was expected")));
-        }
-        match entry {
-            Entry::Enqueue { task_id, body, .. } | Entry::Snapshot { task_id, body, .. } => {
-                scan.bodies.insert(task_id, Bytes::copy_from_slice(body));
-            }
-            Entry::Ack { task_id } => {
-                scan.bodies.remove(&task_id);
-            }
-            Entry::Finish { task_id, body, .. } => {
-                scan.bodies.remove(&task_id);
-                if scan.live.max_results > 0 {
-                    scan.result_bodies.insert(task_id, Bytes::copy_from_slice(body));
-                    // Bodies of results pushed out since stay here until this pruning: bounded memory.
-                    if scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {
-                        let live = &scan.live.results;
-                        scan.result_bodies.retain(|id, _| live.contains_key(id));
+        if let Entry::Group { count } = entry {
+            // Read the whole unit before applying any of it.
+            let mut unit = Vec::with_capacity(count as usize);
+            let mut at = pos + size;
+            for k in 0..u64::from(count) {
+                match next_record(data, at, seq + 1 + k) {
+                    Ok((e, n)) => {
+                        unit.push((e, at, n));
+                        at += n;
+                    }
+                    Err(stop) => {
+                        let why = format!("a group of {} records ends after {k} ({stop})", count);
+                        return (pos, seq, Stop::Bad(why));
                     }
                 }
             }
-            _ => {}
+            apply(scan, &entry, seg, pos, size);
+            for (e, p, n) in &unit {
+                apply(scan, e, seg, *p, *n);
+            }
+            seq += 1 + u64::from(count);
+            pos = at;
+            continue;
         }
-        scan.live.apply(&entry, seg, pos as u64, size as u64);
+        apply(scan, &entry, seg, pos, size);
         pos += size;
         seq += 1;
     }
+}
+
+/// The valid record at `pos`, which must have seq `seq`.
+fn next_record(data: &[u8], pos: usize, seq: u64) -> Result<(Entry<'_>, usize), Stop> {
+    match format::read_frame(data, pos) {
+        Frame::End => Err(Stop::End),
+        Frame::Bad(detail) => Err(Stop::Bad(detail)),
+        Frame::Record { seq: found, .. } if found != seq => {
+            Err(Stop::Bad(format!("record has seq {found} where {seq} was expected")))
+        }
+        Frame::Record { entry, size, .. } => Ok((entry, size)),
+    }
+}
+
+fn apply(scan: &mut Scan, entry: &Entry<'_>, seg: u64, pos: usize, size: usize) {
+    match *entry {
+        Entry::Enqueue { task_id, body, .. } | Entry::Snapshot { task_id, body, .. } => {
+            scan.bodies.insert(task_id, Bytes::copy_from_slice(body));
+        }
+        Entry::Ack { task_id } => {
+            scan.bodies.remove(&task_id);
+        }
+        Entry::Finish { task_id, body, .. } => {
+            scan.bodies.remove(&task_id);
+            if scan.live.max_results > 0 {
+                scan.result_bodies.insert(task_id, Bytes::copy_from_slice(body));
+                // Bodies of results pushed out since stay here until this pruning: bounded memory.
+                if scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {
+                    let live = &scan.live.results;
+                    scan.result_bodies.retain(|id, _| live.contains_key(id));
+                }
+            }
+        }
+        _ => {}
+    }
+    scan.live.apply(entry, seg, pos as u64, size as u64);
 }
 
 /// Searches `data[from..]` for valid records of seq `min_seq` or later and returns the one proving the

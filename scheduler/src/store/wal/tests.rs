@@ -230,6 +230,56 @@ fn segments_roll_over_are_preallocated_and_read_back_in_order() {
 }
 
 #[test]
+fn a_group_torn_anywhere_is_recovered_whole_or_not_at_all() {
+    let pristine = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(pristine.path(), opts(64 << 10));
+    wal.append(&[enq(1, 100)]).unwrap();
+    wal.sync().unwrap();
+    // Task 1 finishes and spawns 2 and 3, as one unit, in an unsynced batch after an ordinary record.
+    let finish = Record::Finish { task_id: 1, expires_unix_ms: u64::MAX, body: Bytes::from_static(b"done") };
+    wal.append(&[enq(4, 40), Record::Group { count: 3 }, enq(2, 100), enq(3, 100), finish]).unwrap();
+    let seg = newest(&wal);
+    drop(wal);
+    let spans = record_spans(&seg);
+    let (group_start, end) = (spans[2].0, spans[5].1);
+    let name = seg.file_name().unwrap();
+    for cut in group_start..end {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(pristine.path(), dir.path());
+        fs::OpenOptions::new().write(true).open(dir.path().join(name)).unwrap().set_len(cut as u64).unwrap();
+        let (_, rec) = Wal::open(dir.path(), opts(64 << 10)).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(ids(&rec), vec![1, 4], "cut at {cut}: the unit is gone, task 1 is live");
+        assert!(rec.results.is_empty());
+    }
+    let (_, rec) = open(pristine.path(), opts(64 << 10));
+    assert_eq!(ids(&rec), vec![2, 3, 4], "intact: the follow-ups are live and task 1 finished");
+    assert_eq!(rec.results.len(), 1);
+}
+
+#[test]
+fn a_group_is_never_split_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), opts(8 << 10));
+    // Fill most of the first segment, then a unit that does not fit in what is left.
+    wal.append(&(1..=30).map(|id| enq(id, 200)).collect::<Vec<_>>()).unwrap();
+    let mut batch = vec![enq(100, 200), Record::Group { count: 10 }];
+    batch.extend((101..=110).map(|id| enq(id, 200)));
+    wal.append(&batch).unwrap();
+    wal.sync().unwrap();
+    let segs = wal.segment_paths();
+    assert_eq!(segs.len(), 2);
+    let in_last = record_spans(&segs[1]).len();
+    assert!(in_last >= 11, "the whole unit went to the new segment ({in_last} records there)");
+    drop(wal);
+    let (mut wal, rec) = open(dir.path(), opts(8 << 10));
+    assert_eq!(rec.tasks.len(), 41);
+    // A unit larger than a segment is refused, and nothing of it is written.
+    let mut huge = vec![Record::Group { count: 50 }];
+    huge.extend((200..250).map(|id| enq(id, 200)));
+    assert!(matches!(wal.append(&huge), Err(StoreError::RecordTooLarge { .. })));
+}
+
+#[test]
 fn a_batch_larger_than_a_segment_is_spread_over_several() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path(), opts(8 << 10));
