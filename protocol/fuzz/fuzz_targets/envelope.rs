@@ -19,18 +19,21 @@ struct Task {
     max_attempts: u32,
     lease_ms: u32,
     idempotency_key: String,
+    executors: Vec<String>,
 }
 
 #[derive(Arbitrary, Debug)]
 enum Msg {
     Hello { version: u32, role: i32, client_id: String, queues: Vec<String>, capabilities: Vec<String>, token: String },
-    Submit { request_id: u64, tasks: Vec<Task>, failover: bool },
+    Submit { request_id: u64, tasks: Vec<Task>, failover: bool, notify: bool },
     Credit { queue: String, n: u32, set: bool },
     Leased { tasks: Vec<(u64, u64, u32, u64, Vec<u8>, String, String, u32)> },
     Ack { request_id: u64, items: Vec<(u64, Vec<u8>)> },
-    Nack { request_id: u64, items: Vec<(u64, u64, String, bool)> },
+    Nack { request_id: u64, items: Vec<(u64, u64, String, bool, Vec<u8>, bool)> },
     Extend { request_id: u64, lease_ids: Vec<u64>, extend_ms: u32 },
     Cancel { request_id: u64, task_ids: Vec<u64> },
+    Status { request_id: u64, task_ids: Vec<u64> },
+    Watch { request_id: u64, task_ids: Vec<u64> },
     Ping(u64),
     Error { code: i32, request_id: u64, message: String },
 }
@@ -41,9 +44,10 @@ impl From<Msg> for Envelope {
             Msg::Hello { version, role, client_id, queues, capabilities, token } => {
                 pb::Hello { version, role, client_id, queues, capabilities, auth_token: token }.into()
             }
-            Msg::Submit { request_id, tasks, failover } => pb::Submit {
+            Msg::Submit { request_id, tasks, failover, notify } => pb::Submit {
                 request_id,
                 failover,
+                notify,
                 tasks: tasks
                     .into_iter()
                     .map(|t| pb::TaskSpec {
@@ -55,6 +59,7 @@ impl From<Msg> for Envelope {
                         max_attempts: t.max_attempts,
                         lease_ms: t.lease_ms,
                         idempotency_key: t.idempotency_key,
+                        executors: t.executors,
                     })
                     .collect(),
             }
@@ -87,17 +92,21 @@ impl From<Msg> for Envelope {
                 request_id,
                 items: items
                     .into_iter()
-                    .map(|(lease_id, retry_after_ms, reason, released)| pb::NackItem {
+                    .map(|(lease_id, retry_after_ms, reason, released, result, fail)| pb::NackItem {
                         lease_id,
                         retry_after_ms,
                         reason,
                         released,
+                        result: result.into(),
+                        fail,
                     })
                     .collect(),
             }
             .into(),
             Msg::Extend { request_id, lease_ids, extend_ms } => pb::Extend { request_id, lease_ids, extend_ms }.into(),
             Msg::Cancel { request_id, task_ids } => pb::Cancel { request_id, task_ids }.into(),
+            Msg::Status { request_id, task_ids } => pb::Status { request_id, task_ids }.into(),
+            Msg::Watch { request_id, task_ids } => pb::Watch { request_id, task_ids }.into(),
             Msg::Ping(nonce) => pb::Ping { nonce }.into(),
             Msg::Error { code, request_id, message } => pb::Error { code, request_id, message }.into(),
         }
