@@ -65,6 +65,8 @@ pub struct AgentConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Executors declared to the scheduler (capability routing; empty: leased any task of the queue).
     pub capabilities: Vec<String>,
+    /// Results directories of chained tasks older than this are removed (zero: kept).
+    pub results_retention: Duration,
 }
 
 /// Default of [`AgentConfig::drain_timeout`]: under Kubernetes' default grace period of 30 s.
@@ -110,6 +112,9 @@ pub async fn run(cfg: AgentConfig, runner: Runner) -> Result<(), AgentError> {
 /// returns `Ok` once every running task has finished and reported, or has been handed back.
 pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Output = ()>) -> Result<(), AgentError> {
     let running = Running::default();
+    let sweeper = (!cfg.results_retention.is_zero())
+        .then(|| tokio::spawn(sweep_results(cfg.work_root.join("results"), cfg.results_retention)));
+    let _sweeper = AbortOnDrop(sweeper);
     let provider = {
         let running = running.clone();
         Arc::new(move || running.reclaim_items())
@@ -402,6 +407,42 @@ impl Running {
     }
 }
 
+/// Aborts the task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Removes the results directories under `root` last modified longer than `keep` ago, now and every 10 minutes.
+async fn sweep_results(root: std::path::PathBuf, keep: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        sweep_once(&root, keep).await;
+    }
+}
+
+/// One sweep of [`sweep_results`]; returns how many directories it removed.
+async fn sweep_once(root: &std::path::Path, keep: Duration) -> usize {
+    let mut removed = 0;
+    let Ok(mut dirs) = tokio::fs::read_dir(root).await else { return 0 };
+    while let Ok(Some(d)) = dirs.next_entry().await {
+        let age = d.metadata().await.ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|age| age > keep) {
+            match tokio::fs::remove_dir_all(d.path()).await {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!(dir = %d.path().display(), "cannot remove an old results directory: {e}"),
+            }
+        }
+    }
+    removed
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -568,6 +609,20 @@ mod tests {
 
     fn result(task_id: u64, code: ErrorCode, lease_id: u64) -> ReclaimResult {
         ReclaimResult { task_id, code: code as i32, lease_id, deadline_unix_ms: 0 }
+    }
+
+    #[tokio::test]
+    async fn old_results_directories_are_swept() {
+        let root = tempfile::tempdir().unwrap();
+        for id in ["1", "2"] {
+            std::fs::create_dir_all(root.path().join(id)).unwrap();
+            std::fs::write(root.path().join(id).join("f"), "x").unwrap();
+        }
+        let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::open(root.path().join("1")).unwrap().set_modified(old).unwrap();
+        assert_eq!(sweep_once(root.path(), Duration::from_secs(3600)).await, 1);
+        assert!(!root.path().join("1").exists() && root.path().join("2/f").exists());
+        assert_eq!(sweep_once(&root.path().join("missing"), Duration::ZERO).await, 0);
     }
 
     #[tokio::test]

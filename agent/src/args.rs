@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// them; otherwise none declared, and the agent is leased any task of its queue.
     #[arg(long, env = "PM_CAPABILITIES", value_delimiter = ',')]
     pub capabilities: Option<Vec<String>>,
+    /// Results directories of chained tasks (`<work dir>/results/<id>`) older than this are removed (swept at
+    /// start and every 10 minutes; `0` keeps them).
+    #[arg(long, env = "PM_RESULTS_RETENTION", value_parser = parse_secs_any, default_value = "24h")]
+    pub results_retention: Duration,
     /// Any executor name not in --executors runs on the `pm-agent exec` serving DIR/NAME.sock (in a pod:
     /// /mnt/pipe/.pm).
     #[arg(long, env = "PM_POD_DIR")]
@@ -61,6 +65,13 @@ pub struct AgentArgs {
     /// Keep it under the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "PM_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "25s")]
     pub drain_timeout: Duration,
+}
+
+/// Parses a duration of any length (`24h`, `7d` too).
+fn parse_secs_any(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .or_else(|_| s.trim().parse::<u64>().map(Duration::from_secs))
+        .map_err(|_| format!("{s:?} is not a duration like 30m, 24h or 7d"))
 }
 
 /// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
@@ -121,6 +132,7 @@ impl AgentArgs {
             drain_timeout: self.drain_timeout,
             tls: None,
             capabilities,
+            results_retention: self.results_retention,
         };
         Ok((cfg, Runner::new(executors, self.tail_bytes)))
     }
