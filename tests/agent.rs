@@ -81,10 +81,26 @@ async fn a_failing_command_is_retried_then_dead_lettered_with_its_stderr_tail() 
 #[tokio::test]
 async fn an_unknown_executor_fails_the_task_clearly() {
     let s = Scheduler::start(&[]);
-    let agent = Agent::start(&s.addr, &["--executors", "sh,wget"]);
+    // An agent that declares no executors (`--capabilities ''`) is leased anything, and fails what it cannot run.
+    let agent = Agent::start(&s.addr, &["--executors", "sh,wget", "--capabilities", ""]);
     submit_json(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"tesseract","commands":["true"]}]}"#);
     let d = dead_letter(&s, &agent).await;
     assert!(d.reason.ends_with("step 1: unknown executor `tesseract` (this agent runs: sh, wget)"), "{}", d.reason);
+}
+
+#[tokio::test]
+async fn an_agent_that_declares_its_executors_is_not_leased_a_task_it_cannot_run() {
+    let s = Scheduler::start(&[]);
+    let agent = Agent::start(&s.addr, &["--executors", "sh,wget"]);
+    let id = submit_json(&s, r#"{"maxAttempts":1,"pipeline":[{"executorName":"tesseract","commands":["true"]}]}"#);
+    let why = wait_for(Duration::from_secs(10), "the agent to connect", || {
+        let o = pmctl(&s.addr, &["why", &id.to_string()], None);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.contains("[sh, wget]").then_some(text)
+    });
+    assert!(why.contains("has the executors `tesseract`"), "{why}");
+    let p = s.client(ConnectOptions::producer()).await;
+    assert_eq!(p.status(vec![id]).await.unwrap()[0].attempts, 0, "agent log:\n{}", agent.log());
 }
 
 #[tokio::test]

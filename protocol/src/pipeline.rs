@@ -260,7 +260,7 @@ fn is_object(payload: &[u8]) -> bool {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// The follow-ups of a finished task, ready to submit: `onSuccess` if it `succeeded`, else `onFailure`. Each

@@ -158,6 +158,9 @@ pub struct Config {
     /// Most outcomes kept by this node; beyond it, the oldest are forgotten first.
     #[arg(long, env = "PM_MAX_RESULTS", default_value_t = 100_000)]
     pub max_results: usize,
+    /// Most bytes of kept outcomes held in memory by the node; beyond it, the oldest are forgotten first.
+    #[arg(long, env = "PM_MAX_RESULTS_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_results_bytes: usize,
     /// Largest result document an agent may report that is kept with an outcome (a larger one is left out,
     /// and the outcome says so).
     #[arg(long, env = "PM_MAX_RESULT_BYTES", default_value_t = 64 * 1024)]
@@ -360,10 +363,14 @@ pub fn parse_queue_limit(s: &str) -> Result<(String, crate::shard::QueueLimits),
         let (k, v) = opt.split_once('=').ok_or_else(|| format!("`{opt}`: expected KEY=VALUE"))?;
         let num = |v: &str| v.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0);
         match k {
-            "max-per-key" => l.max_per_key = v.parse().map_err(|_| format!("max-per-key `{v}`: not a count"))?,
+            "max-per-key" | "maxConcurrentPerKey" => {
+                l.max_per_key = v.parse().map_err(|_| format!("max-per-key `{v}`: not a count"))?
+            }
             "rate" => l.rate_per_sec = num(v).ok_or_else(|| format!("rate `{v}`: not a rate per second"))?,
             "burst" => l.burst = num(v).ok_or_else(|| format!("burst `{v}`: not a count"))?,
-            other => return Err(format!("unknown queue limit `{other}` (max-per-key, rate, burst)")),
+            other => {
+                return Err(format!("unknown queue limit `{other}` (max-per-key or maxConcurrentPerKey, rate, burst)"))
+            }
         }
     }
     if l.burst == 0.0 {
@@ -402,6 +409,17 @@ mod tests {
         assert_eq!(parse_fsync("batch=5").unwrap(), FsyncMode::Batch(Duration::from_millis(5)));
         assert!(parse_fsync("batch=0").is_err());
         assert!(parse_fsync("sometimes").is_err());
+    }
+
+    #[test]
+    fn queue_limits_parse() {
+        let (q, l) = parse_queue_limit("ocr:max-per-key=1,rate=2.5").unwrap();
+        assert_eq!((q.as_str(), l.max_per_key, l.rate_per_sec, l.burst), ("ocr", 1, 2.5, 2.5));
+        let (q, l) = parse_queue_limit(":maxConcurrentPerKey=3,burst=10").unwrap();
+        assert_eq!((q.as_str(), l.max_per_key, l.burst), ("default", 3, 10.0));
+        for bad in ["ocr", "ocr:speed=1", "ocr:rate=-1", "ocr:max-per-key=x", "bad name!:rate=1"] {
+            assert!(parse_queue_limit(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

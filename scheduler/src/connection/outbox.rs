@@ -57,6 +57,11 @@ impl std::fmt::Debug for OutTx {
 }
 
 impl OutTx {
+    /// True when both handles lead to the same connection.
+    pub fn same_channel(&self, other: &OutTx) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Queues `msg` for the connection; drops it if the connection has closed.
     pub fn send(&self, msg: Outbound) -> Result<(), Closed> {
         if self.0.flags.load(Ordering::Acquire) & CLOSED != 0 {

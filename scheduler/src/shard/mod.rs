@@ -18,7 +18,7 @@ mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,14 +58,28 @@ pub struct ShardConfig {
     pub lease_prefix: u64,
     /// How long the outcome of a finished task is kept (zero: not kept; finishing writes a bare tombstone).
     pub result_retention: Duration,
-    /// Most outcomes this shard keeps (beyond it, the oldest go first).
-    pub max_results: usize,
+    /// How many outcomes (and bytes of them) the node's shards keep in memory, together.
+    pub results_budget: Arc<ResultsBudget>,
     /// Largest result document kept with an outcome; a larger one is left out (the outcome says so).
     pub max_result_bytes: usize,
     /// Limits of named queues (`--queue-limit`); other queues have none.
     pub queue_limits: Arc<HashMap<String, QueueLimits>>,
     /// Every shard of the node, by index (set once they are all started): follow-ups go to their queue's.
     pub siblings: Arc<OnceLock<Vec<ShardHandle>>>,
+}
+
+/// The node's budget for kept outcomes, shared by its shards: each counts what it keeps here and forgets its
+/// own oldest while the node is over either bound.
+#[derive(Debug, Default)]
+pub struct ResultsBudget {
+    /// Most outcomes (`--max-results`).
+    pub max_count: usize,
+    /// Most bytes of encoded outcomes (`--max-results-bytes`).
+    pub max_bytes: usize,
+    /// Outcomes kept now.
+    pub count: AtomicUsize,
+    /// Their bytes.
+    pub bytes: AtomicUsize,
 }
 
 /// How long a task taken from a peer may wait for an agent here before it is given back.
@@ -334,17 +348,17 @@ enum Waiter {
         out: OutTx,
         request_id: u64,
         items: Vec<(usize, ErrorCode)>,
-        acked: Vec<(u64, Option<Outcome>)>,
+        acked: Vec<(u64, Outcome)>,
     },
     Cancel {
         out: OutTx,
         request_id: u64,
         items: Vec<(usize, ErrorCode)>,
-        cancelled: Vec<(u64, Option<Outcome>)>,
+        cancelled: Vec<(u64, Outcome)>,
     },
     /// Tasks that failed for good (a final nack, answered already): finished once durable.
     Failed {
-        failed: Vec<(u64, Option<Outcome>)>,
+        failed: Vec<(u64, Outcome)>,
     },
     /// Follow-ups written this round: handed to their shards once durable.
     Adopt {
@@ -352,12 +366,13 @@ enum Waiter {
     },
 }
 
-/// The outcome of a finishing task: kept (as `body`) once its round is durable and sent to its watchers.
+/// The outcome of a finishing task: kept once its round is durable and sent to its watchers.
 #[derive(Debug)]
 struct Outcome {
-    status: pb::TaskStatus,
-    /// `status` encoded, as written in the task's Finish record.
-    body: Bytes,
+    state: TaskState,
+    /// The full status and its encoding (as written in the task's Finish record), when results are kept or
+    /// the task is watched.
+    kept: Option<(pb::TaskStatus, Bytes)>,
 }
 
 /// The shard's latency histograms.
@@ -586,8 +601,8 @@ impl Shard {
     }
 
     fn new_task(&mut self, queue: u32, spec: &TaskSpec, idem: Option<String>) -> Task {
-        let executors = executor_set(pm_protocol::pipeline::required_executors(spec));
-        let class = self.queues[queue as usize].class_of(&executors);
+        let needed = pm_protocol::pipeline::required_executors(spec);
+        let class = if needed.is_empty() { 0 } else { self.queues[queue as usize].class_of(&executor_set(needed)) };
         let lease =
             if spec.lease_ms == 0 { self.cfg.default_lease } else { Duration::from_millis(spec.lease_ms.into()) };
         let max_attempts = if spec.max_attempts == 0 { self.cfg.default_max_attempts } else { spec.max_attempts };
@@ -728,7 +743,6 @@ impl Shard {
                     }
                 }
             }
-            let task_id = self.next_task_id.fetch_add(1, Ordering::Relaxed);
             // A batch nearly always targets one queue: look its id up once, not per task.
             let q = match &last_queue {
                 Some((name, id)) if *name == spec.queue => *id,
@@ -738,6 +752,14 @@ impl Shard {
                     id
                 }
             };
+            let needed = pm_protocol::pipeline::required_executors(&spec);
+            if !needed.is_empty() && !self.queues[q as usize].has_class_room(&executor_set(needed)) {
+                let msg =
+                    format!("queue `{}` has {} sets of executors already (the limit)", spec.queue, queue::MAX_CLASSES);
+                results.push((idx, err_result(ErrorCode::LimitExceeded, &msg)));
+                continue;
+            }
+            let task_id = self.next_task_id.fetch_add(1, Ordering::Relaxed);
             let not_before_unix_ms = if spec.delay_ms > 0 { now_ms + spec.delay_ms } else { 0 };
             let idempotency = idem_key.as_ref().map(|k| IdemKey {
                 key: k.clone(),
@@ -798,7 +820,11 @@ impl Shard {
                     if let Some(t) = self.tasks.get_mut(&task_id) {
                         t.state = State::Acking;
                     }
-                    let reason = if item.reason.is_empty() { "failed (not retried)".to_string() } else { item.reason };
+                    let reason = if item.reason.is_empty() {
+                        "failed (not retried)".to_string()
+                    } else {
+                        cap_reason(item.reason)
+                    };
                     let outcome = self.finish_record(task_id, TaskState::Failed, item.result, reason);
                     failed.push((task_id, outcome));
                     codes.push((idx, ErrorCode::Ok));
@@ -812,7 +838,8 @@ impl Shard {
                             self.records.push(Record::Attempt { task_id, attempts: t.attempts });
                         }
                     }
-                    let reason = if item.reason.is_empty() { "nacked by agent".to_string() } else { item.reason };
+                    let reason =
+                        if item.reason.is_empty() { "nacked by agent".to_string() } else { cap_reason(item.reason) };
                     self.retry_or_bury(task_id, Duration::from_millis(item.retry_after_ms), reason, item.result);
                     codes.push((idx, ErrorCode::Ok));
                 }
@@ -1348,6 +1375,9 @@ impl Shard {
                         }
                         if result.is_ok() {
                             self.finished(task_id, outcome);
+                        } else {
+                            // Not finished after all (still live on disk): a watcher asks again later.
+                            self.watchers.remove(&task_id);
                         }
                     }
                     match result {
@@ -1525,6 +1555,23 @@ impl Shard {
             metrics::gauge!(m::DEAD_LETTERS, "queue" => name).set(q.dead.len() as f64);
         }
     }
+}
+
+/// Longest failure reason kept (an agent's reason beyond it is cut): the outcome and dead-letter records stay
+/// small and always fit a record.
+pub const MAX_REASON_BYTES: usize = 2048;
+
+/// `reason` cut to [`MAX_REASON_BYTES`] on a character boundary.
+fn cap_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
 }
 
 /// The queue part of an idempotency key (`queue\0key`).

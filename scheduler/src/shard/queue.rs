@@ -61,6 +61,10 @@ fn covers(have: &[String], need: &[String]) -> bool {
     need.iter().all(|n| it.by_ref().any(|h| h == n))
 }
 
+/// Most executor classes (distinct sets of executors tasks need) per queue: every lease looks at each class,
+/// so a producer naming endless new sets could slow dispatch down; beyond it, such tasks are refused.
+pub const MAX_CLASSES: usize = 256;
+
 /// The limits of one queue (`--queue-limit`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct QueueLimits {
@@ -191,6 +195,12 @@ impl Queue {
         self.refilled = Instant::now();
     }
 
+    /// True when tasks needing `executors` can be taken: their class exists, or there is room for it
+    /// ([`MAX_CLASSES`] per queue).
+    pub fn has_class_room(&self, executors: &Executors) -> bool {
+        executors.is_empty() || self.class_ids.contains_key(executors) || self.classes.len() < MAX_CLASSES
+    }
+
     /// The class of tasks needing `executors` (interned; 0 for none).
     pub fn class_of(&mut self, executors: &Executors) -> u32 {
         if executors.is_empty() {
@@ -239,16 +249,26 @@ impl Queue {
         self.ready_len + self.parked_len
     }
 
-    /// Removes the ready (and parked) tasks for which `keep` is false.
+    /// Removes the ready (and parked) tasks for which `keep` is false. A removed task may have been the one
+    /// a key's ended lease made ready again: every key below its limit gets its best parked task back (one
+    /// too many is harmless: dispatch parks it again).
     pub fn retain_ready(&mut self, mut keep: impl FnMut(u64) -> bool) {
         for c in &mut self.classes {
             c.ready.retain(|e| keep(e.task_id));
         }
-        self.ready_len = self.classes.iter().map(|c| c.ready.len()).sum();
         for heap in self.parked.values_mut() {
             heap.retain(|(e, _)| keep(e.task_id));
         }
         self.parked.retain(|_, h| !h.is_empty());
+        let free: Vec<String> = self.parked.keys().filter(|k| !self.key_at_limit(k)).cloned().collect();
+        for key in free {
+            if let Some((entry, class)) = self.parked.get_mut(&key).and_then(BinaryHeap::pop) {
+                let c = (class as usize).min(self.classes.len() - 1);
+                self.classes[c].ready.push(entry);
+            }
+        }
+        self.parked.retain(|_, h| !h.is_empty());
+        self.ready_len = self.classes.iter().map(|c| c.ready.len()).sum();
         self.parked_len = self.parked.values().map(BinaryHeap::len).sum();
     }
 
@@ -638,6 +658,13 @@ mod tests {
         q.retain_ready(|id| id != 3);
         assert_eq!(q.ready_len(), 1);
         assert!(!q.key_ended("a"));
+        // The task a lease's end made ready is cancelled: the key's next parked task comes back.
+        q.key_started("a");
+        q.park("a", 0, ReadyEntry { priority: 0, task_id: 5 });
+        assert!(q.key_ended("a"));
+        q.park("a", 0, ReadyEntry { priority: 0, task_id: 6 });
+        q.retain_ready(|id| id != 4 && id != 5);
+        assert_eq!((q.peek(0).map(|e| e.task_id), q.ready_len()), (Some(6), 1), "not stuck behind a cancelled one");
     }
 
     #[test]

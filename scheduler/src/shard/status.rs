@@ -6,6 +6,8 @@
 //! shard, oldest first out), so a status query after a restart still finds it. Watchers (`Watch`, or
 //! `Submit.notify`) get a `Completed` once the round is durable; for a dead-lettered task at once.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use pm_protocol::pb::{self, TaskState};
 use pm_protocol::{ErrorCode, Message as _};
@@ -22,33 +24,47 @@ impl Shard {
         let now_ms = now_unix_ms();
         for r in results {
             if r.expires_unix_ms > now_ms && !self.cfg.result_retention.is_zero() {
-                self.results.insert(r.task_id, r.body);
-                self.result_order.push_back((r.expires_unix_ms, r.task_id));
+                self.keep_result(r.task_id, r.body, r.expires_unix_ms);
             }
         }
+    }
+
+    /// Keeps an outcome until `expires`, within the node's budget (count and bytes, shared by its shards).
+    fn keep_result(&mut self, task_id: u64, body: Bytes, expires: u64) {
+        let budget = &self.cfg.results_budget;
+        budget.count.fetch_add(1, Ordering::Relaxed);
+        budget.bytes.fetch_add(body.len(), Ordering::Relaxed);
+        if let Some(old) = self.results.insert(task_id, body) {
+            budget.count.fetch_sub(1, Ordering::Relaxed);
+            budget.bytes.fetch_sub(old.len(), Ordering::Relaxed);
+        }
+        self.result_order.push_back((expires, task_id));
         self.trim_results();
+    }
+
+    fn forget_result(&mut self, task_id: u64) {
+        if let Some(old) = self.results.remove(&task_id) {
+            let budget = &self.cfg.results_budget;
+            budget.count.fetch_sub(1, Ordering::Relaxed);
+            budget.bytes.fetch_sub(old.len(), Ordering::Relaxed);
+        }
     }
 
     /// Writes the record that finishes `task_id` (still in `tasks`, state `Acking`): a Finish keeping its
     /// outcome when results are kept, else a bare Ack tombstone. Returns the outcome to install (and send to
-    /// watchers) once the round is durable; `None` when nobody will look at it.
-    pub(super) fn finish_record(
-        &mut self,
-        task_id: u64,
-        state: TaskState,
-        result: Bytes,
-        reason: String,
-    ) -> Option<Outcome> {
+    /// watchers) once the round is durable; without kept results and watchers only its state.
+    pub(super) fn finish_record(&mut self, task_id: u64, state: TaskState, result: Bytes, reason: String) -> Outcome {
         // Follow-ups first: they and the record below form one unit in the log.
         let children = if state == TaskState::Cancelled { Vec::new() } else { self.write_follow_ups(task_id, state) };
         let keep = !self.cfg.result_retention.is_zero();
+        let bare = Outcome { state, kept: None };
         if !keep && !self.watchers.contains_key(&task_id) {
             self.records.push(Record::Ack { task_id });
-            return None;
+            return bare;
         }
         let Some(t) = self.tasks.get(&task_id) else {
             self.records.push(Record::Ack { task_id });
-            return None;
+            return bare;
         };
         let mut status = self.base_status(task_id, t);
         let now_ms = now_unix_ms();
@@ -69,7 +85,7 @@ impl Shard {
         } else {
             self.records.push(Record::Ack { task_id });
         }
-        Some(Outcome { status, body })
+        Outcome { state, kept: Some((status, body)) }
     }
 
     /// A result document as kept with a dead letter: dropped if it is over the limit.
@@ -82,17 +98,27 @@ impl Shard {
     }
 
     /// A finish is durable: keep the outcome (if results are kept) and tell the task's watchers.
-    pub(super) fn finished(&mut self, task_id: u64, outcome: Option<Outcome>) {
+    pub(super) fn finished(&mut self, task_id: u64, outcome: Outcome) {
         let watchers = self.watchers.remove(&task_id);
-        let Some(outcome) = outcome else { return };
-        if !self.cfg.result_retention.is_zero() {
-            let expires = now_unix_ms() + self.cfg.result_retention.as_millis() as u64;
-            self.results.insert(task_id, outcome.body);
-            self.result_order.push_back((expires, task_id));
-            self.trim_results();
-        }
+        let status = match outcome.kept {
+            Some((status, body)) => {
+                if !self.cfg.result_retention.is_zero() {
+                    let expires = now_unix_ms() + self.cfg.result_retention.as_millis() as u64;
+                    self.keep_result(task_id, body, expires);
+                }
+                status
+            }
+            // Results are not kept and nobody watched when it finished: a watcher that came since hears the
+            // state alone.
+            None => pb::TaskStatus {
+                task_id,
+                code: ErrorCode::Ok as i32,
+                state: outcome.state as i32,
+                ..Default::default()
+            },
+        };
         for out in watchers.into_iter().flatten() {
-            let _ = out.send(Outbound::Frame(pb::Completed { task: Some(outcome.status.clone()) }.into()));
+            let _ = out.send(Outbound::Frame(pb::Completed { task: Some(status.clone()) }.into()));
         }
     }
 
@@ -119,7 +145,12 @@ impl Shard {
                 let _ = out.send(Outbound::Frame(pb::Completed { task: Some(status) }.into()));
             }
         } else {
-            self.watchers.entry(task_id).or_default().push(out.clone());
+            // Once per connection (`pmctl wait` watches again every few seconds), and closed ones go.
+            let list = self.watchers.entry(task_id).or_default();
+            list.retain(|o| !o.is_closed());
+            if !list.iter().any(|o| o.same_channel(out)) {
+                list.push(out.clone());
+            }
         }
         ErrorCode::Ok
     }
@@ -258,15 +289,19 @@ impl Shard {
                 break;
             }
             self.result_order.pop_front();
-            self.results.remove(&id);
+            self.forget_result(id);
         }
         metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
     }
 
+    /// Forgets this shard's oldest outcomes while the node is over its budget.
     fn trim_results(&mut self) {
-        while self.results.len() > self.cfg.max_results {
+        let budget = self.cfg.results_budget.clone();
+        while budget.count.load(Ordering::Relaxed) > budget.max_count
+            || budget.bytes.load(Ordering::Relaxed) > budget.max_bytes
+        {
             let Some((_, id)) = self.result_order.pop_front() else { break };
-            self.results.remove(&id);
+            self.forget_result(id);
         }
     }
 }

@@ -312,7 +312,11 @@ impl Wal {
         let mut i = 0;
         while i < entries.len() {
             let end = match entries[i] {
-                Entry::Group { count } => (i + 1 + count as usize).min(entries.len()),
+                Entry::Group { count } if i + 1 + count as usize > entries.len() => {
+                    let detail = format!("a group of {count} records with {} after it", entries.len() - i - 1);
+                    return Err(StoreError::Io { path: self.dir.clone(), source: io::Error::other(detail) });
+                }
+                Entry::Group { count } => i + 1 + count as usize,
                 _ => i + 1,
             };
             unit_end.extend(std::iter::repeat_n(end, end - i));

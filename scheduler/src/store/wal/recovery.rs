@@ -198,16 +198,17 @@ fn apply(scan: &mut Scan, entry: &Entry<'_>, seg: u64, pos: usize, size: usize) 
             scan.bodies.remove(&task_id);
             if scan.live.max_results > 0 {
                 scan.result_bodies.insert(task_id, Bytes::copy_from_slice(body));
-                // Bodies of results pushed out since stay here until this pruning: bounded memory.
-                if scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {
-                    let live = &scan.live.results;
-                    scan.result_bodies.retain(|id, _| live.contains_key(id));
-                }
             }
         }
         _ => {}
     }
     scan.live.apply(entry, seg, pos as u64, size as u64);
+    // Bodies of results pushed out since stay in `result_bodies` until this pruning (after the record is
+    // applied, so the result just added is kept): bounded memory.
+    if matches!(entry, Entry::Finish { .. }) && scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {
+        let live = &scan.live.results;
+        scan.result_bodies.retain(|id, _| live.contains_key(id));
+    }
 }
 
 /// Searches `data[from..]` for valid records of seq `min_seq` or later and returns the one proving the
