@@ -257,6 +257,35 @@ fn a_group_torn_anywhere_is_recovered_whole_or_not_at_all() {
 }
 
 #[test]
+fn many_more_results_than_kept_recover_with_their_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WalOptions { max_results: 10, ..opts(1 << 20) };
+    let (mut wal, _) = open(dir.path(), o.clone());
+    // Far more Finish records than 2 × max + 1024, so recovery prunes the bodies it holds several times, the
+    // last time at the very last record (every 1,035 records from the 1,045th).
+    for batch in 0..83u64 {
+        let finishes: Vec<Record> = (0..50)
+            .map(|i| {
+                let task_id = batch * 50 + i + 1;
+                Record::Finish {
+                    task_id,
+                    expires_unix_ms: u64::MAX - 10_000 + task_id,
+                    body: Bytes::from(format!("r{task_id}")),
+                }
+            })
+            .collect();
+        wal.append(&finishes).unwrap();
+    }
+    wal.sync().unwrap();
+    drop(wal);
+    let (_, rec) = open(dir.path(), o);
+    let got: Vec<(u64, String)> =
+        rec.results.iter().map(|r| (r.task_id, String::from_utf8(r.body.to_vec()).unwrap())).collect();
+    let want: Vec<(u64, String)> = (4141..=4150).map(|id| (id, format!("r{id}"))).collect();
+    assert_eq!(got, want, "the newest ten, each with its body");
+}
+
+#[test]
 fn a_group_is_never_split_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path(), opts(8 << 10));
