@@ -1234,17 +1234,31 @@ impl Shard {
         if self.cfg.steal.is_none() {
             return;
         }
-        loop {
+        // Each goes to a local agent that has the executors it needs; one no local agent can run now waits (and
+        // goes back to its owner after FOREIGN_WAIT).
+        let waiting = std::mem::take(&mut self.queues[qi as usize].foreign);
+        let mut kept = std::collections::VecDeque::with_capacity(waiting.len());
+        for (at, task) in waiting {
             let q = &mut self.queues[qi as usize];
-            if q.foreign.is_empty() {
-                return;
+            if !q.has_credit() {
+                kept.push_back((at, task));
+                continue;
             }
-            let Some(conn) = q.take_local_credit() else { return };
-            let Some(out) = self.agents.get(&conn).and_then(|a| a.out.clone()) else { continue };
-            let Some((_, task)) = q.foreign.pop_front() else { return };
+            let probe = TaskSpec { payload: task.payload.clone(), ..Default::default() };
+            let needed = pm_protocol::pipeline::required_executors(&probe);
+            let class = if needed.is_empty() { 0 } else { q.class_of(&executor_set(needed)) };
+            let Some(conn) = q.take_local_credit_for(class) else {
+                kept.push_back((at, task));
+                continue;
+            };
+            let Some(out) = self.agents.get(&conn).and_then(|a| a.out.clone()) else {
+                kept.push_back((at, task));
+                continue;
+            };
             self.delivered_foreign.push((task.lease_id, conn, out.clone()));
             self.push_leased(conn, &out, task, budget);
         }
+        self.queues[qi as usize].foreign = kept;
     }
 
     /// Queues `leased` for `conn`'s next Leased frame (sending the frame first if it would grow past `budget`).

@@ -6,7 +6,9 @@
 //! declared none runs anything). A task is leased only to an agent whose group has every executor of its
 //! class; [`Queue::best`] picks the best head among the classes some waiting group can serve, so a task
 //! nobody can run never blocks the others. Classes and groups are few (one per kind of pipeline or pod), so
-//! a pick costs O(classes × groups) with the compatibility precomputed.
+//! a pick costs O(classes × groups) with the compatibility precomputed. A peer node (work stealing) may take
+//! any task once no local agent can: the node that took it gives it only to one of its agents that has the
+//! task's executors.
 //!
 //! **Per-key limits.** With `max_per_key`, a task whose key already has that many leases is *parked* under
 //! its key instead of leased; the best parked task of a key goes back to its class heap when a lease of that
@@ -124,7 +126,7 @@ pub struct Queue {
     group_ids: HashMap<Option<Executors>, u32>,
     /// The group served first at the next tie, for round-robin between groups.
     next_group: usize,
-    /// Peer nodes with credits (work stealing), served only class 0, and only when no agent can take it.
+    /// Peer nodes with credits (work stealing), served only when no agent here can take the task.
     peer_waiting: VecDeque<ConnId>,
     slots: HashMap<ConnId, Slot>,
     /// Sum of the agents' credits (peers excluded).
@@ -272,8 +274,8 @@ impl Queue {
         self.parked_len = self.parked.values().map(BinaryHeap::len).sum();
     }
 
-    /// The best ready task some waiting agent (or, for class 0, a peer) can run, and the group to take the
-    /// credit from ([`PEER`] for a peer): `(class, group)`.
+    /// The best ready task some waiting agent can run (or, when none can run any, the best one for a peer
+    /// node), and the group to take the credit from ([`PEER`] for a peer): `(class, group)`.
     pub fn best(&self) -> Option<(u32, u32)> {
         let mut best: Option<(ReadyEntry, u32)> = None;
         for (ci, class) in self.classes.iter().enumerate() {
@@ -293,7 +295,11 @@ impl Queue {
                 .find(|&g| !self.groups[g].waiting.is_empty() && self.groups[g].serves[ci as usize])?;
             return Some((ci, g as u32));
         }
-        (!self.classes[0].ready.is_empty() && !self.peer_waiting.is_empty()).then_some((0, PEER))
+        if self.peer_waiting.is_empty() {
+            return None;
+        }
+        let best = self.classes.iter().enumerate().filter_map(|(ci, c)| c.ready.peek().map(|h| (*h, ci))).max();
+        best.map(|(_, ci)| (ci as u32, PEER))
     }
 
     /// The head of class `class`.
@@ -324,11 +330,14 @@ impl Queue {
         Some(conn)
     }
 
-    /// Takes one credit from the next agent of any group (never a peer node): for tasks that need no
-    /// particular executor.
-    pub fn take_local_credit(&mut self) -> Option<ConnId> {
+    /// Takes one credit from the next agent (never a peer node) that can run class `class`.
+    pub fn take_local_credit_for(&mut self, class: u32) -> Option<ConnId> {
         let n = self.groups.len();
-        let g = (0..n).map(|i| (self.next_group + i) % n).find(|&g| !self.groups[g].waiting.is_empty())?;
+        let c = class as usize;
+        let g = (0..n).map(|i| (self.next_group + i) % n).find(|&g| {
+            let group = &self.groups[g];
+            !group.waiting.is_empty() && group.serves.get(c).copied().unwrap_or(false)
+        })?;
         self.take_credit_from(g as u32)
     }
 
@@ -634,13 +643,18 @@ mod tests {
     }
 
     #[test]
-    fn peers_take_only_tasks_without_executors() {
+    fn peers_take_what_no_local_agent_can_and_foreign_tasks_go_to_capable_agents() {
         let mut q = Queue::new("q".into());
-        let c = q.class_of(&set(&["x"]));
-        q.push_ready(c, ReadyEntry { priority: 5, task_id: 1 });
+        let x = q.class_of(&set(&["x"]));
+        q.push_ready(x, ReadyEntry { priority: 5, task_id: 1 });
         q.push_ready(0, ReadyEntry { priority: 0, task_id: 2 });
+        q.add_credit(3, 5, false, Some(set(&["y"])));
         q.add_credit(9, 5, true, None);
-        assert_eq!(drain(&mut q), vec![(2, 9)]);
+        assert_eq!(drain(&mut q), vec![(2, 3), (1, 9)], "the local agent first, then the peer takes the rest");
+        assert_eq!(q.take_local_credit_for(x), None, "agent 3 lacks x");
+        q.add_credit(4, 1, false, Some(set(&["x", "y"])));
+        assert_eq!(q.take_local_credit_for(x), Some(4));
+        assert_eq!(q.take_local_credit_for(0), Some(3));
     }
 
     #[test]
