@@ -6,6 +6,7 @@
 //! 3 (cancelled) or 4 (not finished within `--timeout`). Errors are one line on stderr.
 
 mod app;
+mod catalog;
 mod status;
 
 use std::io::Read;
@@ -36,16 +37,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Submit task files (JSON: one task, or an array of tasks; `-` reads stdin). Prints one task id per line.
+    /// Submit task files (JSON: one task, or an array of tasks; `-` reads stdin), or tasks of a stored pipeline
+    /// by their parameters (`--app A --pipeline P --param NAME=VALUE...`). Prints one task id per line.
     ///
     /// Every file is validated first: if any is invalid, nothing is submitted.
     Submit {
         /// Task files.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "app", conflicts_with = "app")]
         files: Vec<String>,
         /// Put every task on this queue (overrides the file's `queue`).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "app")]
         queue: Option<String>,
+        /// Submit tasks of this application's pipeline (see `pmctl app create`).
+        #[arg(long, requires = "pipeline")]
+        app: Option<String>,
+        /// The pipeline of --app.
+        #[arg(long, requires = "app")]
+        pipeline: Option<String>,
+        /// A parameter, `NAME=VALUE` (repeat the flag): one task.
+        #[arg(long = "param", requires = "app")]
+        params: Vec<String>,
+        /// Parameter sets, one task each: JSON objects, one per line, or a JSON array of them (`-` reads stdin).
+        #[arg(long, requires = "app")]
+        params_file: Option<String>,
+        /// Key of every task (--app; a task file names its own).
+        #[arg(long, default_value = "", requires = "app")]
+        key: String,
+        /// Idempotency key (--app).
+        #[arg(long, default_value = "", requires = "app")]
+        idempotency_key: String,
+        /// Priority, overriding the pipeline's (--app).
+        #[arg(long, requires = "app", allow_hyphen_values = true)]
+        priority: Option<i32>,
     },
     /// Queue depth, leases in flight, dead letters, and tasks waiting for a missing executor, per queue.
     Stats {
@@ -115,6 +138,48 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum AppCmd {
+    /// Store an application and its pipeline templates in the scheduler (JSON or YAML: `{"name", "pipelines":
+    /// [{"name", "params", "template"}]}`, see docs/apps.md; `-` reads stdin). Prints it as stored.
+    Create {
+        /// The application document.
+        file: String,
+        /// Replace an application of the same name whole (else that is an error).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Store one pipeline definition (`{"name", "params", "template"}`) in an application, creating the
+    /// application if needed.
+    PutPipeline {
+        /// The application.
+        app: String,
+        /// The pipeline definition (JSON or YAML; `-` reads stdin).
+        file: String,
+        /// Replace a pipeline of the same name (else that is an error).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// The stored applications: one line per pipeline with its queue and parameters.
+    List {
+        /// Print one JSON object per application.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One stored application; with --json, its whole document.
+    Show {
+        /// The application.
+        name: String,
+        /// Print JSON (with the document).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a stored application (or one of its pipelines). Tasks already queued still run.
+    Delete {
+        /// The application.
+        name: String,
+        /// Delete only this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+    },
     /// Print the manifests of an application spec (YAML; `-` reads stdin) as one YAML stream.
     Render {
         /// The application spec, e.g. examples/ocr/app.yaml.
@@ -169,6 +234,7 @@ enum DeadCmd {
 }
 
 /// A failure with its exit code.
+#[derive(Debug)]
 struct Failure(u8, String);
 
 fn main() -> ExitCode {
@@ -190,6 +256,12 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A failed application request: 65 when the server refused the definition, else 1.
+fn app_failure(e: pm_client::Error) -> Failure {
+    let code = if e.code() == Some(ErrorCode::InvalidTask) { 65 } else { 1 };
+    Failure(code, e.to_string())
 }
 
 /// The token and TLS settings of the command line applied to `opts`.
@@ -253,7 +325,59 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::App(AppCmd::Apply { file, kubectl, kubectl_args }) => {
             kubectl_apply(kubectl, kubectl_args, &render_app(file)?)?
         }
-        Cmd::Submit { files, queue } => {
+        Cmd::Submit { app: Some(app), pipeline, params, params_file, key, idempotency_key, priority, .. } => {
+            let sets = catalog::param_sets(params, params_file.as_deref())?;
+            let client = connect(&cli, ConnectOptions::producer()).await?;
+            let opts = catalog::SubmitOpts { key, idempotency_key, priority: *priority };
+            catalog::submit(&client, app, pipeline.as_deref().unwrap_or_default(), sets, &opts).await?;
+        }
+        Cmd::App(AppCmd::Create { file, replace }) => {
+            let doc = catalog::read_document(file)?;
+            let client = connect(&cli, ConnectOptions::admin()).await?;
+            let bytes = serde_json::to_vec(&doc).map_err(|e| Failure(1, e.to_string()))?;
+            let app = client.put_app(bytes, *replace).await.map_err(app_failure)?;
+            print!("{}", catalog::human(&app));
+        }
+        Cmd::App(AppCmd::PutPipeline { app, file, replace }) => {
+            let doc = catalog::read_document(file)?;
+            let client = connect(&cli, ConnectOptions::admin()).await?;
+            let bytes = serde_json::to_vec(&doc).map_err(|e| Failure(1, e.to_string()))?;
+            let app = client.put_pipeline(app, bytes, *replace).await.map_err(app_failure)?;
+            print!("{}", catalog::human(&app));
+        }
+        Cmd::App(AppCmd::List { json }) => {
+            let client = connect(&cli, ConnectOptions::producer()).await?;
+            for app in client.list_apps().await.map_err(app_failure)? {
+                if *json {
+                    println!("{}", catalog::to_json(&app));
+                } else {
+                    print!("{}", catalog::human(&app));
+                }
+            }
+        }
+        Cmd::App(AppCmd::Show { name, json }) => {
+            let client = connect(&cli, ConnectOptions::producer()).await?;
+            let app = client.get_app(name).await.map_err(app_failure)?;
+            if *json {
+                println!("{}", catalog::to_json(&app));
+            } else {
+                print!("{}", catalog::human(&app));
+            }
+        }
+        Cmd::App(AppCmd::Delete { name, pipeline }) => {
+            let client = connect(&cli, ConnectOptions::admin()).await?;
+            match pipeline {
+                Some(p) => {
+                    client.delete_pipeline(name, p).await.map_err(app_failure)?;
+                    println!("{name}/{p} deleted");
+                }
+                None => {
+                    client.delete_app(name).await.map_err(app_failure)?;
+                    println!("{name} deleted");
+                }
+            }
+        }
+        Cmd::Submit { files, queue, .. } => {
             let tasks = read_tasks(files, queue.as_deref())?;
             let client = connect_cluster(&cli, ConnectOptions::producer()).await?;
             let max_batch = client.welcome().max_batch.max(1) as usize;

@@ -5,12 +5,12 @@
 //! restart of the scheduler while it waits.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use pm_client::{Client, Cluster, ConnectOptions, Error};
 use pm_protocol::pb::{TaskState, TaskStatus};
 use pm_protocol::ErrorCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// How often `wait` registers its watches again (they end with a connection).
@@ -191,60 +191,8 @@ pub fn flow_line(depth: usize, s: &TaskStatus) -> String {
     format!("{indent}{branch}{} {}{queue}{key}{note}", s.task_id, state_name(s))
 }
 
-/// The state's name as printed (`succeeded`, `dead`, ...), or `not-found`.
-pub fn state_name(s: &TaskStatus) -> &'static str {
-    if s.code != ErrorCode::Ok as i32 {
-        return "not-found";
-    }
-    match s.state() {
-        TaskState::Unspecified => "unknown",
-        TaskState::Ready => "ready",
-        TaskState::Delayed => "delayed",
-        TaskState::Leased => "leased",
-        TaskState::Succeeded => "succeeded",
-        TaskState::Failed => "failed",
-        TaskState::Dead => "dead",
-        TaskState::Cancelled => "cancelled",
-    }
-}
-
-fn time(ms: u64) -> Value {
-    if ms == 0 {
-        Value::Null
-    } else {
-        Value::String(humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string())
-    }
-}
-
-/// The status as one JSON object (the result as JSON when it is JSON, else as text or base64).
-pub fn to_json(s: &TaskStatus) -> Value {
-    if s.code != ErrorCode::Ok as i32 {
-        return json!({"taskId": s.task_id, "state": "not-found"});
-    }
-    let result = if s.result.is_empty() {
-        Value::Null
-    } else if let Ok(v) = serde_json::from_slice::<Value>(&s.result) {
-        v
-    } else {
-        match std::str::from_utf8(&s.result) {
-            Ok(text) => Value::String(text.to_string()),
-            Err(_) => {
-                use base64::Engine;
-                json!({"base64": base64::engine::general_purpose::STANDARD.encode(&s.result)})
-            }
-        }
-    };
-    json!({
-        "taskId": s.task_id, "state": state_name(s), "queue": s.queue, "key": s.key,
-        "attempts": s.attempts, "maxAttempts": s.max_attempts,
-        "submitted": time(s.submitted_unix_ms), "started": time(s.started_unix_ms),
-        "finished": time(s.finished_unix_ms), "leaseDeadline": time(s.lease_deadline_unix_ms),
-        "reason": s.reason, "result": result,
-        "parentId": if s.parent_id == 0 { Value::Null } else { json!(s.parent_id) },
-        "flowId": if s.flow_id.is_empty() { Value::Null } else { json!(s.flow_id) },
-        "children": s.children,
-    })
-}
+use pm_client::json::time;
+pub use pm_client::json::{state_name, status_json as to_json};
 
 /// The status for people: a headline, the times, why it waits or failed, and what each command did (for
 /// results in pm-agent's format).

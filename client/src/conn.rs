@@ -35,33 +35,42 @@ pub(crate) async fn connect(addr: &str, opts: &ConnectOptions) -> Result<(Conn, 
                 crate::tls::Stream::Tls(Box::new(tls))
             }
         };
-        let mut framed = Framed::new(stream, FrameCodec::new(opts.max_frame_bytes));
-        let hello = pb::Hello {
-            version: PROTOCOL_VERSION,
-            role: opts.role as i32,
-            client_id: opts.client_id.clone(),
-            queues: opts.queues.clone(),
-            capabilities: opts.capabilities.clone(),
-            auth_token: opts.token.clone(),
-        };
-        framed
-            .send(Envelope::from(hello))
-            .await
-            .map_err(|e| Error::new(ErrorKind::Connect, format!("handshake with {addr}: {e}")))?;
-        match framed.next().await {
-            Some(Ok(Envelope { kind: Some(Kind::Welcome(w)) })) => Ok((framed, w)),
-            Some(Ok(Envelope { kind: Some(Kind::Error(e)) })) => {
-                let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
-                Err(Error::with_code(ErrorKind::Handshake, code, e.message))
-            }
-            Some(Ok(_)) => Err(Error::new(ErrorKind::Protocol, "expected Welcome")),
-            Some(Err(e)) => Err(Error::new(ErrorKind::Connect, format!("handshake with {addr}: {e}"))),
-            None => Err(Error::new(ErrorKind::Connect, format!("{addr} closed the connection during the handshake"))),
-        }
+        handshake(stream, opts, addr).await
     };
     match tokio::time::timeout(opts.connect_timeout, fut).await {
         Ok(r) => r,
         Err(_) => Err(Error::new(ErrorKind::Timeout, format!("no handshake with {addr} within the connect timeout"))),
+    }
+}
+
+/// Completes the handshake on a connected stream (the connect timeout is the caller's).
+pub(crate) async fn handshake(
+    stream: crate::tls::Stream,
+    opts: &ConnectOptions,
+    addr: &str,
+) -> Result<(Conn, pb::Welcome), Error> {
+    let mut framed = Framed::new(stream, FrameCodec::new(opts.max_frame_bytes));
+    let hello = pb::Hello {
+        version: PROTOCOL_VERSION,
+        role: opts.role as i32,
+        client_id: opts.client_id.clone(),
+        queues: opts.queues.clone(),
+        capabilities: opts.capabilities.clone(),
+        auth_token: opts.token.clone(),
+    };
+    framed
+        .send(Envelope::from(hello))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Connect, format!("handshake with {addr}: {e}")))?;
+    match framed.next().await {
+        Some(Ok(Envelope { kind: Some(Kind::Welcome(w)) })) => Ok((framed, w)),
+        Some(Ok(Envelope { kind: Some(Kind::Error(e)) })) => {
+            let code = ErrorCode::try_from(e.code).unwrap_or(ErrorCode::Internal);
+            Err(Error::with_code(ErrorKind::Handshake, code, e.message))
+        }
+        Some(Ok(_)) => Err(Error::new(ErrorKind::Protocol, "expected Welcome")),
+        Some(Err(e)) => Err(Error::new(ErrorKind::Connect, format!("handshake with {addr}: {e}"))),
+        None => Err(Error::new(ErrorKind::Connect, format!("{addr} closed the connection during the handshake"))),
     }
 }
 
@@ -342,6 +351,7 @@ async fn session(
                     Kind::ReclaimReply(m) => m.request_id,
                     Kind::StatusReply(m) => m.request_id,
                     Kind::WatchReply(m) => m.request_id,
+                    Kind::AppReply(m) => m.request_id,
                     Kind::Error(e) if e.request_id != 0 => e.request_id,
                     Kind::Error(e) => return format!("server error {}: {}", e.code, e.message),
                     _ => continue,

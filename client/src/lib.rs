@@ -17,9 +17,11 @@
 //! - [`error`]: the [`Error`] type with a matchable [`ErrorKind`].
 //! - `conn`: the connection task.
 
+mod apps;
 mod cluster;
 mod conn;
 pub mod error;
+pub mod json;
 pub mod options;
 pub mod tls;
 
@@ -147,6 +149,19 @@ impl Client {
         Self::connect_with(addr, opts, agent, None).await
     }
 
+    /// Connects as a producer or admin over an in-process pipe to a connection the same process serves (the
+    /// scheduler's HTTP API speaks the protocol to its own node this way). It never reconnects.
+    pub async fn connect_stream(stream: tokio::io::DuplexStream, opts: ConnectOptions) -> Result<Client, Error> {
+        let opts = opts.reconnect(false);
+        let handshake = conn::handshake(tls::Stream::Memory(stream), &opts, "this node");
+        let (framed, welcome) = match tokio::time::timeout(opts.connect_timeout, handshake).await {
+            Ok(r) => r?,
+            Err(_) => return Err(Error::new(ErrorKind::Timeout, "no handshake within the connect timeout")),
+        };
+        let (client, _) = Self::start(String::new(), opts, framed, welcome, false, None);
+        Ok(client)
+    }
+
     async fn connect_with(
         addr: &str,
         opts: ConnectOptions,
@@ -154,6 +169,17 @@ impl Client {
         completed: Option<mpsc::UnboundedSender<pb::TaskStatus>>,
     ) -> Result<(Client, Option<mpsc::UnboundedReceiver<AgentEvent>>), Error> {
         let (framed, welcome) = conn::connect(addr, &opts).await?;
+        Ok(Self::start(addr.to_string(), opts, framed, welcome, agent, completed))
+    }
+
+    fn start(
+        addr: String,
+        opts: ConnectOptions,
+        framed: conn::Conn,
+        welcome: pb::Welcome,
+        agent: bool,
+        completed: Option<mpsc::UnboundedSender<pb::TaskStatus>>,
+    ) -> (Client, Option<mpsc::UnboundedReceiver<AgentEvent>>) {
         let (tx, rx) = mpsc::channel(1024);
         let (lease_tx, lease_rx) = if agent {
             let (t, r) = mpsc::unbounded_channel();
@@ -165,9 +191,9 @@ impl Client {
         let next_id = Arc::new(AtomicU64::new(1));
         let reclaims = Arc::new(AtomicU64::new(0));
         let shared = conn::Shared { next_id: next_id.clone(), reclaims: reclaims.clone(), completed };
-        tokio::spawn(conn::run(addr.to_string(), opts, framed, rx, lease_tx, shared));
+        tokio::spawn(conn::run(addr, opts, framed, rx, lease_tx, shared));
         let client = Client { tx, next_id, request_timeout, welcome: Arc::new(welcome), reclaims };
-        Ok((client, lease_rx))
+        (client, lease_rx)
     }
 
     /// The server's Welcome from the first handshake.

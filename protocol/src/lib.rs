@@ -7,6 +7,7 @@
 //! - [`pipeline`]: the task JSON (both dialects of the original project) parsed into a [`pb::TaskSpec`].
 //! - [`limits`]: protocol version and default limits shared by servers and clients.
 //! - [`ring`]: rendezvous hashing of task keys onto the scheduler nodes of a cluster.
+//! - [`template`]: applications and pipeline templates, filled in safely with a producer's parameters.
 //!
 //! ```text
 //!  0        4                        4+len
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod limits;
 pub mod pipeline;
 pub mod ring;
+pub mod template;
 
 /// Generated protobuf types of package `pm.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -55,6 +57,7 @@ into_envelope! {
     Ping => Ping, Pong => Pong, Redirect => Redirect, Cancel => Cancel, CancelReply => CancelReply,
     Revoke => Revoke, Reclaim => Reclaim, ReclaimReply => ReclaimReply, Status => Status,
     StatusReply => StatusReply, Watch => Watch, WatchReply => WatchReply, Completed => Completed,
+    AppRequest => AppRequest, AppReply => AppReply, SubmitTemplate => SubmitTemplate,
 }
 
 impl pb::Error {
@@ -98,6 +101,9 @@ impl Kind {
             Kind::Watch(_) => "watch",
             Kind::WatchReply(_) => "watch_reply",
             Kind::Completed(_) => "completed",
+            Kind::AppRequest(_) => "app_request",
+            Kind::AppReply(_) => "app_reply",
+            Kind::SubmitTemplate(_) => "submit_template",
         }
     }
 }

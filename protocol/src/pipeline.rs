@@ -95,7 +95,8 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
-    /// Executor (container) that runs this step.
+    /// Executor (container) that runs this step (`executor` is accepted too, as in the original templates).
+    #[serde(alias = "executor")]
     pub executor_name: String,
     /// Shell lines (`commands` in the `pipeline` dialect, `commandLines` in the other).
     #[serde(alias = "commandLines")]

@@ -170,6 +170,25 @@ pub struct Config {
     /// leases started per second (bursts of B, default R).
     #[arg(long = "queue-limit", env = "PM_QUEUE_LIMITS", value_delimiter = ';', value_parser = parse_queue_limit)]
     pub queue_limits: Vec<(String, crate::shard::QueueLimits)>,
+    /// Most applications the node stores (`pmctl app create`, `POST /api/applications`).
+    #[arg(long, env = "PM_MAX_APPS", default_value_t = 1000)]
+    pub max_apps: usize,
+    /// Most pipelines in one application.
+    #[arg(long, env = "PM_MAX_PIPELINES_PER_APP", default_value_t = 100)]
+    pub max_pipelines_per_app: usize,
+    /// Largest application document (all its pipeline definitions), in bytes; at most --max-frame-bytes less
+    /// 1 KiB.
+    #[arg(long, env = "PM_MAX_APP_BYTES", default_value_t = 1024 * 1024)]
+    pub max_app_bytes: usize,
+    /// Largest value of one template parameter, in bytes.
+    #[arg(long, env = "PM_MAX_PARAM_BYTES", default_value_t = 64 * 1024)]
+    pub max_param_bytes: usize,
+    /// Largest request body the HTTP API reads, in bytes (a larger one is refused with 413).
+    #[arg(long, env = "PM_HTTP_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub http_max_body_bytes: usize,
+    /// Time an HTTP API request has for its body to arrive (408 after it), and then for the node's answer.
+    #[arg(long, env = "PM_HTTP_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub http_request_timeout: Duration,
     /// How long a disconnected agent's leases are kept before redelivery (0 = at once).
     #[arg(long, env = "PM_DISCONNECT_GRACE", default_value = "0s", value_parser = parse_duration)]
     pub disconnect_grace: Duration,
@@ -238,6 +257,15 @@ impl Config {
         }
         if self.segment_bytes < 4 * self.max_frame_bytes as u64 {
             return err("--segment-bytes must be at least 4 x --max-frame-bytes".into());
+        }
+        if self.max_app_bytes == 0 || self.max_app_bytes + 1024 > self.max_frame_bytes {
+            return err("--max-app-bytes must be at least 1 and 1 KiB below --max-frame-bytes".into());
+        }
+        if self.max_apps == 0 || self.max_pipelines_per_app == 0 || self.max_param_bytes == 0 {
+            return err("--max-apps, --max-pipelines-per-app and --max-param-bytes must be at least 1".into());
+        }
+        if self.http_max_body_bytes == 0 || self.http_request_timeout.is_zero() {
+            return err("--http-max-body-bytes and --http-request-timeout must be more than 0".into());
         }
         if self.reclaim_grace_ms > 3_600_000 {
             return err("--reclaim-grace-ms must be at most 3600000 (one hour)".into());

@@ -1,6 +1,6 @@
 //! The node's HTTP endpoint (`--http-listen`): `GET /metrics` (Prometheus text, histograms with buckets),
-//! `GET /healthz` (the process answers) and `GET /readyz` (200 while the node accepts work, 503 once it is
-//! shutting down). Served by [`pm_http::serve`] with the header timeout and connection limit of the config.
+//! `GET /healthz` (the process answers), `GET /readyz` (200 while the node accepts work, 503 once it is
+//! shutting down), and the API under `/api/` ([`crate::gateway`]). Served by [`pm_http::serve`] with the header timeout and connection limit of the config.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::gateway::Gateway;
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -32,14 +33,18 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
-/// The endpoint's routes. `ready` is what `/readyz` reports.
-pub fn router(metrics: Option<PrometheusHandle>, ready: Arc<AtomicBool>) -> Router {
-    Router::new()
+/// The endpoint's routes. `ready` is what `/readyz` reports; `api` adds the HTTP API.
+pub fn router(metrics: Option<PrometheusHandle>, ready: Arc<AtomicBool>, api: Option<Arc<Gateway>>) -> Router {
+    let base = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") })
-        .with_state(HttpState { metrics, ready })
+        .with_state(HttpState { metrics, ready });
+    match api {
+        Some(gw) => base.merge(crate::gateway::routes(gw)),
+        None => base,
+    }
 }
 
 /// Serves the endpoint on `listener` until `stop` fires.
@@ -48,13 +53,14 @@ pub async fn serve(
     cfg: &Config,
     metrics: Option<PrometheusHandle>,
     ready: Arc<AtomicBool>,
+    api: Option<Arc<Gateway>>,
     stop: CancellationToken,
 ) {
     let limits = pm_http::ServeLimits {
         header_timeout: Duration::from_millis(cfg.http_header_timeout_ms.max(1)),
         max_connections: cfg.http_max_connections.max(1),
     };
-    pm_http::serve(listener, router(metrics, ready), limits, stop).await;
+    pm_http::serve(listener, router(metrics, ready, api), limits, stop).await;
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {

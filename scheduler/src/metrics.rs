@@ -33,6 +33,8 @@ pub const STOLEN: &str = "pm_tasks_stolen_total";
 pub const STEAL_RELEASED: &str = "pm_tasks_steal_released_total";
 /// Counter: Submits answered with a Redirect (cluster mode: a key another node owns).
 pub const REDIRECTED: &str = "pm_submits_redirected_total";
+/// Counter: tasks submitted by their parameters (SubmitTemplate, `POST /api/applications/..`), accepted or not.
+pub const TEMPLATE_SUBMITS: &str = "pm_template_tasks_total";
 /// Gauge: ready tasks per queue.
 pub const QUEUE_DEPTH: &str = "pm_queue_depth";
 /// Gauge: ready tasks per queue that no connected agent can run (an executor they need is missing).
@@ -85,6 +87,11 @@ pub fn describe() {
     describe_counter!(CANCELLED, Unit::Count, "Tasks cancelled (durably).");
     describe_counter!(FOLLOW_UPS, Unit::Count, "Follow-up tasks submitted by the scheduler for finished tasks.");
     describe_counter!(FAILED, Unit::Count, "Tasks an agent reported failed for good (not retried).");
+    describe_counter!(
+        TEMPLATE_SUBMITS,
+        Unit::Count,
+        "Tasks submitted by their parameters (filled pipeline templates)."
+    );
     describe_gauge!(WAITING_EXECUTOR, Unit::Count, "Ready tasks no connected agent can run (an executor is missing).");
     describe_gauge!(RESULTS_KEPT, Unit::Count, "Outcomes of finished tasks kept for status queries.");
     describe_counter!(RECLAIMED, Unit::Count, "Reclaim items answered, by outcome.");

@@ -48,6 +48,9 @@ pub enum NodeError {
     /// A TLS file cannot be read or used.
     #[error(transparent)]
     Tls(#[from] pm_client::tls::TlsError),
+    /// The stored applications cannot be read.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
 }
 
 /// A running node (everything but the listener).
@@ -65,6 +68,12 @@ impl Node {
         let auth = crate::auth::Auth::load(cfg.token_files())?;
         let tls = cfg.tls_files().map(|f| crate::tls::Tls::load(&f)).transpose()?;
         let lock = lock_dir(&cfg.data)?;
+        let catalog_limits = crate::catalog::CatalogLimits {
+            max_apps: cfg.max_apps,
+            max_pipelines: cfg.max_pipelines_per_app,
+            max_app_bytes: cfg.max_app_bytes,
+        };
+        let catalog = Arc::new(crate::catalog::Catalog::open(&cfg.data.join("apps"), catalog_limits)?);
         let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
             StoreKind::Wal => {
                 // A record holds the payload plus the task's options (queue, keys): bounded by the payload limit.
@@ -176,6 +185,7 @@ impl Node {
                 max_frame_bytes: cfg.max_frame_bytes,
                 max_batch: cfg.max_batch,
                 max_payload_bytes: cfg.max_payload_bytes,
+                max_param_bytes: cfg.max_param_bytes,
                 max_connections: cfg.max_connections,
                 max_inflight_per_conn: cfg.max_inflight_per_conn,
                 handshake_timeout: cfg.handshake_timeout,
@@ -195,6 +205,7 @@ impl Node {
             per_ip: (cfg.max_connections_per_ip > 0)
                 .then(|| Arc::new(crate::server::PerIp::new(cfg.max_connections_per_ip))),
             data_dir: cfg.data.clone(),
+            catalog,
             shutdown,
             conns,
         });

@@ -70,7 +70,8 @@ pub async fn run_node(
         }
         let (cfg, ready, stop) = (cfg.clone(), ready.clone(), http_stop.clone());
         let metrics = metrics.unwrap_or_else(http::install_metrics);
-        tokio::spawn(async move { http::serve(l, &cfg, metrics, ready, stop).await });
+        let api = Some(Arc::new(crate::gateway::Gateway::new(node.ctx.clone(), &cfg)));
+        tokio::spawn(async move { http::serve(l, &cfg, metrics, ready, api, stop).await });
     }
     server::run(listener, node.ctx.clone(), stop).await;
     tracing::info!("shutting down");

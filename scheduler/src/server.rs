@@ -30,6 +30,8 @@ pub struct Limits {
     pub max_batch: usize,
     /// Largest payload.
     pub max_payload_bytes: usize,
+    /// Largest template parameter value.
+    pub max_param_bytes: usize,
     /// Most open connections.
     pub max_connections: usize,
     /// Submits in flight per connection.
@@ -105,6 +107,8 @@ pub struct ServerCtx {
     pub per_ip: Option<Arc<PerIp>>,
     /// Data directory (for stats).
     pub data_dir: PathBuf,
+    /// Applications and their pipeline templates.
+    pub catalog: Arc<crate::catalog::Catalog>,
     /// Cancelled when connections must close (end of shutdown).
     pub shutdown: CancellationToken,
     /// Open connections, for the idle sweep and shutdown.

@@ -70,3 +70,18 @@ impl Transport for TlsStream {
         Pin::new(self.as_mut()).poll_flush(cx)
     }
 }
+
+/// An in-process pipe: the HTTP API's connections to its own node.
+impl Transport for tokio::io::DuplexStream {
+    fn poll_fill(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    fn poll_send(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(self).poll_write(cx, buf)
+    }
+
+    fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_flush(cx)
+    }
+}

@@ -3,6 +3,7 @@
 
 mod ack;
 mod admin;
+mod apps;
 mod cancel;
 mod credit;
 mod reclaim;
@@ -19,7 +20,15 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
     let Some(kind) = env.kind else { return false };
     let allowed = match (&kind, ctx.role) {
         (Kind::Ping(_) | Kind::Pong(_), _) => true,
-        (Kind::Submit(_) | Kind::Cancel(_) | Kind::Status(_) | Kind::Watch(_), Role::Producer | Role::Admin) => true,
+        (
+            Kind::Submit(_)
+            | Kind::SubmitTemplate(_)
+            | Kind::AppRequest(_)
+            | Kind::Cancel(_)
+            | Kind::Status(_)
+            | Kind::Watch(_),
+            Role::Producer | Role::Admin,
+        ) => true,
         (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::Reclaim(_), Role::Agent) => true,
         (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::StatsRequest(_), Role::Peer) => true,
         (Kind::StatsRequest(_) | Kind::DeadLetterList(_) | Kind::DeadLetterRedrive(_), Role::Admin) => true,
@@ -42,7 +51,8 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
             | Kind::ReclaimReply(_)
             | Kind::StatusReply(_)
             | Kind::WatchReply(_)
-            | Kind::Completed(_),
+            | Kind::Completed(_)
+            | Kind::AppReply(_),
             _,
         ) => {
             let msg = format!("{} is sent only by servers", kind.name());
@@ -63,6 +73,8 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         }
         Kind::Pong(_) => {}
         Kind::Submit(s) => submit::handle(ctx, s),
+        Kind::SubmitTemplate(s) => submit::handle_template(ctx, s),
+        Kind::AppRequest(r) => apps::handle(ctx, r),
         Kind::Credit(c) => credit::handle(ctx, c),
         Kind::Ack(a) => ack::handle_ack(ctx, a),
         Kind::Nack(n) => ack::handle_nack(ctx, n),
@@ -97,6 +109,8 @@ fn request_id_of(kind: &Kind) -> u64 {
         Kind::Reclaim(r) => r.request_id,
         Kind::Status(r) => r.request_id,
         Kind::Watch(r) => r.request_id,
+        Kind::SubmitTemplate(s) => s.request_id,
+        Kind::AppRequest(r) => r.request_id,
         _ => 0,
     }
 }

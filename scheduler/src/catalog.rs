@@ -1,0 +1,418 @@
+//! Applications and their pipeline templates, stored by the node (see docs/apps.md).
+//!
+//! Each application is one JSON file, `<data>/apps/<name>.json` (`{"version": N, "application": {...}}`),
+//! written before a change is acknowledged: a temporary file, fsync, rename over the old one, fsync of the
+//! directory. A crash leaves either the old or the new file, never a mix. The catalog is small and changes
+//! rarely, so it lives beside the task log rather than in it: the log's compaction never has to carry it,
+//! and both store backends share it.
+//!
+//! In memory every pipeline is kept compiled ([`Compiled`]) in a map behind a read-mostly lock: a template
+//! submit takes the read lock for one lookup and clones an `Arc`. Writers are serialised, do their file I/O on
+//! the blocking pool, and swap the map entry only once the file is durable.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
+use pm_protocol::pb;
+use pm_protocol::template::{validate_name, AppDef, Compiled, PipelineDef, TemplateError};
+use pm_protocol::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+/// Bounds on what the catalog holds.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogLimits {
+    /// Most applications (`--max-apps`).
+    pub max_apps: usize,
+    /// Most pipelines per application (`--max-pipelines-per-app`).
+    pub max_pipelines: usize,
+    /// Largest application document, bytes (`--max-app-bytes`).
+    pub max_app_bytes: usize,
+}
+
+/// Why a catalog change or lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No such application or pipeline.
+    #[error("{0}")]
+    NotFound(String),
+    /// Create of something that exists.
+    #[error("{0}")]
+    Exists(String),
+    /// The definition is refused.
+    #[error(transparent)]
+    Invalid(#[from] TemplateError),
+    /// A limit of [`CatalogLimits`].
+    #[error("{0}")]
+    Limit(String),
+    /// Reading or writing the files failed; a failed write changed nothing.
+    #[error("application store: {0}")]
+    Io(String),
+}
+
+impl CatalogError {
+    /// The wire code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CatalogError::NotFound(_) => ErrorCode::NotFound,
+            CatalogError::Exists(_) => ErrorCode::AlreadyExists,
+            CatalogError::Invalid(_) => ErrorCode::InvalidTask,
+            CatalogError::Limit(_) => ErrorCode::LimitExceeded,
+            CatalogError::Io(_) => ErrorCode::StoreFailed,
+        }
+    }
+}
+
+/// One stored application, its pipelines compiled.
+#[derive(Debug)]
+pub struct StoredApp {
+    /// The document as given (canonical JSON when serialised).
+    pub def: AppDef,
+    /// Grows with every change.
+    pub version: u64,
+    /// Compiled pipelines by name.
+    pub pipelines: BTreeMap<String, Arc<Compiled>>,
+}
+
+impl StoredApp {
+    fn new(def: AppDef, version: u64) -> Result<StoredApp, TemplateError> {
+        def.check()?;
+        let mut pipelines = BTreeMap::new();
+        for p in &def.pipelines {
+            pipelines.insert(p.name.clone(), Arc::new(Compiled::new(&def.name, p)?));
+        }
+        Ok(StoredApp { def, version, pipelines })
+    }
+
+    /// The wire form; with the document when `document` is set.
+    pub fn info(&self, document: bool) -> pb::AppInfo {
+        let pipelines = self
+            .def
+            .pipelines
+            .iter()
+            .filter_map(|p| self.pipelines.get(&p.name).map(|c| (p, c)))
+            .map(|(p, c)| pb::PipelineInfo {
+                name: p.name.clone(),
+                queue: c.queue.clone(),
+                params: c.param_names(),
+                required: c.required_names(),
+            })
+            .collect();
+        let document =
+            if document { serde_json::to_vec(&self.def).unwrap_or_default().into() } else { Default::default() };
+        pb::AppInfo { name: self.def.name.clone(), version: self.version, pipelines, document }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AppFile {
+    version: u64,
+    application: AppDef,
+}
+
+/// The node's applications.
+pub struct Catalog {
+    dir: PathBuf,
+    limits: CatalogLimits,
+    apps: RwLock<BTreeMap<String, Arc<StoredApp>>>,
+    /// Serialises writers: each reads the map, writes its file, then updates the map.
+    write: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("dir", &self.dir).field("apps", &self.apps.read().len()).finish()
+    }
+}
+
+/// A change to apply under the write lock.
+enum Change {
+    PutApp { def: AppDef, replace: bool },
+    PutPipeline { app: String, def: PipelineDef, replace: bool },
+    DeleteApp(String),
+    DeletePipeline { app: String, pipeline: String },
+}
+
+impl Catalog {
+    /// Opens (creating if needed) `dir` and loads every application in it. A file that cannot be read or
+    /// whose definition is refused stops the node with its path: it was written by this node, so it is a
+    /// sign of tampering or of a disk fault, not something to skip silently.
+    pub fn open(dir: &Path, limits: CatalogLimits) -> Result<Catalog, CatalogError> {
+        std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io(format!("{}: {e}", dir.display())))?;
+        let mut apps = BTreeMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| CatalogError::Io(format!("{}: {e}", dir.display())))?;
+        for entry in entries {
+            let path = entry.map_err(|e| CatalogError::Io(format!("{}: {e}", dir.display())))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            if name.ends_with(".tmp") {
+                // An interrupted write: the rename never happened, so the old file (if any) is current.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".json") else { continue };
+            let bytes = std::fs::read(&path).map_err(|e| CatalogError::Io(format!("{}: {e}", path.display())))?;
+            let file: AppFile =
+                serde_json::from_slice(&bytes).map_err(|e| CatalogError::Io(format!("{}: {e}", path.display())))?;
+            if file.application.name != stem {
+                let why = format!("{}: holds application {:?}", path.display(), file.application.name);
+                return Err(CatalogError::Io(why));
+            }
+            let app = StoredApp::new(file.application, file.version)
+                .map_err(|e| CatalogError::Io(format!("{}: {e}", path.display())))?;
+            apps.insert(stem.to_string(), Arc::new(app));
+        }
+        Ok(Catalog { dir: dir.to_path_buf(), limits, apps: RwLock::new(apps), write: tokio::sync::Mutex::new(()) })
+    }
+
+    /// How many applications are stored.
+    pub fn len(&self) -> usize {
+        self.apps.read().len()
+    }
+
+    /// True when no application is stored.
+    pub fn is_empty(&self) -> bool {
+        self.apps.read().is_empty()
+    }
+
+    /// One application.
+    pub fn get(&self, app: &str) -> Option<Arc<StoredApp>> {
+        self.apps.read().get(app).cloned()
+    }
+
+    /// Every application, by name.
+    pub fn list(&self) -> Vec<Arc<StoredApp>> {
+        self.apps.read().values().cloned().collect()
+    }
+
+    /// One compiled pipeline (the template submit path).
+    pub fn pipeline(&self, app: &str, pipeline: &str) -> Result<Arc<Compiled>, CatalogError> {
+        let apps = self.apps.read();
+        let Some(a) = apps.get(app) else {
+            return Err(CatalogError::NotFound(format!("no application {app:?}")));
+        };
+        a.pipelines
+            .get(pipeline)
+            .cloned()
+            .ok_or_else(|| CatalogError::NotFound(format!("application {app:?} has no pipeline {pipeline:?}")))
+    }
+
+    /// Creates (or with `replace`, replaces) an application from its JSON document.
+    pub async fn put_app(&self, document: &[u8], replace: bool) -> Result<Arc<StoredApp>, CatalogError> {
+        self.check_size(document.len())?;
+        let def = AppDef::parse(document)?;
+        self.apply(Change::PutApp { def, replace }).await
+    }
+
+    /// Creates (or with `replace`, replaces) one pipeline, creating its application if needed.
+    pub async fn put_pipeline(
+        &self,
+        app: &str,
+        definition: &[u8],
+        replace: bool,
+    ) -> Result<Arc<StoredApp>, CatalogError> {
+        self.check_size(definition.len())?;
+        validate_name("application", app)?;
+        let def = PipelineDef::parse(definition)?;
+        Compiled::new(app, &def)?;
+        self.apply(Change::PutPipeline { app: app.to_string(), def, replace }).await
+    }
+
+    /// Deletes an application; returns it as it was.
+    pub async fn delete_app(&self, app: &str) -> Result<Arc<StoredApp>, CatalogError> {
+        self.apply(Change::DeleteApp(app.to_string())).await
+    }
+
+    /// Deletes one pipeline; returns the application as it is now.
+    pub async fn delete_pipeline(&self, app: &str, pipeline: &str) -> Result<Arc<StoredApp>, CatalogError> {
+        self.apply(Change::DeletePipeline { app: app.to_string(), pipeline: pipeline.to_string() }).await
+    }
+
+    fn check_size(&self, n: usize) -> Result<(), CatalogError> {
+        if n > self.limits.max_app_bytes {
+            let max = self.limits.max_app_bytes;
+            return Err(CatalogError::Limit(format!("a document of {n} bytes; the limit is {max} (--max-app-bytes)")));
+        }
+        Ok(())
+    }
+
+    async fn apply(&self, change: Change) -> Result<Arc<StoredApp>, CatalogError> {
+        let _writer = self.write.lock().await;
+        let current = |name: &str| self.apps.read().get(name).cloned();
+        let (name, next): (String, Option<AppDef>) = match change {
+            Change::PutApp { def, replace } => {
+                if current(&def.name).is_some() && !replace {
+                    return Err(CatalogError::Exists(format!(
+                        "application {:?} exists (replace it instead)",
+                        def.name
+                    )));
+                }
+                (def.name.clone(), Some(def))
+            }
+            Change::PutPipeline { app, def, replace } => {
+                let mut doc = match current(&app) {
+                    Some(a) => a.def.clone(),
+                    None => AppDef { name: app.clone(), description: String::new(), pipelines: Vec::new() },
+                };
+                match doc.pipelines.iter_mut().find(|p| p.name == def.name) {
+                    Some(_) if !replace => {
+                        let why = format!("pipeline {:?} of application {app:?} exists (replace it instead)", def.name);
+                        return Err(CatalogError::Exists(why));
+                    }
+                    Some(old) => *old = def,
+                    None => doc.pipelines.push(def),
+                }
+                (app, Some(doc))
+            }
+            Change::DeleteApp(app) => {
+                if current(&app).is_none() {
+                    return Err(CatalogError::NotFound(format!("no application {app:?}")));
+                }
+                (app, None)
+            }
+            Change::DeletePipeline { app, pipeline } => {
+                let Some(a) = current(&app) else {
+                    return Err(CatalogError::NotFound(format!("no application {app:?}")));
+                };
+                let mut doc = a.def.clone();
+                let before = doc.pipelines.len();
+                doc.pipelines.retain(|p| p.name != pipeline);
+                if doc.pipelines.len() == before {
+                    let why = format!("application {app:?} has no pipeline {pipeline:?}");
+                    return Err(CatalogError::NotFound(why));
+                }
+                (app, Some(doc))
+            }
+        };
+        let old = current(&name);
+        let Some(doc) = next else {
+            let path = self.path_of(&name);
+            let dir = self.dir.clone();
+            blocking(move || remove_durably(&path, &dir)).await?;
+            self.apps.write().remove(&name);
+            return old.ok_or_else(|| CatalogError::NotFound(format!("no application {name:?}")));
+        };
+        if old.is_none() && self.len() >= self.limits.max_apps {
+            let max = self.limits.max_apps;
+            return Err(CatalogError::Limit(format!("{max} applications are stored; the limit is {max} (--max-apps)")));
+        }
+        if doc.pipelines.len() > self.limits.max_pipelines {
+            let (n, max) = (doc.pipelines.len(), self.limits.max_pipelines);
+            return Err(CatalogError::Limit(format!(
+                "{n} pipelines in application {name:?}; the limit is {max} (--max-pipelines-per-app)"
+            )));
+        }
+        let version = now_ms().max(old.as_ref().map_or(0, |o| o.version + 1));
+        let stored = Arc::new(StoredApp::new(doc, version)?);
+        let file = AppFile { version, application: stored.def.clone() };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| CatalogError::Io(e.to_string()))?;
+        self.check_size(bytes.len())?;
+        let (path, dir) = (self.path_of(&name), self.dir.clone());
+        blocking(move || write_durably(&path, &dir, &bytes)).await?;
+        self.apps.write().insert(name, stored.clone());
+        Ok(stored)
+    }
+
+    fn path_of(&self, app: &str) -> PathBuf {
+        self.dir.join(format!("{app}.json"))
+    }
+}
+
+async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), CatalogError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(CatalogError::Io(e.to_string())),
+        Err(e) => Err(CatalogError::Io(format!("writer task failed: {e}"))),
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one whole.
+fn write_durably(path: &Path, dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn remove_durably(path: &Path, dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const LIMITS: CatalogLimits = CatalogLimits { max_apps: 2, max_pipelines: 2, max_app_bytes: 4096 };
+
+    fn pipeline(name: &str) -> Vec<u8> {
+        format!(
+            r#"{{"name":"{name}","template":{{"pipeline":[{{"executorName":"sh","commands":["echo {{{{v}}}}"]}}]}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn changes_are_durable_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(dir.path(), LIMITS).unwrap();
+        let a = cat.put_pipeline("myname", &pipeline("ocr"), false).await.unwrap();
+        assert_eq!(a.info(false).pipelines[0].queue, "myname/ocr");
+        assert!(matches!(cat.put_pipeline("myname", &pipeline("ocr"), false).await, Err(CatalogError::Exists(_))));
+        let v1 = a.version;
+        let a = cat.put_pipeline("myname", &pipeline("ocr"), true).await.unwrap();
+        assert!(a.version > v1, "versions grow");
+        cat.put_pipeline("myname", &pipeline("two"), false).await.unwrap();
+        let e = cat.put_pipeline("myname", &pipeline("three"), false).await.unwrap_err();
+        assert!(matches!(e, CatalogError::Limit(_)), "{e}");
+        cat.put_app(br#"{"name":"other"}"#, false).await.unwrap();
+        assert!(matches!(cat.put_app(br#"{"name":"third"}"#, false).await, Err(CatalogError::Limit(_))));
+        let e = cat.put_pipeline("myname", br#"{"name":"bad","template":{"pipeline":[]}}"#, true).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidTask);
+        drop(cat);
+
+        // Reopened: everything is there, compiled.
+        std::fs::write(dir.path().join("junk.json.tmp"), b"half a write").unwrap();
+        let cat = Catalog::open(dir.path(), LIMITS).unwrap();
+        assert_eq!(cat.len(), 2);
+        assert!(!dir.path().join("junk.json.tmp").exists(), "leftovers of interrupted writes are removed");
+        let c = cat.pipeline("myname", "two").unwrap();
+        assert_eq!(c.param_names(), vec!["v"]);
+        cat.delete_pipeline("myname", "two").await.unwrap();
+        assert!(matches!(cat.pipeline("myname", "two"), Err(CatalogError::NotFound(_))));
+        cat.delete_app("other").await.unwrap();
+        assert!(matches!(cat.delete_app("other").await, Err(CatalogError::NotFound(_))));
+        drop(cat);
+        let cat = Catalog::open(dir.path(), LIMITS).unwrap();
+        assert_eq!(cat.list().iter().map(|a| a.def.name.clone()).collect::<Vec<_>>(), vec!["myname"]);
+        assert_eq!(cat.get("myname").unwrap().pipelines.len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_file_stops_the_node_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x.json"), b"{not json").unwrap();
+        let e = Catalog::open(dir.path(), LIMITS).unwrap_err().to_string();
+        assert!(e.contains("x.json"), "{e}");
+    }
+}
