@@ -412,5 +412,10 @@ fn apps_survive_a_restart_and_the_api_refuses_bad_requests() {
     let shown: Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(shown["pipelines"], json!([]), "{shown}");
     pmctl_ok(&s, ADMIN, &["app", "delete", "myname"]);
+    // The example of docs/apps.md is a valid application.
+    let example = root().join("examples/ocr/templates.yaml").display().to_string();
+    let out = pmctl_ok(&s, ADMIN, &["app", "create", &example]);
+    assert!(out.contains("myname/ocr  queue myname/ocr  params lang, url (required: url)"), "{out}");
+    pmctl_ok(&s, ADMIN, &["app", "delete", "myname"]);
     assert_eq!(api(&s, "GET", "/api/applications", PRODUCER, &Value::Null).json(), json!({"applications": []}));
 }
