@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use pm_testkit::{pmctl, Agent, Scheduler};
 use pm_tests::{http, HttpReply};
@@ -418,4 +419,50 @@ fn apps_survive_a_restart_and_the_api_refuses_bad_requests() {
     assert!(out.contains("myname/ocr  queue myname/ocr  params lang, url (required: url)"), "{out}");
     pmctl_ok(&s, ADMIN, &["app", "delete", "myname"]);
     assert_eq!(api(&s, "GET", "/api/applications", PRODUCER, &Value::Null).json(), json!({"applications": []}));
+}
+
+#[test]
+fn applications_are_copied_to_every_member() {
+    let mut c = pm_testkit::SchedulerCluster::start(3, &["--catalog-sync-interval", "300ms"]);
+    let url = |i: usize, path: &str| (c_http(&c, i), path.to_string());
+    let def = json!({"name": "ocr", "params": {"url": {}}, "template": {"pipeline": [
+        {"executorName": "sh", "commands": ["echo {{url}}"]}]}});
+    let (h0, p) = url(0, "/api/applications/myname/pipelines");
+    assert_eq!(http(&h0, "POST", &p, &[], def.to_string().as_bytes()).status, 201);
+    // Sent to every member before the answer: each has it now, and fills it in.
+    for i in 1..3 {
+        let h = c_http(&c, i);
+        assert_eq!(http(&h, "GET", "/api/applications/myname/pipelines/ocr", &[], b"").status, 200, "node {i}");
+        let r = http(&h, "POST", "/api/applications/myname/pipelines/ocr", &[], br#"{"url": "x"}"#);
+        assert_eq!(r.status, 202, "node {i}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // A member that was down while things changed catches up by asking the others.
+    c.nodes[2].kill();
+    let mut def2 = def.clone();
+    def2["params"] = json!({"url": {}, "n": {"default": 1}});
+    assert_eq!(
+        http(&h0, "PUT", "/api/applications/myname/pipelines/ocr", &[], def2.to_string().as_bytes()).status,
+        200
+    );
+    let second = json!({"name": "second", "pipelines": [def]});
+    assert_eq!(http(&c_http(&c, 1), "POST", "/api/applications", &[], second.to_string().as_bytes()).status, 201);
+    assert_eq!(http(&h0, "DELETE", "/api/applications/second", &[], b"").status, 200);
+    let third = json!({"name": "third"});
+    assert_eq!(http(&c_http(&c, 1), "POST", "/api/applications", &[], third.to_string().as_bytes()).status, 201);
+    c.nodes[2].restart();
+    let h2 = c_http(&c, 2);
+    let want = http(&h0, "GET", "/api/applications/myname", &[], b"").json();
+    pm_testkit::wait_for(Duration::from_secs(20), "node 2 to catch up", || {
+        let got = http(&h2, "GET", "/api/applications/myname", &[], b"").json();
+        let third = http(&h2, "GET", "/api/applications/third", &[], b"").status;
+        (got == want && third == 200).then_some(())
+    });
+    assert_eq!(http(&h2, "GET", "/api/applications/second", &[], b"").status, 404, "the deletion came too");
+    let names = |i: usize| http(&c_http(&c, i), "GET", "/api/applications", &[], b"").json();
+    assert_eq!(names(0), names(2));
+    assert_eq!(names(1), names(2));
+}
+
+fn c_http(c: &pm_testkit::SchedulerCluster, i: usize) -> String {
+    c.nodes[i].http_addr.clone().unwrap()
 }

@@ -60,6 +60,25 @@ impl Client {
         self.one_app(Op::DeletePipeline(r)).await
     }
 
+    /// Cluster members: stores another member's records where they are newer.
+    pub async fn app_sync(&self, records: Vec<pb::AppRecord>) -> Result<(), Error> {
+        self.app_request(Op::Sync(pb::AppSync { records })).await.map(|_| ())
+    }
+
+    /// Cluster members: every record the node holds (applications and deletions, with documents).
+    pub async fn app_records(&self) -> Result<Vec<pb::AppRecord>, Error> {
+        let env = self
+            .request(|request_id| pb::AppRequest { request_id, op: Some(Op::Records(pb::AppList {})) }.into())
+            .await?;
+        match env.kind {
+            Some(Kind::AppReply(r)) => match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
+                ErrorCode::Ok => Ok(r.records),
+                code => Err(Error::with_code(ErrorKind::Server, code, r.message)),
+            },
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Submits tasks of a stored pipeline by their parameters; one result per task, in order, once durable
     /// (`NOT_FOUND`: no such pipeline; `INVALID_TASK`: missing, unknown or oversized parameters).
     pub async fn submit_template(

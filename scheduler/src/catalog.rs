@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use pm_protocol::pb;
@@ -107,18 +107,27 @@ impl StoredApp {
     }
 }
 
+/// One file of `<data>/apps/`: an application, or the record of its deletion (kept for
+/// [`TOMBSTONE_KEEP`] so that a member that missed the deletion does not bring it back).
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AppFile {
     version: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
     application: AppDef,
 }
+
+/// How long the record of a deletion is kept.
+pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(7 * 86_400);
 
 /// The node's applications.
 pub struct Catalog {
     dir: PathBuf,
     limits: CatalogLimits,
     apps: RwLock<BTreeMap<String, Arc<StoredApp>>>,
+    /// Deleted applications: name → version of the deletion.
+    deleted: RwLock<BTreeMap<String, u64>>,
     /// Serialises writers: each reads the map, writes its file, then updates the map.
     write: tokio::sync::Mutex<()>,
 }
@@ -143,7 +152,7 @@ impl Catalog {
     /// sign of tampering or of a disk fault, not something to skip silently.
     pub fn open(dir: &Path, limits: CatalogLimits) -> Result<Catalog, CatalogError> {
         std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io(format!("{}: {e}", dir.display())))?;
-        let mut apps = BTreeMap::new();
+        let (mut apps, mut deleted) = (BTreeMap::new(), BTreeMap::new());
         let entries = std::fs::read_dir(dir).map_err(|e| CatalogError::Io(format!("{}: {e}", dir.display())))?;
         for entry in entries {
             let path = entry.map_err(|e| CatalogError::Io(format!("{}: {e}", dir.display())))?.path();
@@ -157,6 +166,14 @@ impl Catalog {
             let bytes = std::fs::read(&path).map_err(|e| CatalogError::Io(format!("{}: {e}", path.display())))?;
             let file: AppFile =
                 serde_json::from_slice(&bytes).map_err(|e| CatalogError::Io(format!("{}: {e}", path.display())))?;
+            if file.deleted {
+                if now_ms().saturating_sub(file.version) > TOMBSTONE_KEEP.as_millis() as u64 {
+                    let _ = std::fs::remove_file(&path);
+                } else {
+                    deleted.insert(stem.to_string(), file.version);
+                }
+                continue;
+            }
             if file.application.name != stem {
                 let why = format!("{}: holds application {:?}", path.display(), file.application.name);
                 return Err(CatalogError::Io(why));
@@ -165,7 +182,13 @@ impl Catalog {
                 .map_err(|e| CatalogError::Io(format!("{}: {e}", path.display())))?;
             apps.insert(stem.to_string(), Arc::new(app));
         }
-        Ok(Catalog { dir: dir.to_path_buf(), limits, apps: RwLock::new(apps), write: tokio::sync::Mutex::new(()) })
+        Ok(Catalog {
+            dir: dir.to_path_buf(),
+            limits,
+            apps: RwLock::new(apps),
+            deleted: RwLock::new(deleted),
+            write: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// How many applications are stored.
@@ -288,12 +311,12 @@ impl Catalog {
             }
         };
         let old = current(&name);
+        let after = old.as_ref().map(|o| o.version).or_else(|| self.deleted.read().get(&name).copied()).unwrap_or(0);
+        let version = now_ms().max(after + 1);
         let Some(doc) = next else {
-            let path = self.path_of(&name);
-            let dir = self.dir.clone();
-            blocking(move || remove_durably(&path, &dir)).await?;
-            self.apps.write().remove(&name);
-            return old.ok_or_else(|| CatalogError::NotFound(format!("no application {name:?}")));
+            let old = old.ok_or_else(|| CatalogError::NotFound(format!("no application {name:?}")))?;
+            self.store(&name, version, None).await?;
+            return Ok(old);
         };
         if old.is_none() && self.len() >= self.limits.max_apps {
             let max = self.limits.max_apps;
@@ -305,20 +328,100 @@ impl Catalog {
                 "{n} pipelines in application {name:?}; the limit is {max} (--max-pipelines-per-app)"
             )));
         }
-        let version = now_ms().max(old.as_ref().map_or(0, |o| o.version + 1));
         let stored = Arc::new(StoredApp::new(doc, version)?);
-        let file = AppFile { version, application: stored.def.clone() };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| CatalogError::Io(e.to_string()))?;
-        self.check_size(bytes.len())?;
-        let (path, dir) = (self.path_of(&name), self.dir.clone());
-        blocking(move || write_durably(&path, &dir, &bytes)).await?;
-        self.apps.write().insert(name, stored.clone());
+        self.store(&name, version, Some(stored.clone())).await?;
         Ok(stored)
+    }
+
+    /// Writes `app` (or, for `None`, the record of its deletion) at `version`, then updates memory. Call
+    /// with the write lock held.
+    async fn store(&self, name: &str, version: u64, app: Option<Arc<StoredApp>>) -> Result<(), CatalogError> {
+        let (deleted, application) = match &app {
+            Some(a) => (false, a.def.clone()),
+            None => (true, AppDef { name: name.to_string(), description: String::new(), pipelines: Vec::new() }),
+        };
+        let file = AppFile { version, deleted, application };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| CatalogError::Io(e.to_string()))?;
+        if !deleted {
+            self.check_size(bytes.len())?;
+        }
+        let (path, dir) = (self.path_of(name), self.dir.clone());
+        blocking(move || write_durably(&path, &dir, &bytes)).await?;
+        match app {
+            Some(a) => {
+                self.deleted.write().remove(name);
+                self.apps.write().insert(name.to_string(), a);
+            }
+            None => {
+                self.apps.write().remove(name);
+                self.deleted.write().insert(name.to_string(), version);
+            }
+        }
+        Ok(())
+    }
+
+    /// The record of one application (or of its deletion), as members copy it to each other.
+    pub fn record(&self, name: &str) -> Option<pb::AppRecord> {
+        if let Some(a) = self.get(name) {
+            return Some(record_of(&a));
+        }
+        let version = *self.deleted.read().get(name)?;
+        Some(pb::AppRecord { name: name.to_string(), version, deleted: true, document: Default::default() })
+    }
+
+    /// Every record: the applications and the deletions still kept.
+    pub fn records(&self) -> Vec<pb::AppRecord> {
+        let mut out: Vec<pb::AppRecord> = self.list().iter().map(|a| record_of(a)).collect();
+        out.extend(self.deleted.read().iter().map(|(name, version)| pb::AppRecord {
+            name: name.clone(),
+            version: *version,
+            deleted: true,
+            document: Default::default(),
+        }));
+        out
+    }
+
+    /// Stores another member's record if it is newer than this node's (last writer wins: the higher version,
+    /// then a deletion, then the larger document, so every member picks the same). True if it changed
+    /// anything.
+    pub async fn merge(&self, rec: pb::AppRecord) -> Result<bool, CatalogError> {
+        validate_name("application", &rec.name)?;
+        let _writer = self.write.lock().await;
+        if let Some(local) = self.record(&rec.name) {
+            let key = |r: &pb::AppRecord| (r.version, r.deleted, r.document.clone());
+            if key(&rec) <= key(&local) {
+                return Ok(false);
+            }
+        }
+        if rec.deleted {
+            self.store(&rec.name, rec.version, None).await?;
+            return Ok(true);
+        }
+        self.check_size(rec.document.len())?;
+        let def = AppDef::parse(&rec.document)?;
+        if def.name != rec.name {
+            return Err(CatalogError::Invalid(TemplateError::Invalid(format!(
+                "a record of {:?} holds application {:?}",
+                rec.name, def.name
+            ))));
+        }
+        if self.get(&rec.name).is_none() && self.len() >= self.limits.max_apps {
+            let max = self.limits.max_apps;
+            return Err(CatalogError::Limit(format!("{max} applications are stored; the limit is {max} (--max-apps)")));
+        }
+        let stored = Arc::new(StoredApp::new(def, rec.version)?);
+        self.store(&rec.name, rec.version, Some(stored)).await?;
+        Ok(true)
     }
 
     fn path_of(&self, app: &str) -> PathBuf {
         self.dir.join(format!("{app}.json"))
     }
+}
+
+fn record_of(a: &StoredApp) -> pb::AppRecord {
+    let document = serde_json::to_vec(&a.def).unwrap_or_default().into();
+    pb::AppRecord { name: a.def.name.clone(), version: a.version, deleted: false, document }
 }
 
 async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> Result<(), CatalogError> {
@@ -343,15 +446,6 @@ fn write_durably(path: &Path, dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-fn remove_durably(path: &Path, dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::File::open(dir)?.sync_all()
 }
 
 fn now_ms() -> u64 {
@@ -406,6 +500,46 @@ mod tests {
         let cat = Catalog::open(dir.path(), LIMITS).unwrap();
         assert_eq!(cat.list().iter().map(|a| a.def.name.clone()).collect::<Vec<_>>(), vec!["myname"]);
         assert_eq!(cat.get("myname").unwrap().pipelines.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn members_converge_on_the_newest_record() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (a, b) = (Catalog::open(da.path(), LIMITS).unwrap(), Catalog::open(db.path(), LIMITS).unwrap());
+        a.put_pipeline("myname", &pipeline("ocr"), false).await.unwrap();
+        for r in a.records() {
+            assert!(b.merge(r).await.unwrap(), "new to b");
+        }
+        assert!(b.pipeline("myname", "ocr").is_ok());
+        for r in a.records() {
+            assert!(!b.merge(r).await.unwrap(), "a record seen twice changes nothing");
+        }
+        // b changes it; a's older record no longer wins there.
+        let old = a.record("myname").unwrap();
+        b.put_pipeline("myname", &pipeline("two"), false).await.unwrap();
+        assert!(!b.merge(old).await.unwrap());
+        assert_eq!(b.get("myname").unwrap().pipelines.len(), 2);
+        // A deletion travels too, and survives a restart as a deletion.
+        a.merge(b.record("myname").unwrap()).await.unwrap();
+        a.delete_app("myname").await.unwrap();
+        let gone = a.record("myname").unwrap();
+        assert!(gone.deleted);
+        assert!(b.merge(gone.clone()).await.unwrap());
+        assert!(b.get("myname").is_none());
+        drop(b);
+        let b = Catalog::open(db.path(), LIMITS).unwrap();
+        assert_eq!(b.record("myname").unwrap(), gone);
+        // Equal versions: every member picks the same record (a deletion over a document).
+        let mut live = a.records().into_iter().next().unwrap();
+        live.deleted = false;
+        live.document = br#"{"name":"myname"}"#.to_vec().into();
+        assert!(!b.merge(live).await.unwrap());
+        // A record naming one application but holding another is refused.
+        let mut bad = gone;
+        bad.version += 10;
+        bad.deleted = false;
+        bad.document = br#"{"name":"other"}"#.to_vec().into();
+        assert!(b.merge(bad).await.is_err());
     }
 
     #[test]

@@ -180,6 +180,10 @@ pub struct Config {
     /// 1 KiB.
     #[arg(long, env = "PM_MAX_APP_BYTES", default_value_t = 1024 * 1024)]
     pub max_app_bytes: usize,
+    /// Cluster mode: how often a node asks the other members for the applications they hold and copies the
+    /// newer ones (at start too; 0 = only at start). Changes are also sent to every member when made.
+    #[arg(long, env = "PM_CATALOG_SYNC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub catalog_sync_interval: Duration,
     /// Largest value of one template parameter, in bytes.
     #[arg(long, env = "PM_MAX_PARAM_BYTES", default_value_t = 64 * 1024)]
     pub max_param_bytes: usize,

@@ -5,6 +5,7 @@
 //!
 //! - [`auth`]: tokens per role, checked in `Hello`, reloaded when their files change.
 //! - [`catalog`]: applications and their pipeline templates, stored in the data directory.
+//! - [`catalog_sync`]: copying applications between cluster members (last writer wins, push and pull).
 //! - [`config`]: flags, `PM_*` environment variables and validation (exit 64 before binding on bad config).
 //! - [`server`]: the TCP listener (socket2 options, connection limit) and graceful shutdown.
 //! - [`connection`]: one connection: handshake, reading frames, and the writer that merges replies.
@@ -20,6 +21,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod catalog_sync;
 pub mod config;
 pub mod connection;
 pub mod gateway;

@@ -180,6 +180,21 @@ impl Node {
             Stealer::start(steal_cfg, handle, steal_rx, shards.clone(), shutdown.clone());
         }
         tokio::spawn(conns.clone().sweep(shutdown.clone()));
+        let catalog_peers = match ordinal {
+            Some(me) if ring.len() > 1 => {
+                let token = auth.peer_token().unwrap_or_default();
+                let peers = Arc::new(crate::catalog_sync::CatalogPeers::new(
+                    &ring,
+                    me,
+                    token,
+                    tls.as_ref().and_then(|t| t.peer.clone()),
+                ));
+                let run = peers.clone().run(catalog.clone(), cfg.catalog_sync_interval, shutdown.clone());
+                tokio::spawn(run);
+                Some(peers)
+            }
+            _ => None,
+        };
         let ctx = Arc::new(ServerCtx {
             cfg: Limits {
                 max_frame_bytes: cfg.max_frame_bytes,
@@ -206,6 +221,7 @@ impl Node {
                 .then(|| Arc::new(crate::server::PerIp::new(cfg.max_connections_per_ip))),
             data_dir: cfg.data.clone(),
             catalog,
+            catalog_peers,
             shutdown,
             conns,
         });

@@ -109,6 +109,8 @@ pub struct ServerCtx {
     pub data_dir: PathBuf,
     /// Applications and their pipeline templates.
     pub catalog: Arc<crate::catalog::Catalog>,
+    /// Cluster mode: the other members, to copy applications to.
+    pub catalog_peers: Option<Arc<crate::catalog_sync::CatalogPeers>>,
     /// Cancelled when connections must close (end of shutdown).
     pub shutdown: CancellationToken,
     /// Open connections, for the idle sweep and shutdown.

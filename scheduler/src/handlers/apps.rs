@@ -1,5 +1,6 @@
 //! `AppRequest`: applications and their pipeline templates, stored by [`crate::catalog::Catalog`]. Writes need
-//! the admin role; the reply is sent once the change is durable (file I/O runs off the connection's task).
+//! the admin role; the reply is sent once the change is durable here and has been offered to the other members
+//! of a cluster ([`crate::catalog_sync`]). File I/O runs off the connection's task.
 
 use pm_protocol::pb::{self, app_request::Op};
 use pm_protocol::{ErrorCode, Role};
@@ -14,29 +15,75 @@ pub fn handle(ctx: &mut ConnCtx, req: pb::AppRequest) {
         ctx.error(ErrorCode::MalformedFrame, request_id, "AppRequest without an operation");
         return;
     };
-    let write = matches!(op, Op::Put(_) | Op::PutPipeline(_) | Op::Delete(_) | Op::DeletePipeline(_));
-    if write && ctx.role != Role::Admin {
-        let reply = refused(request_id, ErrorCode::RoleNotAllowed, "changing applications needs the admin role");
-        let _ = ctx.out.send(Outbound::Frame(reply.into()));
+    let allowed = match (&op, ctx.role) {
+        (Op::Put(_) | Op::PutPipeline(_) | Op::Delete(_) | Op::DeletePipeline(_), role) => role == Role::Admin,
+        (Op::Sync(_) | Op::Records(_), role) => matches!(role, Role::Peer | Role::Admin),
+        (Op::Get(_) | Op::List(_), _) => true,
+    };
+    if !allowed {
+        let msg = match op {
+            Op::Sync(_) | Op::Records(_) => "copying applications is for cluster members",
+            _ => "changing applications needs the admin role",
+        };
+        let _ = ctx.out.send(Outbound::Frame(refused(request_id, ErrorCode::RoleNotAllowed, msg).into()));
         return;
     }
-    let (catalog, out) = (ctx.server.catalog.clone(), ctx.out.clone());
+    let (server, out) = (ctx.server.clone(), ctx.out.clone());
     tokio::spawn(async move {
-        let result = match op {
-            Op::Put(p) => catalog.put_app(&p.document, p.replace).await.map(|a| vec![a.info(true)]),
-            Op::PutPipeline(p) => {
-                catalog.put_pipeline(&p.app, &p.definition, p.replace).await.map(|a| vec![a.info(true)])
+        let catalog = &server.catalog;
+        let mut records = Vec::new();
+        let (result, changed) = match op {
+            Op::Put(p) => {
+                let r = catalog.put_app(&p.document, p.replace).await.map(|a| vec![a.info(true)]);
+                let name = r.as_ref().ok().and_then(|a| a.first()).map(|a| a.name.clone());
+                (r, name)
             }
-            Op::Get(name) => catalog
-                .get(&name)
-                .map(|a| vec![a.info(true)])
-                .ok_or_else(|| CatalogError::NotFound(format!("no application {name:?}"))),
-            Op::List(_) => Ok(catalog.list().iter().map(|a| a.info(false)).collect()),
-            Op::Delete(name) => catalog.delete_app(&name).await.map(|a| vec![a.info(false)]),
-            Op::DeletePipeline(p) => catalog.delete_pipeline(&p.app, &p.pipeline).await.map(|a| vec![a.info(true)]),
+            Op::PutPipeline(p) => {
+                (catalog.put_pipeline(&p.app, &p.definition, p.replace).await.map(|a| vec![a.info(true)]), Some(p.app))
+            }
+            Op::Get(name) => {
+                let r = catalog
+                    .get(&name)
+                    .map(|a| vec![a.info(true)])
+                    .ok_or_else(|| CatalogError::NotFound(format!("no application {name:?}")));
+                (r, None)
+            }
+            Op::List(_) => (Ok(catalog.list().iter().map(|a| a.info(false)).collect()), None),
+            Op::Delete(name) => (catalog.delete_app(&name).await.map(|a| vec![a.info(false)]), Some(name)),
+            Op::DeletePipeline(p) => {
+                (catalog.delete_pipeline(&p.app, &p.pipeline).await.map(|a| vec![a.info(true)]), Some(p.app))
+            }
+            Op::Sync(s) => {
+                let mut result = Ok(Vec::new());
+                for rec in s.records {
+                    if let Err(e) = catalog.merge(rec).await {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                (result, None)
+            }
+            Op::Records(_) => {
+                records = catalog.records();
+                (Ok(Vec::new()), None)
+            }
         };
         let reply = match result {
-            Ok(apps) => pb::AppReply { request_id, code: ErrorCode::Ok as i32, message: String::new(), apps },
+            Ok(apps) => {
+                let mut message = String::new();
+                if let (Some(name), Some(peers)) = (changed, &server.catalog_peers) {
+                    let unreached = peers.push(catalog.record(&name).into_iter().collect()).await;
+                    if !unreached.is_empty() {
+                        message = format!(
+                            "stored on this node; not yet on {}: they copy it when they can reach this node \
+                             (--catalog-sync-interval)",
+                            unreached.join(", ")
+                        );
+                        tracing::warn!(app = %name, "{message}");
+                    }
+                }
+                pb::AppReply { request_id, code: ErrorCode::Ok as i32, message, apps, records }
+            }
             Err(e) => {
                 if let CatalogError::Io(msg) = &e {
                     tracing::error!("application store: {msg}");
@@ -49,5 +96,5 @@ pub fn handle(ctx: &mut ConnCtx, req: pb::AppRequest) {
 }
 
 fn refused(request_id: u64, code: ErrorCode, msg: &str) -> pb::AppReply {
-    pb::AppReply { request_id, code: code as i32, message: msg.to_string(), apps: Vec::new() }
+    pb::AppReply { request_id, code: code as i32, message: msg.to_string(), ..Default::default() }
 }

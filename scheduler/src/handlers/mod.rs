@@ -30,7 +30,15 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
             Role::Producer | Role::Admin,
         ) => true,
         (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::Reclaim(_), Role::Agent) => true,
-        (Kind::Credit(_) | Kind::Ack(_) | Kind::Nack(_) | Kind::Extend(_) | Kind::StatsRequest(_), Role::Peer) => true,
+        (
+            Kind::Credit(_)
+            | Kind::Ack(_)
+            | Kind::Nack(_)
+            | Kind::Extend(_)
+            | Kind::StatsRequest(_)
+            | Kind::AppRequest(_),
+            Role::Peer,
+        ) => true,
         (Kind::StatsRequest(_) | Kind::DeadLetterList(_) | Kind::DeadLetterRedrive(_), Role::Admin) => true,
         (Kind::Hello(_), _) => {
             refuse(ctx, ErrorCode::HandshakeRequired, "Hello may be sent only once", "second_hello");

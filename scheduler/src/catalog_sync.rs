@@ -1,0 +1,115 @@
+//! Copying applications between the members of a cluster. Every member needs every pipeline definition,
+//! since a template submit is filled in by the node that owns its key.
+//!
+//! No consensus: each application is a record with a version (the time of its last change, kept growing),
+//! and a member keeps the greater of two records (the higher version, then a deletion, then the larger
+//! document), so members that have seen the same records hold the same catalog whatever order they saw
+//! them in. Two ways bring them together:
+//! - **push**: a member that changes an application sends the record to every peer before it answers, and
+//!   names in its answer the peers it could not reach;
+//! - **pull**: every `--catalog-sync-interval` (and at start) a member asks each peer for all its records
+//!   and keeps the newer ones, so a member that was down or cut off catches up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pm_client::{Client, ConnectOptions};
+use pm_protocol::pb;
+use pm_protocol::ring::Ring;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+
+/// Time a peer has to answer a push or a pull.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The other members, as seen by the catalog.
+pub struct CatalogPeers {
+    peers: Vec<(usize, String)>,
+    opts: ConnectOptions,
+    clients: parking_lot::Mutex<HashMap<usize, Client>>,
+}
+
+impl CatalogPeers {
+    /// The peers of member `me` of `ring`, reached as `ROLE_PEER` with `token` (and `tls`).
+    pub fn new(ring: &Ring, me: usize, token: String, tls: Option<Arc<rustls::ClientConfig>>) -> CatalogPeers {
+        let peers = ring.members().iter().enumerate().filter(|(i, _)| *i != me).map(|(i, a)| (i, a.clone())).collect();
+        let name = ring.members().get(me).cloned().unwrap_or_default();
+        let mut opts = ConnectOptions::peer()
+            .client_id(format!("catalog:{name}"))
+            .token(token)
+            .reconnect(false)
+            .connect_timeout(PEER_TIMEOUT)
+            .request_timeout(PEER_TIMEOUT);
+        if let Some(tls) = tls {
+            opts = opts.tls(tls);
+        }
+        CatalogPeers { peers, opts, clients: parking_lot::Mutex::new(HashMap::new()) }
+    }
+
+    async fn client(&self, ordinal: usize, addr: &str) -> Result<Client, pm_client::Error> {
+        if let Some(c) = self.clients.lock().get(&ordinal).cloned() {
+            return Ok(c);
+        }
+        let c = Client::connect(addr, self.opts.clone()).await?;
+        self.clients.lock().insert(ordinal, c.clone());
+        Ok(c)
+    }
+
+    /// Sends `records` to every peer at once; returns the peers that did not take them, with why.
+    pub async fn push(&self, records: Vec<pb::AppRecord>) -> Vec<String> {
+        let sends = self.peers.iter().map(|(ordinal, addr)| {
+            let records = records.clone();
+            async move {
+                let result = match self.client(*ordinal, addr).await {
+                    Ok(c) => c.app_sync(records).await,
+                    Err(e) => Err(e),
+                };
+                result.map_err(|e| {
+                    self.clients.lock().remove(ordinal);
+                    format!("{addr} ({})", e.message())
+                })
+            }
+        });
+        futures::future::join_all(sends).await.into_iter().filter_map(Result::err).collect()
+    }
+
+    /// Pulls every peer's records into `catalog` at start and then every `interval` (never again for 0),
+    /// until `stop`.
+    pub async fn run(self: Arc<Self>, catalog: Arc<Catalog>, interval: Duration, stop: CancellationToken) {
+        loop {
+            for (ordinal, addr) in &self.peers {
+                let records = match self.client(*ordinal, addr).await {
+                    Ok(c) => c.app_records().await,
+                    Err(e) => Err(e),
+                };
+                let records = match records {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.clients.lock().remove(ordinal);
+                        tracing::debug!(peer = %addr, "applications not pulled: {e}");
+                        continue;
+                    }
+                };
+                for rec in records {
+                    let (name, version) = (rec.name.clone(), rec.version);
+                    match catalog.merge(rec).await {
+                        Ok(true) => {
+                            tracing::info!(peer = %addr, app = %name, version, "application copied from a peer")
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(peer = %addr, app = %name, "application of a peer not copied: {e}"),
+                    }
+                }
+            }
+            if interval.is_zero() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}
