@@ -10,7 +10,7 @@ secs="${1:-60}"
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build
 total=0
-for target in frames envelope task_json; do
+for target in frames envelope task_json template; do
   mkdir -p "corpus/$target"
   seeds=()
   [ -d "seeds/$target" ] && seeds=("seeds/$target")
