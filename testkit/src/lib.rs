@@ -43,6 +43,18 @@ pub fn bin_dir() -> PathBuf {
         if release {
             cmd.arg("--release");
         }
+        // The variables cargo sets for the test itself (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...) would reach build
+        // scripts that track them (ring's does) and make this build and the test build invalidate each other.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().to_string();
+            let test_only = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_PACKAGE"]
+                .iter()
+                .any(|p| k.starts_with(p))
+                || k == "CARGO_TARGET_TMPDIR";
+            if test_only {
+                cmd.env_remove(&k);
+            }
+        }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "cargo build --bins failed");
         dir
