@@ -400,7 +400,7 @@ impl crate::runner::Executors {
     fn pods(&self) -> impl Iterator<Item = (&str, &std::path::Path)> {
         self.named().filter_map(|(n, e)| match e {
             Executor::Pod(p) => Some((n, p.as_path())),
-            Executor::Local => None,
+            Executor::Local | Executor::Grpc(_) => None,
         })
     }
 }

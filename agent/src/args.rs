@@ -21,9 +21,11 @@ pub struct AgentArgs {
     /// Keep a task's directory after it succeeded (failed ones are always kept).
     #[arg(long, env = "PM_KEEP_TASK_DIRS")]
     pub keep_task_dirs: bool,
-    /// Executors this agent runs: `all` (as local processes), or a comma-separated list of `NAME` (local)
-    /// and `NAME=unix:///path.sock` (a `pm-agent exec` in another container); any other name fails the task.
-    /// Default: `all`, unless --pod-dir is given.
+    /// Executors this agent runs: `all` (as local processes), or a comma-separated list of `NAME` (local),
+    /// `NAME=unix:///path.sock` (a `pm-agent exec` in another container) and `NAME=grpc://HOST:PORT` or
+    /// `NAME=grpc+unix:///path.sock` (a server of the original executors' gRPC service); any other name fails
+    /// the task. Default: the original agent's PIPELINE_AGENT__EXECUTORS__<i>__NAME/__TARGET variables when
+    /// set, else `all` unless --pod-dir is given.
     #[arg(long, env = "PM_EXECUTORS")]
     pub executors: Option<String>,
     /// Executors this agent declares to the scheduler, comma-separated: it is leased only tasks whose
@@ -94,8 +96,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 impl AgentArgs {
     /// Validates the options, creates the work directory, and returns what [`crate::agent::run`] takes.
     pub fn build(self, server: String) -> Result<(AgentConfig, Runner), String> {
-        let executors =
-            Executors::parse(self.executors.as_deref(), self.pod_dir).map_err(|e| format!("--executors: {e}"))?;
+        let executors = Executors::from_args_or_env(self.executors.as_deref(), self.pod_dir, std::env::vars_os())?;
         let capabilities = match self.capabilities {
             Some(list) => list.into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
             None => executors.declared(),

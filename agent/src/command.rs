@@ -92,7 +92,19 @@ pub(crate) async fn run_local<S: OutputSink>(
     cancel: &CancellationToken,
     sink: &mut S,
 ) -> Outcome {
-    let mut cmd = tokio::process::Command::new("sh");
+    run_with_shell("sh", spec, deadline, cancel, sink).await
+}
+
+/// [`run_local`] with another shell than `sh` (run as `SHELL -c LINE`). Dropping the future kills the
+/// command's process group too.
+pub(crate) async fn run_with_shell<S: OutputSink>(
+    shell: &str,
+    spec: &CommandSpec,
+    deadline: Option<Instant>,
+    cancel: &CancellationToken,
+    sink: &mut S,
+) -> Outcome {
+    let mut cmd = tokio::process::Command::new(shell);
     cmd.arg("-c")
         .arg(&spec.run)
         .current_dir(&spec.work_dir)
@@ -105,9 +117,11 @@ pub(crate) async fn run_local<S: OutputSink>(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && spec.work_dir.is_dir() => {
-            return Outcome::error(format!("cannot start `sh` (is there a /bin/sh in this container?): {e}"));
+            return Outcome::error(format!(
+                "cannot start `{shell}` (is there a `{shell}` on this container's PATH?): {e}"
+            ));
         }
-        Err(e) => return Outcome::error(format!("cannot start `sh` in {}: {e}", spec.work_dir.display())),
+        Err(e) => return Outcome::error(format!("cannot start `{shell}` in {}: {e}", spec.work_dir.display())),
     };
     let pid = child.id();
     // If this future is dropped mid-run (the runtime shuts down), the whole group still dies.

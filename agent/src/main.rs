@@ -1,6 +1,7 @@
 //! `pm-agent` binary. `pm-agent run --server ADDR` leases tasks and runs their pipelines; `pm-agent serve`
 //! only serves the direct-run API; `pm-agent exec --name NAME --listen unix:///mnt/pipe/.pm/NAME.sock` is
-//! the executor in a utility container.
+//! the executor in a utility container (`--grpc-listen ADDR`: also, or only, the original executors' gRPC
+//! service).
 
 use std::process::ExitCode;
 
@@ -66,14 +67,18 @@ enum Cmd {
         #[command(flatten)]
         probes: ProbeArgs,
     },
-    /// Serve one executor: run the commands the agent sends over a unix socket (in a utility container).
+    /// Serve one executor: run the commands the agent sends over a unix socket (in a utility container),
+    /// and/or serve the original executors' gRPC service (`--grpc-listen`).
     Exec {
-        /// Executor name (the `executorName` of the steps it runs).
+        /// Executor name (the `executorName` of the steps it runs). Default: $COMMAND_EXECUTOR_NAME.
         #[arg(long, env = "PM_EXECUTOR_NAME")]
-        name: String,
-        /// Socket to serve, `unix:///absolute/path.sock` (default: unix:///mnt/pipe/.pm/NAME.sock).
+        name: Option<String>,
+        /// Socket to serve, `unix:///absolute/path.sock` (default: unix:///mnt/pipe/.pm/NAME.sock, unless
+        /// only --grpc-listen is given).
         #[arg(long, env = "PM_EXECUTOR_LISTEN")]
         listen: Option<String>,
+        #[command(flatten)]
+        grpc: grpc_exec::Args,
     },
     /// Copy this binary to DIR/pm-agent (an init container puts it into the pod's shared volume, so the
     /// utility containers can run `pm-agent exec` without having it in their images).
@@ -163,16 +168,35 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Cmd::Exec { name, listen } => {
-            let listen = listen.unwrap_or_else(|| format!("unix:///mnt/pipe/.pm/{name}.sock"));
-            let path = match exec::socket_path(&listen) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("pm-agent exec: {e}");
-                    return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-                }
+        Cmd::Exec { name, listen, grpc } => {
+            let usage = |e: &dyn std::fmt::Display| {
+                eprintln!("pm-agent exec: {e}");
+                ExitCode::from(pm_protocol::cli::EXIT_USAGE)
             };
-            rt.block_on(serve_executor(&name, &path))
+            // The original executor's variable, so that its containers' environment works unchanged.
+            let name = name
+                .or_else(|| std::env::var(pm_agent::execservice::original_env::NAME).ok())
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty());
+            let grpc = match grpc_exec::config(grpc, name.as_deref().unwrap_or("exec")) {
+                Ok(g) => g,
+                Err(e) => return usage(&e),
+            };
+            // Only the gRPC service when it alone is asked for; the unix socket otherwise, or as well.
+            let listen = match (listen, &name, grpc.is_some()) {
+                (Some(l), _, _) => Some(l),
+                (None, Some(n), false) => Some(format!("unix:///mnt/pipe/.pm/{n}.sock")),
+                (None, None, false) => return usage(&"--name (or COMMAND_EXECUTOR_NAME) is required"),
+                (None, _, true) => None,
+            };
+            let socket = match listen.map(|l| exec::socket_path(&l)).transpose() {
+                Ok(p) => p,
+                Err(e) => return usage(&e),
+            };
+            if socket.is_some() && name.is_none() {
+                return usage(&"--name (or COMMAND_EXECUTOR_NAME) is required to serve --listen");
+            }
+            rt.block_on(serve_executor(name.as_deref().unwrap_or("exec"), socket, grpc))
         }
         Cmd::Install { dir } => match install(&dir) {
             Ok(path) => {
@@ -202,16 +226,39 @@ fn install(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
     Ok(target)
 }
 
-/// Serves the executor until SIGTERM or SIGINT, then removes its socket.
-async fn serve_executor(name: &str, path: &std::path::Path) -> ExitCode {
-    let listener = match exec::bind(path).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("pm-agent exec: {e}");
-            return ExitCode::from(1);
-        }
+/// Serves the executor (its unix socket, its gRPC service, or both) until SIGTERM or SIGINT, then removes
+/// its sockets. A bind failure exits 1 before anything is served.
+async fn serve_executor(
+    name: &str,
+    socket: Option<std::path::PathBuf>,
+    grpc: Option<grpc_exec::ServeConfig>,
+) -> ExitCode {
+    let unix = match socket {
+        Some(path) => match exec::bind(&path).await {
+            Ok(l) => Some((l, path)),
+            Err(e) => {
+                eprintln!("pm-agent exec: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
     };
-    tracing::info!(executor = name, socket = %path.display(), "executor ready");
+    let grpc = match grpc {
+        Some(cfg) => match grpc_exec::bind(cfg).await {
+            Ok(bound) => Some(bound),
+            Err(e) => {
+                eprintln!("pm-agent exec: {e}");
+                if let Some((_, path)) = &unix {
+                    let _ = std::fs::remove_file(path);
+                }
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    if let Some((_, path)) = &unix {
+        tracing::info!(executor = name, socket = %path.display(), "executor ready");
+    }
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
@@ -220,9 +267,106 @@ async fn serve_executor(name: &str, path: &std::path::Path) -> ExitCode {
             stop.cancel();
         }
     });
-    exec::serve(name, listener, stop).await;
-    let _ = std::fs::remove_file(path);
-    ExitCode::SUCCESS
+    let unix_served = async {
+        if let Some((listener, path)) = unix {
+            exec::serve(name, listener, stop.clone()).await;
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    let grpc_served = async {
+        match grpc {
+            Some(bound) => {
+                let ok = grpc_exec::serve(bound, stop.clone()).await;
+                // A service that failed stops the other too: the container restarts whole.
+                stop.cancel();
+                ok
+            }
+            None => true,
+        }
+    };
+    match tokio::join!(unix_served, grpc_served) {
+        ((), true) => ExitCode::SUCCESS,
+        ((), false) => ExitCode::from(1),
+    }
+}
+
+/// The original executors' gRPC service of `pm-agent exec` (feature `exec-grpc`).
+#[cfg(feature = "exec-grpc")]
+mod grpc_exec {
+    use pm_agent::execservice::{self, GrpcListener};
+    use tokio_util::sync::CancellationToken;
+
+    pub use execservice::{ExecGrpcArgs as Args, ServeConfig};
+
+    /// A bound service, ready to serve.
+    pub struct Bound(GrpcListener, ServeConfig);
+
+    /// The validated settings (the original executor's variables as defaults); `None` when not asked for.
+    pub fn config(args: Args, name: &str) -> Result<Option<ServeConfig>, execservice::ExecServiceError> {
+        args.build(name, |var| std::env::var(var).ok())
+    }
+
+    /// Binds and prints `grpc listening on ADDR`.
+    pub async fn bind(cfg: ServeConfig) -> Result<Bound, execservice::ExecServiceError> {
+        let listener = execservice::bind(&cfg.listen).await?;
+        let addr = listener.local_addr();
+        println!("grpc listening on {addr}");
+        if !execservice::is_loopback(&cfg.listen) {
+            tracing::warn!(
+                "the gRPC service on {addr} runs any command sent to it, without a token (as the original \
+                 executor): keep it unreachable from outside the pod"
+            );
+        }
+        tracing::info!(executor = %cfg.name, %addr, shell = %cfg.shell, work_dir = %cfg.work_dir.display(), "gRPC executor ready");
+        Ok(Bound(listener, cfg))
+    }
+
+    /// Serves until `stop` fires; false if the service failed.
+    pub async fn serve(Bound(listener, cfg): Bound, stop: CancellationToken) -> bool {
+        let socket = match &listener {
+            GrpcListener::Unix(_, path) => Some(path.clone()),
+            GrpcListener::Tcp(_) => None,
+        };
+        let served = execservice::serve(listener, cfg, stop).await;
+        if let Some(path) = socket {
+            let _ = std::fs::remove_file(path);
+        }
+        match served {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("pm-agent exec: the gRPC service failed: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// Built without the `exec-grpc` feature: no gRPC service.
+#[cfg(not(feature = "exec-grpc"))]
+mod grpc_exec {
+    use tokio_util::sync::CancellationToken;
+
+    /// No flags.
+    #[derive(clap::Args, Debug, Clone)]
+    pub struct Args {}
+
+    /// Never configured.
+    pub enum ServeConfig {}
+
+    /// Never bound.
+    pub enum Bound {}
+
+    pub fn config(_: Args, _: &str) -> Result<Option<ServeConfig>, std::convert::Infallible> {
+        Ok(None)
+    }
+
+    pub async fn bind(cfg: ServeConfig) -> Result<Bound, std::convert::Infallible> {
+        match cfg {}
+    }
+
+    pub async fn serve(bound: Bound, _: CancellationToken) -> bool {
+        match bound {}
+    }
 }
 
 /// Resolves at SIGTERM or SIGINT.

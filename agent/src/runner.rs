@@ -1,5 +1,6 @@
 //! Runs one task's pipeline: steps in order, each command with `sh -c` in the task's directory, on the
-//! step's executor: here (`local`) or in a utility container over its socket (`pod`, see [`crate::exec`]).
+//! step's executor: here (`local`), in a utility container over its socket (`pod`, see [`crate::exec`]), or
+//! on a server of the original executors' gRPC service (`grpc`, see [`crate::execservice`]).
 //!
 //! Each command is the leader of its own process group. When it ends (or times out, or the run is cancelled
 //! because the lease was lost or the task was cancelled) the whole group is killed, so no background child
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::command::{earliest, run_local, CommandSpec, Outcome, OutputSink, Stream, Tail};
+use crate::execservice::{GrpcAddr, GrpcExecutor};
 
 /// Names of the agent's metrics.
 pub mod metric {
@@ -42,6 +44,9 @@ pub enum Executor {
     Local,
     /// On the `pm-agent exec` process serving this unix socket (a utility container of the pod).
     Pod(PathBuf),
+    /// On a server of the original executors' gRPC service `exec.ExecService`, one call per command (only
+    /// the command line travels: see [`crate::execservice`]).
+    Grpc(GrpcExecutor),
 }
 
 /// Which executor names this agent runs, and where.
@@ -64,9 +69,10 @@ impl Executors {
         Executors { all_local: true, ..Executors::default() }
     }
 
-    /// Parses `--executors` (`all`, or a comma-separated list of `NAME` for local executors and
-    /// `NAME=unix:///path.sock` for pod executors) and `--pod-dir`. Without `--executors`, every name runs
-    /// locally unless a pod directory is given.
+    /// Parses `--executors` (`all`, or a comma-separated list of `NAME` for local executors,
+    /// `NAME=unix:///path.sock` for pod executors and `NAME=grpc://HOST:PORT` or `NAME=grpc+unix:///path.sock`
+    /// for servers of the original executors' gRPC service) and `--pod-dir`. Without `--executors`, every name
+    /// runs locally unless a pod directory is given.
     pub fn parse(spec: Option<&str>, pod_dir: Option<PathBuf>) -> Result<Executors, String> {
         let mut ex = Executors { all_local: spec.is_none() && pod_dir.is_none(), named: BTreeMap::new(), pod_dir };
         let Some(spec) = spec else { return Ok(ex) };
@@ -76,9 +82,9 @@ impl Executors {
         }
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             match entry.split_once('=') {
-                Some((name, listen)) => {
-                    let path = crate::exec::socket_path(listen.trim()).map_err(|e| format!("`{entry}`: {e}"))?;
-                    ex.named.insert(name.trim().to_string(), Executor::Pod(path));
+                Some((name, target)) => {
+                    let executor = remote(target.trim()).map_err(|e| format!("`{entry}`: {e}"))?;
+                    ex.named.insert(name.trim().to_string(), executor);
                 }
                 None => {
                     ex.named.insert(entry.to_string(), Executor::Local);
@@ -86,7 +92,33 @@ impl Executors {
             }
         }
         if ex.named.is_empty() {
-            return Err("give `all` or a comma-separated list of NAME or NAME=unix:///path.sock".into());
+            return Err(
+                "give `all` or a comma-separated list of NAME, NAME=unix:///path.sock, NAME=grpc://HOST:PORT or \
+                 NAME=grpc+unix:///path.sock"
+                    .into(),
+            );
+        }
+        Ok(ex)
+    }
+
+    /// The executors of `--executors` when it is given; otherwise those the original agent's variables
+    /// `PIPELINE_AGENT__EXECUTORS__<i>__NAME` / `__TARGET` name in `vars` (gRPC executors, and any other name
+    /// is unknown unless a pod directory is given); otherwise the default of [`Executors::parse`].
+    pub fn from_args_or_env(
+        spec: Option<&str>,
+        pod_dir: Option<PathBuf>,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Executors, String> {
+        if spec.is_some() {
+            return Executors::parse(spec, pod_dir).map_err(|e| format!("--executors: {e}"));
+        }
+        let original = crate::execservice::original_executors(vars).map_err(|e| e.to_string())?;
+        if original.is_empty() {
+            return Executors::parse(None, pod_dir).map_err(|e| format!("--executors: {e}"));
+        }
+        let mut ex = Executors { all_local: false, named: BTreeMap::new(), pod_dir };
+        for (name, addr) in original {
+            ex.named.insert(name, grpc(addr)?);
         }
         Ok(ex)
     }
@@ -447,6 +479,14 @@ impl Runner {
             Executor::Pod(sock) => {
                 crate::exec::run_remote(&step.executor_name, sock, spec, deadline, cancel, &mut sink).await
             }
+            #[cfg(feature = "exec-grpc")]
+            Executor::Grpc(g) => {
+                crate::execservice::run_grpc(&step.executor_name, g, spec, deadline, cancel, &mut sink).await
+            }
+            #[cfg(not(feature = "exec-grpc"))]
+            Executor::Grpc(g) => {
+                Outcome::error(crate::execservice::ExecServiceError::NotBuilt(g.addr().to_string()).to_string())
+            }
         };
         let result = CommandResult {
             run: spec.run.clone(),
@@ -459,6 +499,29 @@ impl Runner {
             error: outcome.error,
         };
         (result, outcome.cancelled)
+    }
+}
+
+/// The executor an `--executors` entry's `=TARGET` names: a pod socket or a gRPC server.
+fn remote(target: &str) -> Result<Executor, String> {
+    if target.starts_with("grpc://") || target.starts_with("grpc+unix://") {
+        return grpc(crate::execservice::parse_target(target).map_err(|e| e.to_string())?);
+    }
+    if target.starts_with("unix://") {
+        return crate::exec::socket_path(target).map(Executor::Pod).map_err(|e| e.to_string());
+    }
+    Err(format!(
+        "expected unix:///path.sock (a pm-agent exec), grpc://HOST:PORT or grpc+unix:///path.sock (the original \
+         executors' gRPC service), got `{target}`"
+    ))
+}
+
+/// A gRPC executor, when this agent is built with the service.
+fn grpc(addr: GrpcAddr) -> Result<Executor, String> {
+    if cfg!(feature = "exec-grpc") {
+        Ok(Executor::Grpc(GrpcExecutor::new(addr)))
+    } else {
+        Err(crate::execservice::ExecServiceError::NotBuilt(addr.to_string()).to_string())
     }
 }
 
@@ -659,6 +722,47 @@ mod tests {
         assert_eq!(Executors::parse(None, None).unwrap(), Executors::all_local());
         assert!(Executors::parse(Some("x=tcp://host:1"), None).is_err());
         assert!(Executors::parse(Some(" , "), None).is_err());
+    }
+
+    #[test]
+    fn grpc_executors_are_named_in_the_list_or_by_the_original_agents_variables() {
+        let ex = Executors::parse(Some("sh, wget=grpc://127.0.0.1:50051, ocr=grpc+unix:///mnt/pipe/ocr.sock"), None)
+            .unwrap();
+        let addr = |name: &str| match ex.resolve(name) {
+            Ok(Executor::Grpc(g)) => g.addr().to_string(),
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(addr("wget"), "grpc://127.0.0.1:50051");
+        assert_eq!(addr("ocr"), "grpc+unix:///mnt/pipe/ocr.sock");
+        assert_eq!(ex.resolve("sh"), Ok(Executor::Local));
+        // They are declared executors, like pod sockets: capability routing leases this agent only their tasks.
+        assert_eq!(ex.declared(), ["ocr", "sh", "wget"]);
+        for bad in ["x=grpc://nohost", "x=grpc+unix://rel.sock", "x=http://h:1"] {
+            let why = Executors::parse(Some(bad), None).unwrap_err();
+            assert!(why.starts_with(&format!("`{bad}`: ")), "{why}");
+        }
+
+        let vars = || {
+            [
+                ("PIPELINE_AGENT__EXECUTORS__0__NAME", "wget"),
+                ("PIPELINE_AGENT__EXECUTORS__0__TARGET", "127.0.0.1:50051"),
+                ("PIPELINE_AGENT__EXECUTORS__1__NAME", "tesseract"),
+                ("PIPELINE_AGENT__EXECUTORS__1__TARGET", "http://127.0.0.1:50052"),
+            ]
+            .map(|(k, v)| (std::ffi::OsString::from(k), std::ffi::OsString::from(v)))
+        };
+        let ex = Executors::from_args_or_env(None, None, vars()).unwrap();
+        assert_eq!(ex.declared(), ["tesseract", "wget"]);
+        assert!(
+            matches!(ex.resolve("tesseract"), Ok(Executor::Grpc(g)) if g.addr().to_string() == "grpc://127.0.0.1:50052")
+        );
+        // As in the original agent, a name it was not given is unknown.
+        assert!(ex.resolve("sh").unwrap_err().starts_with("unknown executor `sh`"));
+        // --executors (PM_EXECUTORS) wins over the variables; without either, the default.
+        assert_eq!(Executors::from_args_or_env(Some("all"), None, vars()).unwrap(), Executors::all_local());
+        assert_eq!(Executors::from_args_or_env(None, None, []).unwrap(), Executors::all_local());
+        let bad = [("PIPELINE_AGENT__EXECUTORS__0__NAME", "wget")].map(|(k, v)| (k.into(), v.into()));
+        assert!(Executors::from_args_or_env(None, None, bad).unwrap_err().contains("__0__TARGET"));
     }
 
     #[tokio::test]
