@@ -290,7 +290,7 @@ fn parameter_values_never_become_shell_syntax() {
         json!({"name": "bad", "template": {"pipeline": [{"executorName": "sh", "commands": ["echo `echo {{v}}`"]}]}});
     let r = api(&s, "POST", "/api/applications/safe/pipelines", ADMIN, &bad);
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap().contains("inside backticks"), "{}", r.json());
+    assert!(r.json()["error"].as_str().unwrap().contains("in a command with backticks"), "{}", r.json());
     let file = tmp.path().join("bad.json");
     std::fs::write(&file, json!({"name": "safe2", "pipelines": [bad]}).to_string()).unwrap();
     let out = pmctl(&s.addr, &["--token", ADMIN, "app", "create", &file.display().to_string()], None);
@@ -339,6 +339,7 @@ fn apps_survive_a_restart_and_the_api_refuses_bad_requests() {
     assert_eq!(api(&s, "POST", path, "wrong-token", &def).status, 401);
     let r = api(&s, "POST", path, PRODUCER, &def);
     assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("ROLE_NOT_ALLOWED")), "{}", r.json());
+    assert_eq!(api(&s, "GET", "/api/applications", AGENT, &Value::Null).status, 403, "an agent token");
     let r = api(&s, "POST", path, ADMIN, &def);
     assert_eq!(r.status, 201, "{}", r.json());
     assert!(r.headers.contains("location: /api/applications/myname/pipelines/ocr"), "{}", r.headers);
@@ -394,6 +395,8 @@ fn apps_survive_a_restart_and_the_api_refuses_bad_requests() {
     assert!(listed.contains("myname/ocr  queue myname/ocr  params url"), "{listed}");
     let r = api(&s, "POST", submit, PRODUCER, &json!({"url": "http://x/2"}));
     assert_eq!(r.status, 202, "templates work after the restart");
+    let r = api(&s, "POST", submit, ADMIN, &json!({"url": "http://x/3"}));
+    assert_eq!(r.status, 202, "an admin may submit too");
 
     // Replace, then delete, and restart again.
     let v1 = after["version"].as_u64().unwrap();

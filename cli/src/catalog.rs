@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 
-use pm_client::Client;
+use pm_client::Cluster;
 use pm_protocol::pb::{AppInfo, TemplateTask};
 use pm_protocol::template::params_of;
 use serde_json::Value;
@@ -53,8 +53,11 @@ pub fn param_sets(params: &[String], file: Option<&str>) -> Result<Vec<HashMap<S
         for (i, obj) in objects.iter().enumerate() {
             sets.push(params_of(obj).map_err(|e| Failure(65, format!("{file} (set {}): {e}", i + 1)))?);
         }
+        if sets.is_empty() {
+            return Err(Failure(65, format!("{file}: no parameter sets; nothing was submitted")));
+        }
     }
-    if !params.is_empty() || sets.is_empty() {
+    if !params.is_empty() || file.is_none() {
         let mut one = HashMap::new();
         for p in params {
             let Some((k, v)) = p.split_once('=') else {
@@ -77,15 +80,25 @@ pub struct SubmitOpts<'a> {
     pub priority: Option<i32>,
 }
 
-/// Submits one task per parameter set; prints one id per line. Fails (1) if any was refused.
+/// Submits one task per parameter set, to the member owning `--key` (any member without one); prints one id
+/// per line. Fails (1) if any was refused.
 pub async fn submit(
-    client: &Client,
+    cluster: &Cluster,
     app: &str,
     pipeline: &str,
     sets: Vec<HashMap<String, String>>,
     opts: &SubmitOpts<'_>,
 ) -> Result<(), Failure> {
-    let max_batch = client.welcome().max_batch.max(1) as usize;
+    if sets.len() > 1 && !opts.idempotency_key.is_empty() {
+        return Err(Failure(64, "--idempotency-key names one task: give one parameter set".into()));
+    }
+    let ring = cluster.ring();
+    let node = match ring.owner(opts.key.as_bytes()).filter(|_| !opts.key.is_empty()) {
+        Some(o) => ring.members()[o].clone(),
+        None => cluster.nodes().first().cloned().unwrap_or_default(),
+    };
+    let client = cluster.client(&node).await.map_err(|e| Failure(1, e.to_string()))?;
+    let max_batch = cluster.welcome().max_batch.max(1) as usize;
     let tasks: Vec<TemplateTask> = sets
         .into_iter()
         .map(|params| TemplateTask {
@@ -146,6 +159,8 @@ mod tests {
         std::fs::write(&f, "{\"url\":\"a\",\"n\":2}\n\n{\"url\":\"b\",\"ok\":true}\n").unwrap();
         let sets = param_sets(&[], Some(f.to_str().unwrap())).unwrap();
         assert_eq!((sets.len(), sets[0]["n"].as_str(), sets[1]["ok"].as_str()), (2, "2", "true"));
+        std::fs::write(&f, "\n").unwrap();
+        assert_eq!(param_sets(&[], Some(f.to_str().unwrap())).unwrap_err().0, 65, "an empty file submits nothing");
         std::fs::write(&f, "[{\"url\":\"a\"},{\"url\":[1]}]").unwrap();
         let e = param_sets(&[], Some(f.to_str().unwrap())).unwrap_err();
         assert!(e.1.contains("set 2") && e.0 == 65, "{}", e.1);

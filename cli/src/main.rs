@@ -327,9 +327,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Submit { app: Some(app), pipeline, params, params_file, key, idempotency_key, priority, .. } => {
             let sets = catalog::param_sets(params, params_file.as_deref())?;
-            let client = connect(&cli, ConnectOptions::producer()).await?;
+            let cluster = connect_cluster(&cli, ConnectOptions::producer()).await?;
             let opts = catalog::SubmitOpts { key, idempotency_key, priority: *priority };
-            catalog::submit(&client, app, pipeline.as_deref().unwrap_or_default(), sets, &opts).await?;
+            catalog::submit(&cluster, app, pipeline.as_deref().unwrap_or_default(), sets, &opts).await?;
         }
         Cmd::App(AppCmd::Create { file, replace }) => {
             let doc = catalog::read_document(file)?;

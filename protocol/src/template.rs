@@ -259,7 +259,7 @@ impl Compiled {
             let after = &rest[at + OPEN.len_utf8()..];
             let end = after.find(CLOSE).ok_or_else(|| invalid("template: internal marker error"))?;
             let hole: usize = after[..end].parse().map_err(|_| invalid("template: internal marker error"))?;
-            let (name, quoting) = &holes[hole];
+            let (name, quoting) = holes.get(hole).ok_or_else(|| invalid("template: internal marker error"))?;
             let param = index.get(name.as_str()).copied().ok_or_else(|| invalid("template: internal marker error"))?;
             pieces.push(Piece::Hole { param, quoting: *quoting });
             rest = &after[end + CLOSE.len_utf8()..];
@@ -487,6 +487,7 @@ fn mark_doc(v: &mut Value, path: &str, depth: usize, holes: &mut Vec<(String, Qu
     }
     let Value::Object(obj) = v else { return mark_other(v, path, holes) };
     for (k, field) in obj.iter_mut() {
+        check_key(k, path)?;
         let p = format!("{path}.{k}");
         match (k.as_str(), field) {
             ("pipeline" | "commands", Value::Array(steps)) => {
@@ -508,6 +509,7 @@ fn mark_doc(v: &mut Value, path: &str, depth: usize, holes: &mut Vec<(String, Qu
 fn mark_step(v: &mut Value, path: &str, holes: &mut Vec<(String, Quoting)>) -> Result<(), TemplateError> {
     let Value::Object(obj) = v else { return mark_other(v, path, holes) };
     for (k, field) in obj.iter_mut() {
+        check_key(k, path)?;
         let p = format!("{path}.{k}");
         match (k.as_str(), field) {
             ("commands" | "commandLines", Value::Array(cmds)) => {
@@ -517,6 +519,7 @@ fn mark_step(v: &mut Value, path: &str, holes: &mut Vec<(String, Quoting)>) -> R
                         Value::String(s) => mark_string(s, &cp, Some(true), holes)?,
                         Value::Object(o) => {
                             for (ck, cv) in o.iter_mut() {
+                                check_key(ck, &cp)?;
                                 match (ck.as_str(), cv) {
                                     ("run", Value::String(s)) => {
                                         mark_string(s, &format!("{cp}.run"), Some(true), holes)?
@@ -531,9 +534,7 @@ fn mark_step(v: &mut Value, path: &str, holes: &mut Vec<(String, Quoting)>) -> R
             }
             ("env", Value::Object(env)) => {
                 for (ek, ev) in env.iter_mut() {
-                    if !placeholders(ek).is_empty() {
-                        return Err(invalid(format!("{p}: an env name cannot be a parameter")));
-                    }
+                    check_key(ek, &p)?;
                     match ev {
                         Value::String(s) => mark_string(s, &format!("{p}.{ek}"), Some(false), holes)?,
                         other => mark_other(other, &format!("{p}.{ek}"), holes)?,
@@ -542,6 +543,17 @@ fn mark_step(v: &mut Value, path: &str, holes: &mut Vec<(String, Quoting)>) -> R
             }
             (_, other) => mark_other(other, &p, holes)?,
         }
+    }
+    Ok(())
+}
+
+/// A field (or env) name may hold neither a placeholder nor the compiler's reserved characters.
+fn check_key(k: &str, path: &str) -> Result<(), TemplateError> {
+    if k.contains(OPEN) || k.contains(CLOSE) {
+        return Err(invalid(format!("{path}: a field name holds a reserved character (U+E000 or U+E001)")));
+    }
+    if !placeholders(k).is_empty() {
+        return Err(invalid(format!("{path}: a field name cannot be a parameter")));
     }
     Ok(())
 }
@@ -555,9 +567,7 @@ fn mark_other(v: &mut Value, path: &str, holes: &mut Vec<(String, Quoting)>) -> 
         }
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
-                if !placeholders(k).is_empty() {
-                    return Err(invalid(format!("{path}: a field name cannot be a parameter")));
-                }
+                check_key(k, path)?;
                 mark_other(x, &format!("{path}.{k}"), holes)?;
             }
             Ok(())
@@ -566,125 +576,96 @@ fn mark_other(v: &mut Value, path: &str, holes: &mut Vec<(String, Quoting)>) -> 
     }
 }
 
+/// Constructs in whose presence a command takes no placeholder: inside them (or after them) the shell expands
+/// or evaluates text in ways a quoted value does not survive, and following them is beyond a small lexer, so
+/// a command holding any of them anywhere is refused rather than guessed at.
+const UNSAFE_SYNTAX: &[(&str, &str)] = &[
+    ("`", "in a command with backticks"),
+    ("$(", "in a command with $(...)"),
+    ("${", "in a command with ${...}"),
+    ("$[", "in a command with $[...]"),
+    ("$'", "in a command with $'...'"),
+    ("$\"", "in a command with $\"...\""),
+    ("((", "in a command with ((...))"),
+    ("<<", "in a command with a here-document or here-string"),
+    ("<(", "in a command with a process substitution"),
+    (">(", "in a command with a process substitution"),
+];
+
+/// Words whose arguments the shell evaluates (as code or arithmetic): a value given to them would run.
+const EVALUATING_WORDS: &[&str] = &["eval", "let", "[[", "declare", "typeset", "local", "readonly", "case"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lex {
-    /// Top level, or inside `$(...)`.
-    Plain {
-        sub: bool,
-    },
+    Plain,
     Single,
     Double,
-    Backtick,
-    /// `${...}`, with its brace depth.
-    Param(u32),
-    /// `$((...))`, with its parenthesis depth.
-    Arith(u32),
 }
 
-/// The quoting of each placeholder in shell command `s`, lexed as `sh` would; `Err((name, where))` for the
-/// first one that stands where a value cannot be quoted safely.
+/// The quoting of each placeholder in shell command `s`; `Err((name, where))` for the first one that stands
+/// where a value cannot be quoted safely.
+///
+/// Deliberately small: a command with a placeholder may use words, `'...'`, `"..."` with plain `$NAME`
+/// expansions, backslashes, redirections, pipes, `;`, `&&`, `||`, `(...)` and `{ ...; }`, which this lexer
+/// follows exactly in both `sh` (dash) and bash; anything else ([`UNSAFE_SYNTAX`], [`EVALUATING_WORDS`], a
+/// comment) makes the command refuse placeholders.
 fn shell_contexts(s: &str, found: &[(usize, usize, String)]) -> Result<Vec<Quoting>, (String, &'static str)> {
+    let first = || found[0].2.clone();
+    if let Some((_, why)) = UNSAFE_SYNTAX.iter().find(|(pat, _)| s.contains(pat)) {
+        return Err((first(), why));
+    }
+    let is_word = |c: char| !(c.is_whitespace() || ";&|()<>".contains(c));
+    if s.split(|c: char| !is_word(c)).any(|w| EVALUATING_WORDS.contains(&w)) {
+        return Err((first(), "in a command using eval, let, [[, declare, typeset, local, readonly or case"));
+    }
     let b = s.as_bytes();
-    let mut stack = vec![Lex::Plain { sub: false }];
+    let mut state = Lex::Plain;
     let (mut i, mut h) = (0usize, 0usize);
-    let (mut heredoc, mut comment) = (false, false);
     let mut out = Vec::with_capacity(found.len());
-    // Constructs this lexer does not follow inside `$(...)`: refuse rather than guess.
-    let risky = s.contains("case") && s.contains("$(");
-    let at = |j: usize| b.get(j).copied().unwrap_or(0);
     while i < b.len() {
         if h < found.len() && i == found[h].0 {
-            let top = *stack.last().unwrap_or(&Lex::Plain { sub: false });
-            let q = if heredoc {
-                Err("after a here-document (<<)")
-            } else if comment {
-                Err("in a comment")
-            } else if risky {
-                Err("in a command using `case` inside $(...)")
-            } else {
-                match top {
-                    Lex::Plain { .. } => Ok(Quoting::Word),
-                    Lex::Single => Ok(Quoting::InSingle),
-                    Lex::Double => Ok(Quoting::InDouble),
-                    Lex::Backtick => Err("inside backticks"),
-                    Lex::Param(_) => Err("inside ${...}"),
-                    Lex::Arith(_) => Err("inside $((...))"),
+            let q = match state {
+                Lex::Plain => Quoting::Word,
+                Lex::Single => Quoting::InSingle,
+                Lex::Double => {
+                    // `"$NAME{{v}}"` would extend the variable's name with the value.
+                    let before = &b[..i];
+                    let name_len = before.iter().rev().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+                    if before.len() > name_len && before[before.len() - name_len - 1] == b'$' {
+                        return Err((found[h].2.clone(), "right after a $NAME inside double quotes"));
+                    }
+                    Quoting::InDouble
                 }
             };
-            out.push(q.map_err(|why| (found[h].2.clone(), why))?);
+            out.push(q);
             i = found[h].1;
             h += 1;
             continue;
         }
         let c = b[i];
-        if comment {
-            comment = c != b'\n';
-            i += 1;
-            continue;
-        }
-        let top = *stack.last().unwrap_or(&Lex::Plain { sub: false });
         let mut step = 1;
-        match top {
+        match state {
             Lex::Single => {
                 if c == b'\'' {
-                    stack.pop();
+                    state = Lex::Plain;
                 }
             }
-            Lex::Plain { sub } => match c {
-                b'\\' => step = 2,
-                b'\'' => stack.push(Lex::Single),
-                b'"' => stack.push(Lex::Double),
-                b'`' => stack.push(Lex::Backtick),
-                b'$' => step = open_dollar(&mut stack, at(i + 1), at(i + 2)),
-                b')' if sub => {
-                    stack.pop();
-                }
-                b'#' if i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'(' | b')') => {
-                    comment = true
-                }
-                // A here-document, or a here-string (`<<<`: bash only; `sh` may read it as a here-document).
-                b'<' if at(i + 1) == b'<' => {
-                    heredoc = true;
-                    step = 2;
-                }
-                _ => {}
-            },
             Lex::Double => match c {
                 b'\\' => step = 2,
-                b'"' => {
-                    stack.pop();
-                }
-                b'`' => stack.push(Lex::Backtick),
-                b'$' => step = open_dollar(&mut stack, at(i + 1), at(i + 2)),
+                b'"' => state = Lex::Plain,
                 _ => {}
             },
-            Lex::Backtick => match c {
+            Lex::Plain => match c {
                 b'\\' => step = 2,
-                b'`' => {
-                    stack.pop();
+                b'\'' => state = Lex::Single,
+                b'"' => state = Lex::Double,
+                b'#' if i == 0 || !is_word(b[i - 1] as char) => {
+                    // A comment: it runs to the end of the line, where a value's newline would end it.
+                    if h < found.len() {
+                        return Err((found[h].2.clone(), "in a comment, or after one"));
+                    }
+                    break;
                 }
-                _ => {}
-            },
-            Lex::Param(depth) => match c {
-                b'\\' => step = 2,
-                b'\'' => stack.push(Lex::Single),
-                b'"' => stack.push(Lex::Double),
-                b'$' => step = open_dollar(&mut stack, at(i + 1), at(i + 2)),
-                b'{' => set_top(&mut stack, Lex::Param(depth + 1)),
-                b'}' if depth == 0 => {
-                    stack.pop();
-                }
-                b'}' => set_top(&mut stack, Lex::Param(depth - 1)),
-                _ => {}
-            },
-            Lex::Arith(depth) => match c {
-                b'(' => set_top(&mut stack, Lex::Arith(depth + 1)),
-                b')' if depth == 0 && at(i + 1) == b')' => {
-                    stack.pop();
-                    step = 2;
-                }
-                b')' => set_top(&mut stack, Lex::Arith(depth.saturating_sub(1))),
-                b'$' => step = open_dollar(&mut stack, at(i + 1), at(i + 2)),
                 _ => {}
             },
         }
@@ -694,35 +675,10 @@ fn shell_contexts(s: &str, found: &[(usize, usize, String)]) -> Result<Vec<Quoti
         // A placeholder inside an escape (`\{{x}}`) was skipped over: refuse it.
         return Err((found[out.len()].2.clone(), "right after a backslash"));
     }
-    if stack.len() != 1 {
-        return Err((found[0].2.clone(), "in a command with an unterminated quote or substitution"));
+    if state != Lex::Plain {
+        return Err((first(), "in a command with an unterminated quote"));
     }
     Ok(out)
-}
-
-/// After a `$`: opens `$((`, `$(` or `${` and returns how many bytes it took.
-fn open_dollar(stack: &mut Vec<Lex>, next: u8, next2: u8) -> usize {
-    match (next, next2) {
-        (b'(', b'(') => {
-            stack.push(Lex::Arith(0));
-            3
-        }
-        (b'(', _) => {
-            stack.push(Lex::Plain { sub: true });
-            2
-        }
-        (b'{', _) => {
-            stack.push(Lex::Param(0));
-            2
-        }
-        _ => 1,
-    }
-}
-
-fn set_top(stack: &mut [Lex], v: Lex) {
-    if let Some(t) = stack.last_mut() {
-        *t = v;
-    }
 }
 
 #[cfg(test)]
@@ -793,11 +749,21 @@ mod tests {
     }
 
     #[test]
-    fn values_inside_command_substitution_and_here_strings_stay_literal() {
-        for v in NASTY {
-            assert_eq!(sh_out(&filled("printf %s \"$(printf %s {{v}})\"", v)), v.trim_end_matches('\n'));
-            assert_eq!(sh_out(&filled("printf %s \"$(printf %s \"{{v}}\")\"", v)), v.trim_end_matches('\n'));
+    fn values_stay_literal_under_bash_too() {
+        if !std::path::Path::new("/bin/bash").exists() {
+            return;
         }
+        for v in NASTY {
+            for cmd in
+                ["printf %s {{v}}", "printf %s 'pre{{v}}post'", "printf %s \"pre{{v}}post\"", "(printf %s {{v}})"]
+            {
+                let line = filled(cmd, v);
+                let out = std::process::Command::new("/bin/bash").arg("-c").arg(&line).output().unwrap();
+                let got = String::from_utf8(out.stdout).unwrap();
+                assert!(got.contains(v) || v.is_empty(), "{cmd} with {v:?} became {line}: {got:?}");
+            }
+        }
+        assert!(!std::path::Path::new("/tmp/pm-template-pwned").exists());
     }
 
     #[test]
@@ -811,12 +777,30 @@ mod tests {
             "echo \\{{v}}",
             "echo '{{v}}",
             "x=$(case a in a) echo {{v}};; esac)",
+            // Each of these once let a value out of its quotes in dash or bash.
+            "echo \"$( (true) ; echo {{v}} )\"",
+            "echo \"$(f() { echo a; }; f {{v}})\"",
+            "echo $(true)#'\n{{v}}\n' #'",
+            "echo $((1))#'\n{{v}}\n' #'",
+            "echo \"${X:-'{{v}}'}\"",
+            "echo $'{{v}}'",
+            "echo $[ {{v}} ]",
+            "(( {{v}} ))",
+            "let n={{v}}",
+            "[[ {{v}} -eq 1 ]]",
+            "eval echo {{v}}",
+            "declare -i n={{v}}",
+            "cat <(echo a) {{v}}",
+            "echo \"$HOME{{v}}\"",
+            "echo a # c\necho {{v}}",
         ] {
             let e = Compiled::new("app", &def(one(cmd), None)).unwrap_err().to_string();
             assert!(e.contains("{{v}}") && e.contains("cannot be quoted safely"), "{cmd}: {e}");
         }
-        // A '#' inside a word is not a comment.
+        // A '#' inside a word is not a comment; '#' inside quotes neither; subshells and groups are fine.
         assert_eq!(sh_out(&filled("printf %s a#{{v}}", "1; b")), "a#1; b");
+        assert_eq!(sh_out(&filled("printf %s '#' \"#\" {{v}}", "x")), "##x");
+        assert_eq!(sh_out(&filled("(printf %s {{v}}) && { printf %s \"$HOME\" >/dev/null; }", "y")), "y");
         assert!(Compiled::new("app", &def(one("cat <<< {{v}}"), None)).is_err(), "here-strings too");
     }
 
@@ -898,6 +882,15 @@ mod tests {
         assert!(e.contains("task document"), "{e}");
         let e = Compiled::new("a", &def(one("echo \u{E000}"), None)).unwrap_err().to_string();
         assert!(e.contains("reserved"), "{e}");
+        // Reserved characters in a field name are refused too (they once made a hole out of a key).
+        for key in ["\u{E000}9\u{E001}", "\u{E000}0\u{E001}"] {
+            let mut t = one("echo {{v}}");
+            t[key] = json!(1);
+            let e = Compiled::new("a", &def(t, None)).unwrap_err().to_string();
+            assert!(e.contains("reserved"), "{e}");
+            let t = json!({"pipeline": [{"executorName": "sh", "env": {key: "x"}, "commands": ["echo {{v}}"]}]});
+            assert!(Compiled::new("a", &def(t, None)).unwrap_err().to_string().contains("reserved"));
+        }
         // Not placeholders: left as they are.
         let c = Compiled::new("a", &def(one("docker ps --format {{.Names}} {{ }} {x}"), None)).unwrap();
         assert!(c.param_names().is_empty());

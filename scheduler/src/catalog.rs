@@ -75,6 +75,9 @@ pub struct StoredApp {
     pub version: u64,
     /// Compiled pipelines by name.
     pub pipelines: BTreeMap<String, Arc<Compiled>>,
+    /// Pipelines read from disk that this version refuses (a rule became stricter), with why: their submits
+    /// are refused with that reason until they are replaced.
+    pub disabled: BTreeMap<String, String>,
 }
 
 impl StoredApp {
@@ -84,7 +87,25 @@ impl StoredApp {
         for p in &def.pipelines {
             pipelines.insert(p.name.clone(), Arc::new(Compiled::new(&def.name, p)?));
         }
-        Ok(StoredApp { def, version, pipelines })
+        Ok(StoredApp { def, version, pipelines, disabled: BTreeMap::new() })
+    }
+
+    /// As stored on disk: a pipeline this version refuses is kept, disabled, rather than stopping the node.
+    fn load(def: AppDef, version: u64) -> Result<StoredApp, TemplateError> {
+        validate_name("application", &def.name)?;
+        let (mut pipelines, mut disabled) = (BTreeMap::new(), BTreeMap::new());
+        for p in &def.pipelines {
+            match Compiled::new(&def.name, p) {
+                Ok(c) => {
+                    pipelines.insert(p.name.clone(), Arc::new(c));
+                }
+                Err(e) => {
+                    tracing::warn!(app = %def.name, pipeline = %p.name, "pipeline disabled: {e}");
+                    disabled.insert(p.name.clone(), e.to_string());
+                }
+            }
+        }
+        Ok(StoredApp { def, version, pipelines, disabled })
     }
 
     /// The wire form; with the document when `document` is set.
@@ -120,6 +141,9 @@ struct AppFile {
 
 /// How long the record of a deletion is kept.
 pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(7 * 86_400);
+/// How far ahead of this node's clock another member's record may be: a version beyond it is refused, so a
+/// wrong clock (or a forged record) cannot pin an application for ever.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
 
 /// The node's applications.
 pub struct Catalog {
@@ -178,7 +202,7 @@ impl Catalog {
                 let why = format!("{}: holds application {:?}", path.display(), file.application.name);
                 return Err(CatalogError::Io(why));
             }
-            let app = StoredApp::new(file.application, file.version)
+            let app = StoredApp::load(file.application, file.version)
                 .map_err(|e| CatalogError::Io(format!("{}: {e}", path.display())))?;
             apps.insert(stem.to_string(), Arc::new(app));
         }
@@ -217,6 +241,11 @@ impl Catalog {
         let Some(a) = apps.get(app) else {
             return Err(CatalogError::NotFound(format!("no application {app:?}")));
         };
+        if let Some(why) = a.disabled.get(pipeline) {
+            return Err(CatalogError::Invalid(TemplateError::Invalid(format!(
+                "pipeline {app}/{pipeline} is disabled: this version refuses its template ({why}); replace it"
+            ))));
+        }
         a.pipelines
             .get(pipeline)
             .cloned()
@@ -312,7 +341,7 @@ impl Catalog {
         };
         let old = current(&name);
         let after = old.as_ref().map(|o| o.version).or_else(|| self.deleted.read().get(&name).copied()).unwrap_or(0);
-        let version = now_ms().max(after + 1);
+        let version = now_ms().max(after.saturating_add(1));
         let Some(doc) = next else {
             let old = old.ok_or_else(|| CatalogError::NotFound(format!("no application {name:?}")))?;
             self.store(&name, version, None).await?;
@@ -369,9 +398,14 @@ impl Catalog {
         Some(pb::AppRecord { name: name.to_string(), version, deleted: true, document: Default::default() })
     }
 
-    /// Every record: the applications and the deletions still kept.
+    /// Every record: the applications (without their documents: fetch each with [`Catalog::record`]) and the
+    /// deletions still kept. A catalog can exceed one frame; one application cannot.
     pub fn records(&self) -> Vec<pb::AppRecord> {
-        let mut out: Vec<pb::AppRecord> = self.list().iter().map(|a| record_of(a)).collect();
+        let mut out: Vec<pb::AppRecord> = self
+            .list()
+            .iter()
+            .map(|a| pb::AppRecord { name: a.def.name.clone(), version: a.version, ..Default::default() })
+            .collect();
         out.extend(self.deleted.read().iter().map(|(name, version)| pb::AppRecord {
             name: name.clone(),
             version: *version,
@@ -381,11 +415,46 @@ impl Catalog {
         out
     }
 
+    /// Forgets deletions older than [`TOMBSTONE_KEEP`] (memory and files).
+    pub async fn prune_deletions(&self) {
+        let _writer = self.write.lock().await;
+        let now = now_ms();
+        let old: Vec<String> = self
+            .deleted
+            .read()
+            .iter()
+            .filter(|(_, v)| now.saturating_sub(**v) > TOMBSTONE_KEEP.as_millis() as u64)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in old {
+            let path = self.path_of(&name);
+            if blocking(move || std::fs::remove_file(&path)).await.is_ok() {
+                self.deleted.write().remove(&name);
+            }
+        }
+    }
+
+    /// The version this node holds of `name` (live or deleted), if any.
+    pub fn version_of(&self, name: &str) -> Option<u64> {
+        self.get(name).map(|a| a.version).or_else(|| self.deleted.read().get(name).copied())
+    }
+
     /// Stores another member's record if it is newer than this node's (last writer wins: the higher version,
     /// then a deletion, then the larger document, so every member picks the same). True if it changed
     /// anything.
     pub async fn merge(&self, rec: pb::AppRecord) -> Result<bool, CatalogError> {
         validate_name("application", &rec.name)?;
+        let now = now_ms();
+        if rec.version > now.saturating_add(MAX_CLOCK_SKEW.as_millis() as u64) {
+            return Err(CatalogError::Invalid(TemplateError::Invalid(format!(
+                "a record of {:?} is dated {} ms ahead of this node's clock",
+                rec.name,
+                rec.version - now
+            ))));
+        }
+        if rec.deleted && now.saturating_sub(rec.version) > TOMBSTONE_KEEP.as_millis() as u64 {
+            return Ok(false);
+        }
         let _writer = self.write.lock().await;
         if let Some(local) = self.record(&rec.name) {
             let key = |r: &pb::AppRecord| (r.version, r.deleted, r.document.clone());
@@ -507,12 +576,14 @@ mod tests {
         let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (Catalog::open(da.path(), LIMITS).unwrap(), Catalog::open(db.path(), LIMITS).unwrap());
         a.put_pipeline("myname", &pipeline("ocr"), false).await.unwrap();
-        for r in a.records() {
-            assert!(b.merge(r).await.unwrap(), "new to b");
+        let listed = a.records();
+        assert!(listed.iter().all(|r| r.document.is_empty()), "the list carries no documents");
+        for r in &listed {
+            assert!(b.merge(a.record(&r.name).unwrap()).await.unwrap(), "new to b");
         }
         assert!(b.pipeline("myname", "ocr").is_ok());
-        for r in a.records() {
-            assert!(!b.merge(r).await.unwrap(), "a record seen twice changes nothing");
+        for r in &listed {
+            assert!(!b.merge(a.record(&r.name).unwrap()).await.unwrap(), "a record seen twice changes nothing");
         }
         // b changes it; a's older record no longer wins there.
         let old = a.record("myname").unwrap();
@@ -530,7 +601,7 @@ mod tests {
         let b = Catalog::open(db.path(), LIMITS).unwrap();
         assert_eq!(b.record("myname").unwrap(), gone);
         // Equal versions: every member picks the same record (a deletion over a document).
-        let mut live = a.records().into_iter().next().unwrap();
+        let mut live = a.record("myname").unwrap();
         live.deleted = false;
         live.document = br#"{"name":"myname"}"#.to_vec().into();
         assert!(!b.merge(live).await.unwrap());
@@ -540,6 +611,25 @@ mod tests {
         bad.deleted = false;
         bad.document = br#"{"name":"other"}"#.to_vec().into();
         assert!(b.merge(bad).await.is_err());
+        // Records from the future, and deletions older than they are kept, are not taken.
+        let future = pb::AppRecord { name: "f".into(), version: u64::MAX, deleted: true, ..Default::default() };
+        assert!(b.merge(future).await.is_err());
+        let stale = pb::AppRecord { name: "s".into(), version: 1, deleted: true, ..Default::default() };
+        assert!(!b.merge(stale).await.unwrap());
+        assert!(b.record("s").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stored_template_this_version_refuses_is_disabled_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = r#"{"version": 5, "application": {"name": "old", "pipelines": [
+            {"name": "good", "template": {"pipeline": [{"executorName": "sh", "commands": ["echo {{v}}"]}]}},
+            {"name": "bad", "template": {"pipeline": [{"executorName": "sh", "commands": ["echo `{{v}}`"]}]}}]}}"#;
+        std::fs::write(dir.path().join("old.json"), bad).unwrap();
+        let cat = Catalog::open(dir.path(), LIMITS).unwrap();
+        assert!(cat.pipeline("old", "good").is_ok());
+        let e = cat.pipeline("old", "bad").unwrap_err().to_string();
+        assert!(e.contains("disabled") && e.contains("backticks"), "{e}");
     }
 
     #[test]

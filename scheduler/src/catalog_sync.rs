@@ -76,31 +76,15 @@ impl CatalogPeers {
     }
 
     /// Pulls every peer's records into `catalog` at start and then every `interval` (never again for 0),
-    /// until `stop`.
+    /// until `stop`. A peer lists its records without documents (a catalog may exceed one frame), and only
+    /// the applications newer there are fetched, one by one.
     pub async fn run(self: Arc<Self>, catalog: Arc<Catalog>, interval: Duration, stop: CancellationToken) {
         loop {
+            catalog.prune_deletions().await;
             for (ordinal, addr) in &self.peers {
-                let records = match self.client(*ordinal, addr).await {
-                    Ok(c) => c.app_records().await,
-                    Err(e) => Err(e),
-                };
-                let records = match records {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.clients.lock().remove(ordinal);
-                        tracing::debug!(peer = %addr, "applications not pulled: {e}");
-                        continue;
-                    }
-                };
-                for rec in records {
-                    let (name, version) = (rec.name.clone(), rec.version);
-                    match catalog.merge(rec).await {
-                        Ok(true) => {
-                            tracing::info!(peer = %addr, app = %name, version, "application copied from a peer")
-                        }
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(peer = %addr, app = %name, "application of a peer not copied: {e}"),
-                    }
+                if let Err(e) = self.pull(*ordinal, addr, &catalog).await {
+                    self.clients.lock().remove(ordinal);
+                    tracing::debug!(peer = %addr, "applications not pulled: {e}");
                 }
             }
             if interval.is_zero() {
@@ -111,5 +95,36 @@ impl CatalogPeers {
                 () = stop.cancelled() => return,
             }
         }
+    }
+
+    async fn pull(&self, ordinal: usize, addr: &str, catalog: &Catalog) -> Result<(), pm_client::Error> {
+        let client = self.client(ordinal, addr).await?;
+        for listed in client.app_records().await? {
+            if catalog.version_of(&listed.name).is_some_and(|v| v >= listed.version) {
+                continue;
+            }
+            let rec = if listed.deleted {
+                listed
+            } else {
+                match client.get_app(&listed.name).await {
+                    Ok(info) => pb::AppRecord {
+                        name: info.name,
+                        version: info.version,
+                        deleted: false,
+                        document: info.document,
+                    },
+                    // Deleted there since it listed it: the next round sees the deletion.
+                    Err(e) if e.code() == Some(pm_protocol::ErrorCode::NotFound) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            let (name, version) = (rec.name.clone(), rec.version);
+            match catalog.merge(rec).await {
+                Ok(true) => tracing::info!(peer = %addr, app = %name, version, "application copied from a peer"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(peer = %addr, app = %name, "application of a peer not copied: {e}"),
+            }
+        }
+        Ok(())
     }
 }

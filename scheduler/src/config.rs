@@ -176,8 +176,8 @@ pub struct Config {
     /// Most pipelines in one application.
     #[arg(long, env = "PM_MAX_PIPELINES_PER_APP", default_value_t = 100)]
     pub max_pipelines_per_app: usize,
-    /// Largest application document (all its pipeline definitions), in bytes; at most --max-frame-bytes less
-    /// 1 KiB.
+    /// Largest application document (all its pipeline definitions), in bytes; lowered to --max-frame-bytes
+    /// less 1 KiB when that is smaller (a document travels in one frame).
     #[arg(long, env = "PM_MAX_APP_BYTES", default_value_t = 1024 * 1024)]
     pub max_app_bytes: usize,
     /// Cluster mode: how often a node asks the other members for the applications they hold and copies the
@@ -217,6 +217,11 @@ pub struct Config {
 pub struct ConfigError(pub String);
 
 impl Config {
+    /// `--max-app-bytes`, lowered so that a document fits in one frame.
+    pub fn app_bytes(&self) -> usize {
+        self.max_app_bytes.min(self.max_frame_bytes.saturating_sub(1024)).max(1)
+    }
+
     /// How many outcomes the store keeps: `--max-results`, or none with `--result-retention 0`.
     pub fn kept_results(&self) -> usize {
         if self.result_retention.is_zero() {
@@ -262,8 +267,8 @@ impl Config {
         if self.segment_bytes < 4 * self.max_frame_bytes as u64 {
             return err("--segment-bytes must be at least 4 x --max-frame-bytes".into());
         }
-        if self.max_app_bytes == 0 || self.max_app_bytes + 1024 > self.max_frame_bytes {
-            return err("--max-app-bytes must be at least 1 and 1 KiB below --max-frame-bytes".into());
+        if self.max_app_bytes == 0 {
+            return err("--max-app-bytes must be at least 1".into());
         }
         if self.max_apps == 0 || self.max_pipelines_per_app == 0 || self.max_param_bytes == 0 {
             return err("--max-apps, --max-pipelines-per-app and --max-param-bytes must be at least 1".into());

@@ -63,6 +63,12 @@ impl Gateway {
         }
         let token = bearer(headers)?;
         let server = &self.server;
+        // An admin may do everything a producer may.
+        let role = if role == Role::Producer && !token.is_empty() && server.auth.check(Role::Admin, &token).is_ok() {
+            Role::Admin
+        } else {
+            role
+        };
         if server.connections.fetch_add(1, Ordering::Relaxed) >= server.cfg.max_connections as u64 {
             server.connections.fetch_sub(1, Ordering::Relaxed);
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", "connection limit"));
@@ -77,13 +83,16 @@ impl Gateway {
         match Client::connect_stream(ours, opts).await {
             Ok(c) => Ok(c),
             // A valid token of a role that may not do this: forbidden rather than unauthenticated.
-            Err(e) if e.code() == Some(ErrorCode::Unauthorized) && role == Role::Admin && !token.is_empty() => {
-                match server.auth.check(Role::Producer, &token) {
-                    Ok(()) => Err(ApiError::of_code(
+            Err(e) if e.code() == Some(ErrorCode::Unauthorized) && !token.is_empty() => {
+                let other = [Role::Producer, Role::Admin, Role::Agent, Role::Peer]
+                    .into_iter()
+                    .find(|r| *r != role && server.auth.check(*r, &token).is_ok());
+                match other {
+                    Some(r) => Err(ApiError::of_code(
                         ErrorCode::RoleNotAllowed,
-                        "this token may submit and read; changing applications needs an admin token",
+                        format!("this is a token of role {}; this needs {}", r.as_str_name(), role.as_str_name()),
                     )),
-                    Err(_) => Err(e.into()),
+                    None => Err(e.into()),
                 }
             }
             Err(e) => Err(e.into()),
@@ -96,9 +105,11 @@ impl Gateway {
         if declared.is_some_and(|n| n > self.max_body) {
             return Err(self.too_large());
         }
-        match tokio::time::timeout(self.request_timeout, axum::body::to_bytes(body, self.max_body)).await {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) if e.to_string().contains("length limit") => Err(self.too_large()),
+        use http_body_util::BodyExt;
+        let limited = http_body_util::Limited::new(body, self.max_body);
+        match tokio::time::timeout(self.request_timeout, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(self.too_large()),
             Ok(Err(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, "BAD_BODY", format!("reading the body: {e}"))),
             Err(_) => Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
@@ -212,6 +223,10 @@ fn bearer(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
+fn internal(msg: &str) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", msg)
+}
+
 fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))
 }
@@ -238,8 +253,9 @@ async fn create_app(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let client = gw.client(Role::Admin, &headers).await?;
     let doc = parse_json(&gw.body(&headers, body).await?)?;
-    let app = gw.client(Role::Admin, &headers).await?.put_app(to_vec(&doc), q.replace).await?;
+    let app = client.put_app(to_vec(&doc), q.replace).await?;
     Ok(created(q.replace, app_json(&app), &format!("/api/applications/{}", app.name)))
 }
 
@@ -271,8 +287,9 @@ async fn replace_app(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let client = gw.client(Role::Admin, &headers).await?;
     let doc = named(parse_json(&gw.body(&headers, body).await?)?, &app, "application")?;
-    let app = gw.client(Role::Admin, &headers).await?.put_app(to_vec(&doc), true).await?;
+    let app = client.put_app(to_vec(&doc), true).await?;
     Ok(axum::Json(app_json(&app)).into_response())
 }
 
@@ -301,9 +318,10 @@ async fn create_pipeline(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let client = gw.client(Role::Admin, &headers).await?;
     let doc = parse_json(&gw.body(&headers, body).await?)?;
     let name = doc.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-    let stored = gw.client(Role::Admin, &headers).await?.put_pipeline(&app, to_vec(&doc), q.replace).await?;
+    let stored = client.put_pipeline(&app, to_vec(&doc), q.replace).await?;
     let location = format!("/api/applications/{app}/pipelines/{name}");
     Ok(created(q.replace, pipeline_json(&app_json(&stored), &name), &location))
 }
@@ -338,8 +356,9 @@ async fn replace_pipeline(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let client = gw.client(Role::Admin, &headers).await?;
     let doc = named(parse_json(&gw.body(&headers, body).await?)?, &pipeline, "pipeline")?;
-    let stored = gw.client(Role::Admin, &headers).await?.put_pipeline(&app, to_vec(&doc), true).await?;
+    let stored = client.put_pipeline(&app, to_vec(&doc), true).await?;
     Ok(axum::Json(pipeline_json(&app_json(&stored), &pipeline)).into_response())
 }
 
@@ -383,6 +402,7 @@ async fn submit(
     body: Body,
 ) -> Result<Response, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad(format!("query string: {}", e.body_text())))?;
+    let client = gw.client(Role::Producer, &headers).await?;
     let doc = parse_json(&gw.body(&headers, body).await?)?;
     let (sets, many): (Vec<HashMap<String, String>>, bool) = match &doc {
         Value::Array(items) => {
@@ -413,9 +433,9 @@ async fn submit(
             delay_ms,
         })
         .collect();
-    let results = gw.client(Role::Producer, &headers).await?.submit_template(&app, &pipeline, tasks).await?;
+    let results = client.submit_template(&app, &pipeline, tasks).await?;
     if !many {
-        let r = results.into_iter().next().ok_or_else(|| ApiError::bad("no result"))?;
+        let r = results.into_iter().next().ok_or_else(|| internal("the node sent no result"))?;
         return match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
             ErrorCode::Ok => {
                 let location = format!("/api/tasks/{}", r.task_id);
@@ -468,7 +488,8 @@ async fn task_status(
         }
     }
     let client = gw.client(Role::Producer, &headers).await?;
-    let status = client.status(vec![id]).await?.into_iter().next().ok_or_else(|| ApiError::bad("no status"))?;
+    let status =
+        client.status(vec![id]).await?.into_iter().next().ok_or_else(|| internal("the node sent no status"))?;
     let v = status_json(&status);
     if status.code != ErrorCode::Ok as i32 {
         let mut err = ApiError::of_code(

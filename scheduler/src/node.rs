@@ -71,7 +71,7 @@ impl Node {
         let catalog_limits = crate::catalog::CatalogLimits {
             max_apps: cfg.max_apps,
             max_pipelines: cfg.max_pipelines_per_app,
-            max_app_bytes: cfg.max_app_bytes,
+            max_app_bytes: cfg.app_bytes(),
         };
         let catalog = Arc::new(crate::catalog::Catalog::open(&cfg.data.join("apps"), catalog_limits)?);
         let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {

@@ -17,7 +17,8 @@ pub fn handle(ctx: &mut ConnCtx, req: pb::AppRequest) {
     };
     let allowed = match (&op, ctx.role) {
         (Op::Put(_) | Op::PutPipeline(_) | Op::Delete(_) | Op::DeletePipeline(_), role) => role == Role::Admin,
-        (Op::Sync(_) | Op::Records(_), role) => matches!(role, Role::Peer | Role::Admin),
+        (Op::Sync(_), role) => role == Role::Peer,
+        (Op::Records(_), role) => matches!(role, Role::Peer | Role::Admin),
         (Op::Get(_) | Op::List(_), _) => true,
     };
     if !allowed {
