@@ -136,11 +136,7 @@ impl Node {
             disconnect_grace: cfg.disconnect_grace,
             reclaim_grace: Duration::from_millis(cfg.reclaim_grace_ms),
             result_retention: cfg.result_retention,
-            results_budget: Arc::new(crate::shard::ResultsBudget {
-                max_count: cfg.kept_results(),
-                max_bytes: cfg.max_results_bytes,
-                ..Default::default()
-            }),
+            results_budget: Arc::new(crate::shard::ResultsBudget::new(cfg.kept_results(), cfg.max_results_bytes, n)),
             max_result_bytes: cfg.max_result_bytes,
             queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),
             siblings: Arc::default(),

@@ -68,18 +68,59 @@ pub struct ShardConfig {
     pub siblings: Arc<OnceLock<Vec<ShardHandle>>>,
 }
 
-/// The node's budget for kept outcomes, shared by its shards: each counts what it keeps here and forgets its
-/// own oldest while the node is over either bound.
-#[derive(Debug, Default)]
+/// The node's budget for kept outcomes, shared by its shards. Each shard counts what it keeps itself and
+/// publishes its totals here once a round; it forgets its own oldest while its count plus the others' last
+/// published counts are over either bound. (Counting every outcome in shared counters made the shards' ack
+/// paths contend for one cache line.)
+#[derive(Debug)]
 pub struct ResultsBudget {
     /// Most outcomes (`--max-results`).
     pub max_count: usize,
     /// Most bytes of encoded outcomes (`--max-results-bytes`).
     pub max_bytes: usize,
-    /// Outcomes kept now.
-    pub count: AtomicUsize,
-    /// Their bytes.
-    pub bytes: AtomicUsize,
+    /// What each shard keeps: (outcomes, bytes), each on its own cache line.
+    kept: Box<[KeptSlot]>,
+}
+
+/// One shard's published totals.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct KeptSlot {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+impl ResultsBudget {
+    /// A budget for `shards` shards.
+    pub fn new(max_count: usize, max_bytes: usize, shards: usize) -> ResultsBudget {
+        ResultsBudget { max_count, max_bytes, kept: (0..shards.max(1)).map(|_| KeptSlot::default()).collect() }
+    }
+
+    /// Shard `index` keeps `count` outcomes of `bytes` bytes now.
+    fn publish(&self, index: usize, count: usize, bytes: usize) {
+        if let Some(slot) = self.kept.get(index) {
+            if slot.count.load(Ordering::Relaxed) != count {
+                slot.count.store(count, Ordering::Relaxed);
+            }
+            if slot.bytes.load(Ordering::Relaxed) != bytes {
+                slot.bytes.store(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What the shards other than `index` last published: (outcomes, bytes).
+    fn others(&self, index: usize) -> (usize, usize) {
+        self.kept
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .fold((0, 0), |(c, b), (_, s)| (c + s.count.load(Ordering::Relaxed), b + s.bytes.load(Ordering::Relaxed)))
+    }
+
+    /// What all shards last published: (outcomes, bytes).
+    pub fn total(&self) -> (usize, usize) {
+        self.others(usize::MAX)
+    }
 }
 
 /// How long a task taken from a peer may wait for an agent here before it is given back.
@@ -370,9 +411,12 @@ enum Waiter {
 #[derive(Debug)]
 struct Outcome {
     state: TaskState,
-    /// The full status and its encoding (as written in the task's Finish record), when results are kept or
-    /// the task is watched.
-    kept: Option<(pb::TaskStatus, Bytes)>,
+    /// The encoded status (as written in the task's Finish record) and when it expires, when results are kept
+    /// or the task is watched.
+    kept: Option<(Bytes, u64)>,
+    /// The status itself, when the task had watchers as it finished (else decoded from `kept` for one that
+    /// came since).
+    status: Option<Box<pb::TaskStatus>>,
 }
 
 /// The shard's latency histograms.
@@ -467,6 +511,10 @@ pub struct Shard {
     results: IdMap<u64, Bytes>,
     /// `results` by (expiry, task id), oldest first.
     result_order: VecDeque<(u64, u64)>,
+    /// Bytes of `results`.
+    results_bytes: usize,
+    /// What the other shards keep, as last published in [`ResultsBudget`].
+    others_kept: (usize, usize),
     /// Connections to send a `Completed` when a task finishes.
     watchers: IdMap<u64, Vec<OutTx>>,
     /// Follow-ups written this round (id, stored task).
@@ -526,6 +574,8 @@ impl Shard {
             failed_ids: IdSet::default(),
             results: IdMap::default(),
             result_order: VecDeque::new(),
+            results_bytes: 0,
+            others_kept: (0, 0),
             watchers: IdMap::default(),
             adopting: Vec::new(),
         };
@@ -1293,6 +1343,10 @@ impl Shard {
 
     /// Ends a round: sends Leased batches, hands the round's records to the committer.
     fn flush(&mut self) {
+        let budget = &self.cfg.results_budget;
+        budget.publish(self.index, self.results.len(), self.results_bytes);
+        self.others_kept = budget.others(self.index);
+        self.trim_results();
         for (_, (out, tasks, _)) in self.outgoing.drain() {
             if !tasks.is_empty() {
                 let _ = out.send(Outbound::Frame(pb::Leased { tasks }.into()));

@@ -6,8 +6,6 @@
 //! shard, oldest first out), so a status query after a restart still finds it. Watchers (`Watch`, or
 //! `Submit.notify`) get a `Completed` once the round is durable; for a dead-lettered task at once.
 
-use std::sync::atomic::Ordering;
-
 use bytes::Bytes;
 use pm_protocol::pb::{self, TaskState};
 use pm_protocol::{ErrorCode, Message as _};
@@ -31,12 +29,9 @@ impl Shard {
 
     /// Keeps an outcome until `expires`, within the node's budget (count and bytes, shared by its shards).
     fn keep_result(&mut self, task_id: u64, body: Bytes, expires: u64) {
-        let budget = &self.cfg.results_budget;
-        budget.count.fetch_add(1, Ordering::Relaxed);
-        budget.bytes.fetch_add(body.len(), Ordering::Relaxed);
+        self.results_bytes += body.len();
         if let Some(old) = self.results.insert(task_id, body) {
-            budget.count.fetch_sub(1, Ordering::Relaxed);
-            budget.bytes.fetch_sub(old.len(), Ordering::Relaxed);
+            self.results_bytes -= old.len();
         }
         self.result_order.push_back((expires, task_id));
         self.trim_results();
@@ -44,9 +39,7 @@ impl Shard {
 
     fn forget_result(&mut self, task_id: u64) {
         if let Some(old) = self.results.remove(&task_id) {
-            let budget = &self.cfg.results_budget;
-            budget.count.fetch_sub(1, Ordering::Relaxed);
-            budget.bytes.fetch_sub(old.len(), Ordering::Relaxed);
+            self.results_bytes -= old.len();
         }
     }
 
@@ -57,8 +50,9 @@ impl Shard {
         // Follow-ups first: they and the record below form one unit in the log.
         let children = if state == TaskState::Cancelled { Vec::new() } else { self.write_follow_ups(task_id, state) };
         let keep = !self.cfg.result_retention.is_zero();
-        let bare = Outcome { state, kept: None };
-        if !keep && !self.watchers.contains_key(&task_id) {
+        let bare = Outcome { state, kept: None, status: None };
+        let watched = self.watchers.contains_key(&task_id);
+        if !keep && !watched {
             self.records.push(Record::Ack { task_id });
             return bare;
         }
@@ -79,13 +73,13 @@ impl Shard {
             status.result = result;
         }
         let body = Bytes::from(status.encode_to_vec());
+        let expires_unix_ms = now_ms + self.cfg.result_retention.as_millis() as u64;
         if keep {
-            let expires_unix_ms = now_ms + self.cfg.result_retention.as_millis() as u64;
             self.records.push(Record::Finish { task_id, expires_unix_ms, body: body.clone() });
         } else {
             self.records.push(Record::Ack { task_id });
         }
-        Outcome { state, kept: Some((status, body)) }
+        Outcome { state, kept: Some((body, expires_unix_ms)), status: watched.then(|| Box::new(status)) }
     }
 
     /// A result document as kept with a dead letter: dropped if it is over the limit.
@@ -100,26 +94,41 @@ impl Shard {
     /// A finish is durable: keep the outcome (if results are kept) and tell the task's watchers.
     pub(super) fn finished(&mut self, task_id: u64, outcome: Outcome) {
         let watchers = self.watchers.remove(&task_id);
-        let status = match outcome.kept {
-            Some((status, body)) => {
-                if !self.cfg.result_retention.is_zero() {
-                    let expires = now_unix_ms() + self.cfg.result_retention.as_millis() as u64;
+        let keep = !self.cfg.result_retention.is_zero();
+        let body = match (outcome.kept, &watchers) {
+            (Some((body, expires)), None) => {
+                if keep {
                     self.keep_result(task_id, body, expires);
                 }
-                status
+                return;
             }
-            // Results are not kept and nobody watched when it finished: a watcher that came since hears the
-            // state alone.
-            None => pb::TaskStatus {
-                task_id,
-                code: ErrorCode::Ok as i32,
-                state: outcome.state as i32,
-                ..Default::default()
-            },
+            (Some((body, expires)), Some(_)) => {
+                if keep {
+                    self.keep_result(task_id, body.clone(), expires);
+                }
+                Some(body)
+            }
+            (None, _) => None,
         };
-        for out in watchers.into_iter().flatten() {
+        let Some(watchers) = watchers else { return };
+        let status = match (outcome.status, body) {
+            (Some(status), _) => *status,
+            // A watcher that came after the task finished.
+            (None, Some(body)) => pb::TaskStatus::decode(body).unwrap_or_else(|e| {
+                tracing::error!(task_id, "undecodable outcome: {e}");
+                Self::bare_status(task_id, outcome.state)
+            }),
+            // Results are not kept and nobody watched when it finished: the state alone.
+            (None, None) => Self::bare_status(task_id, outcome.state),
+        };
+        for out in watchers {
             let _ = out.send(Outbound::Frame(pb::Completed { task: Some(status.clone()) }.into()));
         }
+    }
+
+    /// A status that says only the final state.
+    fn bare_status(task_id: u64, state: TaskState) -> pb::TaskStatus {
+        pb::TaskStatus { task_id, code: ErrorCode::Ok as i32, state: state as i32, ..Default::default() }
     }
 
     /// A task was dead-lettered: its watchers hear of it now (it stays stored; a redrive may revive it).
@@ -295,11 +304,10 @@ impl Shard {
     }
 
     /// Forgets this shard's oldest outcomes while the node is over its budget.
-    fn trim_results(&mut self) {
-        let budget = self.cfg.results_budget.clone();
-        while budget.count.load(Ordering::Relaxed) > budget.max_count
-            || budget.bytes.load(Ordering::Relaxed) > budget.max_bytes
-        {
+    pub(super) fn trim_results(&mut self) {
+        let (max_count, max_bytes) = (self.cfg.results_budget.max_count, self.cfg.results_budget.max_bytes);
+        let (other_count, other_bytes) = self.others_kept;
+        while self.results.len() + other_count > max_count || self.results_bytes + other_bytes > max_bytes {
             let Some((_, id)) = self.result_order.pop_front() else { break };
             self.forget_result(id);
         }

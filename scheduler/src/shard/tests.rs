@@ -83,11 +83,7 @@ impl Harness {
             steal: None,
             lease_prefix: 0,
             result_retention: Duration::from_secs(60),
-            results_budget: Arc::new(crate::shard::ResultsBudget {
-                max_count: 1000,
-                max_bytes: 1 << 20,
-                ..Default::default()
-            }),
+            results_budget: Arc::new(crate::shard::ResultsBudget::new(1000, 1 << 20, 1)),
             max_result_bytes: 1024,
             queue_limits: Default::default(),
             siblings: Default::default(),

@@ -4,7 +4,7 @@
 //! after a restart is exactly the accounting before it. A segment may be deleted once nothing live points
 //! into it; its live *bytes* (what compaction would have to copy) decide when it is worth compacting.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::format::Entry;
 
@@ -82,9 +82,47 @@ pub(crate) struct LiveSet {
     /// Kept results by task id.
     pub results: IdMap<LiveResult>,
     /// `results` by (expiry, task id): the first ones go when the results expire or exceed `max_results`.
-    result_order: BTreeSet<(u64, u64)>,
+    result_order: ExpiryOrder,
     /// Most results kept (0: none; a Finish then only ends its task).
     pub max_results: usize,
+}
+
+/// (expiry, task id) pairs, smallest first. Results are almost always added in expiry order (a finish time
+/// plus one retention), so they go to the back of a deque; the rare one that is not (a compacted copy of an
+/// older result, a recovered log, a clock stepped back) goes to a sorted set beside it. Entries may be
+/// duplicated or stale: the live set checks each one it takes against `results`.
+#[derive(Debug, Default)]
+struct ExpiryOrder {
+    in_order: VecDeque<(u64, u64)>,
+    late: BTreeSet<(u64, u64)>,
+}
+
+impl ExpiryOrder {
+    fn push(&mut self, expires_unix_ms: u64, task_id: u64) {
+        let item = (expires_unix_ms, task_id);
+        match self.in_order.back() {
+            Some(&last) if last > item => {
+                self.late.insert(item);
+            }
+            _ => self.in_order.push_back(item),
+        }
+    }
+
+    fn first(&self) -> Option<(u64, u64)> {
+        match (self.in_order.front(), self.late.first()) {
+            (Some(&a), Some(&b)) => Some(a.min(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, u64)> {
+        let first = self.first()?;
+        if self.late.first() == Some(&first) {
+            self.late.pop_first()
+        } else {
+            self.in_order.pop_front()
+        }
+    }
 }
 
 impl LiveSet {
@@ -167,22 +205,60 @@ impl LiveSet {
 
     fn put_result(&mut self, task_id: u64, r: LiveResult) {
         self.charge(r.seg, r.size);
-        self.result_order.insert((r.expires_unix_ms, task_id));
+        self.result_order.push(r.expires_unix_ms, task_id);
         if let Some(old) = self.results.insert(task_id, r) {
+            // The older entry of `result_order` is stale now unless the expiry is the same (a compacted copy);
+            // `trim` and `expire` skip stale entries.
             self.release(old.seg, old.size);
-            if old.expires_unix_ms != r.expires_unix_ms {
-                self.result_order.remove(&(old.expires_unix_ms, task_id));
-            }
-        }
-        while self.results.len() > self.max_results {
-            let Some((_, id)) = self.result_order.pop_first() else { break };
-            self.forget_result(id);
         }
     }
 
-    fn forget_result(&mut self, task_id: u64) {
+    /// Forgets the oldest results while more than `max_results` are kept. Called after each batch of
+    /// [`LiveSet::apply`] rather than per record: the forgotten entries are cold in memory, and one loop over
+    /// a batch lets their cache misses overlap.
+    pub(crate) fn trim(&mut self) {
+        while self.results.len() > self.max_results {
+            let Some((exp, id)) = self.result_order.pop_first() else { break };
+            self.forget_result(id, exp);
+        }
+    }
+
+    /// The `n` kept results that go first (by expiry; the ones the next `n` finishes would push out when
+    /// `max_results` are kept).
+    pub(crate) fn first_results(&self, n: usize) -> crate::idmap::IdSet<u64> {
+        let mut out = crate::idmap::IdSet::default();
+        let valid = |&&(exp, id): &&(u64, u64)| self.results.get(&id).is_some_and(|r| r.expires_unix_ms == exp);
+        let mut a = self.result_order.in_order.iter().filter(valid).peekable();
+        let mut b = self.result_order.late.iter().filter(valid).peekable();
+        while out.len() < n {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, _) => b.next(),
+            };
+            let Some(&(_, id)) = next else { break };
+            out.insert(id);
+        }
+        out
+    }
+
+    /// Forgets `task_id`'s result now (its order entry becomes stale).
+    pub(crate) fn forget_result_now(&mut self, task_id: u64) {
         if let Some(old) = self.results.remove(&task_id) {
             self.release(old.seg, old.size);
+        }
+    }
+
+    /// Forgets `task_id`'s result if its expiry is still `exp` (else the order entry was stale).
+    fn forget_result(&mut self, task_id: u64, exp: u64) {
+        // One lookup: the entry is rarely stale, and a stale one's result goes back.
+        if let Some(old) = self.results.remove(&task_id) {
+            if old.expires_unix_ms == exp {
+                self.release(old.seg, old.size);
+            } else {
+                self.results.insert(task_id, old);
+            }
         }
     }
 
@@ -208,12 +284,12 @@ impl LiveSet {
 
     /// Forgets keys and results that expired at or before `now_unix_ms`, releasing their segments.
     pub(crate) fn expire(&mut self, now_unix_ms: u64) {
-        while let Some(&(exp, id)) = self.result_order.first() {
+        while let Some((exp, id)) = self.result_order.first() {
             if exp > now_unix_ms {
                 break;
             }
             self.result_order.pop_first();
-            self.forget_result(id);
+            self.forget_result(id, exp);
         }
         if self.keys.is_empty() || self.next_expiry > now_unix_ms {
             return;
@@ -272,12 +348,14 @@ mod tests {
         assert_eq!(live.usage(0), Usage { items: 1, bytes: 25 });
         live.apply(&Entry::Finish { task_id: 2, expires_unix_ms: 100, body: b"r" }, 1, 48, 25);
         live.apply(&Entry::Finish { task_id: 3, expires_unix_ms: 200, body: b"r" }, 1, 73, 25);
+        live.trim();
         // Three results, room for two: the one expiring soonest (task 2) goes.
         assert_eq!(live.results.len(), 2);
         assert!(!live.results.contains_key(&2));
         assert_eq!(live.usage(1), Usage { items: 1, bytes: 25 });
         // Compaction writes task 1's result again, in segment 2.
         live.apply(&Entry::Finish { task_id: 1, expires_unix_ms: 300, body: b"r" }, 2, 48, 25);
+        live.trim();
         assert_eq!((live.usage(0), live.results[&1].seg), (Usage::default(), 2));
         live.expire(200);
         assert_eq!(live.results.keys().copied().collect::<Vec<_>>(), vec![1]);
@@ -288,6 +366,37 @@ mod tests {
         let mut none = LiveSet::default();
         none.apply(&Entry::Finish { task_id: 4, expires_unix_ms: 300, body: b"r" }, 0, 48, 25);
         assert!(none.results.is_empty() && none.usage(0) == Usage::default(), "max_results 0 keeps nothing");
+    }
+
+    #[test]
+    fn results_out_of_expiry_order_expire_on_time() {
+        let mut live = LiveSet { max_results: 3, ..Default::default() };
+        let finish = |live: &mut LiveSet, id, exp, seg| {
+            live.apply(&Entry::Finish { task_id: id, expires_unix_ms: exp, body: b"r" }, seg, 48, 25);
+            live.trim();
+        };
+        finish(&mut live, 1, 100, 0);
+        finish(&mut live, 2, 300, 0);
+        finish(&mut live, 3, 200, 0); // out of order
+        finish(&mut live, 1, 100, 1); // a compacted copy: same expiry, another segment
+        assert_eq!(live.results.len(), 3);
+        assert_eq!((live.usage(0).items, live.usage(1).items), (2, 1));
+        live.expire(150);
+        assert_eq!(live.results.keys().copied().collect::<Vec<_>>().len(), 2);
+        assert!(!live.results.contains_key(&1) && live.usage(1) == Usage::default());
+        live.expire(250);
+        assert_eq!(live.results.keys().copied().collect::<Vec<_>>(), vec![2]);
+        // Over the maximum, the one expiring first goes, whatever the order it came in.
+        finish(&mut live, 5, 900, 2);
+        finish(&mut live, 4, 400, 2);
+        finish(&mut live, 6, 950, 2);
+        assert_eq!(live.results.len(), 3);
+        assert!(!live.results.contains_key(&2), "task 2 (300) goes first");
+        finish(&mut live, 7, 990, 2);
+        assert!(!live.results.contains_key(&4), "then task 4 (400), though it came after task 5");
+        live.expire(10_000);
+        assert!(live.results.is_empty());
+        assert!(live.result_order.first().is_none(), "the stale copy of task 1 is gone too");
     }
 
     #[test]

@@ -359,6 +359,7 @@ impl Wal {
             offset += bytes as usize;
             first = last;
         }
+        self.live.trim();
         Ok(())
     }
 

@@ -203,6 +203,7 @@ fn apply(scan: &mut Scan, entry: &Entry<'_>, seg: u64, pos: usize, size: usize) 
         _ => {}
     }
     scan.live.apply(entry, seg, pos as u64, size as u64);
+    scan.live.trim();
     // Bodies of results pushed out since stay in `result_bodies` until this pruning (after the record is
     // applied, so the result just added is kept): bounded memory.
     if matches!(entry, Entry::Finish { .. }) && scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {

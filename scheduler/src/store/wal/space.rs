@@ -50,10 +50,34 @@ impl Wal {
         if index == self.active.index || usage.items == 0 || usage.bytes as f64 >= self.opts.compact_live_ratio * used {
             return Ok(());
         }
+        // When as many results are kept as allowed, the next finishes push out the ones that expire first. Those
+        // of them in this segment are not copied forward: at a steady rate that re-wrote nearly every kept
+        // result once per segment and stalled the log's commits. A segment that holds only such results is
+        // left to drain; one that holds more forgets them and carries the rest.
+        let full = self.live.max_results > 0 && self.live.results.len() >= self.live.max_results;
+        let going = if full {
+            let results_here = self.live.results.values().filter(|r| r.seg == index).count();
+            let going = self.live.first_results(results_here);
+            let going_here = self.live.results.iter().filter(|(id, r)| r.seg == index && going.contains(id)).count();
+            if going_here as u64 == usage.items {
+                return Ok(());
+            }
+            going
+        } else {
+            Default::default()
+        };
         let path = meta.path.clone();
         let data = segment::read_all(&path)?;
         let end = (meta.written as usize).min(data.len());
-        let carried = self.live_in(index, &data[..end], &path)?;
+        let mut carried = self.live_in(index, &data[..end], &path)?;
+        carried.retain(|c| {
+            if c.result.is_some() && going.contains(&c.task_id) {
+                self.live.forget_result_now(c.task_id);
+                false
+            } else {
+                true
+            }
+        });
         let entries: Vec<Entry<'_>> = carried.iter().map(Carried::entry).collect();
         self.write_entries(&entries)?;
         self.evidence_pending = true;

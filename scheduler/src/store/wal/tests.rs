@@ -434,6 +434,41 @@ fn compaction_reclaims_sparse_segments_and_long_lived_tasks_and_keys_survive() {
 }
 
 #[test]
+fn results_pushed_out_soon_are_not_copied_forward_by_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WalOptions { max_results: 500, ..opts(64 << 10) };
+    let (mut wal, _) = open(dir.path(), o.clone());
+    // A long-lived task pins the first segment; then a steady stream of finished tasks, each kept.
+    wal.append(&[enq(1, 300)]).unwrap();
+    let expires = now_unix_ms() + 3_600_000;
+    let mut written = 1u64;
+    for batch in 0..200u64 {
+        let finishes: Vec<Record> = (0..25)
+            .map(|i| Record::Finish {
+                task_id: 10 + batch * 25 + i,
+                expires_unix_ms: expires + batch,
+                body: Bytes::from(vec![b'r'; 100]),
+            })
+            .collect();
+        written += finishes.len() as u64;
+        wal.append(&finishes).unwrap();
+        wal.sync().unwrap();
+        wal.maintain(now_unix_ms()).unwrap();
+    }
+    // Beyond the appended records: a Checkpoint per idle maintain (200) and the long-lived task carried at
+    // each compaction of its segment. Copying the oldest segment's kept results forward as well wrote 1,306.
+    let extra = wal.next_seq - 1 - written;
+    assert!(extra <= 230, "{extra} records written beyond the appended ones");
+    assert!(wal.segment_paths().len() <= 4, "{:?}", wal.segment_paths());
+    drop(wal);
+    let (_, rec) = open(dir.path(), o);
+    assert_eq!(ids(&rec), vec![1], "the long-lived task survives");
+    let got: Vec<u64> = rec.results.iter().map(|r| r.task_id).collect();
+    let newest: Vec<u64> = (10 + 5000 - 500..10 + 5000).collect();
+    assert_eq!(got, newest, "the newest results are kept");
+}
+
+#[test]
 fn failed_write_is_rolled_back_and_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let (mut wal, _) = open(dir.path(), opts(64 << 10));
