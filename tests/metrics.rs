@@ -65,6 +65,17 @@ async fn metrics_are_prometheus_histograms_with_buckets() {
     assert!(text.contains("pm_tasks_acked_total 3"), "{text}");
     assert!(!text.contains("quantile="), "summaries instead of histograms:\n{text}");
     promtool_check(&text);
+
+    // The log's upkeep runs when the commit thread idles (every 100 ms) and is timed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (_, text) = get(&http, "/metrics");
+        if text.contains("# TYPE pm_wal_maintain_seconds histogram") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(text.contains("pm_wal_maintain_seconds_bucket{le=\"0.05\"}"), "no maintenance histogram:\n{text}");
 }
 
 /// Pipes `text` through `promtool check metrics`: exit 0 and no findings.

@@ -60,7 +60,7 @@ fn append(c: &mut Criterion) {
                         let acks: Vec<Record> = ids.map(|task_id| Record::Ack { task_id }).collect();
                         store.append(&acks).expect("ack");
                         if next_id % (256 * BATCH) == 1 {
-                            store.maintain(now_ms()).expect("maintain");
+                            while store.maintain(now_ms()).expect("maintain") == pm_scheduler::store::Upkeep::Pending {}
                         }
                     }
                     timed

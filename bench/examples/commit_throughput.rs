@@ -15,7 +15,7 @@ use bytes::Bytes;
 use pm_scheduler::store::committer::Committer;
 use pm_scheduler::store::sled_store::SledStore;
 use pm_scheduler::store::wal::{Wal, WalOptions};
-use pm_scheduler::store::{FsyncMode, Record, StoreError, StoreStats, TaskStore};
+use pm_scheduler::store::{FsyncMode, Record, StoreError, StoreStats, TaskStore, Upkeep};
 
 /// Counts appends and syncs, to report the mean group size.
 struct Counting {
@@ -32,7 +32,7 @@ impl TaskStore for Counting {
         self.counts.lock().expect("lock").1 += 1;
         self.inner.sync()
     }
-    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         self.inner.maintain(now_unix_ms)
     }
     fn stats(&self) -> StoreStats {

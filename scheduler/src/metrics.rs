@@ -58,6 +58,9 @@ pub const DISPATCH_SECONDS: &str = "pm_dispatch_seconds";
 pub const END_TO_END_SECONDS: &str = "pm_end_to_end_seconds";
 /// Histogram, seconds: one WAL fsync.
 pub const WAL_FSYNC_SECONDS: &str = "pm_wal_fsync_seconds";
+/// Histogram, seconds: one round of the log's upkeep on the commit thread (expiry, freeing and compacting old
+/// segments, checkpoint); commits wait while it runs.
+pub const WAL_MAINTAIN_SECONDS: &str = "pm_wal_maintain_seconds";
 /// Histogram, records: records written by one group commit.
 pub const WAL_BATCH_RECORDS: &str = "pm_wal_batch_records";
 
@@ -107,5 +110,10 @@ pub fn describe() {
     describe_histogram!(DISPATCH_SECONDS, Unit::Seconds, "Task ready to leased.");
     describe_histogram!(END_TO_END_SECONDS, Unit::Seconds, "Task submitted to its ack durable.");
     describe_histogram!(WAL_FSYNC_SECONDS, Unit::Seconds, "One WAL fsync.");
+    describe_histogram!(
+        WAL_MAINTAIN_SECONDS,
+        Unit::Seconds,
+        "One round of the log's upkeep (expiry, segment freeing and compaction) on the commit thread."
+    );
     describe_histogram!(WAL_BATCH_RECORDS, Unit::Count, "Records written by one group commit.");
 }

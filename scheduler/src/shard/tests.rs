@@ -15,7 +15,7 @@ use super::{Shard, ShardConfig, ShardHandle, ShardMsg};
 use crate::connection::{self, OutRx, OutTx, Outbound, Part};
 use crate::store::committer::Committer;
 use crate::store::wal::{Wal, WalOptions};
-use crate::store::{FsyncMode, Record, Recovered, StoreError, StoreStats, TaskStore};
+use crate::store::{FsyncMode, Record, Recovered, StoreError, StoreStats, TaskStore, Upkeep};
 
 const AGENT: u64 = 7;
 
@@ -35,7 +35,7 @@ impl TaskStore for Flaky {
     fn sync(&mut self) -> Result<(), StoreError> {
         self.inner.sync()
     }
-    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         self.inner.maintain(now_unix_ms)
     }
     fn stats(&self) -> StoreStats {

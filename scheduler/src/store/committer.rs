@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::wal::now_unix_ms;
-use super::{FsyncMode, Record, StoreError, TaskStore};
+use super::{FsyncMode, Record, StoreError, TaskStore, Upkeep};
 
 /// How a job's outcome is reported: called once, on the commit thread.
 pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -33,6 +33,8 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 const IDLE: Duration = Duration::from_millis(100);
 /// Under continuous load, still run `maintain` this often (or the disk would only grow).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+/// A maintenance round at least this long is logged (debug).
+const SLOW_MAINTAIN: Duration = Duration::from_millis(5);
 /// Longest a lazy job's records stay unsynced.
 pub const LAZY_MAX: Duration = Duration::from_millis(50);
 /// Upper bound on the jobs of one group, to bound the latency of the first of them.
@@ -147,22 +149,26 @@ impl Drop for Committer {
 /// The commit thread's loop.
 fn run(mut store: Box<dyn TaskStore>, mode: FsyncMode, rx: Receiver<Msg>) {
     let mut last_maintain = Instant::now();
+    // A maintenance round left work half done (a compaction): continue it between groups, and at once when idle.
+    let mut pending = false;
     let mut group = Vec::new();
     // Since when lazily appended records wait for a sync.
     let mut lazy_since: Option<Instant> = None;
     loop {
         let wait = match lazy_since {
+            _ if pending => Duration::ZERO,
             Some(since) => LAZY_MAX.saturating_sub(since.elapsed()).min(IDLE),
             None => IDLE,
         };
         let first = match rx.recv_timeout(wait) {
             Ok(msg) => msg,
             Err(RecvTimeoutError::Timeout) => {
-                if lazy_since.take().is_some() {
+                if lazy_since.is_some_and(|since| !pending || since.elapsed() >= LAZY_MAX) {
+                    lazy_since = None;
                     sync_lazy(store.as_mut());
                 }
-                if last_maintain.elapsed() >= IDLE {
-                    maintain(store.as_mut());
+                if pending || last_maintain.elapsed() >= IDLE {
+                    pending = maintain(store.as_mut());
                     last_maintain = Instant::now();
                 }
                 continue;
@@ -174,8 +180,8 @@ fn run(mut store: Box<dyn TaskStore>, mode: FsyncMode, rx: Receiver<Msg>) {
         if shutdown {
             break;
         }
-        if last_maintain.elapsed() >= MAINTAIN_EVERY {
-            maintain(store.as_mut());
+        if pending || last_maintain.elapsed() >= MAINTAIN_EVERY {
+            pending = maintain(store.as_mut());
             last_maintain = Instant::now();
         }
     }
@@ -261,10 +267,22 @@ fn sync_lazy(store: &mut dyn TaskStore) {
     }
 }
 
-fn maintain(store: &mut dyn TaskStore) {
-    if let Err(e) = store.maintain(now_unix_ms()) {
-        tracing::warn!("store maintenance failed: {e}");
+/// One bounded maintenance round; returns whether it left work for another round soon.
+fn maintain(store: &mut dyn TaskStore) -> bool {
+    let started = Instant::now();
+    let pending = match store.maintain(now_unix_ms()) {
+        Ok(upkeep) => upkeep == Upkeep::Pending,
+        Err(e) => {
+            tracing::warn!("store maintenance failed: {e}");
+            false
+        }
+    };
+    let took = started.elapsed();
+    metrics::histogram!(crate::metrics::WAL_MAINTAIN_SECONDS).record(took.as_secs_f64());
+    if took >= SLOW_MAINTAIN {
+        tracing::debug!(ms = took.as_secs_f64() * 1e3, "slow store maintenance");
     }
+    pending
 }
 
 /// A copy of `e` for each job of a failed group (`StoreError` is not `Clone`: it holds an `io::Error`).

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::committer::Committer;
 use super::sled_store::SledStore;
 use super::wal::{now_unix_ms, Wal, WalOptions};
-use super::{FsyncMode, IdemKey, Record, Recovered, RecoveredTask, StoreError, StoreStats, TaskStore};
+use super::{FsyncMode, IdemKey, Record, Recovered, RecoveredTask, StoreError, StoreStats, TaskStore, Upkeep};
 
 /// How the suite opens a backend.
 trait Backend {
@@ -112,7 +112,7 @@ fn max_task_id_survives_everything_acked<B: Backend>() {
         store.append(&ids.clone().map(|id| enqueue(id, &body)).collect::<Vec<_>>()).unwrap();
         store.append(&ids.map(|task_id| Record::Ack { task_id }).collect::<Vec<_>>()).unwrap();
         store.sync().unwrap();
-        store.maintain(now_unix_ms()).unwrap();
+        while store.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
         most_files = most_files.max(store.stats().segments);
     }
     let stats = store.stats();
@@ -153,7 +153,7 @@ fn idempotency_survives_reopen_and_ack_until_expiry<B: Backend>() {
     while now_unix_ms() <= now + SHORT_MS {
         std::thread::sleep(Duration::from_millis(50));
     }
-    store.maintain(now_unix_ms()).unwrap();
+    while store.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
     drop(store);
 
     let (_, rec) = open::<B>(dir.path());
@@ -207,7 +207,7 @@ fn results_survive_reopen_until_expiry_within_the_maximum<B: Backend>() {
     while now_unix_ms() <= now + SHORT_MS {
         std::thread::sleep(Duration::from_millis(50));
     }
-    store.maintain(now_unix_ms()).unwrap();
+    while store.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
     assert_eq!(store.stats().results, 2);
     drop(store);
     let (_, rec) = B::open_keeping(dir.path(), 2).unwrap();
@@ -238,7 +238,7 @@ fn kept_results_do_not_grow_the_store_without_bound<B: Backend>() {
             .collect();
         store.append(&finishes).unwrap();
         store.sync().unwrap();
-        store.maintain(now_unix_ms()).unwrap();
+        while store.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
         most_files = most_files.max(store.stats().segments);
     }
     let stats = store.stats();
@@ -311,7 +311,7 @@ impl TaskStore for Spy {
         }
         self.inner.sync()
     }
-    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         self.inner.maintain(now_unix_ms)
     }
     fn stats(&self) -> StoreStats {

@@ -215,6 +215,16 @@ impl StoreError {
     }
 }
 
+/// What [`TaskStore::maintain`] left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Upkeep {
+    /// Nothing started is left; the next call can wait.
+    Done,
+    /// Work is under way; call again soon (between commits).
+    Pending,
+}
+
 /// A durable home for tasks. Called from a single thread (the [`committer`]); never shared.
 pub trait TaskStore: Send + 'static {
     /// Writes `records` in order. They survive a process crash once this returns, and a machine crash
@@ -225,8 +235,9 @@ pub trait TaskStore: Send + 'static {
     fn sync(&mut self) -> Result<(), StoreError>;
     /// Housekeeping when idle: drop dead segments, compact sparse ones forward, forget expired keys and
     /// results. Must keep every live task, unexpired key and unexpired result within the store's maximum.
-    /// `now_unix_ms` is wall-clock time.
-    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError>;
+    /// `now_unix_ms` is wall-clock time. One call does a bounded amount of work, so commits between calls
+    /// never wait long; [`Upkeep::Pending`] asks for another call soon (a compaction is half done).
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError>;
     /// Current sizes.
     fn stats(&self) -> StoreStats;
 }

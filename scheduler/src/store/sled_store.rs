@@ -25,7 +25,9 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 
 use super::wal::now_unix_ms;
-use super::{Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore};
+use super::{
+    Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore, Upkeep,
+};
 
 const META_MAX_TASK_ID: &[u8] = b"max_task_id";
 
@@ -165,7 +167,7 @@ impl TaskStore for SledStore {
         self.db.flush().map(|_| ()).map_err(|e| sled_error(&self.path, e))
     }
 
-    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         let mut expired = sled::Batch::default();
         for item in self.idem.iter() {
             let (key, value) = item.map_err(|e| sled_error(&self.path, e))?;
@@ -182,7 +184,8 @@ impl TaskStore for SledStore {
             self.result_order.pop_first();
             gone.remove(&id.to_be_bytes());
         }
-        self.results.apply_batch(gone).map_err(|e| sled_error(&self.path, e))
+        self.results.apply_batch(gone).map_err(|e| sled_error(&self.path, e))?;
+        Ok(Upkeep::Done)
     }
 
     fn stats(&self) -> StoreStats {

@@ -255,6 +255,13 @@ pub(crate) enum Frame<'a> {
     Record { seq: u64, lag: u64, entry: Entry<'a>, size: usize },
 }
 
+/// The whole size (prefix included) of the record whose length prefix is at `pos`, if the prefix is there and
+/// not 0.
+pub(crate) fn frame_len(data: &[u8], pos: usize) -> Option<usize> {
+    let len = le_u32(data.get(pos..pos + 4)?) as usize;
+    (len > 0).then_some(FRAME_PREFIX + len)
+}
+
 /// Reads the record at `pos`: checks length, crc, type and payload.
 pub(crate) fn read_frame(data: &[u8], pos: usize) -> Frame<'_> {
     let rest = data.get(pos..).unwrap_or_default();

@@ -73,7 +73,8 @@
 //! nothing live is in them — strictly in order, so a tombstone is never deleted while the record it
 //! cancels still exists — and compacts the oldest segment forward when its live share is under
 //! [`WalOptions::compact_live_ratio`]: its live tasks and keys are re-appended as Snapshot/KeyCarry
-//! records, synced, and the segment deleted. The newest segment is never deleted, and its header's
+//! records, a slice per call (`maintain` returns [`Upkeep::Pending`] until the last), synced, and the
+//! segment deleted. The newest segment is never deleted, and its header's
 //! task id floor keeps [`Recovered::max_task_id`] right.
 
 mod format;
@@ -94,7 +95,9 @@ use format::{Entry, SegmentHeader, HEADER_LEN};
 use live::LiveSet;
 use recovery::SegMeta;
 
-use super::{Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore};
+use super::{
+    Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore, Upkeep,
+};
 
 /// Tuning of the [`Wal`]. Every field has a sensible default.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +160,8 @@ pub(crate) struct Faults {
     pub fail_create: Option<i32>,
     /// The next `fdatasync` fails with `EIO`.
     pub fail_sync: bool,
+    /// Each `maintain` carries one compaction slice only, as a slow machine would.
+    pub one_slice: bool,
 }
 
 /// The newest segment, the only one written to.
@@ -194,6 +199,8 @@ pub struct Wal {
     sizes: Vec<usize>,
     /// Unlinks retired segments and prepares spare segments off the commit thread.
     bg: segment::Background,
+    /// The compaction under way, if any (continued by each `maintain`).
+    compaction: Option<space::Compaction>,
     #[cfg(test)]
     pub(crate) faults: Faults,
 }
@@ -263,6 +270,7 @@ impl Wal {
             buf: Vec::with_capacity(64 << 10),
             sizes: Vec::new(),
             bg: segment::Background::default(),
+            compaction: None,
             #[cfg(test)]
             faults: Faults::default(),
         };
@@ -485,14 +493,15 @@ impl TaskStore for Wal {
         self.sync_active()
     }
 
-    fn maintain(&mut self, now_unix_ms: u64) -> Result<(), StoreError> {
+    fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         self.usable()?;
         self.live.expire(now_unix_ms);
         self.delete_front()?;
-        if self.opts.compact_live_ratio > 0.0 {
-            self.compact_oldest()?;
+        if self.opts.compact_live_ratio > 0.0 && self.compact_oldest()? {
+            return Ok(Upkeep::Pending);
         }
-        self.checkpoint()
+        self.checkpoint()?;
+        Ok(Upkeep::Done)
     }
 
     fn stats(&self) -> StoreStats {

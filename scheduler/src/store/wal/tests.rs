@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::format::{self, Frame, HEADER_LEN};
 use super::{now_unix_ms, Wal, WalOptions};
-use crate::store::{IdemKey, Record, Recovered, StoreError, TaskStore};
+use crate::store::{IdemKey, Record, Recovered, StoreError, TaskStore, Upkeep};
 
 fn opts(segment_bytes: u64) -> WalOptions {
     WalOptions { segment_bytes, max_record_bytes: 4096, compact_live_ratio: 0.25, ..WalOptions::default() }
@@ -20,8 +20,12 @@ fn open(dir: &Path, opts: WalOptions) -> (Wal, Recovered) {
 }
 
 fn enq(task_id: u64, body_len: usize) -> Record {
-    let body = Bytes::from(format!("{task_id:08}").repeat(body_len / 8 + 1)).slice(..body_len);
-    Record::Enqueue { task_id, body, idempotency: None }
+    Record::Enqueue { task_id, body: body(task_id, body_len), idempotency: None }
+}
+
+/// The body `enq` gives a task.
+fn body(task_id: u64, len: usize) -> Bytes {
+    Bytes::from(format!("{task_id:08}").repeat(len / 8 + 1)).slice(..len)
 }
 
 fn ack(task_id: u64) -> Record {
@@ -134,7 +138,7 @@ fn damage_to_the_last_synced_batch_is_corruption_once_a_checkpoint_proves_it_dur
         wal.append(&[enq(1, 100), enq(2, 100)]).unwrap();
         wal.sync().unwrap();
         if checkpointed {
-            wal.maintain(now_unix_ms()).unwrap();
+            while wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
         }
         let seg = newest(&wal);
         drop(wal);
@@ -332,13 +336,13 @@ fn churn(wal: &mut Wal, tasks: u64, keep: impl Fn(u64) -> bool) -> usize {
         previous = batch;
         if n % 16 == 15 {
             wal.sync().unwrap();
-            wal.maintain(now_unix_ms()).unwrap();
+            while wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
         }
         most = most.max(wal.segment_paths().len());
     }
     wal.append(&previous.iter().filter(|&&id| !keep(id)).map(|&id| ack(id)).collect::<Vec<_>>()).unwrap();
     wal.sync().unwrap();
-    wal.maintain(now_unix_ms()).unwrap();
+    while wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
     most
 }
 
@@ -425,7 +429,7 @@ fn compaction_reclaims_sparse_segments_and_long_lived_tasks_and_keys_survive() {
     let all: Vec<Record> = expected.iter().map(|&id| ack(id)).collect();
     wal.append(&all).unwrap();
     wal.sync().unwrap();
-    wal.maintain(expires + 1).unwrap();
+    while wal.maintain(expires + 1).unwrap() == Upkeep::Pending {}
     assert_eq!(wal.segment_paths().len(), 1);
     drop(wal);
     let (_, rec) = open(dir.path(), opts(1 << 20));
@@ -453,7 +457,7 @@ fn results_pushed_out_soon_are_not_copied_forward_by_compaction() {
         written += finishes.len() as u64;
         wal.append(&finishes).unwrap();
         wal.sync().unwrap();
-        wal.maintain(now_unix_ms()).unwrap();
+        while wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
     }
     // Beyond the appended records: a Checkpoint per idle maintain (200) and the long-lived task carried at
     // each compaction of its segment. Copying the oldest segment's kept results forward as well wrote 1,306.
@@ -466,6 +470,46 @@ fn results_pushed_out_soon_are_not_copied_forward_by_compaction() {
     let got: Vec<u64> = rec.results.iter().map(|r| r.task_id).collect();
     let newest: Vec<u64> = (10 + 5000 - 500..10 + 5000).collect();
     assert_eq!(got, newest, "the newest results are kept");
+}
+
+#[test]
+fn a_compaction_spread_over_many_calls_carries_records_larger_than_a_slice_and_those_cut_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = super::space::COMPACT_SLICE + 50_000;
+    let o = WalOptions { max_record_bytes: 2 * big, ..opts(4 << 20) };
+    let (mut wal, _) = open(dir.path(), o.clone());
+    wal.faults.one_slice = true;
+    // Long-lived tasks, two larger than a slice, among many short-lived ones of odd sizes (so records are cut
+    // by slice ends), then enough churn to roll the first segment and leave it sparse.
+    let keep = |id: u64| id.is_multiple_of(997) || id == 5 || id == 6000;
+    let size = |id: u64| if id == 5 || id == 6000 { big } else { 200 + (id % 13) as usize * 37 };
+    let mut pending_calls = 0;
+    let mut previous: Vec<u64> = Vec::new();
+    for first in (1..=40_000u64).step_by(50) {
+        let batch: Vec<u64> = (first..first + 50).collect();
+        let mut records: Vec<Record> = batch.iter().map(|&id| enq(id, size(id))).collect();
+        records.extend(previous.iter().filter(|&&id| !keep(id)).map(|&id| ack(id)));
+        wal.append(&records).unwrap();
+        wal.sync().unwrap();
+        // One slice per batch, as the commit thread does between groups.
+        if wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {
+            pending_calls += 1;
+        }
+        previous = batch;
+    }
+    wal.append(&previous.iter().filter(|&&id| !keep(id)).map(|&id| ack(id)).collect::<Vec<_>>()).unwrap();
+    wal.sync().unwrap();
+    while wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
+    assert!(pending_calls >= 10, "compactions took {pending_calls} extra calls: not spread over slices");
+    let expected: Vec<u64> = (1..=40_000u64).filter(|&id| keep(id)).collect();
+    assert!(wal.segment_paths().len() <= 3, "{:?}", wal.segment_paths());
+    assert_eq!(wal.stats().live_tasks, expected.len() as u64);
+    drop(wal);
+    let (_, rec) = open(dir.path(), o);
+    assert_eq!(ids(&rec), expected);
+    for t in &rec.tasks {
+        assert!(t.body == body(t.task_id, size(t.task_id)), "task {} came back with another body", t.task_id);
+    }
 }
 
 #[test]
@@ -568,10 +612,10 @@ fn max_task_id_comes_from_the_header_floor_after_old_segments_are_gone() {
     wal.append(&[enq(9_999, 10), ack(9_999)]).unwrap();
     for id in 1..=200 {
         wal.append(&[enq(id, 200), ack(id)]).unwrap();
-        wal.maintain(now_unix_ms()).unwrap();
+        while wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
     }
     wal.sync().unwrap();
-    wal.maintain(now_unix_ms()).unwrap();
+    while wal.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
     assert!(!wal.segment_paths()[0].ends_with(super::segment::segment_name(0)), "segment 0 was deleted");
     drop(wal);
     assert_eq!(open(dir.path(), opts(8 << 10)).1.max_task_id, 9_999);
