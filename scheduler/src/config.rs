@@ -136,6 +136,10 @@ pub struct Config {
     /// Submits in flight per connection before the server stops reading from it.
     #[arg(long, env = "PM_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight_per_conn: usize,
+    /// Credits plus unacked leases one agent connection may hold, over all its queues (0 = no limit); credits
+    /// granted past it are dropped and counted as pm_refused_total{reason="lease_cap"}.
+    #[arg(long, env = "PM_MAX_LEASES_PER_CONN", default_value_t = 65536)]
+    pub max_leases_per_conn: u32,
     /// Time allowed for the Hello frame.
     #[arg(long, env = "PM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,

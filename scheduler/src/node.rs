@@ -199,6 +199,7 @@ impl Node {
                 max_param_bytes: cfg.max_param_bytes,
                 max_connections: cfg.max_connections,
                 max_inflight_per_conn: cfg.max_inflight_per_conn,
+                max_leases_per_conn: cfg.max_leases_per_conn,
                 handshake_timeout: cfg.handshake_timeout,
                 idle_timeout: cfg.idle_timeout(),
                 max_write_buffer_bytes: cfg.max_write_buffer_bytes,

@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Submits in flight per connection.
     pub max_inflight_per_conn: usize,
+    /// Credits plus unacked leases one agent connection may hold across its queues (0 = no limit).
+    pub max_leases_per_conn: u32,
     /// Time allowed for Hello.
     pub handshake_timeout: Duration,
     /// Silence allowed after Hello.

@@ -56,6 +56,9 @@ pub struct ConnCtx {
     pub role: Role,
     /// Agents: the executors declared in Hello (`None`: declared none, runs anything).
     pub executors: Option<crate::shard::Executors>,
+    /// Agents: the credits and leases held across the node, bounded by `--max-leases-per-conn` (`None`: no
+    /// bound, or not an agent).
+    pub holdings: Option<Arc<crate::holdings::Holdings>>,
     /// The connection's outbox.
     pub out: OutTx,
     /// Node-wide state.
@@ -382,7 +385,7 @@ pub fn serve<S: Transport>(stream: S, server: Arc<ServerCtx>) -> impl std::futur
     // node reserve a whole --max-frame-bytes buffer by sending a length prefix and stalling.
     let max_frame = server.cfg.max_frame_bytes.min(HELLO_MAX_BYTES);
     let mut conn = Conn { stream, rx, busy: None, max_frame, closed: false };
-    let mut ctx = ConnCtx { id, role: Role::Unspecified, executors: None, out, server, inflight: 0 };
+    let mut ctx = ConnCtx { id, role: Role::Unspecified, executors: None, holdings: None, out, server, inflight: 0 };
     async move {
         // Boxed: the handshake's timer and state are gone once it is over, instead of sizing every
         // connection's future for the rest of its life.
@@ -390,6 +393,10 @@ pub fn serve<S: Transport>(stream: S, server: Arc<ServerCtx>) -> impl std::futur
             Some((role, executors)) => {
                 ctx.role = role;
                 ctx.executors = executors;
+                let cap = ctx.server.cfg.max_leases_per_conn;
+                if role == Role::Agent && cap > 0 {
+                    ctx.holdings = Some(crate::holdings::Holdings::new(cap));
+                }
                 conn.max_frame = ctx.server.cfg.max_frame_bytes;
             }
             None => {
