@@ -470,7 +470,25 @@ async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -> Option<(R
         close_lingering(conn).await;
         return None;
     }
-    if let Err(r) = server.auth.check(role, &hello.auth_token) {
+    // --tls-client-role: a certificate that names a role decides it; a token, if sent, must agree.
+    let cert_roles = match (&server.tls, conn.stream.peer_certificate()) {
+        (Some(tls), Some(der)) => tls.client_roles.of(der),
+        _ => crate::tls::RoleSet::default(),
+    };
+    if !cert_roles.is_empty() && !cert_roles.contains(role) {
+        let msg =
+            format!("the client certificate is for role {}, not {}", cert_roles.names(), crate::auth::role_name(role));
+        refuse(out, ErrorCode::Unauthorized, &msg, "cert_role");
+        close_lingering(conn).await;
+        return None;
+    }
+    // A certificate with the role needs no token; a token sent anyway must be valid for that role.
+    let checked = if cert_roles.is_empty() || !hello.auth_token.is_empty() {
+        server.auth.check(role, &hello.auth_token)
+    } else {
+        Ok(())
+    };
+    if let Err(r) = checked {
         refuse(out, ErrorCode::Unauthorized, &r.message(role), r.reason());
         close_lingering(conn).await;
         return None;
