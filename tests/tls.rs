@@ -308,3 +308,66 @@ async fn mutual_tls_maps_client_certificates_to_roles() {
         assert!(out.stdout.is_empty(), "{bad:?}: nothing may be bound");
     }
 }
+
+/// The connection limits on a TLS listener: the refusal completes the TLS handshake and sends
+/// TOO_MANY_CONNECTIONS, which the client reports as that code; at most 64 refusals are in their handshake at
+/// once (past them a refused socket is closed without TLS), and once those time out, refusals speak TLS again.
+#[tokio::test]
+async fn connection_limits_refuse_tls_clients_with_a_clear_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ours");
+    let server = ca.issue("node", &["127.0.0.1"]);
+    let opts = || ConnectOptions::producer().tls(trusting(&ca, None));
+
+    let mut flags = tls_flags(&server, &[]);
+    flags.extend(["--max-connections", "1", "--handshake-timeout", "2s"].map(String::from));
+    let s = start(&flags);
+    let held = s.client(opts()).await;
+    let e = connect_err(&s.addr, opts()).await;
+    assert_eq!(e.code(), Some(pm_protocol::ErrorCode::TooManyConnections), "{e}");
+    assert!(e.to_string().contains("connection limit reached"), "{e}");
+    assert!(pm_tests::refused_total(&s, "too_many_connections") >= 1);
+    assert_eq!(pm_tests::refused_total(&s, "tls_handshake"), 0, "a refusal is not a failed handshake");
+
+    // 70 sockets past the limit that never start their TLS handshake: 64 hold a refusal's handshake, the
+    // others are closed at once, and so is a TLS client while they wait.
+    let mut silent = Vec::new();
+    for _ in 0..70 {
+        silent.push(tokio::net::TcpStream::connect(&s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for sock in &silent {
+        let mut b = [0u8; 1];
+        match sock.try_read(&mut b) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("unexpected read on a refused socket: {other:?}"),
+        }
+    }
+    assert_eq!(closed, 6, "the sockets past 64 refusals in their handshake are closed at once");
+    let e = connect_err(&s.addr, opts()).await;
+    assert_ne!(e.code(), Some(pm_protocol::ErrorCode::TooManyConnections), "{e}");
+    // The handshake timeout frees the 64; refusals speak TLS again, and the held connection still works.
+    let mut again = false;
+    for _ in 0..100 {
+        if connect_err(&s.addr, opts()).await.code() == Some(pm_protocol::ErrorCode::TooManyConnections) {
+            again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again, "refusals never spoke TLS again");
+    held.submit_one(task("limits", b"still served")).await.unwrap();
+    drop(silent);
+
+    // The limit per source address, the same way.
+    let mut flags = tls_flags(&server, &[]);
+    flags.extend(["--max-connections-per-ip", "1"].map(String::from));
+    let s = start(&flags);
+    let _held = s.client(opts()).await;
+    let e = connect_err(&s.addr, opts()).await;
+    assert_eq!(e.code(), Some(pm_protocol::ErrorCode::TooManyConnections), "{e}");
+    assert!(e.to_string().contains("per source address"), "{e}");
+    assert!(pm_tests::refused_total(&s, "too_many_connections_per_ip") >= 1);
+}

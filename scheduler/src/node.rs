@@ -214,6 +214,7 @@ impl Node {
             steal,
             auth,
             tls,
+            refusing: std::sync::atomic::AtomicUsize::new(0),
             per_ip: (cfg.max_connections_per_ip > 0)
                 .then(|| Arc::new(crate::server::PerIp::new(cfg.max_connections_per_ip))),
             data_dir: cfg.data.clone(),
