@@ -340,3 +340,111 @@ async fn frames_before_hello_are_bounded_by_64_kib() {
     let p = s.client(ConnectOptions::producer()).await;
     p.submit_one(task("big", &vec![1u8; 1 << 20])).await.unwrap();
 }
+
+/// Every frame the node sends within `d` of silence (reads until nothing arrives for `d`).
+async fn frames_until_quiet(s: &mut TcpStream, d: Duration) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        match tokio::time::timeout(d, s.read_exact(&mut len)).await {
+            Err(_) => return out,
+            Ok(r) => {
+                r.unwrap();
+            }
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).await.unwrap();
+        out.push(Envelope::decode(&body[..]).unwrap());
+    }
+}
+
+/// The tasks pushed to a raw agent: frames are read until `want` tasks came (10 s at most), then until the
+/// node is quiet for 700 ms, so that a push past `want` is seen too.
+async fn leased_then_quiet(s: &mut TcpStream, want: usize) -> Vec<pb::LeasedTask> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < want && tokio::time::Instant::now() < deadline {
+        got.extend(leased(&frames_until_quiet(s, Duration::from_millis(100)).await));
+    }
+    got.extend(leased(&frames_until_quiet(s, Duration::from_millis(700)).await));
+    got
+}
+
+/// The leased tasks among `frames`.
+fn leased(frames: &[Envelope]) -> Vec<pb::LeasedTask> {
+    frames
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(Kind::Leased(l)) => Some(l.tasks.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// --max-leases-per-conn: a raw agent that grants billions of credits on two queues is never pushed more than
+/// the cap (credits and unacked leases together, across its queues); the clamps are counted; each ack frees a
+/// place that a new credit fills; another agent connection has a cap of its own.
+#[tokio::test]
+async fn an_agent_never_holds_more_leases_than_the_cap_whatever_it_grants() {
+    const CAP: usize = 10;
+    let s = Scheduler::start(&["--fsync", "none", "--max-leases-per-conn", "10"]);
+    let p = s.client(ConnectOptions::producer()).await;
+    for q in ["cap-a", "cap-b"] {
+        let tasks = (0..30).map(|i| task(q, format!("{q} {i}").as_bytes())).collect();
+        for r in p.submit(tasks).await.unwrap() {
+            assert_eq!(r.code, ErrorCode::Ok as i32, "{}", r.message);
+        }
+    }
+    assert_eq!(pm_tests::refused_total(&s, "lease_cap"), 0);
+
+    let mut a = TcpStream::connect(&s.addr).await.unwrap();
+    a.write_all(&hello(Role::Agent, PROTOCOL_VERSION)).await.unwrap();
+    assert!(matches!(read_frame(&mut a).await.kind, Some(Kind::Welcome(_))));
+    let huge = |queue: &str| frame(&pb::Credit { queue: queue.into(), n: 4_000_000_000, set: false }.into());
+    let mut grants = huge("cap-a");
+    grants.extend(huge("cap-a"));
+    a.write_all(&grants).await.unwrap();
+    let first = leased_then_quiet(&mut a, CAP).await;
+    assert_eq!(first.len(), CAP, "pushed {} tasks with a cap of {CAP}", first.len());
+    // The cap spans queues (which may live on other shards): cap-b gets nothing while cap-a holds it all.
+    a.write_all(&huge("cap-b")).await.unwrap();
+    let none = leased(&frames_until_quiet(&mut a, Duration::from_millis(700)).await);
+    assert!(none.is_empty(), "{} more tasks pushed past the cap", none.len());
+    assert!(pm_tests::refused_total(&s, "lease_cap") >= 3, "every clamped Credit is counted");
+    // The credits past the cap were dropped, not kept: the node's stats show none outstanding.
+    let admin = s.client(ConnectOptions::admin()).await;
+    let stats = admin.stats().await.unwrap();
+    let credits: u64 = stats.queues.iter().filter(|q| q.queue.starts_with("cap-")).map(|q| q.credits).sum();
+    assert_eq!(credits, 0, "{stats:?}");
+
+    // Three acks free three places; a new huge credit (now on cap-b) fills exactly those.
+    let items = first[..3].iter().map(|t| pb::AckItem { lease_id: t.lease_id, ..Default::default() }).collect();
+    a.write_all(&frame(&pb::Ack { request_id: 7, items }.into())).await.unwrap();
+    match read_frame(&mut a).await.kind {
+        Some(Kind::LeaseReply(r)) => assert_eq!(r.codes, vec![ErrorCode::Ok as i32; 3]),
+        other => panic!("expected LeaseReply, got {other:?}"),
+    }
+    a.write_all(&huge("cap-b")).await.unwrap();
+    let second = leased_then_quiet(&mut a, 3).await;
+    assert_eq!(second.len(), 3, "three acks free three places");
+    assert!(second.iter().all(|t| t.queue == "cap-b"));
+
+    // A nack frees a place too; the task goes to the next credit.
+    let nack = pb::NackItem { lease_id: second[0].lease_id, ..Default::default() };
+    a.write_all(&frame(&pb::Nack { request_id: 8, items: vec![nack] }.into())).await.unwrap();
+    match read_frame(&mut a).await.kind {
+        Some(Kind::LeaseReply(r)) => assert_eq!(r.codes, vec![ErrorCode::Ok as i32]),
+        other => panic!("expected LeaseReply, got {other:?}"),
+    }
+    a.write_all(&huge("cap-b")).await.unwrap();
+    assert_eq!(leased_then_quiet(&mut a, 1).await.len(), 1);
+
+    // Another agent connection has a cap of its own.
+    let (b, mut leases) = s.agent().await;
+    b.credit("cap-a", u32::MAX).await.unwrap();
+    for _ in 0..CAP {
+        pm_tests::next_lease(&mut leases).await;
+    }
+    pm_tests::assert_no_lease(&mut leases, Duration::from_millis(700)).await;
+}

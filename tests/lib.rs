@@ -139,3 +139,15 @@ pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body
     let headers = head.lines().skip(1).map(|l| l.to_ascii_lowercase() + "\n").collect();
     HttpReply { status, headers, body: raw[split + 4..].to_vec() }
 }
+
+/// `pm_refused_total{reason="REASON"}` on the node's `/metrics` (0 while nothing was refused for it).
+pub fn refused_total(s: &pm_testkit::Scheduler, reason: &str) -> u64 {
+    let addr = s.http_addr.clone().expect("the node serves /metrics");
+    let text = String::from_utf8(http(&addr, "GET", "/metrics", &[], b"").body).unwrap();
+    let label = format!("reason=\"{reason}\"");
+    text.lines()
+        .find(|l| l.starts_with("pm_refused_total{") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

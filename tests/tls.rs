@@ -209,3 +209,165 @@ async fn cluster_nodes_steal_work_over_mutual_tls() {
     assert_eq!(t.task_id, id, "node 0's agent got node 1's task");
     assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![pm_protocol::ErrorCode::Ok]);
 }
+
+const PRODUCER_TOKEN: &str = "producer-secret-0001";
+const AGENT_TOKEN: &str = "agent-secret-000001";
+
+/// The handshake is refused with UNAUTHORIZED; returns the message.
+async fn unauthorized(addr: &str, opts: ConnectOptions) -> String {
+    let e = connect_err(addr, opts).await;
+    assert_eq!((e.kind(), e.code()), (ErrorKind::Handshake, Some(pm_protocol::ErrorCode::Unauthorized)), "{e}");
+    e.message().to_string()
+}
+
+/// `--tls-client-role`: a certificate whose Common Name, DNS name or URI a rule names has that role without a
+/// token (and no other); a token it sends must be valid for that role; a certificate no rule names needs a
+/// token as before.
+#[tokio::test]
+async fn mutual_tls_maps_client_certificates_to_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ours");
+    let server = ca.issue("node", &["127.0.0.1"]);
+    let producer_tokens = dir.path().join("producer-tokens");
+    let agent_tokens = dir.path().join("agent-tokens");
+    std::fs::write(&producer_tokens, format!("{PRODUCER_TOKEN}\n")).unwrap();
+    std::fs::write(&agent_tokens, format!("{AGENT_TOKEN}\n")).unwrap();
+    let mut flags = tls_flags(
+        &server,
+        &[
+            ("--tls-client-ca-file", &ca.ca_file),
+            ("--producer-token-file", &producer_tokens),
+            ("--agent-token-file", &agent_tokens),
+        ],
+    );
+    for rule in ["producer=ingest", "agent=runner.example.com", "agent=spiffe://pm.test/agent"] {
+        flags.extend(["--tls-client-role".to_string(), rule.to_string()]);
+    }
+    let s = start(&flags);
+    // Matched by Common Name, by DNS name, by URI; and one no rule names.
+    let producer_cert = ca.issue("ingest", &["ingest.example.com"]);
+    let agent_cert = ca.issue("runner", &["runner.example.com"]);
+    let spiffe_cert = ca.issue_with_uris("workload", &[], &["spiffe://pm.test/agent"]);
+    let other_cert = ca.issue("other", &["other.example.com"]);
+    let with = |c: &CertFiles| trusting(&ca, Some(c));
+
+    // A producer certificate submits without a token, and cannot lease.
+    let p = s.client(ConnectOptions::producer().tls(with(&producer_cert))).await;
+    let id = p.submit_one(task("mapped", b"by certificate")).await.unwrap();
+    let msg = unauthorized(&s.addr, ConnectOptions::agent().tls(with(&producer_cert))).await;
+    assert!(msg.contains("certificate is for role producer, not agent"), "{msg}");
+
+    // An agent certificate (DNS name) leases without a token, and cannot submit.
+    let (a, mut leases) =
+        Client::connect_agent(&s.addr, ConnectOptions::agent().tls(with(&agent_cert)).reconnect(false)).await.unwrap();
+    a.credit("mapped", 1).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    assert_eq!(t.task_id, id);
+    assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![pm_protocol::ErrorCode::Ok]);
+    let e = a.submit(vec![task("mapped", b"no")]).await.unwrap_err();
+    assert_eq!(e.code(), Some(pm_protocol::ErrorCode::RoleNotAllowed), "{e}");
+    let msg = unauthorized(&s.addr, ConnectOptions::producer().tls(with(&agent_cert))).await;
+    assert!(msg.contains("for role agent, not producer"), "{msg}");
+    // So does one named by a URI, with a token of its role too.
+    let (a2, _l) = Client::connect_agent(
+        &s.addr,
+        ConnectOptions::agent().token(AGENT_TOKEN).tls(with(&spiffe_cert)).reconnect(false),
+    )
+    .await
+    .unwrap();
+    a2.credit("mapped", 1).await.unwrap();
+
+    // A certificate no rule names still needs a token of its role.
+    let msg = unauthorized(&s.addr, ConnectOptions::producer().tls(with(&other_cert))).await;
+    assert!(msg.contains("a token is required"), "{msg}");
+    let msg = unauthorized(&s.addr, ConnectOptions::agent().token(PRODUCER_TOKEN).tls(with(&other_cert))).await;
+    assert!(msg.contains("not valid for role agent"), "{msg}");
+    let o = s.client(ConnectOptions::producer().token(PRODUCER_TOKEN).tls(with(&other_cert))).await;
+    o.submit_one(task("mapped", b"by token")).await.unwrap();
+
+    // A producer certificate with an agent token is refused, whichever role it asks for.
+    let msg = unauthorized(&s.addr, ConnectOptions::producer().token(AGENT_TOKEN).tls(with(&producer_cert))).await;
+    assert!(msg.contains("not valid for role producer"), "{msg}");
+    let msg = unauthorized(&s.addr, ConnectOptions::agent().token(AGENT_TOKEN).tls(with(&producer_cert))).await;
+    assert!(msg.contains("certificate is for role producer"), "{msg}");
+
+    // The rules need mutual TLS and a known role: anything else exits 64 before binding.
+    for bad in [
+        vec!["--tls-client-role", "producer=ingest"],
+        vec!["--tls-client-ca-file", ca.ca_file.to_str().unwrap(), "--tls-client-role", "root=ingest"],
+        vec!["--tls-client-ca-file", ca.ca_file.to_str().unwrap(), "--tls-client-role", "producer="],
+    ] {
+        let out = std::process::Command::new(pm_testkit::bin("pm-scheduler"))
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "off", "--data"])
+            .arg(dir.path().join("data-bad"))
+            .args(["--tls-cert-file", server.cert.to_str().unwrap(), "--tls-key-file", server.key.to_str().unwrap()])
+            .args(&bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{bad:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout.is_empty(), "{bad:?}: nothing may be bound");
+    }
+}
+
+/// The connection limits on a TLS listener: the refusal completes the TLS handshake and sends
+/// TOO_MANY_CONNECTIONS, which the client reports as that code; at most 64 refusals are in their handshake at
+/// once (past them a refused socket is closed without TLS), and once those time out, refusals speak TLS again.
+#[tokio::test]
+async fn connection_limits_refuse_tls_clients_with_a_clear_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ours");
+    let server = ca.issue("node", &["127.0.0.1"]);
+    let opts = || ConnectOptions::producer().tls(trusting(&ca, None));
+
+    let mut flags = tls_flags(&server, &[]);
+    flags.extend(["--max-connections", "1", "--handshake-timeout", "2s"].map(String::from));
+    let s = start(&flags);
+    let held = s.client(opts()).await;
+    let e = connect_err(&s.addr, opts()).await;
+    assert_eq!(e.code(), Some(pm_protocol::ErrorCode::TooManyConnections), "{e}");
+    assert!(e.to_string().contains("connection limit reached"), "{e}");
+    assert!(pm_tests::refused_total(&s, "too_many_connections") >= 1);
+    assert_eq!(pm_tests::refused_total(&s, "tls_handshake"), 0, "a refusal is not a failed handshake");
+
+    // 70 sockets past the limit that never start their TLS handshake: 64 hold a refusal's handshake, the
+    // others are closed at once, and so is a TLS client while they wait.
+    let mut silent = Vec::new();
+    for _ in 0..70 {
+        silent.push(tokio::net::TcpStream::connect(&s.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut closed = 0;
+    for sock in &silent {
+        let mut b = [0u8; 1];
+        match sock.try_read(&mut b) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("unexpected read on a refused socket: {other:?}"),
+        }
+    }
+    assert_eq!(closed, 6, "the sockets past 64 refusals in their handshake are closed at once");
+    let e = connect_err(&s.addr, opts()).await;
+    assert_ne!(e.code(), Some(pm_protocol::ErrorCode::TooManyConnections), "{e}");
+    // The handshake timeout frees the 64; refusals speak TLS again, and the held connection still works.
+    let mut again = false;
+    for _ in 0..100 {
+        if connect_err(&s.addr, opts()).await.code() == Some(pm_protocol::ErrorCode::TooManyConnections) {
+            again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again, "refusals never spoke TLS again");
+    held.submit_one(task("limits", b"still served")).await.unwrap();
+    drop(silent);
+
+    // The limit per source address, the same way.
+    let mut flags = tls_flags(&server, &[]);
+    flags.extend(["--max-connections-per-ip", "1"].map(String::from));
+    let s = start(&flags);
+    let _held = s.client(opts()).await;
+    let e = connect_err(&s.addr, opts()).await;
+    assert_eq!(e.code(), Some(pm_protocol::ErrorCode::TooManyConnections), "{e}");
+    assert!(e.to_string().contains("per source address"), "{e}");
+    assert!(pm_tests::refused_total(&s, "too_many_connections_per_ip") >= 1);
+}

@@ -112,7 +112,8 @@ impl Refusal {
     }
 }
 
-fn role_name(role: Role) -> &'static str {
+/// The role's name in messages and flags (`producer`, `agent`, ...).
+pub fn role_name(role: Role) -> &'static str {
     match role {
         Role::Producer => "producer",
         Role::Agent => "agent",

@@ -104,6 +104,18 @@ pub struct Config {
     /// Mutual TLS: every client must present a certificate signed by a CA of this file (PEM).
     #[arg(long, env = "PM_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Mutual TLS: `ROLE=NAME` (repeatable) gives a client whose certificate has NAME as its subject Common
+    /// Name, a DNS name or a URI (exact match) role ROLE (producer, agent, admin or peer) without a token; a
+    /// token it sends must be valid for that role. Clients whose certificate matches no rule need a token as
+    /// usual.
+    #[arg(
+        long = "tls-client-role",
+        env = "PM_TLS_CLIENT_ROLES",
+        value_delimiter = ';',
+        value_parser = parse_client_role,
+        requires = "tls_client_ca_file"
+    )]
+    pub tls_client_roles: Vec<(pm_protocol::Role, String)>,
     /// Cluster mode with TLS: the CAs (PEM) that signed the other nodes' certificates; this node presents its
     /// own certificate to them.
     #[arg(long, env = "PM_TLS_CA_FILE", requires = "tls_cert_file")]
@@ -136,6 +148,10 @@ pub struct Config {
     /// Submits in flight per connection before the server stops reading from it.
     #[arg(long, env = "PM_MAX_INFLIGHT", default_value_t = 1024)]
     pub max_inflight_per_conn: usize,
+    /// Credits plus unacked leases one agent connection may hold, over all its queues (0 = no limit); credits
+    /// granted past it are dropped and counted as pm_refused_total{reason="lease_cap"}.
+    #[arg(long, env = "PM_MAX_LEASES_PER_CONN", default_value_t = 65536)]
+    pub max_leases_per_conn: u32,
     /// Time allowed for the Hello frame.
     #[arg(long, env = "PM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
@@ -304,6 +320,7 @@ impl Config {
             cert: self.tls_cert_file.clone()?,
             key: self.tls_key_file.clone()?,
             client_ca: self.tls_client_ca_file.clone(),
+            client_roles: crate::tls::ClientRoles::new(self.tls_client_roles.clone()),
             peer_ca: self.tls_ca_file.clone(),
         })
     }
@@ -389,6 +406,23 @@ pub fn parse_fsync(s: &str) -> Result<FsyncMode, String> {
             None => Err(format!("{s:?}: expected always, batch=<ms> or none")),
         },
     }
+}
+
+/// Parses one `--tls-client-role` value: `ROLE=NAME`.
+pub fn parse_client_role(s: &str) -> Result<(pm_protocol::Role, String), String> {
+    use pm_protocol::Role;
+    let (role, name) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected ROLE=NAME"))?;
+    let role = match role.trim() {
+        "producer" => Role::Producer,
+        "agent" => Role::Agent,
+        "admin" => Role::Admin,
+        "peer" => Role::Peer,
+        other => return Err(format!("`{other}`: the role must be producer, agent, admin or peer")),
+    };
+    if name.is_empty() {
+        return Err(format!("`{s}`: the certificate name is empty"));
+    }
+    Ok((role, name.to_string()))
 }
 
 /// Parses one `--queue-limit` value.

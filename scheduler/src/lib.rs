@@ -10,6 +10,7 @@
 //! - [`server`]: the TCP listener (socket2 options, connection limit) and graceful shutdown.
 //! - [`connection`]: one connection: handshake, reading frames, and the writer that merges replies.
 //! - [`handlers`]: one file per request kind; they turn wire messages into shard messages.
+//! - [`holdings`]: `--max-leases-per-conn`, the credits and leases one agent connection holds.
 //! - [`shard`]: the actors that own queues, tasks and leases (single writer, no locks).
 //! - [`store`]: the durable `TaskStore` trait, the WAL and sled backends and the group-commit thread.
 //! - [`http`]: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, and the API of [`gateway`]).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod gateway;
 pub mod handlers;
+pub mod holdings;
 pub mod http;
 pub(crate) mod idmap;
 pub mod metrics;

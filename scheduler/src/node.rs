@@ -199,6 +199,7 @@ impl Node {
                 max_param_bytes: cfg.max_param_bytes,
                 max_connections: cfg.max_connections,
                 max_inflight_per_conn: cfg.max_inflight_per_conn,
+                max_leases_per_conn: cfg.max_leases_per_conn,
                 handshake_timeout: cfg.handshake_timeout,
                 idle_timeout: cfg.idle_timeout(),
                 max_write_buffer_bytes: cfg.max_write_buffer_bytes,
@@ -213,6 +214,7 @@ impl Node {
             steal,
             auth,
             tls,
+            refusing: std::sync::atomic::AtomicUsize::new(0),
             per_ip: (cfg.max_connections_per_ip > 0)
                 .then(|| Arc::new(crate::server::PerIp::new(cfg.max_connections_per_ip))),
             data_dir: cfg.data.clone(),

@@ -1,9 +1,15 @@
 //! The TCP listener: socket options, the connection limit, and the accept loop.
+//!
+//! A connection past `--max-connections` or `--max-connections-per-ip` is refused with an `Error` frame
+//! `TOO_MANY_CONNECTIONS` and closed. On a TLS listener the frame goes over TLS, so the refusal completes the
+//! TLS handshake first (bounded by `--handshake-timeout`); at most [`MAX_TLS_REFUSALS`] such handshakes run
+//! at once, and a connection refused past them is closed without a word (no TLS session, no buffer), so a
+//! flood costs at most that many TLS sessions.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +18,7 @@ use pm_protocol::codec::encode_frame;
 use pm_protocol::ring::Ring;
 use pm_protocol::{pb, ErrorCode};
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +42,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Submits in flight per connection.
     pub max_inflight_per_conn: usize,
+    /// Credits plus unacked leases one agent connection may hold across its queues (0 = no limit).
+    pub max_leases_per_conn: u32,
     /// Time allowed for Hello.
     pub handshake_timeout: Duration,
     /// Silence allowed after Hello.
@@ -103,6 +111,8 @@ pub struct ServerCtx {
     pub auth: Arc<crate::auth::Auth>,
     /// TLS on the listener (`None`: plain TCP).
     pub tls: Option<crate::tls::Tls>,
+    /// Refusals of the connection limits in their TLS handshake now (at most [`MAX_TLS_REFUSALS`]).
+    pub refusing: AtomicUsize,
     /// `--max-connections-per-ip` (`None`: no limit).
     pub per_ip: Option<Arc<PerIp>>,
     /// Data directory (for stats).
@@ -166,7 +176,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
             ctx.connections.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
             tracing::debug!(%peer, "connection refused: limit reached");
-            tokio::spawn(refuse(stream, ctx.cfg.max_frame_bytes, "connection limit reached"));
+            spawn_refusal(stream, &ctx, "connection limit reached");
             continue;
         }
         match ctx.per_ip.clone() {
@@ -185,8 +195,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
                 ctx.connections.fetch_sub(1, Ordering::Relaxed);
                 metrics::counter!(m::REFUSED, "reason" => "too_many_connections_per_ip").increment(1);
                 tracing::debug!(%peer, "connection refused: limit per source address reached");
-                let msg = "connection limit per source address reached";
-                tokio::spawn(refuse(stream, ctx.cfg.max_frame_bytes, msg));
+                spawn_refusal(stream, &ctx, "connection limit per source address reached");
             }
         }
     }
@@ -236,7 +245,44 @@ async fn serve_tls(acceptor: tokio_rustls::TlsAcceptor, stream: TcpStream, ctx: 
     }
 }
 
-async fn refuse(mut stream: TcpStream, max_frame: usize, why: &'static str) {
+/// TLS handshakes of refused connections running at once; past it a refused connection is closed at once.
+pub const MAX_TLS_REFUSALS: usize = 64;
+
+/// A refusal's place among [`MAX_TLS_REFUSALS`], given back when dropped.
+struct Refusing(Arc<ServerCtx>);
+
+impl Drop for Refusing {
+    fn drop(&mut self) {
+        self.0.refusing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Refuses a connection past a limit with `TOO_MANY_CONNECTIONS`: in plaintext, or over TLS after the
+/// handshake (bounded by the handshake timeout and by [`MAX_TLS_REFUSALS`] at once).
+fn spawn_refusal(stream: TcpStream, ctx: &Arc<ServerCtx>, why: &'static str) {
+    let max_frame = ctx.cfg.max_frame_bytes;
+    let Some(tls) = &ctx.tls else {
+        tokio::spawn(refuse(stream, max_frame, why));
+        return;
+    };
+    if ctx.refusing.fetch_add(1, Ordering::Relaxed) >= MAX_TLS_REFUSALS {
+        ctx.refusing.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!("refused connection closed without TLS: {MAX_TLS_REFUSALS} refusals in their handshake");
+        return;
+    }
+    let slot = Refusing(ctx.clone());
+    let (acceptor, timeout) = (tls.acceptor.clone(), ctx.cfg.handshake_timeout);
+    tokio::spawn(async move {
+        let _slot = slot;
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => refuse(tls, max_frame, why).await,
+            Ok(Err(e)) => tracing::debug!("TLS handshake of a refused connection failed: {e}"),
+            Err(_) => tracing::debug!("no TLS handshake of a refused connection within the handshake timeout"),
+        }
+    });
+}
+
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, max_frame: usize, why: &'static str) {
     let mut buf = BytesMut::new();
     let env = pb::Error::new(ErrorCode::TooManyConnections, 0, why).into();
     if encode_frame(&env, max_frame, &mut buf).is_ok() {
@@ -246,7 +292,7 @@ async fn refuse(mut stream: TcpStream, max_frame: usize, why: &'static str) {
     // Drain the peer's Hello before closing, so the close is a FIN and not a reset that eats the error.
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+        while let Ok(n) = stream.read(&mut sink).await {
             if n == 0 {
                 break;
             }

@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{ConnId, OutTx, Outbound, Part};
+use crate::holdings::Holdings;
 use crate::metrics as m;
 use crate::shard::{shard_of_queue, ShardHandle, ShardMsg};
 
@@ -57,6 +58,8 @@ pub enum StealMsg {
         conn: ConnId,
         /// Its outbox (for revocations).
         out: OutTx,
+        /// What the agent holds (`--max-leases-per-conn`): the stolen lease counts until it is forgotten here.
+        holdings: Option<Arc<Holdings>>,
     },
     /// Stolen tasks no agent took in time: give them back to their owners.
     Release {
@@ -141,6 +144,16 @@ pub struct StealConfig {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// The agent a stolen task was delivered to.
+#[derive(Debug)]
+struct Holder {
+    conn: ConnId,
+    /// Its outbox (for revocations).
+    out: OutTx,
+    /// Its place in `--max-leases-per-conn`, given back when the stolen task is forgotten.
+    holdings: Option<Arc<Holdings>>,
+}
+
 /// One stolen task.
 #[derive(Debug)]
 struct Stolen {
@@ -148,7 +161,7 @@ struct Stolen {
     remote_lease: u64,
     task_id: u64,
     /// The agent holding it, once a shard delivered it.
-    holder: Option<(ConnId, OutTx)>,
+    holder: Option<Holder>,
     /// The owner cancelled it before it reached an agent.
     revoked: bool,
 }
@@ -229,15 +242,24 @@ impl Stealer {
     fn handle(&mut self, msg: StealMsg) {
         match msg {
             StealMsg::Peer { peer, event } => self.on_peer_event(peer, event),
-            StealMsg::Delivered { lease_id, conn, out } => {
-                let Some(s) = self.leases.get_mut(&lease_id) else { return };
+            StealMsg::Delivered { lease_id, conn, out, holdings } => {
+                let Some(s) = self.leases.get_mut(&lease_id) else {
+                    // Forgotten meanwhile: the agent's ack will be stale, and the lease holds no place.
+                    if let Some(h) = holdings {
+                        h.release(1);
+                    }
+                    return;
+                };
                 if s.revoked {
                     // Sent after the Leased frame (the shard reports deliveries once their frames are queued).
                     let revoke = pb::Revoke { lease_id, task_id: s.task_id, reason: "cancelled".into() };
                     let _ = out.send(Outbound::Frame(revoke.into()));
+                    if let Some(h) = holdings {
+                        h.release(1);
+                    }
                     self.forget(lease_id);
                 } else {
-                    s.holder = Some((conn, out));
+                    s.holder = Some(Holder { conn, out, holdings });
                     self.by_conn.entry(conn).or_default().push(lease_id);
                 }
             }
@@ -315,7 +337,7 @@ impl Stealer {
                 let Some(lease_id) = self.by_remote.get(&(peer, r.lease_id)).copied() else { return };
                 let Some(s) = self.leases.get_mut(&lease_id) else { return };
                 match &s.holder {
-                    Some((_, out)) => {
+                    Some(Holder { out, .. }) => {
                         let revoke = pb::Revoke { lease_id, task_id: r.task_id, reason: r.reason };
                         let _ = out.send(Outbound::Frame(revoke.into()));
                         self.forget(lease_id);
@@ -337,7 +359,10 @@ impl Stealer {
         if self.by_remote.get(&(s.peer, s.remote_lease)) == Some(&lease_id) {
             self.by_remote.remove(&(s.peer, s.remote_lease));
         }
-        if let Some((conn, _)) = &s.holder {
+        if let Some(Holder { conn, holdings, .. }) = &s.holder {
+            if let Some(h) = holdings {
+                h.release(1);
+            }
             if let Some(held) = self.by_conn.get_mut(conn) {
                 held.retain(|l| *l != lease_id);
                 if held.is_empty() {

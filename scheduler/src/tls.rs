@@ -6,7 +6,9 @@
 //!   ones keep theirs. A pair that cannot be read, or a key that does not match its certificate, keeps the
 //!   one in force and logs a warning.
 //! - `--tls-client-ca-file`: mutual TLS; every client must present a certificate signed by one of its CAs.
-//!   Tokens are still checked in `Hello` (the certificate proves who connects; the token, which role).
+//!   Unless `--tls-client-role` names it, tokens decide the role in `Hello` (the certificate proves who connects).
+//! - `--tls-client-role ROLE=NAME`: a verified client certificate whose subject Common Name, a DNS name or a
+//!   URI of its subject alternative names is NAME has role ROLE without a token ([`ClientRoles`]).
 //! - `--tls-ca-file`: the CAs a node trusts for its peers' certificates (cluster mode). A node presents its
 //!   own certificate to its peers, so a cluster with mutual TLS works with one CA.
 //!
@@ -18,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use pm_client::tls::{client_config, load_certs, load_key, load_roots, provider, TlsError};
+use pm_protocol::Role;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig};
@@ -37,6 +40,100 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
     /// CAs for peer nodes' certificates (cluster mode).
     pub peer_ca: Option<PathBuf>,
+    /// Client certificate names that carry a role (mutual TLS).
+    pub client_roles: ClientRoles,
+}
+
+/// `--tls-client-role`: the roles given by client certificate names.
+///
+/// A rule `(role, name)` matches a certificate whose subject Common Name, or one of whose DNS names or URIs
+/// (subject alternative names), is exactly `name`. A certificate matching rules of several roles may take any
+/// of them. Only certificates that passed verification against `--tls-client-ca-file` are looked at.
+#[derive(Debug, Clone, Default)]
+pub struct ClientRoles {
+    rules: Vec<(Role, String)>,
+}
+
+/// A set of roles, one bit per [`Role`] value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleSet(u8);
+
+impl RoleSet {
+    fn bit(role: Role) -> u8 {
+        match role {
+            Role::Unspecified => 0,
+            Role::Producer => 1,
+            Role::Agent => 2,
+            Role::Admin => 4,
+            Role::Peer => 8,
+        }
+    }
+
+    fn insert(&mut self, role: Role) {
+        self.0 |= Self::bit(role);
+    }
+
+    /// True when no role is in the set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// True when `role` is in the set.
+    pub fn contains(self, role: Role) -> bool {
+        Self::bit(role) != 0 && self.0 & Self::bit(role) != 0
+    }
+
+    /// The roles' names, comma-separated (for messages).
+    pub fn names(self) -> String {
+        [Role::Producer, Role::Agent, Role::Admin, Role::Peer]
+            .into_iter()
+            .filter(|r| self.contains(*r))
+            .map(crate::auth::role_name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl ClientRoles {
+    /// The rules, as `--tls-client-role` gave them.
+    pub fn new(rules: Vec<(Role, String)>) -> ClientRoles {
+        ClientRoles { rules }
+    }
+
+    /// True when no rule is configured.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The roles the certificate `der` (the client's leaf, already verified) maps to; none for a certificate
+    /// that does not parse.
+    pub fn of(&self, der: &[u8]) -> RoleSet {
+        let mut roles = RoleSet::default();
+        if self.rules.is_empty() {
+            return roles;
+        }
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            tracing::debug!("a client certificate did not parse; it maps to no role");
+            return roles;
+        };
+        let mut names: Vec<&str> = cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).collect();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    x509_parser::extensions::GeneralName::DNSName(n) | x509_parser::extensions::GeneralName::URI(n) => {
+                        names.push(n)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (role, wanted) in &self.rules {
+            if names.iter().any(|n| *n == wanted) {
+                roles.insert(*role);
+            }
+        }
+        roles
+    }
 }
 
 /// Size and modification time of a file (None: absent or unreadable).
@@ -131,6 +228,8 @@ pub struct Tls {
     pub peer: Option<Arc<ClientConfig>>,
     /// The certificate in force.
     pub cert: Arc<ReloadingCert>,
+    /// Roles given by client certificates.
+    pub client_roles: Arc<ClientRoles>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -160,6 +259,7 @@ impl Tls {
             Some(ca) => Some(client_config(ca, Some((&files.cert, &files.key)))?),
             None => None,
         };
-        Ok(Tls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)), peer, cert })
+        let client_roles = Arc::new(files.client_roles.clone());
+        Ok(Tls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)), peer, cert, client_roles })
     }
 }

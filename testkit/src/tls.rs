@@ -39,8 +39,16 @@ impl TestCa {
     /// A certificate for `names` (DNS names or IP addresses), written as `DIR/NAME-LEAF.pem` and `-key.pem`;
     /// it serves as a server and as a client certificate.
     pub fn issue(&self, leaf: &str, names: &[&str]) -> CertFiles {
+        self.issue_with_uris(leaf, names, &[])
+    }
+
+    /// As [`TestCa::issue`], with URIs (`spiffe://...`) among the subject alternative names too.
+    pub fn issue_with_uris(&self, leaf: &str, names: &[&str], uris: &[&str]) -> CertFiles {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf params");
+        for uri in uris {
+            params.subject_alt_names.push(rcgen::SanType::URI(rcgen::string::Ia5String::try_from(*uri).expect("URI")));
+        }
         params.distinguished_name.push(DnType::CommonName, leaf);
         params.use_authority_key_identifier_extension = true;
         params.extended_key_usages =

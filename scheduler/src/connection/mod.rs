@@ -56,6 +56,9 @@ pub struct ConnCtx {
     pub role: Role,
     /// Agents: the executors declared in Hello (`None`: declared none, runs anything).
     pub executors: Option<crate::shard::Executors>,
+    /// Agents: the credits and leases held across the node, bounded by `--max-leases-per-conn` (`None`: no
+    /// bound, or not an agent).
+    pub holdings: Option<Arc<crate::holdings::Holdings>>,
     /// The connection's outbox.
     pub out: OutTx,
     /// Node-wide state.
@@ -382,7 +385,7 @@ pub fn serve<S: Transport>(stream: S, server: Arc<ServerCtx>) -> impl std::futur
     // node reserve a whole --max-frame-bytes buffer by sending a length prefix and stalling.
     let max_frame = server.cfg.max_frame_bytes.min(HELLO_MAX_BYTES);
     let mut conn = Conn { stream, rx, busy: None, max_frame, closed: false };
-    let mut ctx = ConnCtx { id, role: Role::Unspecified, executors: None, out, server, inflight: 0 };
+    let mut ctx = ConnCtx { id, role: Role::Unspecified, executors: None, holdings: None, out, server, inflight: 0 };
     async move {
         // Boxed: the handshake's timer and state are gone once it is over, instead of sizing every
         // connection's future for the rest of its life.
@@ -390,6 +393,10 @@ pub fn serve<S: Transport>(stream: S, server: Arc<ServerCtx>) -> impl std::futur
             Some((role, executors)) => {
                 ctx.role = role;
                 ctx.executors = executors;
+                let cap = ctx.server.cfg.max_leases_per_conn;
+                if role == Role::Agent && cap > 0 {
+                    ctx.holdings = Some(crate::holdings::Holdings::new(cap));
+                }
                 conn.max_frame = ctx.server.cfg.max_frame_bytes;
             }
             None => {
@@ -463,7 +470,25 @@ async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -> Option<(R
         close_lingering(conn).await;
         return None;
     }
-    if let Err(r) = server.auth.check(role, &hello.auth_token) {
+    // --tls-client-role: a certificate that names a role decides it; a token, if sent, must agree.
+    let cert_roles = match (&server.tls, conn.stream.peer_certificate()) {
+        (Some(tls), Some(der)) => tls.client_roles.of(der),
+        _ => crate::tls::RoleSet::default(),
+    };
+    if !cert_roles.is_empty() && !cert_roles.contains(role) {
+        let msg =
+            format!("the client certificate is for role {}, not {}", cert_roles.names(), crate::auth::role_name(role));
+        refuse(out, ErrorCode::Unauthorized, &msg, "cert_role");
+        close_lingering(conn).await;
+        return None;
+    }
+    // A certificate with the role needs no token; a token sent anyway must be valid for that role.
+    let checked = if cert_roles.is_empty() || !hello.auth_token.is_empty() {
+        server.auth.check(role, &hello.auth_token)
+    } else {
+        Ok(())
+    };
+    if let Err(r) = checked {
         refuse(out, ErrorCode::Unauthorized, &r.message(role), r.reason());
         close_lingering(conn).await;
         return None;

@@ -24,6 +24,11 @@ pub trait Transport: AsyncWrite + Unpin + Send + 'static {
     fn poll_push(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+    /// The client's certificate (DER, the leaf), verified under mutual TLS; `None` without TLS or without a
+    /// client certificate.
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 impl Transport for TcpStream {
@@ -68,6 +73,10 @@ impl Transport for TlsStream {
 
     fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self.as_mut()).poll_flush(cx)
+    }
+
+    fn peer_certificate(&self) -> Option<&[u8]> {
+        self.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(|leaf| leaf.as_ref())
     }
 }
 

@@ -17,6 +17,6 @@ pub fn handle(ctx: &mut ConnCtx, credit: pb::Credit) {
     let shard = shard_of_queue(&queue, ctx.server.shards.len());
     let peer = ctx.role == Role::Peer;
     let (conn, out, n, set) = (ctx.id, ctx.out.clone(), credit.n, credit.set);
-    let executors = ctx.executors.clone();
-    ctx.server.shards[shard].send(ShardMsg::Credit { conn, out, queue, n, set, peer, executors });
+    let (executors, holdings) = (ctx.executors.clone(), ctx.holdings.clone());
+    ctx.server.shards[shard].send(ShardMsg::Credit { conn, out, queue, n, set, peer, executors, holdings });
 }

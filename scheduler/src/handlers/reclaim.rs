@@ -17,6 +17,6 @@ pub fn handle(ctx: &mut ConnCtx, reclaim: pb::Reclaim) {
         .map(|it| pb::ReclaimResult { task_id: it.task_id, code: ErrorCode::NotFound as i32, ..Default::default() })
         .collect();
     super::to_every_shard(ctx, request_id, "tasks", reclaim.items, Reply::Reclaim(results), |ctx, items| {
-        ShardMsg::Reclaim { conn: ctx.id, out: ctx.out.clone(), request_id, items }
+        ShardMsg::Reclaim { conn: ctx.id, out: ctx.out.clone(), request_id, items, holdings: ctx.holdings.clone() }
     });
 }

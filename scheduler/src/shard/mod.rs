@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
 use crate::connection::{ConnId, OutTx, Outbound, Part};
+use crate::holdings::Holdings;
 use crate::idmap::{IdMap, IdSet};
 use crate::metrics as m;
 use crate::steal::{StealHandle, StealMsg};
@@ -156,6 +157,8 @@ pub enum ShardMsg {
         peer: bool,
         /// The executors the agent declared in Hello (`None`: it runs anything).
         executors: Option<Executors>,
+        /// What the connection holds node-wide, bounded by `--max-leases-per-conn` (`None`: no bound).
+        holdings: Option<Arc<Holdings>>,
     },
     /// Work stealing: which queues have agents with idle credits and no ready work (queue, idle credits minus
     /// stolen tasks already waiting here).
@@ -218,6 +221,8 @@ pub enum ShardMsg {
         request_id: u64,
         /// (index, item).
         items: Vec<(usize, pb::ReclaimItem)>,
+        /// What the connection holds node-wide (`None`: no bound).
+        holdings: Option<Arc<Holdings>>,
     },
     /// A connection closed: drop its credits, return its leases (after the grace period).
     Disconnected {
@@ -358,18 +363,28 @@ struct Lease {
 struct Agent {
     out: Option<OutTx>,
     /// Boxed and made only on the first lease: an agent waiting with credits (the common case among many
-    /// connected agents) then costs 24 bytes in `agents` instead of 48.
+    /// connected agents) then costs 32 bytes in `agents` instead of 56.
     leases: Option<Box<IdSet<u64>>>,
+    /// Its credits and leases across the node (`--max-leases-per-conn`); released when a lease ends.
+    holdings: Option<Arc<Holdings>>,
 }
 
 impl Agent {
+    /// Counts a lease taken without a credit (`Reclaim`): in its holdings too, unless it held it already.
     fn add_lease(&mut self, lease_id: u64) {
-        self.leases.get_or_insert_with(Default::default).insert(lease_id);
+        if self.leases.get_or_insert_with(Default::default).insert(lease_id) {
+            if let Some(h) = &self.holdings {
+                h.add(1);
+            }
+        }
     }
 
+    /// Forgets a lease that ended or moved to another connection (and gives its place in the holdings back).
     fn remove_lease(&mut self, lease_id: u64) {
-        if let Some(l) = self.leases.as_mut() {
-            l.remove(&lease_id);
+        if self.leases.as_mut().is_some_and(|l| l.remove(&lease_id)) {
+            if let Some(h) = &self.holdings {
+                h.release(1);
+            }
         }
     }
 }
@@ -497,7 +512,7 @@ pub struct Shard {
     outgoing: IdMap<ConnId, (OutTx, Vec<LeasedTask>, usize)>,
     /// Stolen tasks given to agents this round: reported to the stealer once their Leased frames are queued
     /// (a revocation it sends must follow the lease on the wire).
-    delivered_foreign: Vec<(u64, ConnId, OutTx)>,
+    delivered_foreign: Vec<(u64, ConnId, OutTx, Option<Arc<Holdings>>)>,
     dirty: IdSet<u32>,
     draining: bool,
     /// Recovered tasks in [`State::Held`], released to their queues at `hold_until`.
@@ -711,13 +726,28 @@ impl Shard {
     fn handle(&mut self, msg: ShardMsg) {
         match msg {
             ShardMsg::Submit { out, request_id, items, notify } => self.on_submit(out, request_id, items, notify),
-            ShardMsg::Credit { conn, out, queue, n, set, peer, executors } => {
+            ShardMsg::Credit { conn, out, queue, n, set, peer, executors, holdings } => {
                 let q = self.queue_id(&queue);
-                self.agents.entry(conn).or_default().out = Some(out);
+                let agent = self.agents.entry(conn).or_default();
+                agent.out = Some(out);
+                let queue = &mut self.queues[q as usize];
+                // The credits this queue gives back (set) are free before the new ones are counted.
+                let n = match &holdings {
+                    Some(h) => {
+                        if set {
+                            h.release(queue.credits_of(conn));
+                        }
+                        h.reserve(n)
+                    }
+                    None => n,
+                };
+                if agent.holdings.is_none() {
+                    agent.holdings = holdings;
+                }
                 if set {
-                    self.queues[q as usize].set_credit(conn, n, peer, executors);
+                    queue.set_credit(conn, n, peer, executors);
                 } else {
-                    self.queues[q as usize].add_credit(conn, n, peer, executors);
+                    queue.add_credit(conn, n, peer, executors);
                 }
                 self.dirty.insert(q);
             }
@@ -740,7 +770,9 @@ impl Shard {
             ShardMsg::Nack { out, request_id, items } => self.on_nack(out, request_id, items),
             ShardMsg::Extend { out, request_id, items, extend_ms } => self.on_extend(out, request_id, items, extend_ms),
             ShardMsg::Cancel { out, request_id, items } => self.on_cancel(out, request_id, items),
-            ShardMsg::Reclaim { conn, out, request_id, items } => self.on_reclaim(conn, out, request_id, items),
+            ShardMsg::Reclaim { conn, out, request_id, items, holdings } => {
+                self.on_reclaim(conn, out, request_id, items, holdings)
+            }
             ShardMsg::Disconnected { conn } => self.on_disconnect(conn),
             ShardMsg::Status { out, request_id, items } => {
                 let found = items.into_iter().filter_map(|(i, id)| Some((i, self.status_of(id)?))).collect();
@@ -980,7 +1012,14 @@ impl Shard {
     /// written). Otherwise `STALE_LEASE` (someone else has it, it waits for a retry, or it is another
     /// attempt) or `NOT_FOUND` (finished or being finished). Ids this shard does not hold get no answer
     /// here.
-    fn on_reclaim(&mut self, conn: ConnId, out: OutTx, request_id: u64, items: Vec<(usize, pb::ReclaimItem)>) {
+    fn on_reclaim(
+        &mut self,
+        conn: ConnId,
+        out: OutTx,
+        request_id: u64,
+        items: Vec<(usize, pb::ReclaimItem)>,
+        holdings: Option<Arc<Holdings>>,
+    ) {
         let now = Instant::now();
         let wall = now_unix_ms();
         let mut results = Vec::new();
@@ -1032,6 +1071,9 @@ impl Shard {
                 Some(lease_id) => {
                     let agent = self.agents.entry(conn).or_default();
                     agent.out = Some(out.clone());
+                    if agent.holdings.is_none() {
+                        agent.holdings = holdings.clone();
+                    }
                     agent.add_lease(lease_id);
                     metrics::counter!(m::RECLAIMED, "outcome" => "ok").increment(1);
                     let deadline_unix_ms = wall + lease_len.as_millis() as u64;
@@ -1305,7 +1347,8 @@ impl Shard {
                 kept.push_back((at, task));
                 continue;
             };
-            self.delivered_foreign.push((task.lease_id, conn, out.clone()));
+            let holdings = self.agents.get(&conn).and_then(|a| a.holdings.clone());
+            self.delivered_foreign.push((task.lease_id, conn, out.clone(), holdings));
             self.push_leased(conn, &out, task, budget);
         }
         self.queues[qi as usize].foreign = kept;
@@ -1353,8 +1396,8 @@ impl Shard {
             }
         }
         if let Some(steal) = &self.cfg.steal {
-            for (lease_id, conn, out) in self.delivered_foreign.drain(..) {
-                steal.send(StealMsg::Delivered { lease_id, conn, out });
+            for (lease_id, conn, out, holdings) in self.delivered_foreign.drain(..) {
+                steal.send(StealMsg::Delivered { lease_id, conn, out, holdings });
             }
         }
         if !self.adopting.is_empty() {

@@ -425,6 +425,11 @@ impl Queue {
         self.local_credits + self.peer_credits
     }
 
+    /// The credits `conn` holds on this queue now.
+    pub fn credits_of(&self, conn: ConnId) -> u32 {
+        self.slots.get(&conn).map_or(0, |s| s.credits)
+    }
+
     /// Agents and peers with credits.
     pub fn agents_with_credit(&self) -> u64 {
         self.slots.values().filter(|s| s.credits > 0).count() as u64

@@ -168,6 +168,7 @@ impl Harness {
             set: false,
             peer: false,
             executors: None,
+            holdings: None,
         });
     }
 
@@ -196,7 +197,7 @@ impl Harness {
             .map(|&(task_id, attempt, lease_id)| pb::ReclaimItem { task_id, attempt, lease_id })
             .enumerate()
             .collect();
-        self.shard.send(ShardMsg::Reclaim { conn, out: self.out.clone(), request_id, items });
+        self.shard.send(ShardMsg::Reclaim { conn, out: self.out.clone(), request_id, items, holdings: None });
         match self.part(request_id).await {
             Part::Reclaim(results) => results,
             other => panic!("unexpected {other:?}"),
