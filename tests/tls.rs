@@ -17,11 +17,12 @@ use pm_testkit::tls::{CertFiles, TestCa};
 use pm_testkit::{wait_for, Agent, AgentApi, Scheduler, SchedulerCluster};
 use pm_tests::{next_lease, task};
 
-fn tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
+/// `PREFIX-cert-file CERT PREFIX-key-file KEY`, then the extra flags with their files.
+fn cert_flags(prefix: &str, server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
     let mut flags = vec![
-        "--tls-cert-file".to_string(),
+        format!("{prefix}-cert-file"),
         server.cert.display().to_string(),
-        "--tls-key-file".into(),
+        format!("{prefix}-key-file"),
         server.key.display().to_string(),
     ];
     for (flag, path) in extra {
@@ -29,6 +30,11 @@ fn tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
         flags.push(path.display().to_string());
     }
     flags
+}
+
+/// The scheduler's TLS flags for `server`, plus extra ones.
+fn tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
+    cert_flags("--tls", server, extra)
 }
 
 fn start(flags: &[String]) -> Scheduler {
@@ -280,19 +286,9 @@ async fn a_running_agent_presents_its_renewed_client_certificate_when_it_reconne
     assert_eq!(text, "after\n", "agent log:\n{}\nscheduler log:\n{}", agent.log(), s.log_tail());
 }
 
-/// The agent's API flags for `server`, plus extra ones.
+/// The agent's API TLS flags for `server`, plus extra ones.
 fn api_tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
-    let mut flags = vec![
-        "--api-tls-cert-file".to_string(),
-        server.cert.display().to_string(),
-        "--api-tls-key-file".into(),
-        server.key.display().to_string(),
-    ];
-    for (flag, path) in extra {
-        flags.push(flag.to_string());
-        flags.push(path.display().to_string());
-    }
-    flags
+    cert_flags("--api-tls", server, extra)
 }
 
 fn start_api(flags: &[String]) -> AgentApi {
