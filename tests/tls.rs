@@ -3,7 +3,7 @@
 //! while the node keeps serving; mutual TLS refuses clients without a certificate of its CA; a renewed
 //! certificate is served to new connections without a restart; `pmctl` and `pm-agent` speak TLS; two
 //! cluster nodes steal work from each other over mutual TLS; a running `pm-agent` presents its renewed
-//! client certificate when it reconnects. The agent's direct-run API over TLS: a pipeline run over HTTPS, a
+//! client certificate when it reconnects, and a node's peer connections present its renewed certificate. The agent's direct-run API over TLS: a pipeline run over HTTPS, a
 //! client of another CA refused, gRPC over mutual TLS, and a renewed certificate served without a restart.
 
 #![allow(clippy::unwrap_used)]
@@ -434,4 +434,51 @@ fn the_direct_run_api_serves_a_renewed_certificate_without_a_restart() {
     });
     assert_eq!(renewed.0, 200);
     assert!(https(&api.addr, trusting(&old_ca, None), "GET", "/healthz", b"").is_err(), "the old one is gone");
+}
+
+/// A node's certificate is renewed to a new CA while it runs: its peer connections present the new one. Node 1
+/// restarts trusting only the new CA for clients; node 0, not restarted, still takes node 1's tasks for its
+/// agent (work stealing over a peer connection made after the renewal), and a client presenting a
+/// certificate of the old CA is refused by node 1.
+#[tokio::test]
+async fn peer_connections_present_the_renewed_node_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca, clients) =
+        (TestCa::new(dir.path(), "old"), TestCa::new(dir.path(), "new"), TestCa::new(dir.path(), "clients"));
+    let pem = |p: &Path| std::fs::read_to_string(p).unwrap();
+    // Servers' certificates are checked against both CAs throughout (peers and clients alike).
+    let servers_ca = dir.path().join("servers-ca.pem");
+    std::fs::write(&servers_ca, pem(&old_ca.ca_file) + &pem(&new_ca.ca_file)).unwrap();
+    // Client certificates: the nodes' (old, then new) and the test clients'.
+    let client_cas = dir.path().join("client-cas.pem");
+    let trust = |nodes: &TestCa| std::fs::write(&client_cas, pem(&nodes.ca_file) + &pem(&clients.ca_file)).unwrap();
+    trust(&old_ca);
+    let served = CertFiles { cert: dir.path().join("node.crt"), key: dir.path().join("node.key") };
+    let names = ["127.0.0.10", "127.0.0.11"];
+    install(&old_ca.issue("node", &names), &served);
+    let flags = tls_flags(&served, &[("--tls-client-ca-file", &client_cas), ("--tls-ca-file", &servers_ca)]);
+    let mut c = SchedulerCluster::start(2, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+
+    std::thread::sleep(Duration::from_millis(1100));
+    install(&new_ca.issue("node-renewed", &names), &served);
+    trust(&new_ca);
+    c.nodes[1].restart();
+    let old_node = old_ca.issue("old-node", &names);
+    let refused = pm_client::tls::client_config(&servers_ca, Some((&old_node.cert, &old_node.key))).unwrap();
+    let e = connect_err(&c.nodes[1].addr, ConnectOptions::producer().tls(refused)).await;
+    assert!(matches!(e.kind(), ErrorKind::Connect | ErrorKind::Timeout), "{e}");
+
+    let client = clients.issue("client", &["client"]);
+    let tls = pm_client::tls::client_config(&servers_ca, Some((&client.cert, &client.key))).unwrap();
+    let (a, mut leases) =
+        Client::connect_agent(&c.nodes[0].addr, ConnectOptions::agent().tls(tls.clone())).await.unwrap();
+    a.credit("steal", 1).await.unwrap();
+    let p = Client::connect(&c.nodes[1].addr, ConnectOptions::producer().tls(tls)).await.unwrap();
+    let id = p.submit_one(task("steal", b"stolen after the renewal")).await.unwrap();
+    let t = match tokio::time::timeout(Duration::from_secs(30), leases.next()).await {
+        Ok(Some(pm_client::AgentEvent::Leased(t))) => t,
+        other => panic!("no lease from node 1 ({other:?}); node 0 log:\n{}", c.nodes[0].log_tail()),
+    };
+    assert_eq!(t.task_id, id, "node 0's agent got node 1's task");
+    assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![pm_protocol::ErrorCode::Ok]);
 }
