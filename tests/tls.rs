@@ -2,7 +2,9 @@
 //! right CA carries the whole protocol; a client trusting another CA, and a plaintext client, are refused
 //! while the node keeps serving; mutual TLS refuses clients without a certificate of its CA; a renewed
 //! certificate is served to new connections without a restart; `pmctl` and `pm-agent` speak TLS; two
-//! cluster nodes steal work from each other over mutual TLS.
+//! cluster nodes steal work from each other over mutual TLS; a running `pm-agent` presents its renewed
+//! client certificate when it reconnects, and a node's peer connections present its renewed certificate. The agent's direct-run API over TLS: a pipeline run over HTTPS, a
+//! client of another CA refused, gRPC over mutual TLS, and a renewed certificate served without a restart.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,14 +14,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use pm_client::{Client, ConnectOptions, ErrorKind};
 use pm_testkit::tls::{CertFiles, TestCa};
-use pm_testkit::{wait_for, Agent, Scheduler, SchedulerCluster};
+use pm_testkit::{wait_for, Agent, AgentApi, Scheduler, SchedulerCluster};
 use pm_tests::{next_lease, task};
 
-fn tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
+/// `PREFIX-cert-file CERT PREFIX-key-file KEY`, then the extra flags with their files.
+fn cert_flags(prefix: &str, server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
     let mut flags = vec![
-        "--tls-cert-file".to_string(),
+        format!("{prefix}-cert-file"),
         server.cert.display().to_string(),
-        "--tls-key-file".into(),
+        format!("{prefix}-key-file"),
         server.key.display().to_string(),
     ];
     for (flag, path) in extra {
@@ -27,6 +30,11 @@ fn tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
         flags.push(path.display().to_string());
     }
     flags
+}
+
+/// The scheduler's TLS flags for `server`, plus extra ones.
+fn tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
+    cert_flags("--tls", server, extra)
 }
 
 fn start(flags: &[String]) -> Scheduler {
@@ -370,4 +378,269 @@ async fn connection_limits_refuse_tls_clients_with_a_clear_code() {
     assert_eq!(e.code(), Some(pm_protocol::ErrorCode::TooManyConnections), "{e}");
     assert!(e.to_string().contains("per source address"), "{e}");
     assert!(pm_tests::refused_total(&s, "too_many_connections_per_ip") >= 1);
+}
+
+/// Copies `from` over `to` (key first, then certificate: a renewal as a Secret update lands it).
+fn install(from: &CertFiles, to: &CertFiles) {
+    std::fs::copy(&from.key, &to.key).unwrap();
+    std::fs::copy(&from.cert, &to.cert).unwrap();
+}
+
+/// A renewal: the client certificate files of a running `pm-agent` are replaced by ones of a new CA, and the
+/// scheduler restarts trusting that CA instead of the old one. The agent reconnects presenting the new
+/// certificate and runs the next task; a client still presenting the old one is refused.
+#[tokio::test]
+async fn a_running_agent_presents_its_renewed_client_certificate_when_it_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, old_clients, new_clients) =
+        (TestCa::new(dir.path(), "ours"), TestCa::new(dir.path(), "old"), TestCa::new(dir.path(), "new"));
+    let server = ca.issue("node", &["127.0.0.1"]);
+    // The scheduler's client CAs: the agents' (old, then new) and the producers' (`ca`).
+    let client_cas = dir.path().join("client-cas.pem");
+    let trust = |agents: &TestCa| {
+        let pem = |p: &Path| std::fs::read_to_string(p).unwrap();
+        std::fs::write(&client_cas, pem(&agents.ca_file) + &pem(&ca.ca_file)).unwrap();
+    };
+    trust(&old_clients);
+    let presented = CertFiles { cert: dir.path().join("client.crt"), key: dir.path().join("client.key") };
+    let old = old_clients.issue("agent", &["agent"]);
+    install(&old, &presented);
+    let mut s = start(&tls_flags(&server, &[("--tls-client-ca-file", &client_cas)]));
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let agent = Agent::start(
+        &s.addr,
+        &[
+            "--tls-ca-file",
+            &path(&ca.ca_file),
+            "--tls-client-cert-file",
+            &path(&presented.cert),
+            "--tls-client-key-file",
+            &path(&presented.key),
+        ],
+    );
+    let producer_tls = trusting(&ca, Some(&ca.issue("producer", &["producer"])));
+    let run_one = |addr: String, name: &'static str| {
+        let (tls, out) = (producer_tls.clone(), dir.path().join(name));
+        async move {
+            let p = Client::connect(&addr, ConnectOptions::producer().tls(tls).reconnect(false)).await.unwrap();
+            let json =
+                format!(r#"{{"pipeline":[{{"executorName":"sh","commands":["echo {name} > {}"]}}]}}"#, out.display());
+            p.submit_one(task("default", json.as_bytes())).await.unwrap();
+            out
+        }
+    };
+    let read = |out: &Path| std::fs::read_to_string(out).ok().filter(|t| t.ends_with('\n'));
+
+    let out = run_one(s.addr.clone(), "before").await;
+    let text = wait_for(Duration::from_secs(30), "the task before the renewal", || read(&out));
+    assert_eq!(text, "before\n", "agent log:\n{}", agent.log());
+
+    // The renewal: the agent's files now hold a certificate of the new CA, and the scheduler trusts only that.
+    std::thread::sleep(Duration::from_millis(1100));
+    install(&new_clients.issue("agent-renewed", &["agent"]), &presented);
+    trust(&new_clients);
+    s.restart();
+    // The old certificate is refused now: an agent that kept it could not reconnect.
+    let e = connect_err(&s.addr, ConnectOptions::agent().tls(trusting(&ca, Some(&old)))).await;
+    assert!(matches!(e.kind(), ErrorKind::Connect | ErrorKind::Timeout), "{e}");
+    let out = run_one(s.addr.clone(), "after").await;
+    let text = wait_for(Duration::from_secs(30), "the task after the renewal", || read(&out));
+    assert_eq!(text, "after\n", "agent log:\n{}\nscheduler log:\n{}", agent.log(), s.log_tail());
+}
+
+/// The agent's API TLS flags for `server`, plus extra ones.
+fn api_tls_flags(server: &CertFiles, extra: &[(&str, &Path)]) -> Vec<String> {
+    cert_flags("--api-tls", server, extra)
+}
+
+fn start_api(flags: &[String]) -> AgentApi {
+    AgentApi::start(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// One HTTPS/1.1 request: the status and the body, or why the TLS connection failed.
+fn https(
+    addr: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let name = pm_client::tls::server_name(addr)?;
+    let conn = rustls::ClientConnection::new(tls, name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).and_then(|()| s.write_all(body)).map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            // A peer that closes without close_notify, after its whole answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("{head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// `POST /v1/run` over HTTPS runs the pipeline; a client trusting another CA, and a plaintext client, get
+/// nothing; a non-loopback API with TLS but no token does not start.
+#[test]
+fn the_direct_run_api_runs_a_pipeline_over_https_and_refuses_other_cas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other) = (TestCa::new(dir.path(), "ours"), TestCa::new(dir.path(), "other"));
+    let server = ca.issue("agent", &["127.0.0.1"]);
+    let api = start_api(&api_tls_flags(&server, &[]));
+    let hello = br#"{"pipeline":[{"executorName":"sh","commands":["echo over https"]}]}"#;
+    let (status, body) = https(&api.addr, trusting(&ca, None), "POST", "/v1/run", hello).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let result: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["steps"][0]["commands"][0]["stdoutTail"], "over https\n", "{result}");
+
+    let e = https(&api.addr, trusting(&other, None), "GET", "/healthz", b"").unwrap_err();
+    assert!(e.contains("certificate") || e.contains("UnknownIssuer"), "{e}");
+    // Plain HTTP gets no HTTP answer from a TLS-only API.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&api.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply);
+        assert!(!reply.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&reply));
+    }
+    assert_eq!(https(&api.addr, trusting(&ca, None), "GET", "/healthz", b"").unwrap().0, 200, "still serving");
+
+    // TLS does not stand in for the token off loopback.
+    let out = std::process::Command::new(pm_testkit::bin("pm-agent"))
+        .args(["serve", "--api-listen", "0.0.0.0:0", "--work-dir"])
+        .arg(dir.path().join("work"))
+        .args(api_tls_flags(&server, &[]))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("--api-token"), "{err}");
+}
+
+/// gRPC `Run` over mutual TLS: a client presenting a certificate of the API's client CA streams the run; one
+/// without a certificate is refused.
+#[tokio::test]
+async fn grpc_runs_over_mutual_tls() {
+    use pm_agent::grpc::pb::agent_client::AgentClient;
+    use pm_agent::grpc::pb::{run_event::Event, RunRequest};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ours");
+    let server = ca.issue("agent", &["127.0.0.1"]);
+    let client = ca.issue("caller", &["caller"]);
+    let api = start_api(&api_tls_flags(&server, &[("--api-tls-client-ca-file", &ca.ca_file)]));
+    let pem = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem(&ca.ca_file)))
+        .identity(Identity::from_pem(pem(&client.cert), pem(&client.key)));
+    let channel = Channel::from_shared(format!("https://{}", api.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let json = r#"{"pipeline":[{"executorName":"sh","commands":["echo over grpc+tls"]}]}"#;
+    let mut events = AgentClient::new(channel).run(RunRequest { task_json: json.into() }).await.unwrap().into_inner();
+    let (mut out, mut result) = (Vec::new(), None);
+    while let Some(e) = events.message().await.unwrap() {
+        match e.event.unwrap() {
+            Event::Output(o) => out.extend(o.data),
+            Event::Result(r) => result = Some(r),
+            _ => {}
+        }
+    }
+    assert_eq!(out, b"over grpc+tls\n");
+    assert!(result.unwrap().ok);
+
+    // Without a client certificate the handshake fails (HTTPS shows it best).
+    let e = https(&api.addr, trusting(&ca, None), "GET", "/healthz", b"").unwrap_err();
+    assert!(!e.is_empty());
+    let ok = https(&api.addr, trusting(&ca, Some(&client)), "GET", "/healthz", b"").unwrap();
+    assert_eq!(ok.0, 200);
+}
+
+/// The API's certificate files are replaced: new connections get the new certificate without a restart.
+#[test]
+fn the_direct_run_api_serves_a_renewed_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (TestCa::new(dir.path(), "old"), TestCa::new(dir.path(), "new"));
+    let served = CertFiles { cert: dir.path().join("api.crt"), key: dir.path().join("api.key") };
+    install(&old_ca.issue("agent", &["127.0.0.1"]), &served);
+    let api = start_api(&api_tls_flags(&served, &[]));
+    assert_eq!(https(&api.addr, trusting(&old_ca, None), "GET", "/healthz", b"").unwrap().0, 200);
+    assert!(https(&api.addr, trusting(&new_ca, None), "GET", "/healthz", b"").is_err(), "not renewed yet");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    install(&new_ca.issue("agent-renewed", &["127.0.0.1"]), &served);
+    let renewed = wait_for(Duration::from_secs(10), "the renewed certificate", || {
+        https(&api.addr, trusting(&new_ca, None), "GET", "/healthz", b"").ok()
+    });
+    assert_eq!(renewed.0, 200);
+    assert!(https(&api.addr, trusting(&old_ca, None), "GET", "/healthz", b"").is_err(), "the old one is gone");
+}
+
+/// A node's certificate is renewed to a new CA while it runs: its peer connections present the new one. Node 1
+/// restarts trusting only the new CA for clients; node 0, not restarted, still takes node 1's tasks for its
+/// agent (work stealing over a peer connection made after the renewal), and a client presenting a
+/// certificate of the old CA is refused by node 1.
+#[tokio::test]
+async fn peer_connections_present_the_renewed_node_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca, clients) =
+        (TestCa::new(dir.path(), "old"), TestCa::new(dir.path(), "new"), TestCa::new(dir.path(), "clients"));
+    let pem = |p: &Path| std::fs::read_to_string(p).unwrap();
+    // Servers' certificates are checked against both CAs throughout (peers and clients alike).
+    let servers_ca = dir.path().join("servers-ca.pem");
+    std::fs::write(&servers_ca, pem(&old_ca.ca_file) + &pem(&new_ca.ca_file)).unwrap();
+    // Client certificates: the nodes' (old, then new) and the test clients'.
+    let client_cas = dir.path().join("client-cas.pem");
+    let trust = |nodes: &TestCa| std::fs::write(&client_cas, pem(&nodes.ca_file) + &pem(&clients.ca_file)).unwrap();
+    trust(&old_ca);
+    let served = CertFiles { cert: dir.path().join("node.crt"), key: dir.path().join("node.key") };
+    let names = ["127.0.0.10", "127.0.0.11"];
+    install(&old_ca.issue("node", &names), &served);
+    let flags = tls_flags(&served, &[("--tls-client-ca-file", &client_cas), ("--tls-ca-file", &servers_ca)]);
+    let mut c = SchedulerCluster::start(2, &flags.iter().map(String::as_str).collect::<Vec<_>>());
+
+    std::thread::sleep(Duration::from_millis(1100));
+    install(&new_ca.issue("node-renewed", &names), &served);
+    trust(&new_ca);
+    c.nodes[1].restart();
+    let old_node = old_ca.issue("old-node", &names);
+    let refused = pm_client::tls::client_config(&servers_ca, Some((&old_node.cert, &old_node.key))).unwrap();
+    let e = connect_err(&c.nodes[1].addr, ConnectOptions::producer().tls(refused)).await;
+    assert!(matches!(e.kind(), ErrorKind::Connect | ErrorKind::Timeout), "{e}");
+
+    let client = clients.issue("client", &["client"]);
+    let tls = pm_client::tls::client_config(&servers_ca, Some((&client.cert, &client.key))).unwrap();
+    let (a, mut leases) =
+        Client::connect_agent(&c.nodes[0].addr, ConnectOptions::agent().tls(tls.clone())).await.unwrap();
+    a.credit("steal", 1).await.unwrap();
+    let p = Client::connect(&c.nodes[1].addr, ConnectOptions::producer().tls(tls)).await.unwrap();
+    let id = p.submit_one(task("steal", b"stolen after the renewal")).await.unwrap();
+    let t = match tokio::time::timeout(Duration::from_secs(30), leases.next()).await {
+        Ok(Some(pm_client::AgentEvent::Leased(t))) => t,
+        other => panic!("no lease from node 1 ({other:?}); node 0 log:\n{}", c.nodes[0].log_tail()),
+    };
+    assert_eq!(t.task_id, id, "node 0's agent got node 1's task");
+    assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![pm_protocol::ErrorCode::Ok]);
 }

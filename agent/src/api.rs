@@ -11,6 +11,12 @@
 //! refuses any other address unless a bearer token is configured; with a token, run requests without
 //! `Authorization: Bearer TOKEN` get 401. Request bodies, the time to send the request headers
 //! (slowloris), open connections and concurrent runs are all bounded.
+//!
+//! With `--api-tls-cert-file` + `--api-tls-key-file` it serves HTTPS and gRPC over TLS only (rustls with
+//! ring; the certificate is re-read within a second when either file changes, as the scheduler's), and
+//! with `--api-tls-client-ca-file` every client must present a certificate of those CAs (mutual TLS). TLS
+//! does not replace the token: a non-loopback address still needs one, and the certificate only proves that
+//! the client belongs to the deployment.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +38,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use pm_client::tls::{server_config, ReloadingCert, TlsError};
 
 use crate::runner::{task_dir_named, Executor, RunEvent, Runner, TaskResult};
 
@@ -62,6 +70,16 @@ pub struct ApiArgs {
     /// Open API connections at once; more wait to be accepted.
     #[arg(long, env = "PM_API_MAX_CONNECTIONS", default_value_t = 256)]
     pub api_max_connections: usize,
+    /// Serve the API over TLS only (HTTPS, gRPC over TLS) with this certificate chain (PEM, leaf first);
+    /// re-read within a second when it or the key changes.
+    #[arg(long, env = "PM_API_TLS_CERT_FILE", requires = "api_tls_key_file")]
+    pub api_tls_cert_file: Option<PathBuf>,
+    /// The private key of --api-tls-cert-file (PEM).
+    #[arg(long, env = "PM_API_TLS_KEY_FILE", requires = "api_tls_cert_file")]
+    pub api_tls_key_file: Option<PathBuf>,
+    /// Mutual TLS: every API client must present a certificate signed by a CA of this PEM file.
+    #[arg(long, env = "PM_API_TLS_CLIENT_CA_FILE", requires = "api_tls_cert_file")]
+    pub api_tls_client_ca_file: Option<PathBuf>,
 }
 
 /// Why the API cannot start.
@@ -84,6 +102,9 @@ pub enum ApiError {
         /// Why.
         why: String,
     },
+    /// A TLS file of the API cannot be used (the message names it).
+    #[error("--api-tls-*: {0}")]
+    Tls(#[from] TlsError),
     /// Binding failed.
     #[error("--api-listen {addr}: {source} (another agent on this machine? give each its own port, or `off`)")]
     Bind {
@@ -111,6 +132,31 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// A streaming client that reads nothing for this long has its run cancelled.
     pub stream_stall: Duration,
+    /// TLS, when configured: HTTPS and gRPC over TLS only.
+    pub tls: Option<ApiTls>,
+}
+
+/// The API's TLS: its server config and the certificate it presents (watched for renewals while serving).
+#[derive(Debug, Clone)]
+pub struct ApiTls {
+    /// Offers ALPN `h2` and `http/1.1`; requires client certificates under mutual TLS.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The certificate in force.
+    pub cert: Arc<ReloadingCert>,
+}
+
+impl ApiTls {
+    /// Reads the certificate, its key and the client CAs (an error names the file that cannot be used).
+    pub fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Result<ApiTls, TlsError> {
+        let cert = ReloadingCert::load(cert, key)?;
+        let mut config = server_config(cert.clone(), client_ca)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(ApiTls { config: Arc::new(config), cert })
+    }
 }
 
 /// Parses the probes endpoint's address (`pm-agent --http-listen`); `None` when it is `off`.
@@ -142,8 +188,20 @@ impl ApiArgs {
             let path = self.api_token_file.clone().unwrap_or_default();
             return Err(ApiError::TokenFile { path, why: "the token is empty".into() });
         }
+        // TLS does not stand in for the token: off loopback, both are wanted, and the token is required.
         if token.is_none() && !listen.ip().is_loopback() {
             return Err(ApiError::Unprotected(listen));
+        }
+        let tls = match (&self.api_tls_cert_file, &self.api_tls_key_file) {
+            (Some(cert), Some(key)) => Some(ApiTls::load(cert, key, self.api_tls_client_ca_file.as_deref())?),
+            _ => None,
+        };
+        if tls.is_none() && !listen.ip().is_loopback() {
+            tracing::warn!(
+                %listen,
+                "the direct-run API listens off loopback without TLS: its token crosses the network in clear \
+                 (set --api-tls-cert-file and --api-tls-key-file)"
+            );
         }
         Ok(Some(ApiConfig {
             listen,
@@ -153,6 +211,7 @@ impl ApiArgs {
             max_runs: self.api_max_runs.max(1),
             max_connections: self.api_max_connections.max(1),
             stream_stall: Duration::from_millis(self.api_stream_stall_ms.max(1)),
+            tls,
         }))
     }
 }
@@ -202,7 +261,8 @@ pub struct ApiContext {
     pub metrics: Option<PrometheusHandle>,
 }
 
-/// Serves the API on `listener` until `stop` fires, then lets open requests finish for a moment.
+/// Serves the API on `listener` until `stop` fires, then lets open requests finish for a moment. With TLS it
+/// serves TLS only, and checks the certificate files every second until `stop`.
 pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop: CancellationToken) {
     let mut runner = Runner::clone(&ctx.runner);
     runner.stream_stall = cfg.stream_stall;
@@ -218,7 +278,13 @@ pub async fn serve(listener: TcpListener, cfg: ApiConfig, ctx: ApiContext, stop:
     });
     let app = router(state, cfg.max_body_bytes);
     let limits = pm_http::ServeLimits { header_timeout: cfg.header_timeout, max_connections: cfg.max_connections };
-    pm_http::serve(listener, app, limits, stop).await;
+    match cfg.tls {
+        None => pm_http::serve(listener, app, limits, stop).await,
+        Some(tls) => {
+            tokio::spawn(tls.cert.watch(stop.clone()));
+            pm_http::serve_tls(listener, app, limits, tls.config, stop).await;
+        }
+    }
 }
 
 /// Serves only `/healthz`, `/readyz` (and the original agent's `/ready`) and `/metrics` on `listener` (the
@@ -420,6 +486,9 @@ mod tests {
             api_max_runs: 1,
             api_max_connections: 8,
             api_stream_stall_ms: 1000,
+            api_tls_cert_file: None,
+            api_tls_key_file: None,
+            api_tls_client_ca_file: None,
         }
     }
 
@@ -436,6 +505,34 @@ mod tests {
         let mut a = args("0.0.0.0:7071");
         a.api_token = Some("  ".into());
         assert!(a.build().is_err());
+    }
+
+    #[test]
+    fn tls_files_are_checked_at_start_and_do_not_replace_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let (cert, key, bad) = (dir.path().join("tls.crt"), dir.path().join("tls.key"), dir.path().join("bad.pem"));
+        std::fs::write(&cert, pair.cert.pem()).unwrap();
+        std::fs::write(&key, pair.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&bad, "garbage\n").unwrap();
+        let with_tls = |listen: &str, cert: &std::path::Path| {
+            let mut a = args(listen);
+            a.api_tls_cert_file = Some(cert.to_path_buf());
+            a.api_tls_key_file = Some(key.clone());
+            a
+        };
+        let cfg = with_tls("127.0.0.1:0", &cert).build().unwrap().unwrap();
+        let tls = cfg.tls.unwrap();
+        assert_eq!(tls.config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert!(matches!(with_tls("0.0.0.0:7071", &cert).build(), Err(ApiError::Unprotected(_))));
+        let mut a = with_tls("0.0.0.0:7071", &cert);
+        a.api_token = Some("s3cret".into());
+        assert!(a.build().unwrap().unwrap().tls.is_some());
+        let e = with_tls("127.0.0.1:0", &bad).build().unwrap_err().to_string();
+        assert!(e.contains("bad.pem"), "{e}");
+        let mut a = with_tls("127.0.0.1:0", &cert);
+        a.api_tls_client_ca_file = Some(bad.clone());
+        assert!(a.build().unwrap_err().to_string().contains("bad.pem"));
     }
 
     #[test]

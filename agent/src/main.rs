@@ -435,7 +435,7 @@ async fn start_api(
     })?;
     if let Ok(addr) = listener.local_addr() {
         println!("api listening on {addr}");
-        tracing::info!(%addr, token = api.token.is_some(), "direct-run API ready");
+        tracing::info!(%addr, token = api.token.is_some(), tls = api.tls.is_some(), "direct-run API ready");
     }
     tokio::spawn(api::serve(listener, api, ctx(), stop));
     Ok(())

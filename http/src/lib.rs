@@ -2,6 +2,7 @@
 //!
 //! - [`serve`]: the accept loop for an axum [`Router`] over hyper-util (HTTP/1 and HTTP/2), bounded by
 //!   [`ServeLimits`] (time to send the request headers, open connections) with graceful shutdown;
+//!   [`serve_tls`]: the same over TLS (the handshake bounded by the header timeout);
 //! - [`install_metrics`]: the process-wide Prometheus recorder (histograms with explicit buckets, never
 //!   summaries), installed once per process however many callers ask;
 //! - [`metrics_response`]: the `GET /metrics` answer.
@@ -12,9 +13,12 @@ use std::time::Duration;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// Histogram buckets, seconds: 100 µs to 10 s, with 0.05 s (the p99 objective) as a boundary.
@@ -32,9 +36,31 @@ pub struct ServeLimits {
 
 /// Serves `app` on `listener` until `stop` fires, then lets open requests finish for up to 5 s.
 pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, stop: CancellationToken) {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    accept_loop(listener, app, limits, None, stop).await;
+}
+
+/// [`serve`] over TLS only: each connection's TLS handshake must end within the header timeout (a client
+/// that fails it is closed, and logged at debug level). `config` should offer ALPN `h2` (gRPC clients
+/// require it) and `http/1.1`; its certificate resolver is asked at each handshake, so a reloading one
+/// serves a renewed certificate to new connections.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    stop: CancellationToken,
+) {
+    accept_loop(listener, app, limits, Some(TlsAcceptor::from(config)), stop).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    tls: Option<TlsAcceptor>,
+    stop: CancellationToken,
+) {
     use hyper_util::server::conn::auto::Builder;
-    use hyper_util::service::TowerToHyperService;
 
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
@@ -66,8 +92,8 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, stop
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (header_timeout, builder, app, watcher) =
-            (limits.header_timeout, builder.clone(), app.clone(), graceful.watcher());
+        let (header_timeout, builder, app, watcher, tls) =
+            (limits.header_timeout, builder.clone(), app.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             // hyper reads the protocol preface before its header timer starts: a client that connects and
             // sends nothing is dropped here instead of holding a connection permit.
@@ -75,12 +101,31 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, stop
             if !matches!(tokio::time::timeout(header_timeout, stream.peek(&mut first)).await, Ok(Ok(1))) {
                 return;
             }
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
-            let _ = watcher.watch(conn.into_owned()).await;
+            match tls {
+                None => serve_connection(&builder, stream, app, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(&builder, stream, app, watcher).await,
+                    Ok(Err(e)) => tracing::debug!("https: TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!("https: no TLS handshake within the header timeout"),
+                },
+            }
             drop(permit);
         });
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// Serves one connection, plain or TLS, to its end (or until the graceful shutdown ends it).
+async fn serve_connection<S>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    stream: S,
+    app: Router,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app));
+    let _ = watcher.watch(conn.into_owned()).await;
 }
 
 /// Installs the process-wide Prometheus recorder and returns the handle `/metrics` renders.

@@ -10,24 +10,17 @@
 //! - `--tls-client-role ROLE=NAME`: a verified client certificate whose subject Common Name, a DNS name or a
 //!   URI of its subject alternative names is NAME has role ROLE without a token ([`ClientRoles`]).
 //! - `--tls-ca-file`: the CAs a node trusts for its peers' certificates (cluster mode). A node presents its
-//!   own certificate to its peers, so a cluster with mutual TLS works with one CA.
+//!   own certificate to its peers, so a cluster with mutual TLS works with one CA. That certificate is
+//!   reloaded too: peer connections made after a renewal present the new one.
 //!
 //! The TLS handshake is bounded by `--handshake-timeout`, like the `Hello` that follows it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use parking_lot::{Mutex, RwLock};
-use pm_client::tls::{client_config, load_certs, load_key, load_roots, provider, TlsError};
+use pm_client::tls::{client_config_presenting, server_config, ReloadingCert, TlsError};
 use pm_protocol::Role;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ServerConfig};
-use tokio_util::sync::CancellationToken;
-
-/// How often the certificate files are checked for a change.
-const RELOAD_EVERY: Duration = Duration::from_secs(1);
+use rustls::ClientConfig;
 
 /// The TLS files of a node.
 #[derive(Debug, Clone)]
@@ -136,88 +129,6 @@ impl ClientRoles {
     }
 }
 
-/// Size and modification time of a file (None: absent or unreadable).
-type Stamp = Option<(u64, SystemTime)>;
-
-fn stamp(path: &Path) -> Stamp {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
-}
-
-/// The certificate in force, swapped when its files change.
-#[derive(Debug)]
-pub struct ReloadingCert {
-    cert: PathBuf,
-    key: PathBuf,
-    current: RwLock<Arc<CertifiedKey>>,
-    /// The files' stamps taken just before the pair in force was read.
-    loaded: Mutex<(Stamp, Stamp)>,
-}
-
-fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain = load_certs(cert)?;
-    let der = load_key(key)?;
-    let signing = provider()
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| TlsError::File { path: key.to_path_buf(), why: e.to_string() })?;
-    let ck = CertifiedKey::new(chain, signing);
-    ck.keys_match().map_err(|e| TlsError::Config(format!("{} and {}: {e}", cert.display(), key.display())))?;
-    Ok(ck)
-}
-
-impl ReloadingCert {
-    /// Reads the pair (an error if it cannot be used).
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<ReloadingCert>, TlsError> {
-        let loaded = Mutex::new((stamp(cert), stamp(key)));
-        let ck = certified_key(cert, key)?;
-        Ok(Arc::new(ReloadingCert {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            current: RwLock::new(Arc::new(ck)),
-            loaded,
-        }))
-    }
-
-    /// Re-reads the pair if a file changed since it was loaded; true if a new certificate is in force.
-    pub fn refresh(&self) -> bool {
-        let now = (stamp(&self.cert), stamp(&self.key));
-        if now == *self.loaded.lock() {
-            return false;
-        }
-        match certified_key(&self.cert, &self.key) {
-            Ok(ck) => {
-                *self.current.write() = Arc::new(ck);
-                *self.loaded.lock() = now;
-                tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
-                true
-            }
-            Err(e) => {
-                tracing::warn!("TLS certificate not reloaded, the one in force stays: {e}");
-                false
-            }
-        }
-    }
-
-    /// Checks the files every second until `shutdown`.
-    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut every = tokio::time::interval(RELOAD_EVERY);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            self.refresh();
-        }
-    }
-}
-
-impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().clone())
-    }
-}
-
 /// A node's TLS: the acceptor of its listener, the config it connects to its peers with, and the
 /// certificate to watch.
 #[derive(Clone)]
@@ -234,29 +145,18 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("cert", &self.cert.cert).field("peer", &self.peer.is_some()).finish()
+        f.debug_struct("Tls").field("cert", &self.cert.cert_path()).field("peer", &self.peer.is_some()).finish()
     }
 }
 
 impl Tls {
-    /// Loads every file (errors name the file) and builds the configs.
+    /// Loads every file (errors name the file) and builds the configs. The node presents the same
+    /// certificate, reloaded, on its listener and to its peers.
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
         let cert = ReloadingCert::load(&files.cert, &files.key)?;
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let builder = match &files.client_ca {
-            Some(ca) => {
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(load_roots(ca)?), provider())
-                    .build()
-                    .map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let server = builder.with_cert_resolver(cert.clone());
+        let server = server_config(cert.clone(), files.client_ca.as_deref())?;
         let peer = match &files.peer_ca {
-            Some(ca) => Some(client_config(ca, Some((&files.cert, &files.key)))?),
+            Some(ca) => Some(client_config_presenting(ca, Some(cert.clone()))?),
             None => None,
         };
         let client_roles = Arc::new(files.client_roles.clone());
