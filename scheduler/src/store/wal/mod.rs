@@ -201,6 +201,8 @@ pub struct Wal {
     bg: segment::Background,
     /// The compaction under way, if any (continued by each `maintain`).
     compaction: Option<space::Compaction>,
+    /// The oldest segment, found to hold only results that go soon, and since when (see `space.rs`).
+    draining: Option<(u64, std::time::Instant)>,
     #[cfg(test)]
     pub(crate) faults: Faults,
 }
@@ -271,6 +273,7 @@ impl Wal {
             sizes: Vec::new(),
             bg: segment::Background::default(),
             compaction: None,
+            draining: None,
             #[cfg(test)]
             faults: Faults::default(),
         };

@@ -134,7 +134,10 @@ impl Wal {
     }
 
     /// Decides whether segment `index` (the oldest) is worth compacting now, and what it need not carry.
-    fn start_compaction(&self, index: u64) -> Result<Option<Compaction>, StoreError> {
+    fn start_compaction(&mut self, index: u64) -> Result<Option<Compaction>, StoreError> {
+        if self.draining.is_some_and(|(i, since)| i == index && since.elapsed() < DRAIN_RECHECK) {
+            return Ok(None);
+        }
         let Some(meta) = self.segments.get(&index) else {
             return Ok(None);
         };
@@ -153,6 +156,8 @@ impl Wal {
             let going = self.live.first_results(results_here);
             let going_here = self.live.results.iter().filter(|(id, r)| r.seg == index && going.contains(id)).count();
             if going_here as u64 == usage.items {
+                // Finding that out walks every kept result: not again for a while.
+                self.draining = Some((index, Instant::now()));
                 return Ok(None);
             }
             going
@@ -239,6 +244,8 @@ impl Wal {
 
 /// Most bytes of the old segment read and carried in one slice of a compaction.
 pub(super) const COMPACT_SLICE: usize = 256 << 10;
+/// A segment left to drain (it holds only results pushed out soon) is looked at again after this long.
+const DRAIN_RECHECK: Duration = Duration::from_secs(10);
 /// Most time one call of [`Wal::compact_oldest`] spends on slices (it always does one).
 const COMPACT_BUDGET: Duration = Duration::from_micros(500);
 
