@@ -129,6 +129,27 @@ fn idle_connections_spread_over_processes_and_report_server_memory() {
     assert!(rep["server_bytes_per_connection"].is_number(), "{r}");
 }
 
+/// `THP_enabled` of a process, from `/proc/PID/status`.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim().to_string()).unwrap_or_default()
+}
+
+#[test]
+fn the_scheduler_keeps_transparent_huge_pages_off_unless_asked() {
+    // Huge pages filled in by khugepaged made each idle connection cost more resident memory, by a varying
+    // amount (docs/benchmarks.md#idle-connections).
+    let own = thp_enabled(std::process::id());
+    if own.is_empty() {
+        eprintln!("this kernel reports no THP_enabled: nothing to check");
+        return;
+    }
+    let s = Scheduler::start(&[]);
+    assert_eq!(thp_enabled(s.pid().unwrap()), "0");
+    let asked = Scheduler::start(&["--huge-pages"]);
+    assert_eq!(thp_enabled(asked.pid().unwrap()), own, "--huge-pages leaves the kernel's setting as it was");
+}
+
 #[test]
 fn bad_targets_get_a_clear_error() {
     let o = loadtest(&["--target", "kafka://127.0.0.1:1", "max-rate"]);

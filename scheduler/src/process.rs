@@ -23,10 +23,22 @@ pub fn prepare(cfg: &Config, who: &str) -> Result<tokio::runtime::Runtime, std::
     }
     init_tracing(cfg.log_format);
     abort_on_panic();
+    if !cfg.huge_pages {
+        no_huge_pages();
+    }
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
         eprintln!("{who}: cannot start runtime: {e}");
         std::process::ExitCode::FAILURE
     })
+}
+
+/// Turns transparent huge pages off for this process (see `Config::huge_pages`). Where the kernel has no such
+/// switch, the process runs as it is.
+fn no_huge_pages() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!("cannot turn transparent huge pages off: {e}");
+    }
 }
 
 /// Starts the node of `cfg`, prints `listening on ADDR` to stdout, calls `on_ready` with the bound address,

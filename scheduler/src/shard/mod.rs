@@ -5,7 +5,8 @@
 //! limits); the shard handles everything that arrived, then *flushes a round*: every WAL record produced by
 //! that round goes to the committer as one job, and the replies that must wait for durability (submit acks,
 //! ack replies) are released together when the committer reports the job durable. So there is no lock on the
-//! hot path, and group commit spans all connections.
+//! hot path, and group commit spans all connections. New tasks do not wait for that sync: they become ready
+//! as soon as the committer has written them (`ShardMsg::Appended`), and only their `SubmitAck` waits.
 //!
 //! Queues are placed on shards by a hash of the queue name, so one queue's order is decided in one place,
 //! and a lease id carries its shard (`lease_id % shards`), so acks go straight to the owner.
@@ -277,6 +278,11 @@ pub enum ShardMsg {
         /// Task filter (empty = all).
         task_ids: Vec<u64>,
     },
+    /// A round's records are written and their sync is under way: its new tasks may be leased now.
+    Appended {
+        /// Round number.
+        round: u64,
+    },
     /// The committer finished a round's job.
     Durable {
         /// Round number.
@@ -298,7 +304,7 @@ pub enum ShardMsg {
 /// Where a task is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
-    /// Written to the WAL, not yet durable.
+    /// Submitted, not yet written to the WAL (a new task becomes ready once written, while it is synced).
     Pending,
     Ready,
     Delayed,
@@ -791,6 +797,7 @@ impl Shard {
                 let n = self.redrive(&queue, &task_ids);
                 let _ = out.send(Outbound::Part { request_id, part: Part::Redrive(n) });
             }
+            ShardMsg::Appended { round } => self.on_appended(round),
             ShardMsg::Durable { round, result } => self.on_durable(round, result),
             ShardMsg::Adopt { task_id, body } => self.adopt(task_id, body),
             ShardMsg::Drain => self.draining = true,
@@ -987,7 +994,7 @@ impl Shard {
                 None => {
                     unqueue.entry(q).or_default().insert(task_id);
                 }
-                Some(lease_id) => self.revoke(lease_id, task_id),
+                Some(lease_id) => self.revoke(lease_id, task_id, "cancelled"),
             }
             let outcome = self.finish_record(task_id, TaskState::Cancelled, Bytes::new(), "cancelled".into());
             cancelled.push((task_id, outcome));
@@ -1110,11 +1117,11 @@ impl Shard {
     }
 
     /// Ends a lease because its task was cancelled, and tells the agent holding it (if still connected).
-    fn revoke(&mut self, lease_id: u64, task_id: u64) {
+    fn revoke(&mut self, lease_id: u64, task_id: u64, reason: &str) {
         let conn = self.leases.get(&lease_id).map(|l| l.conn);
         self.end_lease(lease_id);
         let Some(out) = conn.and_then(|c| self.agents.get(&c)).and_then(|a| a.out.as_ref()) else { return };
-        let revoke = pb::Revoke { lease_id, task_id, reason: "cancelled".into() };
+        let revoke = pb::Revoke { lease_id, task_id, reason: reason.into() };
         let _ = out.send(Outbound::Frame(revoke.into()));
     }
 
@@ -1419,9 +1426,65 @@ impl Shard {
             // Only attempt counts and dead-letter moves: nobody waits, so no sync of their own (see
             // `CommitterHandle::submit_lazy`; a crash can at worst undercount one attempt).
             self.committer.submit_lazy(records, done);
+            return;
+        }
+        let new_tasks = waiters.iter().any(|w| matches!(w, Waiter::Submit { new_tasks, .. } if !new_tasks.is_empty()));
+        self.pending_rounds.insert(round, waiters);
+        if new_tasks {
+            // Lease the new tasks while their sync runs (see `on_appended`).
+            let tx = self.self_tx.clone();
+            let appended = Box::new(move || {
+                let _ = tx.send(ShardMsg::Appended { round });
+            });
+            self.committer.submit_with_appended(records, appended, done);
         } else {
-            self.pending_rounds.insert(round, waiters);
             self.committer.submit(records, done);
+        }
+    }
+
+    /// A round's records are written and being synced: its new tasks become ready now, so an agent can start
+    /// on them while the sync runs. Their producers still get their `SubmitAck` only once the round is
+    /// durable (`on_durable`). Safe for at-least-once: an agent may see a task whose submit is then refused
+    /// (the sync failed, or the machine died before it ended); the producer was never told it was stored and
+    /// submits it again, so the worst case is one more run, never a lost task. A lease of such a task can
+    /// only be acked in a later round, whose sync comes after this one's.
+    fn on_appended(&mut self, round: u64) {
+        let Some(waiters) = self.pending_rounds.get(&round) else { return };
+        let now = Instant::now();
+        let ids: Vec<u64> = waiters
+            .iter()
+            .filter_map(|w| match w {
+                Waiter::Submit { new_tasks, .. } => Some(new_tasks.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        for task_id in ids {
+            self.make_ready(task_id, now);
+        }
+    }
+
+    /// Takes back a task whose submit failed to become durable after it was made ready early (see
+    /// `on_appended`): out of its queue, its lease (if any) revoked, forgotten.
+    fn withdraw(&mut self, task_id: u64) {
+        let Some(t) = self.tasks.get(&task_id) else { return };
+        let q = t.queue;
+        match &t.state {
+            State::Ready | State::Delayed => {
+                let queue = &mut self.queues[q as usize];
+                queue.retain_ready(|id| id != task_id);
+                queue.delayed.retain(|Reverse((_, id))| *id != task_id);
+            }
+            State::Leased(lease_id) => {
+                let lease_id = *lease_id;
+                if self.leases.get(&lease_id).is_some_and(|l| l.task_id == task_id) {
+                    self.revoke(lease_id, task_id, "its submit could not be stored");
+                }
+            }
+            State::Dead(_) => {
+                self.queues[q as usize].dead.remove(&task_id);
+            }
+            State::Pending | State::Held | State::Acking => {}
         }
     }
 
@@ -1458,6 +1521,7 @@ impl Shard {
                             let failed: HashSet<u64> = new_tasks.iter().copied().collect();
                             self.failed_ids.extend(failed.iter().copied());
                             for task_id in new_tasks {
+                                self.withdraw(task_id);
                                 self.watchers.remove(&task_id);
                                 if let Some(t) = self.tasks.remove(&task_id) {
                                     if let Some(k) = t.idem {

@@ -16,6 +16,9 @@ use crate::connection::{OutTx, Outbound, Part};
 use crate::metrics as m;
 use crate::store::{Record, RecoveredResult};
 
+/// Most outcomes a shard sizes its tables for up front (a larger `--max-results` grows them as it fills).
+const MAX_RESERVED_RESULTS: usize = 1 << 20;
+
 impl Shard {
     /// Takes this shard's share of the results the store recovered (ordered by expiry).
     pub(super) fn restore_results(&mut self, results: Vec<RecoveredResult>) {
@@ -29,6 +32,13 @@ impl Shard {
 
     /// Keeps an outcome until `expires`, within the node's budget (count and bytes, shared by its shards).
     fn keep_result(&mut self, task_id: u64, body: Bytes, expires: u64) {
+        if self.results.is_empty() {
+            // Sized once for the most it may hold: growing a map of ~60 k outcomes rehashed it in one go and
+            // held this shard for milliseconds (docs/benchmarks.md). Only the control bytes are touched now.
+            let most = self.cfg.results_budget.max_count.min(MAX_RESERVED_RESULTS);
+            self.results.reserve(most);
+            self.result_order.reserve(most);
+        }
         self.results_bytes += body.len();
         if let Some(old) = self.results.insert(task_id, body) {
             self.results_bytes -= old.len();

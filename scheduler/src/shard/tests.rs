@@ -1,6 +1,7 @@
 //! Shard tests against a real committer and WAL: cancellation of ready, delayed and leased tasks, what the
 //! agent and the canceller see, durability across a reopen, and a cancellation that fails to persist;
-//! reclaiming leases after a restart, and the reclaim grace that holds recovered tasks for their agents.
+//! reclaiming leases after a restart, and the reclaim grace that holds recovered tasks for their agents;
+//! new tasks leased while their sync runs, and taken back when that sync fails.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,10 +20,13 @@ use crate::store::{FsyncMode, Record, Recovered, StoreError, StoreStats, TaskSto
 
 const AGENT: u64 = 7;
 
-/// A WAL whose appends fail while `fail` is set (nothing of the failed batch is written).
+/// A WAL whose appends fail while `fail` is set (nothing of the failed batch is written), whose syncs wait
+/// while `hold_sync` is set, and fail (after syncing) while `fail_sync` is set.
 struct Flaky {
     inner: Wal,
     fail: Arc<AtomicBool>,
+    hold_sync: Arc<AtomicBool>,
+    fail_sync: Arc<AtomicBool>,
 }
 
 impl TaskStore for Flaky {
@@ -33,7 +37,14 @@ impl TaskStore for Flaky {
         self.inner.append(records)
     }
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.inner.sync()
+        while self.hold_sync.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.inner.sync()?;
+        if self.fail_sync.load(Ordering::SeqCst) {
+            return Err(StoreError::Io { path: "flaky".into(), source: std::io::Error::from_raw_os_error(5) });
+        }
+        Ok(())
     }
     fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         self.inner.maintain(now_unix_ms)
@@ -57,6 +68,8 @@ struct Harness {
     shard: ShardHandle,
     committer: Option<Committer>,
     fail: Arc<AtomicBool>,
+    hold_sync: Arc<AtomicBool>,
+    fail_sync: Arc<AtomicBool>,
     out: OutTx,
     rx: OutRx,
     agent_out: OutTx,
@@ -72,7 +85,10 @@ impl Harness {
     fn start_with_grace(dir: &Path, reclaim_grace: Duration) -> (Harness, Recovered) {
         let (wal, rec) = open_wal(dir);
         let fail = Arc::new(AtomicBool::new(false));
-        let committer = Committer::start(Box::new(Flaky { inner: wal, fail: fail.clone() }), FsyncMode::Always);
+        let (hold_sync, fail_sync) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let flaky =
+            Flaky { inner: wal, fail: fail.clone(), hold_sync: hold_sync.clone(), fail_sync: fail_sync.clone() };
+        let committer = Committer::start(Box::new(flaky), FsyncMode::Always);
         let cfg = ShardConfig {
             default_lease: Duration::from_secs(30),
             default_max_attempts: 3,
@@ -93,7 +109,18 @@ impl Harness {
             Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new(), rec.results.clone());
         let (out, rx) = connection::channel();
         let (agent_out, agent_rx) = connection::channel();
-        let h = Harness { shard, committer: Some(committer), fail, out, rx, agent_out, agent_rx, next_request: 1 };
+        let h = Harness {
+            shard,
+            committer: Some(committer),
+            fail,
+            hold_sync,
+            fail_sync,
+            out,
+            rx,
+            agent_out,
+            agent_rx,
+            next_request: 1,
+        };
         (h, rec)
     }
 
@@ -241,8 +268,7 @@ async fn cancel_removes_ready_delayed_and_leased_tasks_durably_and_revokes_the_l
     }
     // The revoked lease is stale, like any other: ack, nack and extend are refused.
     let lease_id = lease.lease_id;
-    let ack =
-        h.lease_op(|out, request_id| ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }).await;
+    let ack = h.lease_op(|out, request_id| ack(out, request_id, lease_id)).await;
     assert_eq!(ack, ErrorCode::StaleLease);
     let nack_item =
         pb::NackItem { lease_id, retry_after_ms: 0, reason: String::new(), released: false, ..Default::default() };
@@ -368,8 +394,7 @@ async fn a_recovered_task_is_reclaimed_by_its_attempt_without_counting_an_attemp
     assert_eq!((next.task_id, next.attempt), (b.task_id, 2));
 
     let lease_id = r.lease_id;
-    let ack =
-        h.lease_op(|out, request_id| ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }).await;
+    let ack = h.lease_op(|out, request_id| ack(out, request_id, lease_id)).await;
     assert_eq!(ack, ErrorCode::Ok);
     // Once acked it is gone: NOT_FOUND-by-silence.
     assert_eq!(codes(&h.reclaim(8, &[(a.task_id, 1, 0)]).await), vec![]);
@@ -444,6 +469,83 @@ async fn a_held_task_can_be_cancelled() {
     let q = h.stats().await;
     assert_eq!((q.ready, q.delayed, q.leased), (0, 0, 0), "{q:?}");
     assert_eq!(codes(&h.reclaim(8, &[(id, 1, 0)]).await), vec![], "cancelled: gone");
+}
+
+/// Sends a Submit of one task to queue `q` without waiting for its SubmitAck; returns the request id.
+fn submit_one(h: &mut Harness, payload: &str) -> u64 {
+    let request_id = h.request_id();
+    let items = vec![(0, spec(payload, 0, 0))];
+    h.shard.send(ShardMsg::Submit { out: h.out.clone(), request_id, items, notify: false });
+    request_id
+}
+
+#[tokio::test]
+async fn a_new_task_is_leased_while_its_sync_runs_and_its_submit_ack_waits_for_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    h.credit(1);
+    h.hold_sync.store(true, Ordering::SeqCst);
+    let request_id = submit_one(&mut h, "early");
+    let leased = h.leased().await;
+    assert_eq!(&leased.payload[..], b"early");
+    // The sync is still held: the producer has no answer yet.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!h.rx.has_queued(), "a SubmitAck went out before the task was durable");
+    h.hold_sync.store(false, Ordering::SeqCst);
+    match h.part(request_id).await {
+        Part::Submit(results) => assert_eq!((results[0].1.code, results[0].1.task_id), (0, leased.task_id)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(h.lease_op(|out, request_id| ack(out, request_id, leased.lease_id)).await, ErrorCode::Ok);
+    assert!(h.reopen(dir.path()).tasks.is_empty(), "acked: gone after a reopen");
+}
+
+#[tokio::test]
+async fn a_task_leased_before_its_sync_failed_is_revoked_and_its_submit_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    h.credit(1);
+    h.hold_sync.store(true, Ordering::SeqCst);
+    h.fail_sync.store(true, Ordering::SeqCst);
+    let request_id = submit_one(&mut h, "doomed");
+    let leased = h.leased().await;
+    h.hold_sync.store(false, Ordering::SeqCst);
+    match h.part(request_id).await {
+        Part::Submit(results) => assert_eq!(results[0].1.code, ErrorCode::StoreFailed as i32, "{results:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    match h.agent_frame().await {
+        Kind::Revoke(r) => assert_eq!((r.task_id, r.lease_id), (leased.task_id, leased.lease_id)),
+        other => panic!("expected Revoke, got {other:?}"),
+    }
+    let q = h.stats().await;
+    assert_eq!((q.ready, q.leased), (0, 0), "{q:?}");
+    h.fail_sync.store(false, Ordering::SeqCst);
+    let code = h.lease_op(|out, request_id| ack(out, request_id, leased.lease_id)).await;
+    assert_eq!(code, ErrorCode::StaleLease, "the revoked lease cannot be acked");
+}
+
+#[tokio::test]
+async fn a_task_whose_append_failed_is_never_leased() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    h.credit(1);
+    h.fail.store(true, Ordering::SeqCst);
+    let request_id = submit_one(&mut h, "unwritten");
+    match h.part(request_id).await {
+        Part::Submit(results) => assert_eq!(results[0].1.code, ErrorCode::StoreFull as i32, "{results:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!h.agent_rx.has_queued(), "a task that was not written was leased");
+    h.fail.store(false, Ordering::SeqCst);
+    let id = h.submit(vec![spec("written", 0, 0)]).await[0];
+    assert_eq!(h.leased().await.task_id, id);
+}
+
+/// An Ack of one lease.
+fn ack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
+    ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }
 }
 
 #[test]

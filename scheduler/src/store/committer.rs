@@ -17,6 +17,12 @@
 //!
 //! Completion is a callback run on this thread (keep it cheap: send on a channel). A job's callback is
 //! always called exactly once — with the job's result, or [`StoreError::Closed`] if the committer is gone.
+//!
+//! A job may also carry an *appended* hook ([`CommitterHandle::submit_with_appended`]), called on this thread
+//! right after the job's records were written and before the group's sync. The shards use it to lease new
+//! tasks while their `fdatasync` runs: the producer's `SubmitAck` still waits for durability, but the agent
+//! no longer does, which takes one sync off every task's end-to-end path (`docs/architecture.md`, "Leasing
+//! while the log syncs").
 
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -28,6 +34,9 @@ use super::{FsyncMode, Record, StoreError, TaskStore, Upkeep};
 
 /// How a job's outcome is reported: called once, on the commit thread.
 pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Called on the commit thread once a job's records are written, before they are synced (see the module doc).
+pub type Appended = Box<dyn FnOnce() + Send>;
 
 /// No job for this long: the store is idle, run `maintain`.
 const IDLE: Duration = Duration::from_millis(100);
@@ -44,6 +53,8 @@ const MAX_GROUP_JOBS: usize = 4096;
 struct Job {
     records: Vec<Record>,
     done: Option<Done>,
+    /// Called after a successful append when a sync is still to come.
+    appended: Option<Appended>,
     /// Whether this job asks for a sync (false: lazy).
     sync: bool,
 }
@@ -82,14 +93,21 @@ impl CommitterHandle {
     /// `done` runs on the commit thread once the batch is durable per the [`FsyncMode`] (or failed).
     pub fn submit(&self, records: Vec<Record>, done: Done) {
         // If the thread is gone the message comes back in the error and dropping it reports `Closed`.
-        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done), sync: true }));
+        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done), appended: None, sync: true }));
+    }
+
+    /// Like [`submit`](Self::submit), and calls `appended` as soon as the records are written, before the sync
+    /// that makes them durable; `done` follows once they are durable (or failed). `appended` is not called
+    /// when the append fails, nor when no sync follows (`--fsync none`), where `done` comes at once anyway.
+    pub fn submit_with_appended(&self, records: Vec<Record>, appended: Appended, done: Done) {
+        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done), appended: Some(appended), sync: true }));
     }
 
     /// Like [`submit`](Self::submit), but the records do not trigger a sync: `done` runs once they are
     /// appended, and they become durable with the next synced group, at the latest after [`LAZY_MAX`].
     /// For records whose loss in a crash is harmless (e.g. an attempt count one too low).
     pub fn submit_lazy(&self, records: Vec<Record>, done: Done) {
-        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done), sync: false }));
+        let _ = self.tx.send(Msg::Job(Job { records, done: Some(done), appended: None, sync: false }));
     }
 }
 
@@ -237,7 +255,17 @@ fn commit(store: &mut dyn TaskStore, mode: FsyncMode, group: &mut Vec<Job>, lazy
     }
     let records: usize = group.iter().map(|j| j.records.len()).sum();
     metrics::histogram!(crate::metrics::WAL_BATCH_RECORDS).record(records as f64);
-    let results: Vec<Result<(), StoreError>> = group.iter().map(|job| store.append(&job.records)).collect();
+    let will_sync = !matches!(mode, FsyncMode::None);
+    let results: Vec<Result<(), StoreError>> = group
+        .iter_mut()
+        .map(|job| {
+            let result = store.append(&job.records);
+            if let (Ok(()), true, Some(appended)) = (&result, will_sync, job.appended.take()) {
+                appended();
+            }
+            result
+        })
+        .collect();
     let synced = match mode {
         FsyncMode::None => Ok(()),
         FsyncMode::Always | FsyncMode::Batch(_) if results.iter().any(Result::is_ok) => {

@@ -257,6 +257,8 @@ fn kept_results_do_not_grow_the_store_without_bound<B: Backend>() {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
     Append(usize),
+    /// A job's appended hook ran.
+    Appended(usize),
     Sync,
     Done(usize, bool),
 }
@@ -367,6 +369,46 @@ fn committer_completes_only_after_sync<B: Backend>() {
         assert_eq!(seen, expected, "{mode:?}");
         c.shutdown();
         assert_eq!(open::<B>(dir.path()).1.tasks.len(), 2, "{mode:?}");
+    }
+}
+
+/// The appended hook runs after the job's append and before the sync; not when the append fails, nor when
+/// no sync follows.
+fn committer_reports_appended_before_the_sync<B: Backend>() {
+    for mode in [FsyncMode::Always, FsyncMode::Batch(Duration::from_millis(2)), FsyncMode::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spy, events) = Spy::new(open::<B>(dir.path()).0);
+        spy.poison_task = 9;
+        let c = Committer::start(Box::new(spy), mode);
+        let job = |n: usize, records: Vec<Record>| {
+            let (tx, rx) = mpsc::channel();
+            let (on_append, on_done) = (events.clone(), events.clone());
+            c.handle().submit_with_appended(
+                records,
+                Box::new(move || on_append.lock().unwrap().push(Event::Appended(n))),
+                Box::new(move |r: Result<(), StoreError>| {
+                    on_done.lock().unwrap().push(Event::Done(n, r.is_ok()));
+                    let _ = tx.send(r.map_err(|e| e.to_string()));
+                }),
+            );
+            rx
+        };
+        assert_eq!(wait(&job(1, vec![enqueue(1, "a")])), Ok(()));
+        assert!(wait(&job(2, vec![enqueue(9, "poisoned")])).is_err());
+        let seen = events.lock().unwrap().clone();
+        let expected = match mode {
+            FsyncMode::None => vec![Event::Append(1), Event::Done(1, true), Event::Append(1), Event::Done(2, false)],
+            _ => vec![
+                Event::Append(1),
+                Event::Appended(1),
+                Event::Sync,
+                Event::Done(1, true),
+                Event::Append(1),
+                Event::Done(2, false),
+            ],
+        };
+        assert_eq!(seen, expected, "{mode:?}");
+        c.shutdown();
     }
 }
 
@@ -520,6 +562,10 @@ macro_rules! conformance {
             #[test]
             fn committer_completes_only_after_sync() {
                 super::committer_completes_only_after_sync::<$backend>();
+            }
+            #[test]
+            fn committer_reports_appended_before_the_sync() {
+                super::committer_reports_appended_before_the_sync::<$backend>();
             }
             #[test]
             fn committer_syncs_lazy_jobs_with_the_next_group_or_after_a_bound() {

@@ -56,12 +56,19 @@ pub(crate) struct Usage {
     pub items: u64,
     /// Bytes compaction would have to copy to carry them forward.
     pub bytes: u64,
+    /// Of `items`, the kept results (Finish records).
+    pub results: u64,
+    /// The largest (expiry, task id) of any result ever put in this segment (not lowered when results go).
+    pub newest_result: (u64, u64),
 }
 
 /// Bytes a key costs when carried alone (a KeyCarry record).
 fn key_cost(key: &str) -> u64 {
     key.len() as u64 + 40
 }
+
+/// Most results the live set sizes its tables for up front (a larger `--max-results` grows them as it fills).
+const MAX_RESERVED_RESULTS: usize = 1 << 20;
 
 /// A map keyed by task id (see [`crate::idmap`]).
 pub(crate) type IdMap<V> = crate::idmap::IdMap<u64, V>;
@@ -204,12 +211,30 @@ impl LiveSet {
     }
 
     fn put_result(&mut self, task_id: u64, r: LiveResult) {
+        if self.results.is_empty() {
+            // Sized once for the most it may hold: growing a map of ~60 k results rehashed it in one go and held
+            // the commit thread for milliseconds. Only the control bytes are touched now.
+            let most = self.max_results.min(MAX_RESERVED_RESULTS);
+            self.results.reserve(most);
+            self.result_order.in_order.reserve(most);
+        }
         self.charge(r.seg, r.size);
+        if let Some(u) = self.usage.get_mut(&r.seg) {
+            u.results += 1;
+            u.newest_result = u.newest_result.max((r.expires_unix_ms, task_id));
+        }
         self.result_order.push(r.expires_unix_ms, task_id);
         if let Some(old) = self.results.insert(task_id, r) {
             // The older entry of `result_order` is stale now unless the expiry is the same (a compacted copy);
             // `trim` and `expire` skip stale entries.
-            self.release(old.seg, old.size);
+            self.release_result(old);
+        }
+    }
+
+    fn release_result(&mut self, old: LiveResult) {
+        self.release(old.seg, old.size);
+        if let Some(u) = self.usage.get_mut(&old.seg) {
+            u.results = u.results.saturating_sub(1);
         }
     }
 
@@ -223,30 +248,45 @@ impl LiveSet {
         }
     }
 
-    /// The `n` kept results that go first (by expiry; the ones the next `n` finishes would push out when
-    /// `max_results` are kept).
-    pub(crate) fn first_results(&self, n: usize) -> crate::idmap::IdSet<u64> {
-        let mut out = crate::idmap::IdSet::default();
-        let valid = |&&(exp, id): &&(u64, u64)| self.results.get(&id).is_some_and(|r| r.expires_unix_ms == exp);
-        let mut a = self.result_order.in_order.iter().filter(valid).peekable();
-        let mut b = self.result_order.late.iter().filter(valid).peekable();
-        while out.len() < n {
+    /// A bound on the `n` kept results that go first (by expiry: the ones the next `n` finishes push out when
+    /// `max_results` are kept): every result whose (expiry, task id) is at most the bound is among them.
+    /// `None` for `n == 0`.
+    ///
+    /// It counts the order's entries without looking each one up, so stale and duplicate entries (a result
+    /// replaced or carried forward by compaction) make the bound earlier than the exact n-th result, never
+    /// later: a result it names as going is always among the first `n`. Cheap: no lookups, and one index
+    /// into the deque when no entry came out of order (walking every kept result here held the log's
+    /// commits for 20–30 ms once per segment).
+    pub(crate) fn going_bound(&self, n: usize) -> Option<(u64, u64)> {
+        let order = &self.result_order;
+        if n == 0 {
+            return None;
+        }
+        if order.late.is_empty() {
+            return order.in_order.get(n - 1).or(order.in_order.back()).copied();
+        }
+        let mut a = order.in_order.iter().peekable();
+        let mut b = order.late.iter().peekable();
+        let mut last = None;
+        for _ in 0..n {
             let next = match (a.peek(), b.peek()) {
                 (Some(x), Some(y)) if x <= y => a.next(),
                 (Some(_), Some(_)) => b.next(),
                 (Some(_), None) => a.next(),
                 (None, _) => b.next(),
             };
-            let Some(&(_, id)) = next else { break };
-            out.insert(id);
+            match next {
+                Some(&item) => last = Some(item),
+                None => break,
+            }
         }
-        out
+        last
     }
 
     /// Forgets `task_id`'s result now (its order entry becomes stale).
     pub(crate) fn forget_result_now(&mut self, task_id: u64) {
         if let Some(old) = self.results.remove(&task_id) {
-            self.release(old.seg, old.size);
+            self.release_result(old);
         }
     }
 
@@ -255,7 +295,7 @@ impl LiveSet {
         // One lookup: the entry is rarely stale, and a stale one's result goes back.
         if let Some(old) = self.results.remove(&task_id) {
             if old.expires_unix_ms == exp {
-                self.release(old.seg, old.size);
+                self.release_result(old);
             } else {
                 self.results.insert(task_id, old);
             }
@@ -317,19 +357,25 @@ mod tests {
     use super::super::format::IdemRef;
     use super::*;
 
+    /// (items, bytes) of segment `seg`.
+    fn counts(live: &LiveSet, seg: u64) -> (u64, u64) {
+        let u = live.usage(seg);
+        (u.items, u.bytes)
+    }
+
     #[test]
     fn accounting_follows_records() {
         let mut live = LiveSet::default();
         let idem = Some(IdemRef { key: "k", expires_unix_ms: 100 });
         live.apply(&Entry::Enqueue { task_id: 1, idem, body: b"x" }, 0, 48, 30);
         live.apply(&Entry::Enqueue { task_id: 2, idem: None, body: b"y" }, 0, 78, 30);
-        assert_eq!(live.usage(0), Usage { items: 3, bytes: 60 + key_cost("k") });
+        assert_eq!(counts(&live, 0), (3, 60 + key_cost("k")));
         live.apply(&Entry::Ack { task_id: 1 }, 1, 48, 20);
-        assert_eq!(live.usage(0), Usage { items: 2, bytes: 30 + key_cost("k") });
+        assert_eq!(counts(&live, 0), (2, 30 + key_cost("k")));
         // The snapshot moves task 2 to segment 1.
         let snap = Entry::Snapshot { task_id: 2, attempts: 4, dead: None, idem: None, body: b"y" };
         live.apply(&snap, 1, 68, 33);
-        assert_eq!(live.usage(0), Usage { items: 1, bytes: key_cost("k") });
+        assert_eq!(counts(&live, 0), (1, key_cost("k")));
         assert_eq!(live.tasks[&2].attempts, 4);
         live.expire(99);
         assert_eq!(live.usage(0).items, 1);
@@ -345,27 +391,59 @@ mod tests {
         live.apply(&Entry::Enqueue { task_id: 1, idem: None, body: b"x" }, 0, 48, 30);
         live.apply(&Entry::Finish { task_id: 1, expires_unix_ms: 300, body: b"r" }, 0, 78, 25);
         assert!(live.tasks.is_empty());
-        assert_eq!(live.usage(0), Usage { items: 1, bytes: 25 });
+        assert_eq!(counts(&live, 0), (1, 25));
         live.apply(&Entry::Finish { task_id: 2, expires_unix_ms: 100, body: b"r" }, 1, 48, 25);
         live.apply(&Entry::Finish { task_id: 3, expires_unix_ms: 200, body: b"r" }, 1, 73, 25);
         live.trim();
         // Three results, room for two: the one expiring soonest (task 2) goes.
         assert_eq!(live.results.len(), 2);
         assert!(!live.results.contains_key(&2));
-        assert_eq!(live.usage(1), Usage { items: 1, bytes: 25 });
+        assert_eq!(counts(&live, 1), (1, 25));
         // Compaction writes task 1's result again, in segment 2.
         live.apply(&Entry::Finish { task_id: 1, expires_unix_ms: 300, body: b"r" }, 2, 48, 25);
         live.trim();
-        assert_eq!((live.usage(0), live.results[&1].seg), (Usage::default(), 2));
+        assert_eq!((counts(&live, 0), live.results[&1].seg), ((0, 0), 2));
         live.expire(200);
         assert_eq!(live.results.keys().copied().collect::<Vec<_>>(), vec![1]);
-        assert_eq!(live.usage(1), Usage::default());
+        assert_eq!(counts(&live, 1), (0, 0));
         live.expire(300);
-        assert!(live.results.is_empty() && live.usage(2) == Usage::default());
+        assert!(live.results.is_empty() && counts(&live, 2) == (0, 0));
         assert_eq!(live.max_task_id, 3);
         let mut none = LiveSet::default();
         none.apply(&Entry::Finish { task_id: 4, expires_unix_ms: 300, body: b"r" }, 0, 48, 25);
-        assert!(none.results.is_empty() && none.usage(0) == Usage::default(), "max_results 0 keeps nothing");
+        assert!(none.results.is_empty() && counts(&none, 0) == (0, 0), "max_results 0 keeps nothing");
+    }
+
+    #[test]
+    fn segments_count_their_results_and_the_going_bound_never_overshoots() {
+        let mut live = LiveSet { max_results: 4, ..Default::default() };
+        let finish = |live: &mut LiveSet, id, exp, seg| {
+            live.apply(&Entry::Finish { task_id: id, expires_unix_ms: exp, body: b"r" }, seg, 48, 25);
+            live.trim();
+        };
+        for (id, exp) in [(1, 100), (2, 200), (3, 300)] {
+            finish(&mut live, id, exp, 0);
+        }
+        finish(&mut live, 4, 400, 1);
+        let u = live.usage(0);
+        assert_eq!((u.items, u.results, u.newest_result), (3, 3, (300, 3)));
+        assert_eq!(live.usage(1).results, 1);
+        assert_eq!(live.going_bound(0), None);
+        assert_eq!(live.going_bound(2), Some((200, 2)), "the 2nd result by expiry");
+        assert_eq!(live.going_bound(9), Some((400, 4)), "past the end: the last one");
+        // Compaction carries task 1's result to segment 1: an older expiry arrives late, and the old entry
+        // stays in the order as a duplicate. The bound may come earlier than the exact one, never later.
+        finish(&mut live, 1, 100, 1);
+        assert_eq!((live.usage(0).results, live.usage(1).results), (2, 2));
+        let bound = live.going_bound(2).unwrap();
+        assert!(bound <= (200, 2), "{bound:?}");
+        // A fifth result pushes out the first (task 1): each segment's count follows.
+        finish(&mut live, 5, 500, 1);
+        assert_eq!(live.results.len(), 4);
+        assert_eq!((live.usage(0).results, live.usage(1).results), (2, 2));
+        live.expire(300);
+        assert_eq!((live.usage(0).results, live.usage(0).items), (0, 0));
+        assert_eq!(live.usage(0).newest_result, (300, 3), "the newest is kept as a bound");
     }
 
     #[test]
@@ -383,7 +461,7 @@ mod tests {
         assert_eq!((live.usage(0).items, live.usage(1).items), (2, 1));
         live.expire(150);
         assert_eq!(live.results.keys().copied().collect::<Vec<_>>().len(), 2);
-        assert!(!live.results.contains_key(&1) && live.usage(1) == Usage::default());
+        assert!(!live.results.contains_key(&1) && counts(&live, 1) == (0, 0));
         live.expire(250);
         assert_eq!(live.results.keys().copied().collect::<Vec<_>>(), vec![2]);
         // Over the maximum, the one expiring first goes, whatever the order it came in.

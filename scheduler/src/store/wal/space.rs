@@ -74,10 +74,11 @@ impl Wal {
             let mut buf = std::mem::take(&mut c.buf);
             let base = c.pos;
             let (mut carried, consumed, finished) = self.live_in(index, &buf, base, end, &path)?;
-            let going = self.compaction.as_ref().map(|c| &c.going);
+            let going = self.compaction.as_ref().and_then(|c| c.going);
             let mut forget = Vec::new();
             carried.retain(|c| {
-                let push_out = c.result.is_some() && going.is_some_and(|g| g.contains(&c.task_id));
+                let push_out =
+                    matches!((&c.result, going), (Some((exp, _)), Some(bound)) if (*exp, c.task_id) <= bound);
                 if push_out {
                     forget.push(c.task_id);
                 }
@@ -150,20 +151,14 @@ impl Wal {
         // of them in this segment are not copied forward: at a steady rate that re-wrote nearly every kept
         // result once per segment and stalled the log's commits. A segment that holds only such results is
         // left to drain; one that holds more forgets them and carries the rest.
+        // The segment's own counts tell how many results it holds and the latest of them, so no kept result is
+        // walked here.
         let full = self.live.max_results > 0 && self.live.results.len() >= self.live.max_results;
-        let going = if full {
-            let results_here = self.live.results.values().filter(|r| r.seg == index).count();
-            let going = self.live.first_results(results_here);
-            let going_here = self.live.results.iter().filter(|(id, r)| r.seg == index && going.contains(id)).count();
-            if going_here as u64 == usage.items {
-                // Finding that out walks every kept result: not again for a while.
-                self.draining = Some((index, Instant::now()));
-                return Ok(None);
-            }
-            going
-        } else {
-            Default::default()
-        };
+        let going = if full { self.live.going_bound(usage.results as usize) } else { None };
+        if usage.items == usage.results && going.is_some_and(|bound| usage.newest_result <= bound) {
+            self.draining = Some((index, Instant::now()));
+            return Ok(None);
+        }
         let file = File::open(&meta.path).map_err(|e| StoreError::io(&meta.path, e))?;
         Ok(Some(Compaction { index, file, pos: HEADER_LEN as u64, buf: Vec::new(), going, carried: 0 }))
     }
@@ -260,8 +255,8 @@ pub(super) struct Compaction {
     pos: u64,
     /// The current slice (reused).
     buf: Vec<u8>,
-    /// Results pushed out soon: not carried (see [`Wal::start_compaction`]).
-    going: crate::idmap::IdSet<u64>,
+    /// Results up to this (expiry, task id) are pushed out soon: not carried (see [`Wal::start_compaction`]).
+    going: Option<(u64, u64)>,
     /// Records carried so far.
     carried: usize,
 }
