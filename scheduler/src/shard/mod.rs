@@ -407,9 +407,10 @@ enum Waiter {
         received: Instant,
     },
     Ack {
-        out: OutTx,
-        request_id: u64,
-        items: Vec<(usize, ErrorCode)>,
+        /// The reply (`None` once handed to the committer, which sends it the moment the round is durable).
+        reply: Option<LeaseReply>,
+        /// Items in the request.
+        n: usize,
         acked: Vec<(u64, Outcome)>,
     },
     Cancel {
@@ -426,6 +427,21 @@ enum Waiter {
     Adopt {
         children: Vec<(u64, Bytes)>,
     },
+}
+
+/// A `LeaseReply` waiting for its round: where it goes, its request id and its codes.
+type LeaseReply = (OutTx, u64, Vec<(usize, ErrorCode)>);
+
+/// Sends `reply` with the round's `result`: a store error replaces every `OK` (nothing of the round is durable).
+fn send_lease_reply((out, request_id, mut items): LeaseReply, result: &Result<(), (ErrorCode, String)>) {
+    if let Err((code, _)) = result {
+        for (_, c) in items.iter_mut() {
+            if *c == ErrorCode::Ok {
+                *c = *code;
+            }
+        }
+    }
+    let _ = out.send(Outbound::Part { request_id, part: Part::Lease(items) });
 }
 
 /// The outcome of a finishing task: kept once its round is durable and sent to its watchers.
@@ -895,7 +911,8 @@ impl Shard {
                 }
             }
         }
-        self.waiters.push(Waiter::Ack { out, request_id, items: codes, acked });
+        let n = codes.len();
+        self.waiters.push(Waiter::Ack { reply: Some((out, request_id, codes)), n, acked });
     }
 
     fn on_nack(&mut self, out: OutTx, request_id: u64, items: Vec<(usize, pb::NackItem)>) {
@@ -1416,11 +1433,24 @@ impl Shard {
         self.round += 1;
         let round = self.round;
         let records = std::mem::take(&mut self.records);
-        let waiters = std::mem::take(&mut self.waiters);
+        let mut waiters = std::mem::take(&mut self.waiters);
+        // Ack replies need nothing more from this shard: the commit thread sends them the moment the round is
+        // durable, one hop sooner than through this shard (the shard's own part follows on `Durable`).
+        let replies: Vec<LeaseReply> = waiters
+            .iter_mut()
+            .filter_map(|w| match w {
+                Waiter::Ack { reply, .. } => reply.take(),
+                _ => None,
+            })
+            .collect();
         let tx = self.self_tx.clone();
         let done: crate::store::committer::Done = Box::new(move |res: Result<(), StoreError>| {
             let result = res.map_err(|e| (store_error_code(&e), e.to_string()));
-            let _ = tx.send(ShardMsg::Durable { round, result });
+            // `Durable` first: anything the agent sends after reading its reply queues behind it at the shard.
+            let _ = tx.send(ShardMsg::Durable { round, result: result.clone() });
+            for reply in replies {
+                send_lease_reply(reply, &result);
+            }
         });
         if waiters.is_empty() {
             // Only attempt counts and dead-letter moves: nobody waits, so no sync of their own (see
@@ -1539,7 +1569,7 @@ impl Shard {
                     let _ = out.send(Outbound::Part { request_id, part: Part::Submit(results) });
                     self.hist.submit.record(now.saturating_duration_since(received).as_secs_f64());
                 }
-                Waiter::Ack { out, request_id, mut items, acked } => {
+                Waiter::Ack { reply, n, acked } => {
                     let now_ms = now_unix_ms();
                     for (task_id, outcome) in acked {
                         if let Some(t) = self.tasks.remove(&task_id) {
@@ -1555,17 +1585,12 @@ impl Shard {
                             self.watchers.remove(&task_id);
                         }
                     }
-                    match result {
-                        Ok(()) => metrics::counter!(m::ACKED).increment(items.len() as u64),
-                        Err((code, _)) => {
-                            for (_, c) in items.iter_mut() {
-                                if *c == ErrorCode::Ok {
-                                    *c = *code;
-                                }
-                            }
-                        }
+                    if result.is_ok() {
+                        metrics::counter!(m::ACKED).increment(n as u64);
                     }
-                    let _ = out.send(Outbound::Part { request_id, part: Part::Lease(items) });
+                    if let Some(reply) = reply {
+                        send_lease_reply(reply, result);
+                    }
                 }
                 Waiter::Cancel { out, request_id, mut items, cancelled } => {
                     match result {

@@ -543,6 +543,29 @@ async fn a_task_whose_append_failed_is_never_leased() {
     assert_eq!(h.leased().await.task_id, id);
 }
 
+#[tokio::test]
+async fn an_ack_reply_carries_the_store_error_when_its_round_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    h.credit(2);
+    let ids = h.submit(vec![spec("a", 0, 0), spec("b", 0, 0)]).await;
+    let mut leases = Vec::new();
+    while leases.len() < 2 {
+        match h.agent_frame().await {
+            Kind::Leased(l) => leases.extend(l.tasks),
+            other => panic!("expected Leased, got {other:?}"),
+        }
+    }
+    h.fail.store(true, Ordering::SeqCst);
+    let code = h.lease_op(|out, request_id| ack(out, request_id, leases[0].lease_id)).await;
+    assert_eq!(code, ErrorCode::StoreFull);
+    h.fail.store(false, Ordering::SeqCst);
+    assert_eq!(h.lease_op(|out, request_id| ack(out, request_id, leases[1].lease_id)).await, ErrorCode::Ok);
+    let left: Vec<u64> = h.reopen(dir.path()).tasks.iter().map(|t| t.task_id).collect();
+    let failed = leases[0].task_id;
+    assert_eq!(left, vec![failed], "only the task whose ack failed is still live on disk ({ids:?})");
+}
+
 /// An Ack of one lease.
 fn ack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
     ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }
