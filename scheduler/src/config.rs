@@ -226,8 +226,8 @@ pub struct Config {
     #[arg(long, env = "PM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Let the kernel back the heap with transparent huge pages. Off by default: khugepaged fills partly used
-    /// 2 MiB regions, which made an idle agent connection cost ~100-250 bytes more resident memory and made
-    /// that cost vary from run to run, with no throughput gain measured (docs/benchmarks.md).
+    /// 2 MiB regions, which made the resident memory of an idle agent connection vary from run to run
+    /// (652-1,007 bytes with them, 702-740 without, at 19,000 connections; docs/benchmarks.md).
     #[arg(long, env = "PM_HUGE_PAGES")]
     pub huge_pages: bool,
 }
