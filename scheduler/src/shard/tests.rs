@@ -479,6 +479,14 @@ fn submit_one(h: &mut Harness, payload: &str) -> u64 {
     request_id
 }
 
+/// The answer to a one-task Submit sent by [`submit_one`].
+async fn submit_result(h: &mut Harness, request_id: u64) -> pb::SubmitResult {
+    match h.part(request_id).await {
+        Part::Submit(mut results) if results.len() == 1 => results.remove(0).1,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_new_task_is_leased_while_its_sync_runs_and_its_submit_ack_waits_for_the_sync() {
     let dir = tempfile::tempdir().unwrap();
@@ -492,10 +500,8 @@ async fn a_new_task_is_leased_while_its_sync_runs_and_its_submit_ack_waits_for_t
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!h.rx.has_queued(), "a SubmitAck went out before the task was durable");
     h.hold_sync.store(false, Ordering::SeqCst);
-    match h.part(request_id).await {
-        Part::Submit(results) => assert_eq!((results[0].1.code, results[0].1.task_id), (0, leased.task_id)),
-        other => panic!("unexpected {other:?}"),
-    }
+    let r = submit_result(&mut h, request_id).await;
+    assert_eq!((r.code, r.task_id), (ErrorCode::Ok as i32, leased.task_id));
     assert_eq!(h.lease_op(|out, request_id| ack(out, request_id, leased.lease_id)).await, ErrorCode::Ok);
     assert!(h.reopen(dir.path()).tasks.is_empty(), "acked: gone after a reopen");
 }
@@ -510,10 +516,7 @@ async fn a_task_leased_before_its_sync_failed_is_revoked_and_its_submit_refused(
     let request_id = submit_one(&mut h, "doomed");
     let leased = h.leased().await;
     h.hold_sync.store(false, Ordering::SeqCst);
-    match h.part(request_id).await {
-        Part::Submit(results) => assert_eq!(results[0].1.code, ErrorCode::StoreFailed as i32, "{results:?}"),
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(submit_result(&mut h, request_id).await.code, ErrorCode::StoreFailed as i32);
     match h.agent_frame().await {
         Kind::Revoke(r) => assert_eq!((r.task_id, r.lease_id), (leased.task_id, leased.lease_id)),
         other => panic!("expected Revoke, got {other:?}"),
@@ -532,10 +535,7 @@ async fn a_task_whose_append_failed_is_never_leased() {
     h.credit(1);
     h.fail.store(true, Ordering::SeqCst);
     let request_id = submit_one(&mut h, "unwritten");
-    match h.part(request_id).await {
-        Part::Submit(results) => assert_eq!(results[0].1.code, ErrorCode::StoreFull as i32, "{results:?}"),
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(submit_result(&mut h, request_id).await.code, ErrorCode::StoreFull as i32);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!h.agent_rx.has_queued(), "a task that was not written was leased");
     h.fail.store(false, Ordering::SeqCst);
