@@ -17,7 +17,16 @@ use pm_tests::{assert_no_lease, next_lease, task};
 
 #[tokio::test]
 async fn submit_lease_ack() {
-    let s = Scheduler::start(&[]);
+    submit_lease_ack_with(&[]).await;
+}
+
+#[tokio::test]
+async fn submit_lease_ack_when_leasing_waits_for_the_sync() {
+    submit_lease_ack_with(&["--lease-after-sync"]).await;
+}
+
+async fn submit_lease_ack_with(args: &[&str]) {
+    let s = Scheduler::start(args);
     let p = s.client(ConnectOptions::producer()).await;
     let id = p.submit_one(task("q1", b"hello")).await.unwrap();
     let (a, mut leases) = s.agent().await;

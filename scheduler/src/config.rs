@@ -60,6 +60,12 @@ pub struct Config {
     /// acking), or `none` (never fsync: UNSAFE, a machine crash loses acknowledged tasks).
     #[arg(long, env = "PM_FSYNC", default_value = "always", value_parser = parse_fsync)]
     pub fsync: FsyncMode,
+    /// Lease a new task only once its submit is durable. By default it is leased as soon as it is written,
+    /// while its sync runs (the `SubmitAck` waits for the sync either way): one sync less on every task's
+    /// path, and an agent may then start a task whose submit fails after all (a failed sync, or a machine
+    /// crash before it ended), which its producer submits again (docs/architecture.md).
+    #[arg(long, env = "PM_LEASE_AFTER_SYNC")]
+    pub lease_after_sync: bool,
     /// Shard actors (0 = one per core).
     #[arg(long, env = "PM_SHARDS", default_value_t = 0)]
     pub shards: usize,

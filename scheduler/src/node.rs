@@ -136,6 +136,7 @@ impl Node {
             disconnect_grace: cfg.disconnect_grace,
             reclaim_grace: Duration::from_millis(cfg.reclaim_grace_ms),
             result_retention: cfg.result_retention,
+            lease_after_sync: cfg.lease_after_sync,
             results_budget: Arc::new(crate::shard::ResultsBudget::new(cfg.kept_results(), cfg.max_results_bytes, n)),
             max_result_bytes: cfg.max_result_bytes,
             queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),

@@ -60,6 +60,8 @@ pub struct ShardConfig {
     pub lease_prefix: u64,
     /// How long the outcome of a finished task is kept (zero: not kept; finishing writes a bare tombstone).
     pub result_retention: Duration,
+    /// Lease new tasks only once durable, not as soon as written (see `Shard::on_appended`).
+    pub lease_after_sync: bool,
     /// How many outcomes (and bytes of them) the node's shards keep in memory, together.
     pub results_budget: Arc<ResultsBudget>,
     /// Largest result document kept with an outcome; a larger one is left out (the outcome says so).
@@ -1460,7 +1462,7 @@ impl Shard {
         }
         let new_tasks = waiters.iter().any(|w| matches!(w, Waiter::Submit { new_tasks, .. } if !new_tasks.is_empty()));
         self.pending_rounds.insert(round, waiters);
-        if new_tasks {
+        if new_tasks && !self.cfg.lease_after_sync {
             // Lease the new tasks while their sync runs (see `on_appended`).
             let tx = self.self_tx.clone();
             let appended = Box::new(move || {

@@ -83,6 +83,10 @@ impl Harness {
     }
 
     fn start_with_grace(dir: &Path, reclaim_grace: Duration) -> (Harness, Recovered) {
+        Self::start_with(dir, reclaim_grace, false)
+    }
+
+    fn start_with(dir: &Path, reclaim_grace: Duration, lease_after_sync: bool) -> (Harness, Recovered) {
         let (wal, rec) = open_wal(dir);
         let fail = Arc::new(AtomicBool::new(false));
         let (hold_sync, fail_sync) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
@@ -99,6 +103,7 @@ impl Harness {
             steal: None,
             lease_prefix: 0,
             result_retention: Duration::from_secs(60),
+            lease_after_sync,
             results_budget: Arc::new(crate::shard::ResultsBudget::new(1000, 1 << 20, 1)),
             max_result_bytes: 1024,
             queue_limits: Default::default(),
@@ -504,6 +509,20 @@ async fn a_new_task_is_leased_while_its_sync_runs_and_its_submit_ack_waits_for_t
     assert_eq!((r.code, r.task_id), (ErrorCode::Ok as i32, leased.task_id));
     assert_eq!(h.lease_op(|out, request_id| ack(out, request_id, leased.lease_id)).await, ErrorCode::Ok);
     assert!(h.reopen(dir.path()).tasks.is_empty(), "acked: gone after a reopen");
+}
+
+#[tokio::test]
+async fn with_lease_after_sync_a_new_task_waits_for_its_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start_with(dir.path(), Duration::ZERO, true);
+    h.credit(1);
+    h.hold_sync.store(true, Ordering::SeqCst);
+    let request_id = submit_one(&mut h, "strict");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!h.agent_rx.has_queued(), "leased before its sync ended");
+    h.hold_sync.store(false, Ordering::SeqCst);
+    let id = submit_result(&mut h, request_id).await.task_id;
+    assert_eq!(h.leased().await.task_id, id);
 }
 
 #[tokio::test]
