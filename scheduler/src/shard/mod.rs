@@ -1496,27 +1496,34 @@ impl Shard {
         }
     }
 
-    /// Takes back a task whose submit failed to become durable after it was made ready early (see
-    /// `on_appended`): out of its queue, its lease (if any) revoked, forgotten.
-    fn withdraw(&mut self, task_id: u64) {
-        let Some(t) = self.tasks.get(&task_id) else { return };
-        let q = t.queue;
-        match &t.state {
-            State::Ready | State::Delayed => {
-                let queue = &mut self.queues[q as usize];
-                queue.retain_ready(|id| id != task_id);
-                queue.delayed.retain(|Reverse((_, id))| *id != task_id);
-            }
-            State::Leased(lease_id) => {
-                let lease_id = *lease_id;
-                if self.leases.get(&lease_id).is_some_and(|l| l.task_id == task_id) {
-                    self.revoke(lease_id, task_id, "its submit could not be stored");
+    /// Takes back tasks whose submit failed to become durable after they were made ready early (see
+    /// `on_appended`): out of their queues (one pass per queue, as a failed round may hold thousands), their
+    /// leases (if any) revoked. The caller forgets them.
+    fn withdraw(&mut self, task_ids: &[u64]) {
+        let mut unqueue: HashMap<u32, HashSet<u64>> = HashMap::new();
+        for &task_id in task_ids {
+            let Some(t) = self.tasks.get(&task_id) else { continue };
+            let q = t.queue;
+            match &t.state {
+                State::Ready | State::Delayed => {
+                    unqueue.entry(q).or_default().insert(task_id);
                 }
+                State::Leased(lease_id) => {
+                    let lease_id = *lease_id;
+                    if self.leases.get(&lease_id).is_some_and(|l| l.task_id == task_id) {
+                        self.revoke(lease_id, task_id, "its submit could not be stored");
+                    }
+                }
+                State::Dead(_) => {
+                    self.queues[q as usize].dead.remove(&task_id);
+                }
+                State::Pending | State::Held | State::Acking => {}
             }
-            State::Dead(_) => {
-                self.queues[q as usize].dead.remove(&task_id);
-            }
-            State::Pending | State::Held | State::Acking => {}
+        }
+        for (q, ids) in unqueue {
+            let queue = &mut self.queues[q as usize];
+            queue.retain_ready(|id| !ids.contains(&id));
+            queue.delayed.retain(|Reverse((_, id))| !ids.contains(id));
         }
     }
 
@@ -1552,8 +1559,8 @@ impl Shard {
                         Err((code, msg)) => {
                             let failed: HashSet<u64> = new_tasks.iter().copied().collect();
                             self.failed_ids.extend(failed.iter().copied());
+                            self.withdraw(&new_tasks);
                             for task_id in new_tasks {
-                                self.withdraw(task_id);
                                 self.watchers.remove(&task_id);
                                 if let Some(t) = self.tasks.remove(&task_id) {
                                     if let Some(k) = t.idem {

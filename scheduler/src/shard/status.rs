@@ -14,10 +14,7 @@ use tokio::time::Instant;
 use super::{now_unix_ms, Outcome, Shard, State, Task};
 use crate::connection::{OutTx, Outbound, Part};
 use crate::metrics as m;
-use crate::store::{Record, RecoveredResult};
-
-/// Most outcomes a shard sizes its tables for up front (a larger `--max-results` grows them as it fills).
-const MAX_RESERVED_RESULTS: usize = 1 << 20;
+use crate::store::{Record, RecoveredResult, MAX_RESERVED_RESULTS};
 
 impl Shard {
     /// Takes this shard's share of the results the store recovered (ordered by expiry).

@@ -24,6 +24,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+/// Most kept results a table sizes itself for on first use (the WAL's live set, each shard): growing a map of
+/// ~60 k results rehashed it in one go and stalled its thread for milliseconds. A larger `--max-results` grows
+/// the tables past this as they fill.
+pub(crate) const MAX_RESERVED_RESULTS: usize = 1 << 20;
+
 /// One change to the durable state. A batch of records is applied in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {

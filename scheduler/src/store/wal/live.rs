@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::format::Entry;
+use crate::store::MAX_RESERVED_RESULTS;
 
 /// Where a live task's current full record (Enqueue or Snapshot) is, and the state recorded after it.
 #[derive(Debug, Clone)]
@@ -66,9 +67,6 @@ pub(crate) struct Usage {
 fn key_cost(key: &str) -> u64 {
     key.len() as u64 + 40
 }
-
-/// Most results the live set sizes its tables for up front (a larger `--max-results` grows them as it fills).
-const MAX_RESERVED_RESULTS: usize = 1 << 20;
 
 /// A map keyed by task id (see [`crate::idmap`]).
 pub(crate) type IdMap<V> = crate::idmap::IdMap<u64, V>;
@@ -256,7 +254,7 @@ impl LiveSet {
     /// replaced or carried forward by compaction) make the bound earlier than the exact n-th result, never
     /// later: a result it names as going is always among the first `n`. Cheap: no lookups, and one index
     /// into the deque when no entry came out of order (walking every kept result here held the log's
-    /// commits for 20–30 ms once per segment).
+    /// commits for ~30 ms once per segment).
     pub(crate) fn going_bound(&self, n: usize) -> Option<(u64, u64)> {
         let order = &self.result_order;
         if n == 0 {
