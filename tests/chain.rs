@@ -16,13 +16,15 @@ fn out(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// The tasks `pmctl flow ID --json` shows: (depth, task id, state, parent id, children).
+/// The tasks `pmctl flow ID --json` shows: (depth, task id, state, parent id, children). Every task it names
+/// must be known: a follow-up is shown under its parent only once it exists.
 fn flow(s: &Scheduler, id: u64) -> Vec<(u64, u64, String, u64, Vec<u64>)> {
     let o = pmctl(&s.addr, &["flow", "--json", &id.to_string()], None);
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_ne!(v["state"], "not-found", "the flow of {id} names a task no node knows: {l}");
             let children = v["children"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
             let parent = v["parentId"].as_u64().unwrap_or(0);
             (

@@ -325,8 +325,11 @@ struct Dead {
     reason: String,
     /// The result document of the failed last attempt (kept in memory only; empty after a restart).
     result: Bytes,
-    /// Its `onFailure` follow-ups (in memory only, like `result`).
+    /// Its `onFailure` follow-ups (in memory only, like `result`), shown once the record burying it is durable.
     children: Vec<u64>,
+    /// Whether the dead-letter record is durable: until then status shows no follow-ups (they are not known
+    /// to any shard yet) and watchers are not told.
+    written: bool,
 }
 
 #[derive(Debug)]
@@ -424,6 +427,11 @@ enum Waiter {
     /// Tasks that failed for good (a final nack, answered already): finished once durable.
     Failed {
         failed: Vec<(u64, Outcome)>,
+    },
+    /// Tasks dead-lettered this round, with their `onFailure` follow-ups: shown and told to watchers once
+    /// durable, ready again if the round failed (still live on disk).
+    Buried {
+        buried: Vec<(u64, Vec<u64>)>,
     },
     /// Follow-ups written this round: handed to their shards once durable.
     Adopt {
@@ -558,6 +566,8 @@ pub struct Shard {
     watchers: IdMap<u64, Vec<OutTx>>,
     /// Follow-ups written this round (id, stored task).
     adopting: Vec<(u64, Bytes)>,
+    /// Tasks dead-lettered in this round, with their follow-ups (see [`Waiter::Buried`]).
+    buried: Vec<(u64, Vec<u64>)>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -617,6 +627,7 @@ impl Shard {
             others_kept: (0, 0),
             watchers: IdMap::default(),
             adopting: Vec::new(),
+            buried: Vec::new(),
         };
         shard.restore(tasks, idem);
         shard.restore_results(results);
@@ -641,7 +652,8 @@ impl Shard {
             task.attempts = rt.attempts;
             task.submitted_unix_ms = stored.submitted_unix_ms;
             if let Some(reason) = rt.dead_reason {
-                task.state = State::Dead(Box::new(Dead { reason, result: Bytes::new(), children: Vec::new() }));
+                task.state =
+                    State::Dead(Box::new(Dead { reason, result: Bytes::new(), children: Vec::new(), written: true }));
                 self.queues[q as usize].dead.insert(rt.task_id);
             } else if stored.not_before_unix_ms > now_ms {
                 let at = now + Duration::from_millis(stored.not_before_unix_ms - now_ms);
@@ -1194,11 +1206,12 @@ impl Shard {
             // Its onFailure follow-ups, in one unit with the dead-letter record.
             let children = self.write_follow_ups(task_id, TaskState::Dead);
             let Some(t) = self.tasks.get_mut(&task_id) else { return };
-            t.state = State::Dead(Box::new(Dead { reason: reason.clone(), result, children }));
+            t.state =
+                State::Dead(Box::new(Dead { reason: reason.clone(), result, children: Vec::new(), written: false }));
             self.queues[t.queue as usize].dead.insert(task_id);
             self.records.push(Record::DeadLetter { task_id, reason });
             metrics::counter!(m::DEAD_LETTERED).increment(1);
-            self.notify_dead(task_id);
+            self.buried.push((task_id, children));
             return;
         }
         let Some(t) = self.tasks.get_mut(&task_id) else { return };
@@ -1426,6 +1439,9 @@ impl Shard {
                 steal.send(StealMsg::Delivered { lease_id, conn, out, holdings });
             }
         }
+        if !self.buried.is_empty() {
+            self.waiters.push(Waiter::Buried { buried: std::mem::take(&mut self.buried) });
+        }
         if !self.adopting.is_empty() {
             self.waiters.push(Waiter::Adopt { children: std::mem::take(&mut self.adopting) });
         }
@@ -1626,6 +1642,11 @@ impl Shard {
                     }
                     let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(items) });
                 }
+                Waiter::Buried { buried } => {
+                    for (task_id, children) in buried {
+                        self.buried_durable(task_id, children, result.is_ok());
+                    }
+                }
                 Waiter::Adopt { children } => {
                     if result.is_ok() {
                         self.hand_out(children);
@@ -1644,6 +1665,28 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// The round that dead-lettered `task_id` ended: once durable its follow-ups are shown and its watchers
+    /// told; if it failed the task is still live on disk, so it is ready again (its attempts stay counted).
+    fn buried_durable(&mut self, task_id: u64, children: Vec<u64>, ok: bool) {
+        let Some(t) = self.tasks.get_mut(&task_id) else { return };
+        let State::Dead(d) = &mut t.state else { return };
+        if d.written {
+            return;
+        }
+        if ok {
+            d.written = true;
+            d.children = children;
+            self.notify_dead(task_id);
+            return;
+        }
+        let q = t.queue as usize;
+        t.state = State::Ready;
+        t.ready_since = Instant::now();
+        self.queues[q].dead.remove(&task_id);
+        self.queues[q].push_ready(t.class, t.entry(task_id));
+        self.dirty.insert(t.queue);
     }
 
     /// A cancellation that failed to persist: the task is ready again.

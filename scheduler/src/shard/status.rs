@@ -151,7 +151,7 @@ impl Shard {
     /// shard does not know the task.
     pub(super) fn watch(&mut self, task_id: u64, out: &OutTx) -> ErrorCode {
         let now_final = match self.tasks.get(&task_id).map(|t| &t.state) {
-            Some(State::Dead(_)) => true,
+            Some(State::Dead(d)) => d.written,
             Some(_) => false,
             None if self.results.contains_key(&task_id) => true,
             None => return ErrorCode::NotFound,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pm_protocol::pb::{self, TaskSpec};
+use pm_protocol::pb::{self, TaskSpec, TaskState};
 use pm_protocol::{ErrorCode, Kind};
 
 use super::{Shard, ShardConfig, ShardHandle, ShardMsg};
@@ -602,4 +602,84 @@ fn lease_ids_carry_the_node_and_route_to_their_shard() {
     let mut next = LEASE_COUNTER_MASK / 3;
     let id = mint_lease(&mut next, 1 << LEASE_NODE_SHIFT, 3, 2);
     assert_eq!((shard_of_lease(id, 3), id >> LEASE_NODE_SHIFT, next), (2, 1, 1));
+}
+
+/// A Nack of one lease (retried, or dead-lettered once its attempts are used up).
+fn nack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
+    ShardMsg::Nack {
+        out,
+        request_id,
+        items: vec![(0, pb::NackItem { lease_id, reason: "exit 3".into(), ..Default::default() })],
+    }
+}
+
+impl Harness {
+    /// The status this shard gives of `task_id` (`None` if it does not know it).
+    async fn status(&mut self, task_id: u64) -> Option<pb::TaskStatus> {
+        let request_id = self.request_id();
+        self.shard.send(ShardMsg::Status { out: self.out.clone(), request_id, items: vec![(0, task_id)] });
+        match self.part(request_id).await {
+            Part::Status(mut items) => items.pop().map(|(_, s)| s),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_dead_letter_shows_its_follow_ups_and_tells_watchers_only_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    let payload = r#"{"pipeline":[{"executorName":"sh","commands":["exit 3"]}],
+        "onFailure":[{"pipeline":[{"executorName":"sh","commands":["true"]}],"queue":"q"}]}"#;
+    let id = h.submit(vec![TaskSpec { max_attempts: 1, ..spec(payload, 0, 0) }]).await[0];
+    h.credit(1);
+    let lease = h.leased().await;
+    h.hold_sync.store(true, Ordering::SeqCst);
+    assert_eq!(h.lease_op(|out, request_id| nack(out, request_id, lease.lease_id)).await, ErrorCode::Ok);
+    // Dead (never leased again) but not durable yet: no follow-up is shown, a watcher is not told.
+    let s = h.status(id).await.expect("known");
+    assert_eq!((s.state, s.children.len()), (TaskState::Dead as i32, 0), "{s:?}");
+    let request_id = h.request_id();
+    h.shard.send(ShardMsg::Watch { out: h.out.clone(), request_id, items: vec![(0, id)] });
+    assert!(matches!(h.part(request_id).await, Part::Cancel(c) if c == vec![(0, ErrorCode::Ok)]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!h.rx.has_queued(), "a watcher was told before the dead letter was durable");
+    h.hold_sync.store(false, Ordering::SeqCst);
+    let msg = tokio::time::timeout(Duration::from_secs(5), h.rx.recv()).await.expect("no Completed").expect("open");
+    let told = match msg {
+        Outbound::Frame(pm_protocol::Envelope { kind: Some(Kind::Completed(c)) }) => c.task.expect("a status"),
+        other => panic!("expected Completed, got {other:?}"),
+    };
+    assert_eq!((told.state, told.children.len()), (TaskState::Dead as i32, 1), "{told:?}");
+    // Every follow-up it names is known by then.
+    let child = told.children[0];
+    let s = h.status(child).await.expect("the follow-up is known once its parent shows it");
+    assert_eq!(s.parent_id, id);
+    assert_eq!(h.status(id).await.expect("known").children, vec![child]);
+}
+
+#[tokio::test]
+async fn a_dead_letter_whose_round_failed_is_ready_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    let id = h.submit(vec![TaskSpec { max_attempts: 1, ..spec("once", 0, 0) }]).await[0];
+    h.credit(1);
+    let lease = h.leased().await;
+    h.hold_sync.store(true, Ordering::SeqCst);
+    h.fail_sync.store(true, Ordering::SeqCst);
+    assert_eq!(h.lease_op(|out, request_id| nack(out, request_id, lease.lease_id)).await, ErrorCode::Ok);
+    assert_eq!(h.stats().await.dead, 1, "dead (not leased again) while its record is written");
+    h.hold_sync.store(false, Ordering::SeqCst);
+    // The dead-letter record is not durable, so the task is still live on disk: here too, and delivered again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while h.stats().await.dead != 0 {
+        assert!(std::time::Instant::now() < deadline, "still dead after its round failed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.fail_sync.store(false, Ordering::SeqCst);
+    h.credit(1);
+    let again = h.leased().await;
+    assert_eq!(again.task_id, id);
+    let s = h.status(id).await.expect("known");
+    assert_eq!(s.state, TaskState::Leased as i32, "{s:?}");
 }
