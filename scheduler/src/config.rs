@@ -225,6 +225,10 @@ pub struct Config {
     /// WAL segment size in bytes (preallocated).
     #[arg(long, env = "PM_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
+    /// Unsynced WAL bytes after which the kernel is asked to start writing them back, without waiting; keeps
+    /// the sync that seals a segment short when the log is rarely synced (`--fsync none`). 0 = off.
+    #[arg(long, env = "PM_WAL_WRITEBACK_BYTES", default_value_t = 1024 * 1024)]
+    pub wal_writeback_bytes: u64,
     /// On SIGTERM/SIGINT: how long to wait for in-flight writes and replies before exiting.
     #[arg(long, env = "PM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

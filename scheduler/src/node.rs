@@ -81,6 +81,7 @@ impl Node {
                     segment_bytes: cfg.segment_bytes,
                     max_record_bytes: cfg.max_payload_bytes.max(cfg.max_result_bytes) + RECORD_OVERHEAD,
                     max_results: cfg.kept_results(),
+                    writeback_bytes: cfg.wal_writeback_bytes,
                     ..WalOptions::default()
                 };
                 let (wal, rec) = Wal::open(&cfg.data.join("wal"), opts)?;

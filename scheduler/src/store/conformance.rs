@@ -30,8 +30,13 @@ struct WalBackend;
 impl Backend for WalBackend {
     fn open_keeping(dir: &Path, max_results: usize) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
         // Small segments so that rollover, deletion and compaction happen within the tests.
-        let opts =
-            WalOptions { segment_bytes: 64 << 10, max_record_bytes: 16 << 10, compact_live_ratio: 0.25, max_results };
+        let opts = WalOptions {
+            segment_bytes: 64 << 10,
+            max_record_bytes: 16 << 10,
+            compact_live_ratio: 0.25,
+            max_results,
+            ..WalOptions::default()
+        };
         let (wal, recovered) = Wal::open(dir, opts)?;
         Ok((Box::new(wal), recovered))
     }

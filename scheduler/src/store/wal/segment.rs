@@ -168,6 +168,58 @@ impl Drop for Background {
     }
 }
 
+/// Writes back the newest segment's unsynced pages on a thread of its own (`pm-wal-writeback`) when the log
+/// asks (see `WalOptions::writeback_bytes`), so the sync that later seals the segment finds little left to
+/// write. It is an `fdatasync` through an open file of its own: the commit thread never waits for it and
+/// never counts on it. A write error it meets is still reported to the log's own next sync, which goes
+/// through another open file description (Linux reports a writeback error once to each).
+#[derive(Debug, Default)]
+pub(crate) struct Writeback {
+    tx: Option<crossbeam_channel::Sender<PathBuf>>,
+    /// A request is queued or running; further ones are dropped until it ends (one covers them all).
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Writeback {
+    /// Asks for the unsynced pages of `path` to be written back. False if a request is still running (or
+    /// the thread cannot be started): the caller asks again later.
+    pub(crate) fn request(&mut self, path: &Path) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.tx.is_none() {
+            let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
+            let busy = self.busy.clone();
+            let spawned = std::thread::Builder::new().name("pm-wal-writeback".into()).spawn(move || {
+                let mut open: Option<(PathBuf, File)> = None;
+                for path in rx {
+                    if open.as_ref().is_none_or(|(p, _)| *p != path) {
+                        open = File::open(&path).ok().map(|f| (path.clone(), f));
+                    }
+                    if let Some((_, file)) = &open {
+                        if let Err(e) = file.sync_data() {
+                            tracing::debug!(file = %path.display(), "early writeback failed: {e}");
+                        }
+                    }
+                    busy.store(false, Ordering::Release);
+                }
+            });
+            match spawned {
+                Ok(_) => self.tx = Some(tx),
+                Err(_) => return false,
+            }
+        }
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        match &self.tx {
+            Some(tx) if tx.send(path.to_owned()).is_ok() => true,
+            _ => {
+                self.busy.store(false, Ordering::Release);
+                false
+            }
+        }
+    }
+}
+
 /// Zero-filled per step by [`make_spare`], each step synced.
 const SPARE_STEP: usize = 256 << 10;
 /// Pause between two steps of a background spare, leaving the device to the log's own syncs.

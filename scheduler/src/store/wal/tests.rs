@@ -637,3 +637,53 @@ fn options_are_validated() {
         assert!(Wal::open(dir.path(), opts).is_err());
     }
 }
+
+#[test]
+fn unsynced_bytes_are_handed_to_writeback_and_a_sync_restarts_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = 64 << 10;
+    let (mut wal, _) = open(dir.path(), WalOptions { writeback_bytes: step, ..opts(4 << 20) });
+    // ~300 KiB, never synced (as with --fsync none).
+    for id in 1..=300 {
+        wal.append(&[enq(id, 1000)]).unwrap();
+    }
+    let hints = wal.faults.written_back.clone();
+    assert!(!hints.is_empty());
+    let mut at = HEADER_LEN as u64;
+    for r in &hints {
+        assert_eq!(r.start, at, "contiguous: {hints:?}");
+        assert!(r.end - r.start >= step, "{hints:?}");
+        at = r.end;
+    }
+    assert!(at <= wal.active.pos);
+    // After a sync the count starts at the synced end: less than a step more asks for nothing.
+    wal.sync().unwrap();
+    let synced = wal.active.pos;
+    wal.faults.written_back.clear();
+    for id in 301..=340 {
+        wal.append(&[enq(id, 1000)]).unwrap();
+    }
+    assert!(wal.faults.written_back.is_empty(), "{:?}", wal.faults.written_back);
+    // A step more asks again (once the request before the sync has ended).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut id = 341;
+    while wal.faults.written_back.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no writeback asked for");
+        wal.append(&[enq(id, 1000)]).unwrap();
+        id += 1;
+    }
+    assert_eq!(wal.faults.written_back[0].start, synced);
+    drop(wal);
+    let (_, rec) = open(dir.path(), opts(4 << 20));
+    assert_eq!(ids(&rec), (1..id).collect::<Vec<_>>(), "writing back early changes nothing on disk");
+}
+
+#[test]
+fn no_writeback_hints_when_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = open(dir.path(), WalOptions { writeback_bytes: 0, ..opts(4 << 20) });
+    for id in 1..=300 {
+        wal.append(&[enq(id, 1000)]).unwrap();
+    }
+    assert!(wal.faults.written_back.is_empty());
+}
