@@ -189,15 +189,10 @@ impl Writeback {
             let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
             let busy = self.busy.clone();
             let spawned = std::thread::Builder::new().name("pm-wal-writeback".into()).spawn(move || {
-                let mut open: Option<(PathBuf, File)> = None;
+                // Opened per request and closed after it: a held file would keep a retired segment's inode.
                 for path in rx {
-                    if open.as_ref().is_none_or(|(p, _)| *p != path) {
-                        open = File::open(&path).ok().map(|f| (path.clone(), f));
-                    }
-                    if let Some((_, file)) = &open {
-                        if let Err(e) = file.sync_data() {
-                            tracing::debug!(file = %path.display(), "early writeback failed: {e}");
-                        }
+                    if let Err(e) = File::open(&path).and_then(|file| file.sync_data()) {
+                        tracing::debug!(file = %path.display(), "early writeback failed: {e}");
                     }
                     busy.store(false, Ordering::Release);
                 }
