@@ -1,6 +1,6 @@
 //! Delivery semantics through the real scheduler: submit → lease → ack, nack with delay, lease expiry,
-//! agent disconnect, fencing, dead letters and redrive, idempotency and recovery across restarts, and an
-//! agent reclaiming its leases after a restart.
+//! agent disconnect, fencing, dead letters and redrive, idempotency and recovery across restarts, an agent
+//! reclaiming its leases after a restart, and `--fsync none` with early writeback across segment rolls.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -431,4 +431,54 @@ async fn only_a_peer_node_may_release_a_delivery_without_it_counting() {
     let (a, mut leases) = s.agent().await;
     a.credit("rel", 1).await.unwrap();
     assert_eq!(next_lease(&mut leases).await.attempt, 2);
+}
+
+#[tokio::test]
+async fn with_fsync_none_and_early_writeback_a_killed_node_keeps_every_task_across_segment_rolls() {
+    // Small segments and frames, so 1 MiB of tasks rolls the log a few times; writeback every 16 KiB.
+    let args = [
+        "--fsync",
+        "none",
+        "--max-frame-bytes",
+        "65536",
+        "--max-payload-bytes",
+        "16384",
+        "--max-result-bytes",
+        "16384",
+        "--segment-bytes",
+        "262144",
+        "--wal-writeback-bytes",
+        "16384",
+    ];
+    let mut s = Scheduler::start(&args);
+    let pid = s.pid().unwrap();
+    let mut all = BTreeSet::new();
+    {
+        let p = s.client(ConnectOptions::producer()).await;
+        for chunk in 0..20 {
+            let tasks: Vec<_> =
+                (0..50).map(|i| task("wb", format!("{chunk}-{i}-{}", "x".repeat(1000)).as_bytes())).collect();
+            for r in p.submit(tasks).await.unwrap() {
+                assert_eq!(r.code, 0);
+                all.insert(r.task_id);
+            }
+        }
+    }
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(threads.iter().any(|t| t == "pm-wal-flush"), "no writeback thread among {threads:?}");
+    // A process crash: with --fsync none the page cache still holds everything written.
+    s.kill();
+    s.restart();
+    let (a, mut leases) = s.agent().await;
+    a.credit("wb", all.len() as u32 + 5).await.unwrap();
+    let mut got = BTreeSet::new();
+    for _ in 0..all.len() {
+        got.insert(next_lease(&mut leases).await.task_id);
+    }
+    assert_eq!(got, all);
+    assert_no_lease(&mut leases, Duration::from_millis(200)).await;
 }

@@ -168,7 +168,7 @@ impl Drop for Background {
     }
 }
 
-/// Writes back the newest segment's unsynced pages on a thread of its own (`pm-wal-writeback`) when the log
+/// Writes back the newest segment's unsynced pages on a thread of its own (`pm-wal-flush`) when the log
 /// asks (see `WalOptions::writeback_bytes`), so the sync that later seals the segment finds little left to
 /// write. It is an `fdatasync` through an open file of its own: the commit thread never waits for it and
 /// never counts on it. A write error it meets is still reported to the log's own next sync, which goes
@@ -188,7 +188,7 @@ impl Writeback {
         if self.tx.is_none() {
             let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
             let busy = self.busy.clone();
-            let spawned = std::thread::Builder::new().name("pm-wal-writeback".into()).spawn(move || {
+            let spawned = std::thread::Builder::new().name("pm-wal-flush".into()).spawn(move || {
                 // Opened per request and closed after it: a held file would keep a retired segment's inode.
                 for path in rx {
                     if let Err(e) = File::open(&path).and_then(|file| file.sync_data()) {
