@@ -178,6 +178,8 @@ pub(crate) struct Writeback {
     tx: Option<crossbeam_channel::Sender<PathBuf>>,
     /// A request is queued or running; further ones are dropped until it ends (one covers them all).
     busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The thread could not be started: the log goes on without early writeback.
+    unavailable: bool,
 }
 
 impl Writeback {
@@ -185,6 +187,9 @@ impl Writeback {
     /// the thread cannot be started): the caller asks again later.
     pub(crate) fn request(&mut self, path: &Path) -> bool {
         use std::sync::atomic::Ordering;
+        if self.unavailable {
+            return false;
+        }
         if self.tx.is_none() {
             let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
             let busy = self.busy.clone();
@@ -199,7 +204,11 @@ impl Writeback {
             });
             match spawned {
                 Ok(_) => self.tx = Some(tx),
-                Err(_) => return false,
+                Err(e) => {
+                    tracing::warn!("cannot start the WAL writeback thread (going on without it): {e}");
+                    self.unavailable = true;
+                    return false;
+                }
             }
         }
         if self.busy.swap(true, Ordering::AcqRel) {
