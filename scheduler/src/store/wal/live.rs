@@ -412,13 +412,15 @@ mod tests {
         assert!(none.results.is_empty() && counts(&none, 0) == (0, 0), "max_results 0 keeps nothing");
     }
 
+    /// Applies a kept result of `id` (expiring at `exp`) written in segment `seg`, then trims.
+    fn finish(live: &mut LiveSet, id: u64, exp: u64, seg: u64) {
+        live.apply(&Entry::Finish { task_id: id, expires_unix_ms: exp, body: b"r" }, seg, 48, 25);
+        live.trim();
+    }
+
     #[test]
     fn segments_count_their_results_and_the_going_bound_never_overshoots() {
         let mut live = LiveSet { max_results: 4, ..Default::default() };
-        let finish = |live: &mut LiveSet, id, exp, seg| {
-            live.apply(&Entry::Finish { task_id: id, expires_unix_ms: exp, body: b"r" }, seg, 48, 25);
-            live.trim();
-        };
         for (id, exp) in [(1, 100), (2, 200), (3, 300)] {
             finish(&mut live, id, exp, 0);
         }
@@ -447,10 +449,6 @@ mod tests {
     #[test]
     fn results_out_of_expiry_order_expire_on_time() {
         let mut live = LiveSet { max_results: 3, ..Default::default() };
-        let finish = |live: &mut LiveSet, id, exp, seg| {
-            live.apply(&Entry::Finish { task_id: id, expires_unix_ms: exp, body: b"r" }, seg, 48, 25);
-            live.trim();
-        };
         finish(&mut live, 1, 100, 0);
         finish(&mut live, 2, 300, 0);
         finish(&mut live, 3, 200, 0); // out of order
