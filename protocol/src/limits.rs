@@ -24,3 +24,9 @@ pub const MAX_KEY_BYTES: usize = 256;
 
 /// Longest client id in `Hello`, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
+
+/// Most executor names an agent may declare in `Hello.capabilities`.
+pub const MAX_CAPABILITIES: usize = 256;
+
+/// Longest executor name (in `Hello.capabilities` and `TaskSpec.executors`), in bytes.
+pub const MAX_EXECUTOR_NAME_BYTES: usize = 128;

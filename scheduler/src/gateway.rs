@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::Config;
-use crate::server::ServerCtx;
+use crate::context::ServerCtx;
 
 /// What the API's handlers share.
 pub struct Gateway {

@@ -22,19 +22,21 @@
 
 pub mod auth;
 pub mod catalog;
-pub mod catalog_sync;
+pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod gateway;
 pub mod handlers;
 pub mod holdings;
 pub mod http;
 pub(crate) mod idmap;
+pub mod outbox;
 pub mod metrics;
 pub mod node;
 pub mod process;
 pub mod server;
 pub mod shard;
-pub mod steal;
+pub mod stolen;
 pub mod store;
 pub mod tls;

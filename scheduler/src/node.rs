@@ -13,10 +13,10 @@ use pm_protocol::Message as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, StoreKind};
-use crate::connection::Registry;
-use crate::server::{Limits, ServerCtx};
+use crate::outbox::Registry;
+use crate::context::{Limits, ServerCtx};
 use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
-use crate::steal::{StealConfig, Stealer};
+use crate::cluster::steal::{StealConfig, Stealer};
 use crate::store::committer::Committer;
 use crate::store::sled_store::SledStore;
 use crate::store::wal::{Wal, WalOptions};
@@ -125,7 +125,7 @@ impl Node {
             results_per_shard[shard_of_queue(queue_or_default(&queue), n)].push(r);
         }
         let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
-        let (steal, steal_rx) = crate::steal::channel();
+        let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
         let shard_cfg = ShardConfig {
             steal: steal.clone(),
@@ -181,7 +181,7 @@ impl Node {
         let catalog_peers = match ordinal {
             Some(me) if ring.len() > 1 => {
                 let token = auth.peer_token().unwrap_or_default();
-                let peers = Arc::new(crate::catalog_sync::CatalogPeers::new(
+                let peers = Arc::new(crate::cluster::catalog_sync::CatalogPeers::new(
                     &ring,
                     me,
                     token,
@@ -218,7 +218,7 @@ impl Node {
             tls,
             refusing: std::sync::atomic::AtomicUsize::new(0),
             per_ip: (cfg.max_connections_per_ip > 0)
-                .then(|| Arc::new(crate::server::PerIp::new(cfg.max_connections_per_ip))),
+                .then(|| Arc::new(crate::context::PerIp::new(cfg.max_connections_per_ip))),
             data_dir: cfg.data.clone(),
             catalog,
             catalog_peers,

@@ -4,7 +4,8 @@ use std::sync::atomic::Ordering;
 
 use pm_protocol::pb;
 
-use crate::connection::{ConnCtx, Merge, Outbound, Reply};
+use super::ConnCtx;
+use crate::outbox::{Merge, Outbound, Reply};
 use crate::shard::ShardMsg;
 
 /// Default and largest number of dead letters listed at once.

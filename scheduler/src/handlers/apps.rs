@@ -6,7 +6,8 @@ use pm_protocol::pb::{self, app_request::Op};
 use pm_protocol::{ErrorCode, Role};
 
 use crate::catalog::CatalogError;
-use crate::connection::{ConnCtx, Outbound};
+use super::ConnCtx;
+use crate::outbox::Outbound;
 
 /// Handles an AppRequest.
 pub fn handle(ctx: &mut ConnCtx, req: pb::AppRequest) {

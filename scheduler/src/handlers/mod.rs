@@ -1,10 +1,11 @@
-//! Request handlers, one file per request kind. They validate, split a request by owning shard, register
+//! Request handlers, one file per kind of request (named for what it serves: `tasks.rs` serves Cancel, Status
+//! and Watch; `leases.rs` Ack, Nack and Extend). They validate, split a request by owning shard, register
 //! the reply with the writer ([`Outbound::Begin`]) and send the pieces to the shards. They never see bytes.
 
-mod ack;
+mod leases;
 mod admin;
 mod apps;
-mod cancel;
+mod tasks;
 mod credit;
 mod reclaim;
 mod submit;
@@ -12,8 +13,40 @@ mod submit;
 use pm_protocol::pb;
 use pm_protocol::{Envelope, ErrorCode, Kind, Role};
 
-use crate::connection::{ConnCtx, Outbound};
+use std::sync::Arc;
+
+use crate::context::ServerCtx;
+use crate::holdings::Holdings;
 use crate::metrics as m;
+use crate::outbox::{ConnId, Merge, OutTx, Outbound, Reply};
+use crate::shard::{Executors, ShardMsg};
+
+/// State of one connection, as seen by the handlers.
+pub struct ConnCtx {
+    /// This connection.
+    pub id: ConnId,
+    /// Fixed by Hello.
+    pub role: Role,
+    /// Agents: the executors declared in Hello (`None`: declared none, runs anything).
+    pub executors: Option<Executors>,
+    /// Agents: the credits and leases held across the node, bounded by `--max-leases-per-conn` (`None`: no
+    /// bound, or not an agent).
+    pub holdings: Option<Arc<Holdings>>,
+    /// The connection's outbox.
+    pub out: OutTx,
+    /// Node-wide state.
+    pub server: Arc<ServerCtx>,
+    /// Submits in flight on this connection: a handler taking a slot sets [`Merge::holds_slot`], and the slot is
+    /// given back when the reply is written. At `--max-inflight-per-conn` the connection stops reading.
+    pub inflight: usize,
+}
+
+impl ConnCtx {
+    /// Sends an error answering `request_id` (0 = connection-level).
+    pub fn error(&self, code: ErrorCode, request_id: u64, msg: impl Into<String>) {
+        let _ = self.out.send(Outbound::Frame(pb::Error::new(code, request_id, msg).into()));
+    }
+}
 
 /// Handles one decoded frame. Returns false when the connection must close.
 pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
@@ -84,16 +117,16 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         Kind::SubmitTemplate(s) => submit::handle_template(ctx, s),
         Kind::AppRequest(r) => apps::handle(ctx, r),
         Kind::Credit(c) => credit::handle(ctx, c),
-        Kind::Ack(a) => ack::handle_ack(ctx, a),
-        Kind::Nack(n) => ack::handle_nack(ctx, n),
-        Kind::Extend(e) => ack::handle_extend(ctx, e),
+        Kind::Ack(a) => leases::ack(ctx, a),
+        Kind::Nack(n) => leases::nack(ctx, n),
+        Kind::Extend(e) => leases::extend(ctx, e),
         Kind::StatsRequest(r) => admin::stats(ctx, r),
         Kind::DeadLetterList(r) => admin::dead_list(ctx, r),
         Kind::DeadLetterRedrive(r) => admin::redrive(ctx, r),
-        Kind::Cancel(c) => cancel::handle(ctx, c),
+        Kind::Cancel(c) => tasks::cancel(ctx, c),
         Kind::Reclaim(r) => reclaim::handle(ctx, r),
-        Kind::Status(r) => cancel::status(ctx, r),
-        Kind::Watch(r) => cancel::watch(ctx, r),
+        Kind::Status(r) => tasks::status(ctx, r),
+        Kind::Watch(r) => tasks::watch(ctx, r),
         _ => {}
     }
     true
@@ -140,8 +173,8 @@ fn to_every_shard<T: Clone>(
     request_id: u64,
     what: &str,
     items: Vec<T>,
-    reply: crate::connection::Reply,
-    msg: impl Fn(&ConnCtx, Vec<(usize, T)>) -> crate::shard::ShardMsg,
+    reply: Reply,
+    msg: impl Fn(&ConnCtx, Vec<(usize, T)>) -> ShardMsg,
 ) {
     let max = ctx.server.cfg.max_batch;
     if items.len() > max {
@@ -150,7 +183,7 @@ fn to_every_shard<T: Clone>(
         return;
     }
     let parts = if items.is_empty() { 0 } else { ctx.server.shards.len() };
-    let merge = crate::connection::Merge { parts, reply, holds_slot: false };
+    let merge = Merge { parts, reply, holds_slot: false };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
     if items.is_empty() {
         return;

@@ -5,7 +5,8 @@
 use pm_protocol::pb;
 use pm_protocol::ErrorCode;
 
-use crate::connection::{ConnCtx, Reply};
+use super::ConnCtx;
+use crate::outbox::Reply;
 use crate::shard::ShardMsg;
 
 /// Sends the items to every shard; the reply goes out once every shard has answered.

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use pm_protocol::limits::MAX_KEY_BYTES;
+use pm_protocol::limits::{MAX_EXECUTOR_NAME_BYTES, MAX_KEY_BYTES};
 use pm_protocol::pb::{self, SubmitResult};
 use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
 use pm_protocol::ErrorCode;
 
 use super::by_shard;
-use crate::connection::{ConnCtx, Merge, Outbound, Reply, MAX_EXECUTOR_NAME_BYTES};
+use super::ConnCtx;
+use crate::outbox::{Merge, Outbound, Reply};
 use crate::metrics as m;
 use crate::shard::{shard_of_queue, ShardMsg};
 

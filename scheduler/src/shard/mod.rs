@@ -29,11 +29,11 @@ use pm_protocol::{ErrorCode, Message as _};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use crate::connection::{ConnId, OutTx, Outbound, Part};
+use crate::outbox::{ConnId, OutTx, Outbound, Part};
 use crate::holdings::Holdings;
 use crate::idmap::{IdMap, IdSet};
 use crate::metrics as m;
-use crate::steal::{StealHandle, StealMsg};
+use crate::stolen::{StealHandle, StealMsg};
 use crate::store::committer::CommitterHandle;
 use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError};
 pub use queue::{executor_set, Executors, Queue, QueueLimits, ReadyEntry};
@@ -497,7 +497,7 @@ pub fn shard_of_queue(queue: &str, n: usize) -> usize {
     (h % n as u64) as usize
 }
 
-/// Lease ids: bit 63 clear (set: a stolen task's, see [`crate::steal`]), bits 48–62 the node's ordinal (so a
+/// Lease ids: bit 63 clear (set: a stolen task's, see [`crate::stolen`]), bits 48–62 the node's ordinal (so a
 /// lease id quoted to the wrong node is never live there), bits 0–47 a counter times the shard count plus the
 /// shard's index.
 pub const LEASE_NODE_SHIFT: u32 = 48;

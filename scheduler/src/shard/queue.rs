@@ -24,7 +24,7 @@ use pm_protocol::pb::LeasedTask;
 
 use tokio::time::Instant;
 
-use crate::connection::ConnId;
+use crate::outbox::ConnId;
 
 /// A ready task in a heap: higher priority first, then lower id (= earlier submit) first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +137,7 @@ pub struct Queue {
     ready_len: usize,
     /// Tasks waiting for their not-before time.
     pub delayed: DelayedHeap,
-    /// Tasks leased by a peer node that this node took for its agents, in arrival order (see `crate::steal`).
+    /// Tasks leased by a peer node that this node took for its agents, in arrival order (see `crate::cluster::steal`).
     pub foreign: VecDeque<(Instant, LeasedTask)>,
     /// Dead-lettered task ids, oldest first.
     pub dead: BTreeSet<u64>,

@@ -12,7 +12,7 @@ use pm_protocol::{ErrorCode, Message as _};
 use tokio::time::Instant;
 
 use super::{now_unix_ms, Outcome, Shard, State, Task};
-use crate::connection::{OutTx, Outbound, Part};
+use crate::outbox::{OutTx, Outbound, Part};
 use crate::metrics as m;
 use crate::store::{Record, RecoveredResult, MAX_RESERVED_RESULTS};
 

@@ -13,7 +13,7 @@ use pm_protocol::pb::{self, TaskSpec, TaskState};
 use pm_protocol::{ErrorCode, Kind};
 
 use super::{Shard, ShardConfig, ShardHandle, ShardMsg};
-use crate::connection::{self, OutRx, OutTx, Outbound, Part};
+use crate::outbox::{self, OutRx, OutTx, Outbound, Part};
 use crate::store::committer::Committer;
 use crate::store::wal::{Wal, WalOptions};
 use crate::store::{FsyncMode, Record, Recovered, StoreError, StoreStats, TaskStore, Upkeep};
@@ -112,8 +112,8 @@ impl Harness {
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard =
             Shard::spawn(0, 1, cfg, committer.handle(), next_id, rec.tasks.clone(), Vec::new(), rec.results.clone());
-        let (out, rx) = connection::channel();
-        let (agent_out, agent_rx) = connection::channel();
+        let (out, rx) = outbox::channel();
+        let (agent_out, agent_rx) = outbox::channel();
         let h = Harness {
             shard,
             committer: Some(committer),

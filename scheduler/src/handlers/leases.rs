@@ -5,9 +5,10 @@ use bytes::Bytes;
 use pm_protocol::{pb, ErrorCode, Role};
 
 use super::by_shard;
-use crate::connection::{ConnCtx, Merge, Outbound, Part, Reply};
+use super::ConnCtx;
+use crate::outbox::{Merge, Outbound, Part, Reply};
 use crate::shard::{shard_of_lease, ShardMsg};
-use crate::steal::{is_foreign, StealMsg};
+use crate::stolen::{is_foreign, StealMsg};
 
 /// (index in the request, lease id, the item's data).
 type Item<T> = (usize, u64, T);
@@ -44,7 +45,7 @@ fn split<T>(
 }
 
 /// Acks: the tasks are done.
-pub fn handle_ack(ctx: &mut ConnCtx, ack: pb::Ack) {
+pub fn ack(ctx: &mut ConnCtx, ack: pb::Ack) {
     let request_id = ack.request_id;
     let items: Vec<(usize, u64, Bytes)> =
         ack.items.into_iter().enumerate().map(|(i, it)| (i, it.lease_id, it.result)).collect();
@@ -56,7 +57,7 @@ pub fn handle_ack(ctx: &mut ConnCtx, ack: pb::Ack) {
 }
 
 /// Nacks: the deliveries failed.
-pub fn handle_nack(ctx: &mut ConnCtx, nack: pb::Nack) {
+pub fn nack(ctx: &mut ConnCtx, nack: pb::Nack) {
     let request_id = nack.request_id;
     // Only a peer node may say a delivery never started (an agent's claim would let a task that crashes its
     // agents dodge max_attempts).
@@ -79,7 +80,7 @@ pub fn handle_nack(ctx: &mut ConnCtx, nack: pb::Nack) {
 }
 
 /// Extends: heartbeats for running tasks.
-pub fn handle_extend(ctx: &mut ConnCtx, ext: pb::Extend) {
+pub fn extend(ctx: &mut ConnCtx, ext: pb::Extend) {
     let (request_id, extend_ms) = (ext.request_id, ext.extend_ms);
     let items = ext.lease_ids.into_iter().enumerate().map(|(i, id)| (i, id, ())).collect();
     let out = ctx.out.clone();

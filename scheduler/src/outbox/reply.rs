@@ -84,7 +84,7 @@ pub enum Reply {
 }
 
 impl Merge {
-    pub(super) fn add(&mut self, part: Part) {
+    pub(crate) fn add(&mut self, part: Part) {
         self.parts = self.parts.saturating_sub(1);
         match (&mut self.reply, part) {
             (Reply::Submit(all), Part::Submit(items)) => {
@@ -133,7 +133,7 @@ impl Merge {
         }
     }
 
-    pub(super) fn finish(self, request_id: u64) -> Envelope {
+    pub(crate) fn finish(self, request_id: u64) -> Envelope {
         match self.reply {
             Reply::Submit(results) => pb::SubmitAck { request_id, results }.into(),
             Reply::Lease(codes) => pb::LeaseReply { request_id, codes }.into(),
