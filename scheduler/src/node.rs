@@ -12,11 +12,11 @@ use pm_protocol::ring::{Ring, TASK_ID_NODE_SHIFT};
 use pm_protocol::Message as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigError, StoreKind};
-use crate::outbox::Registry;
-use crate::context::{Limits, ServerCtx};
-use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
 use crate::cluster::steal::{StealConfig, Stealer};
+use crate::config::{Config, ConfigError, StoreKind};
+use crate::context::{Limits, ServerCtx};
+use crate::outbox::Registry;
+use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
 use crate::store::committer::Committer;
 use crate::store::sled_store::SledStore;
 use crate::store::wal::{Wal, WalOptions};

@@ -5,8 +5,8 @@
 use pm_protocol::pb::{self, app_request::Op};
 use pm_protocol::{ErrorCode, Role};
 
-use crate::catalog::CatalogError;
 use super::ConnCtx;
+use crate::catalog::CatalogError;
 use crate::outbox::Outbound;
 
 /// Handles an AppRequest.

@@ -2,13 +2,13 @@
 //! and Watch; `leases.rs` Ack, Nack and Extend). They validate, split a request by owning shard, register
 //! the reply with the writer ([`Outbound::Begin`]) and send the pieces to the shards. They never see bytes.
 
-mod leases;
 mod admin;
 mod apps;
-mod tasks;
 mod credit;
+mod leases;
 mod reclaim;
 mod submit;
+mod tasks;
 
 use pm_protocol::pb;
 use pm_protocol::{Envelope, ErrorCode, Kind, Role};

@@ -10,8 +10,8 @@ use pm_protocol::ErrorCode;
 
 use super::by_shard;
 use super::ConnCtx;
-use crate::outbox::{Merge, Outbound, Reply};
 use crate::metrics as m;
+use crate::outbox::{Merge, Outbound, Reply};
 use crate::shard::{shard_of_queue, ShardMsg};
 
 /// Handles a Submit. Takes one of the connection's in-flight slots until the reply is written: at the limit

@@ -20,7 +20,8 @@ use pm_protocol::pipeline::{follow_ups, parse_task, Parent};
 use pm_protocol::Message as _;
 use tokio::time::Instant;
 
-use super::{now_unix_ms, shard_of_queue, Shard, ShardMsg, State};
+use super::task::State;
+use super::{now_unix_ms, shard_of_queue, Shard, ShardMsg};
 use crate::store::Record;
 
 impl Shard {
@@ -46,7 +47,7 @@ impl Shard {
         if specs.is_empty() {
             return Vec::new();
         }
-        self.records.push(Record::Group { count: specs.len() as u32 + 1 });
+        self.rounds.record(Record::Group { count: specs.len() as u32 + 1 });
         let now_ms = now_unix_ms();
         let mut ids = Vec::with_capacity(specs.len());
         for mut spec in specs {
@@ -58,8 +59,8 @@ impl Shard {
             let body = Bytes::from(
                 StoredTask { spec: Some(spec), submitted_unix_ms: now_ms, not_before_unix_ms }.encode_to_vec(),
             );
-            self.records.push(Record::Enqueue { task_id: id, body: body.clone(), idempotency: None });
-            self.adopting.push((id, body));
+            self.rounds.record(Record::Enqueue { task_id: id, body: body.clone(), idempotency: None });
+            self.rounds.adopt_later(id, body);
             ids.push(id);
         }
         metrics::counter!(crate::metrics::FOLLOW_UPS).increment(ids.len() as u64);

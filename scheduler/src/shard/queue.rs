@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_protocol::pb::LeasedTask;
+use pm_protocol::pb::{LeasedTask, QueueStats};
 
 use tokio::time::Instant;
 
@@ -441,6 +441,21 @@ impl Queue {
         let c = class as usize;
         let serving = self.groups.iter().filter(|g| g.serves.get(c).copied().unwrap_or(false));
         serving.fold((false, false), |(any, free), g| (any || g.members > 0, free || !g.waiting.is_empty()))
+    }
+
+    /// The queue's counters, as `Stats` reports them.
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            queue: self.name.clone(),
+            ready: self.ready_len() as u64,
+            // Held tasks are not deliverable yet, like delayed ones.
+            delayed: self.delayed.len() as u64 + self.held,
+            leased: self.leased,
+            dead: self.dead.len() as u64,
+            credits: self.total_credits(),
+            agents: self.agents_with_credit(),
+            waiting_executor: self.waiting_for_executor(),
+        }
     }
 
     /// Ready tasks that no connected agent of this queue can run (their executors are missing).

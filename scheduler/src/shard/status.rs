@@ -11,45 +11,14 @@ use pm_protocol::pb::{self, TaskState};
 use pm_protocol::{ErrorCode, Message as _};
 use tokio::time::Instant;
 
-use super::{now_unix_ms, Outcome, Shard, State, Task};
-use crate::outbox::{OutTx, Outbound, Part};
+use super::results::Outcome;
+use super::task::{State, Task};
+use super::{now_unix_ms, Shard};
 use crate::metrics as m;
-use crate::store::{Record, RecoveredResult, MAX_RESERVED_RESULTS};
+use crate::outbox::{OutTx, Outbound, Part};
+use crate::store::Record;
 
 impl Shard {
-    /// Takes this shard's share of the results the store recovered (ordered by expiry).
-    pub(super) fn restore_results(&mut self, results: Vec<RecoveredResult>) {
-        let now_ms = now_unix_ms();
-        for r in results {
-            if r.expires_unix_ms > now_ms && !self.cfg.result_retention.is_zero() {
-                self.keep_result(r.task_id, r.body, r.expires_unix_ms);
-            }
-        }
-    }
-
-    /// Keeps an outcome until `expires`, within the node's budget (count and bytes, shared by its shards).
-    fn keep_result(&mut self, task_id: u64, body: Bytes, expires: u64) {
-        if self.results.is_empty() {
-            // Sized once for the most it may hold: growing a map of ~60 k outcomes rehashed it in one go and
-            // held this shard for milliseconds (docs/benchmarks.md). Only the control bytes are touched now.
-            let most = self.cfg.results_budget.max_count.min(MAX_RESERVED_RESULTS);
-            self.results.reserve(most);
-            self.result_order.reserve(most);
-        }
-        self.results_bytes += body.len();
-        if let Some(old) = self.results.insert(task_id, body) {
-            self.results_bytes -= old.len();
-        }
-        self.result_order.push_back((expires, task_id));
-        self.trim_results();
-    }
-
-    fn forget_result(&mut self, task_id: u64) {
-        if let Some(old) = self.results.remove(&task_id) {
-            self.results_bytes -= old.len();
-        }
-    }
-
     /// Writes the record that finishes `task_id` (still in `tasks`, state `Acking`): a Finish keeping its
     /// outcome when results are kept, else a bare Ack tombstone. Returns the outcome to install (and send to
     /// watchers) once the round is durable; without kept results and watchers only its state.
@@ -60,11 +29,11 @@ impl Shard {
         let bare = Outcome { state, kept: None, status: None };
         let watched = self.watchers.contains_key(&task_id);
         if !keep && !watched {
-            self.records.push(Record::Ack { task_id });
+            self.rounds.record(Record::Ack { task_id });
             return bare;
         }
         let Some(t) = self.tasks.get(&task_id) else {
-            self.records.push(Record::Ack { task_id });
+            self.rounds.record(Record::Ack { task_id });
             return bare;
         };
         let mut status = self.base_status(task_id, t);
@@ -82,9 +51,9 @@ impl Shard {
         let body = Bytes::from(status.encode_to_vec());
         let expires_unix_ms = now_ms + self.cfg.result_retention.as_millis() as u64;
         if keep {
-            self.records.push(Record::Finish { task_id, expires_unix_ms, body: body.clone() });
+            self.rounds.record(Record::Finish { task_id, expires_unix_ms, body: body.clone() });
         } else {
-            self.records.push(Record::Ack { task_id });
+            self.rounds.record(Record::Ack { task_id });
         }
         Outcome { state, kept: Some((body, expires_unix_ms)), status: watched.then(|| Box::new(status)) }
     }
@@ -105,13 +74,13 @@ impl Shard {
         let body = match (outcome.kept, &watchers) {
             (Some((body, expires)), None) => {
                 if keep {
-                    self.keep_result(task_id, body, expires);
+                    self.results.keep(task_id, body, expires, &self.cfg.results_budget);
                 }
                 return;
             }
             (Some((body, expires)), Some(_)) => {
                 if keep {
-                    self.keep_result(task_id, body.clone(), expires);
+                    self.results.keep(task_id, body.clone(), expires, &self.cfg.results_budget);
                 }
                 Some(body)
             }
@@ -153,7 +122,7 @@ impl Shard {
         let now_final = match self.tasks.get(&task_id).map(|t| &t.state) {
             Some(State::Dead(d)) => d.written,
             Some(_) => false,
-            None if self.results.contains_key(&task_id) => true,
+            None if self.results.get(task_id).is_some() => true,
             None => return ErrorCode::NotFound,
         };
         if now_final {
@@ -188,7 +157,7 @@ impl Shard {
         if let Some(t) = self.tasks.get(&task_id) {
             return Some(self.live_status(task_id, t));
         }
-        let body = self.results.get(&task_id)?;
+        let body = self.results.get(task_id)?;
         match pb::TaskStatus::decode(body.clone()) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -236,7 +205,7 @@ impl Shard {
                 (TaskState::Delayed, format!("delayed until {} ({why})", format_unix_ms(until)))
             }
             State::Leased(lease_id) => {
-                if let Some(l) = self.leases.get(lease_id) {
+                if let Some(l) = self.leases.get(*lease_id) {
                     s.lease_deadline_unix_ms = at_wall(l.deadline);
                 }
                 (TaskState::Leased, format!("running: attempt {} of {}", t.attempts, t.max_attempts))
@@ -297,27 +266,10 @@ impl Shard {
         format!("waiting in queue `{}` ({} ready)", q.name, q.ready_len())
     }
 
-    /// Drops the outcomes that expired.
-    pub(super) fn expire_results(&mut self) {
-        let now_ms = now_unix_ms();
-        while let Some(&(exp, id)) = self.result_order.front() {
-            if exp > now_ms {
-                break;
-            }
-            self.result_order.pop_front();
-            self.forget_result(id);
-        }
+    /// Drops the outcomes that expired at or before `now_ms`.
+    pub(super) fn expire_results(&mut self, now_ms: u64) {
+        self.results.expire(now_ms);
         metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
-    }
-
-    /// Forgets this shard's oldest outcomes while the node is over its budget.
-    pub(super) fn trim_results(&mut self) {
-        let (max_count, max_bytes) = (self.cfg.results_budget.max_count, self.cfg.results_budget.max_bytes);
-        let (other_count, other_bytes) = self.others_kept;
-        while self.results.len() + other_count > max_count || self.results_bytes + other_bytes > max_bytes {
-            let Some((_, id)) = self.result_order.pop_front() else { break };
-            self.forget_result(id);
-        }
     }
 }
 

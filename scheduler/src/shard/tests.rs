@@ -590,20 +590,6 @@ fn ack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
     ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }
 }
 
-#[test]
-fn lease_ids_carry_the_node_and_route_to_their_shard() {
-    use super::{mint_lease, shard_of_lease, LEASE_COUNTER_MASK, LEASE_NODE_SHIFT};
-    let mut next = 5;
-    for index in 0..3 {
-        let id = mint_lease(&mut next, 7 << LEASE_NODE_SHIFT, 3, index);
-        assert_eq!((shard_of_lease(id, 3), id >> LEASE_NODE_SHIFT), (index, 7));
-    }
-    // At the end of the counter's range it starts over, still routing to the right shard.
-    let mut next = LEASE_COUNTER_MASK / 3;
-    let id = mint_lease(&mut next, 1 << LEASE_NODE_SHIFT, 3, 2);
-    assert_eq!((shard_of_lease(id, 3), id >> LEASE_NODE_SHIFT, next), (2, 1, 1));
-}
-
 /// A Nack of one lease (retried, or dead-lettered once its attempts are used up).
 fn nack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
     ShardMsg::Nack {
