@@ -1,8 +1,10 @@
 //! A whole node: lock the data directory, open the store, recover, start the committer and the shards.
 
 use std::fs::File;
+use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +14,18 @@ use pm_protocol::ring::{Ring, TASK_ID_NODE_SHIFT};
 use pm_protocol::Message as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog::{Catalog, CatalogLimits};
+use crate::cluster::catalog_sync::CatalogPeers;
 use crate::cluster::steal::{StealConfig, Stealer};
 use crate::config::{Config, ConfigError, StoreKind};
-use crate::context::{Limits, ServerCtx};
+use crate::context::{Limits, PerIp, ServerCtx};
 use crate::outbox::Registry;
-use crate::shard::{shard_of_queue, Shard, ShardConfig, ShardMsg};
+use crate::shard::{shard_of_queue, ResultsBudget, Shard, ShardConfig, ShardHandle, ShardMsg, LEASE_NODE_SHIFT};
+use crate::stolen::StealHandle;
 use crate::store::committer::Committer;
 use crate::store::sled_store::SledStore;
 use crate::store::wal::{Wal, WalOptions};
-use crate::store::{Recovered, StoreError, TaskStore};
+use crate::store::{Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, TaskStore};
 
 /// Room in a WAL record beyond the payload: queue name, key, idempotency key, options, record header.
 const RECORD_OVERHEAD: usize = 4096;
@@ -63,109 +68,51 @@ pub struct Node {
 
 impl Node {
     /// Opens the data directory and starts the node's actors. Must run inside a tokio runtime.
+    ///
+    /// The steps, in order: check the configuration (cluster, tokens, TLS) → lock the data directory → open
+    /// the catalog and the store (recovery) → start the commit thread → split what was recovered by shard →
+    /// spawn the shards → spawn the background tasks → the context every connection shares.
     pub fn start(cfg: &Config) -> Result<Node, NodeError> {
         let (ring, ordinal) = cfg.cluster()?;
         let auth = crate::auth::Auth::load(cfg.token_files())?;
         let tls = cfg.tls_files().map(|f| crate::tls::Tls::load(&f)).transpose()?;
         let lock = lock_dir(&cfg.data)?;
-        let catalog_limits = crate::catalog::CatalogLimits {
-            max_apps: cfg.max_apps,
-            max_pipelines: cfg.max_pipelines_per_app,
-            max_app_bytes: cfg.app_bytes(),
-        };
-        let catalog = Arc::new(crate::catalog::Catalog::open(&cfg.data.join("apps"), catalog_limits)?);
-        let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
-            StoreKind::Wal => {
-                // A record holds the payload plus the task's options (queue, keys): bounded by the payload limit.
-                let opts = WalOptions {
-                    segment_bytes: cfg.segment_bytes,
-                    max_record_bytes: cfg.max_payload_bytes.max(cfg.max_result_bytes) + RECORD_OVERHEAD,
-                    max_results: cfg.kept_results(),
-                    writeback_bytes: cfg.wal_writeback_bytes,
-                    ..WalOptions::default()
-                };
-                let (wal, rec) = Wal::open(&cfg.data.join("wal"), opts)?;
-                (Box::new(wal), rec)
-            }
-            StoreKind::Sled => {
-                let (s, rec) = SledStore::open(&cfg.data.join("sled"), cfg.kept_results())?;
-                (Box::new(s), rec)
-            }
-        };
-        tracing::info!(
-            tasks = recovered.tasks.len(),
-            idempotency_keys = recovered.idempotency.len(),
-            results = recovered.results.len(),
-            max_task_id = recovered.max_task_id,
-            "store recovered"
-        );
+        let catalog = open_catalog(cfg)?;
+        let (store, recovered) = open_store(cfg)?;
         let committer = Committer::start(store, cfg.fsync);
+        let next_task_id = next_task_id(&recovered, ordinal);
         let n = cfg.shard_count();
-        // In a cluster, a node's task ids carry its ordinal in their top bits, so an id names its owner.
-        let first_id = ((ordinal.unwrap_or(0) as u64) << TASK_ID_NODE_SHIFT) + 1;
-        if recovered.max_task_id > 0 && Ring::ordinal_of_task(recovered.max_task_id) != ordinal.unwrap_or(0) {
-            tracing::warn!(
-                max_task_id = recovered.max_task_id,
-                "the data directory holds task ids of another ordinal: was --members reordered?"
-            );
-        }
-        let next_task_id = Arc::new(AtomicU64::new((recovered.max_task_id + 1).max(first_id)));
-        let mut per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        for t in recovered.tasks {
-            let queue = StoredTask::decode(t.body.clone())
-                .ok()
-                .and_then(|s| s.spec)
-                .map(|s| queue_or_default(&s.queue).to_string())
-                .unwrap_or_default();
-            per_shard[shard_of_queue(&queue, n)].push(t);
-        }
-        let mut results_per_shard: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        for r in recovered.results {
-            let queue = TaskStatus::decode(r.body.clone()).map(|s| s.queue).unwrap_or_default();
-            results_per_shard[shard_of_queue(queue_or_default(&queue), n)].push(r);
-        }
+        let shares = split_by_shard(recovered, n);
         let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
         let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
-        let shard_cfg = ShardConfig {
-            steal: steal.clone(),
-            lease_prefix: (ordinal.unwrap_or(0) as u64) << crate::shard::LEASE_NODE_SHIFT,
-            default_lease: cfg.default_lease,
-            default_max_attempts: cfg.default_max_attempts,
-            idempotency_window: cfg.idempotency_window,
-            max_frame_bytes: cfg.max_frame_bytes,
-            disconnect_grace: cfg.disconnect_grace,
-            reclaim_grace: Duration::from_millis(cfg.reclaim_grace_ms),
-            result_retention: cfg.result_retention,
-            lease_after_sync: cfg.lease_after_sync,
-            results_budget: Arc::new(crate::shard::ResultsBudget::new(cfg.kept_results(), cfg.max_results_bytes, n)),
-            max_result_bytes: cfg.max_result_bytes,
-            queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),
-            siblings: Arc::default(),
-        };
-        let shards: Vec<_> = per_shard
-            .into_iter()
-            .zip(results_per_shard)
-            .enumerate()
-            .map(|(i, (tasks, results))| {
-                Shard::spawn(
-                    i,
-                    n,
-                    shard_cfg.clone(),
-                    committer.handle(),
-                    next_task_id.clone(),
-                    tasks,
-                    recovered.idempotency.clone(),
-                    results,
-                )
-            })
-            .collect::<Vec<_>>();
-        let _ = shard_cfg.siblings.set(shards.clone());
+        let shards = spawn_shards(cfg, ordinal, steal.clone(), &committer, next_task_id, shares);
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
-        tokio::spawn(auth.clone().reload(shutdown.clone()));
+        let catalog_peers = match ordinal {
+            Some(me) if ring.len() > 1 => Some(Arc::new(CatalogPeers::new(
+                &ring,
+                me,
+                auth.peer_token().unwrap_or_default(),
+                tls.as_ref().and_then(|t| t.peer.clone()),
+            ))),
+            _ => None,
+        };
+        // The background tasks, each stopped by `shutdown`.
+        let mut background: Vec<(&str, Background)> = vec![
+            ("token-reload", Box::pin(auth.clone().reload(shutdown.clone()))),
+            ("idle-sweep", Box::pin(conns.clone().sweep(shutdown.clone()))),
+        ];
         if let Some(tls) = &tls {
-            tokio::spawn(tls.cert.clone().watch(shutdown.clone()));
+            background.push(("certificate-reload", Box::pin(tls.cert.clone().watch(shutdown.clone()))));
+        }
+        if let Some(peers) = &catalog_peers {
+            let sync = peers.clone().run(catalog.clone(), cfg.catalog_sync_interval, shutdown.clone());
+            background.push(("catalog-sync", Box::pin(sync)));
+        }
+        for (name, task) in background {
+            tracing::debug!(task = name, "background task started");
+            tokio::spawn(task);
         }
         if let (Some(handle), Some(me)) = (steal.clone(), ordinal) {
             let steal_cfg = StealConfig {
@@ -175,38 +122,11 @@ impl Node {
                 auth: auth.clone(),
                 tls: tls.as_ref().and_then(|t| t.peer.clone()),
             };
+            // Two tasks of its own: the planner and the actor (see `cluster::steal`).
             Stealer::start(steal_cfg, handle, steal_rx, shards.clone(), shutdown.clone());
         }
-        tokio::spawn(conns.clone().sweep(shutdown.clone()));
-        let catalog_peers = match ordinal {
-            Some(me) if ring.len() > 1 => {
-                let token = auth.peer_token().unwrap_or_default();
-                let peers = Arc::new(crate::cluster::catalog_sync::CatalogPeers::new(
-                    &ring,
-                    me,
-                    token,
-                    tls.as_ref().and_then(|t| t.peer.clone()),
-                ));
-                let run = peers.clone().run(catalog.clone(), cfg.catalog_sync_interval, shutdown.clone());
-                tokio::spawn(run);
-                Some(peers)
-            }
-            _ => None,
-        };
         let ctx = Arc::new(ServerCtx {
-            cfg: Limits {
-                max_frame_bytes: cfg.max_frame_bytes,
-                max_batch: cfg.max_batch,
-                max_payload_bytes: cfg.max_payload_bytes,
-                max_param_bytes: cfg.max_param_bytes,
-                max_connections: cfg.max_connections,
-                max_inflight_per_conn: cfg.max_inflight_per_conn,
-                max_leases_per_conn: cfg.max_leases_per_conn,
-                handshake_timeout: cfg.handshake_timeout,
-                idle_timeout: cfg.idle_timeout(),
-                max_write_buffer_bytes: cfg.max_write_buffer_bytes,
-                write_stall_timeout: cfg.write_stall_timeout,
-            },
+            cfg: limits(cfg),
             shards,
             next_conn: AtomicU64::new(1),
             connections: AtomicU64::new(0),
@@ -216,9 +136,8 @@ impl Node {
             steal,
             auth,
             tls,
-            refusing: std::sync::atomic::AtomicUsize::new(0),
-            per_ip: (cfg.max_connections_per_ip > 0)
-                .then(|| Arc::new(crate::context::PerIp::new(cfg.max_connections_per_ip))),
+            refusing: AtomicUsize::new(0),
+            per_ip: (cfg.max_connections_per_ip > 0).then(|| Arc::new(PerIp::new(cfg.max_connections_per_ip))),
             data_dir: cfg.data.clone(),
             catalog,
             catalog_peers,
@@ -255,4 +174,143 @@ fn lock_dir(dir: &Path) -> Result<File, NodeError> {
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| fail("locked by another running process".into()))?;
     Ok(file)
+}
+
+/// A background task of the node.
+type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The stored applications and their pipeline templates.
+fn open_catalog(cfg: &Config) -> Result<Arc<Catalog>, NodeError> {
+    let limits = CatalogLimits {
+        max_apps: cfg.max_apps,
+        max_pipelines: cfg.max_pipelines_per_app,
+        max_app_bytes: cfg.app_bytes(),
+    };
+    Ok(Arc::new(Catalog::open(&cfg.data.join("apps"), limits)?))
+}
+
+/// Opens the store `--store` names, recovering what it holds.
+fn open_store(cfg: &Config) -> Result<(Box<dyn TaskStore>, Recovered), NodeError> {
+    let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
+        StoreKind::Wal => {
+            // A record holds the payload plus the task's options (queue, keys): bounded by the payload limit.
+            let opts = WalOptions {
+                segment_bytes: cfg.segment_bytes,
+                max_record_bytes: cfg.max_payload_bytes.max(cfg.max_result_bytes) + RECORD_OVERHEAD,
+                max_results: cfg.kept_results(),
+                writeback_bytes: cfg.wal_writeback_bytes,
+                ..WalOptions::default()
+            };
+            let (wal, rec) = Wal::open(&cfg.data.join("wal"), opts)?;
+            (Box::new(wal), rec)
+        }
+        StoreKind::Sled => {
+            let (s, rec) = SledStore::open(&cfg.data.join("sled"), cfg.kept_results())?;
+            (Box::new(s), rec)
+        }
+    };
+    tracing::info!(
+        tasks = recovered.tasks.len(),
+        idempotency_keys = recovered.idempotency.len(),
+        results = recovered.results.len(),
+        max_task_id = recovered.max_task_id,
+        "store recovered"
+    );
+    Ok((store, recovered))
+}
+
+/// The next task id: after the largest recovered. In a cluster, a node's task ids carry its ordinal in their
+/// top bits, so an id names its owner.
+fn next_task_id(recovered: &Recovered, ordinal: Option<usize>) -> Arc<AtomicU64> {
+    let first_id = ((ordinal.unwrap_or(0) as u64) << TASK_ID_NODE_SHIFT) + 1;
+    if recovered.max_task_id > 0 && Ring::ordinal_of_task(recovered.max_task_id) != ordinal.unwrap_or(0) {
+        tracing::warn!(
+            max_task_id = recovered.max_task_id,
+            "the data directory holds task ids of another ordinal: was --members reordered?"
+        );
+    }
+    Arc::new(AtomicU64::new((recovered.max_task_id + 1).max(first_id)))
+}
+
+/// One shard's share of what the store recovered.
+struct Share {
+    tasks: Vec<RecoveredTask>,
+    results: Vec<RecoveredResult>,
+    /// Every key: each shard keeps those of its queues.
+    idempotency: Vec<RecoveredIdem>,
+}
+
+/// Splits what was recovered by the shard of each task's queue.
+fn split_by_shard(recovered: Recovered, n: usize) -> Vec<Share> {
+    let mut shares: Vec<Share> = (0..n)
+        .map(|_| Share { tasks: Vec::new(), results: Vec::new(), idempotency: recovered.idempotency.clone() })
+        .collect();
+    for t in recovered.tasks {
+        let queue = StoredTask::decode(t.body.clone())
+            .ok()
+            .and_then(|s| s.spec)
+            .map(|s| queue_or_default(&s.queue).to_string())
+            .unwrap_or_default();
+        shares[shard_of_queue(&queue, n)].tasks.push(t);
+    }
+    for r in recovered.results {
+        let queue = TaskStatus::decode(r.body.clone()).map(|s| s.queue).unwrap_or_default();
+        shares[shard_of_queue(queue_or_default(&queue), n)].results.push(r);
+    }
+    shares
+}
+
+/// Starts one shard per share, and tells each its siblings (follow-ups go to their queue's shard).
+fn spawn_shards(
+    cfg: &Config,
+    ordinal: Option<usize>,
+    steal: Option<StealHandle>,
+    committer: &Committer,
+    next_task_id: Arc<AtomicU64>,
+    shares: Vec<Share>,
+) -> Vec<ShardHandle> {
+    let n = shares.len();
+    let shard_cfg = ShardConfig {
+        steal,
+        lease_prefix: (ordinal.unwrap_or(0) as u64) << LEASE_NODE_SHIFT,
+        default_lease: cfg.default_lease,
+        default_max_attempts: cfg.default_max_attempts,
+        idempotency_window: cfg.idempotency_window,
+        max_frame_bytes: cfg.max_frame_bytes,
+        disconnect_grace: cfg.disconnect_grace,
+        reclaim_grace: Duration::from_millis(cfg.reclaim_grace_ms),
+        result_retention: cfg.result_retention,
+        lease_after_sync: cfg.lease_after_sync,
+        results_budget: Arc::new(ResultsBudget::new(cfg.kept_results(), cfg.max_results_bytes, n)),
+        max_result_bytes: cfg.max_result_bytes,
+        queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),
+        siblings: Arc::default(),
+    };
+    let shards: Vec<ShardHandle> = shares
+        .into_iter()
+        .enumerate()
+        .map(|(i, share)| {
+            let (tasks, idem, results) = (share.tasks, share.idempotency, share.results);
+            Shard::spawn(i, n, shard_cfg.clone(), committer.handle(), next_task_id.clone(), tasks, idem, results)
+        })
+        .collect();
+    let _ = shard_cfg.siblings.set(shards.clone());
+    shards
+}
+
+/// The limits the connection code needs.
+fn limits(cfg: &Config) -> Limits {
+    Limits {
+        max_frame_bytes: cfg.max_frame_bytes,
+        max_batch: cfg.max_batch,
+        max_payload_bytes: cfg.max_payload_bytes,
+        max_param_bytes: cfg.max_param_bytes,
+        max_connections: cfg.max_connections,
+        max_inflight_per_conn: cfg.max_inflight_per_conn,
+        max_leases_per_conn: cfg.max_leases_per_conn,
+        handshake_timeout: cfg.handshake_timeout,
+        idle_timeout: cfg.idle_timeout(),
+        max_write_buffer_bytes: cfg.max_write_buffer_bytes,
+        write_stall_timeout: cfg.write_stall_timeout,
+    }
 }

@@ -25,7 +25,7 @@ pub fn is_foreign(lease_id: u64) -> bool {
     lease_id & FOREIGN_LEASE_BIT != 0
 }
 
-/// Messages to the [`Stealer`] actor.
+/// Messages to the [`Stealer`](crate::cluster::steal::Stealer) actor.
 #[derive(Debug)]
 pub enum StealMsg {
     /// A shard gave the stolen task leased as `lease_id` to agent `conn`.
@@ -101,7 +101,7 @@ impl StealHandle {
     }
 }
 
-/// Creates the stealer's channel; the handle goes to the shards before [`Stealer::start`] runs it.
+/// Creates the stealer's channel; the handle goes to the shards before [`Stealer::start`](crate::cluster::steal::Stealer::start) runs it.
 pub fn channel() -> (StealHandle, mpsc::UnboundedReceiver<StealMsg>) {
     let (tx, rx) = mpsc::unbounded_channel();
     (StealHandle { tx }, rx)

@@ -13,14 +13,14 @@
 //!
 //! The files, in the order a task meets them:
 //! - `msg.rs`: the mailbox ([`ShardMsg`], [`ShardHandle`], [`shard_of_queue`]).
-//! - `mod.rs` (this file): the actor loop, [`Shard::handle`], and the `on_*` methods that orchestrate the
+//! - `mod.rs` (this file): the actor loop, `Shard::handle`, and the `on_*` methods that orchestrate the
 //!   parts below for each message; `agents.rs`: credits, heartbeats, disconnects and reclaims; `config.rs`.
 //! - `task.rs`: a task and its states; `queue.rs`: one queue's ready heaps, credits and limits.
-//! - `idempotency.rs`: idempotency keys ([`idempotency::Idempotency`]).
-//! - `round.rs`: group-commit rounds and the replies waiting for them ([`round::Rounds`]).
+//! - `idempotency.rs`: idempotency keys (`Idempotency`).
+//! - `round.rs`: group-commit rounds and the replies waiting for them (`Rounds`).
 //! - `durable.rs`: what the end of a round does (`on_appended`, `on_durable`).
 //! - `dispatch.rs`: ready tasks matched to credits, and the `Leased` frames.
-//! - `lease.rs`: the lease table and its state machine ([`lease::LeaseTable`]).
+//! - `lease.rs`: the lease table and its state machine (`LeaseTable`).
 //! - `results.rs`: kept outcomes and the node's budget for them; `status.rs`: what a producer can ask;
 //!   `chain.rs`: follow-up tasks; `admin.rs`: stats and dead letters; `recover.rs`: a shard built from what
 //!   the store recovered.

@@ -2,7 +2,7 @@
 //! handle they send them with.
 //!
 //! Every change to a shard's state arrives here as a message; nothing else touches it. The receivers are
-//! [`Shard::handle`](super::Shard) and the `on_*` methods it calls, named after the message.
+//! `Shard::handle` and the `on_*` methods it calls, named after the message.
 
 use std::sync::Arc;
 

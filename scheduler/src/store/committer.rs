@@ -32,10 +32,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::wal::now_unix_ms;
 use super::{FsyncMode, Record, StoreError, TaskStore, Upkeep};
 
-/// How a job's outcome is reported: called once, on the commit thread.
+/// How a job's outcome is reported: called once, on the commit thread. A shard's (built in
+/// `shard::round::Rounds::flush`) sends [`crate::shard::ShardMsg::Durable`], received by `Shard::on_durable`
+/// (`shard/durable.rs`), and sends ack replies itself.
 pub type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 /// Called on the commit thread once a job's records are written, before they are synced (see the module doc).
+/// A shard's sends [`crate::shard::ShardMsg::Appended`], received by `Shard::on_appended` (`shard/durable.rs`).
 pub type Appended = Box<dyn FnOnce() + Send>;
 
 /// No job for this long: the store is idle, run `maintain`.
