@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use pm_protocol::pb;
 
-use super::ConnCtx;
+use super::ctx::ConnCtx;
 use crate::outbox::{Merge, Outbound, Reply};
 use crate::shard::ShardMsg;
 

@@ -5,7 +5,7 @@
 use pm_protocol::pb::{self, app_request::Op};
 use pm_protocol::{ErrorCode, Role};
 
-use super::ConnCtx;
+use super::ctx::ConnCtx;
 use crate::catalog::CatalogError;
 use crate::outbox::Outbound;
 

@@ -4,7 +4,7 @@ use pm_protocol::pb;
 use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
 use pm_protocol::{ErrorCode, Role};
 
-use super::ConnCtx;
+use super::ctx::ConnCtx;
 use crate::shard::{shard_of_queue, ShardMsg};
 
 /// Hands the credits to the queue's shard.

@@ -4,8 +4,7 @@
 use bytes::Bytes;
 use pm_protocol::{pb, ErrorCode, Role};
 
-use super::by_shard;
-use super::ConnCtx;
+use super::ctx::{by_shard, ConnCtx};
 use crate::outbox::{Merge, Outbound, Part, Reply};
 use crate::shard::{shard_of_lease, ShardMsg};
 use crate::stolen::{is_foreign, StealMsg};

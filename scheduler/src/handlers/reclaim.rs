@@ -5,7 +5,7 @@
 use pm_protocol::pb;
 use pm_protocol::ErrorCode;
 
-use super::ConnCtx;
+use super::ctx::ConnCtx;
 use crate::outbox::Reply;
 use crate::shard::ShardMsg;
 
@@ -17,7 +17,7 @@ pub fn handle(ctx: &mut ConnCtx, reclaim: pb::Reclaim) {
         .iter()
         .map(|it| pb::ReclaimResult { task_id: it.task_id, code: ErrorCode::NotFound as i32, ..Default::default() })
         .collect();
-    super::to_every_shard(ctx, request_id, "tasks", reclaim.items, Reply::Reclaim(results), |ctx, items| {
+    super::ctx::to_every_shard(ctx, request_id, "tasks", reclaim.items, Reply::Reclaim(results), |ctx, items| {
         ShardMsg::Reclaim { conn: ctx.id, out: ctx.out.clone(), request_id, items, holdings: ctx.holdings.clone() }
     });
 }

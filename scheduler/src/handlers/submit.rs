@@ -8,8 +8,7 @@ use pm_protocol::pb::{self, SubmitResult};
 use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
 use pm_protocol::ErrorCode;
 
-use super::by_shard;
-use super::ConnCtx;
+use super::ctx::{by_shard, ConnCtx};
 use crate::metrics as m;
 use crate::outbox::{Merge, Outbound, Reply};
 use crate::shard::{shard_of_queue, ShardMsg};

@@ -5,7 +5,7 @@
 use pm_protocol::pb;
 use pm_protocol::ErrorCode;
 
-use super::ConnCtx;
+use super::ctx::ConnCtx;
 use crate::outbox::Reply;
 use crate::shard::ShardMsg;
 
@@ -13,7 +13,7 @@ use crate::shard::ShardMsg;
 pub fn cancel(ctx: &mut ConnCtx, cancel: pb::Cancel) {
     let (request_id, n) = (cancel.request_id, cancel.task_ids.len());
     let reply = Reply::Cancel(vec![ErrorCode::NotFound as i32; n]);
-    super::to_every_shard(ctx, request_id, "task ids", cancel.task_ids, reply, |ctx, items| ShardMsg::Cancel {
+    super::ctx::to_every_shard(ctx, request_id, "task ids", cancel.task_ids, reply, |ctx, items| ShardMsg::Cancel {
         out: ctx.out.clone(),
         request_id,
         items,
@@ -30,7 +30,7 @@ pub fn status(ctx: &mut ConnCtx, req: pb::Status) {
             .map(|&task_id| pb::TaskStatus { task_id, code: ErrorCode::NotFound as i32, ..Default::default() })
             .collect(),
     );
-    super::to_every_shard(ctx, request_id, "task ids", req.task_ids, reply, |ctx, items| ShardMsg::Status {
+    super::ctx::to_every_shard(ctx, request_id, "task ids", req.task_ids, reply, |ctx, items| ShardMsg::Status {
         out: ctx.out.clone(),
         request_id,
         items,
@@ -41,7 +41,7 @@ pub fn status(ctx: &mut ConnCtx, req: pb::Status) {
 pub fn watch(ctx: &mut ConnCtx, req: pb::Watch) {
     let (request_id, n) = (req.request_id, req.task_ids.len());
     let reply = Reply::Watch(vec![ErrorCode::NotFound as i32; n]);
-    super::to_every_shard(ctx, request_id, "task ids", req.task_ids, reply, |ctx, items| ShardMsg::Watch {
+    super::ctx::to_every_shard(ctx, request_id, "task ids", req.task_ids, reply, |ctx, items| ShardMsg::Watch {
         out: ctx.out.clone(),
         request_id,
         items,

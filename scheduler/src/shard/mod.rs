@@ -73,8 +73,7 @@ pub use self::msg::{shard_of_queue, ShardHandle, ShardMsg};
 pub use self::queue::{executor_set, Executors, Queue, QueueLimits, ReadyEntry};
 pub use self::results::ResultsBudget;
 pub use self::round::store_error_code;
-pub use self::status::format_unix_ms;
-pub use self::task::{now_unix_ms, MAX_REASON_BYTES};
+pub use self::task::{format_unix_ms, now_unix_ms, MAX_REASON_BYTES};
 
 /// The shard's latency histograms, looked up once (a lookup per task would cost on the hot path).
 struct Histograms {

@@ -12,7 +12,7 @@ use pm_protocol::{ErrorCode, Message as _};
 use tokio::time::Instant;
 
 use super::results::Outcome;
-use super::task::{State, Task};
+use super::task::{format_unix_ms, State, Task};
 use super::{now_unix_ms, Shard};
 use crate::metrics as m;
 use crate::outbox::{OutTx, Outbound, Part};
@@ -270,21 +270,5 @@ impl Shard {
     pub(super) fn expire_results(&mut self, now_ms: u64) {
         self.results.expire(now_ms);
         metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
-    }
-}
-
-/// `ms` since the Unix epoch as RFC 3339 UTC (second precision), for humans.
-pub fn format_unix_ms(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::format_unix_ms;
-
-    #[test]
-    fn unix_ms_formats_as_utc() {
-        assert_eq!(format_unix_ms(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_unix_ms(951_782_400_999), "2000-02-29T00:00:00Z");
     }
 }

@@ -135,3 +135,19 @@ pub(super) fn cap_reason(mut reason: String) -> String {
     }
     reason
 }
+
+/// `ms` since the Unix epoch as RFC 3339 UTC (second precision), for humans.
+pub fn format_unix_ms(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_unix_ms;
+
+    #[test]
+    fn unix_ms_formats_as_utc() {
+        assert_eq!(format_unix_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_unix_ms(951_782_400_999), "2000-02-29T00:00:00Z");
+    }
+}

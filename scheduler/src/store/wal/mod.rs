@@ -77,6 +77,7 @@
 //! segment deleted. The newest segment is never deleted, and its header's
 //! task id floor keeps [`Recovered::max_task_id`] right.
 
+mod compaction;
 mod format;
 mod live;
 mod recovery;
@@ -212,7 +213,7 @@ pub struct Wal {
     /// Writes back unsynced pages early (`WalOptions::writeback_bytes`).
     writeback: segment::Writeback,
     /// The compaction under way, if any (continued by each `maintain`).
-    compaction: Option<space::Compaction>,
+    compaction: Option<compaction::Compaction>,
     /// The oldest segment, found to hold only results that go soon, and since when (see `space.rs`).
     draining: Option<(u64, std::time::Instant)>,
     #[cfg(test)]

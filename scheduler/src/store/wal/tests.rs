@@ -475,7 +475,7 @@ fn results_pushed_out_soon_are_not_copied_forward_by_compaction() {
 #[test]
 fn a_compaction_spread_over_many_calls_carries_records_larger_than_a_slice_and_those_cut_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let big = super::space::COMPACT_SLICE + 50_000;
+    let big = super::compaction::COMPACT_SLICE + 50_000;
     let o = WalOptions { max_record_bytes: 2 * big, ..opts(4 << 20) };
     let (mut wal, _) = open(dir.path(), o.clone());
     wal.faults.one_slice = true;
