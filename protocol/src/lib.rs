@@ -5,6 +5,8 @@
 //! - [`codec`]: [`FrameCodec`], 4-byte big-endian length + one [`pb::Envelope`], with the length checked
 //!   before anything is allocated.
 //! - [`pipeline`]: the task JSON (both dialects of the original project) parsed into a [`pb::TaskSpec`].
+//! - [`kinds`]: one table of the message kinds: name, direction, the roles that may send each, whether it
+//!   carries a request id.
 //! - [`limits`]: protocol version and default limits shared by servers and clients.
 //! - [`ring`]: rendezvous hashing of task keys onto the scheduler nodes of a cluster.
 //! - [`template`]: applications and pipeline templates, filled in safely with a producer's parameters.
@@ -19,6 +21,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod codec;
+pub mod kinds;
 pub mod limits;
 pub mod pipeline;
 pub mod ring;
@@ -31,6 +34,7 @@ pub mod pb {
 }
 
 pub use codec::{FrameCodec, WireError};
+pub use kinds::{Direction, KindInfo, Roles};
 pub use limits::PROTOCOL_VERSION;
 pub use pb::envelope::Kind;
 pub use pb::{Envelope, ErrorCode, Role};
@@ -64,46 +68,5 @@ impl pb::Error {
     /// An error answering request `request_id` (0 = about the connection itself).
     pub fn new(code: ErrorCode, request_id: u64, message: impl Into<String>) -> Self {
         pb::Error { code: code as i32, message: message.into(), request_id }
-    }
-}
-
-impl Kind {
-    /// Short stable name of the message kind, for logs and metric labels.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Kind::Hello(_) => "hello",
-            Kind::Welcome(_) => "welcome",
-            Kind::Error(_) => "error",
-            Kind::Submit(_) => "submit",
-            Kind::SubmitAck(_) => "submit_ack",
-            Kind::Credit(_) => "credit",
-            Kind::Leased(_) => "leased",
-            Kind::Ack(_) => "ack",
-            Kind::Nack(_) => "nack",
-            Kind::Extend(_) => "extend",
-            Kind::LeaseReply(_) => "lease_reply",
-            Kind::StatsRequest(_) => "stats_request",
-            Kind::StatsReply(_) => "stats_reply",
-            Kind::DeadLetterList(_) => "dead_letter_list",
-            Kind::DeadLetterListReply(_) => "dead_letter_list_reply",
-            Kind::DeadLetterRedrive(_) => "dead_letter_redrive",
-            Kind::DeadLetterRedriveReply(_) => "dead_letter_redrive_reply",
-            Kind::Ping(_) => "ping",
-            Kind::Pong(_) => "pong",
-            Kind::Redirect(_) => "redirect",
-            Kind::Cancel(_) => "cancel",
-            Kind::CancelReply(_) => "cancel_reply",
-            Kind::Revoke(_) => "revoke",
-            Kind::Reclaim(_) => "reclaim",
-            Kind::ReclaimReply(_) => "reclaim_reply",
-            Kind::Status(_) => "status",
-            Kind::StatusReply(_) => "status_reply",
-            Kind::Watch(_) => "watch",
-            Kind::WatchReply(_) => "watch_reply",
-            Kind::Completed(_) => "completed",
-            Kind::AppRequest(_) => "app_request",
-            Kind::AppReply(_) => "app_reply",
-            Kind::SubmitTemplate(_) => "submit_template",
-        }
     }
 }
