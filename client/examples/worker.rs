@@ -1,8 +1,9 @@
 //! A worker: connects as an agent for one queue, grants credits, and for each leased task does its work and
 //! acks it with a result document, or nacks it with a reason.
 //!
-//! It shows what every agent does ([`Client::connect_agent`], [`Client::credit`], the [`Leases`](pm_client::Leases) stream,
-//! [`Client::ack`], [`Client::nack`]) without the pipeline runner of `pm-agent`:
+//! It shows what every agent does ([`Client::connect_agent`], [`Client::credit`], the
+//! [`Leases`](pm_client::Leases) stream, [`Client::ack`], [`Client::nack`]) without the pipeline runner of
+//! `pm-agent`:
 //! - a credit is one task the server may push; each finished task gives its credit back;
 //! - every ack or nack quotes the lease id of the delivery (an old lease id is refused as `STALE_LEASE`);
 //! - a nack with `retry_after_ms` makes the task ready again after that delay (a new attempt, until its
