@@ -5,9 +5,9 @@
 //! (then nothing was submitted or applied). `pmctl wait` also exits 2 (a task failed or was dead-lettered),
 //! 3 (cancelled) or 4 (not finished within `--timeout`). Errors are one line on stderr.
 
-mod app;
-mod catalog;
-mod status;
+mod cmd;
+
+use cmd::{apps as catalog, deploy::spec as app, status};
 
 use std::io::Read;
 use std::process::ExitCode;

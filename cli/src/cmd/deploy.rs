@@ -1,0 +1,3 @@
+//! The app deployer.
+
+pub mod spec;
