@@ -1,20 +1,49 @@
-//! `pmctl status`, `pmctl wait` and `pmctl why`: what became of submitted tasks.
+//! `pmctl status`: what became of submitted tasks. Also the status lookup that `wait`, `why` and `flow`
+//! build on, and the way a status is shown (for people, or as JSON).
 //!
-//! A task id names the node that accepted it, so every request goes to that node. `wait` watches the tasks
-//! (the node pushes `Completed` when each finishes) and watches again every [`REWATCH`], so it survives a
-//! restart of the scheduler while it waits.
+//! A task id names the node that accepted it, so every request goes to that node: [`status`] groups the ids
+//! by node and asks each node once. An id no node knows comes back as a `NOT_FOUND` status, not an error.
 
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::collections::HashMap;
 
-use pm_client::{Client, Cluster, ConnectOptions, Error};
+use pm_client::json::time;
+pub use pm_client::json::{state_name, status_json as to_json};
+use pm_client::{Cluster, ConnectOptions, Error};
 use pm_protocol::pb::{TaskState, TaskStatus};
 use pm_protocol::ErrorCode;
 use serde_json::Value;
-use tokio::sync::mpsc;
 
-/// How often `wait` registers its watches again (they end with a connection).
-const REWATCH: Duration = Duration::from_secs(2);
+use crate::shared::{Failure, ServerArgs, EXIT_FAILED};
+
+/// The arguments of `pmctl status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Task ids.
+    #[arg(required = true)]
+    ids: Vec<u64>,
+    /// Print one JSON object per task.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pmctl status`: prints each task's status; fails (1) if an id is not found.
+pub async fn run(server: &ServerArgs, args: &Args) -> Result<(), Failure> {
+    let cluster = server.connect_cluster(ConnectOptions::producer()).await?;
+    let mut missing = 0;
+    for r in status(&cluster, &args.ids).await {
+        let s = r.map_err(Failure::failed)?;
+        missing += usize::from(exit_code(&s) == EXIT_FAILED);
+        if args.json {
+            println!("{}", to_json(&s));
+        } else {
+            print!("{}", human(&s));
+        }
+    }
+    if missing > 0 {
+        return Err(Failure(EXIT_FAILED, format!("{missing} task(s) not found")));
+    }
+    Ok(())
+}
 
 /// Exit code of `pmctl wait` for a task that ended this way (0 succeeded, 2 failed or dead-lettered,
 /// 3 cancelled); 1 for an unknown task.
@@ -61,138 +90,10 @@ pub async fn status(cluster: &Cluster, ids: &[u64]) -> Vec<Result<TaskStatus, Er
     out
 }
 
-fn not_found(task_id: u64) -> TaskStatus {
+/// The status of a task no node knows.
+pub fn not_found(task_id: u64) -> TaskStatus {
     TaskStatus { task_id, code: ErrorCode::NotFound as i32, ..Default::default() }
 }
-
-/// Waits until every task is final or `timeout` passes (`None`: no limit). Returns the final status of each
-/// id that got one, in order; `None` for those still running at the timeout.
-pub async fn wait(
-    cluster: &Cluster,
-    opts: ConnectOptions,
-    ids: &[u64],
-    timeout: Option<Duration>,
-) -> Result<Vec<Option<TaskStatus>>, Error> {
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut by_node: HashMap<String, Vec<u64>> = HashMap::new();
-    for id in ids {
-        if let Some(node) = cluster.node_of_task(*id) {
-            by_node.entry(node).or_default().push(*id);
-        }
-    }
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut clients = Vec::new();
-    for (node, node_ids) in by_node {
-        let (client, mut completions) = Client::connect_watching(&node, opts.clone()).await?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Some(s) = completions.next().await {
-                if tx.send(s).is_err() {
-                    return;
-                }
-            }
-        });
-        clients.push((client, node_ids));
-    }
-    let mut done: HashMap<u64, TaskStatus> = HashMap::new();
-    let mut waiting: HashSet<u64> = ids.iter().copied().collect();
-    let mut rewatch = tokio::time::interval(REWATCH);
-    while !waiting.is_empty() {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            Some(s) = rx.recv() => {
-                if is_final(&s) && waiting.remove(&s.task_id) {
-                    done.insert(s.task_id, s);
-                }
-            }
-            _ = rewatch.tick() => {
-                for (client, node_ids) in &clients {
-                    let ask: Vec<u64> = node_ids.iter().copied().filter(|id| waiting.contains(id)).collect();
-                    if ask.is_empty() {
-                        continue;
-                    }
-                    // A failure (the node restarting) is retried at the next tick.
-                    if let Ok(codes) = client.watch(ask.clone()).await {
-                        for (id, code) in ask.into_iter().zip(codes) {
-                            if code == ErrorCode::NotFound && waiting.remove(&id) {
-                                done.insert(id, not_found(id));
-                            }
-                        }
-                    }
-                }
-            }
-            _ = until_deadline => break,
-        }
-    }
-    Ok(ids.iter().map(|id| done.remove(id)).collect())
-}
-
-/// Most tasks `pmctl flow` shows.
-const MAX_FLOW_TASKS: usize = 10_000;
-
-/// The flow that `id` belongs to, from its root (found through `parent_id`) down: each task with its depth,
-/// children under their parent in the order they were submitted. Children are known once their parent has
-/// finished (they are part of its outcome).
-pub async fn flow(cluster: &Cluster, id: u64) -> Result<Vec<(usize, TaskStatus)>, Error> {
-    let one = |id: u64| async move { status(cluster, &[id]).await.remove(0) };
-    let mut root = one(id).await?;
-    let mut seen = HashSet::from([root.task_id]);
-    while root.parent_id != 0 && seen.insert(root.parent_id) {
-        let up = one(root.parent_id).await?;
-        if up.code != ErrorCode::Ok as i32 {
-            break; // the root's outcome is no longer kept: show what is left
-        }
-        root = up;
-    }
-    // Level by level (one request per level), then depth first for printing.
-    let mut known: HashMap<u64, TaskStatus> = HashMap::new();
-    let mut level: Vec<u64> = root.children.clone();
-    known.insert(root.task_id, root.clone());
-    while !level.is_empty() && known.len() < MAX_FLOW_TASKS {
-        let got = status(cluster, &level).await;
-        let mut next = Vec::new();
-        for r in got {
-            let s = r?;
-            if known.contains_key(&s.task_id) {
-                continue;
-            }
-            next.extend(s.children.iter().copied());
-            known.insert(s.task_id, s);
-        }
-        level = next;
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![(0usize, root.task_id)];
-    while let Some((depth, id)) = stack.pop() {
-        let Some(s) = known.remove(&id) else { continue };
-        stack.extend(s.children.iter().rev().map(|c| (depth + 1, *c)));
-        out.push((depth, s));
-    }
-    Ok(out)
-}
-
-/// One line of `pmctl flow`.
-pub fn flow_line(depth: usize, s: &TaskStatus) -> String {
-    let indent = "   ".repeat(depth);
-    let branch = if depth == 0 { "" } else { "└─ " };
-    let note = match s.state() {
-        _ if s.code != ErrorCode::Ok as i32 => String::new(),
-        TaskState::Succeeded => String::new(),
-        _ if s.reason.is_empty() => String::new(),
-        _ => format!("  ({})", s.reason),
-    };
-    let key = if s.key.is_empty() { String::new() } else { format!(" key {}", s.key) };
-    let queue = if s.queue.is_empty() { String::new() } else { format!("  queue {}", s.queue) };
-    format!("{indent}{branch}{} {}{queue}{key}{note}", s.task_id, state_name(s))
-}
-
-use pm_client::json::time;
-pub use pm_client::json::{state_name, status_json as to_json};
 
 /// The status for people: a headline, the times, why it waits or failed, and what each command did (for
 /// results in pm-agent's format).
@@ -237,20 +138,6 @@ pub fn human(s: &TaskStatus) -> String {
     out
 }
 
-/// `pmctl why`: one line on why the task is not running now (or how it ended).
-pub fn why(s: &TaskStatus) -> String {
-    if s.code != ErrorCode::Ok as i32 {
-        return format!("{}: not found (unknown here, or its outcome is no longer kept)", s.task_id);
-    }
-    match s.state() {
-        TaskState::Ready | TaskState::Delayed | TaskState::Leased => {
-            format!("{} {}: {}", s.task_id, state_name(s), s.reason)
-        }
-        _ if s.reason.is_empty() => format!("{}: finished, {}", s.task_id, state_name(s)),
-        _ => format!("{}: finished, {}: {}", s.task_id, state_name(s), s.reason),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +175,5 @@ mod tests {
         assert!(text.starts_with("7 failed  queue q  attempt 1/3\n"), "{text}");
         assert!(text.contains("step 1 sh: exit 1 in 3 ms: false"), "{text}");
         assert_eq!(to_json(&s)["result"]["steps"][0]["commands"][0]["exitCode"], 1);
-        assert_eq!(why(&s), "7: finished, failed: `false` exited with 1");
     }
 }
