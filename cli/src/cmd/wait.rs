@@ -28,7 +28,7 @@ pub struct Args {
     ids: Vec<u64>,
     /// Give up after this long (e.g. `30s`, `5m`; default: wait for ever).
     #[arg(long, value_parser = humantime::parse_duration)]
-    timeout: Option<std::time::Duration>,
+    timeout: Option<Duration>,
     /// Print one JSON object per task.
     #[arg(long)]
     json: bool,
