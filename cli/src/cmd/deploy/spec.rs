@@ -1,4 +1,5 @@
-//! The app deployer: an application spec (YAML) in, Kubernetes manifests out.
+//! The app deployer's core: an application spec (YAML) in, Kubernetes manifests out (the commands are in
+//! [`super`]).
 //!
 //! An application is one pod layout that runs one pipeline queue: the agent container, one executor per
 //! utility (`pm-agent exec` in the utility's own image, started from a binary that an init container copies

@@ -1,0 +1,26 @@
+//! The commands of `pmctl`, one module per command or command group (`main.rs` holds the tree and calls
+//! each module's entry point with the connection flags and the command's arguments):
+//!
+//! - [`submit`]: put tasks on queues, from task files or from a stored pipeline and its parameters.
+//! - [`cancel`]: cancel tasks.
+//! - [`status`]: what became of tasks; also the status lookup `wait`, `why` and `flow` build on.
+//! - [`wait`]: wait until tasks finish; the exit code says how they ended.
+//! - [`why`]: why a task is not running now.
+//! - [`flow`]: the tree of chained tasks a task belongs to.
+//! - [`admin`]: an operator's view of one node: queue stats, dead letters and their redrive.
+//! - [`cluster`]: cluster membership and health.
+//! - [`apps`]: `pmctl app`: applications and pipeline templates stored in the scheduler.
+//! - [`deploy`]: `pmctl app render|apply`: Kubernetes manifests for an application.
+//!
+//! Every entry point returns `Result<(), Failure>` (see [`crate::shared`]) and prints its own output.
+
+pub mod admin;
+pub mod apps;
+pub mod cancel;
+pub mod cluster;
+pub mod deploy;
+pub mod flow;
+pub mod status;
+pub mod submit;
+pub mod wait;
+pub mod why;
