@@ -4,7 +4,7 @@
     python3 bench/fdatasync-threads.py [THREADS...]      (default: 1 2 3; file in $TMPDIR or /tmp)
 
 Each thread writes 2 KiB into its own 4 KiB slot of a zero-filled 64 MiB file and syncs, 1,500 times.
-It answers whether a second sync thread in the WAL would shorten a round's wait (docs/benchmarks.md).
+It answers whether a second sync thread in the WAL would shorten a round's wait (docs/notes/p99-at-20k.md).
 """
 import os
 import sys

@@ -237,7 +237,7 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Let the kernel back the heap with transparent huge pages. Off by default: khugepaged fills partly used
     /// 2 MiB regions, which made the resident memory of an idle agent connection vary from run to run
-    /// (652-1,007 bytes with them, 702-740 without, at 19,000 connections; docs/benchmarks.md).
+    /// (652-1,007 bytes with them, 702-740 without, at 19,000 connections; docs/notes/connections.md).
     #[arg(long, env = "PM_HUGE_PAGES")]
     pub huge_pages: bool,
 }

@@ -7,7 +7,7 @@ use pm_scheduler::config::Config;
 use pm_scheduler::process;
 
 /// mimalloc instead of glibc malloc: the end-to-end benchmark spent ~10% of the node's CPU in malloc/free
-/// (see docs/benchmarks.md).
+/// (see docs/notes/hot-path.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -39,7 +39,7 @@ const NO_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 86400);
 /// No Nagle. TCP keepalive only when there is no idle timeout: the idle timeout (clients ping) already finds
 /// dead peers, and the kernel fires the keepalive timers of connections opened together in one burst (its
 /// timer wheel is coarse at a minute), which at 150,000 connections stalled a core for tens of milliseconds
-/// every minute (docs/benchmarks.md, "Cluster").
+/// every minute (docs/notes/cluster.md).
 fn configure(stream: &TcpStream, idle_timeout: Duration) {
     let _ = stream.set_nodelay(true);
     if idle_timeout >= NO_IDLE_TIMEOUT {

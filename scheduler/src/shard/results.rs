@@ -98,7 +98,8 @@ impl KeptResults {
     pub(super) fn keep(&mut self, task_id: u64, body: Bytes, expires: u64, budget: &ResultsBudget) {
         if self.results.is_empty() {
             // Sized once for the most it may hold: growing a map of ~60 k outcomes rehashed it in one go and
-            // held this shard for milliseconds (docs/notes/kept-results.md). Only the control bytes are touched now.
+            // held this shard for milliseconds (docs/notes/lease-while-syncing.md). Only the control bytes are
+            // touched now.
             let most = budget.max_count.min(MAX_RESERVED_RESULTS);
             self.results.reserve(most);
             self.order.reserve(most);

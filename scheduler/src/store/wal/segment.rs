@@ -234,7 +234,7 @@ const SPARE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 /// Why zeros and not `fallocate`: `fallocate` leaves *unwritten* extents, and then every `fdatasync` of the log
 /// also converts the extents it wrote into. Measured on this disk (ext4): 0.197 ms vs 0.135 ms median per
 /// `fdatasync` after a 4 KiB write into `fallocate`d vs zero-filled blocks; end to end at 20 k tasks/s the
-/// median latency fell from 1.34 to 1.17 ms and the p99 from 2.66 to 2.53 ms (docs/benchmarks.md). Writing
+/// median latency fell from 1.34 to 1.17 ms and the p99 from 2.66 to 2.53 ms (docs/notes/wal-segments.md). Writing
 /// the zeros in synced steps keeps each step's hold on the device short.
 pub(crate) fn make_spare(
     dir: &Path,
