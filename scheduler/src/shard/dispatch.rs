@@ -189,3 +189,67 @@ pub(super) fn release_foreign(queues: &mut [Queue], steal: &StealHandle, now: In
         steal.send(StealMsg::Release { lease_ids });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bytes::Bytes;
+    use pm_protocol::Kind;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::shard::ShardMsg;
+    use crate::store::committer::Committer;
+    use crate::store::wal::{Wal, WalOptions};
+    use crate::store::FsyncMode;
+
+    #[test]
+    fn ready_tasks_go_to_credits_best_first_in_one_frame_with_an_attempt_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let committer = Committer::start(Box::new(wal), FsyncMode::Always);
+        let (tx, mut shard_rx) = mpsc::unbounded_channel();
+        let mut rounds = Rounds::new(committer.handle(), tx, false);
+        let mut leases = LeaseTable::new(0, 1, 0);
+        let (out, rx) = crate::outbox::channel();
+        leases.connect(7, out, None);
+        let mut q = Queue::new("q".into());
+        let mut tasks = IdMap::default();
+        let spec = TaskSpec { payload: Bytes::from_static(b"{}"), ..Default::default() };
+        for (id, priority) in [(1, 0), (2, 5), (3, 0)] {
+            let mut t = Task::new(0, 0, &TaskSpec { priority, ..spec.clone() }, None, Duration::from_secs(30), 3);
+            t.state = State::Ready;
+            q.push_ready(0, t.entry(id));
+            tasks.insert(id, t);
+        }
+        q.add_credit(7, 2, false, None);
+        let hist = metrics::histogram!("test_dispatch_seconds");
+        let mut outgoing = Outgoing::default();
+        let mut d = Dispatch {
+            tasks: &mut tasks,
+            leases: &mut leases,
+            rounds: &mut rounds,
+            outgoing: &mut outgoing,
+            dispatch_seconds: &hist,
+            stealing: false,
+            budget: 1 << 20,
+        };
+        assert_eq!(dispatch_queue(&mut q, &mut d, Instant::now(), 1_000), 2, "two credits, two leases");
+        assert_eq!((q.ready_len(), q.leased), (1, 2));
+        assert_eq!(tasks.get(&3).map(|t| &t.state), Some(&State::Ready), "the later of the equal tasks waits");
+        outgoing.send(None);
+        let mut sent = Vec::new();
+        rx.take(&mut sent);
+        let [Outbound::Frame(env)] = &sent[..] else { panic!("one frame, got {}", sent.len()) };
+        let Some(Kind::Leased(l)) = &env.kind else { panic!("a Leased frame") };
+        assert_eq!(l.tasks.iter().map(|t| (t.task_id, t.attempt)).collect::<Vec<_>>(), vec![(2, 1), (1, 1)]);
+        for t in &l.tasks {
+            assert_eq!(leases.get(t.lease_id).map(|l| (l.task_id, l.conn)), Some((t.task_id, 7)));
+        }
+        rounds.flush();
+        let msg = shard_rx.blocking_recv().unwrap();
+        assert!(matches!(msg, ShardMsg::Durable { result: Ok(()), .. }), "the attempts were written");
+        committer.shutdown();
+    }
+}

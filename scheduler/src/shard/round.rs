@@ -237,3 +237,98 @@ impl Rounds {
         self.failed.contains(&task_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::committer::Committer;
+    use crate::store::wal::{Wal, WalOptions};
+    use crate::store::FsyncMode;
+
+    fn enqueue(task_id: u64) -> Record {
+        Record::Enqueue { task_id, body: Bytes::from_static(b"{}"), idempotency: None }
+    }
+
+    fn submit_waiter(new_tasks: Vec<u64>) -> Waiter {
+        let (out, _rx) = crate::outbox::channel();
+        Waiter::Submit { out, request_id: 1, results: Vec::new(), new_tasks, received: Instant::now() }
+    }
+
+    /// The next message the rounds sent to their shard.
+    fn next(rx: &mut mpsc::UnboundedReceiver<ShardMsg>) -> ShardMsg {
+        for _ in 0..500 {
+            if let Ok(msg) = rx.try_recv() {
+                return msg;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no message from the commit thread");
+    }
+
+    #[test]
+    fn a_rounds_records_go_as_one_job_and_its_waiters_come_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let committer = Committer::start(Box::new(wal), FsyncMode::Always);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut rounds = Rounds::new(committer.handle(), tx, false);
+        rounds.flush();
+        assert!(rx.try_recv().is_err(), "an empty round is not flushed");
+        rounds.record(enqueue(1));
+        rounds.record(enqueue(2));
+        rounds.wait(submit_waiter(vec![1, 2]));
+        rounds.flush();
+        assert!(matches!(next(&mut rx), ShardMsg::Appended { round: 1 }), "new tasks: told when written");
+        assert_eq!(rounds.new_tasks_of(1), vec![1, 2]);
+        assert!(matches!(next(&mut rx), ShardMsg::Durable { round: 1, result: Ok(()) }));
+        assert_eq!(rounds.complete(1).map(|w| w.len()), Some(1));
+        assert!(rounds.complete(1).is_none(), "waiters are handed back once");
+        committer.shutdown();
+        let (_, recovered) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(recovered.tasks.len(), 2, "both records reached the log");
+    }
+
+    #[test]
+    fn a_round_nobody_waits_for_is_written_without_a_pending_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let committer = Committer::start(Box::new(wal), FsyncMode::Always);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut rounds = Rounds::new(committer.handle(), tx, true);
+        rounds.record(Record::Attempt { task_id: 9, attempts: 1 });
+        rounds.flush();
+        assert!(matches!(next(&mut rx), ShardMsg::Durable { round: 1, result: Ok(()) }));
+        assert!(rounds.complete(1).is_none());
+        // With --lease-after-sync a round of new tasks is reported only when durable.
+        rounds.record(enqueue(1));
+        rounds.wait(submit_waiter(vec![1]));
+        rounds.flush();
+        assert!(matches!(next(&mut rx), ShardMsg::Durable { round: 2, result: Ok(()) }));
+        committer.shutdown();
+    }
+
+    #[test]
+    fn failed_submits_are_remembered_until_nothing_is_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let committer = Committer::start(Box::new(wal), FsyncMode::Always);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut rounds = Rounds::new(committer.handle(), tx, false);
+        rounds.mark_failed(&HashSet::from([5]));
+        rounds.record(enqueue(6));
+        rounds.wait(submit_waiter(vec![6]));
+        rounds.flush();
+        rounds.settle();
+        assert!(rounds.is_failed(5), "a round is still in flight");
+        let _appended = next(&mut rx);
+        let _durable = next(&mut rx);
+        rounds.complete(1);
+        rounds.settle();
+        assert!(!rounds.is_failed(5));
+        committer.shutdown();
+    }
+}
