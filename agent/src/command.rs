@@ -1,5 +1,5 @@
 //! One command, as every side speaks of it: what to run ([`CommandSpec`]), how its output arrives
-//! ([`OutputSink`], chunk by chunk, per [`Stream`]) and how it ended ([`Outcome`]).
+//! (`OutputSink`, chunk by chunk, per [`Stream`]) and how it ended ([`Outcome`]).
 //!
 //! The bottom of "run a command somewhere": the executors of the agent ([`crate::executor`]), the servers of
 //! `pm-agent exec` ([`crate::exec_server`]) and the wires between them ([`crate::wire`]) all speak these

@@ -1,7 +1,7 @@
 //! Bounded output: a command may print without end, and what is kept of it never grows past its bound.
 //!
-//! [`Tail`] keeps the last bytes of a stream (the runner's `stdoutTail` / `stderrTail`, the stderr the gRPC
-//! executor logs); [`Head`] keeps the first bytes and counts the rest (the stdout one `ExecuteCommands` call
+//! `Tail` keeps the last bytes of a stream (the runner's `stdoutTail` / `stderrTail`, the stderr the gRPC
+//! executor logs); `Head` keeps the first bytes and counts the rest (the stdout one `ExecuteCommands` call
 //! returns). Both take chunks as they come and cost O(bound) memory whatever the stream's length.
 
 /// Keeps the last `keep` bytes of a stream.

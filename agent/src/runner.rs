@@ -5,7 +5,7 @@
 //!
 //! Each command is the leader of its own process group. When it ends (or times out, or the run is cancelled
 //! because the lease was lost or the task was cancelled) the whole group is killed, so no background child
-//! outlives its command. Output is kept as bounded tails ([`crate::output::Tail`], and streamed as
+//! outlives its command. Output is kept as bounded tails ([`crate::output`], and streamed as
 //! [`RunEvent`]s when asked); large outputs belong in files on the shared directory.
 
 use std::collections::BTreeMap;

@@ -9,7 +9,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::auth::bearer_matches;
-use super::AppState;
+use super::state::AppState;
 use crate::command::Stream as OutStream;
 use crate::runner::RunEvent;
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::bearer_matches;
 use super::config::ApiConfig;
-use super::{ApiContext, AppState};
+use super::state::{ApiContext, AppState};
 use crate::runner::{Runner, TaskResult};
 
 /// Serves the API on `listener` until `stop` fires, then lets open requests finish for a moment. With TLS it

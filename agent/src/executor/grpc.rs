@@ -2,8 +2,8 @@
 //! `NAME=grpc+unix:///path.sock` (in `--executors`, or in the original agent's variables, see
 //! [`super::original_env`]) sends its commands to a server of the original executors' gRPC service
 //! `exec.ExecService`, plaintext like the original, so that utility images built for the original deployment
-//! work unchanged. [`crate::wire::grpc`] holds the messages; `pm-agent exec --grpc-listen`
-//! ([`crate::exec_server::grpc`]) is one such server.
+//! work unchanged. `crate::wire::grpc` holds the messages; `pm-agent exec --grpc-listen`
+//! (`crate::exec_server::grpc`) is one such server.
 //!
 //! **How the client maps the service onto our results.** The service runs a list of commands in one call and
 //! goes on after a failure; a step of ours stops at its first failing command (unless `continueOnError`).

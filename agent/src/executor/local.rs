@@ -1,5 +1,5 @@
 //! The `local` executor: runs one shell command as a process of this one (`sh -c LINE`, or another shell),
-//! leader of its own process group, its output handed to an [`OutputSink`] chunk by chunk as it comes.
+//! leader of its own process group, its output handed to an `OutputSink` chunk by chunk as it comes.
 //!
 //! Agent side: the agent runs a `local` step's commands here itself. It is also what `pm-agent exec` runs
 //! behind its sockets ([`crate::exec_server`]): a pod or gRPC executor is this module in another container.

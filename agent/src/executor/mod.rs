@@ -1,5 +1,5 @@
 //! Where a step's commands run, agent side: each executor name of a task resolves to an [`Executor`], and
-//! [`Executor::run`] runs one command there, its output streamed to an [`OutputSink`] as it comes.
+//! `Executor::run` runs one command there, its output streamed to an `OutputSink` as it comes.
 //!
 //! - [`local`]: a process of the agent itself.
 //! - [`pod`]: the `pm-agent exec` serving a unix socket in a utility container of the pod.

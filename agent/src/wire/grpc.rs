@@ -4,8 +4,8 @@
 //! this module and nothing else of each other.
 //!
 //! The service has no exit code: a failed command is `result: false` with an `errorMessage` in Go's wording,
-//! as the original's `err.Error()`: `exit status N`, or `signal: NAME` for a signal. [`failure_text`] writes
-//! it (the server) and [`failure_outcome`] reads it back (the client); a failure never reads as success.
+//! as the original's `err.Error()`: `exit status N`, or `signal: NAME` for a signal. `failure_text` writes
+//! it (the server) and `failure_outcome` reads it back (the client); a failure never reads as success.
 
 use crate::command::Outcome;
 
