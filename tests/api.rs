@@ -303,8 +303,8 @@ fn readyz_reports_missing_executor_sockets() {
 /// The gRPC `Run` on the same port: events streamed as they happen, the token checked, bad input refused.
 #[tokio::test]
 async fn grpc_run_streams_events_behind_the_token() {
-    use pm_agent::grpc::pb::agent_client::AgentClient;
-    use pm_agent::grpc::pb::{run_event::Event, OutputStream, RunRequest};
+    use pm_agent::api::grpc::pb::agent_client::AgentClient;
+    use pm_agent::api::grpc::pb::{run_event::Event, OutputStream, RunRequest};
 
     let s = AgentApi::start(&["--api-token", "s3cret"]);
     let channel =

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use pm_agent::execservice::pb::exec_service_client::ExecServiceClient;
-use pm_agent::execservice::pb::exec_service_server::{ExecService, ExecServiceServer};
-use pm_agent::execservice::pb::{ExecCommands, ExecResult};
+use pm_agent::wire::grpc::pb::exec_service_client::ExecServiceClient;
+use pm_agent::wire::grpc::pb::exec_service_server::{ExecService, ExecServiceServer};
+use pm_agent::wire::grpc::pb::{ExecCommands, ExecResult};
 use pm_testkit::{bin, free_addr, pmctl, Agent, Scheduler};
 use pm_tests::submit_json;
 use tonic::{Request, Response, Status};

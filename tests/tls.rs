@@ -538,8 +538,8 @@ fn the_direct_run_api_runs_a_pipeline_over_https_and_refuses_other_cas() {
 /// without a certificate is refused.
 #[tokio::test]
 async fn grpc_runs_over_mutual_tls() {
-    use pm_agent::grpc::pb::agent_client::AgentClient;
-    use pm_agent::grpc::pb::{run_event::Event, RunRequest};
+    use pm_agent::api::grpc::pb::agent_client::AgentClient;
+    use pm_agent::api::grpc::pb::{run_event::Event, RunRequest};
     use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
     let dir = tempfile::tempdir().unwrap();

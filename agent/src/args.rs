@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::agent::AgentConfig;
-use crate::runner::{Executors, Runner};
+use crate::executor::Executors;
+use crate::runner::Runner;
 
 /// How the agent runs tasks (everything except where the scheduler is).
 #[derive(clap::Args, Debug, Clone)]

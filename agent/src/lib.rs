@@ -1,18 +1,30 @@
 //! `pm-agent`: leases tasks from a scheduler and runs their pipelines of shell commands.
 //!
-//! [`runner`] runs one task's steps on their executors; [`command`] runs one shell command as a local
-//! process group; [`exec`] is the `pod` executor: the socket protocol between the agent and the
-//! `pm-agent exec` process in each utility container; [`execservice`] is the original executors' gRPC
-//! service, driven by the agent and served by `pm-agent exec --grpc-listen`. [`agent`] is the loop around the
-//! runner: credits, lease extension while a task runs, ack with the result or nack with the reason.
+//! # Modules, top down
+//!
+//! - [`agent`]: the loop around the runner: credits, lease extension while a task runs, ack with the result
+//!   or nack with the reason. [`args`]: its command-line options.
+//! - `api` (feature `api`): the direct-run API (HTTP and gRPC on one port) and the probes endpoint.
+//! - [`runner`]: runs one task's steps, each command on its step's executor, and says what they did.
+//! - [`executor`]: where a command runs, agent side: [`executor::local`], [`executor::pod`] (a client of a
+//!   pod socket), [`executor::grpc`] (a client of the original executors' gRPC service).
+//! - [`exec_server`]: what `pm-agent exec` serves, executor side: [`exec_server::pod`] (the pod socket) and
+//!   `exec_server::grpc` (the gRPC service), both running commands as [`executor::local`] does.
+//! - [`wire`]: what crosses a socket between the two sides: the pod frames and the gRPC messages.
+//! - [`command`] (what a command is and how it ended) and [`output`] (bounded output): the bottom, used by
+//!   all of the above.
+//!
+//! Dependencies only point down this list. `exec_server` uses `executor` one way (its local runner and the
+//! gRPC address parsing); nothing in `executor` uses `exec_server`, and the two speak to each other only
+//! through [`wire`].
 
 pub mod agent;
 #[cfg(feature = "api")]
 pub mod api;
 pub mod args;
 pub mod command;
-pub mod exec;
-pub mod execservice;
-#[cfg(feature = "api")]
-pub mod grpc;
+pub mod exec_server;
+pub mod executor;
+pub mod output;
 pub mod runner;
+pub mod wire;

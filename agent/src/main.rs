@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use pm_agent::agent::{self, AgentConfig};
 use pm_agent::args::AgentArgs;
-use pm_agent::exec;
+use pm_agent::exec_server;
 use pm_agent::runner::Runner;
+use pm_agent::wire::pod::socket_path;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
@@ -93,16 +94,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    // RUST_LOG as `level` or `target=level,...` (no regular expressions: a smaller binary).
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|s| s.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
-        .with(filter)
-        .init();
+    init_logging();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -111,93 +103,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Run { server, agent: args, api, probes, tls } => {
-            let Some((mut cfg, runner)) = build(args, server) else {
-                return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-            };
-            match tls.config() {
-                Ok(tls) => cfg.tls = tls,
-                Err(e) => {
-                    eprintln!("pm-agent: {e}");
-                    return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-                }
-            }
-            rt.block_on(async move {
-                if let Err(code) = start_api(&api, &probes, &cfg, &runner, CancellationToken::new()).await {
-                    return code;
-                }
-                // SIGTERM drains: no new tasks, the running ones finish (or are handed back at the drain
-                // timeout). A second SIGTERM or SIGINT exits at once: the runtime is dropped with every
-                // running task, each command's process group is killed on the way out, and the scheduler
-                // redelivers the tasks when their leases end.
-                let drain = CancellationToken::new();
-                let first = drain.clone();
-                tokio::select! {
-                    ended = agent::run_until(cfg, runner, first.cancelled_owned()) => match ended {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => {
-                            eprintln!("pm-agent: {e}");
-                            ExitCode::from(1)
-                        }
-                    },
-                    () = async {
-                        wait_for_signal().await;
-                        drain.cancel();
-                        wait_for_signal().await;
-                        tracing::warn!("second signal: stopping now");
-                    } => ExitCode::from(1),
-                }
-            })
-        }
+        Cmd::Run { server, agent, api, probes, tls } => run(&rt, server, agent, &api, &probes, &tls),
         #[cfg(feature = "api")]
-        Cmd::Serve { agent: args, api, probes } => {
-            let Some((cfg, runner)) = build(args, String::new()) else {
-                return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-            };
-            if api.api_listen.trim() == "off" {
-                eprintln!("pm-agent serve: --api-listen off leaves nothing to serve");
-                return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
-            }
-            rt.block_on(async move {
-                let stop = CancellationToken::new();
-                if let Err(code) = start_api(&api, &probes, &cfg, &runner, stop.clone()).await {
-                    return code;
-                }
-                wait_for_signal().await;
-                stop.cancel();
-                ExitCode::SUCCESS
-            })
-        }
-        Cmd::Exec { name, listen, grpc } => {
-            let usage = |e: &dyn std::fmt::Display| {
-                eprintln!("pm-agent exec: {e}");
-                ExitCode::from(pm_protocol::cli::EXIT_USAGE)
-            };
-            // The original executor's variable, so that its containers' environment works unchanged.
-            let name = name
-                .or_else(|| std::env::var(pm_agent::execservice::original_env::NAME).ok())
-                .map(|n| n.trim().to_string())
-                .filter(|n| !n.is_empty());
-            let grpc = match grpc_exec::config(grpc, name.as_deref().unwrap_or("exec")) {
-                Ok(g) => g,
-                Err(e) => return usage(&e),
-            };
-            // Only the gRPC service when it alone is asked for; the unix socket otherwise, or as well.
-            let listen = match (listen, &name, grpc.is_some()) {
-                (Some(l), _, _) => Some(l),
-                (None, Some(n), false) => Some(format!("unix:///mnt/pipe/.pm/{n}.sock")),
-                (None, None, false) => return usage(&"--name (or COMMAND_EXECUTOR_NAME) is required"),
-                (None, _, true) => None,
-            };
-            let socket = match listen.map(|l| exec::socket_path(&l)).transpose() {
-                Ok(p) => p,
-                Err(e) => return usage(&e),
-            };
-            if socket.is_some() && name.is_none() {
-                return usage(&"--name (or COMMAND_EXECUTOR_NAME) is required to serve --listen");
-            }
-            rt.block_on(serve_executor(name.as_deref().unwrap_or("exec"), socket, grpc))
-        }
+        Cmd::Serve { agent, api, probes } => serve(&rt, agent, &api, &probes),
+        Cmd::Exec { name, listen, grpc } => exec(&rt, name, listen, grpc),
         Cmd::Install { dir } => match install(&dir) {
             Ok(path) => {
                 println!("installed {}", path.display());
@@ -209,6 +118,120 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Logs to stderr, filtered by RUST_LOG as `level` or `target=level,...` (no regular expressions: a smaller
+/// binary); INFO by default.
+fn init_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
+        .with(filter)
+        .init();
+}
+
+/// `pm-agent run`: leases tasks from the scheduler (and serves the API, if asked) until stopped.
+fn run(
+    rt: &tokio::runtime::Runtime,
+    server: String,
+    args: AgentArgs,
+    api: &ApiArgs,
+    probes: &ProbeArgs,
+    tls: &pm_client::tls::TlsArgs,
+) -> ExitCode {
+    let Some((mut cfg, runner)) = build(args, server) else {
+        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+    };
+    match tls.config() {
+        Ok(tls) => cfg.tls = tls,
+        Err(e) => {
+            eprintln!("pm-agent: {e}");
+            return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+        }
+    }
+    rt.block_on(async move {
+        if let Err(code) = start_api(api, probes, &cfg, &runner, CancellationToken::new()).await {
+            return code;
+        }
+        // SIGTERM drains: no new tasks, the running ones finish (or are handed back at the drain
+        // timeout). A second SIGTERM or SIGINT exits at once: the runtime is dropped with every
+        // running task, each command's process group is killed on the way out, and the scheduler
+        // redelivers the tasks when their leases end.
+        let drain = CancellationToken::new();
+        let first = drain.clone();
+        tokio::select! {
+            ended = agent::run_until(cfg, runner, first.cancelled_owned()) => match ended {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pm-agent: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            () = async {
+                wait_for_signal().await;
+                drain.cancel();
+                wait_for_signal().await;
+                tracing::warn!("second signal: stopping now");
+            } => ExitCode::from(1),
+        }
+    })
+}
+
+/// `pm-agent serve`: only the direct-run API, until SIGTERM or SIGINT.
+#[cfg(feature = "api")]
+fn serve(rt: &tokio::runtime::Runtime, args: AgentArgs, api: &ApiArgs, probes: &ProbeArgs) -> ExitCode {
+    let Some((cfg, runner)) = build(args, String::new()) else {
+        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+    };
+    if api.api_listen.trim() == "off" {
+        eprintln!("pm-agent serve: --api-listen off leaves nothing to serve");
+        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+    }
+    rt.block_on(async move {
+        let stop = CancellationToken::new();
+        if let Err(code) = start_api(api, probes, &cfg, &runner, stop.clone()).await {
+            return code;
+        }
+        wait_for_signal().await;
+        stop.cancel();
+        ExitCode::SUCCESS
+    })
+}
+
+/// `pm-agent exec`: validates where to serve (the original executor's variables as defaults), then serves.
+fn exec(rt: &tokio::runtime::Runtime, name: Option<String>, listen: Option<String>, grpc: grpc_exec::Args) -> ExitCode {
+    let usage = |e: &dyn std::fmt::Display| {
+        eprintln!("pm-agent exec: {e}");
+        ExitCode::from(pm_protocol::cli::EXIT_USAGE)
+    };
+    // The original executor's variable, so that its containers' environment works unchanged.
+    let name = name
+        .or_else(|| std::env::var(exec_server::original_env::NAME).ok())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    let grpc = match grpc_exec::config(grpc, name.as_deref().unwrap_or("exec")) {
+        Ok(g) => g,
+        Err(e) => return usage(&e),
+    };
+    // Only the gRPC service when it alone is asked for; the unix socket otherwise, or as well.
+    let listen = match (listen, &name, grpc.is_some()) {
+        (Some(l), _, _) => Some(l),
+        (None, Some(n), false) => Some(format!("unix:///mnt/pipe/.pm/{n}.sock")),
+        (None, None, false) => return usage(&"--name (or COMMAND_EXECUTOR_NAME) is required"),
+        (None, _, true) => None,
+    };
+    let socket = match listen.map(|l| socket_path(&l)).transpose() {
+        Ok(p) => p,
+        Err(e) => return usage(&e),
+    };
+    if socket.is_some() && name.is_none() {
+        return usage(&"--name (or COMMAND_EXECUTOR_NAME) is required to serve --listen");
+    }
+    rt.block_on(serve_executor(name.as_deref().unwrap_or("exec"), socket, grpc))
 }
 
 /// Copies the running executable to `dir/pm-agent` (through a temporary file and a rename, so an executor
@@ -234,7 +257,7 @@ async fn serve_executor(
     grpc: Option<grpc_exec::ServeConfig>,
 ) -> ExitCode {
     let unix = match socket {
-        Some(path) => match exec::bind(&path).await {
+        Some(path) => match exec_server::pod::bind(&path).await {
             Ok(l) => Some((l, path)),
             Err(e) => {
                 eprintln!("pm-agent exec: {e}");
@@ -269,7 +292,7 @@ async fn serve_executor(
     });
     let unix_served = async {
         if let Some((listener, path)) = unix {
-            exec::serve(name, listener, stop.clone()).await;
+            exec_server::pod::serve(name, listener, stop.clone()).await;
             let _ = std::fs::remove_file(path);
         }
     };
@@ -293,25 +316,25 @@ async fn serve_executor(
 /// The original executors' gRPC service of `pm-agent exec` (feature `exec-grpc`).
 #[cfg(feature = "exec-grpc")]
 mod grpc_exec {
-    use pm_agent::execservice::{self, GrpcListener};
+    use pm_agent::exec_server::grpc::{self, GrpcListener, ServeError};
     use tokio_util::sync::CancellationToken;
 
-    pub use execservice::{ExecGrpcArgs as Args, ServeConfig};
+    pub use grpc::{ExecGrpcArgs as Args, ServeConfig};
 
     /// A bound service, ready to serve.
     pub struct Bound(GrpcListener, ServeConfig);
 
     /// The validated settings (the original executor's variables as defaults); `None` when not asked for.
-    pub fn config(args: Args, name: &str) -> Result<Option<ServeConfig>, execservice::ExecServiceError> {
+    pub fn config(args: Args, name: &str) -> Result<Option<ServeConfig>, ServeError> {
         args.build(name, |var| std::env::var(var).ok())
     }
 
     /// Binds and prints `grpc listening on ADDR`.
-    pub async fn bind(cfg: ServeConfig) -> Result<Bound, execservice::ExecServiceError> {
-        let listener = execservice::bind(&cfg.listen).await?;
+    pub async fn bind(cfg: ServeConfig) -> Result<Bound, ServeError> {
+        let listener = grpc::bind(&cfg.listen).await?;
         let addr = listener.local_addr();
         println!("grpc listening on {addr}");
-        if !execservice::is_loopback(&cfg.listen) {
+        if !grpc::is_loopback(&cfg.listen) {
             tracing::warn!(
                 "the gRPC service on {addr} runs any command sent to it, without a token (as the original \
                  executor): keep it unreachable from outside the pod"
@@ -327,7 +350,7 @@ mod grpc_exec {
             GrpcListener::Unix(_, path) => Some(path.clone()),
             GrpcListener::Tcp(_) => None,
         };
-        let served = execservice::serve(listener, cfg, stop).await;
+        let served = grpc::serve(listener, cfg, stop).await;
         if let Some(path) = socket {
             let _ = std::fs::remove_file(path);
         }

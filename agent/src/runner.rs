@@ -1,11 +1,12 @@
 //! Runs one task's pipeline: steps in order, each command with `sh -c` in the task's directory, on the
-//! step's executor: here (`local`), in a utility container over its socket (`pod`, see [`crate::exec`]), or
-//! on a server of the original executors' gRPC service (`grpc`, see [`crate::execservice`]).
+//! step's executor ([`crate::executor`]: here, in a utility container over its socket, or on a server of the
+//! original executors' gRPC service). This module owns the steps, not the commands: which executor, which
+//! deadline, which environment, when to stop, what the result says.
 //!
 //! Each command is the leader of its own process group. When it ends (or times out, or the run is cancelled
 //! because the lease was lost or the task was cancelled) the whole group is killed, so no background child
-//! outlives its command. Output is kept as bounded tails (and streamed as [`RunEvent`]s when asked); large
-//! outputs belong in files on the shared directory.
+//! outlives its command. Output is kept as bounded tails ([`crate::output`], and streamed as
+//! [`RunEvent`]s when asked); large outputs belong in files on the shared directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +17,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{earliest, run_local, CommandSpec, Outcome, OutputSink, Stream, Tail};
-use crate::execservice::{GrpcAddr, GrpcExecutor};
+use crate::command::{earliest, CommandSpec, Outcome, OutputSink, Stream};
+use crate::executor::{Executor, Executors};
+use crate::output::Tail;
 
 /// Names of the agent's metrics.
 pub mod metric {
@@ -34,134 +36,6 @@ pub mod metric {
         describe_counter!(TASKS, Unit::Count, "Pipelines run, by outcome.");
         describe_histogram!(TASK_DURATION, Unit::Seconds, "Wall time of a pipeline.");
         describe_gauge!(TASKS_RUNNING, Unit::Count, "Pipelines running now.");
-    }
-}
-
-/// Where one executor name runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Executor {
-    /// As a local process of the agent.
-    Local,
-    /// On the `pm-agent exec` process serving this unix socket (a utility container of the pod).
-    Pod(PathBuf),
-    /// On a server of the original executors' gRPC service `exec.ExecService`, one call per command (only
-    /// the command line travels: see [`crate::execservice`]).
-    Grpc(GrpcExecutor),
-}
-
-/// Which executor names this agent runs, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Executors {
-    /// Any name not listed runs locally.
-    all_local: bool,
-    /// Names given explicitly.
-    named: BTreeMap<String, Executor>,
-    /// Any name not listed runs on the executor serving `DIR/NAME.sock`.
-    pod_dir: Option<PathBuf>,
-}
-
-/// Longest executor name resolved through the pod socket directory.
-const MAX_EXECUTOR_NAME: usize = 63;
-
-impl Executors {
-    /// Every name runs locally (the embedded default).
-    pub fn all_local() -> Executors {
-        Executors { all_local: true, ..Executors::default() }
-    }
-
-    /// Parses `--executors` (`all`, or a comma-separated list of `NAME` for local executors,
-    /// `NAME=unix:///path.sock` for pod executors and `NAME=grpc://HOST:PORT` or `NAME=grpc+unix:///path.sock`
-    /// for servers of the original executors' gRPC service) and `--pod-dir`. Without `--executors`, every name
-    /// runs locally unless a pod directory is given.
-    pub fn parse(spec: Option<&str>, pod_dir: Option<PathBuf>) -> Result<Executors, String> {
-        let mut ex = Executors { all_local: spec.is_none() && pod_dir.is_none(), named: BTreeMap::new(), pod_dir };
-        let Some(spec) = spec else { return Ok(ex) };
-        if spec.trim() == "all" {
-            ex.all_local = true;
-            return Ok(ex);
-        }
-        for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            match entry.split_once('=') {
-                Some((name, target)) => {
-                    let executor = remote(target.trim()).map_err(|e| format!("`{entry}`: {e}"))?;
-                    ex.named.insert(name.trim().to_string(), executor);
-                }
-                None => {
-                    ex.named.insert(entry.to_string(), Executor::Local);
-                }
-            }
-        }
-        if ex.named.is_empty() {
-            return Err(
-                "give `all` or a comma-separated list of NAME, NAME=unix:///path.sock, NAME=grpc://HOST:PORT or \
-                 NAME=grpc+unix:///path.sock"
-                    .into(),
-            );
-        }
-        Ok(ex)
-    }
-
-    /// The executors of `--executors` when it is given; otherwise those the original agent's variables
-    /// `PIPELINE_AGENT__EXECUTORS__<i>__NAME` / `__TARGET` name in `vars` (gRPC executors, and any other name
-    /// is unknown unless a pod directory is given); otherwise the default of [`Executors::parse`].
-    pub fn from_args_or_env(
-        spec: Option<&str>,
-        pod_dir: Option<PathBuf>,
-        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
-    ) -> Result<Executors, String> {
-        if spec.is_some() {
-            return Executors::parse(spec, pod_dir).map_err(|e| format!("--executors: {e}"));
-        }
-        let original = crate::execservice::original_executors(vars).map_err(|e| e.to_string())?;
-        if original.is_empty() {
-            return Executors::parse(None, pod_dir).map_err(|e| format!("--executors: {e}"));
-        }
-        let mut ex = Executors { all_local: false, named: BTreeMap::new(), pod_dir };
-        for (name, addr) in original {
-            ex.named.insert(name, grpc(addr)?);
-        }
-        Ok(ex)
-    }
-
-    /// What to declare to the scheduler: the names given explicitly when they are all this agent runs;
-    /// nothing (it is leased anything) when it runs any name locally or through the pod directory.
-    pub fn declared(&self) -> Vec<String> {
-        if self.all_local || self.pod_dir.is_some() {
-            return Vec::new();
-        }
-        self.named.keys().cloned().collect()
-    }
-
-    /// The names given explicitly, with where they run.
-    pub fn named(&self) -> impl Iterator<Item = (&str, &Executor)> {
-        self.named.iter().map(|(n, e)| (n.as_str(), e))
-    }
-
-    /// Where `name` runs, or why it cannot.
-    pub fn resolve(&self, name: &str) -> Result<Executor, String> {
-        if let Some(e) = self.named.get(name) {
-            return Ok(e.clone());
-        }
-        if let Some(dir) = &self.pod_dir {
-            // The name comes from the task: it must not reach outside the socket directory.
-            let plain = !name.is_empty()
-                && name.len() <= MAX_EXECUTOR_NAME
-                && !name.starts_with('.')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-            if plain {
-                return Ok(Executor::Pod(dir.join(format!("{name}.sock"))));
-            }
-            // Not a name that can be a socket: never fall back to running it here.
-            return Err(format!("invalid executor name `{name}` (use letters, digits, `-`, `_` and `.`)"));
-        }
-        if self.all_local {
-            return Ok(Executor::Local);
-        }
-        let mut known: Vec<String> = self.named.keys().cloned().collect();
-        if let Some(dir) = &self.pod_dir {
-            known.push(format!("any NAME with a socket {}/NAME.sock", dir.display()));
-        }
-        Err(format!("unknown executor `{name}` (this agent runs: {})", known.join(", ")))
     }
 }
 
@@ -474,20 +348,7 @@ impl Runner {
     ) -> (CommandResult, bool) {
         let started = Instant::now();
         let mut sink = TailSink { out: Tail::new(self.tail_bytes), err: Tail::new(self.tail_bytes), events };
-        let outcome: Outcome = match executor {
-            Executor::Local => run_local(spec, deadline, cancel, &mut sink).await,
-            Executor::Pod(sock) => {
-                crate::exec::run_remote(&step.executor_name, sock, spec, deadline, cancel, &mut sink).await
-            }
-            #[cfg(feature = "exec-grpc")]
-            Executor::Grpc(g) => {
-                crate::execservice::run_grpc(&step.executor_name, g, spec, deadline, cancel, &mut sink).await
-            }
-            #[cfg(not(feature = "exec-grpc"))]
-            Executor::Grpc(g) => {
-                Outcome::error(crate::execservice::ExecServiceError::NotBuilt(g.addr().to_string()).to_string())
-            }
-        };
+        let outcome: Outcome = executor.run(&step.executor_name, spec, deadline, cancel, &mut sink).await;
         let result = CommandResult {
             run: spec.run.clone(),
             exit_code: outcome.exit_code,
@@ -499,29 +360,6 @@ impl Runner {
             error: outcome.error,
         };
         (result, outcome.cancelled)
-    }
-}
-
-/// The executor an `--executors` entry's `=TARGET` names: a pod socket or a gRPC server.
-fn remote(target: &str) -> Result<Executor, String> {
-    if target.starts_with("grpc://") || target.starts_with("grpc+unix://") {
-        return grpc(crate::execservice::parse_target(target).map_err(|e| e.to_string())?);
-    }
-    if target.starts_with("unix://") {
-        return crate::exec::socket_path(target).map(Executor::Pod).map_err(|e| e.to_string());
-    }
-    Err(format!(
-        "expected unix:///path.sock (a pm-agent exec), grpc://HOST:PORT or grpc+unix:///path.sock (the original \
-         executors' gRPC service), got `{target}`"
-    ))
-}
-
-/// A gRPC executor, when this agent is built with the service.
-fn grpc(addr: GrpcAddr) -> Result<Executor, String> {
-    if cfg!(feature = "exec-grpc") {
-        Ok(Executor::Grpc(GrpcExecutor::new(addr)))
-    } else {
-        Err(crate::execservice::ExecServiceError::NotBuilt(addr.to_string()).to_string())
     }
 }
 
@@ -705,64 +543,6 @@ mod tests {
         let r = runner().run(&task, dir.path(), 1, &cancel, None).await;
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(r.error.as_deref(), Some("cancelled before it finished"));
-    }
-
-    #[test]
-    fn executor_names_resolve_to_local_or_pod_sockets() {
-        let ex = Executors::parse(Some("sh, wget=unix:///mnt/pipe/.pm/w.sock"), Some("/mnt/pipe/.pm".into())).unwrap();
-        assert_eq!(ex.resolve("sh"), Ok(Executor::Local));
-        assert_eq!(ex.resolve("wget"), Ok(Executor::Pod("/mnt/pipe/.pm/w.sock".into())));
-        assert_eq!(ex.resolve("tesseract"), Ok(Executor::Pod("/mnt/pipe/.pm/tesseract.sock".into())));
-        // Names from a task never reach outside the socket directory, nor fall back to running locally.
-        for bad in ["../etc/x", ".hidden", "a/b", "", "a b"] {
-            assert!(ex.resolve(bad).unwrap_err().contains("invalid executor name"), "{bad}");
-        }
-        let mixed = Executors::parse(Some("all"), Some("/mnt/pipe/.pm".into())).unwrap();
-        assert!(mixed.resolve(".x").is_err());
-        assert_eq!(Executors::parse(None, None).unwrap(), Executors::all_local());
-        assert!(Executors::parse(Some("x=tcp://host:1"), None).is_err());
-        assert!(Executors::parse(Some(" , "), None).is_err());
-    }
-
-    #[test]
-    fn grpc_executors_are_named_in_the_list_or_by_the_original_agents_variables() {
-        let ex = Executors::parse(Some("sh, wget=grpc://127.0.0.1:50051, ocr=grpc+unix:///mnt/pipe/ocr.sock"), None)
-            .unwrap();
-        let addr = |name: &str| match ex.resolve(name) {
-            Ok(Executor::Grpc(g)) => g.addr().to_string(),
-            other => panic!("{name}: {other:?}"),
-        };
-        assert_eq!(addr("wget"), "grpc://127.0.0.1:50051");
-        assert_eq!(addr("ocr"), "grpc+unix:///mnt/pipe/ocr.sock");
-        assert_eq!(ex.resolve("sh"), Ok(Executor::Local));
-        // They are declared executors, like pod sockets: capability routing leases this agent only their tasks.
-        assert_eq!(ex.declared(), ["ocr", "sh", "wget"]);
-        for bad in ["x=grpc://nohost", "x=grpc+unix://rel.sock", "x=http://h:1"] {
-            let why = Executors::parse(Some(bad), None).unwrap_err();
-            assert!(why.starts_with(&format!("`{bad}`: ")), "{why}");
-        }
-
-        let vars = || {
-            [
-                ("PIPELINE_AGENT__EXECUTORS__0__NAME", "wget"),
-                ("PIPELINE_AGENT__EXECUTORS__0__TARGET", "127.0.0.1:50051"),
-                ("PIPELINE_AGENT__EXECUTORS__1__NAME", "tesseract"),
-                ("PIPELINE_AGENT__EXECUTORS__1__TARGET", "http://127.0.0.1:50052"),
-            ]
-            .map(|(k, v)| (std::ffi::OsString::from(k), std::ffi::OsString::from(v)))
-        };
-        let ex = Executors::from_args_or_env(None, None, vars()).unwrap();
-        assert_eq!(ex.declared(), ["tesseract", "wget"]);
-        assert!(
-            matches!(ex.resolve("tesseract"), Ok(Executor::Grpc(g)) if g.addr().to_string() == "grpc://127.0.0.1:50052")
-        );
-        // As in the original agent, a name it was not given is unknown.
-        assert!(ex.resolve("sh").unwrap_err().starts_with("unknown executor `sh`"));
-        // --executors (PM_EXECUTORS) wins over the variables; without either, the default.
-        assert_eq!(Executors::from_args_or_env(Some("all"), None, vars()).unwrap(), Executors::all_local());
-        assert_eq!(Executors::from_args_or_env(None, None, []).unwrap(), Executors::all_local());
-        let bad = [("PIPELINE_AGENT__EXECUTORS__0__NAME", "wget")].map(|(k, v)| (k.into(), v.into()));
-        assert!(Executors::from_args_or_env(None, None, bad).unwrap_err().contains("__0__TARGET"));
     }
 
     #[tokio::test]

@@ -13,7 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use pm_agent::runner::{task_dir, Executors, Runner};
+use pm_agent::executor::Executors;
+use pm_agent::runner::{task_dir, Runner};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -54,8 +55,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async {
         let tmp = tempfile::tempdir()?;
         let sock = tmp.path().join(".pm/x.sock");
-        let listener = pm_agent::exec::bind(&sock).await?;
-        tokio::spawn(pm_agent::exec::serve("x", listener, CancellationToken::new()));
+        let listener = pm_agent::exec_server::pod::bind(&sock).await?;
+        tokio::spawn(pm_agent::exec_server::pod::serve("x", listener, CancellationToken::new()));
         let local = Runner::new(Executors::all_local(), 4096);
         let pod = Runner::new(
             Executors::parse(None, Some(tmp.path().join(".pm"))).map_err(std::io::Error::other)?,

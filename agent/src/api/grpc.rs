@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::api::{constant_time_eq, AppState};
+use super::auth::bearer_matches;
+use super::state::AppState;
 use crate::command::Stream as OutStream;
 use crate::runner::RunEvent;
 
@@ -73,13 +74,8 @@ pub(crate) fn routes(state: Arc<AppState>, max_message: usize) -> axum::Router {
     let token = state.token.clone();
     let check = move |req: Request<()>| -> Result<Request<()>, Status> {
         let Some(token) = &token else { return Ok(req) };
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        if bearer_matches(token, given) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("missing or wrong bearer token"))
