@@ -101,19 +101,56 @@ def resolve(path, here, mods):
     return best
 
 
+def inline_depths(code):
+    """For each offset of `code`, how many inline `mod name { ... }` blocks enclose it (as a sorted list of
+    (offset, depth) changes)."""
+    changes, stack, depth = [(0, 0)], [], 0
+    for m in re.finditer(r"\bmod\s+\w+\s*\{|\{|\}", code):
+        tok = m.group(0)
+        if tok == "}":
+            if stack and stack.pop():
+                depth -= 1
+                changes.append((m.end(), depth))
+        elif tok == "{":
+            stack.append(False)
+        else:
+            stack.append(True)
+            depth += 1
+            changes.append((m.end(), depth))
+    return changes
+
+
+def depth_at(changes, offset):
+    d = 0
+    for at, depth in changes:
+        if at > offset:
+            break
+        d = depth
+    return d
+
+
 def edges(src):
     mods = modules(src)
     graph = {m: set() for m in mods}
     for m, f in mods.items():
         code = code_lines(f)
-        paths = expand_use_groups(code)
-        body = re.sub(r"\buse\s+[^;]+;", "", code)
-        paths += re.findall(r"\b((?:crate|super|self)(?:::\w+)+)", body)
+        changes = inline_depths(code)
+        found = []  # (path, offset)
+        for u in re.finditer(r"\buse\s+[^;]+;", code):
+            found += [(p, u.start()) for p in expand_use_groups(u.group(0))]
+        body = re.sub(r"\buse\s+[^;]+;", lambda x: " " * len(x.group(0)), code)
+        found += [(x.group(1), x.start()) for x in re.finditer(r"\b((?:crate|super|self)(?:::\w+)+)", body)]
         # A child module named without `self::` (`queue::MAX_CLASSES`).
-        paths += ["self::" + c for c in re.findall(r"(?<![:\w])(\w+)::", body) if m + (c,) in mods]
-        for p in paths:
-            t = resolve(p, m, mods)
-            if t is not None and t != m and not (len(m) > len(t) and m[: len(t)] == t and t == () and False):
+        found += [
+            ("self::" + x.group(1), x.start())
+            for x in re.finditer(r"(?<![:\w])(\w+)::", body)
+            if m + (x.group(1),) in mods
+        ]
+        for path, offset in found:
+            # Inside an inline module, `super`/`self` start from it: the file's own module, one level down.
+            here = m + ("<inline>",) * depth_at(changes, offset)
+            t = resolve(path, here, mods)
+            if t is not None and t != m:
                 graph[m].add(t)
     return mods, graph
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use pm_client::{AgentEvent, Client, Cluster, ClusterOptions, ConnectOptions};
 use pm_protocol::pb::{LeasedTask, TaskSpec};
-use pm_protocol::ring::Ring;
 use pm_protocol::ErrorCode;
+use pm_task::ring::Ring;
 use pm_testkit::SchedulerCluster;
 
 fn keyed(queue: &str, key: &str) -> TaskSpec {

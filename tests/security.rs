@@ -11,8 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use pm_client::{Client, Cluster, ClusterOptions, ConnectOptions, ErrorKind};
 use pm_protocol::pb::TaskSpec;
-use pm_protocol::ring::Ring;
 use pm_protocol::ErrorCode;
+use pm_task::ring::Ring;
 use pm_testkit::{Scheduler, SchedulerCluster};
 use pm_tests::{next_lease, task};
 

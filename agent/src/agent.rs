@@ -460,7 +460,7 @@ async fn handle(
     let keeper = tokio::spawn(keep_alive(client.clone(), running.clone(), lease.clone(), duration));
     let dir = task_dir(&cfg.work_root, task_id);
     // A task that is not a valid pipeline fails the same way on every agent: it is not retried.
-    let (result, permanent) = match pm_protocol::pipeline::parse_task(&leased.payload) {
+    let (result, permanent) = match pm_task::pipeline::parse_task(&leased.payload) {
         Ok(task) => (runner.run(&task, &dir, task_id, &lease.stop, None).await, false),
         Err(e) => (TaskResult::failed(format!("invalid task: {e}")), true),
     };

@@ -90,7 +90,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match pm_protocol::cli::parse_or_exit() {
+    let cli: Cli = match pm_client::cli::parse_or_exit() {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -144,13 +144,13 @@ fn run(
     tls: &pm_client::tls::TlsArgs,
 ) -> ExitCode {
     let Some((mut cfg, runner)) = build(args, server) else {
-        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+        return ExitCode::from(pm_client::cli::EXIT_USAGE);
     };
     match tls.config() {
         Ok(tls) => cfg.tls = tls,
         Err(e) => {
             eprintln!("pm-agent: {e}");
-            return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+            return ExitCode::from(pm_client::cli::EXIT_USAGE);
         }
     }
     rt.block_on(async move {
@@ -185,11 +185,11 @@ fn run(
 #[cfg(feature = "api")]
 fn serve(rt: &tokio::runtime::Runtime, args: AgentArgs, api: &ApiArgs, probes: &ProbeArgs) -> ExitCode {
     let Some((cfg, runner)) = build(args, String::new()) else {
-        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+        return ExitCode::from(pm_client::cli::EXIT_USAGE);
     };
     if api.api_listen.trim() == "off" {
         eprintln!("pm-agent serve: --api-listen off leaves nothing to serve");
-        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+        return ExitCode::from(pm_client::cli::EXIT_USAGE);
     }
     rt.block_on(async move {
         let stop = CancellationToken::new();
@@ -206,7 +206,7 @@ fn serve(rt: &tokio::runtime::Runtime, args: AgentArgs, api: &ApiArgs, probes: &
 fn exec(rt: &tokio::runtime::Runtime, name: Option<String>, listen: Option<String>, grpc: grpc_exec::Args) -> ExitCode {
     let usage = |e: &dyn std::fmt::Display| {
         eprintln!("pm-agent exec: {e}");
-        ExitCode::from(pm_protocol::cli::EXIT_USAGE)
+        ExitCode::from(pm_client::cli::EXIT_USAGE)
     };
     // The original executor's variable, so that its containers' environment works unchanged.
     let name = name
@@ -427,7 +427,7 @@ async fn start_api(
     use pm_agent::api;
     let usage = |e: api::ApiError| {
         eprintln!("pm-agent: {e}");
-        ExitCode::from(pm_protocol::cli::EXIT_USAGE)
+        ExitCode::from(pm_client::cli::EXIT_USAGE)
     };
     let probes = api::probes_listen(&probes.http_listen).map_err(usage)?;
     let api = args.build().map_err(usage)?;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pm_protocol::pipeline::{Command, Step, Task};
+use pm_task::pipeline::{Command, Step, Task};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -451,7 +451,7 @@ mod tests {
 
     async fn run(json: &str) -> (TaskResult, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let task = pm_protocol::pipeline::parse_task(json.as_bytes()).unwrap();
+        let task = pm_task::pipeline::parse_task(json.as_bytes()).unwrap();
         let r = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         (r, dir)
     }
@@ -509,7 +509,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_executor_fails_before_anything_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let task = pm_protocol::pipeline::parse_task(
+        let task = pm_task::pipeline::parse_task(
             br#"{"pipeline":[{"executorName":"sh","commands":["touch ran"]},{"executorName":"ocr","commands":["true"]}]}"#,
         )
         .unwrap();
@@ -531,8 +531,8 @@ mod tests {
     #[tokio::test]
     async fn cancel_stops_the_running_command() {
         let dir = tempfile::tempdir().unwrap();
-        let task = pm_protocol::pipeline::parse_task(br#"{"pipeline":[{"executorName":"a","commands":["sleep 30"]}]}"#)
-            .unwrap();
+        let task =
+            pm_task::pipeline::parse_task(br#"{"pipeline":[{"executorName":"a","commands":["sleep 30"]}]}"#).unwrap();
         let cancel = CancellationToken::new();
         let c2 = cancel.clone();
         tokio::spawn(async move {
@@ -548,7 +548,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_pod_socket_fails_before_anything_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let task = pm_protocol::pipeline::parse_task(
+        let task = pm_task::pipeline::parse_task(
             br#"{"pipeline":[{"executorName":"sh","commands":["touch ran"]},{"executorName":"ocr","commands":["true"]}]}"#,
         )
         .unwrap();
@@ -566,7 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let json = br#"{"resume":true,"pipeline":[{"executorName":"a","commands":["echo x >> one"]},
             {"executorName":"b","commands":["echo x >> two; test -e go"]}]}"#;
-        let task = pm_protocol::pipeline::parse_task(json).unwrap();
+        let task = pm_task::pipeline::parse_task(json).unwrap();
         let first = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         assert!(!first.ok);
         std::fs::write(dir.path().join("go"), "").unwrap();
@@ -579,7 +579,7 @@ mod tests {
 
         // Without `resume`, a retry starts over.
         let without = String::from_utf8_lossy(json).replace(r#""resume":true,"#, "");
-        let task = pm_protocol::pipeline::parse_task(without.as_bytes()).unwrap();
+        let task = pm_task::pipeline::parse_task(without.as_bytes()).unwrap();
         assert!(!task.resume);
         let third = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         assert!(third.ok && third.resumed_steps == 0);
@@ -589,8 +589,8 @@ mod tests {
     #[tokio::test]
     async fn events_report_each_command_as_it_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let task = pm_protocol::pipeline::parse_task(br#"{"pipeline":[{"executorName":"a","commands":["echo hi"]}]}"#)
-            .unwrap();
+        let task =
+            pm_task::pipeline::parse_task(br#"{"pipeline":[{"executorName":"a","commands":["echo hi"]}]}"#).unwrap();
         let (tx, mut rx) = mpsc::channel(16);
         let r = runner().run(&task, dir.path(), 1, &CancellationToken::new(), Some(&tx)).await;
         drop(tx);

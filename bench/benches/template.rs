@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pm_protocol::pipeline::task_spec_from_json;
-use pm_protocol::template::{Compiled, PipelineDef};
+use pm_task::pipeline::task_spec_from_json;
+use pm_task::template::{Compiled, PipelineDef};
 
 const DEF: &str = r#"{"name": "ocr", "params": {"url": {}, "name": {}, "lang": {"default": "eng"}},
   "template": {"pipeline": [

@@ -41,8 +41,8 @@ async fn timed<F: std::future::Future<Output = bool>>(f: F) -> Duration {
 }
 
 async fn run(runner: &Runner, root: &Path, id: u64) -> bool {
-    let task = pm_protocol::pipeline::parse_task(br#"{"pipeline":[{"executorName":"x","commands":["exit 0"]}]}"#)
-        .expect("task");
+    let task =
+        pm_task::pipeline::parse_task(br#"{"pipeline":[{"executorName":"x","commands":["exit 0"]}]}"#).expect("task");
     let dir = task_dir(root, id);
     let r = runner.run(&task, &dir, id, &CancellationToken::new(), None).await;
     let _ = tokio::fs::remove_dir_all(&dir).await;

@@ -10,7 +10,7 @@ use std::io::Read;
 
 use pm_client::{Client, Cluster, ClusterOptions, ConnectOptions};
 
-pub use pm_protocol::cli::EXIT_USAGE;
+pub use pm_client::cli::EXIT_USAGE;
 
 /// Exit code when the server or the connection failed, or a request was refused or not carried out.
 pub const EXIT_FAILED: u8 = 1;

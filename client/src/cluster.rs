@@ -20,8 +20,8 @@ use std::sync::Arc;
 use futures::future::join_all;
 use parking_lot::Mutex;
 use pm_protocol::pb::{StatsReply, SubmitResult, TaskSpec};
-use pm_protocol::ring::Ring;
 use pm_protocol::ErrorCode;
+use pm_task::ring::Ring;
 use tokio::sync::OnceCell;
 
 use crate::{Client, ConnectOptions, Error, ErrorKind};

@@ -18,6 +18,8 @@
 //! - `conn`: the connection task.
 
 mod apps;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod cluster;
 mod conn;
 pub mod error;

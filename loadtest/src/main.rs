@@ -284,7 +284,7 @@ impl Target {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match pm_protocol::cli::parse_or_exit() {
+    let cli: Cli = match pm_client::cli::parse_or_exit() {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -41,7 +41,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = match pm_protocol::cli::parse_or_exit() {
+    let cli: Cli = match pm_client::cli::parse_or_exit() {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     if cfg.tls_cert_file.is_some() {
         // The embedded agent talks to its own node over loopback; TLS is for pm-scheduler on a network.
         eprintln!("pm dev: the --tls-* flags are for pm-scheduler; pm dev serves plain TCP on its own machine");
-        return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+        return ExitCode::from(pm_client::cli::EXIT_USAGE);
     }
     let rt = match process::prepare(&cfg, "pm dev") {
         Ok(rt) => rt,
@@ -61,7 +61,7 @@ fn main() -> ExitCode {
         Ok(built) => built,
         Err(e) => {
             eprintln!("pm dev: {e}");
-            return ExitCode::from(pm_protocol::cli::EXIT_USAGE);
+            return ExitCode::from(pm_client::cli::EXIT_USAGE);
         }
     };
     // The API port is taken before the node starts, so a clash fails at once.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target of the wire protocol for a bounded time (default 60 s each) and prints the
 # executions of each. Exits non-zero on the first crash; its input is left in artifacts/TARGET/ (turn it into
-# a regression test in protocol/src/codec.rs or pipeline.rs, then fix). Needs cargo-fuzz
+# a regression test in protocol/src/codec.rs or task/src/pipeline.rs, then fix). Needs cargo-fuzz
 # (`cargo install cargo-fuzz`); RUSTC_BOOTSTRAP lets the stable toolchain take the sanitizer flags.
 #   protocol/fuzz/run.sh [SECONDS]
 set -euo pipefail

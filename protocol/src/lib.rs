@@ -1,15 +1,13 @@
-//! The pipeline-manager wire contract: a pure codec, no sockets and no policy.
+//! The pipeline-manager wire contract: a pure codec, no sockets and no policy. What the messages carry (the
+//! task JSON, templates) and where tasks go (the ring) are `pm-task`'s.
 //!
 //! - [`pb`]: the prost types generated from `proto/pm/v1/*.proto` (the public spec; clients in other
 //!   languages are generated from the same files).
 //! - [`codec`]: [`FrameCodec`], 4-byte big-endian length + one [`pb::Envelope`], with the length checked
 //!   before anything is allocated.
-//! - [`pipeline`]: the task JSON (both dialects of the original project) parsed into a [`pb::TaskSpec`].
 //! - [`kinds`]: one table of the message kinds: name, direction, the roles that may send each, whether it
 //!   carries a request id.
 //! - [`limits`]: protocol version and default limits shared by servers and clients.
-//! - [`ring`]: rendezvous hashing of task keys onto the scheduler nodes of a cluster.
-//! - [`template`]: applications and pipeline templates, filled in safely with a producer's parameters.
 //!
 //! ```text
 //!  0        4                        4+len
@@ -18,14 +16,9 @@
 //!  +--------+------------------------+
 //! ```
 
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod codec;
 pub mod kinds;
 pub mod limits;
-pub mod pipeline;
-pub mod ring;
-pub mod template;
 
 /// Generated protobuf types of package `pm.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use pm_protocol::pb;
-use pm_protocol::template::{validate_name, AppDef, Compiled, PipelineDef, TemplateError};
 use pm_protocol::ErrorCode;
+use pm_task::template::{validate_name, AppDef, Compiled, PipelineDef, TemplateError};
 use serde::{Deserialize, Serialize};
 
 /// Bounds on what the catalog holds.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use pm_protocol::limits::{DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
-use pm_protocol::pipeline::queue_or_default;
-use pm_protocol::ring::Ring;
+use pm_task::pipeline::queue_or_default;
+use pm_task::ring::Ring;
 
 use crate::store::FsyncMode;
 
@@ -443,7 +443,7 @@ pub fn parse_client_role(s: &str) -> Result<(pm_protocol::Role, String), String>
 /// Parses one `--queue-limit` value.
 pub fn parse_queue_limit(s: &str) -> Result<(String, crate::shard::QueueLimits), String> {
     let (name, opts) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected NAME:max-per-key=N,rate=R"))?;
-    pm_protocol::pipeline::validate_queue_name(name)?;
+    pm_task::pipeline::validate_queue_name(name)?;
     let mut l = crate::shard::QueueLimits::default();
     for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         let (k, v) = opt.split_once('=').ok_or_else(|| format!("`{opt}`: expected KEY=VALUE"))?;

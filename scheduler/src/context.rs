@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_protocol::ring::Ring;
+use pm_task::ring::Ring;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::catalog_sync::CatalogPeers;

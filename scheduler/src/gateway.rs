@@ -22,9 +22,9 @@ use axum::Router;
 use pm_client::json::{app_json, status_json};
 use pm_client::{Client, ConnectOptions, ErrorKind};
 use pm_protocol::pb::{SubmitResult, TemplateTask};
-use pm_protocol::ring::Ring;
-use pm_protocol::template::params_of;
 use pm_protocol::{ErrorCode, Role};
+use pm_task::ring::Ring;
+use pm_task::template::params_of;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

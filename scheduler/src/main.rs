@@ -12,7 +12,7 @@ use pm_scheduler::process;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cfg: Config = match pm_protocol::cli::parse_or_exit() {
+    let cfg: Config = match pm_client::cli::parse_or_exit() {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pm_protocol::pb::{StoredTask, TaskStatus};
-use pm_protocol::pipeline::queue_or_default;
-use pm_protocol::ring::{Ring, TASK_ID_NODE_SHIFT};
 use pm_protocol::Message as _;
+use pm_task::pipeline::queue_or_default;
+use pm_task::ring::{Ring, TASK_ID_NODE_SHIFT};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogLimits};

@@ -19,7 +19,7 @@ use crate::server;
 pub fn prepare(cfg: &Config, who: &str) -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
     if let Err(e) = cfg.validate() {
         eprintln!("{who}: {e}");
-        return Err(std::process::ExitCode::from(pm_protocol::cli::EXIT_USAGE));
+        return Err(std::process::ExitCode::from(pm_client::cli::EXIT_USAGE));
     }
     init_tracing(cfg.log_format);
     abort_on_panic();

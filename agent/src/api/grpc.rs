@@ -30,7 +30,7 @@ impl Agent for GrpcAgent {
     type RunStream = EventStream;
 
     async fn run(&self, req: Request<pb::RunRequest>) -> Result<Response<EventStream>, Status> {
-        let task = pm_protocol::pipeline::parse_task(req.get_ref().task_json.as_bytes())
+        let task = pm_task::pipeline::parse_task(req.get_ref().task_json.as_bytes())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let run = self.0.start_run(task, true).map_err(Status::resource_exhausted)?;
         let events = futures::stream::unfold((run.events, run.guard), |(mut rx, guard)| async move {

@@ -130,7 +130,7 @@ async fn run(
         Ok(b) => b,
         Err(r) => return error(r.status(), r.body_text()),
     };
-    let task = match pm_protocol::pipeline::parse_task(&body) {
+    let task = match pm_task::pipeline::parse_task(&body) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };

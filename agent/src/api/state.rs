@@ -77,7 +77,7 @@ impl AppState {
     /// Starts `task` on its own tokio task, or says why not (too many runs). The run goes on its own task so
     /// that a client that disconnects drops the guard, which cancels the run, and the runner still kills the
     /// command's process group on the way out.
-    pub(crate) fn start_run(&self, task: pm_protocol::pipeline::Task, streaming: bool) -> Result<StartedRun, String> {
+    pub(crate) fn start_run(&self, task: pm_task::pipeline::Task, streaming: bool) -> Result<StartedRun, String> {
         let Ok(permit) = self.runs.clone().try_acquire_owned() else {
             return Err(format!("busy: {} runs in progress (--api-max-runs)", self.max_runs));
         };

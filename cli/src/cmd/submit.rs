@@ -10,9 +10,9 @@ use std::io::Read;
 
 use pm_client::{Cluster, ConnectOptions};
 use pm_protocol::pb::{SubmitResult, TaskSpec, TemplateTask};
-use pm_protocol::pipeline::task_spec_from_json;
-use pm_protocol::template::params_of;
 use pm_protocol::ErrorCode;
+use pm_task::pipeline::task_spec_from_json;
+use pm_task::template::params_of;
 use serde_json::Value;
 
 use crate::shared::{read_input, Failure, ServerArgs, EXIT_FAILED, EXIT_INVALID, EXIT_USAGE};

@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(task) = pm_protocol::pipeline::parse_task(data) {
+    if let Ok(task) = pm_task::pipeline::parse_task(data) {
         assert!(!task.steps.is_empty(), "an accepted task has steps");
     }
 });

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use pm_protocol::pipeline::parse_task;
-use pm_protocol::template::{Compiled, PipelineDef};
+use pm_task::pipeline::parse_task;
+use pm_task::template::{Compiled, PipelineDef};
 
 #[derive(Arbitrary, Debug)]
 enum Input {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use pm_client::{Client, ConnectOptions};
 use pm_protocol::pb;
-use pm_protocol::ring::Ring;
+use pm_task::ring::Ring;
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;

@@ -3,7 +3,7 @@
 //! - [`steal`]: work stealing: leases taken from peers with a backlog for this node's idle agents.
 //! - [`catalog_sync`]: copying applications between members (last writer wins, push and pull).
 //!
-//! Placement itself (which node owns a key) is the ring of `pm_protocol::ring`; redirects are answered by the
+//! Placement itself (which node owns a key) is the ring of `pm_task::ring`; redirects are answered by the
 //! handlers. What the shards and handlers send to the stealer lives below them, in [`crate::stolen`].
 
 pub mod catalog_sync;

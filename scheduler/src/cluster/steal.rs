@@ -26,8 +26,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use pm_client::{AgentEvent, Client, ConnectOptions, ErrorKind};
 use pm_protocol::pb::{self, LeasedTask, NackItem};
-use pm_protocol::ring::Ring;
 use pm_protocol::ErrorCode;
+use pm_task::ring::Ring;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 

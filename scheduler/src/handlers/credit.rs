@@ -1,8 +1,8 @@
 //! `Credit`: an agent (or a peer node) can take `n` more tasks from a queue, or exactly `n` with `set`.
 
 use pm_protocol::pb;
-use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
 use pm_protocol::{ErrorCode, Role};
+use pm_task::pipeline::{queue_or_default, validate_queue_name};
 
 use super::ctx::ConnCtx;
 use crate::shard::{shard_of_queue, ShardMsg};

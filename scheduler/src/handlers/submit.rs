@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use pm_protocol::limits::{MAX_EXECUTOR_NAME_BYTES, MAX_KEY_BYTES};
 use pm_protocol::pb::{self, SubmitResult};
-use pm_protocol::pipeline::{queue_or_default, validate_queue_name};
 use pm_protocol::ErrorCode;
+use pm_task::pipeline::{queue_or_default, validate_queue_name};
 
 use super::ctx::{by_shard, ConnCtx};
 use crate::metrics as m;
@@ -119,9 +119,9 @@ fn validate(spec: &pb::TaskSpec, max_payload: usize) -> Result<(), String> {
     if spec.key.len() > MAX_KEY_BYTES || spec.idempotency_key.len() > MAX_KEY_BYTES {
         return Err(format!("key and idempotency key are limited to {MAX_KEY_BYTES} bytes"));
     }
-    if pm_protocol::pipeline::has_follow_ups(&spec.payload) {
+    if pm_task::pipeline::has_follow_ups(&spec.payload) {
         // Follow-ups are submitted by the scheduler later: refuse a bad one now, not when the task finishes.
-        pm_protocol::pipeline::parse_task(&spec.payload).map_err(|e| e.to_string())?;
+        pm_task::pipeline::parse_task(&spec.payload).map_err(|e| e.to_string())?;
     }
     if spec.executors.len() > MAX_TASK_EXECUTORS
         || spec.executors.iter().any(|e| e.is_empty() || e.len() > MAX_EXECUTOR_NAME_BYTES)

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pm_protocol::pb::{StoredTask, TaskState};
-use pm_protocol::pipeline::{follow_ups, parse_task, Parent};
 use pm_protocol::Message as _;
+use pm_task::pipeline::{follow_ups, parse_task, Parent};
 use tokio::time::Instant;
 
 use super::task::State;
@@ -53,7 +53,7 @@ impl Shard {
         for mut spec in specs {
             let id = self.next_task_id.fetch_add(1, Ordering::Relaxed);
             if spec.queue.is_empty() {
-                spec.queue = pm_protocol::pipeline::queue_or_default("").to_string();
+                spec.queue = pm_task::pipeline::queue_or_default("").to_string();
             }
             let not_before_unix_ms = if spec.delay_ms > 0 { now_ms + spec.delay_ms } else { 0 };
             let body = Bytes::from(
@@ -73,7 +73,7 @@ impl Shard {
             let queue = StoredTask::decode(body.clone())
                 .ok()
                 .and_then(|s| s.spec)
-                .map(|s| pm_protocol::pipeline::queue_or_default(&s.queue).to_string())
+                .map(|s| pm_task::pipeline::queue_or_default(&s.queue).to_string())
                 .unwrap_or_default();
             let shard = shard_of_queue(&queue, self.shards);
             if shard == self.index {
@@ -94,7 +94,7 @@ impl Shard {
             }
         };
         let spec = stored.spec.unwrap_or_default();
-        let q = self.queue_id(pm_protocol::pipeline::queue_or_default(&spec.queue));
+        let q = self.queue_id(pm_task::pipeline::queue_or_default(&spec.queue));
         let mut task = self.new_task(q, &spec, None);
         task.submitted_unix_ms = stored.submitted_unix_ms;
         let now_ms = now_unix_ms();

@@ -154,7 +154,7 @@ fn dispatch_foreign(q: &mut Queue, d: &mut Dispatch<'_>) {
             continue;
         }
         let probe = TaskSpec { payload: task.payload.clone(), ..Default::default() };
-        let needed = pm_protocol::pipeline::required_executors(&probe);
+        let needed = pm_task::pipeline::required_executors(&probe);
         let class = if needed.is_empty() { 0 } else { q.class_of(&executor_set(needed)) };
         let Some(conn) = q.take_local_credit_for(class) else {
             kept.push_back((at, task));

@@ -257,7 +257,7 @@ impl Shard {
                 continue;
             }
             if spec.queue.is_empty() {
-                spec.queue = pm_protocol::pipeline::queue_or_default("").to_string();
+                spec.queue = pm_task::pipeline::queue_or_default("").to_string();
             }
             let idem_key =
                 (!spec.idempotency_key.is_empty()).then(|| Idempotency::key_of(&spec.queue, &spec.idempotency_key));
@@ -277,7 +277,7 @@ impl Shard {
                     id
                 }
             };
-            let needed = pm_protocol::pipeline::required_executors(&spec);
+            let needed = pm_task::pipeline::required_executors(&spec);
             if !needed.is_empty() && !self.queues[q as usize].has_class_room(&executor_set(needed)) {
                 let msg =
                     format!("queue `{}` has {} sets of executors already (the limit)", spec.queue, queue::MAX_CLASSES);
@@ -581,7 +581,7 @@ impl Shard {
 
     /// A new task of queue `queue` from `spec` (state `Pending`; the caller places it).
     fn new_task(&mut self, queue: u32, spec: &TaskSpec, idem: Option<String>) -> Task {
-        let needed = pm_protocol::pipeline::required_executors(spec);
+        let needed = pm_task::pipeline::required_executors(spec);
         let class = if needed.is_empty() { 0 } else { self.queues[queue as usize].class_of(&executor_set(needed)) };
         Task::new(queue, class, spec, idem, self.cfg.default_lease, self.cfg.default_max_attempts)
     }

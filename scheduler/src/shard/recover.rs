@@ -40,7 +40,7 @@ impl Shard {
                 }
             };
             let spec = stored.spec.unwrap_or_default();
-            let q = self.queue_id(pm_protocol::pipeline::queue_or_default(&spec.queue));
+            let q = self.queue_id(pm_task::pipeline::queue_or_default(&spec.queue));
             let mut task = self.new_task(q, &spec, None);
             task.attempts = rt.attempts;
             task.submitted_unix_ms = stored.submitted_unix_ms;

@@ -72,7 +72,7 @@ pub(super) struct Task {
     pub(super) started_unix_ms: u64,
     /// Its executor class in its queue (0: needs no particular executor).
     pub(super) class: u32,
-    /// Its payload may name follow-ups or a flow ([`pm_protocol::pipeline::may_chain`]).
+    /// Its payload may name follow-ups or a flow ([`pm_task::pipeline::may_chain`]).
     pub(super) chain: bool,
 }
 
@@ -104,7 +104,7 @@ impl Task {
             submitted_unix_ms: 0,
             started_unix_ms: 0,
             class,
-            chain: pm_protocol::pipeline::may_chain(&spec.payload),
+            chain: pm_task::pipeline::may_chain(&spec.payload),
         }
     }
 

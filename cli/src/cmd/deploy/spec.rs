@@ -323,7 +323,7 @@ impl AppSpec {
         if !is_dns_label(&self.namespace, 63) {
             return Err(invalid("namespace", format!("{:?} is not a DNS-1123 label", self.namespace)));
         }
-        pm_protocol::pipeline::validate_queue_name(self.queue()).map_err(|why| invalid("queue", why))?;
+        pm_task::pipeline::validate_queue_name(self.queue()).map_err(|why| invalid("queue", why))?;
         if self.concurrency == 0 {
             return Err(invalid("concurrency", "must be at least 1"));
         }

@@ -23,8 +23,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{DEFAULT_QUEUE, MAX_KEY_BYTES, MAX_QUEUE_NAME_BYTES};
-use crate::pb::TaskSpec;
+use pm_protocol::limits::{DEFAULT_QUEUE, MAX_KEY_BYTES, MAX_QUEUE_NAME_BYTES};
+use pm_protocol::pb::TaskSpec;
 
 /// Why a task document was refused.
 #[derive(Debug, thiserror::Error)]

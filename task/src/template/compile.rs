@@ -8,8 +8,8 @@ use serde_json::Value;
 use super::app::{scalar, validate_name, AppDef, PipelineDef};
 use super::error::{invalid, TemplateError};
 use super::shell::{quote, shell_contexts, Quoting};
-use crate::pb::TaskSpec;
 use crate::pipeline::{parse_task, validate_queue_name};
+use pm_protocol::pb::TaskSpec;
 
 /// Most parameters one pipeline declares.
 pub const MAX_PARAMS: usize = 64;
