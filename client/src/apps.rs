@@ -4,7 +4,8 @@
 use pm_protocol::pb::{self, app_request::Op, SubmitResult, TemplateTask};
 use pm_protocol::{ErrorCode, Kind};
 
-use crate::{unexpected, Client, Error, ErrorKind};
+use crate::client::{unexpected, Client};
+use crate::error::{Error, ErrorKind};
 
 impl Client {
     async fn app_request(&self, op: Op) -> Result<Vec<pb::AppInfo>, Error> {

@@ -24,7 +24,9 @@ use pm_protocol::ErrorCode;
 use pm_task::ring::Ring;
 use tokio::sync::OnceCell;
 
-use crate::{Client, ConnectOptions, Error, ErrorKind};
+use crate::client::Client;
+use crate::error::{Error, ErrorKind};
+use crate::options::ConnectOptions;
 
 /// How a [`Cluster`] routes.
 #[derive(Debug, Clone)]

@@ -13,7 +13,18 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
-use crate::{AgentEvent, Command, ConnectOptions, Error, ErrorKind};
+use crate::error::{Error, ErrorKind};
+use crate::events::AgentEvent;
+use crate::options::ConnectOptions;
+
+/// A command to the connection task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Send a request and route its reply.
+    Request { id: u64, env: Box<Envelope>, reply: oneshot::Sender<Result<Envelope, Error>> },
+    /// Grant credits, or set them to `n` (remembered for reconnects).
+    Credit { queue: String, n: u32, set: bool },
+}
 
 pub(crate) type Conn = Framed<crate::tls::Stream, FrameCodec>;
 
