@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::backend::LoadError;
-use crate::Target;
+use crate::target::Target;
 
 /// Tries to open one connection before it counts as failed.
 const OPEN_ATTEMPTS: usize = 3;

@@ -23,6 +23,7 @@ mod idle;
 mod plot;
 mod redis;
 mod stats;
+mod target;
 mod workload;
 
 use std::io::{IsTerminal, Write};
@@ -36,6 +37,7 @@ use serde_json::json;
 
 use crate::backend::{Backend, LoadError, Pm};
 use crate::stats::{Counters, Point, Quantiles};
+use crate::target::Target;
 use crate::workload::{Outcome, Pace, Workload};
 
 #[global_allocator]
@@ -217,70 +219,6 @@ struct Flood {
     /// Write the JSON report here instead of stdout.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
-}
-
-/// A system under test and where it listens.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// pm-scheduler.
-    Pm {
-        /// HOST:PORT.
-        addr: String,
-        /// Queue.
-        queue: String,
-        /// Token for Hello (empty: none).
-        token: String,
-    },
-    /// Redis streams.
-    Redis {
-        /// HOST:PORT.
-        addr: String,
-        /// Stream name.
-        stream: String,
-    },
-    /// beanstalkd.
-    Beanstalk {
-        /// HOST:PORT.
-        addr: String,
-        /// Tube.
-        tube: String,
-    },
-}
-
-impl Target {
-    fn parse(url: &str, queue: &str, token: &str) -> Result<Target, String> {
-        let (scheme, addr) = url.split_once("://").unwrap_or(("pm", url));
-        if addr.is_empty() || addr.contains('/') {
-            return Err(format!("--target {url:?}: expected SCHEME://HOST:PORT"));
-        }
-        let (addr, q) = (addr.to_string(), queue.to_string());
-        match scheme {
-            "pm" => Ok(Target::Pm { addr, queue: q, token: token.to_string() }),
-            "redis" => Ok(Target::Redis { addr, stream: q }),
-            "beanstalk" | "beanstalkd" => Ok(Target::Beanstalk { addr, tube: q }),
-            other => Err(format!("--target {url:?}: unknown system {other:?} (pm, redis or beanstalk)")),
-        }
-    }
-
-    #[cfg(test)]
-    fn parse_test(url: &str, queue: &str) -> Result<Target, String> {
-        Self::parse(url, queue, "")
-    }
-
-    /// HOST:PORT.
-    pub fn addr(&self) -> &str {
-        match self {
-            Target::Pm { addr, .. } | Target::Redis { addr, .. } | Target::Beanstalk { addr, .. } => addr,
-        }
-    }
-
-    fn system(&self) -> &'static str {
-        match self {
-            Target::Pm { .. } => "pm",
-            Target::Redis { .. } => "redis",
-            Target::Beanstalk { .. } => "beanstalkd",
-        }
-    }
 }
 
 fn main() -> ExitCode {
