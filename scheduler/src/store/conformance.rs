@@ -16,10 +16,6 @@ use super::{FsyncMode, IdemKey, Record, Recovered, RecoveredTask, StoreError, St
 
 /// How the suite opens a backend.
 trait Backend {
-    /// Opens the store in `dir`.
-    fn open(dir: &Path) -> Result<(Box<dyn TaskStore>, Recovered), StoreError> {
-        Self::open_keeping(dir, 100_000)
-    }
     /// Opens the store in `dir`, keeping at most `max_results` results.
     fn open_keeping(dir: &Path, max_results: usize) -> Result<(Box<dyn TaskStore>, Recovered), StoreError>;
     /// Most files the store may keep once everything is acked and maintained.
@@ -53,17 +49,22 @@ impl Backend for SledBackend {
 }
 
 fn open<B: Backend>(dir: &Path) -> (Box<dyn TaskStore>, Recovered) {
+    open_keeping::<B>(dir, 100_000)
+}
+
+/// As [`open`], keeping at most `max_results` results.
+fn open_keeping<B: Backend>(dir: &Path, max_results: usize) -> (Box<dyn TaskStore>, Recovered) {
     // A sled store dropped in this process may hold its file lock a moment longer (its flusher thread ends
     // after the drop): a reopen right after waits for it rather than failing the test.
     for _ in 0..100 {
-        match B::open(dir) {
+        match B::open_keeping(dir, max_results) {
             Err(e) if e.to_string().contains("could not acquire lock") => {
                 std::thread::sleep(Duration::from_millis(20));
             }
             result => return result.unwrap_or_else(|e| panic!("open {}: {e}", dir.display())),
         }
     }
-    B::open(dir).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+    B::open_keeping(dir, max_results).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
 }
 
 fn enqueue(task_id: u64, body: &str) -> Record {
@@ -187,7 +188,7 @@ fn results_survive_reopen_until_expiry_within_the_maximum<B: Backend>() {
     let dir = tempfile::tempdir().unwrap();
     let now = now_unix_ms();
     let hour = 3_600_000;
-    let (mut store, _) = B::open_keeping(dir.path(), 3).unwrap();
+    let (mut store, _) = open_keeping::<B>(dir.path(), 3);
     store.append(&(1..=7).map(|id| enqueue(id, "task")).collect::<Vec<_>>()).unwrap();
     store
         .append(&[
@@ -204,7 +205,7 @@ fn results_survive_reopen_until_expiry_within_the_maximum<B: Backend>() {
     drop(store);
 
     // Four unexpired results, room for three: the one expiring soonest (5) went; the expired one (4) too.
-    let (mut store, rec) = B::open_keeping(dir.path(), 3).unwrap();
+    let (mut store, rec) = open_keeping::<B>(dir.path(), 3);
     let kept: Vec<(u64, &[u8])> = rec.results.iter().map(|r| (r.task_id, r.body.as_ref())).collect();
     assert_eq!(kept, vec![(3, &b"outcome 3"[..]), (1, b"outcome 1"), (2, b"outcome 2")], "ordered by expiry");
     assert_eq!(rec.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![7], "a Finish ends its task");
@@ -214,7 +215,7 @@ fn results_survive_reopen_until_expiry_within_the_maximum<B: Backend>() {
     drop(store);
 
     // A smaller maximum at open keeps the ones expiring last; the short one expires.
-    let (mut store, rec) = B::open_keeping(dir.path(), 2).unwrap();
+    let (mut store, rec) = open_keeping::<B>(dir.path(), 2);
     assert_eq!(rec.results.iter().map(|r| r.task_id).collect::<Vec<_>>(), vec![1, 2]);
     assert!(rec.tasks.is_empty());
     store.append(&[finish(8, now + SHORT_MS)]).unwrap();
@@ -225,10 +226,10 @@ fn results_survive_reopen_until_expiry_within_the_maximum<B: Backend>() {
     while store.maintain(now_unix_ms()).unwrap() == Upkeep::Pending {}
     assert_eq!(store.stats().results, 2);
     drop(store);
-    let (_, rec) = B::open_keeping(dir.path(), 2).unwrap();
+    let (_, rec) = open_keeping::<B>(dir.path(), 2);
     assert_eq!(rec.results.iter().map(|r| r.task_id).collect::<Vec<_>>(), vec![1, 2]);
     // Keeping none forgets them all.
-    let (store, rec) = B::open_keeping(dir.path(), 0).unwrap();
+    let (store, rec) = open_keeping::<B>(dir.path(), 0);
     assert!(rec.results.is_empty());
     assert_eq!(store.stats().results, 0);
 }
@@ -236,7 +237,7 @@ fn results_survive_reopen_until_expiry_within_the_maximum<B: Backend>() {
 fn kept_results_do_not_grow_the_store_without_bound<B: Backend>() {
     let dir = tempfile::tempdir().unwrap();
     let now = now_unix_ms();
-    let (mut store, _) = B::open_keeping(dir.path(), 50).unwrap();
+    let (mut store, _) = open_keeping::<B>(dir.path(), 50);
     let body = "x".repeat(200);
     // Task 1's result expires last: it stays while thousands of others come and go around it.
     store.append(&[enqueue(1, &body), finish(1, now + 7_200_000)]).unwrap();
@@ -260,7 +261,7 @@ fn kept_results_do_not_grow_the_store_without_bound<B: Backend>() {
     assert_eq!((stats.live_tasks, stats.results), (0, 50));
     assert!(most_files <= B::IDLE_SEGMENTS + 2, "up to {most_files} files");
     drop(store);
-    let (_, rec) = B::open_keeping(dir.path(), 50).unwrap();
+    let (_, rec) = open_keeping::<B>(dir.path(), 50);
     let ids: Vec<u64> = rec.results.iter().map(|r| r.task_id).collect();
     assert_eq!(ids.len(), 50);
     assert_eq!(ids.last(), Some(&1), "the long-lived result was carried along");
