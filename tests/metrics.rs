@@ -53,7 +53,17 @@ async fn metrics_are_prometheus_histograms_with_buckets() {
         let t = next_lease(&mut leases).await;
         assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
     }
-    let (status, text) = get(&http, "/metrics");
+    // The ack replies go out from the commit thread the moment their round is durable; the shard counts the
+    // acks when it handles that round a moment later, so the counters may trail the replies briefly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, text) = loop {
+        let (status, text) = get(&http, "/metrics");
+        let counted = text.contains("pm_tasks_acked_total 3") && text.contains("pm_end_to_end_seconds_count 3");
+        if status != 200 || counted || Instant::now() > deadline {
+            break (status, text);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status, 200, "{text}");
     for name in ["pm_end_to_end_seconds", "pm_submit_seconds", "pm_dispatch_seconds", "pm_wal_fsync_seconds"] {
         let line = format!("{name}_bucket{{le=\"0.05\"}}");
