@@ -78,3 +78,18 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
         (a, b) => a.or(b),
     }
 }
+
+/// An output sink that keeps everything a command wrote (stdout, stderr): for tests of both ends of a socket.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Collect(pub(crate) Vec<u8>, pub(crate) Vec<u8>);
+
+#[cfg(test)]
+impl OutputSink for Collect {
+    async fn output(&mut self, stream: Stream, data: &[u8]) {
+        match stream {
+            Stream::Stdout => self.0.extend_from_slice(data),
+            Stream::Stderr => self.1.extend_from_slice(data),
+        }
+    }
+}

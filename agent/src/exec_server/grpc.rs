@@ -316,20 +316,8 @@ mod tests {
 
     use super::pb::exec_service_client::ExecServiceClient;
     use super::*;
-    use crate::command::Outcome;
+    use crate::command::{Collect, Outcome};
     use crate::executor::grpc::{parse_target, run_grpc, GrpcExecutor};
-
-    #[derive(Default)]
-    struct Collect(Vec<u8>, Vec<u8>);
-
-    impl OutputSink for Collect {
-        async fn output(&mut self, stream: Stream, data: &[u8]) {
-            match stream {
-                Stream::Stdout => self.0.extend_from_slice(data),
-                Stream::Stderr => self.1.extend_from_slice(data),
-            }
-        }
-    }
 
     fn config(listen: GrpcListen, dir: &Path, max_output_bytes: usize) -> ServeConfig {
         ServeConfig { name: "t".into(), listen, shell: "sh".into(), work_dir: dir.to_path_buf(), max_output_bytes }

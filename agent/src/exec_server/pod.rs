@@ -140,20 +140,8 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::command::CommandSpec;
+    use crate::command::{Collect, CommandSpec};
     use crate::executor::pod::run_remote;
-
-    #[derive(Default)]
-    struct Collect(Vec<u8>, Vec<u8>);
-
-    impl OutputSink for Collect {
-        async fn output(&mut self, stream: Stream, data: &[u8]) {
-            match stream {
-                Stream::Stdout => self.0.extend_from_slice(data),
-                Stream::Stderr => self.1.extend_from_slice(data),
-            }
-        }
-    }
 
     fn spec(dir: &Path, run: &str) -> CommandSpec {
         CommandSpec { run: run.into(), work_dir: dir.to_path_buf(), env: BTreeMap::new(), timeout_ms: 0 }

@@ -220,3 +220,17 @@ pub fn shard_of_queue(queue: &str, n: usize) -> usize {
     }
     (h % n as u64) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of_queue;
+
+    /// Placement is part of the on-disk contract: recovery puts each task back on its queue's shard, and a
+    /// node restarted with the same shard count must find the same owners (FNV-1a, computed by hand).
+    #[test]
+    fn a_queue_lands_on_the_same_shard_on_every_build() {
+        assert_eq!((shard_of_queue("default", 4), shard_of_queue("default", 7)), (2, 6));
+        assert_eq!((shard_of_queue("ocr/main", 4), shard_of_queue("ocr/main", 7)), (1, 6));
+        assert_eq!(shard_of_queue("anything", 1), 0);
+    }
+}
