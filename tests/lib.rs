@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+pub mod podman;
+
 use pm_client::{AgentEvent, Leases};
 use pm_protocol::pb::{LeasedTask, TaskSpec};
 

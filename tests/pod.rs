@@ -1,0 +1,208 @@
+//! The OCR application as real pods, in podman: the scheduler in its own container (found by its service
+//! name, as in Kubernetes), and the pod `pmctl app render` emits: the init container installing `pm-agent`
+//! into the shared `/mnt/pipe`, the wget, tesseract and mc executor containers running `pm-agent exec` from
+//! that volume, and the agent. A web container serves the page images under the original task's file names,
+//! and a bucket container takes the upload (rclone over WebDAV; the `mc` of the upload image is a small shim
+//! over rclone). The task is `examples/ocr-original.json`, the original project's task unchanged but for its
+//! three URLs, which point at the web container.
+//!
+//! Needs the images of `docker/build.sh` in local storage; skips without them unless `PM_POD_TEST=require`.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use pm_tests::podman::{Podman, Secrets};
+use serde_json::Value;
+
+const VERSION: &str = "0.1.0";
+const TOKENS: [(&str, &str); 3] = [("producer", "pod-test-producer"), ("agent", "pod-test-agent"), ("admin", "x")];
+
+fn image(name: &str) -> String {
+    format!("pipeline-manager/{name}:{VERSION}")
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The original task, and the (file name, URL path) of each image its wget step fetches.
+fn original_task() -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(root().join("examples/ocr-original.json")).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    let wget = doc["pipeline"].as_array().unwrap().iter().find(|s| s["executorName"] == "wget").unwrap();
+    let names = wget["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_str()?.split_whitespace().find_map(|w| w.strip_prefix("/mnt/pipe/")))
+        .map(String::from)
+        .collect();
+    (text, names)
+}
+
+/// `pmctl app render` of the test's application: the OCR pod, against the scheduler container.
+fn rendered_deployment(dir: &Path) -> Value {
+    let spec = format!(
+        "name: ocr\nnamespace: pods\nqueue: ocr\nconcurrency: 1\n\
+         scheduler: {{address: \"pipeline-manager:7070\", tokenSecret: {{name: pm-tokens, key: agent}}}}\n\
+         agent: {{image: \"{agent}\"}}\n\
+         executors:\n\
+         - {{name: wget, image: \"{wget}\"}}\n\
+         - {{name: tesseract, image: \"{tesseract}\"}}\n\
+         - {{name: mc, image: \"{mc}\", envFrom: [{{secretRef: {{name: ocr-bucket}}}}]}}\n",
+        agent = image("pm-agent"),
+        wget = image("ocr-wget"),
+        tesseract = image("ocr-tesseract"),
+        mc = image("ocr-mc"),
+    );
+    let path = dir.join("app.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let out = Command::new(pm_testkit::bin("pmctl")).args(["app", "render"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "render: {}", String::from_utf8_lossy(&out.stderr));
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    docs.into_iter().find(|d| d["kind"] == "Deployment").expect("a Deployment")
+}
+
+fn pmctl(server: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(pm_testkit::bin("pmctl"))
+        .args(["--server", server, "--token", TOKENS[0].1])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_original_ocr_task_runs_in_real_pods_and_its_text_lands_in_the_bucket() {
+    let images: Vec<String> = ["pm-scheduler", "pm-agent", "ocr-wget", "ocr-tesseract", "ocr-mc"].map(image).into();
+    let p = match Podman::start("ocr", &images.iter().map(String::as_str).collect::<Vec<_>>()) {
+        Ok(p) => p,
+        Err(why) => return Podman::skip(&why),
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (task, names) = original_task();
+    assert_eq!(names.len(), 3, "the original fetches three images: {names:?}");
+
+    // The page images, each with a text of its own, served under the original file names.
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let text = format!("IMAGE NUMBER {} SAYS HELLO", ["ONE", "TWO", "THREE"][i]);
+        let status = Command::new("/usr/bin/python3")
+            .arg(root().join("examples/ocr/make_page.py"))
+            .arg(www.join(name))
+            .arg(&text)
+            .status()
+            .unwrap();
+        assert!(status.success(), "make_page.py {name}");
+    }
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(tmp.path()).status();
+    let www_mount = format!("{}:/www:ro", www.display());
+    p.container(
+        "web",
+        &["--network-alias", "web", "-v", &www_mount],
+        &image("ocr-mc"),
+        &["rclone", "serve", "http", "/www", "--addr", ":8080"],
+    );
+    let bucket_volume = format!("{}:/data", p.volume("bucket"));
+    let bucket = p.container(
+        "bucket",
+        &["--network-alias", "bucket", "-v", &bucket_volume],
+        &image("ocr-mc"),
+        &["rclone", "serve", "webdav", "/data", "--addr", ":8090"],
+    );
+
+    // The scheduler, by its service name.
+    let tokens = tmp.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    for (role, token) in TOKENS {
+        std::fs::write(tokens.join(role), format!("{token}\n")).unwrap();
+    }
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&tokens).status();
+    let token_mount = format!("{}:/etc/pm-tokens:ro", tokens.display());
+    let data = format!("{}:/var/lib/pipeline-manager", p.volume("data"));
+    let scheduler_args = [
+        "--listen",
+        "0.0.0.0:7070",
+        "--http-listen",
+        "0.0.0.0:7072",
+        "--data",
+        "/var/lib/pipeline-manager",
+        "--producer-token-file",
+        "/etc/pm-tokens/producer",
+        "--agent-token-file",
+        "/etc/pm-tokens/agent",
+        "--admin-token-file",
+        "/etc/pm-tokens/admin",
+    ];
+    let scheduler = p.container(
+        "scheduler",
+        &["--network-alias", "pipeline-manager", "-v", &data, "-v", &token_mount, "-p", "127.0.0.1::7070"],
+        &image("pm-scheduler"),
+        &scheduler_args,
+    );
+    let server = format!("127.0.0.1:{}", p.host_port(&scheduler, 7070));
+    assert!(
+        Podman::wait_for(Duration::from_secs(30), || pmctl(&server, &["stats"]).0),
+        "the scheduler did not answer\n{}",
+        p.logs(&scheduler)
+    );
+
+    // The application pod, as rendered.
+    let deployment = rendered_deployment(tmp.path());
+    let mut secrets = Secrets::new();
+    secrets.insert("pm-tokens".into(), vec![("agent".into(), TOKENS[1].1.into())]);
+    secrets.insert(
+        "ocr-bucket".into(),
+        vec![
+            ("RCLONE_CONFIG_BUCKETS_TYPE".into(), "webdav".into()),
+            ("RCLONE_CONFIG_BUCKETS_URL".into(), "http://bucket:8090".into()),
+        ],
+    );
+    let pod = p.play("ocr", &deployment, &secrets, &[7072]).unwrap_or_else(|e| panic!("{e}"));
+    let agent = format!("{pod}-agent");
+    let readyz = format!("127.0.0.1:{}", p.host_port(&pod_infra(&p, &pod), 7072));
+    assert!(
+        Podman::wait_for(Duration::from_secs(60), || pm_tests::http(&readyz, "GET", "/readyz", &[], b"").status == 200),
+        "the agent never became ready\n{}",
+        p.logs(&agent)
+    );
+
+    // The original task, as is.
+    let file = tmp.path().join("task.json");
+    std::fs::write(&file, &task).unwrap();
+    let (ok, out) = pmctl(&server, &["submit", file.to_str().unwrap()]);
+    assert!(ok, "submit: {out}");
+    let id = out.split_whitespace().last().unwrap().to_string();
+    let (ok, out) = pmctl(&server, &["wait", "--timeout", "180s", &id]);
+    let logs = || ["exec-wget", "exec-tesseract", "exec-mc", "agent"].map(|c| p.logs(&format!("{pod}-{c}"))).join("\n");
+    assert!(ok, "the task did not succeed: {out}\n{}\n{}", pmctl(&server, &["status", &id]).1, logs());
+
+    // The original's `{file%.*}.txt` typo: every image wrote `{file%.*}.txt.txt`, the last in `ls -v` order won.
+    let last = natural_last(&names);
+    let n = names.iter().position(|x| *x == last).unwrap();
+    let want = ["ONE", "TWO", "THREE"][n];
+    let bucket_dir = original_bucket(&task);
+    let text = p.must(&["exec", &bucket, "cat", &format!("/data/{bucket_dir}/{{file%.*}}.txt.txt")]);
+    assert!(text.contains("IMAGE NUMBER") && text.contains(want), "the bucket holds {text:?}, not image {want}");
+}
+
+/// The name `ls -v` lists last (version sort in the C locale: digits, then capitals, then small letters).
+fn natural_last(names: &[String]) -> String {
+    names.iter().max_by(|a, b| a.as_bytes().cmp(b.as_bytes())).cloned().unwrap_or_default()
+}
+
+/// The bucket path the original's `mc mb buckets/<uuid>` makes.
+fn original_bucket(task: &str) -> String {
+    let i = task.find("mc mb buckets/").expect("the original's mc mb") + "mc mb buckets/".len();
+    task[i..].chars().take_while(|c| c.is_ascii_hexdigit() || *c == '-').collect()
+}
+
+/// The infra container of `pod`, which holds the pod's published ports.
+fn pod_infra(p: &Podman, pod: &str) -> String {
+    p.must(&["pod", "inspect", "--format", "{{.InfraContainerID}}", pod])
+}
