@@ -323,7 +323,10 @@ async fn pod_executors_run_their_steps_over_unix_sockets() {
     let pods = vol.path().join(".pm");
     let fetch = Executor::start("fetch", &pods.join("fetch.sock"));
     let mut ocr = Executor::start("ocr", &pods.join("ocr.sock"));
-    let agent = Agent::start(&s.addr, &["--keep-task-dirs", "--pod-dir", pods.to_str().unwrap()]);
+    // Per-task directories whatever the machine's core count (one core would make `auto` pick the shared
+    // layout): the test reads each task's own directory.
+    let agent =
+        Agent::start(&s.addr, &["--keep-task-dirs", "--task-dirs", "per-task", "--pod-dir", pods.to_str().unwrap()]);
 
     let id = submit_json(
         &s,

@@ -36,7 +36,8 @@ use pm_protocol::ErrorCode;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::{task_dir, Runner, TaskResult};
+use crate::runner::{RunDirs, Runner, TaskResult};
+use crate::task_dirs::TaskDirs;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -47,9 +48,11 @@ pub struct AgentConfig {
     pub queue: String,
     /// Tasks run at once (= credits granted).
     pub concurrency: u32,
-    /// Each task runs in `work_root/task-<id>`.
+    /// The work directory (absolute): the task directories, `results/`, the direct-run API's runs.
     pub work_root: PathBuf,
-    /// Remove a task's directory after it succeeded.
+    /// Where each task runs in it ([`crate::task_dirs`]).
+    pub task_dirs: TaskDirs,
+    /// Remove a task's directory after it succeeded (shared layout: empty the work directory).
     pub remove_task_dirs: bool,
     /// First retry delay after a failure; doubles per attempt, capped at [`MAX_BACKOFF`].
     pub retry_backoff: Duration,
@@ -458,11 +461,17 @@ async fn handle(
     let (task_id, attempt) = (leased.task_id, leased.attempt);
     let duration = Duration::from_millis(leased.deadline_unix_ms.saturating_sub(now_ms()).max(300));
     let keeper = tokio::spawn(keep_alive(client.clone(), running.clone(), lease.clone(), duration));
-    let dir = task_dir(&cfg.work_root, task_id);
     // A task that is not a valid pipeline fails the same way on every agent: it is not retried.
-    let (result, permanent) = match pm_task::pipeline::parse_task(&leased.payload) {
-        Ok(task) => (runner.run(&task, &dir, task_id, &lease.stop, None).await, false),
-        Err(e) => (TaskResult::failed(format!("invalid task: {e}")), true),
+    let (result, permanent, mut dir) = match pm_task::pipeline::parse_task(&leased.payload) {
+        // Held until the task has reported: in the shared layout the next task waits for it.
+        Ok(task) => match cfg.task_dirs.enter(task_id, task.resume).await {
+            Ok(dir) => {
+                let dirs = RunDirs { dir: dir.path(), work_root: cfg.task_dirs.root() };
+                (runner.run_in(&task, dirs, task_id, &lease.stop, None).await, false, Some(dir))
+            }
+            Err(e) => (TaskResult::failed(format!("cannot prepare the task directory: {e}")), false, None),
+        },
+        Err(e) => (TaskResult::failed(format!("invalid task: {e}")), true, None),
     };
     lease.reporting.store(true, Ordering::SeqCst);
     keeper.abort();
@@ -482,8 +491,8 @@ async fn handle(
         match report(&client, &running, &lease, ack).await {
             Ok(ErrorCode::Ok) => {
                 tracing::info!(task_id, attempt, "task done");
-                if cfg.remove_task_dirs {
-                    let _ = tokio::fs::remove_dir_all(&dir).await;
+                if let Some(dir) = dir.take().filter(|_| cfg.remove_task_dirs) {
+                    dir.remove().await;
                 }
             }
             _ if lease.stop.is_cancelled() => tracing::warn!(task_id, "{NOT_OURS}"),
@@ -513,6 +522,8 @@ async fn handle(
             Err(e) => tracing::warn!(task_id, "nack failed (the task will be redelivered when its lease ends): {e}"),
         }
     }
+    // Kept (a failure, or --keep-task-dirs): the shared directory's turn passes to the next task.
+    drop(dir);
     running.finish(&lease);
     if running.draining.is_cancelled() {
         return;

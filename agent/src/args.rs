@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::agent::AgentConfig;
 use crate::executor::Executors;
 use crate::runner::Runner;
+use crate::task_dirs::{TaskDirs, TaskDirsMode};
 
 /// How the agent runs tasks (everything except where the scheduler is).
 #[derive(clap::Args, Debug, Clone)]
@@ -16,10 +17,18 @@ pub struct AgentArgs {
     /// Tasks run at once (default: the number of cores).
     #[arg(long, env = "PM_CONCURRENCY")]
     pub concurrency: Option<u32>,
-    /// Each task runs in DIR/task-<id>.
+    /// Where tasks run: in DIR/task-<id> (per-task), or in DIR itself (shared; see --task-dirs).
     #[arg(long, env = "PM_WORK_DIR", default_value = "./pm-work")]
     pub work_dir: PathBuf,
-    /// Keep a task's directory after it succeeded (failed ones are always kept).
+    /// Where each task runs (its working directory and $PIPE_DIR). `per-task`: WORK_DIR/task-<id>, tasks side
+    /// by side. `shared`: WORK_DIR itself, one task at a time, emptied before each task and after a successful
+    /// one (the original pod layout, where steps write to /mnt/pipe/... and read relative names); refused with
+    /// --concurrency above 1, or on a directory holding other files that no agent has taken. `auto`: shared
+    /// when the steps go to pod executors (--pod-dir, or NAME=unix://...) one task at a time, else per-task.
+    #[arg(long, env = "PM_TASK_DIRS", value_enum, default_value_t = TaskDirsMode::Auto)]
+    pub task_dirs: TaskDirsMode,
+    /// Keep a task's directory after it succeeded (failed ones are always kept; in the shared layout, only
+    /// until the next task starts).
     #[arg(long, env = "PM_KEEP_TASK_DIRS")]
     pub keep_task_dirs: bool,
     /// Executors this agent runs: `all` (as local processes), or a comma-separated list of `NAME` (local),
@@ -110,6 +119,17 @@ impl AgentArgs {
         let work_root = std::fs::create_dir_all(&self.work_dir)
             .and_then(|()| self.work_dir.canonicalize())
             .map_err(|e| format!("--work-dir {}: {e}", self.work_dir.display()))?;
+        let task_dirs = TaskDirs::open(self.task_dirs, work_root.clone(), &executors.pod_paths(), concurrency)
+            .map_err(|e| e.to_string())?;
+        if task_dirs.is_shared() {
+            tracing::info!(dir = %work_root.display(), "tasks run one at a time in the work directory itself (shared)");
+            if self.keep_task_dirs {
+                tracing::warn!(
+                    "--keep-task-dirs with shared task directories: a task's files (a failed task's too) are kept \
+                     only until the next task starts, which empties the work directory"
+                );
+            }
+        }
         let token = match (self.token, &self.token_file) {
             (Some(t), _) => t,
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -127,6 +147,7 @@ impl AgentArgs {
             queue: self.queue,
             concurrency,
             work_root,
+            task_dirs,
             remove_task_dirs: !self.keep_task_dirs,
             retry_backoff: Duration::from_millis(self.retry_backoff_ms),
             client_id: self.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),

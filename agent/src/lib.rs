@@ -6,6 +6,8 @@
 //!   or nack with the reason. [`args`]: its command-line options.
 //! - `api` (feature `api`): the direct-run API (HTTP and gRPC on one port) and the probes endpoint.
 //! - [`runner`]: runs one task's steps, each command on its step's executor, and says what they did.
+//! - [`task_dirs`]: where a task runs (`<work dir>/task-<id>`, or the work directory itself, shared by one
+//!   task at a time as in the original pod), and what is emptied or removed around it.
 //! - [`executor`]: where a command runs, agent side: [`executor::local`], [`executor::pod`] (a client of a
 //!   pod socket), [`executor::grpc`] (a client of the original executors' gRPC service).
 //! - [`exec_server`]: what `pm-agent exec` serves, executor side: [`exec_server::pod`] (the pod socket) and
@@ -27,4 +29,5 @@ pub mod exec_server;
 pub mod executor;
 pub mod output;
 pub mod runner;
+pub mod task_dirs;
 pub mod wire;

@@ -9,7 +9,7 @@
 //! [`RunEvent`]s when asked); large outputs belong in files on the shared directory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pm_task::pipeline::{Command, Step, Task};
@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 use crate::command::{earliest, CommandSpec, Outcome, OutputSink, Stream};
 use crate::executor::{Executor, Executors};
 use crate::output::Tail;
+use crate::task_dirs::results_dir;
+
+/// A run's own directory, named as the layout names it (re-exported for the direct-run API and benches).
+pub use crate::task_dirs::{task_dir, task_dir_named};
 
 /// Names of the agent's metrics.
 pub mod metric {
@@ -168,6 +172,15 @@ pub struct Runner {
     pub stream_stall: Duration,
 }
 
+/// Where a run's files go.
+#[derive(Debug, Clone, Copy)]
+pub struct RunDirs<'a> {
+    /// Its working directory (`$PIPE_DIR`), created if missing.
+    pub dir: &'a Path,
+    /// The agent's work directory, which holds the results directories of chained tasks ([`results_dir`]).
+    pub work_root: &'a Path,
+}
+
 /// The file in a task directory recording how many steps completed, for `resume: true`.
 pub const PROGRESS_FILE: &str = ".pm-progress";
 
@@ -222,9 +235,8 @@ impl Runner {
         Runner { executors, tail_bytes, stream_stall: STREAM_STALL_LIMIT }
     }
 
-    /// Runs `task` in `dir` (created if missing). Stops early, killing the running command, when `cancel`
-    /// fires; the result then says so. With `events`, reports each command's start, output and end as it
-    /// goes.
+    /// Runs `task` in `dir`, a directory of its own inside the work directory (its parent): see
+    /// [`Runner::run_in`].
     pub async fn run(
         &self,
         task: &Task,
@@ -233,10 +245,25 @@ impl Runner {
         cancel: &CancellationToken,
         events: Option<&mpsc::Sender<RunEvent>>,
     ) -> TaskResult {
+        let dirs = RunDirs { dir, work_root: dir.parent().unwrap_or(dir) };
+        self.run_in(task, dirs, task_id, cancel, events).await
+    }
+
+    /// Runs `task` in `dirs.dir` (created if missing). Stops early, killing the running command, when `cancel`
+    /// fires; the result then says so. With `events`, reports each command's start, output and end as it
+    /// goes.
+    pub async fn run_in(
+        &self,
+        task: &Task,
+        dirs: RunDirs<'_>,
+        task_id: u64,
+        cancel: &CancellationToken,
+        events: Option<&mpsc::Sender<RunEvent>>,
+    ) -> TaskResult {
         let started = Instant::now();
         let running = metrics::gauge!(metric::TASKS_RUNNING);
         running.increment(1.0);
-        let result = self.run_steps(task, dir, task_id, cancel, events).await;
+        let result = self.run_steps(task, dirs, task_id, cancel, events).await;
         running.decrement(1.0);
         let outcome = match (&result.ok, cancel.is_cancelled()) {
             (true, _) => "ok",
@@ -251,7 +278,7 @@ impl Runner {
     async fn run_steps(
         &self,
         task: &Task,
-        dir: &Path,
+        RunDirs { dir, work_root }: RunDirs<'_>,
         task_id: u64,
         cancel: &CancellationToken,
         events: Option<&mpsc::Sender<RunEvent>>,
@@ -275,7 +302,7 @@ impl Runner {
         if let Err(e) = tokio::fs::create_dir_all(dir).await {
             return TaskResult::failed(format!("cannot create the task directory {}: {e}", dir.display()));
         }
-        let flow_env = flow_env(task, dir, task_id);
+        let flow_env = flow_env(task, work_root, task_id);
         if let Some(results) = flow_env.get("PM_RESULTS_DIR") {
             if let Err(e) = tokio::fs::create_dir_all(results).await {
                 return TaskResult::failed(format!("cannot create the results directory {results}: {e}"));
@@ -377,30 +404,24 @@ fn command_spec(step: &Step, line: &str, dir: &Path, task_id: u64, flow: &BTreeM
     CommandSpec { run: line.to_string(), work_dir, env, timeout_ms: 0 }
 }
 
-/// Where a task of a flow keeps files for its follow-ups: `<work root>/results/<task id>`, next to the task
-/// directories and kept when the task directory is removed.
-pub fn results_dir(task_dir: &Path, task_id: u64) -> PathBuf {
-    task_dir.parent().unwrap_or(task_dir).join("results").join(task_id.to_string())
-}
-
 /// The variables of a chained task: `PM_RESULTS_DIR` (for a task with follow-ups, or one in a flow),
 /// `PM_FLOW_ID`, and for a follow-up `PM_PARENT_TASK_ID`, `PM_PARENT_KEY`, `PM_PARENT_STATE` and
 /// `PM_PARENT_RESULTS_DIR` (the parent's results directory, where its follow-ups find its files when they run
 /// on the same volume). Passed as variables, never spliced into the command line.
-fn flow_env(task: &Task, dir: &Path, task_id: u64) -> BTreeMap<String, String> {
+fn flow_env(task: &Task, work_root: &Path, task_id: u64) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let chained = !task.on_success.is_empty() || !task.on_failure.is_empty();
     if !chained && task.flow_id.is_none() && task.parent.is_none() {
         return env;
     }
-    env.insert("PM_RESULTS_DIR".into(), results_dir(dir, task_id).display().to_string());
+    env.insert("PM_RESULTS_DIR".into(), results_dir(work_root, task_id).display().to_string());
     let flow = task.flow_id.clone().unwrap_or_else(|| task_id.to_string());
     env.insert("PM_FLOW_ID".into(), flow);
     if let Some(p) = &task.parent {
         env.insert("PM_PARENT_TASK_ID".into(), p.task_id.to_string());
         env.insert("PM_PARENT_KEY".into(), p.key.clone());
         env.insert("PM_PARENT_STATE".into(), p.state.clone());
-        env.insert("PM_PARENT_RESULTS_DIR".into(), results_dir(dir, p.task_id).display().to_string());
+        env.insert("PM_PARENT_RESULTS_DIR".into(), results_dir(work_root, p.task_id).display().to_string());
     }
     env
 }
@@ -430,20 +451,11 @@ fn fail(mut result: TaskResult, why: String) -> TaskResult {
     result
 }
 
-/// The directory a task runs in: `root/task-<id>`.
-pub fn task_dir(root: &Path, task_id: u64) -> PathBuf {
-    task_dir_named(root, &format!("task-{task_id}"))
-}
-
-/// A run's directory under `root`.
-pub fn task_dir_named(root: &Path, name: &str) -> PathBuf {
-    root.join(name)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::path::PathBuf;
 
     fn runner() -> Runner {
         Runner::new(Executors::all_local(), 64)
@@ -584,6 +596,25 @@ mod tests {
         let third = runner().run(&task, dir.path(), 1, &CancellationToken::new(), None).await;
         assert!(third.ok && third.resumed_steps == 0);
         assert_eq!(std::fs::read_to_string(dir.path().join("one")).unwrap(), "x\nx\n");
+    }
+
+    #[tokio::test]
+    async fn results_directories_are_under_the_work_directory_whatever_the_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let task = pm_task::pipeline::parse_task(
+            br#"{"flowId":"f","pipeline":[{"executorName":"a","commands":["echo \"$PWD $PM_RESULTS_DIR\""]}]}"#,
+        )
+        .unwrap();
+        let (cancel, runner) = (CancellationToken::new(), Runner::new(Executors::all_local(), 4096));
+        // The shared layout: the work directory itself is the task's directory.
+        let shared = RunDirs { dir: root.path(), work_root: root.path() };
+        let r = runner.run_in(&task, shared, 4, &cancel, None).await;
+        let want = format!("{0} {0}/results/4\n", root.path().display());
+        assert_eq!(r.steps[0].commands[0].stdout_tail, want, "{r:?}");
+        // A directory of its own: still the work directory's results.
+        let r = runner.run(&task, &root.path().join("task-4"), 4, &cancel, None).await;
+        let want = format!("{0}/task-4 {0}/results/4\n", root.path().display());
+        assert_eq!(r.steps[0].commands[0].stdout_tail, want, "{r:?}");
     }
 
     #[tokio::test]

@@ -12,7 +12,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::runner::{task_dir_named, RunEvent, Runner, TaskResult};
+use crate::runner::{RunDirs, RunEvent, Runner, TaskResult};
+use crate::task_dirs::task_dir_named;
 
 /// What both protocols of the API share: how to run, how many at once, and the token.
 pub(crate) struct AppState {
@@ -88,9 +89,10 @@ impl AppState {
         let cancel = CancellationToken::new();
         let guard = cancel.clone().drop_guard();
         let (tx, events) = mpsc::channel::<RunEvent>(64);
-        let (runner, remove) = (self.runner.clone(), self.remove_dirs);
+        let (runner, remove, work_root) = (self.runner.clone(), self.remove_dirs, self.work_root.clone());
         let handle = tokio::spawn(async move {
-            let result = runner.run(&task, &dir, id, &cancel, streaming.then_some(&tx)).await;
+            let dirs = RunDirs { dir: &dir, work_root: &work_root };
+            let result = runner.run_in(&task, dirs, id, &cancel, streaming.then_some(&tx)).await;
             if result.ok && remove {
                 let _ = tokio::fs::remove_dir_all(&dir).await;
             }

@@ -154,6 +154,12 @@ impl Executors {
         })
     }
 
+    /// Where the pod executors' sockets are: the pod directory, and each socket named explicitly (empty when
+    /// this agent has no pod executors).
+    pub fn pod_paths(&self) -> Vec<&Path> {
+        self.pod_dir.as_deref().into_iter().chain(self.pods().map(|(_, sock)| sock)).collect()
+    }
+
     /// Where `name` runs, or why it cannot.
     pub fn resolve(&self, name: &str) -> Result<Executor, String> {
         if let Some(e) = self.named.get(name) {
@@ -216,6 +222,9 @@ mod tests {
         assert_eq!(ex.resolve("sh"), Ok(Executor::Local));
         assert_eq!(ex.resolve("wget"), Ok(Executor::Pod("/mnt/pipe/.pm/w.sock".into())));
         assert_eq!(ex.resolve("tesseract"), Ok(Executor::Pod("/mnt/pipe/.pm/tesseract.sock".into())));
+        // What the shared task directory keeps: the socket directory and each socket named.
+        assert_eq!(ex.pod_paths(), [Path::new("/mnt/pipe/.pm"), Path::new("/mnt/pipe/.pm/w.sock")]);
+        assert!(Executors::parse(Some("sh"), None).unwrap().pod_paths().is_empty());
         // Names from a task never reach outside the socket directory, nor fall back to running locally.
         for bad in ["../etc/x", ".hidden", "a/b", "", "a b"] {
             assert!(ex.resolve(bad).unwrap_err().contains("invalid executor name"), "{bad}");
