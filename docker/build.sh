@@ -10,10 +10,10 @@
 #   local stand-ins made from Debian packages (docker/bases.sh), reused from local storage while their
 #   recipe is unchanged. PM_IMAGE_BASES=upstream|local|auto (default auto) overrides the probe;
 #   --refresh-bases remakes (or pulls again) every base.
-# - pm-agent and pm-scheduler are compiled once, on the host, for the musl target of this machine
-#   (`cargo build --release --locked --target <arch>-unknown-linux-musl`; needs `rustup target add` of it and
-#   musl-tools for the C parts), checked to be static, and copied into the images (the Dockerfiles' BINARY=
-#   prebuilt). CARGO_TARGET_DIR is honoured (default: target/).
+# - pm-agent and pm-scheduler are compiled on the host for the musl target of this machine (`cargo build
+#   --locked --target <arch>-unknown-linux-musl`, the scheduler with --release, the agent with --profile small
+#   at opt-level z; needs `rustup target add` of it and musl-tools for the C parts), checked to be static,
+#   and copied into the images (the Dockerfiles' BINARY=prebuilt). CARGO_TARGET_DIR is honoured.
 # - podman runs with CONTAINERS_CONF=docker/podman/containers.conf unless CONTAINERS_CONF is set.
 # - Everything works from empty container storage; a rebuild reuses podman's layer cache.
 # Environment: PM_IMAGE_TAG (default: the workspace version), PODMAN (default: podman).
@@ -83,14 +83,21 @@ case " ${images[*]} " in *" pm-agent "* | *" pm-scheduler "*) needs_binaries=tru
 context=$work/context
 if $needs_binaries; then
   triple=$(uname -m)-unknown-linux-musl
-  step "cargo build --release --locked --target $triple -p pm-agent -p pm-scheduler"
-  # Symbols are stripped and no debug information is made: every pod copies the agent.
+  # The scheduler: the release profile (speed), without symbols or debug information.
+  step "cargo build --release --locked --target $triple -p pm-scheduler"
   (cd "$root" && CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=0 \
-    cargo build --release --locked --target "$triple" -p pm-agent -p pm-scheduler)
+    cargo build --release --locked --target "$triple" -p pm-scheduler)
+  # The agent: size first, since every pipeline pod copies it into its volume (at most 5 MB): the `small`
+  # profile (fat LTO, one codegen unit, stripped) at opt-level "z", with every default feature (the API and
+  # probes, the original executors' gRPC service). Sizes of the other choices: docker/README.md.
+  step "cargo build --profile small --locked --target $triple -p pm-agent (opt-level z)"
+  (cd "$root" && CARGO_PROFILE_SMALL_OPT_LEVEL=z \
+    cargo build --profile small --locked --target "$triple" -p pm-agent)
   rm -rf "$context"
   install -d -m 0750 "$context/out/var/lib/pipeline-manager"
-  for bin in pm-agent pm-scheduler; do
-    path=$target_dir/$triple/release/$bin
+  for bin in pm-agent:small pm-scheduler:release; do
+    path=$target_dir/$triple/${bin#*:}/${bin%:*}
+    bin=${bin%:*}
     if readelf -l "$path" | grep -q 'program interpreter'; then
       log "$path is not static (it names an ELF interpreter)"
       exit 1
