@@ -14,8 +14,8 @@
 # The Debian base is therefore not refreshed by itself: `docker/build.sh --refresh-bases` remakes it (its
 # recipe names no package versions, so a remake picks up the suite's current packages).
 #
-# Expects from the caller: PODMAN (the podman command), REFRESH_BASES (true/false), and the helpers
-# `step` and `log`.
+# Expects from the caller: PODMAN (the podman command), REFRESH_BASES (true/false), BASES_LOG_DIR (where
+# mmdebstrap's output goes), and the helpers `step` and `log`.
 
 # Upstream images, used when a registry answers.
 UPSTREAM_DEBIAN=docker.io/library/debian:bookworm-slim
@@ -100,10 +100,15 @@ ensure_base() {
 make_debian() {
   local ref=$1
   command -v mmdebstrap >/dev/null || { log "mmdebstrap is missing (apt-get install mmdebstrap)"; return 1; }
-  mmdebstrap --quiet "${DEBIAN_MMDEBSTRAP_ARGS[@]}" "$DEBIAN_SUITE" - "${DEBIAN_MIRRORS[@]}" \
+  local log_file=$BASES_LOG_DIR/base-debian.log
+  if ! mmdebstrap --quiet "${DEBIAN_MMDEBSTRAP_ARGS[@]}" "$DEBIAN_SUITE" - "${DEBIAN_MIRRORS[@]}" 2>"$log_file" \
     | "$PODMAN" import --quiet \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'CMD ["bash"]' - "$ref" >/dev/null
+        --change 'CMD ["bash"]' - "$ref" >/dev/null; then
+    tail -n 40 "$log_file" >&2
+    log "mmdebstrap or podman import failed; mmdebstrap's whole output: $log_file"
+    return 1
+  fi
 }
 
 # Writes the files shared by the small bases into DIR: users, groups, /tmp, the home of nonroot.

@@ -56,6 +56,7 @@ done
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 work=$target_dir/images
 mkdir -p "$work/logs"
+BASES_LOG_DIR=$work/logs
 
 version=$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml")
 tag=${PM_IMAGE_TAG:-$version}
