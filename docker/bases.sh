@@ -132,6 +132,10 @@ tar_rootfs() {
 make_busybox() {
   local ref=$1 dir
   [ -x "$HOST_BUSYBOX" ] || { log "$HOST_BUSYBOX is missing (apt-get install busybox-static)"; return 1; }
+  if readelf -l "$HOST_BUSYBOX" | grep -q 'program interpreter'; then
+    log "$HOST_BUSYBOX is not static (apt-get install busybox-static, which replaces busybox)"
+    return 1
+  fi
   dir=$(mktemp -d)
   small_base_files "$dir"
   install -D -m 0755 "$HOST_BUSYBOX" "$dir/bin/busybox"
