@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1.7
-# Executor image of the OCR demo's `tesseract` step: Debian slim with tesseract-ocr (English data) and
-# /bin/sh; GNU coreutils for the original command `for f in $(ls -v *.*); do tesseract $f ${f%.*}; done`.
+# Executor image of the OCR application's `tesseract` step: Debian with tesseract-ocr (English data) and
+# /bin/sh; GNU coreutils for the original command `for file in $(ls -v *.*) ; do tesseract ...; done`.
 # It does not contain pm-agent: the pod's init container copies it into the shared volume and the executor
 # container runs /mnt/pipe/.pm/bin/pm-agent exec (charts/pipeline-app).
 #   docker build -f docker/ocr-tesseract.Dockerfile -t pipeline-manager/ocr-tesseract:0.1.0 docker
-ARG DEBIAN_VERSION=bookworm
-FROM debian:${DEBIAN_VERSION}-slim
+# BASE: Debian bookworm slim, or the stand-in docker/build.sh makes from Debian packages when no registry
+# answers (pipeline-manager/base-debian).
+ARG BASE=docker.io/library/debian:bookworm-slim
+FROM ${BASE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       tesseract-ocr tesseract-ocr-eng \

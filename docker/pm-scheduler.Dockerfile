@@ -1,18 +1,29 @@
 # syntax=docker/dockerfile:1.7
 # pm-scheduler: one static (musl) binary on distroless/static, user 65532 (no shell, no package manager).
-# Build from the repository root; the context is the whole workspace (cargo --locked needs every member):
-#   docker build -f docker/pm-scheduler.Dockerfile -t pipeline-manager/pm-scheduler:0.1.0 .
-# Multi-arch (amd64 + arm64, e.g. for a Raspberry Pi): see docker/README.md.
+#
+# Two ways to get the binary (build argument BINARY):
+# - `build` (the default): compiled here in rust:alpine. Build from the repository root; the context is the
+#   whole workspace (cargo --locked needs every member):
+#     docker build -f docker/pm-scheduler.Dockerfile -t pipeline-manager/pm-scheduler:0.1.0 .
+# - `prebuilt`: the context is a directory holding out/usr/local/bin/pm-scheduler and the empty data
+#   directory out/var/lib/pipeline-manager, compiled before (docker/build.sh compiles pm-agent and
+#   pm-scheduler once on the host and lays that directory out). Unused stages are not built (BuildKit;
+#   podman/buildah >= 1.27), so this needs no Rust image.
+# BASE: distroless/static, or the stand-in docker/build.sh makes when no registry answers
+# (pipeline-manager/base-static). Multi-arch (amd64 + arm64, e.g. for a Raspberry Pi): see docker/README.md.
 ARG RUST_VERSION=1.95
+ARG BASE=gcr.io/distroless/static-debian12:nonroot
+ARG BINARY=build
 
-FROM rust:${RUST_VERSION}-alpine AS build
+FROM docker.io/library/rust:${RUST_VERSION}-alpine AS build
 # Set by buildx for each --platform (amd64, arm64); plain `docker build` leaves it empty (= amd64).
 ARG TARGETARCH
-# gcc and musl-dev for the C parts (mimalloc through the cc crate); binutils for the static check below.
+# gcc and musl-dev for the C parts (mimalloc, ring, through the cc crate); binutils for the static check.
 RUN apk add --no-cache gcc musl-dev binutils
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY protocol protocol
+COPY task task
 COPY http http
 COPY scheduler scheduler
 COPY client client
@@ -34,17 +45,22 @@ RUN --mount=type=cache,id=pm-cargo-registry,target=/usr/local/cargo/registry,sha
       *) echo "unsupported TARGETARCH ${TARGETARCH}" >&2; exit 1 ;; \
     esac; \
     rustup target add "$triple"; \
-    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols \
+    RUSTFLAGS="-C target-feature=+crt-static" CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=0 \
       cargo build --release --locked -p pm-scheduler --target "$triple"; \
     bin="target/$triple/release/pm-scheduler"; \
     if readelf -l "$bin" | grep -q 'program interpreter'; then echo "$bin is not static" >&2; exit 1; fi; \
     install -D -m 0755 "$bin" /out/usr/local/bin/pm-scheduler; \
     install -d -m 0750 /out/var/lib/pipeline-manager
 
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/usr/local/bin/pm-scheduler /usr/local/bin/pm-scheduler
+FROM scratch AS prebuilt
+COPY out /out
+
+FROM ${BINARY} AS binary
+
+FROM ${BASE}
+COPY --from=binary /out/usr/local/bin/pm-scheduler /usr/local/bin/pm-scheduler
 # The default data directory (on Kubernetes a PersistentVolume is mounted here; charts/pipeline-manager).
-COPY --from=build --chown=65532:65532 /out/var/lib/pipeline-manager /var/lib/pipeline-manager
+COPY --from=binary --chown=65532:65532 /out/var/lib/pipeline-manager /var/lib/pipeline-manager
 ENV PM_DATA=/var/lib/pipeline-manager
 USER 65532:65532
 # 7070: the protocol; 7072: /metrics, /healthz, /readyz. The defaults listen on loopback only: pass
