@@ -6,7 +6,7 @@
 //! over rclone). The task is `examples/ocr-original.json`, the original project's task unchanged but for its
 //! three URLs, which point at the web container.
 //!
-//! Needs the images of `docker/build.sh` in local storage; skips without them unless `PM_POD_TEST=require`.
+//! Needs the images of `docker/build.sh` in local storage; skips without them unless `PM_IMAGE_TEST=require`.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -18,7 +18,8 @@ use pm_tests::podman::{Podman, Secrets};
 use serde_json::Value;
 
 const VERSION: &str = "0.1.0";
-const TOKENS: [(&str, &str); 3] = [("producer", "pod-test-producer"), ("agent", "pod-test-agent"), ("admin", "x")];
+const TOKENS: [(&str, &str); 3] =
+    [("producer", "pod-test-producer-token"), ("agent", "pod-test-agent-token"), ("admin", "pod-test-admin-token")];
 
 fn image(name: &str) -> String {
     format!("pipeline-manager/{name}:{VERSION}")
@@ -66,9 +67,11 @@ fn rendered_deployment(dir: &Path) -> Value {
     docs.into_iter().find(|d| d["kind"] == "Deployment").expect("a Deployment")
 }
 
+/// `pmctl ARGS` against `server` as a producer (as an admin for `stats`).
 fn pmctl(server: &str, args: &[&str]) -> (bool, String) {
+    let token = if args.first() == Some(&"stats") { TOKENS[2].1 } else { TOKENS[0].1 };
     let out = Command::new(pm_testkit::bin("pmctl"))
-        .args(["--server", server, "--token", TOKENS[0].1])
+        .args(["--server", server, "--token", token])
         .args(args)
         .output()
         .unwrap();
@@ -172,10 +175,10 @@ fn the_original_ocr_task_runs_in_real_pods_and_its_text_lands_in_the_bucket() {
         p.logs(&agent)
     );
 
-    // The original task, as is.
+    // The original task, as is, on the application's queue.
     let file = tmp.path().join("task.json");
     std::fs::write(&file, &task).unwrap();
-    let (ok, out) = pmctl(&server, &["submit", file.to_str().unwrap()]);
+    let (ok, out) = pmctl(&server, &["submit", "--queue", "ocr", file.to_str().unwrap()]);
     assert!(ok, "submit: {out}");
     let id = out.split_whitespace().last().unwrap().to_string();
     let (ok, out) = pmctl(&server, &["wait", "--timeout", "180s", &id]);
@@ -187,8 +190,15 @@ fn the_original_ocr_task_runs_in_real_pods_and_its_text_lands_in_the_bucket() {
     let n = names.iter().position(|x| *x == last).unwrap();
     let want = ["ONE", "TWO", "THREE"][n];
     let bucket_dir = original_bucket(&task);
-    let text = p.must(&["exec", &bucket, "cat", &format!("/data/{bucket_dir}/{{file%.*}}.txt.txt")]);
-    assert!(text.contains("IMAGE NUMBER") && text.contains(want), "the bucket holds {text:?}, not image {want}");
+    let text = p.run(&["exec", &bucket, "cat", &format!("/data/{bucket_dir}/{{file%.*}}.txt.txt")]);
+    let listing = || p.run(&["exec", &bucket, "find", "/data"]).unwrap_or_else(|e| e);
+    let status = || pmctl(&server, &["status", &id]).1;
+    let text = text.unwrap_or_else(|e| panic!("{e}\nbucket:\n{}\n{}", listing(), status()));
+    assert!(
+        text.contains("IMAGE NUMBER") && text.contains(want),
+        "the bucket holds {text:?}, not image {want}\n{}",
+        status()
+    );
 }
 
 /// The name `ls -v` lists last (version sort in the C locale: digits, then capitals, then small letters).

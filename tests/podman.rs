@@ -10,7 +10,7 @@
 //! (probes, resource limits, KEDA) is listed in docs/operations.md.
 //!
 //! Tests that need podman call [`Podman::start`], which says why it cannot run (no podman, an image missing);
-//! the test then skips with that reason, or fails when `PM_POD_TEST=require` (as `.ci/run` sets).
+//! the test then skips with that reason, or fails when `PM_IMAGE_TEST=require` (as `.ci/run` sets).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,8 @@ impl Podman {
     /// local storage: build them with `docker/build.sh`).
     pub fn start(test: &str, images: &[&str]) -> Result<Podman, String> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let conf = root.join("docker/podman/containers.conf");
+        let conf = std::env::var_os("CONTAINERS_CONF")
+            .map_or_else(|| root.join("docker/podman/containers.conf"), PathBuf::from);
         let p = Podman {
             prefix: format!("pmt-{test}-{}", std::process::id()),
             conf,
@@ -62,12 +63,12 @@ impl Podman {
         Ok(p)
     }
 
-    /// Skips the calling test with `why`, or fails it when `PM_POD_TEST=require`.
+    /// Skips the calling test with `why`, or fails it when `PM_IMAGE_TEST=require`.
     pub fn skip(why: &str) {
-        if std::env::var("PM_POD_TEST").as_deref() == Ok("require") {
-            panic!("PM_POD_TEST=require, but: {why}");
+        if std::env::var("PM_IMAGE_TEST").as_deref() == Ok("require") {
+            panic!("PM_IMAGE_TEST=require, but: {why}");
         }
-        eprintln!("SKIPPED (set PM_POD_TEST=require to fail instead): {why}");
+        eprintln!("SKIPPED (set PM_IMAGE_TEST=require to fail instead): {why}");
     }
 
     /// This test's name for `what`.
@@ -86,6 +87,29 @@ impl Podman {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
             Err(format!("podman {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    /// Runs `podman ARGS` and returns what it did, whatever its exit status.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        Command::new("podman")
+            .env("CONTAINERS_CONF", &self.conf)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("podman {}: {e}", args.join(" ")))
+    }
+
+    /// Container `name`'s log (stdout and stderr) once it holds `want`; fails the test after `limit`.
+    pub fn wait_log(&self, name: &str, want: &str, limit: Duration) -> String {
+        let end = Instant::now() + limit;
+        loop {
+            let out = self.output(&["logs", name]);
+            let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            if log.contains(want) {
+                return log;
+            }
+            assert!(Instant::now() < end, "{name} did not log {want:?} within {limit:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 
@@ -116,12 +140,21 @@ impl Podman {
         name
     }
 
+    /// The DNS server of this test's network (aardvark-dns, on its gateway), as the only resolver of its
+    /// containers: podman 4.3 also lists the host's servers, whose "no such name" for a container name can
+    /// come first (about one lookup in eight here). A kubelet lists only the cluster DNS.
+    pub fn dns(&self) -> String {
+        let net = self.network();
+        self.must(&["network", "inspect", &net, "--format", "{{range .Subnets}}{{.Gateway}}{{end}}"])
+    }
+
     /// Starts a detached container named `what` on this test's network, with `args` before the image and
     /// `cmd` after it. Returns its name.
     pub fn container(&self, what: &str, args: &[&str], image: &str, cmd: &[&str]) -> String {
         let name = self.name(what);
         let net = self.network();
-        let mut all = vec!["run", "-d", "--name", &name, "--network", &net];
+        let dns = self.dns();
+        let mut all = vec!["run", "-d", "--name", &name, "--network", &net, "--dns", &dns];
         all.extend_from_slice(args);
         all.push(image);
         all.extend_from_slice(cmd);
@@ -136,7 +169,7 @@ impl Podman {
         out.lines()
             .filter_map(|l| l.rsplit(':').next())
             .find_map(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no host port for {name}:{port} in {out:?}"))
+            .unwrap_or_else(|| panic!("no host port for {name}:{port} in {out:?}\n{}", self.logs(name)))
     }
 
     /// The host process id of container `name`'s first process.
@@ -165,7 +198,7 @@ impl Podman {
         let pod = self.name(what);
         let net = self.network();
         let mut create = vec!["pod".to_string(), "create".into(), "--name".into(), pod.clone()];
-        create.extend(["--network".into(), net]);
+        create.extend(["--network".into(), net, "--dns".into(), self.dns()]);
         for p in publish {
             create.extend(["-p".into(), format!("127.0.0.1::{p}")]);
         }
