@@ -8,7 +8,9 @@
 //!
 //! A second test kills the scheduler container (SIGKILL, then started again on its volume) while a task runs
 //! and three wait, and then an executor container's process mid-command (podman restarts it): every task
-//! still succeeds, the interrupted one on its second attempt.
+//! still succeeds, the interrupted one on its second attempt. A third gives the pod a fourth executor on an
+//! image without a shell: a task naming an executor no container serves waits and says why, a task on the
+//! shell-less image fails saying so, and the agent keeps serving.
 //!
 //! Needs the images of `docker/build.sh` in local storage; skips without them unless `PM_IMAGE_TEST=require`.
 
@@ -24,6 +26,9 @@ use serde_json::Value;
 const VERSION: &str = "0.1.0";
 const TOKENS: [(&str, &str); 3] =
     [("producer", "pod-test-producer-token"), ("agent", "pod-test-agent-token"), ("admin", "pod-test-admin-token")];
+
+/// A utility image without a shell (the distroless-like base), as a fourth executor of the pod.
+const NO_SHELL: &str = "localhost/pipeline-manager/base-static:latest";
 
 fn image(name: &str) -> String {
     format!("pipeline-manager/{name}:{VERSION}")
@@ -57,11 +62,13 @@ fn rendered_deployment(dir: &Path) -> Value {
          executors:\n\
          - {{name: wget, image: \"{wget}\"}}\n\
          - {{name: tesseract, image: \"{tesseract}\"}}\n\
-         - {{name: mc, image: \"{mc}\", envFrom: [{{secretRef: {{name: ocr-bucket}}}}]}}\n",
+         - {{name: mc, image: \"{mc}\", envFrom: [{{secretRef: {{name: ocr-bucket}}}}]}}\n\
+         - {{name: noshell, image: \"{noshell}\"}}\n",
         agent = image("pm-agent"),
         wget = image("ocr-wget"),
         tesseract = image("ocr-tesseract"),
         mc = image("ocr-mc"),
+        noshell = NO_SHELL,
     );
     let path = dir.join("app.yaml");
     std::fs::write(&path, spec).unwrap();
@@ -98,7 +105,9 @@ struct Ocr {
 impl Ocr {
     /// Starts it all, or `None` when the test must skip (no podman or no images).
     fn start(test: &str) -> Option<Ocr> {
-        let images: Vec<String> = ["pm-scheduler", "pm-agent", "ocr-wget", "ocr-tesseract", "ocr-mc"].map(image).into();
+        let mut images: Vec<String> =
+            ["pm-scheduler", "pm-agent", "ocr-wget", "ocr-tesseract", "ocr-mc"].map(image).into();
+        images.push(NO_SHELL.into());
         let p = match Podman::start(test, &images.iter().map(String::as_str).collect::<Vec<_>>()) {
             Ok(p) => p,
             Err(why) => {
@@ -321,4 +330,27 @@ fn killed_scheduler_and_executor_containers_lose_no_task() {
     o.wait_succeeded(&id);
     let status = o.status(&id);
     assert!(status.contains("attempt 2/"), "the killed run was retried: {status}");
+}
+
+#[test]
+fn a_missing_executor_or_a_shell_less_image_is_a_clear_error_and_the_agent_keeps_serving() {
+    let Some(o) = Ocr::start("bad") else { return };
+
+    // An executor no container of the pod serves: the task waits, saying why, and is not lost.
+    let missing = o.submit(r#"{"pipeline":[{"executorName":"imagemagick","commands":["convert a.png b.jpg"]}]}"#);
+    let want = "no connected agent of queue `ocr` has the executors `imagemagick`";
+    assert!(Podman::wait_for(Duration::from_secs(10), || o.status(&missing).contains(want)), "{}", o.status(&missing));
+    assert!(o.status(&missing).contains("ready"), "still waiting: {}", o.status(&missing));
+
+    // A utility image without a shell: the step fails, saying so.
+    let no_shell = o.submit(r#"{"maxAttempts":1,"pipeline":[{"executorName":"noshell","commands":["echo hi"]}]}"#);
+    let (ok, out) = pmctl(&o.server(), &["wait", "--timeout", "60s", &no_shell]);
+    let status = o.status(&no_shell);
+    assert!(!ok, "a task on an image without a shell failed: {out}\n{status}");
+    assert!(status.contains("cannot start `sh`"), "{status}");
+
+    // The agent keeps serving: the original task still runs to the end.
+    let good = o.submit(&o.task);
+    o.wait_succeeded(&good);
+    assert!(o.status(&missing).contains("ready"), "the waiting task is still there: {}", o.status(&missing));
 }
