@@ -194,23 +194,15 @@ pub(super) fn release_foreign(queues: &mut [Queue], steal: &StealHandle, now: In
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use bytes::Bytes;
-    use pm_protocol::Kind;
-    use tokio::sync::mpsc;
-
+    use super::super::round::tests::rounds_on_a_wal;
     use super::*;
     use crate::shard::ShardMsg;
-    use crate::store::committer::Committer;
-    use crate::store::wal::{Wal, WalOptions};
-    use crate::store::FsyncMode;
+    use bytes::Bytes;
+    use pm_protocol::Kind;
 
     #[test]
     fn ready_tasks_go_to_credits_best_first_in_one_frame_with_an_attempt_each() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        let committer = Committer::start(Box::new(wal), FsyncMode::Always);
-        let (tx, mut shard_rx) = mpsc::unbounded_channel();
-        let mut rounds = Rounds::new(committer.handle(), tx, false);
+        let (_dir, committer, mut rounds, mut shard_rx) = rounds_on_a_wal(false);
         let mut leases = LeaseTable::new(0, 1, 0);
         let (out, rx) = crate::outbox::channel();
         leases.connect(7, out, None);

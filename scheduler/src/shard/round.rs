@@ -239,7 +239,7 @@ impl Rounds {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::time::Duration;
@@ -269,13 +269,21 @@ mod tests {
         panic!("no message from the commit thread");
     }
 
-    #[test]
-    fn a_rounds_records_go_as_one_job_and_its_waiters_come_back_once() {
+    /// A WAL in a temporary directory, its commit thread, and rounds reporting on a channel of their own.
+    pub(crate) fn rounds_on_a_wal(
+        lease_after_sync: bool,
+    ) -> (tempfile::TempDir, Committer, Rounds, mpsc::UnboundedReceiver<ShardMsg>) {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
         let committer = Committer::start(Box::new(wal), FsyncMode::Always);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut rounds = Rounds::new(committer.handle(), tx, false);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rounds = Rounds::new(committer.handle(), tx, lease_after_sync);
+        (dir, committer, rounds, rx)
+    }
+
+    #[test]
+    fn a_rounds_records_go_as_one_job_and_its_waiters_come_back_once() {
+        let (dir, committer, mut rounds, mut rx) = rounds_on_a_wal(false);
         rounds.flush();
         assert!(rx.try_recv().is_err(), "an empty round is not flushed");
         rounds.record(enqueue(1));
@@ -294,11 +302,7 @@ mod tests {
 
     #[test]
     fn a_round_nobody_waits_for_is_written_without_a_pending_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        let committer = Committer::start(Box::new(wal), FsyncMode::Always);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut rounds = Rounds::new(committer.handle(), tx, true);
+        let (_dir, committer, mut rounds, mut rx) = rounds_on_a_wal(true);
         rounds.record(Record::Attempt { task_id: 9, attempts: 1 });
         rounds.flush();
         assert!(matches!(next(&mut rx), ShardMsg::Durable { round: 1, result: Ok(()) }));
@@ -313,11 +317,7 @@ mod tests {
 
     #[test]
     fn failed_submits_are_remembered_until_nothing_is_in_flight() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        let committer = Committer::start(Box::new(wal), FsyncMode::Always);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut rounds = Rounds::new(committer.handle(), tx, false);
+        let (_dir, committer, mut rounds, mut rx) = rounds_on_a_wal(false);
         rounds.mark_failed(&HashSet::from([5]));
         rounds.record(enqueue(6));
         rounds.wait(submit_waiter(vec![6]));
