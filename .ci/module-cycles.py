@@ -33,7 +33,7 @@ def code_lines(path):
     text = open(path, encoding="utf-8").read()
     text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
     # Unit tests sit at the end of a file in `mod tests`, where `super` is the file itself: not edges.
-    text = re.split(r"#\[cfg\(test\)\]\s*mod tests\s*\{", text)[0]
+    text = re.split(r"#\[cfg\(test\)\]\s*(?:pub(?:\([a-z]+\))?\s+)?mod tests\s*\{", text)[0]
     lines = []
     for line in text.splitlines():
         line = re.sub(r'"(\\.|[^"\\])*"', '""', line)
