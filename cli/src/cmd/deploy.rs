@@ -4,6 +4,7 @@
 //!
 //! Invariant: an invalid spec (exit 65) renders nothing, so `apply` never sends a part of an application.
 
+pub mod render;
 pub mod spec;
 
 use crate::shared::{read_input, Failure, EXIT_FAILED, EXIT_INVALID};
@@ -62,5 +63,5 @@ pub fn apply(args: &ApplyArgs) -> Result<(), Failure> {
 fn render_file(file: &str) -> Result<String, Failure> {
     let text = read_input(file)?;
     let spec = spec::AppSpec::from_yaml(&text).map_err(|e| Failure(EXIT_INVALID, format!("{file}: {e}")))?;
-    spec::to_yaml(&spec.render()).map_err(|e| Failure(EXIT_FAILED, format!("{file}: {e}")))
+    render::to_yaml(&spec.render()).map_err(|e| Failure(EXIT_FAILED, format!("{file}: {e}")))
 }
