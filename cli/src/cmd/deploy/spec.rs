@@ -1,5 +1,5 @@
 //! The app deployer's core: an application spec (YAML), its defaults and its validation; the manifests it
-//! renders to are in [`super::render`] (the commands are in
+//! renders to are in [`render`](mod@super::render) (the commands are in
 //! [`super`]).
 //!
 //! An application is one pod layout that runs one pipeline queue: the agent container, one executor per
