@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pm_protocol::pb::{self, StatsReply, SubmitResult, TaskSpec};
+use pm_protocol::pb::{self, SubmitResult, TaskSpec};
 use pm_protocol::{Envelope, ErrorCode, Kind};
 use tokio::sync::{mpsc, oneshot};
 
@@ -239,35 +239,6 @@ impl Client {
             Some(Kind::WatchReply(r)) => {
                 Ok(r.codes.into_iter().map(|c| ErrorCode::try_from(c).unwrap_or(ErrorCode::Internal)).collect())
             }
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Admin: queue counters.
-    pub async fn stats(&self) -> Result<StatsReply, Error> {
-        let env = self.request(|request_id| pb::StatsRequest { request_id }.into()).await?;
-        match env.kind {
-            Some(Kind::StatsReply(r)) => Ok(r),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Admin: dead letters of `queue` (empty = all queues), oldest first.
-    pub async fn dead_letters(&self, queue: &str, limit: u32) -> Result<Vec<pb::DeadLetter>, Error> {
-        let queue = queue.to_string();
-        let env = self.request(|request_id| pb::DeadLetterList { request_id, queue, limit }.into()).await?;
-        match env.kind {
-            Some(Kind::DeadLetterListReply(r)) => Ok(r.tasks),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Admin: makes dead letters ready again (empty `task_ids` = all of `queue`). Returns how many.
-    pub async fn redrive(&self, queue: &str, task_ids: Vec<u64>) -> Result<u64, Error> {
-        let queue = queue.to_string();
-        let env = self.request(|request_id| pb::DeadLetterRedrive { request_id, queue, task_ids }.into()).await?;
-        match env.kind {
-            Some(Kind::DeadLetterRedriveReply(r)) => Ok(r.redriven),
             other => Err(unexpected(other)),
         }
     }

@@ -352,19 +352,13 @@ async fn session(
                     Some(k) => k,
                 };
                 let id = match &kind {
-                    Kind::SubmitAck(m) => m.request_id,
-                    Kind::LeaseReply(m) => m.request_id,
-                    Kind::StatsReply(m) => m.request_id,
-                    Kind::DeadLetterListReply(m) => m.request_id,
-                    Kind::DeadLetterRedriveReply(m) => m.request_id,
-                    Kind::Redirect(m) => m.request_id,
-                    Kind::CancelReply(m) => m.request_id,
-                    Kind::ReclaimReply(m) => m.request_id,
-                    Kind::StatusReply(m) => m.request_id,
-                    Kind::WatchReply(m) => m.request_id,
-                    Kind::AppReply(m) => m.request_id,
-                    Kind::Error(e) if e.request_id != 0 => e.request_id,
-                    Kind::Error(e) => return format!("server error {}: {}", e.code, e.message),
+                    Kind::Error(e) if e.request_id == 0 => {
+                        return format!("server error {}: {}", e.code, e.message)
+                    }
+                    // Every reply quotes the request it answers (the table in pm_protocol::kinds).
+                    k if k.info().request_id && k.info().direction == pm_protocol::kinds::Direction::ToClient => {
+                        k.request_id()
+                    }
                     _ => continue,
                 };
                 if let Some(reply) = pending.remove(&id) {

@@ -15,9 +15,10 @@
 //!
 //! - [`options`]: the [`ConnectOptions`] builder.
 //! - [`error`]: the [`Error`] type with a matchable [`ErrorKind`].
-//! - `client.rs`: [`Client`]; `apps.rs`: its application requests; `events.rs`: [`Leases`] and [`Completions`].
+//! - `client.rs`: [`Client`]; `apps.rs`: its application requests; `admin.rs`: an operator's requests; `events.rs`: [`Leases`] and [`Completions`].
 //! - `conn`: the connection task.
 
+mod admin;
 mod apps;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod json;
 pub mod options;
 pub mod tls;
 
+pub use admin::{merge_task_pages, DeadPage, QueueControlled, TaskFilter, TaskPage};
 pub use client::Client;
 pub use cluster::{agent_nodes, Cluster, ClusterOptions};
 pub use error::{Error, ErrorKind};

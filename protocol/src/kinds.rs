@@ -111,6 +111,13 @@ impl Kind {
             Kind::DeadLetterListReply(_) => info("dead_letter_list_reply", ToClient, SERVER, true),
             Kind::DeadLetterRedrive(_) => info("dead_letter_redrive", ToServer, Roles::ADMIN, true),
             Kind::DeadLetterRedriveReply(_) => info("dead_letter_redrive_reply", ToClient, SERVER, true),
+            Kind::DeadLetterDelete(_) => info("dead_letter_delete", ToServer, Roles::ADMIN, true),
+            Kind::DeadLetterDeleteReply(_) => info("dead_letter_delete_reply", ToClient, SERVER, true),
+            Kind::QueueControl(_) => info("queue_control", ToServer, Roles::ADMIN, true),
+            Kind::QueueControlReply(_) => info("queue_control_reply", ToClient, SERVER, true),
+            // Operators' views, readable with a producer token.
+            Kind::TaskList(_) => info("task_list", ToServer, PRODUCERS, true),
+            Kind::TaskListReply(_) => info("task_list_reply", ToClient, SERVER, true),
         }
     }
 
@@ -147,6 +154,12 @@ impl Kind {
             Kind::DeadLetterListReply(m) => m.request_id,
             Kind::DeadLetterRedrive(m) => m.request_id,
             Kind::DeadLetterRedriveReply(m) => m.request_id,
+            Kind::DeadLetterDelete(m) => m.request_id,
+            Kind::DeadLetterDeleteReply(m) => m.request_id,
+            Kind::QueueControl(m) => m.request_id,
+            Kind::QueueControlReply(m) => m.request_id,
+            Kind::TaskList(m) => m.request_id,
+            Kind::TaskListReply(m) => m.request_id,
             Kind::Hello(_)
             | Kind::Welcome(_)
             | Kind::Ping(_)
@@ -184,6 +197,12 @@ mod tests {
             Kind::DeadLetterListReply(pb::DeadLetterListReply::default()),
             Kind::DeadLetterRedrive(pb::DeadLetterRedrive::default()),
             Kind::DeadLetterRedriveReply(pb::DeadLetterRedriveReply::default()),
+            Kind::DeadLetterDelete(pb::DeadLetterDelete::default()),
+            Kind::DeadLetterDeleteReply(pb::DeadLetterDeleteReply::default()),
+            Kind::QueueControl(pb::QueueControl::default()),
+            Kind::QueueControlReply(pb::QueueControlReply::default()),
+            Kind::TaskList(pb::TaskList::default()),
+            Kind::TaskListReply(pb::TaskListReply::default()),
             Kind::Ping(pb::Ping::default()),
             Kind::Pong(pb::Pong::default()),
             Kind::Redirect(pb::Redirect::default()),
@@ -264,6 +283,12 @@ mod tests {
             Kind::DeadLetterListReply(m) => m.request_id = id,
             Kind::DeadLetterRedrive(m) => m.request_id = id,
             Kind::DeadLetterRedriveReply(m) => m.request_id = id,
+            Kind::DeadLetterDelete(m) => m.request_id = id,
+            Kind::DeadLetterDeleteReply(m) => m.request_id = id,
+            Kind::QueueControl(m) => m.request_id = id,
+            Kind::QueueControlReply(m) => m.request_id = id,
+            Kind::TaskList(m) => m.request_id = id,
+            Kind::TaskListReply(m) => m.request_id = id,
             _ => {}
         }
     }

@@ -55,6 +55,8 @@ into_envelope! {
     Revoke => Revoke, Reclaim => Reclaim, ReclaimReply => ReclaimReply, Status => Status,
     StatusReply => StatusReply, Watch => Watch, WatchReply => WatchReply, Completed => Completed,
     AppRequest => AppRequest, AppReply => AppReply, SubmitTemplate => SubmitTemplate,
+    QueueControl => QueueControl, QueueControlReply => QueueControlReply, TaskList => TaskList,
+    TaskListReply => TaskListReply, DeadLetterDelete => DeadLetterDelete, DeadLetterDeleteReply => DeadLetterDeleteReply,
 }
 
 impl pb::Error {

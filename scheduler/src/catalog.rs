@@ -11,7 +11,6 @@
 //! the blocking pool, and swap the map entry only once the file is durable.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,6 +20,8 @@ use pm_protocol::pb;
 use pm_protocol::ErrorCode;
 use pm_task::template::{validate_name, AppDef, Compiled, PipelineDef, TemplateError};
 use serde::{Deserialize, Serialize};
+
+use crate::durable_file::write_durably;
 
 /// Bounds on what the catalog holds.
 #[derive(Debug, Clone, Copy)]
@@ -499,22 +500,6 @@ async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> R
         Ok(Err(e)) => Err(CatalogError::Io(e.to_string())),
         Err(e) => Err(CatalogError::Io(format!("writer task failed: {e}"))),
     }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new one whole.
-fn write_durably(path: &Path, dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn now_ms() -> u64 {

@@ -110,6 +110,8 @@ pub struct ServerCtx {
     pub catalog: Arc<crate::catalog::Catalog>,
     /// Cluster mode: the other members, to copy applications to.
     pub catalog_peers: Option<Arc<CatalogPeers>>,
+    /// The queues an operator paused (kept across restarts).
+    pub paused: Arc<crate::paused::PausedQueues>,
     /// Cancelled when connections must close (end of shutdown).
     pub shutdown: CancellationToken,
     /// Open connections, for the idle sweep and shutdown.

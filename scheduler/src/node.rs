@@ -56,6 +56,9 @@ pub enum NodeError {
     /// The stored applications cannot be read.
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
+    /// The paused queues cannot be read.
+    #[error(transparent)]
+    Paused(#[from] crate::paused::PausedError),
 }
 
 /// A running node (everything but the listener).
@@ -78,6 +81,7 @@ impl Node {
         let tls = cfg.tls_files().map(|f| crate::tls::Tls::load(&f)).transpose()?;
         let lock = lock_dir(&cfg.data)?;
         let catalog = open_catalog(cfg)?;
+        let paused = Arc::new(crate::paused::PausedQueues::open(&cfg.data)?);
         let (store, recovered) = open_store(cfg)?;
         let committer = Committer::start(store, cfg.fsync);
         let next_task_id = next_task_id(&recovered, ordinal);
@@ -86,7 +90,7 @@ impl Node {
         let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
         let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
-        let shards = spawn_shards(cfg, ordinal, steal.clone(), &committer, next_task_id, shares);
+        let shards = spawn_shards(cfg, ordinal, steal.clone(), &committer, next_task_id, shares, paused.clone());
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
         let catalog_peers = match ordinal {
@@ -141,6 +145,7 @@ impl Node {
             data_dir: cfg.data.clone(),
             catalog,
             catalog_peers,
+            paused,
             shutdown,
             conns,
         });
@@ -268,6 +273,7 @@ fn spawn_shards(
     committer: &Committer,
     next_task_id: Arc<AtomicU64>,
     shares: Vec<Share>,
+    paused: Arc<crate::paused::PausedQueues>,
 ) -> Vec<ShardHandle> {
     let n = shares.len();
     let shard_cfg = ShardConfig {
@@ -285,6 +291,7 @@ fn spawn_shards(
         max_result_bytes: cfg.max_result_bytes,
         queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),
         siblings: Arc::default(),
+        paused,
     };
     let shards: Vec<ShardHandle> = shares
         .into_iter()

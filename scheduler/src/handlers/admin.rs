@@ -1,20 +1,133 @@
-//! Admin requests: stats, dead-letter list and redrive. Every shard answers a part.
+//! An operator's requests: stats, task listings, queue control (pause, resume, purge), and dead letters (list,
+//! redrive, delete). A request about one queue goes to the shard that owns it; the others to every shard,
+//! each answering a part.
 
 use std::sync::atomic::Ordering;
 
-use pm_protocol::pb;
+use pm_protocol::pb::{self, QueueAction, TaskState};
+use pm_protocol::ErrorCode;
+use pm_task::pipeline::validate_queue_name;
 
 use super::ctx::ConnCtx;
-use crate::outbox::{Merge, Outbound, Reply};
-use crate::shard::ShardMsg;
+use crate::outbox::{Merge, Outbound, Part, Reply};
+use crate::shard::{shard_of_queue, ListQuery, ShardHandle, ShardMsg, DEFAULT_LIMIT, MAX_LIMIT};
 
 /// Default and largest number of dead letters listed at once.
 const DEAD_LIST_DEFAULT: usize = 100;
 const DEAD_LIST_MAX: usize = 10_000;
 
 fn begin(ctx: &ConnCtx, request_id: u64, reply: Reply) {
-    let merge = Merge { parts: ctx.server.shards.len(), reply, holds_slot: false };
+    begin_parts(ctx, request_id, reply, ctx.server.shards.len());
+}
+
+fn begin_parts(ctx: &ConnCtx, request_id: u64, reply: Reply, parts: usize) {
+    let merge = Merge { parts, reply, holds_slot: false };
     let _ = ctx.out.send(Outbound::Begin { request_id, merge });
+}
+
+/// The shards a request filtered by `queue` concerns: the queue's owner, or every shard when it is empty.
+fn shards_of(ctx: &ConnCtx, queue: &str) -> Vec<ShardHandle> {
+    let shards = &ctx.server.shards;
+    if queue.is_empty() {
+        shards.clone()
+    } else {
+        vec![shards[shard_of_queue(queue, shards.len())].clone()]
+    }
+}
+
+/// Checks a queue filter (empty: none); answers the error itself.
+fn valid_queue_filter(ctx: &ConnCtx, request_id: u64, queue: &str) -> bool {
+    match validate_queue_name(queue) {
+        Err(e) if !queue.is_empty() => {
+            ctx.error(ErrorCode::InvalidTask, request_id, format!("queue: {e}"));
+            false
+        }
+        _ => true,
+    }
+}
+
+/// A page of tasks, newest first: every shard concerned answers its own page, merged in the reply.
+pub fn task_list(ctx: &mut ConnCtx, req: pb::TaskList) {
+    let request_id = req.request_id;
+    if !valid_queue_filter(ctx, request_id, &req.queue) {
+        return;
+    }
+    let limit = match req.limit as usize {
+        0 => DEFAULT_LIMIT,
+        n if n > MAX_LIMIT => {
+            ctx.error(ErrorCode::InvalidTask, request_id, format!("limit: at most {MAX_LIMIT} tasks a page"));
+            return;
+        }
+        n => n,
+    };
+    let Ok(state) = TaskState::try_from(req.state) else {
+        ctx.error(ErrorCode::InvalidTask, request_id, format!("state: no state {}", req.state));
+        return;
+    };
+    let query = ListQuery { queue: req.queue, state, key: req.key, flow_id: req.flow_id, limit, before: req.before };
+    let shards = shards_of(ctx, &query.queue);
+    begin_parts(ctx, request_id, Reply::TaskList(Vec::new(), limit), shards.len());
+    for s in shards {
+        s.send(ShardMsg::TaskList { out: ctx.out.clone(), request_id, query: query.clone() });
+    }
+}
+
+/// Pause, resume or purge a queue. A pause or resume is written to the paused-queues file before its shard
+/// is told (see [`crate::paused`]); a purge is a round of the shard's own.
+pub fn queue_control(ctx: &mut ConnCtx, req: pb::QueueControl) {
+    let request_id = req.request_id;
+    if let Err(e) = validate_queue_name(&req.queue) {
+        ctx.error(ErrorCode::InvalidTask, request_id, format!("queue: {e}"));
+        return;
+    }
+    let action = QueueAction::try_from(req.action).unwrap_or(QueueAction::Unspecified);
+    if action == QueueAction::Unspecified {
+        ctx.error(ErrorCode::InvalidTask, request_id, "action: pause, resume or purge");
+        return;
+    }
+    let reply = pb::QueueControlReply { code: ErrorCode::Ok as i32, ..Default::default() };
+    begin_parts(ctx, request_id, Reply::QueueControl(reply), 1);
+    let shard = shards_of(ctx, &req.queue).remove(0);
+    let out = ctx.out.clone();
+    let msg = ShardMsg::QueueControl { out: out.clone(), request_id, queue: req.queue.clone(), action };
+    if action == QueueAction::Purge {
+        shard.send(msg);
+        return;
+    }
+    let paused = ctx.server.paused.clone();
+    tokio::spawn(async move {
+        let written = paused.set(&req.queue, action == QueueAction::Pause, || {
+            shard.send(msg);
+        });
+        if let Err(e) = written.await {
+            let part = Part::QueueControl(Err((ErrorCode::StoreFailed, e.to_string())));
+            let _ = out.send(Outbound::Part { request_id, part });
+        }
+    });
+}
+
+/// Deletes dead letters: those named, or all of the queue filter with `all` (nothing else).
+pub fn dead_delete(ctx: &mut ConnCtx, req: pb::DeadLetterDelete) {
+    let request_id = req.request_id;
+    if !valid_queue_filter(ctx, request_id, &req.queue) {
+        return;
+    }
+    let reply = pb::DeadLetterDeleteReply { code: ErrorCode::Ok as i32, ..Default::default() };
+    if req.task_ids.is_empty() && !req.all {
+        let _ = ctx.out.send(Outbound::Frame(pb::DeadLetterDeleteReply { request_id, ..reply }.into()));
+        return;
+    }
+    let shards = shards_of(ctx, &req.queue);
+    begin_parts(ctx, request_id, Reply::DeadDelete(reply), shards.len());
+    for s in shards {
+        s.send(ShardMsg::DeadDelete {
+            out: ctx.out.clone(),
+            request_id,
+            queue: req.queue.clone(),
+            task_ids: req.task_ids.clone(),
+            all: req.all,
+        });
+    }
 }
 
 /// Queue counters of every shard, plus node-wide figures.
@@ -44,13 +157,18 @@ pub fn dead_list(ctx: &mut ConnCtx, req: pb::DeadLetterList) {
         0 => DEAD_LIST_DEFAULT,
         n => n.min(DEAD_LIST_MAX),
     };
-    begin(ctx, req.request_id, Reply::DeadList(Vec::new(), limit));
-    for s in &ctx.server.shards {
+    if !valid_queue_filter(ctx, req.request_id, &req.queue) {
+        return;
+    }
+    let shards = shards_of(ctx, &req.queue);
+    begin_parts(ctx, req.request_id, Reply::DeadList(Vec::new(), limit), shards.len());
+    for s in shards {
         s.send(ShardMsg::DeadList {
             out: ctx.out.clone(),
             request_id: req.request_id,
             queue: req.queue.clone(),
             limit,
+            after: req.after,
         });
     }
 }

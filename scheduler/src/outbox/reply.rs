@@ -1,6 +1,7 @@
 //! What handlers and shards send to a connection, and how a reply that comes back from several shards in parts
 //! is put together before it is written.
 
+use pm_client::TaskPage;
 use pm_protocol::pb::{self, DeadLetter, QueueStats, SubmitResult};
 use pm_protocol::{Envelope, ErrorCode};
 
@@ -46,6 +47,12 @@ pub enum Part {
     Reclaim(Vec<(usize, pb::ReclaimResult)>),
     /// Task statuses by index in the request (only for the task ids this shard knows).
     Status(Vec<(usize, pb::TaskStatus)>),
+    /// One shard's page of a task listing.
+    TaskList(TaskPage),
+    /// A queue control's effect: (paused now, tasks purged), or why it failed.
+    QueueControl(Result<(bool, u64), (ErrorCode, String)>),
+    /// Dead letters deleted, or why none were.
+    DeadDelete(Result<u64, (ErrorCode, String)>),
 }
 
 /// A reply being assembled.
@@ -81,6 +88,12 @@ pub enum Reply {
     /// WatchReply: one code per task id (merged from [`Part::Cancel`] parts), `NOT_FOUND` until a shard
     /// knows the task.
     Watch(Vec<i32>),
+    /// TaskListReply: every shard's page (merged at the end), and the page size.
+    TaskList(Vec<TaskPage>, usize),
+    /// QueueControlReply.
+    QueueControl(pb::QueueControlReply),
+    /// DeadLetterDeleteReply: deleted counts add up; the first error is kept.
+    DeadDelete(pb::DeadLetterDeleteReply),
 }
 
 impl Merge {
@@ -129,6 +142,26 @@ impl Merge {
                     }
                 }
             }
+            (Reply::TaskList(pages, _), Part::TaskList(page)) => pages.push(page),
+            (Reply::QueueControl(r), Part::QueueControl(answer)) => match answer {
+                Ok((paused, purged)) => {
+                    r.paused = paused;
+                    r.purged += purged;
+                }
+                Err((code, message)) => {
+                    r.code = code as i32;
+                    r.message = message;
+                }
+            },
+            (Reply::DeadDelete(r), Part::DeadDelete(answer)) => match answer {
+                Ok(n) => r.deleted += n,
+                Err((code, message)) => {
+                    if r.code == ErrorCode::Ok as i32 {
+                        r.code = code as i32;
+                        r.message = message;
+                    }
+                }
+            },
             (_, part) => tracing::error!(?part, "reply part of the wrong kind dropped"),
         }
     }
@@ -142,12 +175,28 @@ impl Merge {
                 s.queues.sort_by(|a, b| a.queue.cmp(&b.queue));
                 (*s).into()
             }
-            Reply::DeadList(tasks, _) => pb::DeadLetterListReply { request_id, tasks }.into(),
+            Reply::DeadList(tasks, limit) => {
+                // Each shard sent what it has above the cursor, up to the limit: a full page may have more after.
+                let next_after = if tasks.len() >= limit { tasks.last().map_or(0, |d| d.task_id) } else { 0 };
+                pb::DeadLetterListReply { request_id, tasks, next_after }.into()
+            }
             Reply::Redrive(redriven) => pb::DeadLetterRedriveReply { request_id, redriven }.into(),
             Reply::Cancel(codes) => pb::CancelReply { request_id, codes }.into(),
             Reply::Reclaim(results) => pb::ReclaimReply { request_id, results }.into(),
             Reply::Status(tasks) => pb::StatusReply { request_id, tasks }.into(),
             Reply::Watch(codes) => pb::WatchReply { request_id, codes }.into(),
+            Reply::TaskList(pages, limit) => {
+                let page = pm_client::merge_task_pages(pages, limit);
+                pb::TaskListReply { request_id, tasks: page.tasks, next_before: page.next.unwrap_or(0) }.into()
+            }
+            Reply::QueueControl(mut r) => {
+                r.request_id = request_id;
+                r.into()
+            }
+            Reply::DeadDelete(mut r) => {
+                r.request_id = request_id;
+                r.into()
+            }
         }
     }
 }

@@ -12,11 +12,12 @@ use crate::metrics as m;
 use crate::store::Record;
 
 impl Shard {
-    /// Up to `limit` dead letters of `queue` (empty: every queue).
-    pub(super) fn dead_list(&self, queue: &str, limit: usize) -> Vec<DeadLetter> {
+    /// Up to `limit` dead letters of `queue` (empty: every queue) with an id above `after`, lowest first.
+    pub(super) fn dead_list(&self, queue: &str, limit: usize, after: u64) -> Vec<DeadLetter> {
         let mut out = Vec::new();
         for q in self.queues.iter().filter(|q| queue.is_empty() || q.name == queue) {
-            for task_id in q.dead.iter().take(limit.saturating_sub(out.len())) {
+            // Each queue's lowest `limit`: the merge (here and across shards) keeps the lowest of them all.
+            for task_id in q.dead.range(after.saturating_add(1)..).take(limit) {
                 if let Some(t) = self.tasks.get(task_id) {
                     let reason = match &t.state {
                         State::Dead(d) => d.reason.clone(),
@@ -32,6 +33,8 @@ impl Shard {
                 }
             }
         }
+        out.sort_by_key(|d| d.task_id);
+        out.truncate(limit);
         out
     }
 

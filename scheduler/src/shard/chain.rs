@@ -102,7 +102,7 @@ impl Shard {
             task.not_before = Some(Instant::now() + Duration::from_millis(stored.not_before_unix_ms - now_ms));
         }
         task.state = State::Pending;
-        self.tasks.insert(task_id, task);
+        self.add_task(task_id, task);
         self.make_ready(task_id, Instant::now());
     }
 

@@ -39,6 +39,8 @@ pub struct ShardConfig {
     pub max_result_bytes: usize,
     /// Limits of named queues (`--queue-limit`); other queues have none.
     pub queue_limits: Arc<HashMap<String, QueueLimits>>,
+    /// The queues paused by an operator (kept across restarts): a queue starts paused if named there.
+    pub paused: Arc<crate::paused::PausedQueues>,
     /// Every shard of the node, by index (set once they are all started): follow-ups go to their queue's.
     pub siblings: Arc<OnceLock<Vec<ShardHandle>>>,
 }

@@ -91,6 +91,9 @@ pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, 
     if d.stealing {
         dispatch_foreign(q, d);
     }
+    if q.paused {
+        return 0;
+    }
     let mut leased_now = 0;
     loop {
         if q.ready_len() == 0 || !q.has_credit() {

@@ -70,7 +70,7 @@ impl Shard {
                         self.withdraw(&new_tasks);
                         for task_id in new_tasks {
                             self.watchers.remove(&task_id);
-                            if let Some(t) = self.tasks.remove(&task_id) {
+                            if let Some(t) = self.drop_task(task_id, false) {
                                 if let Some(k) = t.idem {
                                     self.idem.forget(&k);
                                 }
@@ -89,7 +89,7 @@ impl Shard {
             Waiter::Ack { reply, n, acked } => {
                 let now_ms = now_unix_ms();
                 for (task_id, outcome) in acked {
-                    if let Some(t) = self.tasks.remove(&task_id) {
+                    if let Some(t) = self.drop_task(task_id, result.is_ok()) {
                         if result.is_ok() && t.submitted_unix_ms > 0 {
                             let secs = now_ms.saturating_sub(t.submitted_unix_ms) as f64 / 1000.0;
                             self.hist.end_to_end.record(secs);
@@ -114,7 +114,7 @@ impl Shard {
                     Ok(()) => {
                         metrics::counter!(m::CANCELLED).increment(cancelled.len() as u64);
                         for (task_id, outcome) in cancelled {
-                            self.tasks.remove(&task_id);
+                            self.drop_task(task_id, true);
                             self.finished(task_id, outcome);
                         }
                     }
@@ -134,6 +134,49 @@ impl Shard {
                 }
                 let _ = out.send(Outbound::Part { request_id, part: Part::Cancel(items) });
             }
+            Waiter::Purge { out, request_id, paused, cancelled } => {
+                let n = cancelled.len() as u64;
+                let answer = match result {
+                    Ok(()) => {
+                        metrics::counter!(m::CANCELLED).increment(n);
+                        for (task_id, outcome) in cancelled {
+                            self.drop_task(task_id, true);
+                            self.finished(task_id, outcome);
+                        }
+                        Ok((paused, n))
+                    }
+                    Err(e) => {
+                        for (task_id, _) in cancelled {
+                            self.unfinish(task_id);
+                        }
+                        Err(e.clone())
+                    }
+                };
+                let _ = out.send(Outbound::Part { request_id, part: Part::QueueControl(answer) });
+            }
+            Waiter::DeadDeleted { out, request_id, deleted } => {
+                let n = deleted.len() as u64;
+                let answer = match result {
+                    Ok(()) => {
+                        for (task_id, _, outcome) in deleted {
+                            self.drop_task(task_id, false);
+                            self.finished(task_id, outcome);
+                        }
+                        Ok(n)
+                    }
+                    Err(e) => {
+                        // Not deleted on disk: dead again here too.
+                        for (task_id, dead, _) in deleted {
+                            if let Some(t) = self.tasks.get_mut(&task_id) {
+                                t.state = State::Dead(dead);
+                                self.queues[t.queue as usize].dead.insert(task_id);
+                            }
+                        }
+                        Err(e.clone())
+                    }
+                };
+                let _ = out.send(Outbound::Part { request_id, part: Part::DeadDelete(answer) });
+            }
             Waiter::Buried { buried } => {
                 for (task_id, children) in buried {
                     self.buried_durable(task_id, children, result.is_ok());
@@ -147,7 +190,7 @@ impl Shard {
             Waiter::Failed { failed } => {
                 for (task_id, outcome) in failed {
                     if result.is_ok() {
-                        self.tasks.remove(&task_id);
+                        self.drop_task(task_id, true);
                         self.finished(task_id, outcome);
                     } else {
                         // Not confirmed durable: the task is still live on disk, so it is here too.
@@ -211,6 +254,7 @@ impl Shard {
     /// told; if it failed the task is still live on disk, so it is ready again (its attempts stay counted).
     fn buried_durable(&mut self, task_id: u64, children: Vec<u64>, ok: bool) {
         let Some(t) = self.tasks.get_mut(&task_id) else { return };
+        let q = t.queue as usize;
         let State::Dead(d) = &mut t.state else { return };
         if d.written {
             return;
@@ -218,10 +262,10 @@ impl Shard {
         if ok {
             d.written = true;
             d.children = children;
+            self.queues[q].rates.completed += 1;
             self.notify_dead(task_id);
             return;
         }
-        let q = t.queue as usize;
         t.state = State::Ready;
         t.ready_since = Instant::now();
         self.queues[q].dead.remove(&task_id);

@@ -130,6 +130,11 @@ impl LeaseTable {
         self.leases.get(&lease_id)
     }
 
+    /// The tasks under a live lease (for listings: as many as there are leases, not tasks).
+    pub(super) fn leased_tasks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.leases.values().map(|l| l.task_id)
+    }
+
     /// The agent `conn` (known from now on), with its outbox and, unless it has them already, its holdings.
     pub(super) fn connect(&mut self, conn: ConnId, out: OutTx, holdings: Option<Arc<Holdings>>) -> &mut Agent {
         let agent = self.agents.entry(conn).or_default();

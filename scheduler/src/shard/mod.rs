@@ -29,12 +29,17 @@ mod admin;
 mod agents;
 mod chain;
 mod config;
+mod control;
 mod dispatch;
 mod durable;
 mod idempotency;
 mod lease;
+mod list_query;
+mod listing;
 mod msg;
+mod ordered_ids;
 mod queue;
+mod rates;
 mod recover;
 mod results;
 mod round;
@@ -42,6 +47,8 @@ mod status;
 mod task;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_operator;
 
 use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
@@ -69,6 +76,7 @@ use crate::store::{IdemKey, Record, RecoveredIdem, RecoveredResult, RecoveredTas
 
 pub use self::config::ShardConfig;
 pub use self::lease::{shard_of_lease, LEASE_NODE_SHIFT};
+pub use self::list_query::{ListQuery, DEFAULT_LIMIT, MAX_LIMIT};
 pub use self::msg::{shard_of_queue, ShardHandle, ShardMsg};
 pub use self::queue::{executor_set, Executors, Queue, QueueLimits, ReadyEntry};
 pub use self::results::ResultsBudget;
@@ -182,6 +190,9 @@ impl Shard {
                         release_foreign(&mut self.queues, steal, Instant::now());
                     }
                     self.update_gauges();
+                    for q in &mut self.queues {
+                        q.rates.tick();
+                    }
                 }
             }
             self.dispatch_dirty();
@@ -200,7 +211,7 @@ impl Shard {
                 let hungry = self
                     .queues
                     .iter()
-                    .filter(|q| q.ready_len() == 0)
+                    .filter(|q| q.ready_len() == 0 && !q.paused)
                     .map(|q| (q.name.clone(), q.local_credits().saturating_sub(q.foreign.len() as u64)))
                     .filter(|(_, n)| *n > 0)
                     .collect();
@@ -225,12 +236,27 @@ impl Shard {
             }
             ShardMsg::Watch { out, request_id, items } => self.on_watch(out, request_id, items),
             ShardMsg::Stats { out, request_id } => {
-                let stats = self.queues.iter().map(Queue::stats).collect();
+                let stats = (0..self.queues.len())
+                    .map(|i| pb::QueueStats {
+                        oldest_ready_age_ms: self.oldest_ready_age_ms(i),
+                        ..self.queues[i].stats()
+                    })
+                    .collect();
                 let _ = out.send(Outbound::Part { request_id, part: Part::Stats(stats) });
             }
-            ShardMsg::DeadList { out, request_id, queue, limit } => {
-                let list = self.dead_list(&queue, limit);
+            ShardMsg::DeadList { out, request_id, queue, limit, after } => {
+                let list = self.dead_list(&queue, limit, after);
                 let _ = out.send(Outbound::Part { request_id, part: Part::DeadList(list) });
+            }
+            ShardMsg::DeadDelete { out, request_id, queue, task_ids, all } => {
+                self.delete_dead(out, request_id, &queue, &task_ids, all)
+            }
+            ShardMsg::QueueControl { out, request_id, queue, action } => {
+                self.on_queue_control(out, request_id, &queue, action)
+            }
+            ShardMsg::TaskList { out, request_id, query } => {
+                let page = self.list_tasks(&query);
+                let _ = out.send(Outbound::Part { request_id, part: Part::TaskList(page) });
             }
             ShardMsg::Redrive { out, request_id, queue, task_ids } => {
                 let n = self.redrive(&queue, &task_ids);
@@ -300,7 +326,7 @@ impl Shard {
             if let Some(i) = idempotency {
                 self.idem.insert(i.key, task_id, i.expires_unix_ms);
             }
-            self.tasks.insert(task_id, task);
+            self.add_task(task_id, task);
             if notify {
                 self.watchers.entry(task_id).or_default().push(out.clone());
             }
@@ -574,6 +600,7 @@ impl Shard {
         if let Some(limits) = self.cfg.queue_limits.get(name) {
             queue.set_limits(*limits);
         }
+        queue.paused = self.cfg.paused.contains(name);
         self.queues.push(queue);
         self.queue_ids.insert(name.to_string(), id);
         id

@@ -11,6 +11,7 @@ use pm_protocol::pb::{self, LeasedTask, TaskSpec};
 use pm_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
+use super::list_query::ListQuery;
 use super::queue::Executors;
 use crate::holdings::Holdings;
 use crate::outbox::{ConnId, OutTx};
@@ -155,6 +156,41 @@ pub enum ShardMsg {
         queue: String,
         /// Most entries.
         limit: usize,
+        /// Only task ids above it.
+        after: u64,
+    },
+    /// Delete dead letters (`ShardMsg::Redrive`'s filters, but nothing unless `all` or ids are given).
+    DeadDelete {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// Queue filter (empty = all).
+        queue: String,
+        /// Task ids.
+        task_ids: Vec<u64>,
+        /// Every dead letter of the queue filter.
+        all: bool,
+    },
+    /// Pause, resume or purge a queue (sent to the shard that owns it).
+    QueueControl {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// Queue name (validated).
+        queue: String,
+        /// What to do.
+        action: pb::QueueAction,
+    },
+    /// One page of a task listing (every shard answers a part).
+    TaskList {
+        /// Reply channel.
+        out: OutTx,
+        /// Request being answered.
+        request_id: u64,
+        /// The filters, page size and cursor.
+        query: ListQuery,
     },
     /// Redrive dead letters.
     Redrive {

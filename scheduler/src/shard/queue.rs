@@ -24,6 +24,8 @@ use pm_protocol::pb::{LeasedTask, QueueStats};
 
 use tokio::time::Instant;
 
+use super::ordered_ids::OrderedIds;
+use super::rates::Rates;
 use crate::outbox::ConnId;
 
 /// A ready task in a heap: higher priority first, then lower id (= earlier submit) first.
@@ -157,6 +159,12 @@ pub struct Queue {
     refilled: Instant,
     /// While the rate limit's bucket is empty: when the next token comes.
     pub throttled_until: Option<Instant>,
+    /// Paused by an operator: nothing is leased (credits wait).
+    pub paused: bool,
+    /// Every live task id of the queue, in id order, for listings.
+    pub ids: OrderedIds,
+    /// Submitted and finished per second, for operators.
+    pub rates: Rates,
 }
 
 impl Queue {
@@ -187,6 +195,9 @@ impl Queue {
             tokens: 0.0,
             refilled: Instant::now(),
             throttled_until: None,
+            paused: false,
+            ids: OrderedIds::default(),
+            rates: Rates::default(),
         }
     }
 
@@ -455,6 +466,10 @@ impl Queue {
             credits: self.total_credits(),
             agents: self.agents_with_credit(),
             waiting_executor: self.waiting_for_executor(),
+            paused: self.paused,
+            oldest_ready_age_ms: 0,
+            submitted_per_sec: self.rates.per_sec().0,
+            completed_per_sec: self.rates.per_sec().1,
         }
     }
 

@@ -12,11 +12,12 @@ use std::cmp::Reverse;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pm_protocol::pb::StoredTask;
+use pm_protocol::pb::{self, StoredTask, TaskState};
 use pm_protocol::Message as _;
 use tokio::time::Instant;
 
 use super::idempotency::Idempotency;
+use super::results::Kept;
 use super::task::{Dead, State};
 use super::{now_unix_ms, shard_of_queue, Shard};
 use crate::store::{RecoveredIdem, RecoveredResult, RecoveredTask};
@@ -62,7 +63,7 @@ impl Shard {
                 task.ready_since = Instant::now();
                 self.queues[q as usize].push_ready(task.class, task.entry(rt.task_id));
             }
-            self.tasks.insert(rt.task_id, task);
+            self.add_task(rt.task_id, task);
         }
         if !self.held.is_empty() {
             self.hold_until = Some(now + self.cfg.reclaim_grace);
@@ -74,7 +75,12 @@ impl Shard {
         if !self.cfg.result_retention.is_zero() {
             for r in results {
                 if r.expires_unix_ms > now_ms {
-                    self.results.keep(r.task_id, r.body, r.expires_unix_ms, &self.cfg.results_budget);
+                    // What listings filter on, read once here (a finish keeps it from the live task).
+                    let status = pb::TaskStatus::decode(r.body.clone()).unwrap_or_default();
+                    let queue = self.queue_id(pm_task::pipeline::queue_or_default(&status.queue));
+                    let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
+                    let kept = Kept { body: r.body, queue, state };
+                    self.results.keep(r.task_id, kept, r.expires_unix_ms, &self.cfg.results_budget);
                 }
             }
         }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use pm_protocol::pb::{self, TaskState};
 
+use super::ordered_ids::OrderedIds;
 use crate::idmap::IdMap;
 use crate::store::MAX_RESERVED_RESULTS;
 
@@ -73,6 +74,8 @@ impl ResultsBudget {
 #[derive(Debug)]
 pub(super) struct Outcome {
     pub(super) state: TaskState,
+    /// The task's queue (its id in the shard).
+    pub(super) queue: u32,
     /// The encoded status (as written in the task's Finish record) and when it expires, when results are kept
     /// or the task is watched.
     pub(super) kept: Option<(Bytes, u64)>,
@@ -81,10 +84,22 @@ pub(super) struct Outcome {
     pub(super) status: Option<Box<pb::TaskStatus>>,
 }
 
-/// One shard's kept outcomes (encoded [`pb::TaskStatus`]), by task and in expiry order.
+/// A kept outcome: the encoded [`pb::TaskStatus`], and what listings filter on without decoding it.
+#[derive(Debug)]
+pub(super) struct Kept {
+    pub(super) body: Bytes,
+    /// The task's queue (its id in the shard).
+    pub(super) queue: u32,
+    pub(super) state: TaskState,
+}
+
+/// One shard's kept outcomes (encoded [`pb::TaskStatus`]), by task, in id order (for listings) and in expiry
+/// order.
 #[derive(Debug, Default)]
 pub(super) struct KeptResults {
-    results: IdMap<u64, Bytes>,
+    results: IdMap<u64, Kept>,
+    /// The ids of `results`, for listing newest first.
+    ids: OrderedIds,
     /// (expiry, task id), oldest first.
     order: VecDeque<(u64, u64)>,
     /// Bytes of `results`.
@@ -94,8 +109,9 @@ pub(super) struct KeptResults {
 }
 
 impl KeptResults {
-    /// Keeps `body` as `task_id`'s outcome until `expires`, then trims to the budget.
-    pub(super) fn keep(&mut self, task_id: u64, body: Bytes, expires: u64, budget: &ResultsBudget) {
+    /// Keeps `body` (of a task of `queue` that ended in `state`) as `task_id`'s outcome until `expires`, then
+    /// trims to the budget.
+    pub(super) fn keep(&mut self, task_id: u64, kept: Kept, expires: u64, budget: &ResultsBudget) {
         if self.results.is_empty() {
             // Sized once for the most it may hold: growing a map of ~60 k outcomes rehashed it in one go and
             // held this shard for milliseconds (docs/notes/lease-while-syncing.md). Only the control bytes are
@@ -104,9 +120,13 @@ impl KeptResults {
             self.results.reserve(most);
             self.order.reserve(most);
         }
-        self.bytes += body.len();
-        if let Some(old) = self.results.insert(task_id, body) {
-            self.bytes -= old.len();
+        self.bytes += kept.body.len();
+        match self.results.insert(task_id, kept) {
+            Some(old) => self.bytes -= old.body.len(),
+            None => {
+                let results = &self.results;
+                self.ids.insert(task_id, |id| results.contains_key(&id));
+            }
         }
         self.order.push_back((expires, task_id));
         self.trim(budget);
@@ -114,13 +134,25 @@ impl KeptResults {
 
     fn forget(&mut self, task_id: u64) {
         if let Some(old) = self.results.remove(&task_id) {
-            self.bytes -= old.len();
+            self.bytes -= old.body.len();
+            let results = &self.results;
+            self.ids.removed(|id| results.contains_key(&id));
         }
     }
 
     /// The kept outcome of `task_id`.
     pub(super) fn get(&self, task_id: u64) -> Option<&Bytes> {
+        self.results.get(&task_id).map(|k| &k.body)
+    }
+
+    /// The kept outcome of `task_id`, with what listings filter on.
+    pub(super) fn get_kept(&self, task_id: u64) -> Option<&Kept> {
         self.results.get(&task_id)
+    }
+
+    /// The kept outcomes with an id below `before` (0: all), newest first.
+    pub(super) fn before(&self, before: u64) -> impl Iterator<Item = (u64, &Kept)> + '_ {
+        self.ids.before(before).filter_map(|id| Some((id, self.results.get(&id)?)))
     }
 
     /// How many are kept.
@@ -160,8 +192,8 @@ impl KeptResults {
 mod tests {
     use super::*;
 
-    fn body(n: usize) -> Bytes {
-        Bytes::from(vec![0u8; n])
+    fn body(n: usize) -> Kept {
+        Kept { body: Bytes::from(vec![0u8; n]), queue: 0, state: TaskState::Succeeded }
     }
 
     #[test]

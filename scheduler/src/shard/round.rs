@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use super::msg::ShardMsg;
 use super::results::Outcome;
+use super::task::Dead;
 use crate::idmap::{IdMap, IdSet};
 use crate::outbox::{OutTx, Outbound, Part};
 use crate::store::committer::{CommitterHandle, Done};
@@ -49,6 +50,10 @@ pub(super) enum Waiter {
     },
     /// A `CancelReply`, and the tasks it cancelled (live again if the round fails).
     Cancel { out: OutTx, request_id: u64, items: Vec<(usize, ErrorCode)>, cancelled: Vec<(u64, Outcome)> },
+    /// A purge's `QueueControlReply`, and the tasks it cancelled (live again if the round fails).
+    Purge { out: OutTx, request_id: u64, paused: bool, cancelled: Vec<(u64, Outcome)> },
+    /// A `DeadLetterDeleteReply`, and the dead letters it finished (dead again if the round fails).
+    DeadDeleted { out: OutTx, request_id: u64, deleted: Vec<(u64, Box<Dead>, Outcome)> },
     /// Tasks that failed for good (a final nack, answered already): finished once durable.
     Failed { failed: Vec<(u64, Outcome)> },
     /// Tasks dead-lettered this round, with their `onFailure` follow-ups: shown and told to watchers once

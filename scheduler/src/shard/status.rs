@@ -11,7 +11,7 @@ use pm_protocol::pb::{self, TaskState};
 use pm_protocol::{ErrorCode, Message as _};
 use tokio::time::Instant;
 
-use super::results::Outcome;
+use super::results::{Kept, Outcome};
 use super::task::{format_unix_ms, State, Task};
 use super::{now_unix_ms, Shard};
 use crate::metrics as m;
@@ -26,7 +26,8 @@ impl Shard {
         // Follow-ups first: they and the record below form one unit in the log.
         let children = if state == TaskState::Cancelled { Vec::new() } else { self.write_follow_ups(task_id, state) };
         let keep = !self.cfg.result_retention.is_zero();
-        let bare = Outcome { state, kept: None, status: None };
+        let queue = self.tasks.get(&task_id).map_or(0, |t| t.queue);
+        let bare = Outcome { state, queue, kept: None, status: None };
         let watched = self.watchers.contains_key(&task_id);
         if !keep && !watched {
             self.rounds.record(Record::Ack { task_id });
@@ -55,7 +56,7 @@ impl Shard {
         } else {
             self.rounds.record(Record::Ack { task_id });
         }
-        Outcome { state, kept: Some((body, expires_unix_ms)), status: watched.then(|| Box::new(status)) }
+        Outcome { state, queue, kept: Some((body, expires_unix_ms)), status: watched.then(|| Box::new(status)) }
     }
 
     /// A result document as kept with a dead letter: dropped if it is over the limit.
@@ -71,16 +72,18 @@ impl Shard {
     pub(super) fn finished(&mut self, task_id: u64, outcome: Outcome) {
         let watchers = self.watchers.remove(&task_id);
         let keep = !self.cfg.result_retention.is_zero();
+        let (queue, state) = (outcome.queue, outcome.state);
         let body = match (outcome.kept, &watchers) {
             (Some((body, expires)), None) => {
                 if keep {
-                    self.results.keep(task_id, body, expires, &self.cfg.results_budget);
+                    self.results.keep(task_id, Kept { body, queue, state }, expires, &self.cfg.results_budget);
                 }
                 return;
             }
             (Some((body, expires)), Some(_)) => {
                 if keep {
-                    self.results.keep(task_id, body.clone(), expires, &self.cfg.results_budget);
+                    let kept = Kept { body: body.clone(), queue, state };
+                    self.results.keep(task_id, kept, expires, &self.cfg.results_budget);
                 }
                 Some(body)
             }
@@ -187,7 +190,7 @@ impl Shard {
     }
 
     /// The status of a task still held, with why it is not running when it is not.
-    fn live_status(&self, task_id: u64, t: &Task) -> pb::TaskStatus {
+    pub(super) fn live_status(&self, task_id: u64, t: &Task) -> pb::TaskStatus {
         let mut s = self.base_status(task_id, t);
         let now = Instant::now();
         let wall = now_unix_ms();

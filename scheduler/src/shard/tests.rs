@@ -24,7 +24,7 @@ const AGENT: u64 = 7;
 /// while `hold_sync` is set, and fail (after syncing) while `fail_sync` is set.
 struct Flaky {
     inner: Wal,
-    fail: Arc<AtomicBool>,
+    pub(super) fail: Arc<AtomicBool>,
     hold_sync: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
 }
@@ -64,13 +64,13 @@ fn open_wal(dir: &Path) -> (Wal, Recovered) {
     Wal::open(dir, opts).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
-struct Harness {
-    shard: ShardHandle,
+pub(super) struct Harness {
+    pub(super) shard: ShardHandle,
     committer: Option<Committer>,
     fail: Arc<AtomicBool>,
     hold_sync: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
-    out: OutTx,
+    pub(super) out: OutTx,
     rx: OutRx,
     agent_out: OutTx,
     agent_rx: OutRx,
@@ -78,7 +78,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn start(dir: &Path) -> (Harness, Recovered) {
+    pub(super) fn start(dir: &Path) -> (Harness, Recovered) {
         Self::start_with_grace(dir, Duration::ZERO)
     }
 
@@ -108,6 +108,7 @@ impl Harness {
             max_result_bytes: 1024,
             queue_limits: Default::default(),
             siblings: Default::default(),
+            paused: Arc::new(crate::paused::PausedQueues::open(dir).unwrap()),
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard =
@@ -129,12 +130,12 @@ impl Harness {
         (h, rec)
     }
 
-    fn request_id(&mut self) -> u64 {
+    pub(super) fn request_id(&mut self) -> u64 {
         self.next_request += 1;
         self.next_request
     }
 
-    async fn part(&mut self, request_id: u64) -> Part {
+    pub(super) async fn part(&mut self, request_id: u64) -> Part {
         let msg = tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await.expect("no reply").expect("open");
         match msg {
             Outbound::Part { request_id: id, part } if id == request_id => part,
@@ -153,7 +154,7 @@ impl Harness {
         }
     }
 
-    async fn submit(&mut self, specs: Vec<TaskSpec>) -> Vec<u64> {
+    pub(super) async fn submit(&mut self, specs: Vec<TaskSpec>) -> Vec<u64> {
         let request_id = self.request_id();
         let items = specs.into_iter().enumerate().collect();
         self.shard.send(ShardMsg::Submit { out: self.out.clone(), request_id, items, notify: false });
@@ -182,7 +183,7 @@ impl Harness {
         }
     }
 
-    async fn stats(&mut self) -> pb::QueueStats {
+    pub(super) async fn stats(&mut self) -> pb::QueueStats {
         let request_id = self.request_id();
         self.shard.send(ShardMsg::Stats { out: self.out.clone(), request_id });
         match self.part(request_id).await {
@@ -191,7 +192,7 @@ impl Harness {
         }
     }
 
-    fn credit(&self, n: u32) {
+    pub(super) fn credit(&self, n: u32) {
         self.shard.send(ShardMsg::Credit {
             conn: AGENT,
             out: self.agent_out.clone(),
@@ -204,14 +205,14 @@ impl Harness {
         });
     }
 
-    async fn leased(&mut self) -> pb::LeasedTask {
+    pub(super) async fn leased(&mut self) -> pb::LeasedTask {
         match self.agent_frame().await {
             Kind::Leased(l) => l.tasks.into_iter().next().expect("one task"),
             other => panic!("expected Leased, got {other:?}"),
         }
     }
 
-    async fn lease_op(&mut self, msg: impl FnOnce(OutTx, u64) -> ShardMsg) -> ErrorCode {
+    pub(super) async fn lease_op(&mut self, msg: impl FnOnce(OutTx, u64) -> ShardMsg) -> ErrorCode {
         let request_id = self.request_id();
         self.shard.send(msg(self.out.clone(), request_id));
         match self.part(request_id).await {
@@ -237,7 +238,7 @@ impl Harness {
     }
 
     /// Stops the committer (everything durable) and reopens the WAL: what a restart would recover.
-    fn reopen(mut self, dir: &Path) -> Recovered {
+    pub(super) fn reopen(mut self, dir: &Path) -> Recovered {
         if let Some(c) = self.committer.take() {
             c.shutdown();
         }
@@ -245,7 +246,7 @@ impl Harness {
     }
 }
 
-fn spec(payload: &str, priority: i32, delay_ms: u64) -> TaskSpec {
+pub(super) fn spec(payload: &str, priority: i32, delay_ms: u64) -> TaskSpec {
     TaskSpec { payload: Bytes::from(payload.to_string()), queue: "q".into(), priority, delay_ms, ..Default::default() }
 }
 
@@ -586,12 +587,12 @@ async fn an_ack_reply_carries_the_store_error_when_its_round_fails() {
 }
 
 /// An Ack of one lease.
-fn ack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
+pub(super) fn ack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
     ShardMsg::Ack { out, request_id, items: vec![(0, lease_id, Bytes::new())] }
 }
 
 /// A Nack of one lease (retried, or dead-lettered once its attempts are used up).
-fn nack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
+pub(super) fn nack(out: OutTx, request_id: u64, lease_id: u64) -> ShardMsg {
     ShardMsg::Nack {
         out,
         request_id,
