@@ -161,6 +161,8 @@ class Client:
         """Submits wire `TaskSpec`s; returns one result per task, in order, without raising for refused tasks.
         Routes keyed tasks to their owners and follows redirects."""
         with self._lock:
+            if self._ring is None and any(s.key for s in specs):
+                self._any()  # learn the ring (if any) before routing keys
             results: List[Optional[SubmitResult]] = [None] * len(specs)
             pending = list(range(len(specs)))
             for _ in range(_MAX_REDIRECTS):

@@ -263,7 +263,8 @@ class Worker:
         self._connected.set()
         while conn.is_open:
             waker = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait([conn.closed, waker], return_when=asyncio.FIRST_COMPLETED)
+            left = None if self._drain_deadline is None else max(0.0, self._drain_deadline - time.monotonic())
+            await asyncio.wait([conn.closed, waker], timeout=left, return_when=asyncio.FIRST_COMPLETED)
             waker.cancel()
             self._wake.clear()
             if not self._stopping:
