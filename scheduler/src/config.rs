@@ -317,6 +317,9 @@ impl Config {
         if self.tls_cert_file.is_some() && ring.len() > 1 && self.tls_ca_file.is_none() {
             return err("cluster mode with TLS: give --tls-ca-file, the CA of the other nodes' certificates".into());
         }
+        // The token files are read now, not when the node starts: a missing file, a malformed line or a token
+        // under 16 characters is a bad value like any other (exit 64), not a failure to start (exit 1).
+        crate::auth::Auth::load(self.token_files()).map_err(|e| ConfigError(e.to_string()))?;
         let listen_loopback = self.listen_addr().is_ok_and(|a| a.ip().is_loopback());
         if !self.token_files().enabled() && !listen_loopback && !self.insecure {
             return err(format!(
