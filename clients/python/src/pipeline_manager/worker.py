@@ -52,6 +52,8 @@ log = logging.getLogger("pipeline_manager.worker")
 Handler = Callable[[LeasedTask], Union[Any, Awaitable[Any]]]
 
 _STOPPED_REASON = "the worker stopped before the task finished"
+#: Seconds between the Pings of a worker's connection.
+_PING_EVERY = 30.0
 
 
 class Retry(Exception):
@@ -427,12 +429,17 @@ class Worker:
     async def _heartbeat(self) -> None:
         """Extends the leases that are due, in one Extend per tick."""
         tick = max(0.02, min(1.0, self._extend / 6.0))
+        last_ping = time.monotonic()
         while True:
             await asyncio.sleep(tick)
             conn = self._conn
             if conn is None or not conn.is_open:
                 continue
             now = time.monotonic()
+            if now - last_ping >= _PING_EVERY:
+                # Keeps an idle connection within the server's idle timeout (the server never pings).
+                conn.send(pb.Envelope(ping=pb.Ping(nonce=int(now))))
+                last_ping = now
             due = [r for r in self._running.values() if not r.lost and r.next_extend <= now]
             if not due:
                 continue
