@@ -542,7 +542,17 @@ mod tests {
         let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070"]);
         assert!(c.validate().unwrap_err().to_string().contains("--insecure"));
         assert!(Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--insecure"]).validate().is_ok());
-        let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--agent-token-file", "/x"]);
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "a-token-of-16-chars-or-more\n").unwrap();
+        let file = tokens.to_str().unwrap();
+        let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--agent-token-file", file]);
         assert!(c.validate().is_ok());
+        // The token files are read by validate(): a missing file or a short token is a bad value (exit 64).
+        let c = Config::parse_from(["pm-scheduler", "--agent-token-file", "/nonexistent/tokens"]);
+        assert!(c.validate().unwrap_err().to_string().contains("/nonexistent/tokens"));
+        std::fs::write(&tokens, "short\n").unwrap();
+        let c = Config::parse_from(["pm-scheduler", "--agent-token-file", file]);
+        assert!(c.validate().unwrap_err().to_string().contains("16 characters"));
     }
 }
