@@ -37,6 +37,13 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INTERNAL: _ClassVar[ErrorCode]
     ALREADY_EXISTS: _ClassVar[ErrorCode]
 
+class QueueAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUEUE_ACTION_UNSPECIFIED: _ClassVar[QueueAction]
+    QUEUE_ACTION_PAUSE: _ClassVar[QueueAction]
+    QUEUE_ACTION_RESUME: _ClassVar[QueueAction]
+    QUEUE_ACTION_PURGE: _ClassVar[QueueAction]
+
 class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TASK_STATE_UNSPECIFIED: _ClassVar[TaskState]
@@ -71,6 +78,10 @@ TIMEOUT: ErrorCode
 LIMIT_EXCEEDED: ErrorCode
 INTERNAL: ErrorCode
 ALREADY_EXISTS: ErrorCode
+QUEUE_ACTION_UNSPECIFIED: QueueAction
+QUEUE_ACTION_PAUSE: QueueAction
+QUEUE_ACTION_RESUME: QueueAction
+QUEUE_ACTION_PURGE: QueueAction
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_READY: TaskState
 TASK_STATE_DELAYED: TaskState
@@ -81,7 +92,7 @@ TASK_STATE_DEAD: TaskState
 TASK_STATE_CANCELLED: TaskState
 
 class Envelope(_message.Message):
-    __slots__ = ("hello", "welcome", "error", "submit", "submit_ack", "credit", "leased", "ack", "nack", "extend", "lease_reply", "stats_request", "stats_reply", "dead_letter_list", "dead_letter_list_reply", "dead_letter_redrive", "dead_letter_redrive_reply", "ping", "pong", "redirect", "cancel", "cancel_reply", "revoke", "reclaim", "reclaim_reply", "status", "status_reply", "watch", "watch_reply", "completed", "app_request", "app_reply", "submit_template")
+    __slots__ = ("hello", "welcome", "error", "submit", "submit_ack", "credit", "leased", "ack", "nack", "extend", "lease_reply", "stats_request", "stats_reply", "dead_letter_list", "dead_letter_list_reply", "dead_letter_redrive", "dead_letter_redrive_reply", "ping", "pong", "redirect", "cancel", "cancel_reply", "revoke", "reclaim", "reclaim_reply", "status", "status_reply", "watch", "watch_reply", "completed", "app_request", "app_reply", "submit_template", "queue_control", "queue_control_reply", "task_list", "task_list_reply", "dead_letter_delete", "dead_letter_delete_reply")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +126,12 @@ class Envelope(_message.Message):
     APP_REQUEST_FIELD_NUMBER: _ClassVar[int]
     APP_REPLY_FIELD_NUMBER: _ClassVar[int]
     SUBMIT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_CONTROL_REPLY_FIELD_NUMBER: _ClassVar[int]
+    TASK_LIST_FIELD_NUMBER: _ClassVar[int]
+    TASK_LIST_REPLY_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_DELETE_FIELD_NUMBER: _ClassVar[int]
+    DEAD_LETTER_DELETE_REPLY_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     welcome: Welcome
     error: Error
@@ -148,7 +165,13 @@ class Envelope(_message.Message):
     app_request: AppRequest
     app_reply: AppReply
     submit_template: SubmitTemplate
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ..., submit_ack: _Optional[_Union[SubmitAck, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., leased: _Optional[_Union[Leased, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., extend: _Optional[_Union[Extend, _Mapping]] = ..., lease_reply: _Optional[_Union[LeaseReply, _Mapping]] = ..., stats_request: _Optional[_Union[StatsRequest, _Mapping]] = ..., stats_reply: _Optional[_Union[StatsReply, _Mapping]] = ..., dead_letter_list: _Optional[_Union[DeadLetterList, _Mapping]] = ..., dead_letter_list_reply: _Optional[_Union[DeadLetterListReply, _Mapping]] = ..., dead_letter_redrive: _Optional[_Union[DeadLetterRedrive, _Mapping]] = ..., dead_letter_redrive_reply: _Optional[_Union[DeadLetterRedriveReply, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., cancel_reply: _Optional[_Union[CancelReply, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., reclaim: _Optional[_Union[Reclaim, _Mapping]] = ..., reclaim_reply: _Optional[_Union[ReclaimReply, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., watch_reply: _Optional[_Union[WatchReply, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., app_request: _Optional[_Union[AppRequest, _Mapping]] = ..., app_reply: _Optional[_Union[AppReply, _Mapping]] = ..., submit_template: _Optional[_Union[SubmitTemplate, _Mapping]] = ...) -> None: ...
+    queue_control: QueueControl
+    queue_control_reply: QueueControlReply
+    task_list: TaskList
+    task_list_reply: TaskListReply
+    dead_letter_delete: DeadLetterDelete
+    dead_letter_delete_reply: DeadLetterDeleteReply
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ..., submit_ack: _Optional[_Union[SubmitAck, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., leased: _Optional[_Union[Leased, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., extend: _Optional[_Union[Extend, _Mapping]] = ..., lease_reply: _Optional[_Union[LeaseReply, _Mapping]] = ..., stats_request: _Optional[_Union[StatsRequest, _Mapping]] = ..., stats_reply: _Optional[_Union[StatsReply, _Mapping]] = ..., dead_letter_list: _Optional[_Union[DeadLetterList, _Mapping]] = ..., dead_letter_list_reply: _Optional[_Union[DeadLetterListReply, _Mapping]] = ..., dead_letter_redrive: _Optional[_Union[DeadLetterRedrive, _Mapping]] = ..., dead_letter_redrive_reply: _Optional[_Union[DeadLetterRedriveReply, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., cancel_reply: _Optional[_Union[CancelReply, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., reclaim: _Optional[_Union[Reclaim, _Mapping]] = ..., reclaim_reply: _Optional[_Union[ReclaimReply, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., watch_reply: _Optional[_Union[WatchReply, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., app_request: _Optional[_Union[AppRequest, _Mapping]] = ..., app_reply: _Optional[_Union[AppReply, _Mapping]] = ..., submit_template: _Optional[_Union[SubmitTemplate, _Mapping]] = ..., queue_control: _Optional[_Union[QueueControl, _Mapping]] = ..., queue_control_reply: _Optional[_Union[QueueControlReply, _Mapping]] = ..., task_list: _Optional[_Union[TaskList, _Mapping]] = ..., task_list_reply: _Optional[_Union[TaskListReply, _Mapping]] = ..., dead_letter_delete: _Optional[_Union[DeadLetterDelete, _Mapping]] = ..., dead_letter_delete_reply: _Optional[_Union[DeadLetterDeleteReply, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("version", "role", "client_id", "queues", "capabilities", "auth_token")
@@ -347,7 +370,7 @@ class StatsRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ...) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("queue", "ready", "delayed", "leased", "dead", "credits", "agents", "waiting_executor")
+    __slots__ = ("queue", "ready", "delayed", "leased", "dead", "credits", "agents", "waiting_executor", "paused", "oldest_ready_age_ms", "submitted_per_sec", "completed_per_sec")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +379,10 @@ class QueueStats(_message.Message):
     CREDITS_FIELD_NUMBER: _ClassVar[int]
     AGENTS_FIELD_NUMBER: _ClassVar[int]
     WAITING_EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_READY_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_PER_SEC_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_PER_SEC_FIELD_NUMBER: _ClassVar[int]
     queue: str
     ready: int
     delayed: int
@@ -364,7 +391,11 @@ class QueueStats(_message.Message):
     credits: int
     agents: int
     waiting_executor: int
-    def __init__(self, queue: _Optional[str] = ..., ready: _Optional[int] = ..., delayed: _Optional[int] = ..., leased: _Optional[int] = ..., dead: _Optional[int] = ..., credits: _Optional[int] = ..., agents: _Optional[int] = ..., waiting_executor: _Optional[int] = ...) -> None: ...
+    paused: bool
+    oldest_ready_age_ms: int
+    submitted_per_sec: float
+    completed_per_sec: float
+    def __init__(self, queue: _Optional[str] = ..., ready: _Optional[int] = ..., delayed: _Optional[int] = ..., leased: _Optional[int] = ..., dead: _Optional[int] = ..., credits: _Optional[int] = ..., agents: _Optional[int] = ..., waiting_executor: _Optional[int] = ..., paused: bool = ..., oldest_ready_age_ms: _Optional[int] = ..., submitted_per_sec: _Optional[float] = ..., completed_per_sec: _Optional[float] = ...) -> None: ...
 
 class StatsReply(_message.Message):
     __slots__ = ("request_id", "queues", "connections", "store_disk_bytes", "store_segments", "node_id", "ring_epoch", "members", "advertise")
@@ -389,14 +420,16 @@ class StatsReply(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., connections: _Optional[int] = ..., store_disk_bytes: _Optional[int] = ..., store_segments: _Optional[int] = ..., node_id: _Optional[str] = ..., ring_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., advertise: _Optional[str] = ...) -> None: ...
 
 class DeadLetterList(_message.Message):
-    __slots__ = ("request_id", "queue", "limit")
+    __slots__ = ("request_id", "queue", "limit", "after")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     queue: str
     limit: int
-    def __init__(self, request_id: _Optional[int] = ..., queue: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+    after: int
+    def __init__(self, request_id: _Optional[int] = ..., queue: _Optional[str] = ..., limit: _Optional[int] = ..., after: _Optional[int] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("task_id", "queue", "attempts", "reason", "payload")
@@ -413,12 +446,90 @@ class DeadLetter(_message.Message):
     def __init__(self, task_id: _Optional[int] = ..., queue: _Optional[str] = ..., attempts: _Optional[int] = ..., reason: _Optional[str] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class DeadLetterListReply(_message.Message):
-    __slots__ = ("request_id", "tasks")
+    __slots__ = ("request_id", "tasks", "next_after")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AFTER_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     tasks: _containers.RepeatedCompositeFieldContainer[DeadLetter]
-    def __init__(self, request_id: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+    next_after: int
+    def __init__(self, request_id: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_after: _Optional[int] = ...) -> None: ...
+
+class DeadLetterDelete(_message.Message):
+    __slots__ = ("request_id", "queue", "task_ids", "all")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    queue: str
+    task_ids: _containers.RepeatedScalarFieldContainer[int]
+    all: bool
+    def __init__(self, request_id: _Optional[int] = ..., queue: _Optional[str] = ..., task_ids: _Optional[_Iterable[int]] = ..., all: bool = ...) -> None: ...
+
+class DeadLetterDeleteReply(_message.Message):
+    __slots__ = ("request_id", "deleted", "code", "message")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    deleted: int
+    code: ErrorCode
+    message: str
+    def __init__(self, request_id: _Optional[int] = ..., deleted: _Optional[int] = ..., code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class QueueControl(_message.Message):
+    __slots__ = ("request_id", "queue", "action")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    queue: str
+    action: QueueAction
+    def __init__(self, request_id: _Optional[int] = ..., queue: _Optional[str] = ..., action: _Optional[_Union[QueueAction, str]] = ...) -> None: ...
+
+class QueueControlReply(_message.Message):
+    __slots__ = ("request_id", "code", "message", "paused", "purged")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    code: ErrorCode
+    message: str
+    paused: bool
+    purged: int
+    def __init__(self, request_id: _Optional[int] = ..., code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., paused: bool = ..., purged: _Optional[int] = ...) -> None: ...
+
+class TaskList(_message.Message):
+    __slots__ = ("request_id", "queue", "state", "key", "flow_id", "limit", "before")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    FLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    queue: str
+    state: TaskState
+    key: str
+    flow_id: str
+    limit: int
+    before: int
+    def __init__(self, request_id: _Optional[int] = ..., queue: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., key: _Optional[str] = ..., flow_id: _Optional[str] = ..., limit: _Optional[int] = ..., before: _Optional[int] = ...) -> None: ...
+
+class TaskListReply(_message.Message):
+    __slots__ = ("request_id", "tasks", "next_before")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskStatus]
+    next_before: int
+    def __init__(self, request_id: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ..., next_before: _Optional[int] = ...) -> None: ...
 
 class DeadLetterRedrive(_message.Message):
     __slots__ = ("request_id", "queue", "task_ids")
