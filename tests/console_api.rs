@@ -305,3 +305,49 @@ async fn a_cluster_view_sums_every_member_and_names_one_that_is_down() {
     let failed = body["members"].as_array().unwrap().iter().filter(|m| m["ok"] == false).count();
     assert_eq!(failed, 1, "{body}");
 }
+
+fn pmctl(s: &Scheduler, token: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--token", token];
+    all.extend_from_slice(args);
+    pm_testkit::pmctl(&s.addr, &all, Some(b""))
+}
+
+#[tokio::test]
+async fn pmctl_lists_tasks_and_steers_queues_and_a_purge_needs_a_yes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let p = producer(&s).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(p.submit_one(TaskSpec { key: format!("k{}", i % 2), ..task("cli", b"x") }).await.unwrap());
+    }
+    let o = pmctl(&s, PRODUCER, &["ls", "--queue", "cli", "--key", "k1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want: Vec<u64> =
+        ids.iter().rev().copied().filter(|id| ids.iter().position(|x| x == id).unwrap() % 2 == 1).collect();
+    assert_eq!(ids_of(&v), want);
+    let o = pmctl(&s, PRODUCER, &["ls", "--queue", "cli", "--limit", "4"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(text.lines().count(), 1 + 4 + 1, "header, 4 tasks, the next-page hint:\n{text}");
+    assert!(text.contains(&format!("--before {}", ids[2])), "{text}");
+    let o = pmctl(&s, PRODUCER, &["ls", "--state", "bogus"]);
+    assert_eq!(o.status.code(), Some(64), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let o = pmctl(&s, ADMIN, &["queue", "pause", "cli"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "cli paused\n");
+    assert_eq!(queue(&get(&s, "/api/queues"), "cli")["paused"], true);
+    assert!(!pmctl(&s, ADMIN, &["queue", "pause", "nope"]).status.success(), "an unknown queue is refused");
+    assert!(!pmctl(&s, PRODUCER, &["queue", "resume", "cli"]).status.success(), "a producer may not act");
+    let o = pmctl(&s, ADMIN, &["queue", "purge", "cli"]);
+    assert_eq!(o.status.code(), Some(64), "no terminal, no --yes: refused");
+    assert_eq!(queue(&get(&s, "/api/queues"), "cli")["ready"], 6, "nothing purged");
+    let o = pmctl(&s, ADMIN, &["queue", "purge", "cli", "--yes"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "cli purged: 6 task(s) cancelled\n");
+    let o = pmctl(&s, ADMIN, &["queue", "resume", "cli"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "cli resumed\n");
+}
+
+fn ids_of(v: &Value) -> Vec<u64> {
+    ids(v, "tasks")
+}
