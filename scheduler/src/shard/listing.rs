@@ -1,9 +1,11 @@
 //! What an operator lists: a shard's tasks by queue, state, key and flow, newest first, one page at a time.
 //!
-//! **The index.** Each queue keeps its live task ids in id order ([`OrderedIds`]), and the kept outcomes keep
-//! theirs: every task enters the shard through [`Shard::add_task`] and leaves through [`Shard::drop_task`],
-//! which keep the index in step with `tasks`. Task ids grow with every submit, so "newest first, below a
-//! cursor" is a walk down an index, and a page does not shift while tasks arrive.
+//! **The index.** Each queue keeps its live task ids in id order ([`OrderedIds`]): every task enters the shard
+//! through [`Shard::add_task`] and leaves through [`Shard::drop_task`], which keep the index in step with
+//! `tasks`. Task ids grow with every submit, so "newest first, below a cursor" is a walk down an index, and a
+//! page does not shift while tasks arrive. Kept outcomes have no such index (they finish out of id order,
+//! and keeping them sorted cost throughput): a listing that wants them scans them, bounded by
+//! `--max-results`, filtering on queue and state without decoding.
 //!
 //! **Where a listing looks.** The state filter picks the smallest source that holds the answer: a queue's
 //! dead-letter set, its delayed heap, the shard's lease table, the kept outcomes (final states), or the live
@@ -69,18 +71,16 @@ impl Shard {
     pub(super) fn add_task(&mut self, task_id: u64, task: Task) {
         let q = task.queue as usize;
         self.tasks.insert(task_id, task);
-        let tasks = &self.tasks;
         let queue = &mut self.queues[q];
-        queue.ids.insert(task_id, |id| tasks.contains_key(&id));
+        queue.ids.insert(task_id);
         queue.rates.submitted += 1;
     }
 
     /// Removes a task: `finished` (acked, failed or cancelled, durably), or withdrawn (its write failed).
     pub(super) fn drop_task(&mut self, task_id: u64, finished: bool) -> Option<Task> {
         let t = self.tasks.remove(&task_id)?;
-        let tasks = &self.tasks;
         let queue = &mut self.queues[t.queue as usize];
-        queue.ids.removed(|id| tasks.contains_key(&id));
+        queue.ids.remove(task_id);
         if finished {
             queue.rates.completed += 1;
         }
@@ -140,14 +140,14 @@ impl Shard {
             }
             TaskState::Leased => walk.run(sorted(self.leases.leased_tasks().filter(below).collect()), live),
             TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled => {
-                walk.run(self.results.before(q.before).map(|(id, _)| id), kept)
+                walk.run(self.kept_ids(&queues, q).into_iter(), kept)
             }
             TaskState::Ready => walk.run(self.live_ids(&queues, q.before), live),
             TaskState::Unspecified => {
                 // Two sources, live tasks and kept outcomes: two parts, merged.
                 let stopped = walk.run(self.live_ids(&queues, q.before), live);
                 let first = TaskPage { tasks: std::mem::take(&mut walk.found), next: stopped };
-                let stopped = walk.run(self.results.before(q.before).map(|(id, _)| id), kept);
+                let stopped = walk.run(self.kept_ids(&queues, q).into_iter(), kept);
                 let second = TaskPage { tasks: walk.found, next: stopped };
                 return pm_client::merge_task_pages([first, second], limit);
             }
@@ -182,6 +182,13 @@ impl Shard {
                 Box::new(MergeDesc { walks })
             }
         }
+    }
+
+    /// The kept outcomes of `queues` below the cursor, in the state asked (any final one if none), newest
+    /// first.
+    fn kept_ids(&self, queues: &[usize], q: &ListQuery) -> Vec<u64> {
+        let state_ok = |s: TaskState| q.state == TaskState::Unspecified || s == q.state;
+        self.results.ids_below(q.before, |k| state_ok(k.state) && queues.contains(&(k.queue as usize)))
     }
 
     /// The kept outcome of `id` as a listing shows it, if it matches `q`.

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use pm_protocol::pb::{self, TaskState};
 
-use super::ordered_ids::OrderedIds;
 use crate::idmap::IdMap;
 use crate::store::MAX_RESERVED_RESULTS;
 
@@ -93,13 +92,14 @@ pub(super) struct Kept {
     pub(super) state: TaskState,
 }
 
-/// One shard's kept outcomes (encoded [`pb::TaskStatus`]), by task, in id order (for listings) and in expiry
-/// order.
+/// One shard's kept outcomes (encoded [`pb::TaskStatus`]), by task and in expiry order.
+///
+/// There is no index in id order for listings: kept outcomes finish out of id order, and keeping one sorted
+/// cost ~4 % of the node's peak throughput (docs/notes/listings.md). A listing scans them instead, bounded
+/// by `--max-results`, with the cheap filters (queue, state) read off [`Kept`].
 #[derive(Debug, Default)]
 pub(super) struct KeptResults {
     results: IdMap<u64, Kept>,
-    /// The ids of `results`, for listing newest first.
-    ids: OrderedIds,
     /// (expiry, task id), oldest first.
     order: VecDeque<(u64, u64)>,
     /// Bytes of `results`.
@@ -121,12 +121,8 @@ impl KeptResults {
             self.order.reserve(most);
         }
         self.bytes += kept.body.len();
-        match self.results.insert(task_id, kept) {
-            Some(old) => self.bytes -= old.body.len(),
-            None => {
-                let results = &self.results;
-                self.ids.insert(task_id, |id| results.contains_key(&id));
-            }
+        if let Some(old) = self.results.insert(task_id, kept) {
+            self.bytes -= old.body.len();
         }
         self.order.push_back((expires, task_id));
         self.trim(budget);
@@ -135,8 +131,6 @@ impl KeptResults {
     fn forget(&mut self, task_id: u64) {
         if let Some(old) = self.results.remove(&task_id) {
             self.bytes -= old.body.len();
-            let results = &self.results;
-            self.ids.removed(|id| results.contains_key(&id));
         }
     }
 
@@ -150,9 +144,17 @@ impl KeptResults {
         self.results.get(&task_id)
     }
 
-    /// The kept outcomes with an id below `before` (0: all), newest first.
-    pub(super) fn before(&self, before: u64) -> impl Iterator<Item = (u64, &Kept)> + '_ {
-        self.ids.before(before).filter_map(|id| Some((id, self.results.get(&id)?)))
+    /// The ids of the kept outcomes below `before` (0: all) that `keep` accepts, newest first: a scan of
+    /// every kept outcome (see the type's doc).
+    pub(super) fn ids_below(&self, before: u64, keep: impl Fn(&Kept) -> bool) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .results
+            .iter()
+            .filter(|(id, k)| (before == 0 || **id < before) && keep(k))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids
     }
 
     /// How many are kept.

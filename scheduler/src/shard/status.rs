@@ -26,8 +26,8 @@ impl Shard {
         // Follow-ups first: they and the record below form one unit in the log.
         let children = if state == TaskState::Cancelled { Vec::new() } else { self.write_follow_ups(task_id, state) };
         let keep = !self.cfg.result_retention.is_zero();
-        let queue = self.tasks.get(&task_id).map_or(0, |t| t.queue);
-        let bare = Outcome { state, queue, kept: None, status: None };
+        // Without a kept outcome the queue is not needed (nothing is listed).
+        let bare = Outcome { state, queue: 0, kept: None, status: None };
         let watched = self.watchers.contains_key(&task_id);
         if !keep && !watched {
             self.rounds.record(Record::Ack { task_id });
@@ -37,6 +37,7 @@ impl Shard {
             self.rounds.record(Record::Ack { task_id });
             return bare;
         };
+        let queue = t.queue;
         let mut status = self.base_status(task_id, t);
         let now_ms = now_unix_ms();
         status.state = state as i32;
