@@ -38,7 +38,8 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     match (driver, browser) {
         (Some(d), Some(b)) => Some((d, b)),
         (d, b) => {
-            let why = format!("needs chromedriver and chromium (found {d:?} and {b:?}; Debian: chromium-driver, chromium)");
+            let why =
+                format!("needs chromedriver and chromium (found {d:?} and {b:?}; Debian: chromium-driver, chromium)");
             if std::env::var("PM_BROWSER_TEST").is_ok_and(|v| v == "require") {
                 panic!("PM_BROWSER_TEST=require, but the console's browser test {why}");
             }
@@ -218,7 +219,12 @@ async fn api_until(s: &Scheduler, path: &str, what: &str, ok: impl Fn(&Value) ->
         if r.status == 200 && ok(&r.json()) {
             return r.json();
         }
-        assert!(Instant::now() < deadline, "{what}: GET {path} answered {} {}", r.status, String::from_utf8_lossy(&r.body));
+        assert!(
+            Instant::now() < deadline,
+            "{what}: GET {path} answered {} {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -239,7 +245,11 @@ async fn console_in_a_browser() {
     // The page's own answer: its policy and content type (no inline code can run, whatever a task prints).
     let page = http(s.http_addr.as_deref().unwrap(), "GET", "/ui/", &[], b"");
     assert_eq!(page.status, 200);
-    assert!(page.headers.contains("content-security-policy: default-src 'self'; script-src 'self'"), "{}", page.headers);
+    assert!(
+        page.headers.contains("content-security-policy: default-src 'self'; script-src 'self'"),
+        "{}",
+        page.headers
+    );
     assert!(page.headers.contains("content-type: text/html"), "{}", page.headers);
     assert_eq!(http(s.http_addr.as_deref().unwrap(), "GET", "/ui", &[], b"").status, 308);
 
@@ -304,6 +314,111 @@ async fn console_in_a_browser() {
 
     // Nothing went wrong in the browser after the token: no error in its console (a failed request, a script
     // error, a refused policy would each be one).
+    let log = b.log().await;
+    assert!(errors(&log).is_empty(), "the browser logged errors: {:#?}", errors(&log));
+}
+
+/// `POST path` with a JSON body (no token: the screenshots' node serves on loopback without tokens).
+fn post(s: &Scheduler, path: &str, body: &Value) -> HttpReply {
+    let json = serde_json::to_vec(body).unwrap();
+    http(s.http_addr.as_deref().unwrap(), "POST", path, &[("Content-Type", "application/json")], &json)
+}
+
+/// Writes the screenshots of docs/console.md into docs/img/: a node with an application, a real agent running
+/// its tasks (some fail, one starts a flow), steady submits for the sparklines, a paused queue and dead
+/// letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes docs/img/console-*.png; run with --ignored"]
+async fn console_screenshots() {
+    let Some((driver, chromium)) = tools() else { return };
+    let s = Scheduler::start(&[]);
+    let base = format!("http://{}", s.http_addr.as_deref().unwrap());
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
+    std::fs::create_dir_all(&out).unwrap();
+
+    let pipeline = json!({"name": "thumbnail",
+        "params": {"url": {"description": "the image to fetch"}, "size": {"default": "200", "description": "pixels"}},
+        "template": {"pipeline": [
+            {"executorName": "sh", "commands": ["echo fetching {{url}}", "echo resized to {{size}} px"]},
+            {"executorName": "sh", "commands": ["echo stored as thumb-$PM_TASK_ID.png"]}]}});
+    let r = post(&s, "/api/applications/shop/pipelines", &pipeline);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let _agent = pm_testkit::Agent::start(&s.addr, &["--queue", "shop/thumbnail"]);
+    // A flow: a step that fails, its onFailure follow-up, and an onSuccess branch that does not run.
+    let flow = json!({"queue": "shop/thumbnail", "flowId": "order-981", "key": "customer-7",
+        "pipeline": [{"executorName": "sh", "commands": ["echo checking the upload", "echo 'no such image: 404' >&2; exit 3"]}],
+        "onSuccess": [{"queue": "shop/thumbnail", "pipeline": [{"executorName": "sh", "commands": ["echo publish"]}]}],
+        "onFailure": [{"queue": "shop/thumbnail", "pipeline": [{"executorName": "sh", "commands": ["echo telling customer-7"]}],
+                       "onSuccess": [{"queue": "shop/thumbnail", "pipeline": [{"executorName": "sh", "commands": ["echo logged"]}]}]}]});
+    let root = pm_tests::submit_json(&s, &flow.to_string());
+    // Dead letters on another queue, and waiting work on a paused one.
+    let producer = s.client(ConnectOptions::producer()).await;
+    let (agent, mut leases) = s.agent().await;
+    for i in 0..3 {
+        let mut t = task("billing", format!("{{\"invoice\": {}}}", 4410 + i).as_bytes());
+        t.max_attempts = 1;
+        producer.submit_one(t).await.unwrap();
+    }
+    agent.credit("billing", 3).await.unwrap();
+    for _ in 0..3 {
+        let t = next_lease(&mut leases).await;
+        let reason = "payment provider answered 503 three times".into();
+        agent.nack(vec![NackItem { lease_id: t.lease_id, reason, ..Default::default() }]).await.unwrap();
+    }
+    for i in 0..40 {
+        producer.submit_one(task("email", format!("{{\"to\": \"user{i}@example.com\"}}").as_bytes())).await.unwrap();
+    }
+    assert_eq!(post(&s, "/api/queues/email/pause", &json!({})).status, 200);
+
+    // Steady submits for the sparklines while the browser watches the overview.
+    let http_addr = s.http_addr.clone().unwrap();
+    let feeder = tokio::spawn(async move {
+        for i in 0..400u32 {
+            let body = json!({"url": format!("https://img.example/{i}.png")}).to_string();
+            let addr = http_addr.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                http(&addr, "POST", "/api/applications/shop/pipelines/thumbnail", &[], body.as_bytes())
+            })
+            .await;
+            let wave = 120 + (i % 40) * 6;
+            tokio::time::sleep(Duration::from_millis(u64::from(wave))).await;
+        }
+    });
+
+    let b = Session::start(&driver, &chromium).await;
+    b.browser.set_window_size(1440, 900).await.unwrap();
+    b.browser.goto(&format!("{base}/ui/")).await.unwrap();
+    b.wait_for("tr[data-queue='shop/thumbnail']").await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let shot = |name: &'static str| {
+        let (b, out) = (&b, &out);
+        async move {
+            let png = b.browser.screenshot().await.unwrap();
+            std::fs::write(out.join(name), png).unwrap();
+        }
+    };
+    shot("console-overview.png").await;
+
+    b.show("#/tasks?queue=shop/thumbnail").await;
+    b.wait_for("#tasks tbody tr[data-task-id]").await;
+    shot("console-tasks.png").await;
+
+    // Taller, so that the steps and the flow fit in one picture.
+    b.browser.set_window_size(1440, 1300).await.unwrap();
+    b.show(&format!("#/task/{root}")).await;
+    b.wait_text("#flow", "onFailure").await;
+    shot("console-task.png").await;
+    b.browser.set_window_size(1440, 900).await.unwrap();
+
+    b.show("#/dead?queue=billing").await;
+    b.wait_text("#dead tbody", "payment provider").await;
+    shot("console-dead.png").await;
+
+    b.show("#/apps").await;
+    b.click("button[data-pipeline='thumbnail']").await;
+    b.wait_for(".submit-form").await;
+    shot("console-apps.png").await;
+    feeder.abort();
     let log = b.log().await;
     assert!(errors(&log).is_empty(), "the browser logged errors: {:#?}", errors(&log));
 }
