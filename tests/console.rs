@@ -166,6 +166,13 @@ impl Session {
         self.wait_js("the dialog to close", "return !document.querySelector('dialog[open]');", vec![]).await;
     }
 
+    /// Pastes `token` into the token field and uses it.
+    async fn use_token(&self, token: &str) {
+        self.click("#token-input").await;
+        self.browser.find(Locator::Css("#token-input")).await.unwrap().send_keys(token).await.unwrap();
+        self.click("#token-save").await;
+    }
+
     /// Goes to a fragment of the console (`#/tasks?queue=q`) without reloading the page.
     async fn show(&self, fragment: &str) {
         self.browser.execute("location.hash = arguments[0];", vec![json!(fragment)]).await.unwrap();
@@ -263,17 +270,28 @@ async fn console_in_a_browser() {
         assert!(msg.contains("401"), "an error other than the expected 401 before the token: {msg}");
     }
 
-    // With the admin token the overview shows this node, up.
-    b.click("#token-input").await;
-    b.browser.find(Locator::Css("#token-input")).await.unwrap().send_keys(ADMIN).await.unwrap();
-    b.click("#token-save").await;
+    // A producer token reads: the overview shows this node, up, and the queue. It may not act: Pause is
+    // refused, the page says why, and the queue is not paused.
+    let producer = s.client(ConnectOptions::producer().token(PRODUCER)).await;
+    producer.submit_one(task("web", br#"{"pipeline":[]}"#)).await.unwrap();
+    b.use_token(PRODUCER).await;
     b.wait_text("#members tbody", "up").await;
     b.wait_text("#live", "live").await;
+    b.click_and_confirm("button[data-action='pause'][data-queue='web']").await;
+    b.wait_text("#notices", "may only read").await;
+    assert_eq!(api(&s, "/api/queues/web").json()["paused"], json!(false), "a refused pause changed nothing");
+    let refused = b.log().await;
+    for (_, msg) in errors(&refused) {
+        assert!(msg.contains("403"), "an error other than the expected 403 of the refused pause: {msg}");
+    }
+
+    // With the admin token, everything below works.
+    b.use_token(ADMIN).await;
+    b.wait_text("#token-state", "token set").await;
 
     // A submitted task appears in the task list (it refreshes on its own) and opens to its detail.
-    let producer = s.client(ConnectOptions::producer().token(PRODUCER)).await;
     b.show("#/tasks?queue=web").await;
-    b.wait_text("#tasks tbody", "No task matches").await;
+    b.wait_text("#tasks tbody", "web").await;
     let id = producer.submit_one(task("web", br#"{"pipeline":[]}"#)).await.unwrap();
     let row = format!("#tasks tr[data-task-id='{id}'] a.task-link");
     b.click(&row).await;

@@ -102,10 +102,11 @@ function onBlock(block) {
   }
 }
 
-/** Takes a `GET /api/queues` body (from the stream, or fetched by a page) as the latest figures. */
-export function accept(data) {
+/** Takes a `GET /api/queues` body (from the stream, or fetched by a page) as the latest figures; `record`
+ * false leaves the sparklines' history alone (a figure fetched right after an action, between two events). */
+export function accept(data, record = true) {
   state.data = data;
-  for (const q of data.queues || []) {
+  for (const q of record ? data.queues || [] : []) {
     let h = state.history.get(q.queue);
     if (!h) state.history.set(q.queue, (h = { submitted: [], completed: [] }));
     h.submitted.push(Number(q.submittedPerSec) || 0);

@@ -117,9 +117,11 @@ function paintQueues(tbody, rows, data, history) {
     let row = rows.get(q.queue);
     if (!row) {
       row = newRow(q.queue);
-      row.cells.pause.addEventListener('click', () => pauseQueue(q.queue));
-      row.cells.resume.addEventListener('click', () => resumeQueue(q.queue));
-      row.cells.purge.addEventListener('click', () => purgeQueue(q.queue, row.figures));
+      // After an action, the figures are read again at once rather than at the next event.
+      const then = (r) => r && get('/api/queues').then((d) => live.accept(d, false)).catch(() => {});
+      row.cells.pause.addEventListener('click', async () => then(await pauseQueue(q.queue)));
+      row.cells.resume.addEventListener('click', async () => then(await resumeQueue(q.queue)));
+      row.cells.purge.addEventListener('click', async () => then(await purgeQueue(q.queue, row.figures)));
       rows.set(q.queue, row);
     }
     row.figures = q;
