@@ -339,7 +339,11 @@ async fn invalid_tasks_are_refused_individually() {
 async fn roles_are_enforced() {
     let s = Scheduler::start(&[]);
     let p = s.client(ConnectOptions::producer()).await;
-    let err = p.stats().await.unwrap_err();
+    // Producers read what operators see, but only admins act.
+    p.stats().await.unwrap();
+    let err = p.queue_control("q", pm_protocol::pb::QueueAction::Pause).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::RoleNotAllowed));
+    let err = p.redrive("q", vec![]).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::RoleNotAllowed));
     let (a, _l) = s.agent().await;
     let err = a.submit(vec![task("q", b"x")]).await.unwrap_err();

@@ -58,6 +58,11 @@ enum Cmd {
     /// The flow (tree of chained tasks: `onSuccess` / `onFailure`) a task belongs to, from its root, with each
     /// task's state. Exits 0 once every task of the tree has succeeded, 1 otherwise.
     Flow(cmd::flow::Args),
+    /// List tasks, newest first, by queue, state, key and flow (live tasks and kept outcomes, every member).
+    Ls(cmd::ls::Args),
+    /// Pause, resume or purge a queue on every member.
+    #[command(subcommand)]
+    Queue(cmd::queue::QueueCmd),
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
@@ -100,6 +105,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Wait(args) => cmd::wait::run(server, args).await,
         Cmd::Why(args) => cmd::why::run(server, args).await,
         Cmd::Flow(args) => cmd::flow::run(server, args).await,
+        Cmd::Ls(args) => cmd::ls::run(server, args).await,
+        Cmd::Queue(c) => cmd::queue::run(server, c).await,
         Cmd::Cluster(c) => cmd::cluster::run(server, c).await,
         Cmd::App(c) => cmd::apps::run(server, c).await,
     }

@@ -5,7 +5,10 @@
 use pm_protocol::pb::{self, QueueAction, StatsReply, TaskState};
 use pm_protocol::{ErrorCode, Kind};
 
+use futures::future::join_all;
+
 use crate::client::{unexpected, Client};
+use crate::cluster::Cluster;
 use crate::error::{Error, ErrorKind};
 
 /// What a task listing is filtered by (empty fields match everything).
@@ -140,6 +143,32 @@ impl Client {
             }
             other => Err(unexpected(other)),
         }
+    }
+}
+
+impl Cluster {
+    /// Producers and admins: one page of tasks matching `filter` below `before` from every member, merged
+    /// newest first. Fails if a member does not answer (a page without it would look complete).
+    pub async fn list_tasks(&self, filter: &TaskFilter, limit: u32, before: u64) -> Result<TaskPage, Error> {
+        let nodes = self.nodes();
+        let asks = nodes.iter().map(|node| async move {
+            let c = self.client(node).await?;
+            c.list_tasks(filter, limit, before).await
+        });
+        let pages = join_all(asks).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let limit = if limit == 0 { 100 } else { limit as usize };
+        Ok(merge_task_pages(pages, limit))
+    }
+
+    /// Admin: pauses, resumes or purges `queue` on every member; each member's outcome, in member order.
+    pub async fn queue_control_all(
+        &self,
+        queue: &str,
+        action: QueueAction,
+    ) -> Vec<(String, Result<QueueControlled, Error>)> {
+        let nodes = self.nodes();
+        let asks = nodes.iter().map(|node| async move { self.client(node).await?.queue_control(queue, action).await });
+        nodes.iter().cloned().zip(join_all(asks).await).collect()
     }
 }
 

@@ -35,22 +35,29 @@ pub fn time(ms: u64) -> Value {
 
 /// The status as one JSON object (the result as JSON when it is JSON, else as text or base64).
 pub fn status_json(s: &TaskStatus) -> Value {
+    status_json_inner(s)
+}
+
+/// Opaque bytes (a payload, a result document) as JSON: the document itself when they hold JSON, else the
+/// text, else `{"base64": ...}`.
+pub fn bytes_json(b: &[u8]) -> Value {
+    if let Ok(v) = serde_json::from_slice::<Value>(b) {
+        return v;
+    }
+    match std::str::from_utf8(b) {
+        Ok(text) => Value::String(text.to_string()),
+        Err(_) => {
+            use base64::Engine;
+            json!({"base64": base64::engine::general_purpose::STANDARD.encode(b)})
+        }
+    }
+}
+
+fn status_json_inner(s: &TaskStatus) -> Value {
     if s.code != ErrorCode::Ok as i32 {
         return json!({"taskId": s.task_id, "state": "not-found"});
     }
-    let result = if s.result.is_empty() {
-        Value::Null
-    } else if let Ok(v) = serde_json::from_slice::<Value>(&s.result) {
-        v
-    } else {
-        match std::str::from_utf8(&s.result) {
-            Ok(text) => Value::String(text.to_string()),
-            Err(_) => {
-                use base64::Engine;
-                json!({"base64": base64::engine::general_purpose::STANDARD.encode(&s.result)})
-            }
-        }
-    };
+    let result = if s.result.is_empty() { Value::Null } else { bytes_json(&s.result) };
     json!({
         "taskId": s.task_id, "state": state_name(s), "queue": s.queue, "key": s.key,
         "attempts": s.attempts, "maxAttempts": s.max_attempts,

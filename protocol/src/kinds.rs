@@ -104,10 +104,10 @@ impl Kind {
             Kind::Revoke(_) => info("revoke", ToClient, SERVER, false),
             Kind::Reclaim(_) => info("reclaim", ToServer, Roles::AGENT, true),
             Kind::ReclaimReply(_) => info("reclaim_reply", ToClient, SERVER, true),
-            // Admins.
-            Kind::StatsRequest(_) => info("stats_request", ToServer, Roles::ADMIN.or(Roles::PEER), true),
+            // Operators: producers may read (stats, listings, dead letters), admins may also act.
+            Kind::StatsRequest(_) => info("stats_request", ToServer, PRODUCERS.or(Roles::PEER), true),
             Kind::StatsReply(_) => info("stats_reply", ToClient, SERVER, true),
-            Kind::DeadLetterList(_) => info("dead_letter_list", ToServer, Roles::ADMIN, true),
+            Kind::DeadLetterList(_) => info("dead_letter_list", ToServer, PRODUCERS, true),
             Kind::DeadLetterListReply(_) => info("dead_letter_list_reply", ToClient, SERVER, true),
             Kind::DeadLetterRedrive(_) => info("dead_letter_redrive", ToServer, Roles::ADMIN, true),
             Kind::DeadLetterRedriveReply(_) => info("dead_letter_redrive_reply", ToClient, SERVER, true),
@@ -115,7 +115,6 @@ impl Kind {
             Kind::DeadLetterDeleteReply(_) => info("dead_letter_delete_reply", ToClient, SERVER, true),
             Kind::QueueControl(_) => info("queue_control", ToServer, Roles::ADMIN, true),
             Kind::QueueControlReply(_) => info("queue_control_reply", ToClient, SERVER, true),
-            // Operators' views, readable with a producer token.
             Kind::TaskList(_) => info("task_list", ToServer, PRODUCERS, true),
             Kind::TaskListReply(_) => info("task_list_reply", ToClient, SERVER, true),
         }

@@ -317,6 +317,9 @@ impl Config {
         if self.tls_cert_file.is_some() && ring.len() > 1 && self.tls_ca_file.is_none() {
             return err("cluster mode with TLS: give --tls-ca-file, the CA of the other nodes' certificates".into());
         }
+        // The token files are read now, not when the node starts: a missing file, a malformed line or a token
+        // under 16 characters is a bad value like any other (exit 64), not a failure to start (exit 1).
+        crate::auth::Auth::load(self.token_files()).map_err(|e| ConfigError(e.to_string()))?;
         let listen_loopback = self.listen_addr().is_ok_and(|a| a.ip().is_loopback());
         if !self.token_files().enabled() && !listen_loopback && !self.insecure {
             return err(format!(
@@ -539,7 +542,17 @@ mod tests {
         let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070"]);
         assert!(c.validate().unwrap_err().to_string().contains("--insecure"));
         assert!(Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--insecure"]).validate().is_ok());
-        let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--agent-token-file", "/x"]);
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::write(&tokens, "a-token-of-16-chars-or-more\n").unwrap();
+        let file = tokens.to_str().unwrap();
+        let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--agent-token-file", file]);
         assert!(c.validate().is_ok());
+        // The token files are read by validate(): a missing file or a short token is a bad value (exit 64).
+        let c = Config::parse_from(["pm-scheduler", "--agent-token-file", "/nonexistent/tokens"]);
+        assert!(c.validate().unwrap_err().to_string().contains("/nonexistent/tokens"));
+        std::fs::write(&tokens, "short\n").unwrap();
+        let c = Config::parse_from(["pm-scheduler", "--agent-token-file", file]);
+        assert!(c.validate().unwrap_err().to_string().contains("16 characters"));
     }
 }

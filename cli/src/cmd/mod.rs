@@ -8,6 +8,8 @@
 //! - [`why`]: why a task is not running now.
 //! - [`flow`]: the tree of chained tasks a task belongs to.
 //! - [`admin`]: an operator's view of one node: queue stats, dead letters and their redrive.
+//! - [`ls`]: list tasks by queue, state, key and flow, over every member.
+//! - [`queue`]: pause, resume or purge a queue on every member.
 //! - [`cluster`]: cluster membership and health.
 //! - [`apps`]: `pmctl app`: applications and pipeline templates stored in the scheduler.
 //! - [`deploy`]: `pmctl app render|apply`: Kubernetes manifests for an application.
@@ -20,6 +22,8 @@ pub mod cancel;
 pub mod cluster;
 pub mod deploy;
 pub mod flow;
+pub mod ls;
+pub mod queue;
 pub mod status;
 pub mod submit;
 pub mod wait;

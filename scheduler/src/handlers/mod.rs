@@ -18,8 +18,8 @@ pub use self::ctx::ConnCtx;
 use crate::metrics as m;
 use crate::outbox::Outbound;
 
-/// Handles one decoded frame. Returns false when the connection must close. Who may send what is the
-/// protocol's table of kinds (`pm_protocol::kinds`).
+/// Handles one decoded frame. Returns false when the connection must close (after an `Error` with request id 0,
+/// which this has queued). Who may send what is the protocol's table of kinds (`pm_protocol::kinds`).
 pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
     let Some(kind) = env.kind else { return false };
     let info = kind.info();
@@ -33,8 +33,14 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         return false;
     }
     if !info.roles.contains(ctx.role) {
-        metrics::counter!(m::REFUSED, "reason" => "role").increment(1);
         let msg = format!("role {} may not send {}", ctx.role.as_str_name(), info.name);
+        if !info.request_id {
+            // A Credit has no request id to answer: the error is about the connection (request id 0), and an
+            // error with request id 0 always closes it (docs/protocol.md, "Errors").
+            refuse(ctx, ErrorCode::RoleNotAllowed, &msg, "role");
+            return false;
+        }
+        metrics::counter!(m::REFUSED, "reason" => "role").increment(1);
         ctx.error(ErrorCode::RoleNotAllowed, kind.request_id(), msg);
         return true;
     }
@@ -46,7 +52,7 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         Kind::Submit(s) => submit::handle(ctx, s),
         Kind::SubmitTemplate(s) => submit::handle_template(ctx, s),
         Kind::AppRequest(r) => apps::handle(ctx, r),
-        Kind::Credit(c) => credit::handle(ctx, c),
+        Kind::Credit(c) => return credit::handle(ctx, c),
         Kind::Ack(a) => leases::ack(ctx, a),
         Kind::Nack(n) => leases::nack(ctx, n),
         Kind::Extend(e) => leases::extend(ctx, e),
