@@ -4,8 +4,9 @@
 //!
 //! `console_in_a_browser` loads the console; sees that it needs a token and takes one; sees a submitted task
 //! appear in the task list and opens its detail; pauses and resumes a queue with its buttons (the API reports
-//! each); redrives a dead letter with its button (the agent is leased the task again); and checks that the
-//! browser logged no error and that the pages carry their Content-Security-Policy.
+//! each); redrives a dead letter with its button (the agent is leased the task again); cancels a filtered
+//! set after seeing how many it holds, and nothing outside it; and checks that the browser logged no error
+//! and that the pages carry their Content-Security-Policy. A producer token reads, and its pause is refused.
 //!
 //! Without `chromium` and `chromedriver` (Debian packages of those names) the test says `SKIPPED`; with
 //! `PM_BROWSER_TEST=require` (as `.ci/run` sets) it fails instead. `console_screenshots` (ignored; run it with
@@ -329,6 +330,19 @@ async fn console_in_a_browser() {
     let again = next_lease(&mut leases).await;
     assert_eq!(again.task_id, dead_id, "the redriven task is leased again");
     b.wait_text("#dead tbody", "No dead letter here").await;
+
+    // Cancelling the filtered set says how many first (the two ready tasks of `web`), and reaches only them:
+    // the leased task of `poison` runs on.
+    b.show("#/tasks?queue=web&state=ready").await;
+    b.wait_text("#tasks tbody", &id.to_string()).await;
+    b.click("#bulk-cancel").await;
+    b.wait_text("dialog[open]", "Cancel 2 task(s)").await;
+    b.click("dialog[open] #confirm-ok").await;
+    b.wait_text("#notices", "Cancelled 2 task(s)").await;
+    let left = api(&s, "/api/tasks/count?queue=web&state=ready").json();
+    assert_eq!(left["count"], json!(0), "{left}");
+    let running = api(&s, &format!("/api/tasks/{dead_id}")).json();
+    assert_eq!(running["state"], "leased", "a task outside the filter was touched: {running}");
 
     // Nothing went wrong in the browser after the token: no error in its console (a failed request, a script
     // error, a refused policy would each be one).
