@@ -280,6 +280,7 @@ async fn console_in_a_browser() {
     b.wait_text("#live", "live").await;
     b.click_and_confirm("button[data-action='pause'][data-queue='web']").await;
     b.wait_text("#notices", "may only read").await;
+    b.wait_text("#token-state", "read-only token").await;
     assert_eq!(api(&s, "/api/queues/web").json()["paused"], json!(false), "a refused pause changed nothing");
     let refused = b.log().await;
     for (_, msg) in errors(&refused) {

@@ -4,7 +4,7 @@
 // that filter (the server counts and acts on the same predicate); "everything" is only ever sent as an
 // explicit `all: true`, and only after the operator typed ALL. A body that names no task and no filter is
 // never built here (and the API would refuse it with 400).
-import { get, post } from './api.js';
+import { ApiError, get, markReadOnly, post } from './api.js';
 import { confirmAction } from './confirm.js';
 import { h } from './dom.js';
 import { count } from './format.js';
@@ -27,6 +27,7 @@ async function run(doing, fn) {
   try {
     return await fn();
   } catch (e) {
+    if (e instanceof ApiError && e.status === 403 && e.code === 'ROLE_NOT_ALLOWED') markReadOnly();
     notifyError(e, doing);
     return null;
   }

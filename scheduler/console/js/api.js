@@ -17,7 +17,21 @@ export function setToken(t) {
   const v = (t || '').trim();
   if (v) sessionStorage.setItem(KEY, v);
   else sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(READ_ONLY);
   for (const fn of tokenListeners) fn(v);
+}
+
+const READ_ONLY = 'pm.console.readOnly';
+
+/** Whether an action with the current token was refused for its role (a producer token: it may only read). */
+export function readOnly() {
+  return sessionStorage.getItem(READ_ONLY) === '1';
+}
+
+/** Notes that the current token may only read, and says so to the page (`pm-read-only` event). */
+export function markReadOnly() {
+  sessionStorage.setItem(READ_ONLY, '1');
+  window.dispatchEvent(new Event('pm-read-only'));
 }
 
 /** Calls `fn(token)` whenever the token changes. */

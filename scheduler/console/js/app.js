@@ -1,6 +1,6 @@
 // The console's shell: the router (the page and its filters live in the URL's fragment, `#/tasks?queue=q`,
 // so every view can be bookmarked and shared), the token field, and the live-stream indicator.
-import { token, setToken } from './api.js';
+import { readOnly, token, setToken } from './api.js';
 import { fill, h, setText } from './dom.js';
 import * as live from './live.js';
 import { route } from './nav.js';
@@ -42,7 +42,12 @@ function render() {
 function tokenUi() {
   const input = document.getElementById('token-input');
   const stateEl = document.getElementById('token-state');
-  const show = () => setText(stateEl, token() ? 'token set' : 'no token');
+  const show = () => {
+    setText(stateEl, !token() ? 'no token' : readOnly() ? 'read-only token' : 'token set');
+    stateEl.title = readOnly() ? 'An action was refused for this token: actions need an admin token' : '';
+    document.body.classList.toggle('read-only', readOnly());
+  };
+  window.addEventListener('pm-read-only', show);
   document.getElementById('token-form').addEventListener('submit', (e) => {
     e.preventDefault();
     setToken(input.value);
