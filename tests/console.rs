@@ -15,6 +15,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,7 +66,9 @@ struct Session {
 impl Session {
     async fn start(driver: &Path, chromium: &Path) -> Session {
         let port = pm_testkit::free_addr("127.0.0.1").rsplit_once(':').unwrap().1.to_string();
+        // Its own process group: the browsers it starts are in it too, and `Drop` ends them all together.
         let mut child = Command::new(driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -180,8 +183,18 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Ends the browser session (chromedriver quits Chromium), then chromedriver.
+    async fn close(self) {
+        let _ = self.browser.clone().close().await;
+    }
+}
+
 impl Drop for Session {
+    /// Kills chromedriver's process group, so that no browser outlives a failed test.
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -349,6 +362,7 @@ async fn console_in_a_browser() {
     // error, a refused policy would each be one).
     let log = b.log().await;
     assert!(errors(&log).is_empty(), "the browser logged errors: {:#?}", errors(&log));
+    b.close().await;
 }
 
 /// `POST path` with a JSON body (no token: the screenshots' node serves on loopback without tokens).
@@ -454,4 +468,5 @@ async fn console_screenshots() {
     feeder.abort();
     let log = b.log().await;
     assert!(errors(&log).is_empty(), "the browser logged errors: {:#?}", errors(&log));
+    b.close().await;
 }
