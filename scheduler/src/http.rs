@@ -1,6 +1,8 @@
 //! The node's HTTP endpoint (`--http-listen`): `GET /metrics` (Prometheus text, histograms with buckets),
 //! `GET /healthz` (the process answers), `GET /readyz` (200 while the node accepts work, 503 once it is
-//! shutting down), and the API under `/api/` ([`crate::gateway`]). Served by [`pm_http::serve`] with the header timeout and connection limit of the config.
+//! shutting down), the API under `/api/` ([`crate::gateway`]) and the console's pages under `/ui/`
+//! ([`crate::console`], served whether or not the API is on). Served by [`pm_http::serve`] with the header
+//! timeout and connection limit of the config.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,7 +42,8 @@ pub fn router(metrics: Option<PrometheusHandle>, ready: Arc<AtomicBool>, api: Op
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") })
-        .with_state(HttpState { metrics, ready });
+        .with_state(HttpState { metrics, ready })
+        .merge(crate::console::routes());
     match api {
         Some(gw) => base.merge(crate::gateway::routes(gw)),
         None => base,

@@ -47,6 +47,7 @@
 //! - [`store`]: the durable `TaskStore` trait, the WAL and sled backends and the group-commit thread.
 //! - [`http`]: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, and the API of [`gateway`]).
 //! - [`gateway`]: the HTTP API: applications, parameterised submits, task status.
+//! - [`console`]: the operator console's pages at `/ui/`, compiled in.
 //! - [`node`]: wiring it all together (open store, recover, start shards and committer).
 //! - [`metrics`]: metric names.
 //! - [`tls`]: TLS on the listener (rustls), mutual TLS, certificate reload.
@@ -59,6 +60,7 @@ pub mod catalog;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod context;
 pub mod durable_file;
 pub mod gateway;
