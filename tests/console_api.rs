@@ -351,3 +351,53 @@ async fn pmctl_lists_tasks_and_steers_queues_and_a_purge_needs_a_yes() {
 fn ids_of(v: &Value) -> Vec<u64> {
     ids(v, "tasks")
 }
+
+#[tokio::test]
+async fn raw_task_json_is_submitted_and_cancelled_over_http_without_an_application() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    let hello = json!({"pipeline": [{"executorName": "sh", "commands": ["echo hi"]}]});
+    let original = json!({"commands": [{"executorName": "sh", "commandLines": ["echo hi"]}]});
+
+    assert_eq!(api(&s, "POST", "/api/queues/jobs/tasks", "", &hello).status, 401);
+    let r = api(&s, "POST", "/api/queues/jobs/tasks", PRODUCER, &hello);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["taskId"].as_u64().unwrap();
+    assert!(r.headers.contains(&format!("location: /api/tasks/{id}")), "{}", r.headers);
+    let (a, mut leases) = agent(&s).await;
+    a.credit("jobs", 1).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    assert_eq!(t.task_id, id);
+    assert_eq!(serde_json::from_slice::<Value>(&t.payload).unwrap(), hello, "the payload is the document as sent");
+
+    // An array: each item on its own; the invalid one and the one naming another queue are refused.
+    let items = json!([hello, {"pipeline": []}, original, {"queue": "other", "pipeline": hello["pipeline"]}]);
+    let r = api(&s, "POST", "/api/queues/jobs/tasks", PRODUCER, &items);
+    assert_eq!(r.status, 207, "{}", r.json());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(r.json()["accepted"], 2);
+    assert!(results[0]["taskId"].is_u64() && results[2]["taskId"].is_u64(), "{results:?}");
+    assert_eq!(
+        (results[1]["code"].as_str(), results[3]["code"].as_str()),
+        (Some("INVALID_TASK"), Some("INVALID_TASK"))
+    );
+    assert!(results[3]["error"].as_str().unwrap().contains("other"), "{results:?}");
+
+    // An idempotency key returns the first task; a queue with a slash is written %2F.
+    let key = [("Idempotency-Key", "order-7")];
+    let first = api_with(&s, "POST", "/api/queues/shop%2Fmail/tasks", PRODUCER, &key, &hello).json();
+    let again = api_with(&s, "POST", "/api/queues/shop%2Fmail/tasks", PRODUCER, &key, &hello).json();
+    assert_eq!((first["taskId"].clone(), again["duplicate"].as_bool()), (again["taskId"].clone(), Some(true)));
+    assert_eq!(get(&s, &format!("/api/tasks/{}", first["taskId"]))["queue"], "shop/mail");
+    let r = api(&s, "POST", "/api/queues/shop%2Fmail/pause", ADMIN, &Value::Null);
+    assert_eq!((r.status, r.json()["paused"].as_bool()), (200, Some(true)), "{}", r.json());
+    assert_bad_param(&api(&s, "POST", "/api/queues/bad%20name/tasks", PRODUCER, &hello), "queue");
+    assert_eq!(api(&s, "POST", "/api/queues/jobs/tasks", PRODUCER, &json!({"no": "pipeline"})).status, 400);
+
+    // DELETE cancels once; then the task is finished.
+    let doomed = first["taskId"].as_u64().unwrap();
+    let r = api(&s, "DELETE", &format!("/api/tasks/{doomed}"), PRODUCER, &Value::Null);
+    assert_eq!((r.status, r.json()["cancelled"].as_bool()), (200, Some(true)));
+    assert_eq!(api(&s, "DELETE", &format!("/api/tasks/{doomed}"), PRODUCER, &Value::Null).status, 404);
+    assert_eq!(get(&s, &format!("/api/tasks/{doomed}"))["state"], "cancelled");
+}

@@ -8,13 +8,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pm_client::json::app_json;
-use pm_protocol::pb::{SubmitResult, TemplateTask};
+use pm_protocol::pb::TemplateTask;
 use pm_protocol::{ErrorCode, Role};
 use pm_task::template::params_of;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::error::{internal, status_of, ApiError};
+use super::answer::submitted;
+use super::error::ApiError;
 use super::state::{parse_json, to_vec, Gateway};
 
 /// `?replace=true`.
@@ -216,34 +217,5 @@ pub(super) async fn submit(
         })
         .collect();
     let results = client.submit_template(&app, &pipeline, tasks).await?;
-    if !many {
-        let r = results.into_iter().next().ok_or_else(|| internal("the node sent no result"))?;
-        return match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
-            ErrorCode::Ok => {
-                let location = format!("/api/tasks/{}", r.task_id);
-                let body = json!({"taskId": r.task_id, "duplicate": r.duplicate, "status": location});
-                let mut resp = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
-                Ok(resp)
-            }
-            code => Err(ApiError::of_code(code, r.message)),
-        };
-    }
-    let ok = results.iter().filter(|r| r.code == ErrorCode::Ok as i32).count();
-    let status = match (ok, results.first()) {
-        (n, _) if n == results.len() => StatusCode::ACCEPTED,
-        (0, Some(first)) => status_of(ErrorCode::try_from(first.code).unwrap_or(ErrorCode::Internal)),
-        _ => StatusCode::MULTI_STATUS,
-    };
-    let items: Vec<Value> = results.iter().map(result_json).collect();
-    Ok((status, axum::Json(json!({"accepted": ok, "results": items}))).into_response())
-}
-
-fn result_json(r: &SubmitResult) -> Value {
-    match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
-        ErrorCode::Ok => json!({"taskId": r.task_id, "duplicate": r.duplicate}),
-        code => json!({"error": r.message, "code": code.as_str_name()}),
-    }
+    submitted(results, many)
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::Router;
 
+mod answer;
 mod apps;
 mod dead;
 mod error;
@@ -25,6 +26,7 @@ mod guard;
 mod members;
 mod query;
 mod queues;
+mod raw;
 mod state;
 mod tasks;
 
@@ -44,9 +46,10 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/api/tasks", get(tasks::list))
         .route("/api/tasks/count", get(tasks::count))
         .route("/api/tasks/cancel", post(tasks::cancel))
-        .route("/api/tasks/{id}", get(tasks::task_status))
+        .route("/api/tasks/{id}", get(tasks::task_status).delete(raw::cancel))
         .route("/api/queues", get(queues::list))
         .route("/api/queues/{queue}", get(queues::one))
+        .route("/api/queues/{queue}/tasks", post(raw::submit))
         .route("/api/queues/{queue}/{action}", post(queues::act))
         .route("/api/dead", get(dead::list))
         .route("/api/dead/redrive", post(dead::redrive))
