@@ -10,27 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pm_testkit::{pmctl, Agent, Scheduler};
+use pm_tests::tokens::{token_flags, ADMIN, AGENT, PRODUCER};
 use pm_tests::{http, HttpReply};
 use serde_json::{json, Value};
-
-const PRODUCER: &str = "producer-secret-0001";
-const AGENT: &str = "agent-secret-000001";
-const ADMIN: &str = "admin-secret-000001";
-
-/// Token files for producers, agents and admins in `dir`, and the flags naming them.
-fn token_flags(dir: &Path) -> Vec<String> {
-    let mut flags = Vec::new();
-    for (flag, name, token) in [
-        ("--producer-token-file", "producer", PRODUCER),
-        ("--agent-token-file", "agent", AGENT),
-        ("--admin-token-file", "admin", ADMIN),
-    ] {
-        let p = dir.join(name);
-        std::fs::write(&p, format!("{token}\n")).unwrap();
-        flags.extend([flag.to_string(), p.display().to_string()]);
-    }
-    flags
-}
 
 fn start(dir: &Path, extra: &[&str]) -> Scheduler {
     let mut flags = token_flags(dir);

@@ -25,12 +25,9 @@ use fantoccini::{Client as Browser, ClientBuilder, Locator};
 use pm_client::{Client, ConnectOptions};
 use pm_protocol::pb::NackItem;
 use pm_testkit::Scheduler;
+use pm_tests::tokens::{token_flags, ADMIN, AGENT, PRODUCER};
 use pm_tests::{http, next_lease, task, HttpReply};
 use serde_json::{json, Value};
-
-const PRODUCER: &str = "console-producer-0001";
-const AGENT: &str = "console-agent-000001";
-const ADMIN: &str = "console-admin-000001";
 
 /// The browser's tools, or `None` (after saying why) when they are missing and not required.
 fn tools() -> Option<(PathBuf, PathBuf)> {
@@ -212,18 +209,6 @@ impl WebDriverCompatibleCommand for BrowserLog {
     fn method_and_body(&self, _url: &url::Url) -> (::http::Method, Option<String>) {
         (::http::Method::POST, Some(r#"{"type":"browser"}"#.to_string()))
     }
-}
-
-/// Token files for producer, agent and admin in `dir`, and the flags naming them.
-fn token_flags(dir: &Path) -> Vec<String> {
-    [("--producer-token-file", PRODUCER), ("--agent-token-file", AGENT), ("--admin-token-file", ADMIN)]
-        .iter()
-        .flat_map(|(flag, token)| {
-            let p = dir.join(flag.trim_start_matches("--"));
-            std::fs::write(&p, format!("{token}\n")).unwrap();
-            [flag.to_string(), p.display().to_string()]
-        })
-        .collect()
 }
 
 /// `GET path` on the API with the admin token.

@@ -15,24 +15,12 @@ use std::time::{Duration, Instant};
 use pm_client::{Client, ConnectOptions};
 use pm_protocol::pb::TaskSpec;
 use pm_testkit::{Scheduler, SchedulerCluster};
+use pm_tests::tokens::{token_flags, ADMIN, AGENT, PRODUCER};
 use pm_tests::{assert_no_lease, http, next_lease, task, HttpReply};
 use serde_json::{json, Value};
 
-const PRODUCER: &str = "producer-secret-0001";
-const AGENT: &str = "agent-secret-000001";
-const ADMIN: &str = "admin-secret-000001";
-
 fn start(dir: &Path) -> Scheduler {
-    let mut flags = Vec::new();
-    for (flag, name, token) in [
-        ("--producer-token-file", "producer", PRODUCER),
-        ("--agent-token-file", "agent", AGENT),
-        ("--admin-token-file", "admin", ADMIN),
-    ] {
-        let p = dir.join(name);
-        std::fs::write(&p, format!("{token}\n")).unwrap();
-        flags.extend([flag.to_string(), p.display().to_string()]);
-    }
+    let flags = token_flags(dir);
     Scheduler::start_in(&dir.join("data"), &flags.iter().map(String::as_str).collect::<Vec<_>>())
 }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub mod podman;
+pub mod tokens;
 
 use pm_client::{AgentEvent, Leases};
 use pm_protocol::pb::{LeasedTask, TaskSpec};

@@ -33,6 +33,25 @@ pub fn time(ms: u64) -> Value {
     }
 }
 
+/// The state a name of [`state_name`] stands for (`""`: none, [`TaskState::Unspecified`]); `None` for a
+/// name that is not a state. Used by filters (`pmctl ls --state`, `GET /api/tasks?state=`).
+pub fn state_of_name(name: &str) -> Option<TaskState> {
+    Some(match name {
+        "" => TaskState::Unspecified,
+        "ready" => TaskState::Ready,
+        "delayed" => TaskState::Delayed,
+        "leased" => TaskState::Leased,
+        "dead" => TaskState::Dead,
+        "succeeded" => TaskState::Succeeded,
+        "failed" => TaskState::Failed,
+        "cancelled" => TaskState::Cancelled,
+        _ => return None,
+    })
+}
+
+/// The names [`state_of_name`] takes, for error messages.
+pub const STATE_NAMES: &str = "ready, delayed, leased, dead, succeeded, failed or cancelled";
+
 /// The status as one JSON object (the result as JSON when it is JSON, else as text or base64).
 pub fn status_json(s: &TaskStatus) -> Value {
     status_json_inner(s)

@@ -2,7 +2,7 @@
 //! tasks and the finished ones whose outcome is still kept. A page at a time (`--limit`); the command prints
 //! how to ask for the next one.
 
-use pm_client::json::{state_name, status_json};
+use pm_client::json::{state_name, state_of_name, status_json, STATE_NAMES};
 use pm_client::{ConnectOptions, TaskFilter};
 use pm_protocol::pb::TaskState;
 use serde_json::{json, Value};
@@ -37,20 +37,7 @@ pub struct Args {
 
 /// A state name of `--state`.
 fn state_of(name: &str) -> Result<TaskState, Failure> {
-    Ok(match name {
-        "" => TaskState::Unspecified,
-        "ready" => TaskState::Ready,
-        "delayed" => TaskState::Delayed,
-        "leased" => TaskState::Leased,
-        "dead" => TaskState::Dead,
-        "succeeded" => TaskState::Succeeded,
-        "failed" => TaskState::Failed,
-        "cancelled" => TaskState::Cancelled,
-        other => {
-            let known = "ready, delayed, leased, dead, succeeded, failed, cancelled";
-            return Err(Failure(EXIT_USAGE, format!("--state {other:?}: not a state ({known})")));
-        }
-    })
+    state_of_name(name).ok_or_else(|| Failure(EXIT_USAGE, format!("--state {name:?}: not a state ({STATE_NAMES})")))
 }
 
 /// `pmctl ls`.

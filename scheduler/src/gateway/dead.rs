@@ -117,39 +117,43 @@ fn outcome(what: &str, answers: Vec<(String, Result<u64, pm_client::Error>)>) ->
     (status, axum::Json(json!({what: total, "failed": failed}))).into_response()
 }
 
-/// `POST /api/dead/redrive` (admin).
+/// `POST /api/dead/redrive` (admin): ready again, attempts reset.
 pub(super) async fn redrive(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let members = gw.members(Role::Admin, &headers).await?;
-    let s = selection(&gw, &headers, body).await?;
-    // The protocol's redrive takes "no ids" as "all of the queue": only `all` gets there.
-    let answers = ask_all(&members, |c| {
-        let (queue, ids) = (s.queue.clone(), s.ids.clone());
-        async move { c.redrive(&queue, ids).await }
-    })
-    .await;
-    Ok(outcome("redriven", answers))
+    act(&gw, &headers, body, "redriven").await
 }
 
-/// `POST /api/dead/delete` (admin).
+/// `POST /api/dead/delete` (admin): finished as cancelled, for good.
 pub(super) async fn delete(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let members = gw.members(Role::Admin, &headers).await?;
-    let s = selection(&gw, &headers, body).await?;
-    let answers = ask_all(&members, |c| {
-        let (queue, ids, all) = (s.queue.clone(), s.ids.clone(), s.all);
-        async move { c.delete_dead_letters(&queue, ids, all).await }
-    })
-    .await;
-    Ok(outcome("deleted", answers))
+    act(&gw, &headers, body, "deleted").await
 }
 
+/// Redrives (`what` = `redriven`) or deletes the selection on every member. The token is checked before the
+/// body is read, so a refused request changes nothing.
+async fn act(gw: &Gateway, headers: &HeaderMap, body: Body, what: &'static str) -> Result<Response, ApiError> {
+    let members = gw.members(Role::Admin, headers).await?;
+    let s = selection(gw, headers, body).await?;
+    let answers = ask_all(&members, |c| {
+        let (queue, ids, all) = (s.queue.clone(), s.ids.clone(), s.all);
+        async move {
+            if what == "redriven" {
+                // The protocol's redrive takes "no ids" as "all of the queue": only `all` gets there.
+                c.redrive(&queue, ids).await
+            } else {
+                c.delete_dead_letters(&queue, ids, all).await
+            }
+        }
+    })
+    .await;
+    Ok(outcome(what, answers))
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,11 @@
 
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use futures::future::join_all;
 use pm_client::{Client, ConnectOptions};
-use pm_protocol::Role;
+use pm_protocol::{ErrorCode, Role};
+use pm_task::ring::Ring;
 
 use super::error::ApiError;
 use super::state::{bearer, Gateway};
@@ -52,6 +53,32 @@ impl Gateway {
         });
         Ok(members.iter().cloned().zip(join_all(connects).await).collect())
     }
+}
+
+impl Gateway {
+    /// A connection as the caller (producer) to the member that holds task `id` (its id names the member
+    /// that accepted it): this node's own, or the member's over TCP.
+    pub(super) async fn holder(&self, id: u64, headers: &HeaderMap) -> Result<Client, ApiError> {
+        match self.server.ordinal {
+            Some(me) if Ring::ordinal_of_task(id) != me => {
+                let owner = Ring::ordinal_of_task(id);
+                match self.members(Role::Producer, headers).await?.into_iter().nth(owner) {
+                    Some((_, Ok(c))) => Ok(c),
+                    Some((node, Err(e))) => {
+                        let msg = format!("task {id} is held by member {node}, which did not answer: {e}");
+                        Err(ApiError::new(StatusCode::BAD_GATEWAY, "MEMBER_UNREACHABLE", msg))
+                    }
+                    None => Err(ApiError::of_code(ErrorCode::NotFound, format!("no member holds task {id}"))),
+                }
+            }
+            _ => self.client(Role::Producer, headers).await,
+        }
+    }
+}
+
+/// A task id of a path.
+pub(super) fn task_id_of(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| ApiError::param("id", format!("{id:?} is not a task id")))
 }
 
 /// Runs `ask` on every member at once: (member, answer) in member order; an unreachable member's answer is

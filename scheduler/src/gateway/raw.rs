@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use pm_protocol::pb::{SubmitResult, TaskSpec};
 use pm_protocol::{ErrorCode, Role};
 use pm_task::pipeline::{queue_or_default, task_spec_from_json, validate_queue_name};
-use pm_task::ring::Ring;
 use serde_json::{json, Value};
 
 use super::answer::submitted;
 use super::error::ApiError;
+use super::members::task_id_of;
 use super::state::{parse_json, Gateway};
 
 /// `POST /api/queues/{queue}/tasks`.
@@ -91,21 +91,8 @@ pub(super) async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id: u64 = id.parse().map_err(|_| ApiError::param("id", format!("{id:?} is not a task id")))?;
-    let client = match gw.server.ordinal {
-        Some(me) if Ring::ordinal_of_task(id) != me => {
-            let owner = Ring::ordinal_of_task(id);
-            match gw.members(Role::Producer, &headers).await?.into_iter().nth(owner) {
-                Some((_, Ok(c))) => c,
-                Some((node, Err(e))) => {
-                    let msg = format!("task {id} is held by member {node}, which did not answer: {e}");
-                    return Err(ApiError::new(StatusCode::BAD_GATEWAY, "MEMBER_UNREACHABLE", msg));
-                }
-                None => return Err(ApiError::of_code(ErrorCode::NotFound, format!("no member holds task {id}"))),
-            }
-        }
-        _ => gw.client(Role::Producer, &headers).await?,
-    };
+    let id = task_id_of(&id)?;
+    let client = gw.holder(id, &headers).await?;
     match client.cancel(vec![id]).await?.first() {
         Some(ErrorCode::Ok) => Ok(axum::Json(json!({"taskId": id, "cancelled": true})).into_response()),
         _ => Err(ApiError::of_code(

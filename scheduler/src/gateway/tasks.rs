@@ -9,16 +9,15 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use pm_client::json::status_json;
+use pm_client::json::{state_of_name, status_json, STATE_NAMES};
 use pm_client::{merge_task_pages, Client, TaskFilter, TaskPage};
-use pm_protocol::pb::TaskState;
 use pm_protocol::{ErrorCode, Role};
 use pm_task::ring::Ring;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{internal, ApiError};
-use super::members::{ask_all, Members};
+use super::members::{ask_all, task_id_of, Members};
 use super::query::{cursor_of, limit_of, params, queue_of, MAX_PAGE};
 use super::state::Gateway;
 
@@ -28,28 +27,11 @@ const FILL_TIME: Duration = Duration::from_millis(500);
 /// Most tasks `count` and `cancel` walk through in one request.
 const MAX_WALK: u64 = 100_000;
 
-/// The state names of the API.
-fn state_of(name: &str) -> Option<TaskState> {
-    Some(match name {
-        "" => TaskState::Unspecified,
-        "ready" => TaskState::Ready,
-        "delayed" => TaskState::Delayed,
-        "leased" => TaskState::Leased,
-        "dead" => TaskState::Dead,
-        "succeeded" => TaskState::Succeeded,
-        "failed" => TaskState::Failed,
-        "cancelled" => TaskState::Cancelled,
-        _ => return None,
-    })
-}
-
 /// The filter of a query string or a body.
 fn filter_of(p: &HashMap<String, String>) -> Result<TaskFilter, ApiError> {
     let state_name = p.get("state").map(String::as_str).unwrap_or_default();
-    let state = state_of(state_name).ok_or_else(|| {
-        let known = "ready, delayed, leased, dead, succeeded, failed or cancelled";
-        ApiError::param("state", format!("no state {state_name:?} ({known})"))
-    })?;
+    let state = state_of_name(state_name)
+        .ok_or_else(|| ApiError::param("state", format!("no state {state_name:?} ({STATE_NAMES})")))?;
     Ok(TaskFilter {
         queue: queue_of(p)?,
         state,
@@ -215,22 +197,8 @@ pub(super) async fn task_status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let id: u64 = id.parse().map_err(|_| ApiError::param("id", format!("{id:?} is not a task id")))?;
-    let client = match gw.server.ordinal {
-        Some(me) if Ring::ordinal_of_task(id) != me => {
-            let members = gw.members(Role::Producer, &headers).await?;
-            let owner = Ring::ordinal_of_task(id);
-            match members.into_iter().nth(owner) {
-                Some((_, Ok(c))) => c,
-                Some((node, Err(e))) => {
-                    let msg = format!("task {id} is held by member {node}, which did not answer: {e}");
-                    return Err(ApiError::new(StatusCode::BAD_GATEWAY, "MEMBER_UNREACHABLE", msg));
-                }
-                None => return Err(ApiError::of_code(ErrorCode::NotFound, format!("no member holds task {id}"))),
-            }
-        }
-        _ => gw.client(Role::Producer, &headers).await?,
-    };
+    let id = task_id_of(&id)?;
+    let client = gw.holder(id, &headers).await?;
     let status =
         client.status(vec![id]).await?.into_iter().next().ok_or_else(|| internal("the node sent no status"))?;
     let v = status_json(&status);
