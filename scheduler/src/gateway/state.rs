@@ -12,6 +12,7 @@ use pm_protocol::{ErrorCode, Role};
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::auth::role_name;
 use crate::config::Config;
 use crate::context::ServerCtx;
 
@@ -61,15 +62,18 @@ impl Gateway {
             .request_timeout(self.request_timeout);
         match Client::connect_stream(ours, opts).await {
             Ok(c) => Ok(c),
-            // A valid token of a role that may not do this: forbidden rather than unauthenticated.
+            // A valid token of a role that may not do this (a producer token on an admin route, an agent or
+            // peer token anywhere): `403`, the caller is known but not allowed. A missing, unknown or expired
+            // token stays `401`.
             Err(e) if e.code() == Some(ErrorCode::Unauthorized) && !token.is_empty() => {
                 let other = [Role::Producer, Role::Admin, Role::Agent, Role::Peer]
                     .into_iter()
                     .find(|r| *r != role && server.auth.check(*r, &token).is_ok());
+                let needs = if role == Role::Producer { "producer (or admin)" } else { role_name(role) };
                 match other {
                     Some(r) => Err(ApiError::of_code(
                         ErrorCode::RoleNotAllowed,
-                        format!("this is a token of role {}; this needs {}", r.as_str_name(), role.as_str_name()),
+                        format!("this is a token of role {}; this needs role {needs}", role_name(r)),
                     )),
                     None => Err(e.into()),
                 }
