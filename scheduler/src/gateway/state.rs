@@ -15,6 +15,7 @@ use super::error::ApiError;
 use crate::auth::role_name;
 use crate::config::Config;
 use crate::context::ServerCtx;
+use crate::metrics as m;
 
 /// What the API's handlers share.
 pub struct Gateway {
@@ -51,10 +52,29 @@ impl Gateway {
         let role = self.effective_role(role, &token);
         if server.connections.fetch_add(1, Ordering::Relaxed) >= server.cfg.max_connections as u64 {
             server.connections.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", "connection limit"));
         }
+        // The connection counts under the request's source address as a TCP client's would, for as long as
+        // it is open (an event stream's included).
+        let slot = match (&server.per_ip, super::peer::current()) {
+            (Some(per_ip), Some(ip)) => match per_ip.slot(ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    server.connections.fetch_sub(1, Ordering::Relaxed);
+                    metrics::counter!(m::REFUSED, "reason" => "too_many_connections_per_ip").increment(1);
+                    let msg = "connection limit per source address reached (--max-connections-per-ip)";
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", msg));
+                }
+            },
+            _ => None,
+        };
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(crate::connection::serve(theirs, server.clone()));
+        let conn_server = server.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            crate::connection::serve(theirs, conn_server).await;
+        });
         let opts = ConnectOptions::new(role)
             .client_id("http-api")
             .token(token.clone())
