@@ -172,7 +172,8 @@ impl Node {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File, NodeError> {
+/// Creates and locks the data directory (`DATA/LOCK`, flock): one process at a time, node or repair.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, NodeError> {
     let fail = |msg: String| NodeError::DataDir { path: dir.display().to_string(), msg };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let file = File::create(dir.join("LOCK")).map_err(|e| fail(e.to_string()))?;
