@@ -91,6 +91,7 @@ impl Node {
         let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
         let shards = spawn_shards(cfg, ordinal, steal.clone(), &committer, next_task_id, shares, paused.clone());
+        crate::reclaim_memory::after_recovery();
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
         let catalog_peers = match ordinal {

@@ -273,6 +273,7 @@ impl Wal {
             m.file_len = capacity;
         }
         scan.live.expire(now_unix_ms());
+        scan.live.shrink_to_fit();
         let recovered = recovered(&scan.live, &mut scan.bodies, &mut scan.result_bodies);
         let mut wal = Wal {
             dir: dir.to_owned(),
