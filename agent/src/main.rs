@@ -50,7 +50,7 @@ enum Cmd {
         #[arg(long, env = "PM_SERVER", default_value = "127.0.0.1:7070")]
         server: String,
         #[command(flatten)]
-        lease: LeaseArgs,
+        lease: Box<LeaseArgs>,
         #[command(flatten)]
         agent: AgentArgs,
         #[command(flatten)]
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Run { server, lease, agent, api, probes, tls } => run(&rt, server, lease, agent, &api, &probes, &tls),
+        Cmd::Run { server, lease, agent, api, probes, tls } => run(&rt, server, *lease, agent, &api, &probes, &tls),
         #[cfg(feature = "api")]
         Cmd::Serve { agent, api, probes } => serve(&rt, agent, &api, &probes),
         Cmd::Exec { name, listen, grpc } => exec(&rt, name, listen, grpc),
