@@ -60,6 +60,36 @@ async fn a_pipeline_of_shell_steps_runs_through_scheduler_and_agent() {
     assert!(settled, "the task was not acked and cleaned up; agent log:\n{}", agent.log());
 }
 
+/// At its default level the agent writes no line per task (a task's outcome is a DEBUG line); its INFO
+/// summary of finished tasks comes once a minute.
+#[test]
+fn the_agent_logs_no_line_per_task_at_info() {
+    let s = Scheduler::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    let mut child = std::process::Command::new(pm_testkit::bin("pm-agent"))
+        .args(["run", "--server", &s.addr, "--work-dir"])
+        .arg(dir.path().join("work"))
+        .env("PM_API_LISTEN", "off")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ids: Vec<String> = (0..3)
+        .map(|_| submit_json(&s, r#"{"pipeline":[{"executorName":"sh","commands":["true"]}]}"#).to_string())
+        .collect();
+    let mut args = vec!["wait", "--timeout", "30s"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = pmctl(&s.addr, &args, None);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = read(&log).unwrap_or_default();
+    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("agent ready"), "INFO lines are written:\n{text}");
+    assert!(!text.contains("task done"), "a line per task at INFO:\n{text}");
+}
+
 #[tokio::test]
 async fn a_failing_command_is_retried_then_dead_lettered_with_its_stderr_tail() {
     let s = Scheduler::start(&[]);

@@ -141,20 +141,19 @@ fn a_pipeline_runs_directly_and_returns_its_result() {
     assert_eq!(v["ok"], true, "{v}");
     assert_eq!(v["steps"][1]["commands"][0]["stdoutTail"], "hi\n");
 
-    // The original agent's path and the original second dialect.
-    let r = request(
-        &s.addr,
-        "POST",
-        "/api/v1/pipeline",
-        &[],
-        br#"{"commands":[{"executorName":"sh","commandLines":["echo dialect"]}]}"#,
-    );
+    // The original second dialect on our own route, in our own shape.
+    let r = run(&s.addr, r#"{"commands":[{"executorName":"sh","commandLines":["echo dialect"]}]}"#);
     assert_eq!(r.json()["steps"][0]["commands"][0]["stdoutTail"], "dialect\n");
 
-    // A failing pipeline is a result, not an HTTP error.
-    let v = run(&s.addr, r#"{"pipeline":[{"executorName":"sh","commands":["echo no >&2; exit 3"]}]}"#).json();
+    // A failing pipeline is a result, not an HTTP error: 200 with `ok: false`.
+    let r = run(&s.addr, r#"{"pipeline":[{"executorName":"sh","commands":["echo no >&2; exit 3"]}]}"#);
+    assert_eq!(r.status, 200);
+    let v = r.json();
     assert_eq!(v["ok"], false);
     assert_eq!(v["error"], "step 1 (sh): `echo no >&2; exit 3` exited with 3: no");
+    // And so in the streaming form (its status is sent before the pipeline runs).
+    let mut events = stream(&s.addr, r#"{"pipeline":[{"executorName":"sh","commands":["exit 3"]}]}"#);
+    assert_eq!(events.until("result")["result"]["ok"], false);
 
     // Bad input: invalid JSON is a 400 that says why.
     let r = run(&s.addr, r#"{"pipeline":[]}"#);
@@ -167,6 +166,56 @@ fn a_pipeline_runs_directly_and_returns_its_result() {
     let m = String::from_utf8(request(&s.addr, "GET", "/metrics", &[], b"").body).unwrap();
     assert!(m.contains("pm_agent_tasks_total{outcome=\"ok\"} 2"), "{m}");
     assert!(m.contains("pm_agent_task_duration_seconds_bucket{le=\"0.05\"}"), "{m}");
+}
+
+#[test]
+fn an_original_client_calls_the_original_route_and_reads_the_original_shape() {
+    let s = AgentApi::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let never = tmp.path().join("never");
+    // As the original's clients send it: its path with a capital P, its dialect, JSON content.
+    let call = |path: &str, body: &str| {
+        request(&s.addr, "POST", path, &[("Content-Type", "application/json; charset=utf-8")], body.as_bytes())
+    };
+    let r = call(
+        "/api/v1/Pipeline",
+        r#"{"commands":[{"executorName":"sh","commandLines":["echo hi > f","echo one"]},
+                        {"executorName":"cat","commandLines":["cat f"]}]}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.headers.contains("content-type: application/json"), "{}", r.headers);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"result": true, "message": null, "output": {"1:sh": ["", "one\n"], "2:cat": ["hi\n"]}})
+    );
+    // Any case of the path (the original's routing ignored it).
+    let ok = r#"{"commands":[{"executorName":"sh","commandLines":["echo x"]}]}"#;
+    for path in ["/api/v1/pipeline", "/API/V1/PIPELINE", "/api/v1/Pipeline/"] {
+        assert_eq!(call(path, ok).json()["result"], true, "{path}");
+    }
+    // A failed step stops the run: 200, result false, which executor and why, no output.
+    let failing = format!(
+        r#"{{"commands":[{{"executorName":"sh","commandLines":["exit 3"]}},
+                         {{"executorName":"sh","commandLines":["touch {}"]}}]}}"#,
+        never.display()
+    );
+    let r = call("/api/v1/Pipeline", &failing);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!((v["result"].as_bool(), v["output"].is_null()), (Some(false), true), "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Executor sh failed to execute the command: ") && message.contains("exited with 3"),
+        "{v}"
+    );
+    assert!(!never.exists(), "the step after the failed one ran");
+    // No commands: the original's 400.
+    for body in [r#"{"commands":[]}"#, "{}"] {
+        let r = call("/api/v1/Pipeline", body);
+        assert_eq!((r.status, String::from_utf8_lossy(&r.body).as_ref()), (400, "Need to pass at least one command"));
+    }
+    assert_eq!(request(&s.addr, "GET", "/api/v1/Pipeline", &[], b"").status, 405);
+    assert_eq!(call("/api/v1/Pipelines", ok).status, 404);
 }
 
 #[test]
@@ -283,6 +332,11 @@ fn a_token_guards_run_requests_and_is_required_off_loopback() {
     let r = request(&s.addr, "POST", "/v1/run", &[("Authorization", "Bearer s3cret")], task);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["steps"][0]["commands"][0]["stdoutTail"], "ran\n");
+    // The original's route too, in any case.
+    let original = br#"{"commands":[{"executorName":"sh","commandLines":["echo ran"]}]}"#;
+    assert_eq!(request(&s.addr, "POST", "/api/v1/Pipeline", &[], original).status, 401);
+    let r = request(&s.addr, "POST", "/api/v1/Pipeline", &[("Authorization", "Bearer s3cret")], original);
+    assert_eq!(r.json()["output"]["1:sh"][0], "ran\n");
     // Probes stay open for the kubelet.
     assert_eq!(request(&s.addr, "GET", "/healthz", &[], b"").status, 200);
 }

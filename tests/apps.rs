@@ -321,7 +321,10 @@ fn apps_survive_a_restart_and_the_api_refuses_bad_requests() {
     assert_eq!(api(&s, "POST", path, "wrong-token", &def).status, 401);
     let r = api(&s, "POST", path, PRODUCER, &def);
     assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("ROLE_NOT_ALLOWED")), "{}", r.json());
-    assert_eq!(api(&s, "GET", "/api/applications", AGENT, &Value::Null).status, 403, "an agent token");
+    assert!(r.json()["error"].as_str().unwrap().contains("token of role producer; this needs role admin"));
+    let r = api(&s, "GET", "/api/applications", AGENT, &Value::Null);
+    assert_eq!((r.status, r.json()["code"].as_str()), (403, Some("ROLE_NOT_ALLOWED")), "an agent token: {}", r.json());
+    assert!(r.json()["error"].as_str().unwrap().contains("needs role producer (or admin)"), "{}", r.json());
     let r = api(&s, "POST", path, ADMIN, &def);
     assert_eq!(r.status, 201, "{}", r.json());
     assert!(r.headers.contains("location: /api/applications/myname/pipelines/ocr"), "{}", r.headers);
@@ -423,12 +426,21 @@ fn applications_are_copied_to_every_member() {
     }
     // A member that was down while things changed catches up by asking the others.
     c.nodes[2].kill();
+    let down = c.members()[2].clone();
     let mut def2 = def.clone();
     def2["params"] = json!({"url": {}, "n": {"default": 1}});
-    assert_eq!(
-        http(&h0, "PUT", "/api/applications/myname/pipelines/ocr", &[], def2.to_string().as_bytes()).status,
-        200
-    );
+    let r = http(&h0, "PUT", "/api/applications/myname/pipelines/ocr", &[], def2.to_string().as_bytes());
+    assert_eq!(r.status, 200);
+    // Stored, and the answer says which member does not have it yet.
+    let warning = r.json()["warning"].as_str().unwrap_or_default().to_string();
+    assert!(warning.contains("not yet on") && warning.contains(&down), "{}", r.json());
+    // pmctl says so too, on stderr, and succeeds.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), json!({"name": "fourth"}).to_string()).unwrap();
+    let out = pmctl(&c.nodes[0].addr, &["app", "create", &file.path().display().to_string()], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("pmctl: warning: ") && stderr.contains(&down), "{stderr}");
     let second = json!({"name": "second", "pipelines": [def]});
     assert_eq!(http(&c_http(&c, 1), "POST", "/api/applications", &[], second.to_string().as_bytes()).status, 201);
     assert_eq!(http(&h0, "DELETE", "/api/applications/second", &[], b"").status, 200);
@@ -440,7 +452,8 @@ fn applications_are_copied_to_every_member() {
     pm_testkit::wait_for(Duration::from_secs(20), "node 2 to catch up", || {
         let got = http(&h2, "GET", "/api/applications/myname", &[], b"").json();
         let third = http(&h2, "GET", "/api/applications/third", &[], b"").status;
-        (got == want && third == 200).then_some(())
+        let fourth = http(&h2, "GET", "/api/applications/fourth", &[], b"").status;
+        (got == want && third == 200 && fourth == 200).then_some(())
     });
     assert_eq!(http(&h2, "GET", "/api/applications/second", &[], b"").status, 404, "the deletion came too");
     let names = |i: usize| http(&c_http(&c, i), "GET", "/api/applications", &[], b"").json();

@@ -235,6 +235,11 @@ async fn the_connection_limit_per_source_address_refuses_only_that_address() {
     let err = pm_client::Client::connect(&s.addr, ConnectOptions::producer().reconnect(false)).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TooManyConnections), "{err}");
     assert!(err.to_string().contains("per source address"), "{err}");
+    // The HTTP API's requests are connections to the node too, counted under their source address.
+    let api = s.http_addr.clone().unwrap();
+    let r = pm_tests::http(&api, "GET", "/api/queues", &[], b"");
+    assert_eq!((r.status, r.json()["code"].as_str()), (503, Some("TOO_MANY_CONNECTIONS")), "{}", r.json());
+    assert!(r.json()["error"].as_str().unwrap().contains("per source address"), "{}", r.json());
     // Another source address still gets in.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
@@ -243,6 +248,17 @@ async fn the_connection_limit_per_source_address_refuses_only_that_address() {
     assert!(matches!(read_frame(&mut other).await.kind, Some(Kind::Welcome(_))));
     // A closed connection gives its address a slot back.
     drop(a);
+    // (The HTTP calls block: off the runtime, so the dropped client's task can close its connection.)
+    let get = |api: String| tokio::task::spawn_blocking(move || pm_tests::http(&api, "GET", "/api/queues", &[], b""));
+    let mut served = false;
+    for _ in 0..100 {
+        if get(api.clone()).await.unwrap().status == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "with a slot free, the HTTP API serves the address again (and gives the slot back)");
     let mut ok = false;
     for _ in 0..100 {
         if pm_client::Client::connect(&s.addr, ConnectOptions::producer().reconnect(false)).await.is_ok() {

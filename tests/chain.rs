@@ -129,6 +129,28 @@ async fn follow_ups_run_with_their_parents_values_and_pmctl_flow_shows_the_tree(
 }
 
 #[tokio::test]
+async fn follow_ups_spelt_with_json_escapes_are_validated_and_chained() {
+    let s = Scheduler::start(&[]);
+    let _agent = Agent::start(&s.addr, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let client = s.client(pm_client::ConnectOptions::producer()).await;
+    // `on\u0053uccess` is `onSuccess` to any JSON parser, though its bytes are not.
+    let bad = br#"{"pipeline":[{"executorName":"sh","commands":["true"]}],"on\u0053uccess":[{"pipeline":[]}]}"#;
+    let e = client.submit_one(pm_tests::task("default", bad)).await.unwrap_err();
+    assert_eq!(e.code(), Some(pm_protocol::ErrorCode::InvalidTask), "{e}");
+    assert!(e.message().contains("onSuccess[0]"), "{e}");
+    let good = format!(
+        r#"{{"pipeline":[{{"executorName":"sh","commands":["true"]}}],
+            "on\u0053uccess":[{{"pipeline":[{{"executorName":"sh","commands":["touch {}/child"]}}]}}]}}"#,
+        dir.path().display()
+    );
+    let root = client.submit_one(pm_tests::task("default", good.as_bytes())).await.unwrap();
+    let tree = flow_done(&s, root, 2, Duration::from_secs(30));
+    assert_eq!(tree[1].3, root, "the follow-up names its parent");
+    assert!(dir.path().join("child").exists());
+}
+
+#[tokio::test]
 async fn sigkills_during_many_trees_lose_no_follow_up_and_double_none() {
     const TREES: usize = 16;
     const KILLS: usize = 8;

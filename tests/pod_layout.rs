@@ -141,6 +141,8 @@ fn agent(server: &str, args: &[&str], log: &Path) -> Command {
     cmd.args(["run", "--server", server])
         .args(args)
         .env("PM_API_LISTEN", "off")
+        // Each task's outcome ("task done") is a DEBUG line, which the tests read.
+        .env("RUST_LOG", "info,pm_agent::agent=debug")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap());
@@ -308,6 +310,8 @@ fn refused(args: &[&str]) -> (Option<i32>, String) {
         .args(["run", "--server", "127.0.0.1:1"])
         .args(args)
         .env("PM_API_LISTEN", "off")
+        // Each task's outcome ("task done") is a DEBUG line, which the tests read.
+        .env("RUST_LOG", "info,pm_agent::agent=debug")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -13,7 +13,7 @@ use pm_client::{Client, Cluster, ClusterOptions, ConnectOptions, ErrorKind};
 use pm_protocol::pb::TaskSpec;
 use pm_protocol::ErrorCode;
 use pm_task::ring::Ring;
-use pm_testkit::{Scheduler, SchedulerCluster};
+use pm_testkit::{pmctl, Scheduler, SchedulerCluster};
 use pm_tests::{next_lease, task};
 
 const PRODUCER: &str = "producer-secret-0001";
@@ -75,6 +75,63 @@ async fn each_role_needs_its_own_token() {
     let log = s.log_tail();
     for t in [PRODUCER, AGENT, ADMIN, PEER, "guess-guess-guess"] {
         assert!(!log.contains(t), "token in the log:\n{log}");
+    }
+}
+
+/// `pmctl --token TOKEN args...`: (exit code, stdout, stderr).
+fn pmctl_as(addr: &str, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["--token", token];
+    all.extend_from_slice(args);
+    let out = pmctl(addr, &all, None);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn pmctl_presents_the_role_each_command_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = token_flags(dir.path());
+    let s = Scheduler::start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, r#"{"queue": "roles", "pipeline": [{"executorName": "sh", "commands": ["true"]}]}"#).unwrap();
+    let file = file.display().to_string();
+    let app = dir.path().join("app.json");
+    let def = r#"{"name": "roles", "pipelines": [{"name": "p", "params": {"v": {}},
+        "template": {"pipeline": [{"executorName": "sh", "commands": ["echo {{v}}"]}]}}]}"#;
+    std::fs::write(&app, def).unwrap();
+
+    // An admin token does what a producer token does: submit (files and --app), status, stats.
+    let (code, _, err) = pmctl_as(&s.addr, ADMIN, &["app", "create", &app.display().to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    for token in [ADMIN, PRODUCER] {
+        let (code, out, err) = pmctl_as(&s.addr, token, &["submit", &file]);
+        assert_eq!(code, Some(0), "submit: {err}");
+        let id = out.trim().to_string();
+        let (code, out, err) =
+            pmctl_as(&s.addr, token, &["submit", "--app", "roles", "--pipeline", "p", "--param", "v=1"]);
+        assert_eq!(code, Some(0), "submit --app: {err}");
+        let id2 = out.trim().to_string();
+        let (code, out, err) = pmctl_as(&s.addr, token, &["status", &id, &id2]);
+        assert_eq!(code, Some(0), "status: {err}");
+        assert!(out.to_lowercase().contains("ready"), "{out}");
+        let (code, out, err) = pmctl_as(&s.addr, token, &["stats"]);
+        assert_eq!(code, Some(0), "stats: {err}");
+        assert!(out.contains("roles/p"), "{out}");
+        let (code, _, err) = pmctl_as(&s.addr, token, &["dead-letter", "list"]);
+        assert_eq!(code, Some(0), "dead-letter list: {err}");
+    }
+    // A producer token still cannot change what needs admin, and an agent token cannot submit or read.
+    let (code, _, err) = pmctl_as(&s.addr, PRODUCER, &["dead-letter", "redrive", "--queue", "roles"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not valid for role admin"), "{err}");
+    let (code, _, err) = pmctl_as(&s.addr, PRODUCER, &["app", "delete", "roles"]);
+    assert!(code == Some(1) && err.contains("not valid for role admin"), "{err}");
+    for args in [&["submit", file.as_str()][..], &["stats"][..]] {
+        let (code, _, err) = pmctl_as(&s.addr, AGENT, args);
+        assert!(code == Some(1) && err.contains("not valid for role producer"), "{args:?}: {err}");
     }
 }
 

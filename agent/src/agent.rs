@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::runner::{RunDirs, Runner, TaskResult};
+use crate::tally::{Tally, SUMMARY_EVERY};
 use crate::task_dirs::TaskDirs;
 
 /// How the agent runs.
@@ -118,6 +119,9 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
     let sweeper = (!cfg.results_retention.is_zero())
         .then(|| tokio::spawn(sweep_results(cfg.work_root.join("results"), cfg.results_retention)));
     let _sweeper = AbortOnDrop(sweeper);
+    // One INFO line a minute about finished tasks; each task's own line is at DEBUG.
+    let tally = running.tally.clone();
+    let _summary = AbortOnDrop(Some(tokio::spawn(async move { tally.log_every(SUMMARY_EVERY).await })));
     let provider = {
         let running = running.clone();
         Arc::new(move || running.reclaim_items())
@@ -274,6 +278,8 @@ struct Running {
     count: Arc<watch::Sender<usize>>,
     /// Cancelled when the agent starts draining: finished tasks grant no credit back.
     draining: CancellationToken,
+    /// Finished tasks, for the summary logged every minute.
+    tally: Arc<Tally>,
 }
 
 impl Default for Running {
@@ -283,6 +289,7 @@ impl Default for Running {
             reclaims: Arc::new(watch::Sender::new(0)),
             count: Arc::new(watch::Sender::new(0)),
             draining: CancellationToken::new(),
+            tally: Arc::default(),
         }
     }
 }
@@ -490,7 +497,8 @@ async fn handle(
         let ack = |lease_id| client.ack(vec![(lease_id, body.clone())]);
         match report(&client, &running, &lease, ack).await {
             Ok(ErrorCode::Ok) => {
-                tracing::info!(task_id, attempt, "task done");
+                tracing::debug!(task_id, attempt, "task done");
+                running.tally.done();
                 if let Some(dir) = dir.take().filter(|_| cfg.remove_task_dirs) {
                     dir.remove().await;
                 }
@@ -502,7 +510,7 @@ async fn handle(
     } else {
         let reason = result.error.clone().unwrap_or_else(|| "failed".into());
         let backoff = cfg.retry_backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF);
-        tracing::info!(task_id, attempt, "task failed: {reason}");
+        tracing::debug!(task_id, attempt, "task failed: {reason}");
         let body = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
         let nack = |lease_id| {
             let item = NackItem {
@@ -516,7 +524,7 @@ async fn handle(
             client.nack(vec![item])
         };
         match report(&client, &running, &lease, nack).await {
-            Ok(ErrorCode::Ok) => {}
+            Ok(ErrorCode::Ok) => running.tally.failed(task_id, &reason),
             _ if lease.stop.is_cancelled() => tracing::warn!(task_id, "{NOT_OURS}"),
             Ok(code) => tracing::warn!(task_id, "nack refused: {}", code.as_str_name()),
             Err(e) => tracing::warn!(task_id, "nack failed (the task will be redelivered when its lease ends): {e}"),

@@ -1,4 +1,6 @@
-//! Command-line options of the agent, shared by `pm-agent run` and the embedded `pm dev`.
+//! Command-line options of the agent: [`AgentArgs`], how tasks run (shared by `pm-agent run`, `pm-agent serve`
+//! and the embedded agent of `pm dev`), and [`LeaseArgs`], how the agent takes them from a scheduler (only
+//! `run` and `pm dev`: `serve` has no scheduler, so its `--help` does not offer them).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,12 +10,9 @@ use crate::executor::Executors;
 use crate::runner::Runner;
 use crate::task_dirs::{TaskDirs, TaskDirsMode};
 
-/// How the agent runs tasks (everything except where the scheduler is).
+/// How the agent runs tasks: where, how many at once, on which executors.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// Queue to take tasks from.
-    #[arg(long, env = "PM_QUEUE", default_value = "default")]
-    pub queue: String,
     /// Tasks run at once (default: the number of cores).
     #[arg(long, env = "PM_CONCURRENCY")]
     pub concurrency: Option<u32>,
@@ -38,11 +37,6 @@ pub struct AgentArgs {
     /// set, else `all` unless --pod-dir is given.
     #[arg(long, env = "PM_EXECUTORS")]
     pub executors: Option<String>,
-    /// Executors this agent declares to the scheduler, comma-separated: it is leased only tasks whose
-    /// executors are all among them (capability routing). Default: the names of --executors when it lists
-    /// them; otherwise none declared, and the agent is leased any task of its queue.
-    #[arg(long, env = "PM_CAPABILITIES", value_delimiter = ',')]
-    pub capabilities: Option<Vec<String>>,
     /// Results directories of chained tasks (`<work dir>/results/<id>`) older than this are removed (swept at
     /// start and every 10 minutes; `0` keeps them).
     #[arg(long, env = "PM_RESULTS_RETENTION", value_parser = parse_secs_any, default_value = "24h")]
@@ -51,12 +45,25 @@ pub struct AgentArgs {
     /// /mnt/pipe/.pm).
     #[arg(long, env = "PM_POD_DIR")]
     pub pod_dir: Option<PathBuf>,
-    /// First retry delay after a failed task, ms (doubles per attempt, at most 300 s).
-    #[arg(long, env = "PM_RETRY_BACKOFF_MS", default_value_t = 1000)]
-    pub retry_backoff_ms: u64,
     /// Bytes kept of each command's stdout and stderr in the result.
     #[arg(long, env = "PM_TAIL_BYTES", default_value_t = 4096)]
     pub tail_bytes: usize,
+}
+
+/// How the agent takes tasks from a scheduler (`pm-agent run`, `pm dev`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LeaseArgs {
+    /// Queue to take tasks from.
+    #[arg(long, env = "PM_QUEUE", default_value = "default")]
+    pub queue: String,
+    /// Executors this agent declares to the scheduler, comma-separated: it is leased only tasks whose
+    /// executors are all among them (capability routing). Default: the names of --executors when it lists
+    /// them; otherwise none declared, and the agent is leased any task of its queue.
+    #[arg(long, env = "PM_CAPABILITIES", value_delimiter = ',')]
+    pub capabilities: Option<Vec<String>>,
+    /// First retry delay after a failed task, ms (doubles per attempt, at most 300 s).
+    #[arg(long, env = "PM_RETRY_BACKOFF_MS", default_value_t = 1000)]
+    pub retry_backoff_ms: u64,
     /// Name of this agent in the scheduler's logs (default: pm-agent-<pid>). In a cluster it also picks the
     /// agent's home node: give each agent a stable one (e.g. the pod name).
     #[arg(long, env = "PM_CLIENT_ID")]
@@ -77,6 +84,22 @@ pub struct AgentArgs {
     /// Keep it under the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "PM_DRAIN_TIMEOUT", value_parser = parse_secs, default_value = "25s")]
     pub drain_timeout: Duration,
+}
+
+impl LeaseArgs {
+    /// The values of an agent that leases nothing (`pm-agent serve`): no queue, no token, no capabilities.
+    pub fn none() -> LeaseArgs {
+        LeaseArgs {
+            queue: String::new(),
+            capabilities: Some(Vec::new()),
+            retry_backoff_ms: 1000,
+            client_id: None,
+            token: None,
+            token_file: None,
+            failover_after: None,
+            drain_timeout: Duration::ZERO,
+        }
+    }
 }
 
 /// Parses a duration of any length (`24h`, `7d` too).
@@ -105,9 +128,9 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 impl AgentArgs {
     /// Validates the options, creates the work directory, and returns what [`crate::agent::run`] takes.
-    pub fn build(self, server: String) -> Result<(AgentConfig, Runner), String> {
+    pub fn build(self, lease: LeaseArgs, server: String) -> Result<(AgentConfig, Runner), String> {
         let executors = Executors::from_args_or_env(self.executors.as_deref(), self.pod_dir, std::env::vars_os())?;
-        let capabilities = match self.capabilities {
+        let capabilities = match lease.capabilities {
             Some(list) => list.into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
             None => executors.declared(),
         };
@@ -130,7 +153,7 @@ impl AgentArgs {
                 );
             }
         }
-        let token = match (self.token, &self.token_file) {
+        let token = match (lease.token, &lease.token_file) {
             (Some(t), _) => t,
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map_err(|e| format!("--token-file {}: {e}", path.display()))?
@@ -144,15 +167,15 @@ impl AgentArgs {
         let cfg = AgentConfig {
             token,
             server,
-            queue: self.queue,
+            queue: lease.queue,
             concurrency,
             work_root,
             task_dirs,
             remove_task_dirs: !self.keep_task_dirs,
-            retry_backoff: Duration::from_millis(self.retry_backoff_ms),
-            client_id: self.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
-            failover_after: self.failover_after,
-            drain_timeout: self.drain_timeout,
+            retry_backoff: Duration::from_millis(lease.retry_backoff_ms),
+            client_id: lease.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
+            failover_after: lease.failover_after,
+            drain_timeout: lease.drain_timeout,
             tls: None,
             capabilities,
             results_retention: self.results_retention,

@@ -29,5 +29,6 @@ pub mod exec_server;
 pub mod executor;
 pub mod output;
 pub mod runner;
+pub mod tally;
 pub mod task_dirs;
 pub mod wire;

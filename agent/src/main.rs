@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pm_agent::agent::{self, AgentConfig};
-use pm_agent::args::AgentArgs;
+use pm_agent::args::{AgentArgs, LeaseArgs};
 use pm_agent::exec_server;
 use pm_agent::runner::Runner;
 use pm_agent::wire::pod::socket_path;
@@ -50,6 +50,8 @@ enum Cmd {
         #[arg(long, env = "PM_SERVER", default_value = "127.0.0.1:7070")]
         server: String,
         #[command(flatten)]
+        lease: Box<LeaseArgs>,
+        #[command(flatten)]
         agent: AgentArgs,
         #[command(flatten)]
         api: ApiArgs,
@@ -58,7 +60,8 @@ enum Cmd {
         #[command(flatten)]
         tls: pm_client::tls::TlsArgs,
     },
-    /// Serve only the direct-run HTTP API (no scheduler): `POST /v1/run` runs a pipeline here.
+    /// Serve only the direct-run HTTP API (no scheduler): `POST /v1/run` runs a pipeline here. Without a
+    /// scheduler there is no queue, token or lease to configure: the API flags say who may run what.
     #[cfg(feature = "api")]
     Serve {
         #[command(flatten)]
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.cmd {
-        Cmd::Run { server, agent, api, probes, tls } => run(&rt, server, agent, &api, &probes, &tls),
+        Cmd::Run { server, lease, agent, api, probes, tls } => run(&rt, server, *lease, agent, &api, &probes, &tls),
         #[cfg(feature = "api")]
         Cmd::Serve { agent, api, probes } => serve(&rt, agent, &api, &probes),
         Cmd::Exec { name, listen, grpc } => exec(&rt, name, listen, grpc),
@@ -138,12 +141,13 @@ fn init_logging() {
 fn run(
     rt: &tokio::runtime::Runtime,
     server: String,
+    lease: LeaseArgs,
     args: AgentArgs,
     api: &ApiArgs,
     probes: &ProbeArgs,
     tls: &pm_client::tls::TlsArgs,
 ) -> ExitCode {
-    let Some((mut cfg, runner)) = build(args, server) else {
+    let Some((mut cfg, runner)) = build(args, lease, server) else {
         return ExitCode::from(pm_client::cli::EXIT_USAGE);
     };
     match tls.config() {
@@ -184,7 +188,7 @@ fn run(
 /// `pm-agent serve`: only the direct-run API, until SIGTERM or SIGINT.
 #[cfg(feature = "api")]
 fn serve(rt: &tokio::runtime::Runtime, args: AgentArgs, api: &ApiArgs, probes: &ProbeArgs) -> ExitCode {
-    let Some((cfg, runner)) = build(args, String::new()) else {
+    let Some((cfg, runner)) = build(args, LeaseArgs::none(), String::new()) else {
         return ExitCode::from(pm_client::cli::EXIT_USAGE);
     };
     if api.api_listen.trim() == "off" {
@@ -409,8 +413,8 @@ async fn wait_for_signal() {
 }
 
 /// Validates the agent options; `None` (after saying why) on a usage error.
-fn build(args: AgentArgs, server: String) -> Option<(AgentConfig, Runner)> {
-    args.build(server).map_err(|e| eprintln!("pm-agent: {e}")).ok()
+fn build(args: AgentArgs, lease: LeaseArgs, server: String) -> Option<(AgentConfig, Runner)> {
+    args.build(lease, server).map_err(|e| eprintln!("pm-agent: {e}")).ok()
 }
 
 /// Validates the API options, binds, and serves the direct-run API in the background (prints

@@ -66,8 +66,10 @@ enum Cmd {
     /// Cluster membership and health.
     #[command(subcommand)]
     Cluster(cmd::cluster::ClusterCmd),
-    /// The app deployer: Kubernetes manifests for a pipeline application (agent, executors, shared volume,
-    /// KEDA autoscaling) from an application spec (the values format of charts/pipeline-app).
+    /// Applications: pipeline templates stored in the scheduler (create, put-pipeline, list, show, delete;
+    /// tasks are then submitted by their parameters with `submit --app`), and the app deployer (render,
+    /// apply: Kubernetes manifests for a pipeline application from an application spec, the values format of
+    /// charts/pipeline-app).
     #[command(subcommand)]
     App(cmd::apps::AppCmd),
 }

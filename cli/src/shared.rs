@@ -42,7 +42,10 @@ pub struct ServerArgs {
     /// tells the others).
     #[arg(long, global = true, env = "PM_SERVER", default_value = "127.0.0.1:7070")]
     server: String,
-    /// Bearer token for the scheduler.
+    /// Bearer token for the scheduler. A producer token submits, reads and cancels (submit, status, wait, why,
+    /// flow, cancel, ls, stats, dead-letter list, cluster status, app list|show); an admin token does that
+    /// too, and also changes applications (app create|put-pipeline|delete), queues (queue pause|resume|purge)
+    /// and dead letters (dead-letter redrive). See docs/security.md.
     #[arg(long, global = true, env = "PM_TOKEN", default_value = "", hide_env_values = true)]
     token: String,
     #[command(flatten)]

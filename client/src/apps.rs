@@ -7,56 +7,73 @@ use pm_protocol::{ErrorCode, Kind};
 use crate::client::{unexpected, Client};
 use crate::error::{Error, ErrorKind};
 
+/// What a change to the stored applications did: the application as stored (as it was, for a delete), and
+/// the node's warning when the change is durable there but has not reached every member of its cluster yet
+/// (they copy it later; the warning names them). A warning is not a failure: the change stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppChange {
+    /// The application.
+    pub app: pb::AppInfo,
+    /// `AppReply.message` of a successful change, when there is one.
+    pub warning: Option<String>,
+}
+
 impl Client {
-    async fn app_request(&self, op: Op) -> Result<Vec<pb::AppInfo>, Error> {
+    /// The applications of an `AppReply`, and its message.
+    async fn app_request(&self, op: Op) -> Result<(Vec<pb::AppInfo>, String), Error> {
         let env = self.request(|request_id| pb::AppRequest { request_id, op: Some(op) }.into()).await?;
         match env.kind {
             Some(Kind::AppReply(r)) => match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
-                ErrorCode::Ok => Ok(r.apps),
+                ErrorCode::Ok => Ok((r.apps, r.message)),
                 code => Err(Error::with_code(ErrorKind::Server, code, r.message)),
             },
             other => Err(unexpected(other)),
         }
     }
 
-    async fn one_app(&self, op: Op) -> Result<pb::AppInfo, Error> {
-        self.app_request(op)
-            .await?
+    async fn one_app(&self, op: Op) -> Result<AppChange, Error> {
+        let (apps, message) = self.app_request(op).await?;
+        let app = apps
             .into_iter()
             .next()
-            .ok_or_else(|| Error::new(ErrorKind::Protocol, "AppReply without the application"))
+            .ok_or_else(|| Error::new(ErrorKind::Protocol, "AppReply without the application"))?;
+        Ok(AppChange { app, warning: (!message.is_empty()).then_some(message) })
     }
 
     /// Admin: stores an application from its JSON document; `replace` replaces an existing one whole (else
-    /// an existing one is `ALREADY_EXISTS`). Returns it as stored, once durable.
-    pub async fn put_app(&self, document: Vec<u8>, replace: bool) -> Result<pb::AppInfo, Error> {
+    /// an existing one is `ALREADY_EXISTS`). Returns it as stored, once durable, with the node's warning if
+    /// a member of its cluster did not get it yet.
+    pub async fn put_app(&self, document: Vec<u8>, replace: bool) -> Result<AppChange, Error> {
         self.one_app(Op::Put(pb::AppPut { document: document.into(), replace })).await
     }
 
     /// Admin: stores one pipeline definition (JSON) in application `app`, creating the application if needed;
-    /// `replace` replaces a pipeline of the same name. Returns the application as stored, once durable.
-    pub async fn put_pipeline(&self, app: &str, definition: Vec<u8>, replace: bool) -> Result<pb::AppInfo, Error> {
+    /// `replace` replaces a pipeline of the same name. Returns the application as stored, once durable (and
+    /// a warning as [`Client::put_app`] does).
+    pub async fn put_pipeline(&self, app: &str, definition: Vec<u8>, replace: bool) -> Result<AppChange, Error> {
         let put = pb::PipelinePut { app: app.to_string(), definition: definition.into(), replace };
         self.one_app(Op::PutPipeline(put)).await
     }
 
     /// One application, with its document.
     pub async fn get_app(&self, app: &str) -> Result<pb::AppInfo, Error> {
-        self.one_app(Op::Get(app.to_string())).await
+        Ok(self.one_app(Op::Get(app.to_string())).await?.app)
     }
 
     /// Every application (without documents).
     pub async fn list_apps(&self) -> Result<Vec<pb::AppInfo>, Error> {
-        self.app_request(Op::List(pb::AppList {})).await
+        Ok(self.app_request(Op::List(pb::AppList {})).await?.0)
     }
 
-    /// Admin: deletes an application and its pipelines (queued tasks still run). Returns it as it was.
-    pub async fn delete_app(&self, app: &str) -> Result<pb::AppInfo, Error> {
+    /// Admin: deletes an application and its pipelines (queued tasks still run). Returns it as it was (and
+    /// a warning as [`Client::put_app`] does).
+    pub async fn delete_app(&self, app: &str) -> Result<AppChange, Error> {
         self.one_app(Op::Delete(app.to_string())).await
     }
 
-    /// Admin: deletes one pipeline. Returns the application as it is now.
-    pub async fn delete_pipeline(&self, app: &str, pipeline: &str) -> Result<pb::AppInfo, Error> {
+    /// Admin: deletes one pipeline. Returns the application as it is now (and a warning as
+    /// [`Client::put_app`] does).
+    pub async fn delete_pipeline(&self, app: &str, pipeline: &str) -> Result<AppChange, Error> {
         let r = pb::PipelineRef { app: app.to_string(), pipeline: pipeline.to_string() };
         self.one_app(Op::DeletePipeline(r)).await
     }

@@ -32,6 +32,7 @@ pub mod options;
 pub mod tls;
 
 pub use admin::{merge_task_pages, DeadPage, QueueControlled, TaskFilter, TaskPage};
+pub use apps::AppChange;
 pub use client::Client;
 pub use cluster::{agent_nodes, Cluster, ClusterOptions};
 pub use error::{Error, ErrorKind};

@@ -6,6 +6,8 @@
 //! - [`install_metrics`]: the process-wide Prometheus recorder (histograms with explicit buckets, never
 //!   summaries), installed once per process however many callers ask;
 //! - [`metrics_response`]: the `GET /metrics` answer.
+//!
+//! Every request carries its connection's remote address as axum's `ConnectInfo<SocketAddr>` (`peer.rs`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+mod peer;
 
 /// Histogram buckets, seconds: 100 µs to 10 s, with 0.05 s (the p99 objective) as a boundary.
 pub const LATENCY_BUCKETS: [f64; 16] =
@@ -80,7 +84,7 @@ async fn accept_loop(
             },
             () = stop.cancelled() => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -92,8 +96,9 @@ async fn accept_loop(
             () = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let (header_timeout, builder, app, watcher, tls) =
-            (limits.header_timeout, builder.clone(), app.clone(), graceful.watcher(), tls.clone());
+        let app = peer::WithPeer { app: app.clone(), peer };
+        let (header_timeout, builder, watcher, tls) =
+            (limits.header_timeout, builder.clone(), graceful.watcher(), tls.clone());
         tokio::spawn(async move {
             // hyper reads the protocol preface before its header timer starts: a client that connects and
             // sends nothing is dropped here instead of holding a connection permit.
@@ -119,7 +124,7 @@ async fn accept_loop(
 async fn serve_connection<S>(
     builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     stream: S,
-    app: Router,
+    app: peer::WithPeer,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

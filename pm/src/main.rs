@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use pm_agent::api::{ApiArgs, ApiContext};
-use pm_agent::args::AgentArgs;
+use pm_agent::args::{AgentArgs, LeaseArgs};
 use pm_scheduler::config::Config;
 use pm_scheduler::process;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,8 @@ enum Cmd {
         #[command(flatten)]
         scheduler: Config,
         #[command(flatten)]
+        lease: LeaseArgs,
+        #[command(flatten)]
         agent: AgentArgs,
         #[command(flatten)]
         api: ApiArgs,
@@ -45,7 +47,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Cmd::Dev { scheduler: cfg, agent, api } = cli.cmd;
+    let Cmd::Dev { scheduler: cfg, lease, agent, api } = cli.cmd;
     if cfg.tls_cert_file.is_some() {
         // The embedded agent talks to its own node over loopback; TLS is for pm-scheduler on a network.
         eprintln!("pm dev: the --tls-* flags are for pm-scheduler; pm dev serves plain TCP on its own machine");
@@ -56,7 +58,8 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     // Checked before the node starts, so a bad agent option never leaves a half-started node.
-    let built = agent.build(String::new()).and_then(|a| api.build().map(|api| (a, api)).map_err(|e| e.to_string()));
+    let built =
+        agent.build(lease, String::new()).and_then(|a| api.build().map(|api| (a, api)).map_err(|e| e.to_string()));
     let ((mut agent_cfg, runner), api) = match built {
         Ok(built) => built,
         Err(e) => {

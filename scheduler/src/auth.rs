@@ -7,7 +7,9 @@
 //! place. Comparisons are constant-time; tokens are never logged.
 //!
 //! As soon as any token file is configured, every connection must present a token valid for its role: a
-//! producer token cannot lease, an agent token cannot submit or use admin calls. Without token files every
+//! producer token cannot lease, an agent token cannot submit or use admin calls. An admin token is also valid
+//! for the producer role ([`grants`]): the admin role may send every producer message, so an operator can
+//! submit and read with the one token they hold. Without token files every
 //! connection is accepted, and the configuration refuses to listen on anything but loopback unless
 //! `--insecure` is given.
 
@@ -112,6 +114,14 @@ impl Refusal {
     }
 }
 
+/// Whether a credential (token or client certificate) of role `held` may open a connection as `asked`: its
+/// own role, and, for an admin credential, the producer role too (the admin role may send every message a
+/// producer may, so refusing it would only make operators keep a second token). Nothing else: an admin token
+/// is not an agent's nor a peer's.
+pub fn grants(held: Role, asked: Role) -> bool {
+    held == asked || (held == Role::Admin && asked == Role::Producer)
+}
+
 /// The role's name in messages and flags (`producer`, `agent`, ...).
 pub fn role_name(role: Role) -> &'static str {
     match role {
@@ -160,7 +170,7 @@ impl Tokens {
         for (r, tokens) in &self.by_role {
             for t in tokens {
                 if bool::from(t.secret.as_slice().ct_eq(given.as_bytes())) {
-                    if *r == role {
+                    if grants(*r, role) {
                         let expired = t.not_after.is_some_and(|at| now > at);
                         verdict = Some(if expired { Err(Refusal::Expired) } else { Ok(()) });
                     } else {
@@ -318,6 +328,27 @@ mod tests {
         assert_eq!(auth.check(Role::Producer, "nope-nope-nope-nope"), Err(Refusal::Unknown));
         assert_eq!(auth.check(Role::Admin, "agent-token-000001"), Err(Refusal::WrongRole), "no admin file: no admin");
         assert_eq!(auth.peer_token(), None);
+    }
+
+    #[test]
+    fn an_admin_token_is_also_a_producer_token_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = TokenFiles {
+            producer: Some(write(dir.path(), "p", "producer-token-0001\n")),
+            admin: Some(write(
+                dir.path(),
+                "a",
+                "admin-token-0000001\nold-admin-token-001 not-after=2020-01-01T00:00:00Z\n",
+            )),
+            ..Default::default()
+        };
+        let auth = Auth::load(files).expect("load");
+        assert_eq!(auth.check(Role::Admin, "admin-token-0000001"), Ok(()));
+        assert_eq!(auth.check(Role::Producer, "admin-token-0000001"), Ok(()), "admin may do what producers do");
+        assert_eq!(auth.check(Role::Producer, "old-admin-token-001"), Err(Refusal::Expired), "expiry still holds");
+        assert_eq!(auth.check(Role::Agent, "admin-token-0000001"), Err(Refusal::WrongRole));
+        assert_eq!(auth.check(Role::Peer, "admin-token-0000001"), Err(Refusal::WrongRole));
+        assert_eq!(auth.check(Role::Admin, "producer-token-0001"), Err(Refusal::WrongRole), "not the other way");
     }
 
     #[test]

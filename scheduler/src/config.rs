@@ -40,8 +40,11 @@ pub struct Config {
     /// Address to listen on. Port 0 picks a free port; the bound address is printed as `listening on ADDR`.
     #[arg(long, env = "PM_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
-    /// Address of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), or `off`. Port 0 picks a free port;
-    /// the bound address is printed as `http listening on ADDR`, after the `listening on ADDR` line.
+    /// Address of the HTTP endpoint, or `off`: `/metrics`, `/healthz`, `/readyz` (no token), and the HTTP API
+    /// under `/api/` (applications, submits by parameters, task status, queues, dead letters; tokens as on
+    /// the protocol, and without token files only on a loopback address or with --insecure; see
+    /// docs/http-api.md). Port 0 picks a free port; the bound address is printed as `http listening on ADDR`,
+    /// after the `listening on ADDR` line.
     #[arg(long, env = "PM_HTTP_LISTEN", default_value = "127.0.0.1:7072")]
     pub http_listen: String,
     /// Time an HTTP client has to send its request headers, ms (slowloris bound).
@@ -225,8 +228,9 @@ pub struct Config {
     /// WAL segment size in bytes (preallocated).
     #[arg(long, env = "PM_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub segment_bytes: u64,
-    /// Unsynced WAL bytes after which the kernel is asked to start writing them back, without waiting; keeps
-    /// the sync that seals a segment short when the log is rarely synced (`--fsync none`). 0 = off.
+    /// Unsynced WAL bytes after which a thread of its own (`pm-wal-flush`) writes them back with an
+    /// `fdatasync`; the commit thread neither waits for it nor counts on it for any acknowledgement. Keeps the
+    /// sync that seals a segment short when the log is rarely synced (`--fsync none`). 0 = off.
     #[arg(long, env = "PM_WAL_WRITEBACK_BYTES", default_value_t = 1024 * 1024)]
     pub wal_writeback_bytes: u64,
     /// On SIGTERM/SIGINT: how long to wait for in-flight writes and replies before exiting.

@@ -67,6 +67,11 @@ impl PerIp {
         true
     }
 
+    /// Counts a connection from `ip` until the returned slot is dropped; `None` when `ip` is at the limit.
+    pub(crate) fn slot(self: &Arc<Self>, ip: IpAddr) -> Option<PerIpSlot> {
+        self.acquire(ip).then(|| PerIpSlot(self.clone(), ip))
+    }
+
     pub(crate) fn release(&self, ip: IpAddr) {
         let mut open = self.open.lock();
         if let Some(n) = open.get_mut(&ip) {
@@ -75,6 +80,17 @@ impl PerIp {
                 open.remove(&ip);
             }
         }
+    }
+}
+
+/// A connection's place in [`PerIp`], given back when dropped (however the connection's task ends, a panic
+/// included).
+#[derive(Debug)]
+pub(crate) struct PerIpSlot(Arc<PerIp>, IpAddr);
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
 

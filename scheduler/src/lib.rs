@@ -73,6 +73,8 @@ pub mod node;
 pub mod outbox;
 pub mod paused;
 pub mod process;
+pub mod reclaim_memory;
+pub mod repair;
 pub mod server;
 pub mod shard;
 pub mod stolen;

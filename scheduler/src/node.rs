@@ -91,6 +91,7 @@ impl Node {
         let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
         let shards = spawn_shards(cfg, ordinal, steal.clone(), &committer, next_task_id, shares, paused.clone());
+        crate::reclaim_memory::after_recovery();
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
         let catalog_peers = match ordinal {
@@ -172,7 +173,8 @@ impl Node {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File, NodeError> {
+/// Creates and locks the data directory (`DATA/LOCK`, flock): one process at a time, node or repair.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, NodeError> {
     let fail = |msg: String| NodeError::DataDir { path: dir.display().to_string(), msg };
     std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     let file = File::create(dir.join("LOCK")).map_err(|e| fail(e.to_string()))?;

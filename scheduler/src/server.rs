@@ -7,7 +7,7 @@
 //! flood costs at most that many TLS sessions.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection;
-use crate::context::{PerIp, ServerCtx};
+use crate::context::ServerCtx;
 use crate::metrics as m;
 
 /// Binds a listener with a large backlog and address reuse.
@@ -79,30 +79,23 @@ pub async fn run(listener: TcpListener, ctx: Arc<ServerCtx>, stop: impl Future<O
             // The count is the limit (a counter rather than a semaphore permit in every connection's future);
             // `connection::serve` takes the connection off it when it ends.
             None => spawn_connection(stream, ctx.clone()),
-            Some(per_ip) if per_ip.acquire(peer.ip()) => {
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    // Released however the connection's task ends (a panic included).
-                    let _slot = Slot(per_ip, peer.ip());
-                    serve_any(stream, ctx).await;
-                });
-            }
-            Some(_) => {
-                ctx.connections.fetch_sub(1, Ordering::Relaxed);
-                metrics::counter!(m::REFUSED, "reason" => "too_many_connections_per_ip").increment(1);
-                tracing::debug!(%peer, "connection refused: limit per source address reached");
-                spawn_refusal(stream, &ctx, "connection limit per source address reached");
-            }
+            Some(per_ip) => match per_ip.slot(peer.ip()) {
+                Some(slot) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        // Released however the connection's task ends (a panic included).
+                        let _slot = slot;
+                        serve_any(stream, ctx).await;
+                    });
+                }
+                None => {
+                    ctx.connections.fetch_sub(1, Ordering::Relaxed);
+                    metrics::counter!(m::REFUSED, "reason" => "too_many_connections_per_ip").increment(1);
+                    tracing::debug!(%peer, "connection refused: limit per source address reached");
+                    spawn_refusal(stream, &ctx, "connection limit per source address reached");
+                }
+            },
         }
-    }
-}
-
-/// A connection's place in [`PerIp`], given back when dropped.
-struct Slot(Arc<PerIp>, IpAddr);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.release(self.1);
     }
 }
 

@@ -76,6 +76,14 @@ impl RoleSet {
         Self::bit(role) != 0 && self.0 & Self::bit(role) != 0
     }
 
+    /// True when a certificate with these roles may connect as `role` (see [`crate::auth::grants`]: an admin
+    /// certificate may also connect as a producer).
+    pub fn grants(self, role: Role) -> bool {
+        [Role::Producer, Role::Agent, Role::Admin, Role::Peer]
+            .into_iter()
+            .any(|held| self.contains(held) && crate::auth::grants(held, role))
+    }
+
     /// The roles' names, comma-separated (for messages).
     pub fn names(self) -> String {
         [Role::Producer, Role::Agent, Role::Admin, Role::Peer]
@@ -161,5 +169,22 @@ impl Tls {
         };
         let client_roles = Arc::new(files.client_roles.clone());
         Ok(Tls { acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)), peer, cert, client_roles })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admin_certificate_may_also_connect_as_producer() {
+        let mut admin = RoleSet::default();
+        admin.insert(Role::Admin);
+        assert!(admin.grants(Role::Admin) && admin.grants(Role::Producer));
+        assert!(!admin.grants(Role::Agent) && !admin.grants(Role::Peer));
+        let mut producer = RoleSet::default();
+        producer.insert(Role::Producer);
+        assert!(producer.grants(Role::Producer) && !producer.grants(Role::Admin));
+        assert!(!RoleSet::default().grants(Role::Producer));
     }
 }

@@ -246,14 +246,31 @@ fn parse_at(raw: RawTask, depth: usize) -> Result<Task, PipelineError> {
 }
 
 /// True when a payload may name follow-ups or a flow (a cheap byte search, so the scheduler parses only those).
+///
+/// Never a false negative: a key may also be spelt with JSON escapes (`"on\u0053uccess"` is `onSuccess` to
+/// a parser), so a payload holding an escaped ASCII letter anywhere counts as "may chain" too and is parsed.
+/// Serializers escape only quotes, backslashes, control and (some) non-ASCII or HTML characters, never
+/// letters, so ordinary payloads stay on the byte search.
 pub fn may_chain(payload: &[u8]) -> bool {
     has_follow_ups(payload)
         || (is_object(payload) && (contains(payload, b"\"flowId\"") || contains(payload, b"\"parent\"")))
 }
 
-/// True when a payload may name follow-ups (`onSuccess` / `onFailure`).
+/// True when a payload may name follow-ups (`onSuccess` / `onFailure`), literally or with escaped letters
+/// (see [`may_chain`]).
 pub fn has_follow_ups(payload: &[u8]) -> bool {
-    is_object(payload) && (contains(payload, b"\"onSuccess\"") || contains(payload, b"\"onFailure\""))
+    is_object(payload)
+        && (contains(payload, b"\"onSuccess\"") || contains(payload, b"\"onFailure\"") || escapes_a_letter(payload))
+}
+
+/// True when the payload holds a `\u00XX` escape of an ASCII letter (`A`-`Z`, `a`-`z`): the only way to spell
+/// a key such as `onSuccess` without its bytes appearing (JSON has no other escape for a letter). An escaped
+/// backslash followed by `u00..` also counts: a false positive costs one parse, never a missed key.
+fn escapes_a_letter(payload: &[u8]) -> bool {
+    memchr::memmem::find_iter(payload, b"\\u00").any(|at| {
+        let hex = payload.get(at + 4..at + 6).and_then(|h| std::str::from_utf8(h).ok());
+        hex.and_then(|h| u8::from_str_radix(h, 16).ok()).is_some_and(|c| c.is_ascii_alphabetic())
+    })
 }
 
 fn is_object(payload: &[u8]) -> bool {
@@ -385,6 +402,35 @@ mod tests {
         assert_eq!((flow2.as_str(), grand[0].executors.clone()), ("7", vec!["c".to_string()]));
         let failed = Parent { state: "failed".into(), ..parent };
         assert_eq!(follow_ups(doc, &failed).unwrap().1[0].executors, vec!["e"]);
+    }
+
+    #[test]
+    fn keys_spelt_with_escaped_letters_are_found() {
+        for doc in [
+            &br#"{"pipeline":[],"on\u0053uccess":[]}"#[..],
+            br#"{"pipeline":[],"\u006fnFailure":[]}"#,
+            br#"{"pipeline":[],"\u006FnFailure":[]}"#,
+            br#"{"pipeline":[],"flow\u0049d":"x"}"#,
+        ] {
+            assert!(may_chain(doc), "{}", String::from_utf8_lossy(doc));
+        }
+        assert!(has_follow_ups(br#"{"on\u0053uccess":[]}"#));
+        // Escapes of anything but a letter (quotes, controls, HTML characters, non-ASCII) keep the fast path.
+        for doc in [
+            &br#"{"pipeline":[{"executorName":"sh","commands":["echo \u0022 \u003c \u00e9 \u0000 \n"]}]}"#[..],
+            br#"{"pipeline":[],"x":"\u00"}"#,
+            br#"{"pipeline":[],"x":"\u00zz"}"#,
+        ] {
+            assert!(!may_chain(doc), "{}", String::from_utf8_lossy(doc));
+        }
+        // And what the search found is what the parser reads: an escaped key is a follow-up like any other.
+        let bad = br#"{"pipeline":[{"executorName":"a","commands":["true"]}],"on\u0053uccess":[{"pipeline":[]}]}"#;
+        let e = parse_task(bad).unwrap_err().to_string();
+        assert!(e.contains("onSuccess[0]") && e.contains("no steps"), "{e}");
+        let good = br#"{"pipeline":[{"executorName":"a","commands":["true"]}],
+            "on\u0053uccess":[{"pipeline":[{"executorName":"b","commands":["true"]}]}]}"#;
+        let parent = Parent { task_id: 3, key: String::new(), queue: "q".into(), state: "succeeded".into() };
+        assert_eq!(follow_ups(good, &parent).unwrap().1[0].executors, vec!["b"]);
     }
 
     #[test]

@@ -335,6 +335,8 @@ impl Agent {
             .args(extra)
             // Many agents run side by side in tests: no direct-run API unless a test asks for one.
             .env("PM_API_LISTEN", "off")
+            // Each task's outcome is a DEBUG line ("task done", "task failed: ..."), which tests read.
+            .env("RUST_LOG", "info,pm_agent::agent=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("agent log"))

@@ -1,7 +1,13 @@
-//! The direct-run API over HTTP: `POST /v1/run` (and the original agent's `POST /api/v1/pipeline`), the
-//! probes (`/healthz`, `/readyz`, `/ready`) and `/metrics`, with the gRPC service ([`super::grpc`]) merged
-//! onto the same port. Owns the listener loop of both the API and the probes endpoint, and the HTTP
-//! answers: JSON errors, 401 with `WWW-Authenticate`, 429 when busy, NDJSON when streaming.
+//! The direct-run API over HTTP: `POST /v1/run`, the original agent's `POST /api/v1/Pipeline` in its own
+//! shape ([`super::original`]), the probes (`/healthz`, `/readyz`, `/ready`) and `/metrics`, with the gRPC
+//! service ([`super::grpc`]) merged onto the same port. Owns the listener loop of both the API and the probes
+//! endpoint, and the HTTP answers: JSON errors, 401 with `WWW-Authenticate`, 429 when busy, NDJSON when
+//! streaming.
+//!
+//! A pipeline that ran and failed is answered `200` with `"ok": false` (or the original's `"result":
+//! false`): the request worked, and the result says how the pipeline ended. A streamed run cannot do
+//! otherwise, since its status goes out before the pipeline runs; the plain form answers the same way so that
+//! a client reads one field in both. A `4xx`/`5xx` always means the pipeline did not run.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,7 +16,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::bearer_matches;
 use super::config::ApiConfig;
+use super::original;
 use super::state::{ApiContext, AppState};
 use crate::runner::{Runner, TaskResult};
 
@@ -62,19 +69,58 @@ fn probes() -> Router<Arc<AppState>> {
 fn router(state: Arc<AppState>, max_body: usize) -> Router {
     let runs = Router::new()
         .route("/v1/run", post(run))
-        .route("/api/v1/pipeline", post(run))
         .layer(axum::middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(max_body));
+    // The original's path matches in any case, which routes cannot say: the fallback looks for it.
+    let fallback_state = state.clone();
+    let fallback = move |method: Method, uri: Uri, headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+        original_or_not_found(fallback_state.clone(), method, uri, headers, body)
+    };
     Router::new()
         .merge(runs)
         .merge(probes())
         .with_state(state.clone())
         .merge(super::grpc::routes(state, max_body))
-        .fallback(not_found)
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(max_body))
 }
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such path")
+}
+
+/// The original agent's `POST /api/v1/Pipeline` (any case; see [`original`]), else `404`.
+async fn original_or_not_found(
+    s: Arc<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !original::is_original_path(uri.path()) {
+        return not_found().await;
+    }
+    if method != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "only POST runs a pipeline");
+    }
+    if let Some(refused) = refuse_token(&s, &headers) {
+        return refused;
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return error(r.status(), r.body_text()),
+    };
+    if !original::has_steps(&body) {
+        return (StatusCode::BAD_REQUEST, original::NO_COMMANDS).into_response();
+    }
+    let task = match pm_task::pipeline::parse_task(&body) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match run_to_end(&s, task).await {
+        Ok(result) => Json(original::Answer::of(&result)).into_response(),
+        Err(busy) => busy,
+    }
 }
 
 fn error(status: StatusCode, why: impl Into<String>) -> Response {
@@ -82,15 +128,22 @@ fn error(status: StatusCode, why: impl Into<String>) -> Response {
 }
 
 async fn authorize(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !bearer_matches(token, given) {
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
-        }
+    match refuse_token(&s, req.headers()) {
+        Some(refused) => refused,
+        None => next.run(req).await,
     }
-    next.run(req).await
+}
+
+/// The `401` of a run request without the token, when one is required.
+fn refuse_token(s: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let token = s.token.as_ref()?;
+    let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if bearer_matches(token, given) {
+        return None;
+    }
+    let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(r)
 }
 
 async fn ready(State(s): State<Arc<AppState>>) -> Response {
@@ -134,15 +187,16 @@ async fn run(
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let run = match s.start_run(task, q.stream) {
+    if !q.stream {
+        return match run_to_end(&s, task).await {
+            Ok(result) => Json(result).into_response(),
+            Err(busy) => busy,
+        };
+    }
+    let run = match s.start_run(task, true) {
         Ok(run) => run,
         Err(busy) => return error(StatusCode::TOO_MANY_REQUESTS, busy),
     };
-    if !q.stream {
-        let result = run.handle.await.unwrap_or_else(|e| TaskResult::failed(format!("the run failed: {e}")));
-        drop(run.guard);
-        return Json(result).into_response();
-    }
     let lines = futures::stream::unfold((run.events, run.guard), |(mut rx, guard)| async move {
         let event = rx.recv().await?;
         let mut line = serde_json::to_vec(&event).unwrap_or_default();
@@ -150,4 +204,12 @@ async fn run(
         Some((Ok::<_, Infallible>(Bytes::from(line)), (rx, guard)))
     });
     ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
+}
+
+/// Runs `task` to its end (a client that goes away cancels it), or the `429` of a busy agent.
+async fn run_to_end(s: &AppState, task: pm_task::pipeline::Task) -> Result<TaskResult, Response> {
+    let run = s.start_run(task, false).map_err(|busy| error(StatusCode::TOO_MANY_REQUESTS, busy))?;
+    let result = run.handle.await.unwrap_or_else(|e| TaskResult::failed(format!("the run failed: {e}")));
+    drop(run.guard);
+    Ok(result)
 }

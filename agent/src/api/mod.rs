@@ -1,10 +1,12 @@
 //! The direct-run API: run a pipeline on this agent without a scheduler, over HTTP ([`http`]) or gRPC
 //! ([`grpc`]) on one port, with the options of [`config`] and the token check of [`auth`].
 //!
-//! - `POST /v1/run` (also at the original agent's path `POST /api/v1/pipeline`): the task JSON in, the
-//!   result JSON out. `?stream=true` answers at once with `application/x-ndjson`: one [`RunEvent`](crate::runner::RunEvent) per line
-//!   as the pipeline runs (`start`, `output`, `end`), then a `result` line. A client that goes away
-//!   cancels its run.
+//! - `POST /v1/run`: the task JSON in, the result JSON out (`200` also when the pipeline failed: `"ok":
+//!   false`). `?stream=true` answers at once with `application/x-ndjson`: one
+//!   [`RunEvent`](crate::runner::RunEvent) per line as the pipeline runs (`start`, `output`, `end`), then a
+//!   `result` line. A client that goes away cancels its run.
+//! - `POST /api/v1/Pipeline` (any case): the original agent's route, in its request and answer shapes
+//!   ([`original`]).
 //! - `GET /healthz` (the process answers), `GET /readyz` (every configured pod executor socket is there),
 //!   `GET /metrics` (Prometheus text).
 //!
@@ -19,9 +21,9 @@
 //! does not replace the token: a non-loopback address still needs one, and the certificate only proves that
 //! the client belongs to the deployment.
 //!
-//! The files, each used only by those after it: [`auth`] and [`config`] (leaves), [`state`] (what both
-//! protocols share: the runner, the run limit, the token, starting a run), [`grpc`], then [`http`] (which
-//! serves both). This module re-exports the entry points and installs the metrics recorder; it uses none of
+//! The files, each used only by those after it: [`auth`], [`config`] and [`original`] (leaves), [`state`]
+//! (what both protocols share: the runner, the run limit, the token, starting a run), [`grpc`], then
+//! [`http`] (which serves both). This module re-exports the entry points and installs the metrics recorder; it uses none of
 //! its children's code.
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod original;
 pub mod state;
 
 pub use config::{bind, probes_listen, ApiArgs, ApiConfig, ApiError, ApiTls};

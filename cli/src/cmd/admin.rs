@@ -1,6 +1,7 @@
 //! `pmctl stats` and `pmctl dead-letter list|redrive`: an operator's view of one node (the `--server`
 //! address): its queues' depth, leases and agents, and the tasks it dead-lettered, which a redrive makes
-//! ready again. These use an admin connection; they do not route through a cluster.
+//! ready again. Reading (stats, the dead-letter list) connects as a producer, so a producer or an admin token
+//! will do; a redrive connects as admin. These do not route through a cluster.
 
 use pm_client::ConnectOptions;
 
@@ -29,7 +30,7 @@ pub enum DeadLetterCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Make dead letters ready again (all of the queue, or the given task ids).
+    /// Make dead letters ready again (all of the queue, or the given task ids). Needs an admin token.
     Redrive {
         /// Only this queue.
         #[arg(long, default_value = "")]
@@ -41,7 +42,7 @@ pub enum DeadLetterCmd {
 
 /// `pmctl stats`: a table (or JSON) of the node's queues.
 pub async fn stats(server: &ServerArgs, args: &StatsArgs) -> Result<(), Failure> {
-    let client = server.connect(ConnectOptions::admin()).await?;
+    let client = server.connect(ConnectOptions::producer()).await?;
     let s = client.stats().await.map_err(Failure::failed)?;
     if args.json {
         let queues: Vec<_> = s
@@ -77,7 +78,11 @@ pub async fn stats(server: &ServerArgs, args: &StatsArgs) -> Result<(), Failure>
 
 /// `pmctl dead-letter ...`.
 pub async fn dead_letter(server: &ServerArgs, cmd: &DeadLetterCmd) -> Result<(), Failure> {
-    let client = server.connect(ConnectOptions::admin()).await?;
+    let role = match cmd {
+        DeadLetterCmd::List { .. } => ConnectOptions::producer(),
+        DeadLetterCmd::Redrive { .. } => ConnectOptions::admin(),
+    };
+    let client = server.connect(role).await?;
     match cmd {
         DeadLetterCmd::List { queue, limit, json } => {
             let list = client.dead_letters(queue, *limit).await.map_err(Failure::failed)?;

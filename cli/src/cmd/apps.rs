@@ -5,7 +5,7 @@
 //! they are handed to [`super::deploy`]. A definition the server refuses exits 65, like an invalid task file.
 
 use pm_client::json::app_json as to_json;
-use pm_client::ConnectOptions;
+use pm_client::{AppChange, ConnectOptions};
 use pm_protocol::pb::AppInfo;
 use serde_json::Value;
 
@@ -63,6 +63,14 @@ pub enum AppCmd {
     Apply(deploy::ApplyArgs),
 }
 
+/// Prints the node's warning about a change on stderr (`pmctl: warning: ...`): the change is stored, so the
+/// command still succeeds, but a member of the cluster does not have it yet.
+fn warn(change: &AppChange) {
+    if let Some(w) = &change.warning {
+        eprintln!("pmctl: warning: {w}");
+    }
+}
+
 /// `pmctl app ...`.
 pub async fn run(server: &ServerArgs, cmd: &AppCmd) -> Result<(), Failure> {
     match cmd {
@@ -72,15 +80,17 @@ pub async fn run(server: &ServerArgs, cmd: &AppCmd) -> Result<(), Failure> {
             let doc = read_document(file)?;
             let client = server.connect(ConnectOptions::admin()).await?;
             let bytes = serde_json::to_vec(&doc).map_err(Failure::failed)?;
-            let app = client.put_app(bytes, *replace).await.map_err(Failure::of_app_request)?;
-            print!("{}", human(&app));
+            let change = client.put_app(bytes, *replace).await.map_err(Failure::of_app_request)?;
+            print!("{}", human(&change.app));
+            warn(&change);
         }
         AppCmd::PutPipeline { app, file, replace } => {
             let doc = read_document(file)?;
             let client = server.connect(ConnectOptions::admin()).await?;
             let bytes = serde_json::to_vec(&doc).map_err(Failure::failed)?;
-            let app = client.put_pipeline(app, bytes, *replace).await.map_err(Failure::of_app_request)?;
-            print!("{}", human(&app));
+            let change = client.put_pipeline(app, bytes, *replace).await.map_err(Failure::of_app_request)?;
+            print!("{}", human(&change.app));
+            warn(&change);
         }
         AppCmd::List { json } => {
             let client = server.connect(ConnectOptions::producer()).await?;
@@ -105,12 +115,14 @@ pub async fn run(server: &ServerArgs, cmd: &AppCmd) -> Result<(), Failure> {
             let client = server.connect(ConnectOptions::admin()).await?;
             match pipeline {
                 Some(p) => {
-                    client.delete_pipeline(name, p).await.map_err(Failure::of_app_request)?;
+                    let change = client.delete_pipeline(name, p).await.map_err(Failure::of_app_request)?;
                     println!("{name}/{p} deleted");
+                    warn(&change);
                 }
                 None => {
-                    client.delete_app(name).await.map_err(Failure::of_app_request)?;
+                    let change = client.delete_app(name).await.map_err(Failure::of_app_request)?;
                     println!("{name} deleted");
+                    warn(&change);
                 }
             }
         }

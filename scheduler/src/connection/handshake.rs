@@ -54,12 +54,13 @@ pub(super) async fn handshake<S: Transport>(conn: &mut Conn<S>, ctx: &ConnCtx) -
         close_lingering(conn).await;
         return None;
     }
-    // --tls-client-role: a certificate that names a role decides it; a token, if sent, must agree.
+    // --tls-client-role: a certificate that names a role decides it (an admin one may also ask for producer);
+    // a token, if sent, must agree.
     let cert_roles = match (&server.tls, conn.stream.peer_certificate()) {
         (Some(tls), Some(der)) => tls.client_roles.of(der),
         _ => crate::tls::RoleSet::default(),
     };
-    if !cert_roles.is_empty() && !cert_roles.contains(role) {
+    if !cert_roles.is_empty() && !cert_roles.grants(role) {
         let msg =
             format!("the client certificate is for role {}, not {}", cert_roles.names(), crate::auth::role_name(role));
         refuse(out, ErrorCode::Unauthorized, &msg, "cert_role");

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pm_client::json::app_json;
+use pm_client::AppChange;
 use pm_protocol::pb::TemplateTask;
 use pm_protocol::{ErrorCode, Role};
 use pm_task::template::params_of;
@@ -38,8 +39,9 @@ pub(super) async fn create_app(
 ) -> Result<Response, ApiError> {
     let client = gw.client(Role::Admin, &headers).await?;
     let doc = parse_json(&gw.body(&headers, body).await?)?;
-    let app = client.put_app(to_vec(&doc), q.replace).await?;
-    Ok(created(q.replace, app_json(&app), &format!("/api/applications/{}", app.name)))
+    let change = client.put_app(to_vec(&doc), q.replace).await?;
+    let location = format!("/api/applications/{}", change.app.name);
+    Ok(created(q.replace, warned(app_json(&change.app), &change), &location))
 }
 
 pub(super) async fn get_app(
@@ -72,8 +74,8 @@ pub(super) async fn replace_app(
 ) -> Result<Response, ApiError> {
     let client = gw.client(Role::Admin, &headers).await?;
     let doc = named(parse_json(&gw.body(&headers, body).await?)?, &app, "application")?;
-    let app = client.put_app(to_vec(&doc), true).await?;
-    Ok(axum::Json(app_json(&app)).into_response())
+    let change = client.put_app(to_vec(&doc), true).await?;
+    Ok(axum::Json(warned(app_json(&change.app), &change)).into_response())
 }
 
 pub(super) async fn delete_app(
@@ -81,8 +83,8 @@ pub(super) async fn delete_app(
     Path(app): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let app = gw.client(Role::Admin, &headers).await?.delete_app(&app).await?;
-    Ok(axum::Json(json!({"deleted": app.name})).into_response())
+    let change = gw.client(Role::Admin, &headers).await?.delete_app(&app).await?;
+    Ok(axum::Json(warned(json!({"deleted": change.app.name}), &change)).into_response())
 }
 
 pub(super) async fn list_pipelines(
@@ -104,9 +106,9 @@ pub(super) async fn create_pipeline(
     let client = gw.client(Role::Admin, &headers).await?;
     let doc = parse_json(&gw.body(&headers, body).await?)?;
     let name = doc.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-    let stored = client.put_pipeline(&app, to_vec(&doc), q.replace).await?;
+    let change = client.put_pipeline(&app, to_vec(&doc), q.replace).await?;
     let location = format!("/api/applications/{app}/pipelines/{name}");
-    Ok(created(q.replace, pipeline_json(&app_json(&stored), &name), &location))
+    Ok(created(q.replace, warned(pipeline_json(&app_json(&change.app), &name), &change), &location))
 }
 
 pub(super) async fn get_pipeline(
@@ -141,8 +143,8 @@ pub(super) async fn replace_pipeline(
 ) -> Result<Response, ApiError> {
     let client = gw.client(Role::Admin, &headers).await?;
     let doc = named(parse_json(&gw.body(&headers, body).await?)?, &pipeline, "pipeline")?;
-    let stored = client.put_pipeline(&app, to_vec(&doc), true).await?;
-    Ok(axum::Json(pipeline_json(&app_json(&stored), &pipeline)).into_response())
+    let change = client.put_pipeline(&app, to_vec(&doc), true).await?;
+    Ok(axum::Json(warned(pipeline_json(&app_json(&change.app), &pipeline), &change)).into_response())
 }
 
 pub(super) async fn delete_pipeline(
@@ -150,8 +152,16 @@ pub(super) async fn delete_pipeline(
     Path((app, pipeline)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    gw.client(Role::Admin, &headers).await?.delete_pipeline(&app, &pipeline).await?;
-    Ok(axum::Json(json!({"deleted": format!("{app}/{pipeline}")})).into_response())
+    let change = gw.client(Role::Admin, &headers).await?.delete_pipeline(&app, &pipeline).await?;
+    Ok(axum::Json(warned(json!({"deleted": format!("{app}/{pipeline}")}), &change)).into_response())
+}
+
+/// `body` with `"warning"` when the change has not reached every member yet (see [`AppChange`]).
+fn warned(mut body: Value, change: &AppChange) -> Value {
+    if let (Some(w), Some(obj)) = (&change.warning, body.as_object_mut()) {
+        obj.insert("warning".into(), Value::String(w.clone()));
+    }
+    body
 }
 
 fn created(replace: bool, body: Value, location: &str) -> Response {

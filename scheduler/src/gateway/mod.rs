@@ -10,7 +10,8 @@
 //!
 //! The operating routes (queues, task listings, dead letters, events) ask every member of a cluster
 //! (`members.rs`). Files: `state.rs` (what handlers share), `error.rs` (error answers), `query.rs` (strict
-//! query strings), `guard.rs` (cross-site protection), then one file per kind of resource.
+//! query strings), `guard.rs` (cross-site protection), `peer.rs` (the request's source address, for
+//! `--max-connections-per-ip`), then one file per kind of resource.
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ mod error;
 mod events;
 mod guard;
 mod members;
+mod peer;
 mod query;
 mod queues;
 mod raw;
@@ -56,5 +58,6 @@ pub fn routes(gw: Arc<Gateway>) -> Router {
         .route("/api/dead/delete", post(dead::delete))
         .route("/api/events", get(events::events))
         .layer(axum::middleware::from_fn(guard::same_origin))
+        .layer(axum::middleware::from_fn(peer::scope))
         .with_state(gw)
 }

@@ -12,8 +12,10 @@ use pm_protocol::{ErrorCode, Role};
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::auth::role_name;
 use crate::config::Config;
 use crate::context::ServerCtx;
+use crate::metrics as m;
 
 /// What the API's handlers share.
 pub struct Gateway {
@@ -50,10 +52,29 @@ impl Gateway {
         let role = self.effective_role(role, &token);
         if server.connections.fetch_add(1, Ordering::Relaxed) >= server.cfg.max_connections as u64 {
             server.connections.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!(m::REFUSED, "reason" => "too_many_connections").increment(1);
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", "connection limit"));
         }
+        // The connection counts under the request's source address as a TCP client's would, for as long as
+        // it is open (an event stream's included).
+        let slot = match (&server.per_ip, super::peer::current()) {
+            (Some(per_ip), Some(ip)) => match per_ip.slot(ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    server.connections.fetch_sub(1, Ordering::Relaxed);
+                    metrics::counter!(m::REFUSED, "reason" => "too_many_connections_per_ip").increment(1);
+                    let msg = "connection limit per source address reached (--max-connections-per-ip)";
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TOO_MANY_CONNECTIONS", msg));
+                }
+            },
+            _ => None,
+        };
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(crate::connection::serve(theirs, server.clone()));
+        let conn_server = server.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            crate::connection::serve(theirs, conn_server).await;
+        });
         let opts = ConnectOptions::new(role)
             .client_id("http-api")
             .token(token.clone())
@@ -61,15 +82,18 @@ impl Gateway {
             .request_timeout(self.request_timeout);
         match Client::connect_stream(ours, opts).await {
             Ok(c) => Ok(c),
-            // A valid token of a role that may not do this: forbidden rather than unauthenticated.
+            // A valid token of a role that may not do this (a producer token on an admin route, an agent or
+            // peer token anywhere): `403`, the caller is known but not allowed. A missing, unknown or expired
+            // token stays `401`.
             Err(e) if e.code() == Some(ErrorCode::Unauthorized) && !token.is_empty() => {
                 let other = [Role::Producer, Role::Admin, Role::Agent, Role::Peer]
                     .into_iter()
                     .find(|r| *r != role && server.auth.check(*r, &token).is_ok());
+                let needs = if role == Role::Producer { "producer (or admin)" } else { role_name(role) };
                 match other {
                     Some(r) => Err(ApiError::of_code(
                         ErrorCode::RoleNotAllowed,
-                        format!("this is a token of role {}; this needs {}", r.as_str_name(), role.as_str_name()),
+                        format!("this is a token of role {}; this needs role {needs}", role_name(r)),
                     )),
                     None => Err(e.into()),
                 }

@@ -239,6 +239,15 @@ impl LiveSet {
     /// Forgets the oldest results while more than `max_results` are kept. Called after each batch of
     /// [`LiveSet::apply`] rather than per record: the forgotten entries are cold in memory, and one loop over
     /// a batch lets their cache misses overlap.
+    /// Gives back the room the maps grew to while a log was replayed: they were sized for the busiest
+    /// moment of the log, not for what is live at its end (see `crate::reclaim_memory`).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.tasks.shrink_to_fit();
+        self.keys.shrink_to_fit();
+        self.results.shrink_to_fit();
+        self.result_order.in_order.shrink_to_fit();
+    }
+
     pub(crate) fn trim(&mut self) {
         while self.results.len() > self.max_results {
             let Some((exp, id)) = self.result_order.pop_first() else { break };
@@ -359,6 +368,21 @@ mod tests {
     fn counts(live: &LiveSet, seg: u64) -> (u64, u64) {
         let u = live.usage(seg);
         (u.items, u.bytes)
+    }
+
+    #[test]
+    fn a_replayed_busy_moment_leaves_no_oversized_map_behind() {
+        let mut live = LiveSet::default();
+        for id in 1..=100_000 {
+            live.apply(&Entry::Enqueue { task_id: id, idem: None, body: b"x" }, 0, 48, 30);
+        }
+        for id in 1..100_000 {
+            live.apply(&Entry::Ack { task_id: id }, 0, 48, 20);
+        }
+        assert!(live.tasks.capacity() >= 100_000, "the map grew to the busiest moment");
+        live.shrink_to_fit();
+        assert!(live.tasks.capacity() < 100, "{}", live.tasks.capacity());
+        assert_eq!(live.tasks.keys().copied().collect::<Vec<_>>(), vec![100_000], "what is live stays");
     }
 
     #[test]

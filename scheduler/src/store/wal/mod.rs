@@ -54,7 +54,8 @@
 //!
 //! `base seq` of a segment also proves that every earlier record was synced: the previous segment is
 //! synced before the next one is created. See `wal/recovery.rs` for how that proof separates a torn tail
-//! (zeroed, store opens) from damaged durable data ([`StoreError::Corrupt`], store refuses to open).
+//! (zeroed, store opens) from damaged durable data ([`StoreError::Corrupt`], store refuses to open), and
+//! [`repair`] for starting again on purpose after such damage (`pm-scheduler repair`).
 //!
 //! # Writing
 //!
@@ -81,6 +82,7 @@ mod compaction;
 mod format;
 mod live;
 mod recovery;
+pub mod repair;
 mod segment;
 mod space;
 #[cfg(test)]
@@ -271,6 +273,7 @@ impl Wal {
             m.file_len = capacity;
         }
         scan.live.expire(now_unix_ms());
+        scan.live.shrink_to_fit();
         let recovered = recovered(&scan.live, &mut scan.bodies, &mut scan.result_bodies);
         let mut wal = Wal {
             dir: dir.to_owned(),
