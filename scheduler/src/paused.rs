@@ -91,7 +91,8 @@ impl PausedQueues {
             then();
             return Ok(());
         }
-        let bytes = serde_json::to_vec_pretty(&OnDisk { paused: next.clone() }).unwrap_or_default();
+        let bytes = serde_json::to_vec_pretty(&OnDisk { paused: next.clone() })
+            .map_err(|e| PausedError::Io { path: self.path.clone(), source: std::io::Error::other(e) })?;
         let (path, dir) = (self.path.clone(), self.dir.clone());
         let written = tokio::task::spawn_blocking(move || crate::durable_file::write_durably(&path, &dir, &bytes))
             .await
