@@ -115,6 +115,20 @@ async fn stats_and_dead_letters() {
     assert!(v["reason"].as_str().unwrap().contains("exit 1"));
     assert!(v["payload"].as_str().unwrap().contains("pipeline"));
 
+    // For people: a header and one line per letter.
+    let out = pmctl(&s.addr, &["dead-letter", "list"], None);
+    let text = stdout(&out);
+    assert!(text.starts_with("ID ") && text.contains("REASON"), "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.lines().nth(1).unwrap().starts_with(&id.to_string()), "{text}");
+    // A redrive names its ids, or says --all: nothing is redriven by leaving them out.
+    let out = pmctl(&s.addr, &["dead-letter", "redrive", "--queue", "jobs"], None);
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(stdout(&pmctl(&s.addr, &["stats", "--json"], None)).trim()).unwrap();
+    let q = v["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "jobs").unwrap().clone();
+    assert_eq!(q["dead"].as_u64(), Some(1), "still dead");
+
     let out = pmctl(&s.addr, &["dead-letter", "redrive", "--queue", "jobs", &id.to_string()], None);
     assert_eq!(stdout(&out).trim(), "1");
     a.credit("jobs", 2).await.unwrap();

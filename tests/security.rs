@@ -124,7 +124,7 @@ fn pmctl_presents_the_role_each_command_needs() {
         assert_eq!(code, Some(0), "dead-letter list: {err}");
     }
     // A producer token still cannot change what needs admin, and an agent token cannot submit or read.
-    let (code, _, err) = pmctl_as(&s.addr, PRODUCER, &["dead-letter", "redrive", "--queue", "roles"]);
+    let (code, _, err) = pmctl_as(&s.addr, PRODUCER, &["dead-letter", "redrive", "--queue", "roles", "--all"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("not valid for role admin"), "{err}");
     let (code, _, err) = pmctl_as(&s.addr, PRODUCER, &["app", "delete", "roles"]);

@@ -30,12 +30,17 @@ pub enum DeadLetterCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Make dead letters ready again (all of the queue, or the given task ids). Needs an admin token.
+    /// Make dead letters ready again: the given task ids, or with `--all` every one of the queue (of every
+    /// queue without `--queue`). Needs an admin token.
     Redrive {
         /// Only this queue.
         #[arg(long, default_value = "")]
         queue: String,
-        /// Task ids (none = all).
+        /// Every dead letter of the queue (of every queue without `--queue`), instead of naming ids.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Task ids.
+        #[arg(required_unless_present = "all")]
         ids: Vec<u64>,
     },
 }
@@ -86,6 +91,7 @@ pub async fn dead_letter(server: &ServerArgs, cmd: &DeadLetterCmd) -> Result<(),
     match cmd {
         DeadLetterCmd::List { queue, limit, json } => {
             let list = client.dead_letters(queue, *limit).await.map_err(Failure::failed)?;
+            let mut rows = Vec::new();
             for d in list {
                 if *json {
                     let payload = String::from_utf8(d.payload.to_vec()).map(serde_json::Value::String).unwrap_or_else(
@@ -98,14 +104,57 @@ pub async fn dead_letter(server: &ServerArgs, cmd: &DeadLetterCmd) -> Result<(),
                         "reason": d.reason, "payload": payload});
                     println!("{v}");
                 } else {
-                    println!("{}\t{}\t{}\t{}", d.task_id, d.queue, d.attempts, d.reason);
+                    rows.push(d);
                 }
             }
+            if !*json {
+                print_dead_letters(&rows);
+            }
         }
-        DeadLetterCmd::Redrive { queue, ids } => {
+        DeadLetterCmd::Redrive { queue, ids, .. } => {
+            // With `--all`, `ids` is empty: the protocol's "every dead letter of the queue".
             let n = client.redrive(queue, ids.clone()).await.map_err(Failure::failed)?;
             println!("{n}");
         }
     }
     Ok(())
+}
+
+/// Dead letters as a table for people: a header, one line per letter, the reason on one line and cut to the
+/// terminal's width (`COLUMNS`, else 120) when the output is a terminal.
+fn print_dead_letters(rows: &[pm_protocol::pb::DeadLetter]) {
+    use std::io::IsTerminal;
+    let width = std::io::stdout()
+        .is_terminal()
+        .then(|| std::env::var("COLUMNS").ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(120));
+    println!("{:<20} {:<24} {:>8}  REASON", "ID", "QUEUE", "ATTEMPTS");
+    for d in rows {
+        let head = format!("{:<20} {:<24} {:>8}  ", d.task_id, d.queue, d.attempts);
+        let reason = one_line(&d.reason, width.map(|w| w.saturating_sub(head.chars().count()).max(20)));
+        println!("{head}{reason}");
+    }
+}
+
+/// `text` on one line (line breaks shown as ` / `), cut to `width` characters with `…` when given.
+fn one_line(text: &str, width: Option<usize>) -> String {
+    let line = text.split(['\r', '\n']).filter(|l| !l.trim().is_empty()).collect::<Vec<_>>().join(" / ");
+    match width {
+        Some(w) if line.chars().count() > w => {
+            let cut: String = line.chars().take(w.saturating_sub(1)).collect();
+            format!("{cut}…")
+        }
+        _ => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_reason_is_one_line_and_cut_to_the_width() {
+        assert_eq!(one_line("exit 1:\nno such file\r\n", None), "exit 1: / no such file");
+        assert_eq!(one_line("abcdefghij", Some(5)), "abcd…");
+        assert_eq!(one_line("abc", Some(5)), "abc");
+    }
 }
