@@ -292,6 +292,15 @@ async fn a_cluster_view_sums_every_member_and_names_one_that_is_down() {
     let body = r.json();
     let failed = body["members"].as_array().unwrap().iter().filter(|m| m["ok"] == false).count();
     assert_eq!(failed, 1, "{body}");
+    // A bulk cancel by ids names the member it could not reach, and how many tasks that leaves.
+    let ids: Vec<u64> = submitted.iter().copied().collect();
+    let r = api(&c.nodes[0], "POST", "/api/tasks/cancel", "", &json!({"ids": ids}));
+    let body = r.json();
+    assert_eq!(r.status, 207, "{body}");
+    let unreached = body["failed"][0]["tasks"].as_u64().unwrap();
+    assert_eq!(body["cancelled"].as_u64().unwrap() + unreached, 30, "{body}");
+    // A listing that would leave the member out fails rather than look complete.
+    assert_eq!(api(&c.nodes[0], "GET", "/api/tasks?queue=spread", "", &Value::Null).status, 502);
 }
 
 fn pmctl(s: &Scheduler, token: &str, args: &[&str]) -> std::process::Output {

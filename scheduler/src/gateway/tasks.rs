@@ -140,24 +140,46 @@ struct CancelBody {
     all: bool,
 }
 
-/// Cancels `ids` on the members that hold them (in batches the node takes); how many were cancelled.
-async fn cancel_ids(gw: &Gateway, members: &Members, ids: Vec<u64>) -> u64 {
+/// Cancels `ids` on the members that hold them (in batches the node takes): how many were cancelled, and the
+/// members that could not be asked (with why), so an answer never hides tasks it did not reach.
+async fn cancel_ids(gw: &Gateway, members: &Members, ids: Vec<u64>) -> (u64, Vec<Value>) {
     let mut by_member: HashMap<usize, Vec<u64>> = HashMap::new();
     for id in ids {
         let owner = if gw.server.ordinal.is_some() { Ring::ordinal_of_task(id) } else { 0 };
         by_member.entry(owner).or_default().push(id);
     }
-    let mut n = 0;
+    let (mut n, mut failed) = (0, Vec::new());
     let batch = gw.server.cfg.max_batch.max(1);
     for (owner, ids) in by_member {
-        let Some((_, Ok(c))) = members.get(owner) else { continue };
+        let (node, client) = match members.get(owner) {
+            Some((node, Ok(c))) => (node, c),
+            Some((node, Err(e))) => {
+                failed.push(json!({"node": node, "error": e.to_string(), "tasks": ids.len()}));
+                continue;
+            }
+            None => {
+                failed.push(json!({"node": null, "error": "no member holds these ids", "tasks": ids.len()}));
+                continue;
+            }
+        };
         for chunk in ids.chunks(batch) {
-            if let Ok(codes) = c.cancel(chunk.to_vec()).await {
-                n += codes.iter().filter(|c| **c == ErrorCode::Ok).count() as u64;
+            match client.cancel(chunk.to_vec()).await {
+                Ok(codes) => n += codes.iter().filter(|c| **c == ErrorCode::Ok).count() as u64,
+                Err(e) => failed.push(json!({"node": node, "error": e.to_string(), "tasks": chunk.len()})),
             }
         }
     }
-    n
+    (n, failed)
+}
+
+/// The answer of a bulk cancel: `200`, or `207` when some members failed (named in `"failed"`).
+fn cancelled(n: u64, failed: Vec<Value>, complete: Option<bool>) -> Response {
+    let status = if failed.is_empty() { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    let mut body = json!({"cancelled": n, "failed": failed});
+    if let Some(c) = complete {
+        body["complete"] = json!(c);
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 /// `POST /api/tasks/cancel` (admin): `{"ids": [...]}`, or a filter (`queue`, `state`, `key`, `flow`: at least
@@ -178,16 +200,16 @@ pub(super) async fn cancel(
         if !p.is_empty() || b.all {
             return Err(ApiError::param("ids", "give ids, or a filter, not both"));
         }
-        let n = cancel_ids(&gw, &members, b.ids).await;
-        return Ok(axum::Json(json!({"cancelled": n})).into_response());
+        let (n, failed) = cancel_ids(&gw, &members, b.ids).await;
+        return Ok(cancelled(n, failed, None));
     }
     if p.is_empty() && !b.all {
         return Err(ApiError::param("all", "name tasks (\"ids\"), a filter, or set \"all\": true"));
     }
     let filter = filter_of(&p)?;
     let (ids, complete) = walk(&members, &filter).await?;
-    let n = cancel_ids(&gw, &members, ids).await;
-    Ok(axum::Json(json!({"cancelled": n, "complete": complete})).into_response())
+    let (n, failed) = cancel_ids(&gw, &members, ids).await;
+    Ok(cancelled(n, failed, Some(complete)))
 }
 
 /// `GET /api/tasks/{id}`: the task's status and result, as `pmctl status --json` prints it, from the member
