@@ -50,19 +50,11 @@ fn main() -> ExitCode {
 
 /// The flags, or how to exit (as `pm_client::cli::parse_or_exit`), with `--help` naming `repair`.
 fn parse() -> Result<Config, ExitCode> {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::CommandFactory;
     let cmd = Config::command().after_help(
         "A node refuses to start on a log whose synced records are damaged (it names the file and offset). To \
          start again on purpose, keeping every record before the damage: `pm-scheduler repair --data DIR` (see \
          `pm-scheduler repair --help` and docs/operations.md).",
     );
-    let parsed = cmd.try_get_matches().and_then(|m| Config::from_arg_matches(&m));
-    parsed.map_err(|e| {
-        let _ = e.print();
-        if e.use_stderr() {
-            ExitCode::from(pm_client::cli::EXIT_USAGE)
-        } else {
-            ExitCode::SUCCESS
-        }
-    })
+    pm_client::cli::parse_command_or_exit(cmd)
 }
