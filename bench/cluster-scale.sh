@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
-# Cluster measurements on this one machine (docs/benchmarks.md, "Cluster"):
+# Cluster measurements on this one machine (docs/benchmarks.md, "Cluster"; docs/scaling.md):
 #   throughput  aggregate max-rate of 1, 2 and 4 scheduler nodes (pm-loadtest spreads its 4 producers and
 #               4 consumers over the members; --fsync always)
-#   idle        8 nodes holding 150,000 idle agent connections (18,750 each: every process may hold only
-#               20,000 fds) while node 0 serves a fixed-rate load, against the same with 1,000 connections
-# Repetitions are interleaved; the summary prints medians.
+#   idle        --nodes nodes (8) holding --per idle agent connections each (18,750: every process may hold
+#               only 20,000 fds) while node 0 serves a fixed-rate load, against the same with 1,000
+#               connections in all. `--nodes 54 --per 18750 idle` is the million.
+# Repetitions are interleaved; the summary prints medians. The idle runs also record the kernel's memory
+# (Slab and TCP buffer pages, /proc/meminfo and /proc/net/sockstat) before and after opening.
 #
-# Usage: bench/cluster-scale.sh [--reps N] [--out DIR] [--rate R] [throughput|idle|all]
+# Usage: bench/cluster-scale.sh [--reps N] [--out DIR] [--rate R] [--nodes N] [--per P] [throughput|idle|all]
 # Needs release builds: cargo build --release -p pm-scheduler -p pm-loadtest -p pmctl
+# As root on a host with connection tracking, a loopback connection takes an entry of nf_conntrack_max:
+# the idle run raises it for its duration when the connections would not fit, and restores it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
 REPS=3
 OUT=target/cluster-scale
 RATE=5000
+# Extra flags for every node of the idle runs, e.g. NODE_FLAGS="--segment-bytes 16777216" (54 nodes
+# preallocating two 64 MiB segments each write 7 GB of zeros first).
+NODE_FLAGS=${NODE_FLAGS:-}
+NODES=8
+PER=18750
 WHAT=all
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) REPS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
+    --nodes) NODES=$2; shift 2 ;;
+    --per) PER=$2; shift 2 ;;
     throughput|idle|all) WHAT=$1; shift ;;
-    *) echo "usage: $0 [--reps N] [--out DIR] [--rate R] [throughput|idle|all]" >&2; exit 64 ;;
+    *) echo "usage: $0 [--reps N] [--out DIR] [--rate R] [--nodes N] [--per P] [throughput|idle|all]" >&2; exit 64 ;;
   esac
 done
 for b in pm-scheduler pm-loadtest pmctl; do
@@ -33,7 +44,13 @@ mkdir -p "$OUT"
 TMP=$(mktemp -d)
 PIDS=()
 ADDRS=()
-cleanup() { stop_cluster; rm -rf "$TMP"; }
+CONNTRACK=/proc/sys/net/netfilter/nf_conntrack_max
+CONNTRACK_WAS=
+cleanup() {
+  stop_cluster
+  rm -rf "$TMP"
+  if [ -n "$CONNTRACK_WAS" ]; then echo "$CONNTRACK_WAS" > "$CONNTRACK"; fi
+}
 trap cleanup EXIT
 
 # start_cluster N [flags...]: nodes on 127.0.0.10.. port 7300, each with its own data directory.
@@ -63,9 +80,10 @@ stop_cluster() {
 }
 
 connections() {
-  "$BIN/pmctl" --server "${ADDRS[0]}" cluster status --json 2>/dev/null \
-    | python3 -c 'import json,sys; print(sum(n.get("connections", 0) for n in json.load(sys.stdin)["nodes"]))' \
-    || echo 0
+  { "$BIN/pmctl" --server "${ADDRS[0]}" cluster status --json 2>/dev/null || true; } \
+    | python3 -c 'import json,sys
+try: print(sum(n.get("connections", 0) for n in json.load(sys.stdin)["nodes"]))
+except Exception: print(0)'
 }
 
 if [ "$WHAT" = throughput ] || [ "$WHAT" = all ]; then
@@ -81,21 +99,37 @@ if [ "$WHAT" = throughput ] || [ "$WHAT" = all ]; then
   done
 fi
 
+# kernel_memory FILE: the kernel's memory that grows with sockets: Slab (socket, inode, file, epoll and
+# TCP objects) and TCP buffer pages.
+kernel_memory() {
+  { grep -E '^(Slab|SUnreclaim|MemAvailable):' /proc/meminfo; grep '^TCP:' /proc/net/sockstat; } > "$1"
+}
+
 if [ "$WHAT" = idle ] || [ "$WHAT" = all ]; then
+  if [ -w "$CONNTRACK" ]; then
+    need=$((NODES * (PER + 512) * 2 + 65536))
+    if [ "$(cat "$CONNTRACK")" -lt "$need" ]; then
+      CONNTRACK_WAS=$(cat "$CONNTRACK")
+      echo "nf_conntrack_max $CONNTRACK_WAS -> $need for this run" >&2
+      echo "$need" > "$CONNTRACK"
+    fi
+  fi
   for r in $(seq 1 "$REPS"); do
     for mode in base full; do
-      per=$([ "$mode" = full ] && echo 18750 || echo 125)
-      echo "== idle: 8 nodes x $per connections, fixed $RATE/s on node 0, repetition $r" >&2
-      start_cluster 8 --fsync always
+      per=$([ "$mode" = full ] && echo "$PER" || echo $(( (1000 + NODES - 1) / NODES )))
+      echo "== idle: $NODES nodes x $per connections, fixed $RATE/s on node 0, repetition $r" >&2
+      # shellcheck disable=SC2086 # NODE_FLAGS is a list of flags
+      start_cluster "$NODES" --fsync always $NODE_FLAGS
+      kernel_memory "$OUT/kernel-$mode-r$r.before"
       idle=()
-      for i in $(seq 0 7); do
+      for i in $(seq 0 $((NODES - 1))); do
         "$BIN/pm-loadtest" --target "pm://${ADDRS[$i]}" --queue idle --quiet idle-connections --count "$per" \
-          --warmup 512 --server-pid "${PIDS[$i]}" --linger 45 --hold 400 --first-source $((30 + 3 * i)) \
-          --out "$OUT/idle-$mode-r$r-node$i.json" &
+          --warmup 512 --server-pid "${PIDS[$i]}" --linger 45 --hold 400 --open-timeout 300 \
+          --first-source $((30 + 3 * (i % 75))) --out "$OUT/idle-$mode-r$r-node$i.json" &
         idle+=($!)
       done
       # Wait until every connection is open, or the count has not grown for 10 s (a few may fail).
-      want=$((8 * (per + 512))); last=0; still=0
+      want=$((NODES * (per + 512))); last=0; still=0
       while [ "$still" -lt 40 ]; do
         now=$(connections)
         [ "$now" -ge "$want" ] && break
@@ -104,6 +138,8 @@ if [ "$WHAT" = idle ] || [ "$WHAT" = all ]; then
       done
       echo "   $(connections) connections open" >&2
       sleep 4 # the idle runs read the servers' memory 2 s after opening: let them, before the load starts
+      kernel_memory "$OUT/kernel-$mode-r$r.after"
+      ps -o rss= -p "$(IFS=,; echo "${PIDS[*]}")" | awk '{s += $1} END {print s * 1024}' > "$OUT/servers-rss-$mode-r$r"
       curl -s "http://$HTTP0/metrics" > "$OUT/dispatch-$mode-r$r.before"
       "$BIN/pm-loadtest" --target "pm://${ADDRS[0]}" --queue load --quiet fixed-rate --rate "$RATE" \
         --duration 10 --warmup 2 --producers 2 --consumers 2 --out "$OUT/load-$mode-r$r.json"
@@ -114,9 +150,9 @@ if [ "$WHAT" = idle ] || [ "$WHAT" = all ]; then
   done
 fi
 
-python3 - "$OUT" "$WHAT" <<'EOF'
+python3 - "$OUT" "$WHAT" "$NODES" <<'EOF'
 import glob, json, statistics, sys
-out, what = sys.argv[1], sys.argv[2]
+out, what, nodes = sys.argv[1], sys.argv[2], sys.argv[3]
 def load(p):
     with open(p) as f:
         return json.load(f)
@@ -154,8 +190,29 @@ if what in ("idle", "all"):
                     out_.append(le)
                     break
         return "/".join(f"<={le}" for le in out_) or "-"
-    print("| idle agent connections (8 nodes) | opened | bytes per connection (median of nodes) | load p50, ms | load p99, ms | load p99.9, ms | node 0 dispatch p99 / p99.9, s (runs) |")
-    print("|---|---|---|---|---|---|---|")
+    def kernel(path):
+        d = {}
+        for line in open(path):
+            parts = line.split()
+            if parts[0] == "TCP:":
+                d["tcp_mem"] = int(parts[parts.index("mem") + 1]) * 4096
+                d["tcp_alloc"] = int(parts[parts.index("alloc") + 1])
+            else:
+                d[parts[0].rstrip(":")] = int(parts[1]) * 1024
+        return d
+    def kernel_per_conn(mode):
+        # Kernel bytes per connection, both of its sockets (client and server live on this one machine).
+        vals = []
+        for b in sorted(glob.glob(f"{out}/kernel-{mode}-r*.before")):
+            before, after = kernel(b), kernel(b[:-len("before")] + "after")
+            socks = after["tcp_alloc"] - before["tcp_alloc"]
+            if socks < 10000:
+                continue
+            grown = (after["Slab"] - before["Slab"]) + (after["tcp_mem"] - before["tcp_mem"])
+            vals.append(grown / (socks / 2))
+        return f"{statistics.median(vals):.0f}" if vals else "-"
+    print(f"| idle agent connections ({nodes} nodes) | opened | server bytes per connection (median of nodes) | kernel bytes per connection (both sockets) | load p50, ms | load p99, ms | load p99.9, ms | node 0 dispatch p99 / p99.9, s (runs) |")
+    print("|---|---|---|---|---|---|---|---|")
     for mode in ("base", "full"):
         loads = [load(p) for p in sorted(glob.glob(f"{out}/load-{mode}-r*.json"))]
         idles = [load(p)["report"] for p in sorted(glob.glob(f"{out}/idle-{mode}-r*-node*.json"))]
@@ -168,5 +225,5 @@ if what in ("idle", "all"):
                if i.get("server_bytes_per_connection") is not None and i["opened"] >= 5000]
         med = lambda k: statistics.median(l["latency_ms"][k] for l in loads)
         per_s = f"{statistics.median(per):.0f}" if per else "-"
-        print(f"| {mode} | {opened} | {per_s} | {med('p50'):.2f} | {med('p99'):.2f} | {med('p999'):.2f} | {dispatch_p(mode, 0.99)} / {dispatch_p(mode, 0.999)} |")
+        print(f"| {mode} | {opened} | {per_s} | {kernel_per_conn(mode)} | {med('p50'):.2f} | {med('p99'):.2f} | {med('p999'):.2f} | {dispatch_p(mode, 0.99)} / {dispatch_p(mode, 0.999)} |")
 EOF

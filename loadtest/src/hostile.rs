@@ -11,7 +11,7 @@
 //! Both run in one process (at most ~15,000 connections: the file-descriptor limit), from loopback source
 //! addresses 127.0.0.N, 10,000 connections per address.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ async fn slow_connection(
     let permit = limit.acquire().await.map_err(|e| LoadError::Backend(e.to_string()))?;
     // From before the connect: the server's clock starts at its accept, which a busy client may notice late.
     let start = Instant::now();
-    let mut s = tokio::time::timeout(hold, connect(addr, Some(src)))
+    let mut s = tokio::time::timeout(hold, connect(addr, Some(SocketAddr::new(src, 0))))
         .await
         .map_err(|_| LoadError::Backend("connect timed out".into()))??;
     drop(permit);
@@ -243,7 +243,9 @@ enum Handshake {
 }
 
 async fn handshake(addr: &str, src: IpAddr, token: &str, i: usize) -> Handshake {
-    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(30), connect(addr, Some(src))).await else {
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(30), connect(addr, Some(SocketAddr::new(src, 0)))).await
+    else {
         return Handshake::Failed;
     };
     let mut codec = FrameCodec::new(1 << 20);

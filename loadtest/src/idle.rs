@@ -240,7 +240,8 @@ pub async fn run_worker(target: Target, count: usize, source: Option<IpAddr>, ho
             let _permit = limit.acquire_owned().await.ok()?;
             // A busy server may drop a SYN or miss a handshake: try again, as an agent would.
             for attempt in 0..OPEN_ATTEMPTS {
-                match tokio::time::timeout(Duration::from_secs(30), open(&target, source, i)).await {
+                let from = source.map(|ip| SocketAddr::new(ip, source_port(i, attempt, count)));
+                match tokio::time::timeout(Duration::from_secs(30), open(&target, from, i)).await {
                     Ok(Ok(s)) => return Some(s),
                     Ok(Err(e)) if i < 3 || attempt + 1 == OPEN_ATTEMPTS && i % 1000 == 0 => {
                         eprintln!("idle connection {i}, attempt {}: {e}", attempt + 1)
@@ -276,8 +277,19 @@ pub async fn run_worker(target: Target, count: usize, source: Option<IpAddr>, ho
     Ok(())
 }
 
-/// Connects to `addr` from `source` (if given).
-pub(crate) async fn connect(addr: &str, source: Option<IpAddr>) -> Result<TcpStream, LoadError> {
+/// The source port of connection `i`'s `attempt`: each attempt of each connection of a worker has its own,
+/// from 10,000 up, or 0 (the kernel picks) past the last port.
+///
+/// Chosen here, not by the kernel: for `bind(ip, 0)` the kernel searches for a free port, and with a million
+/// sockets bound on this host each search walked long bind-hash chains (`inet_bind2_bucket_find` took over
+/// half of both cores, and handshakes timed out). A given port is one lookup.
+fn source_port(i: usize, attempt: usize, count: usize) -> u16 {
+    u16::try_from(10_000 + attempt * count + i).unwrap_or(0)
+}
+
+/// Connects to `addr` from `source` (if given; port 0 lets the kernel pick one). A given source port may be
+/// reused while an earlier socket of it waits in TIME_WAIT.
+pub(crate) async fn connect(addr: &str, source: Option<SocketAddr>) -> Result<TcpStream, LoadError> {
     let err = |e: std::io::Error| LoadError::Connect { addr: addr.to_string(), message: e.to_string() };
     let remote: SocketAddr = tokio::net::lookup_host(addr)
         .await
@@ -285,14 +297,17 @@ pub(crate) async fn connect(addr: &str, source: Option<IpAddr>) -> Result<TcpStr
         .next()
         .ok_or_else(|| LoadError::Connect { addr: addr.to_string(), message: "no address".into() })?;
     let sock = if remote.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
-    if let Some(ip) = source {
-        sock.bind(SocketAddr::new(ip, 0)).map_err(err)?;
+    if let Some(source) = source {
+        if source.port() != 0 {
+            sock.set_reuseaddr(true).map_err(err)?;
+        }
+        sock.bind(source).map_err(err)?;
     }
     sock.connect(remote).await.map_err(err)
 }
 
 /// Opens one idle consumer connection and completes its handshake.
-async fn open(target: &Target, source: Option<IpAddr>, i: usize) -> Result<TcpStream, LoadError> {
+async fn open(target: &Target, source: Option<SocketAddr>, i: usize) -> Result<TcpStream, LoadError> {
     let mut s = connect(target.addr(), source).await?;
     match target {
         Target::Pm { queue, token, .. } => {
