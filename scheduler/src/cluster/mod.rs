@@ -1,6 +1,7 @@
 //! What a node does with its peers in a cluster, above the shards.
 //!
-//! - [`steal`]: work stealing: leases taken from peers with a backlog for this node's idle agents.
+//! - [`steal`]: work stealing: leases taken from peers with a backlog for this node's idle agents;
+//!   [`steal_plan`]: when and where to set credits for them.
 //! - [`catalog_sync`]: copying applications between members (last writer wins, push and pull).
 //!
 //! Placement itself (which node owns a key) is the ring of `pm_task::ring`; redirects are answered by the
@@ -8,3 +9,4 @@
 
 pub mod catalog_sync;
 pub mod steal;
+pub mod steal_plan;

@@ -10,10 +10,10 @@
 //! The owner fences them exactly as on one node: an ack of a lease that expired meanwhile is `STALE_LEASE`.
 //!
 //! Two tasks do the work:
-//! - the **planner** ticks every `--steal-interval`. It asks each shard which queues have agents with idle
-//!   credits (and no ready work), asks the peers for their stats when some do, and sets its credits at each
-//!   peer (`Credit{set}`) in proportion to the peer's ready backlog, withdrawing them where there is none.
-//!   While no peer has a backlog for its idle agents it asks less often: every 2, 4, 8, then 16 ticks.
+//! - the **planner** (`steal_plan.rs`) ticks every `--steal-interval`. It asks each shard which queues have
+//!   agents with idle credits (and no ready work), asks some peers for their stats when some do, and sets its
+//!   credits at each peer (`Credit{set}`) in proportion to the peer's ready backlog, withdrawing them where
+//!   there is none.
 //! - the **actor** ([`Stealer`]) owns the map from local to remote lease ids: it receives the tasks peers
 //!   push, forwards acks, nacks and extends, passes revocations on, and gives a peer its tasks back
 //!   (`Nack{released}`, which does not count as an attempt) when the agent holding them disconnects or no
@@ -28,7 +28,7 @@ use pm_client::{AgentEvent, Client, ConnectOptions, ErrorKind};
 use pm_protocol::pb::{self, LeasedTask, NackItem};
 use pm_protocol::ErrorCode;
 use pm_task::ring::Ring;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::holdings::Holdings;
@@ -36,6 +36,8 @@ use crate::metrics as m;
 use crate::outbox::{ConnId, OutTx, Outbound, Part};
 use crate::shard::{shard_of_queue, ShardHandle, ShardMsg};
 use crate::stolen::{StealHandle, StealMsg, FOREIGN_LEASE_BIT};
+
+use super::steal_plan::{plan, Peers};
 
 /// The counter bits of a stolen task's local lease id.
 const FOREIGN_COUNTER_MASK: u64 = (1 << crate::shard::LEASE_NODE_SHIFT) - 1;
@@ -76,9 +78,6 @@ struct Stolen {
     /// The owner cancelled it before it reached an agent.
     revoked: bool,
 }
-
-/// The peers' connections (ordinal → client), filled in as they connect.
-type Peers = Arc<Mutex<Vec<Option<Client>>>>;
 
 /// The stealer actor.
 pub struct Stealer {
@@ -383,100 +382,4 @@ async fn connect_peer(
         let Some(event) = ev else { return };
         handle.send(StealMsg::Peer { peer: ordinal, event });
     }
-}
-
-/// The planner: every `interval`, sets this node's credits at each peer for the queues whose agents idle.
-async fn plan(interval: Duration, shards: Vec<ShardHandle>, peers: Peers, shutdown: CancellationToken) {
-    // (peer, queue) → credits last set there.
-    let mut granted: HashMap<(usize, String), u32> = HashMap::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // While the peers have no backlog for our idle agents, ask them less and less often (up to 16 ticks).
-    let (mut skip, mut quiet_polls) = (0u32, 0u32);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.cancelled() => return,
-        }
-        let clients: Vec<(usize, Client)> =
-            peers.lock().iter().enumerate().filter_map(|(i, c)| c.clone().map(|c| (i, c))).collect();
-        if clients.is_empty() {
-            continue;
-        }
-        let hungry = hungry_queues(&shards).await;
-        if !hungry.is_empty() && granted.is_empty() && skip > 0 {
-            skip -= 1;
-            continue;
-        }
-        let mut want: HashMap<(usize, String), u32> = HashMap::new();
-        if !hungry.is_empty() {
-            let backlog = backlogs(&clients, interval).await;
-            for (queue, idle) in &hungry {
-                let owners: Vec<(usize, u64)> =
-                    backlog.iter().filter_map(|(p, b)| b.get(queue).filter(|r| **r > 0).map(|r| (*p, *r))).collect();
-                let total: u64 = owners.iter().map(|(_, r)| r).sum();
-                for (peer, ready) in owners {
-                    // A share of the idle credits in proportion to the peer's backlog, at least 1, at most it.
-                    let share = idle.saturating_mul(ready).div_ceil(total.max(1)).clamp(1, ready);
-                    want.insert((peer, queue.clone()), share.min(u64::from(u32::MAX)) as u32);
-                }
-            }
-            if want.is_empty() {
-                quiet_polls = (quiet_polls + 1).min(4);
-                skip = (1u32 << quiet_polls) - 1;
-            } else {
-                quiet_polls = 0;
-            }
-        }
-        for (peer, client) in &clients {
-            let mut sets = Vec::new();
-            for ((p, queue), n) in &want {
-                if p == peer {
-                    sets.push((queue.clone(), *n));
-                }
-            }
-            for ((p, queue), n) in &granted {
-                if p == peer && *n > 0 && !want.contains_key(&(*p, queue.clone())) {
-                    sets.push((queue.clone(), 0));
-                }
-            }
-            for (queue, n) in sets {
-                if client.set_credit(&queue, n).await.is_ok() {
-                    granted.insert((*peer, queue), n);
-                }
-            }
-        }
-        granted.retain(|_, n| *n > 0);
-    }
-}
-
-/// Queues whose agents have idle credits and no ready work, with those credits (minus stolen tasks still
-/// waiting for an agent), over all shards.
-async fn hungry_queues(shards: &[ShardHandle]) -> HashMap<String, u64> {
-    let mut out = HashMap::new();
-    for s in shards {
-        let (tx, rx) = oneshot::channel();
-        if !s.send(ShardMsg::Hungry { reply: tx }) {
-            continue;
-        }
-        if let Ok(list) = rx.await {
-            for (q, n) in list {
-                *out.entry(q).or_default() += n;
-            }
-        }
-    }
-    out
-}
-
-/// Ready tasks per queue at each peer (peers that do not answer within `wait` are left out).
-async fn backlogs(clients: &[(usize, Client)], wait: Duration) -> Vec<(usize, HashMap<String, u64>)> {
-    let asks = clients.iter().map(|(p, c)| async move {
-        let stats = tokio::time::timeout(wait.max(Duration::from_millis(100)), c.stats()).await;
-        let ready = match stats {
-            Ok(Ok(s)) => s.queues.into_iter().map(|q| (q.queue, q.ready)).collect(),
-            _ => HashMap::new(),
-        };
-        (*p, ready)
-    });
-    futures::future::join_all(asks).await
 }
