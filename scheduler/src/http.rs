@@ -27,11 +27,12 @@ struct HttpState {
     ready: Arc<AtomicBool>,
 }
 
-/// Installs (or reuses: one recorder per process) the Prometheus recorder with the scheduler's buckets, and
-/// describes the scheduler's metrics.
+/// Installs (or reuses: one recorder per process) the Prometheus recorder with the scheduler's buckets,
+/// describes the scheduler's metrics and creates those known in advance (so a fresh node exports them at 0).
 pub fn install_metrics() -> Option<PrometheusHandle> {
     let handle = pm_http::install_metrics(crate::metrics::METRIC_BUCKETS)?;
     crate::metrics::describe();
+    crate::metrics::register();
     Some(handle)
 }
 
