@@ -53,6 +53,16 @@ pub struct Config {
     /// Open HTTP connections at once; more wait to be accepted.
     #[arg(long, env = "PM_HTTP_MAX_CONNECTIONS", default_value_t = 64)]
     pub http_max_connections: usize,
+    /// Address of the probe endpoint, or `off`: only `/healthz` and `/readyz`, on a listener of their own with
+    /// its own connection limit, so that clients holding every connection of --http-listen (slow or unfinished
+    /// requests) never delay a probe. Point the kubelet's probes here. Port 0 picks a free port, printed as
+    /// `probe listening on ADDR` after the other `listening` lines.
+    #[arg(long, env = "PM_PROBE_LISTEN", default_value = "off")]
+    pub probe_listen: String,
+    /// Open connections at once on --probe-listen; more wait to be accepted (a probe's connection lasts one
+    /// request, bounded by --http-header-timeout-ms).
+    #[arg(long, env = "PM_PROBE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub probe_max_connections: usize,
     /// Data directory (created if missing). One process per directory.
     #[arg(long, env = "PM_DATA", default_value = "./pm-data")]
     pub data: PathBuf,
@@ -209,6 +219,11 @@ pub struct Config {
     /// newer ones (at start too; 0 = only at start). Changes are also sent to every member when made.
     #[arg(long, env = "PM_CATALOG_SYNC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub catalog_sync_interval: Duration,
+    /// Cluster mode: how long a starting node waits for the other members' applications before it serves
+    /// (all members are asked at once; one that is down answers at once, one that cannot be reached may take
+    /// the 5 s peer timeout). What is not copied by then comes with the next periodic pull.
+    #[arg(long, env = "PM_CATALOG_START_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub catalog_start_timeout: Duration,
     /// Largest value of one template parameter, in bytes.
     #[arg(long, env = "PM_MAX_PARAM_BYTES", default_value_t = 64 * 1024)]
     pub max_param_bytes: usize,
@@ -280,6 +295,15 @@ impl Config {
         }
         if self.http_header_timeout_ms == 0 || self.http_max_connections == 0 {
             return err("--http-header-timeout-ms and --http-max-connections must be at least 1".into());
+        }
+        if self.probe_addr().is_err() {
+            return err(format!(
+                "--probe-listen {:?} is not an address like 0.0.0.0:7073, or `off`",
+                self.probe_listen
+            ));
+        }
+        if self.probe_max_connections == 0 {
+            return err("--probe-max-connections must be at least 1".into());
         }
         if self.max_frame_bytes < MIN_MAX_FRAME_BYTES || self.max_frame_bytes > u32::MAX as usize {
             return err(format!("--max-frame-bytes must be between {MIN_MAX_FRAME_BYTES} and {}", u32::MAX));
@@ -387,6 +411,14 @@ impl Config {
     /// The HTTP endpoint's address; `None` when it is `off`.
     pub fn http_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
         match self.http_listen.trim() {
+            "off" => Ok(None),
+            a => a.parse().map(Some),
+        }
+    }
+
+    /// The probe endpoint's address; `None` when it is `off`.
+    pub fn probe_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        match self.probe_listen.trim() {
             "off" => Ok(None),
             a => a.parse().map(Some),
         }

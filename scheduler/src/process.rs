@@ -42,7 +42,8 @@ fn no_huge_pages() {
 }
 
 /// Starts the node of `cfg`, prints `listening on ADDR` to stdout, calls `on_ready` with the bound address,
-/// then (unless `--http-listen off`) prints `http listening on ADDR` and serves the HTTP endpoint; serves until
+/// then (unless `--http-listen off`) prints `http listening on ADDR` and serves the HTTP endpoint, then (with
+/// `--probe-listen`) prints `probe listening on ADDR` and serves the probes; serves until
 /// `stop` resolves, then drains within `cfg.shutdown_grace` (`/readyz` answers 503 meanwhile).
 pub async fn run_node(
     cfg: Config,
@@ -54,6 +55,8 @@ pub async fn run_node(
     // Installed before the node starts: shards look their histograms up once, at start.
     let metrics = http_addr.is_some().then(http::install_metrics);
     let node = Node::start(&cfg)?;
+    // Before any listener is bound: a request must never find an application missing that a peer holds.
+    node.catch_up(cfg.catalog_start_timeout).await;
     let listener = server::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let http_listener = match http_addr {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
@@ -61,6 +64,12 @@ pub async fn run_node(
                 "--http-listen {a}: {e} (another scheduler on this machine? give each its own port, or `off`)"
             )
         })?),
+        None => None,
+    };
+    let probe_listener = match cfg.probe_addr()? {
+        Some(a) => {
+            Some(tokio::net::TcpListener::bind(a).await.map_err(|e| anyhow::anyhow!("--probe-listen {a}: {e}"))?)
+        }
         None => None,
     };
     let bound = listener.local_addr()?;
@@ -84,6 +93,16 @@ pub async fn run_node(
         let metrics = metrics.unwrap_or_else(http::install_metrics);
         let api = Some(Arc::new(crate::gateway::Gateway::new(node.ctx.clone(), &cfg)));
         tokio::spawn(async move { http::serve(l, &cfg, metrics, ready, api, stop).await });
+    }
+    if let Some(l) = probe_listener {
+        let probe_bound = l.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "probe listening on {probe_bound}")?;
+            out.flush()?;
+        }
+        let (cfg, ready, stop) = (cfg.clone(), ready.clone(), http_stop.clone());
+        tokio::spawn(async move { http::serve_probes(l, &cfg, ready, stop).await });
     }
     server::run(listener, node.ctx.clone(), stop).await;
     tracing::info!("shutting down");
