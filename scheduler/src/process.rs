@@ -50,11 +50,32 @@ pub async fn run_node(
     stop: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    // `--members dns:NAME`: the list is read before anything else, and from then on the node runs as with a
+    // list of addresses.
+    let dns = match cfg.members_dns_name() {
+        Some(name) => Some(name?.to_string()),
+        None => None,
+    };
+    let mut cfg = cfg;
+    if let Some(name) = &dns {
+        cfg.members = crate::cluster::members::resolve_at_start(&cfg, name).await?;
+    }
     let addr = cfg.listen_addr()?;
     let http_addr = cfg.http_addr()?;
     // Installed before the node starts: shards look their histograms up once, at start.
     let metrics = http_addr.is_some().then(http::install_metrics);
     let node = Node::start(&cfg)?;
+    if let Some(name) = &dns {
+        crate::cluster::members::save(&cfg.data, &cfg.members)?;
+        let lookup = crate::cluster::members::DnsMembers::new(name, cfg.members_dns_server)?;
+        let watch = crate::cluster::members::watch(
+            lookup,
+            cfg.members.clone(),
+            cfg.members_dns_interval,
+            node.ctx.shutdown.clone(),
+        );
+        tokio::spawn(watch);
+    }
     // Before any listener is bound: a request must never find an application missing that a peer holds.
     node.catch_up(cfg.catalog_start_timeout).await;
     let listener = server::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
