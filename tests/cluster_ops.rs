@@ -148,7 +148,16 @@ async fn members_come_from_dns_in_a_stable_order_that_only_grows() {
     let tmp = tempfile::tempdir().unwrap();
     let addrs: Vec<String> = (0..3).map(|i| free_addr(&format!("127.0.0.{}", 20 + i))).collect();
     let start = |i: usize| {
-        let args = ["--members", "dns:_pm._tcp.pm.test", "--members-dns-server", &dns.addr, "--advertise", &addrs[i]];
+        let args = [
+            "--members",
+            "dns:_pm._tcp.pm.test",
+            "--members-dns-server",
+            &dns.addr,
+            "--advertise",
+            &addrs[i],
+            "--members-dns-interval",
+            "200ms",
+        ];
         Scheduler::start_at(&addrs[i], &tmp.path().join(format!("node-{i}")), None, &args)
     };
     dns.set(&[&addrs[1], &addrs[0]]);
@@ -163,6 +172,12 @@ async fn members_come_from_dns_in_a_stable_order_that_only_grows() {
     let _n2 = start(2);
     assert_eq!(ring_of(&addrs[2]).await, addrs);
     assert_eq!(ring_of(&addrs[0]).await, two, "a running node keeps its ring");
+    // ... and counts the member it does not use yet.
+    let metrics0 = n0.http_addr.clone().unwrap();
+    pm_testkit::wait_for(Duration::from_secs(20), "pm_cluster_members_pending 1 on node 0", || {
+        let text = String::from_utf8(http(&metrics0, "GET", "/metrics", &[], b"").body).unwrap();
+        text.lines().any(|l| l == "pm_cluster_members_pending 1").then_some(())
+    });
     n0.restart();
     assert_eq!(ring_of(&addrs[0]).await, addrs);
 

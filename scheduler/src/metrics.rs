@@ -42,6 +42,9 @@ pub const STEAL_RELEASED: &str = "pm_tasks_steal_released_total";
 /// Counter: Submits answered with a Redirect (cluster mode: a key another member owns; the client sends them
 /// again to that member).
 pub const REDIRECTED: &str = "pm_redirects_total";
+/// Gauge: members that DNS lists and this node's ring lacks (`--members dns:NAME`; 0 otherwise). They join at
+/// the node's restart: above 0 for long, the node waits for one.
+pub const MEMBERS_PENDING: &str = "pm_cluster_members_pending";
 /// Counter: tasks submitted by their parameters (SubmitTemplate, `POST /api/applications/..`), accepted or not.
 pub const TEMPLATE_SUBMITS: &str = "pm_template_tasks_total";
 /// Gauge: ready tasks per queue.
@@ -214,6 +217,7 @@ pub const ALL: &[Metric] = &[
     labelled(DEAD_LETTERS, Gauge, "Dead letters per queue.", "queue", DEFAULT_QUEUE),
     labelled(RESULTS_KEPT, Gauge, "Outcomes of finished tasks kept for status queries, per shard.", "shard", &["0"]),
     labelled(CONNECTIONS, Gauge, "Open connections, by role.", "role", ROLES),
+    metric(MEMBERS_PENDING, Gauge, Count, "Members DNS lists that this node's ring lacks (they join at its restart)."),
     metric(SUBMIT_SECONDS, Histogram, Seconds, "Submit received by a shard to its durable reply."),
     metric(QUEUE_WAIT_SECONDS, Histogram, Seconds, "Task ready to leased: its wait in the queue."),
     metric(RUN_SECONDS, Histogram, Seconds, "Task leased to its ack durable: the pipeline's run."),

@@ -18,8 +18,8 @@
 //!   member once known keeps its place, and new members follow it.
 //!
 //! The list is read when the node starts ([`resolve_at_start`]). A running node looks again every
-//! `--members-dns-interval` ([`watch`]) and warns when DNS lists members it does not use yet: they join its
-//! ring when it restarts.
+//! `--members-dns-interval` ([`watch`]) and warns when DNS lists members it does not use yet (and counts them
+//! in `pm_cluster_members_pending`): they join its ring when it restarts.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -228,7 +228,8 @@ pub async fn resolve_at_start(cfg: &Config, name: &str) -> Result<Vec<String>, M
 }
 
 /// Looks the members up every `interval` until `stop`, and warns when DNS lists members that `current` (the
-/// ring this node uses) lacks: they join this node's ring when it restarts.
+/// ring this node uses) lacks: they join this node's ring when it restarts. Their count is the gauge
+/// `pm_cluster_members_pending`.
 pub async fn watch(dns: DnsMembers, current: Vec<String>, interval: Duration, stop: CancellationToken) {
     if interval.is_zero() {
         return;
@@ -241,6 +242,7 @@ pub async fn watch(dns: DnsMembers, current: Vec<String>, interval: Duration, st
         }
         let Ok(found) = dns.lookup().await else { continue };
         let wanted = merge(&current, &order(found.into_iter().chain(current.iter().cloned())));
+        metrics::gauge!(crate::metrics::MEMBERS_PENDING).set((wanted.len() - current.len()) as f64);
         if wanted.len() > warned.len() {
             let new = &wanted[current.len()..];
             tracing::warn!(
