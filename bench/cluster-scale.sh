@@ -172,7 +172,7 @@ if what in ("idle", "all"):
     def buckets(path):
         d = {}
         for line in open(path):
-            m = re.match(r'pm_dispatch_seconds_bucket\{.*le="([^"]+)"\} (\S+)', line)
+            m = re.match(r'pm_queue_wait_seconds_bucket\{.*le="([^"]+)"\} (\S+)', line)
             if m:
                 d[m.group(1)] = d.get(m.group(1), 0.0) + float(m.group(2))
         return d

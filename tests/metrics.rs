@@ -1,6 +1,7 @@
 //! The scheduler's HTTP endpoint over a real socket: `/metrics` (Prometheus text with histogram buckets,
-//! checked by `promtool`), `/healthz`, `/readyz`, unknown paths, the header timeout, and a real Prometheus
-//! scraping it and answering `histogram_quantile` over the end-to-end latency.
+//! checked by `promtool`, every metric described and present from the start), `/healthz`, `/readyz`, unknown
+//! paths, the header timeout, and a real Prometheus scraping it and answering `histogram_quantile` over the
+//! end-to-end latency.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -65,12 +66,20 @@ async fn metrics_are_prometheus_histograms_with_buckets() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(status, 200, "{text}");
-    for name in ["pm_end_to_end_seconds", "pm_submit_seconds", "pm_dispatch_seconds", "pm_wal_fsync_seconds"] {
+    for name in [
+        "pm_end_to_end_seconds",
+        "pm_submit_seconds",
+        "pm_queue_wait_seconds",
+        "pm_run_seconds",
+        "pm_wal_fsync_seconds",
+    ] {
         let line = format!("{name}_bucket{{le=\"0.05\"}}");
         assert!(text.contains(&line), "no {line} in:\n{text}");
         assert!(text.contains(&format!("# TYPE {name} histogram")), "{name} is not a histogram:\n{text}");
     }
     assert!(text.contains("pm_end_to_end_seconds_count 3"), "{text}");
+    assert!(text.contains("pm_run_seconds_count 3"), "{text}");
+    assert!(text.contains("pm_queue_wait_seconds_count 3"), "{text}");
     assert!(text.contains("pm_wal_batch_records_bucket{le=\"4096\"}"), "{text}");
     assert!(text.contains("pm_tasks_acked_total 3"), "{text}");
     assert!(!text.contains("quantile="), "summaries instead of histograms:\n{text}");
@@ -216,9 +225,40 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     names
 }
 
-/// The alert rules pass `promtool check rules`, the dashboard is valid JSON, and every metric either names is
-/// exported by a real scheduler once each kind of event has happened (the original chart autoscaled on a metric
-/// nothing exported).
+/// A fresh node, before any task: every metric it has is described (`# HELP`, `# TYPE`) and passes `promtool`;
+/// counters are at 0, with one series per known label value (an alert on a counter that never moved reads 0,
+/// not "no data").
+#[tokio::test]
+async fn a_fresh_node_exports_every_metric_described_and_at_zero() {
+    let s = Scheduler::start(&[]);
+    let (status, text) = get(&http_addr(&s), "/metrics");
+    assert_eq!(status, 200, "{text}");
+    promtool_check(&text);
+    for name in metric_names(&text) {
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no HELP:\n{text}");
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} has no TYPE:\n{text}");
+    }
+    for line in [
+        "pm_tasks_redelivered_total 0",
+        "pm_tasks_stolen_total 0",
+        "pm_redirects_total 0",
+        "pm_refused_total{reason=\"too_many_connections\"} 0",
+        "pm_refused_total{reason=\"token_unknown\"} 0",
+        "pm_stale_lease_total{op=\"ack\"} 0",
+        "pm_tasks_reclaimed_total{outcome=\"not_found\"} 0",
+        "pm_connections{role=\"ROLE_AGENT\"} 0",
+        "pm_dead_letters{queue=\"default\"} 0",
+        "pm_queue_wait_seconds_count 0",
+        "pm_run_seconds_count 0",
+        "pm_wal_fsync_seconds_bucket{le=\"0.05\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` on a fresh node:\n{text}");
+    }
+}
+
+/// The alert rules pass `promtool check rules`, the dashboard is valid JSON, and every `pm_*` metric either
+/// names is exported by a fresh scheduler, before any event (the original chart autoscaled on a metric nothing
+/// exported); every `pm_agent_*` one by a real agent once it ran a pipeline that succeeded and one that failed.
 #[tokio::test]
 async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/observability");
@@ -229,32 +269,15 @@ async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
     let _: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
     let named: std::collections::BTreeSet<String> =
         metric_names(&std::fs::read_to_string(&rules).unwrap()).into_iter().chain(metric_names(&dashboard)).collect();
+    let (agent_named, node_named): (Vec<String>, Vec<String>) =
+        named.iter().cloned().partition(|n| n.starts_with("pm_agent_"));
 
-    // One of each event: an ack, a nack that dead-letters, a redelivery (its agent disconnects).
+    // The scheduler's: on a fresh node, at once.
     let s = Scheduler::start(&[]);
-    let p = s.client(ConnectOptions::producer()).await;
-    let (a, mut leases) = s.agent().await;
-    p.submit_one(task("obs", b"ack")).await.unwrap();
-    a.credit("obs", 1).await.unwrap();
-    let t = next_lease(&mut leases).await;
-    a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap();
-    p.submit_one(pm_protocol::pb::TaskSpec { max_attempts: 1, ..task("obs", b"dead") }).await.unwrap();
-    a.credit("obs", 1).await.unwrap();
-    let t = next_lease(&mut leases).await;
-    let nack = pm_protocol::pb::NackItem {
-        lease_id: t.lease_id,
-        retry_after_ms: 0,
-        reason: "boom".into(),
-        released: false,
-        ..Default::default()
-    };
-    a.nack(vec![nack]).await.unwrap();
-    {
-        let (gone, mut gone_leases) = s.agent().await;
-        p.submit_one(task("obs", b"redeliver")).await.unwrap();
-        gone.credit("obs", 1).await.unwrap();
-        next_lease(&mut gone_leases).await;
-    }
+    let exported = metric_names(&get(&http_addr(&s), "/metrics").1);
+    let missing: Vec<&String> = node_named.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(missing.is_empty(), "named in docs/observability but not exported by a fresh node: {missing:?}");
+
     // The agent's panels: a real agent's API runs one pipeline that succeeds and one that fails.
     let agent = pm_testkit::AgentApi::start(&[]);
     for command in ["true", "exit 3"] {
@@ -262,20 +285,65 @@ async fn alert_rules_and_the_dashboard_name_only_exported_metrics() {
         let (status, reply) = request(&agent.addr, "POST", "/v1/run", &body);
         assert_eq!(status, 200, "{reply}");
     }
-    let (agent_named, node_named): (Vec<String>, Vec<String>) =
-        named.iter().cloned().partition(|n| n.starts_with("pm_agent_"));
-    for (addr, names) in [(http_addr(&s), &node_named), (agent.addr.clone(), &agent_named)] {
-        let mut missing = names.clone();
-        for _ in 0..100 {
-            let exported = metric_names(&get(&addr, "/metrics").1);
-            missing = names.iter().filter(|n| !exported.contains(*n)).cloned().collect();
-            if missing.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut missing = agent_named.clone();
+    for _ in 0..100 {
+        let exported = metric_names(&get(&agent.addr, "/metrics").1);
+        missing = agent_named.iter().filter(|n| !exported.contains(*n)).cloned().collect();
+        if missing.is_empty() {
+            break;
         }
-        assert!(missing.is_empty(), "named in docs/observability but not exported by {addr}: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(named.contains("pm_end_to_end_seconds") && named.contains("pm_tasks_redelivered_total"));
+    assert!(missing.is_empty(), "named in docs/observability but not exported by {}: {missing:?}", agent.addr);
+    assert!(named.contains("pm_queue_wait_seconds") && named.contains("pm_tasks_redelivered_total"));
+    assert!(named.contains("pm_redirects_total") && named.contains("pm_tasks_stolen_total"));
     assert!(agent_named.iter().any(|n| n == "pm_agent_task_duration_seconds"), "{agent_named:?}");
+}
+
+/// `n` keys that member `owner` of `ring` owns.
+fn keys_owned_by(ring: &pm_task::ring::Ring, owner: usize, n: usize) -> Vec<String> {
+    (0..).map(|i| format!("key-{i}")).filter(|k| ring.owner(k.as_bytes()) == Some(owner)).take(n).collect()
+}
+
+/// On a cluster, after node 0 stole tasks from node 1 for its idle agent and redirected a submit, both members'
+/// `/metrics` pass `promtool check metrics`, and the stealing and the redirect are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_members_pass_promtool_after_stealing_and_a_redirect() {
+    let c = pm_testkit::SchedulerCluster::start(2, &["--steal-interval", "20ms"]);
+    let members = c.members();
+    let ring = pm_task::ring::Ring::new(members.clone()).unwrap();
+    // The only agent is on node 0; every task belongs to node 1.
+    let (a, mut leases) = pm_client::Client::connect_agent(&members[0], ConnectOptions::agent()).await.unwrap();
+    a.credit("steal", 16).await.unwrap();
+    let keys = keys_owned_by(&ring, 1, 10);
+    let owner = pm_client::Client::connect(&members[1], ConnectOptions::producer()).await.unwrap();
+    let tasks = keys.iter().map(|k| pm_protocol::pb::TaskSpec { key: k.clone(), ..task("steal", k.as_bytes()) });
+    owner.submit(tasks.collect()).await.unwrap();
+    for _ in 0..keys.len() {
+        let t = next_lease(&mut leases).await;
+        assert!(t.lease_id & (1 << 63) != 0, "a stolen task carries a lease id of the stealing node");
+        assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+    }
+    // Node 0 redirects a submit of node 1's key.
+    let direct = pm_client::Client::connect(&members[0], ConnectOptions::producer()).await.unwrap();
+    let foreign = pm_protocol::pb::TaskSpec { key: keys[0].clone(), ..task("steal", b"x") };
+    assert!(direct.submit(vec![foreign]).await.unwrap_err().redirect().is_some());
+
+    let metrics_of = |node: &pm_testkit::Scheduler| get(&http_addr(node), "/metrics").1;
+    let thief = metrics_of(&c.nodes[0]);
+    let stolen = thief.lines().find_map(|l| l.strip_prefix("pm_tasks_stolen_total ")).unwrap_or("0");
+    assert!(stolen.parse::<f64>().unwrap() >= keys.len() as f64, "{thief}");
+    assert!(thief.lines().any(|l| l == "pm_redirects_total 1"), "{thief}");
+    promtool_check(&thief);
+    // The owner counts the acks once they are durable there (a moment after their replies).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lender = loop {
+        let text = metrics_of(&c.nodes[1]);
+        if text.contains(&format!("pm_tasks_acked_total {}", keys.len())) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(lender.contains(&format!("pm_tasks_acked_total {}", keys.len())), "{lender}");
+    promtool_check(&lender);
 }

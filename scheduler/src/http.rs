@@ -3,6 +3,12 @@
 //! shutting down), the API under `/api/` ([`crate::gateway`]) and the console's pages under `/ui/`
 //! ([`crate::console`], served whether or not the API is on). Served by [`pm_http::serve`] with the header
 //! timeout and connection limit of the config.
+//!
+//! The probes (`--probe-listen`) have a listener of their own with only `/healthz` and `/readyz`: the main
+//! endpoint accepts `--http-max-connections` at a time, and clients that hold all of them (slow or unfinished
+//! requests, until the header timeout) would otherwise make a probe wait in the accept queue, long past the
+//! kubelet's 1 s probe timeout. A separate port keeps the probes out of that queue whatever the main
+//! endpoint's clients do; it serves no API and no metrics, so only the kubelet needs to reach it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,11 +33,12 @@ struct HttpState {
     ready: Arc<AtomicBool>,
 }
 
-/// Installs (or reuses: one recorder per process) the Prometheus recorder with the scheduler's buckets, and
-/// describes the scheduler's metrics.
+/// Installs (or reuses: one recorder per process) the Prometheus recorder with the scheduler's buckets,
+/// describes the scheduler's metrics and creates those known in advance (so a fresh node exports them at 0).
 pub fn install_metrics() -> Option<PrometheusHandle> {
     let handle = pm_http::install_metrics(crate::metrics::METRIC_BUCKETS)?;
     crate::metrics::describe();
+    crate::metrics::register();
     Some(handle)
 }
 
@@ -48,6 +55,24 @@ pub fn router(metrics: Option<PrometheusHandle>, ready: Arc<AtomicBool>, api: Op
         Some(gw) => base.merge(crate::gateway::routes(gw)),
         None => base,
     }
+}
+
+/// The probe endpoint's routes: `/healthz` and `/readyz` as on the main endpoint, nothing else.
+pub fn probe_router(ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "only /healthz and /readyz here\n") })
+        .with_state(HttpState { metrics: None, ready })
+}
+
+/// Serves the probe endpoint on `listener` until `stop` fires, with its own connection limit.
+pub async fn serve_probes(listener: TcpListener, cfg: &Config, ready: Arc<AtomicBool>, stop: CancellationToken) {
+    let limits = pm_http::ServeLimits {
+        header_timeout: Duration::from_millis(cfg.http_header_timeout_ms.max(1)),
+        max_connections: cfg.probe_max_connections.max(1),
+    };
+    pm_http::serve(listener, probe_router(ready), limits, stop).await;
 }
 
 /// Serves the endpoint on `listener` until `stop` fires.

@@ -153,6 +153,28 @@ impl Node {
         Ok(Node { ctx, committer: Some(committer), _lock: lock })
     }
 
+    /// Copies the applications of the other members before the node serves anything (cluster mode): a
+    /// restarted member would otherwise answer "no application" for those created while it was down, until its
+    /// next periodic pull. Every peer is asked at once; the wait is bounded by `bound` (a peer that is down
+    /// refuses at once; one that cannot be reached costs up to the 5 s peer timeout), and what is not pulled
+    /// by then comes with the next periodic pull.
+    pub async fn catch_up(&self, bound: Duration) {
+        let Some(peers) = &self.ctx.catalog_peers else { return };
+        let started = std::time::Instant::now();
+        match tokio::time::timeout(bound, peers.pull_all(&self.ctx.catalog)).await {
+            Ok(reached) => tracing::info!(
+                reached,
+                peers = peers.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "applications pulled from the other members before serving"
+            ),
+            Err(_) => tracing::warn!(
+                bound_ms = bound.as_millis() as u64,
+                "applications not pulled from every member within --catalog-start-timeout; serving anyway"
+            ),
+        }
+    }
+
     /// Graceful stop (the listener must already be closed): refuse new work, let in-flight writes become
     /// durable and their replies go out (bounded by `grace`), close connections, flush the store.
     pub async fn shutdown(mut self, grace: Duration) {

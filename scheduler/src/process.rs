@@ -42,18 +42,42 @@ fn no_huge_pages() {
 }
 
 /// Starts the node of `cfg`, prints `listening on ADDR` to stdout, calls `on_ready` with the bound address,
-/// then (unless `--http-listen off`) prints `http listening on ADDR` and serves the HTTP endpoint; serves until
+/// then (unless `--http-listen off`) prints `http listening on ADDR` and serves the HTTP endpoint, then (with
+/// `--probe-listen`) prints `probe listening on ADDR` and serves the probes; serves until
 /// `stop` resolves, then drains within `cfg.shutdown_grace` (`/readyz` answers 503 meanwhile).
 pub async fn run_node(
     cfg: Config,
     stop: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    // `--members dns:NAME`: the list is read before anything else, and from then on the node runs as with a
+    // list of addresses.
+    let dns = match cfg.members_dns_name() {
+        Some(name) => Some(name?.to_string()),
+        None => None,
+    };
+    let mut cfg = cfg;
+    if let Some(name) = &dns {
+        cfg.members = crate::cluster::members::resolve_at_start(&cfg, name).await?;
+    }
     let addr = cfg.listen_addr()?;
     let http_addr = cfg.http_addr()?;
     // Installed before the node starts: shards look their histograms up once, at start.
     let metrics = http_addr.is_some().then(http::install_metrics);
     let node = Node::start(&cfg)?;
+    if let Some(name) = &dns {
+        crate::cluster::members::save(&cfg.data, &cfg.members)?;
+        let lookup = crate::cluster::members::DnsMembers::new(name, cfg.members_dns_server)?;
+        let watch = crate::cluster::members::watch(
+            lookup,
+            cfg.members.clone(),
+            cfg.members_dns_interval,
+            node.ctx.shutdown.clone(),
+        );
+        tokio::spawn(watch);
+    }
+    // Before any listener is bound: a request must never find an application missing that a peer holds.
+    node.catch_up(cfg.catalog_start_timeout).await;
     let listener = server::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let http_listener = match http_addr {
         Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
@@ -61,6 +85,12 @@ pub async fn run_node(
                 "--http-listen {a}: {e} (another scheduler on this machine? give each its own port, or `off`)"
             )
         })?),
+        None => None,
+    };
+    let probe_listener = match cfg.probe_addr()? {
+        Some(a) => {
+            Some(tokio::net::TcpListener::bind(a).await.map_err(|e| anyhow::anyhow!("--probe-listen {a}: {e}"))?)
+        }
         None => None,
     };
     let bound = listener.local_addr()?;
@@ -84,6 +114,16 @@ pub async fn run_node(
         let metrics = metrics.unwrap_or_else(http::install_metrics);
         let api = Some(Arc::new(crate::gateway::Gateway::new(node.ctx.clone(), &cfg)));
         tokio::spawn(async move { http::serve(l, &cfg, metrics, ready, api, stop).await });
+    }
+    if let Some(l) = probe_listener {
+        let probe_bound = l.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "probe listening on {probe_bound}")?;
+            out.flush()?;
+        }
+        let (cfg, ready, stop) = (cfg.clone(), ready.clone(), http_stop.clone());
+        tokio::spawn(async move { http::serve_probes(l, &cfg, ready, stop).await });
     }
     server::run(listener, node.ctx.clone(), stop).await;
     tracing::info!("shutting down");

@@ -89,7 +89,7 @@ helm.sh/chart: {{ include "pipeline-manager.chart" . }}
 {{- printf "%s.%s.svc.%s" (include "pipeline-manager.headlessName" .) .Release.Namespace .Values.clusterDomain -}}
 {{- end -}}
 
-{{/* --members: every node's stable address, in ordinal order. */}}
+{{/* Every node's stable address, in ordinal order (what --members dns:... resolves to; NOTES.txt lists them). */}}
 {{- define "pipeline-manager.members" -}}
 {{- $full := include "pipeline-manager.fullname" . -}}
 {{- $domain := include "pipeline-manager.headlessDomain" . -}}

@@ -7,8 +7,9 @@
 //! them in. Two ways bring them together:
 //! - **push**: a member that changes an application sends the record to every peer before it answers, and
 //!   names in its answer the peers it could not reach;
-//! - **pull**: every `--catalog-sync-interval` (and at start) a member asks each peer for all its records
-//!   and keeps the newer ones, so a member that was down or cut off catches up.
+//! - **pull**: at start, before it serves (so a restarted member never answers "no application" for one
+//!   created while it was down), and then every `--catalog-sync-interval`, a member asks each peer for all its
+//!   records and keeps the newer ones, so a member that was down or cut off catches up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,26 +76,45 @@ impl CatalogPeers {
         futures::future::join_all(sends).await.into_iter().filter_map(Result::err).collect()
     }
 
-    /// Pulls every peer's records into `catalog` at start and then every `interval` (never again for 0),
-    /// until `stop`. A peer lists its records without documents (a catalog may exceed one frame), and only
-    /// the applications newer there are fetched, one by one.
+    /// Pulls every peer's records into `catalog` every `interval` (never for 0), until `stop`. The pull at
+    /// start is [`CatalogPeers::pull_all`], which the node awaits before it serves (see `Node::catch_up`).
     pub async fn run(self: Arc<Self>, catalog: Arc<Catalog>, interval: Duration, stop: CancellationToken) {
+        if interval.is_zero() {
+            return;
+        }
         loop {
-            catalog.prune_deletions().await;
-            for (ordinal, addr) in &self.peers {
-                if let Err(e) = self.pull(*ordinal, addr, &catalog).await {
-                    self.clients.lock().remove(ordinal);
-                    tracing::debug!(peer = %addr, "applications not pulled: {e}");
-                }
-            }
-            if interval.is_zero() {
-                return;
-            }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 () = stop.cancelled() => return,
             }
+            self.pull_all(&catalog).await;
         }
+    }
+
+    /// Asks every peer at once for its records and keeps the newer ones (a peer lists its records without
+    /// documents, since a catalog may exceed one frame, and only the applications newer there are fetched, one
+    /// by one). Returns how many peers answered; the others are logged at debug level.
+    pub async fn pull_all(&self, catalog: &Catalog) -> usize {
+        catalog.prune_deletions().await;
+        let pulls = self.peers.iter().map(|(ordinal, addr)| async move {
+            let result = self.pull(*ordinal, addr, catalog).await;
+            if let Err(e) = &result {
+                self.clients.lock().remove(ordinal);
+                tracing::debug!(peer = %addr, "applications not pulled: {e}");
+            }
+            result.is_ok()
+        });
+        futures::future::join_all(pulls).await.into_iter().filter(|ok| *ok).count()
+    }
+
+    /// How many peers there are.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether there is no peer (never, for a cluster of two or more).
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
     }
 
     async fn pull(&self, ordinal: usize, addr: &str, catalog: &Catalog) -> Result<(), pm_client::Error> {

@@ -94,6 +94,9 @@ impl Shard {
                             let secs = now_ms.saturating_sub(t.submitted_unix_ms) as f64 / 1000.0;
                             self.hist.end_to_end.record(secs);
                         }
+                        if result.is_ok() && t.started_unix_ms > 0 {
+                            self.hist.run.record(now_ms.saturating_sub(t.started_unix_ms) as f64 / 1000.0);
+                        }
                     }
                     if result.is_ok() {
                         self.finished(task_id, outcome);

@@ -88,7 +88,8 @@ pub use self::task::{format_unix_ms, now_unix_ms, MAX_REASON_BYTES};
 /// The shard's latency histograms, looked up once (a lookup per task would cost on the hot path).
 struct Histograms {
     submit: metrics::Histogram,
-    dispatch: metrics::Histogram,
+    queue_wait: metrics::Histogram,
+    run: metrics::Histogram,
     end_to_end: metrics::Histogram,
 }
 
@@ -136,7 +137,8 @@ impl Shard {
         let mut shard = Shard {
             hist: Histograms {
                 submit: metrics::histogram!(m::SUBMIT_SECONDS),
-                dispatch: metrics::histogram!(m::DISPATCH_SECONDS),
+                queue_wait: metrics::histogram!(m::QUEUE_WAIT_SECONDS),
+                run: metrics::histogram!(m::RUN_SECONDS),
                 end_to_end: metrics::histogram!(m::END_TO_END_SECONDS),
             },
             index,
@@ -394,7 +396,7 @@ impl Shard {
             leases: &mut self.leases,
             rounds: &mut self.rounds,
             outgoing: &mut self.outgoing,
-            dispatch_seconds: &self.hist.dispatch,
+            dispatch_seconds: &self.hist.queue_wait,
             stealing: self.cfg.steal.is_some(),
             budget: self.cfg.max_frame_bytes.saturating_sub(1024),
         };

@@ -64,11 +64,12 @@ pub(super) struct Task {
     /// Not before, for Delayed.
     pub(super) not_before: Option<Instant>,
     pub(super) idem: Option<String>,
-    /// When it last became ready (for `pm_dispatch_latency_seconds`).
+    /// When it last became ready (for `pm_queue_wait_seconds`).
     pub(super) ready_since: Instant,
     /// When it was submitted, wall clock (for the end-to-end histogram; 0 if unknown).
     pub(super) submitted_unix_ms: u64,
-    /// When its newest delivery was leased, wall clock (0: never, or not since the restart).
+    /// When its newest delivery was leased, wall clock (0: never, or not since the restart); for
+    /// `pm_run_seconds` too.
     pub(super) started_unix_ms: u64,
     /// Its executor class in its queue (0: needs no particular executor).
     pub(super) class: u32,

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use pm_protocol::limits::{DEFAULT_MAX_BATCH, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES};
-use pm_task::pipeline::queue_or_default;
 use pm_task::ring::Ring;
 
 use crate::store::FsyncMode;
+
+mod parse;
+pub use parse::{parse_client_role, parse_duration, parse_fsync, parse_queue_limit};
 
 /// Which storage backend keeps the tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,6 +55,16 @@ pub struct Config {
     /// Open HTTP connections at once; more wait to be accepted.
     #[arg(long, env = "PM_HTTP_MAX_CONNECTIONS", default_value_t = 64)]
     pub http_max_connections: usize,
+    /// Address of the probe endpoint, or `off`: only `/healthz` and `/readyz`, on a listener of their own with
+    /// its own connection limit, so that clients holding every connection of --http-listen (slow or unfinished
+    /// requests) never delay a probe. Point the kubelet's probes here. Port 0 picks a free port, printed as
+    /// `probe listening on ADDR` after the other `listening` lines.
+    #[arg(long, env = "PM_PROBE_LISTEN", default_value = "off")]
+    pub probe_listen: String,
+    /// Open connections at once on --probe-listen; more wait to be accepted (a probe's connection lasts one
+    /// request, bounded by --http-header-timeout-ms).
+    #[arg(long, env = "PM_PROBE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub probe_max_connections: usize,
     /// Data directory (created if missing). One process per directory.
     #[arg(long, env = "PM_DATA", default_value = "./pm-data")]
     pub data: PathBuf,
@@ -78,11 +90,31 @@ pub struct Config {
     /// Cluster mode: every scheduler node's address, in ordinal order, comma-separated (e.g. the StatefulSet
     /// names `scheduler-0.scheduler:7070,scheduler-1.scheduler:7070`). Task keys are placed on them by
     /// rendezvous hashing; members are only appended, never reordered. Empty = a single node.
+    /// `dns:NAME` instead reads them at start from the DNS SRV records NAME (a headless Service's, e.g.
+    /// `dns:_pm._tcp.scheduler.NAMESPACE.svc.cluster.local`), in ordinal order; needs --advertise
+    /// (docs/cluster.md#membership-from-dns).
     #[arg(long, env = "PM_MEMBERS", value_delimiter = ',', num_args = 0..)]
     pub members: Vec<String>,
     /// Cluster mode: this node's own entry in `--members` (default: `--listen`).
     #[arg(long, env = "PM_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Cluster mode with `--members dns:NAME`: the DNS server to ask (`IP:PORT`; default: the system's, from
+    /// /etc/resolv.conf).
+    #[arg(long, env = "PM_MEMBERS_DNS_SERVER")]
+    pub members_dns_server: Option<SocketAddr>,
+    /// Cluster mode with `--members dns:NAME` and StatefulSet names (`PREFIX-N.REST:PORT`): ordinals below
+    /// this are members from the start, even before DNS lists them (the StatefulSet's replicas; 0 = none).
+    #[arg(long, env = "PM_MEMBERS_DNS_MIN", default_value_t = 0)]
+    pub members_dns_min: u32,
+    /// Cluster mode with `--members dns:NAME`: how long a starting node asks again (every second) while the
+    /// lookup fails or does not list this node; then it starts with what it found and remembered, if any.
+    #[arg(long, env = "PM_MEMBERS_DNS_WAIT", default_value = "30s", value_parser = parse_duration)]
+    pub members_dns_wait: Duration,
+    /// Cluster mode with `--members dns:NAME`: how often a running node looks the members up again, to warn
+    /// when DNS lists members it does not use (the StatefulSet was scaled up: restart the older members).
+    /// `0` = never.
+    #[arg(long, env = "PM_MEMBERS_DNS_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub members_dns_interval: Duration,
     /// Cluster mode: how often a node whose agents idle looks for backlog at its peers to take work from
     /// (work stealing; `0` = never steal).
     #[arg(long, env = "PM_STEAL_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
@@ -209,6 +241,11 @@ pub struct Config {
     /// newer ones (at start too; 0 = only at start). Changes are also sent to every member when made.
     #[arg(long, env = "PM_CATALOG_SYNC_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub catalog_sync_interval: Duration,
+    /// Cluster mode: how long a starting node waits for the other members' applications before it serves
+    /// (all members are asked at once; one that is down answers at once, one that cannot be reached may take
+    /// the 5 s peer timeout). What is not copied by then comes with the next periodic pull.
+    #[arg(long, env = "PM_CATALOG_START_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub catalog_start_timeout: Duration,
     /// Largest value of one template parameter, in bytes.
     #[arg(long, env = "PM_MAX_PARAM_BYTES", default_value_t = 64 * 1024)]
     pub max_param_bytes: usize,
@@ -281,6 +318,15 @@ impl Config {
         if self.http_header_timeout_ms == 0 || self.http_max_connections == 0 {
             return err("--http-header-timeout-ms and --http-max-connections must be at least 1".into());
         }
+        if self.probe_addr().is_err() {
+            return err(format!(
+                "--probe-listen {:?} is not an address like 0.0.0.0:7073, or `off`",
+                self.probe_listen
+            ));
+        }
+        if self.probe_max_connections == 0 {
+            return err("--probe-max-connections must be at least 1".into());
+        }
         if self.max_frame_bytes < MIN_MAX_FRAME_BYTES || self.max_frame_bytes > u32::MAX as usize {
             return err(format!("--max-frame-bytes must be between {MIN_MAX_FRAME_BYTES} and {}", u32::MAX));
         }
@@ -317,8 +363,15 @@ impl Config {
         if self.shards > 256 {
             return err("--shards must be at most 256".into());
         }
-        let (ring, _) = self.cluster()?;
-        if self.tls_cert_file.is_some() && ring.len() > 1 && self.tls_ca_file.is_none() {
+        let clustered = match self.members_dns_name() {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(_)) if self.advertise.is_none() => {
+                return err("--members dns:NAME needs --advertise, this node's own name among them".into())
+            }
+            Some(Ok(_)) => true,
+            None => self.cluster()?.0.len() > 1,
+        };
+        if self.tls_cert_file.is_some() && clustered && self.tls_ca_file.is_none() {
             return err("cluster mode with TLS: give --tls-ca-file, the CA of the other nodes' certificates".into());
         }
         // The token files are read now, not when the node starts: a missing file, a malformed line or a token
@@ -357,6 +410,18 @@ impl Config {
         }
     }
 
+    /// The NAME of `--members dns:NAME`: `None` for a list of addresses, an error when a `dns:` entry is not
+    /// the only one.
+    pub fn members_dns_name(&self) -> Option<Result<&str, ConfigError>> {
+        let dns = self.members.iter().map(|m| m.trim()).find_map(|m| m.strip_prefix("dns:"))?;
+        let listed = self.members.iter().filter(|m| !m.trim().is_empty()).count();
+        Some(match dns.trim() {
+            _ if listed > 1 => Err(ConfigError("--members dns:NAME must be the only entry".into())),
+            "" => Err(ConfigError("--members dns: names no DNS name".into())),
+            name => Ok(name),
+        })
+    }
+
     /// The ring of `--members` and this node's ordinal in it (`None` for a single node).
     pub fn cluster(&self) -> Result<(Ring, Option<usize>), ConfigError> {
         let members = self.members.iter().map(|m| m.trim()).filter(|m| !m.is_empty());
@@ -392,6 +457,14 @@ impl Config {
         }
     }
 
+    /// The probe endpoint's address; `None` when it is `off`.
+    pub fn probe_addr(&self) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+        match self.probe_listen.trim() {
+            "off" => Ok(None),
+            a => a.parse().map(Some),
+        }
+    }
+
     /// Shard count with 0 resolved to the number of cores.
     pub fn shard_count(&self) -> usize {
         match self.shards {
@@ -415,114 +488,9 @@ impl Config {
     }
 }
 
-/// Parses `always`, `none` or `batch=<ms>`.
-pub fn parse_fsync(s: &str) -> Result<FsyncMode, String> {
-    match s {
-        "always" => Ok(FsyncMode::Always),
-        "none" => Ok(FsyncMode::None),
-        _ => match s.strip_prefix("batch=") {
-            Some(ms) => match ms.trim_end_matches("ms").parse::<u64>() {
-                Ok(ms) if ms > 0 && ms <= 10_000 => Ok(FsyncMode::Batch(Duration::from_millis(ms))),
-                _ => Err(format!("batch window {ms:?} must be 1..=10000 milliseconds")),
-            },
-            None => Err(format!("{s:?}: expected always, batch=<ms> or none")),
-        },
-    }
-}
-
-/// Parses one `--tls-client-role` value: `ROLE=NAME`.
-pub fn parse_client_role(s: &str) -> Result<(pm_protocol::Role, String), String> {
-    use pm_protocol::Role;
-    let (role, name) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected ROLE=NAME"))?;
-    let role = match role.trim() {
-        "producer" => Role::Producer,
-        "agent" => Role::Agent,
-        "admin" => Role::Admin,
-        "peer" => Role::Peer,
-        other => return Err(format!("`{other}`: the role must be producer, agent, admin or peer")),
-    };
-    if name.is_empty() {
-        return Err(format!("`{s}`: the certificate name is empty"));
-    }
-    Ok((role, name.to_string()))
-}
-
-/// Parses one `--queue-limit` value.
-pub fn parse_queue_limit(s: &str) -> Result<(String, crate::shard::QueueLimits), String> {
-    let (name, opts) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected NAME:max-per-key=N,rate=R"))?;
-    pm_task::pipeline::validate_queue_name(name)?;
-    let mut l = crate::shard::QueueLimits::default();
-    for opt in opts.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let (k, v) = opt.split_once('=').ok_or_else(|| format!("`{opt}`: expected KEY=VALUE"))?;
-        let num = |v: &str| v.parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0);
-        match k {
-            "max-per-key" | "maxConcurrentPerKey" => {
-                l.max_per_key = v.parse().map_err(|_| format!("max-per-key `{v}`: not a count"))?
-            }
-            "rate" => l.rate_per_sec = num(v).ok_or_else(|| format!("rate `{v}`: not a rate per second"))?,
-            "burst" => l.burst = num(v).ok_or_else(|| format!("burst `{v}`: not a count"))?,
-            other => {
-                return Err(format!("unknown queue limit `{other}` (max-per-key or maxConcurrentPerKey, rate, burst)"))
-            }
-        }
-    }
-    if l.burst == 0.0 {
-        l.burst = l.rate_per_sec.max(1.0);
-    }
-    Ok((queue_or_default(name).to_string(), l))
-}
-
-/// Parses durations like `250ms`, `10s`, `5m`, `24h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or((s, ""), |i| s.split_at(i));
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 5m or 24h"))?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "" | "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        "d" => v * 86400.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
-    };
-    if !secs.is_finite() || !(0.0..=10.0 * 365.0 * 86400.0).contains(&secs) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fsync_modes_parse() {
-        assert_eq!(parse_fsync("always").unwrap(), FsyncMode::Always);
-        assert_eq!(parse_fsync("none").unwrap(), FsyncMode::None);
-        assert_eq!(parse_fsync("batch=5").unwrap(), FsyncMode::Batch(Duration::from_millis(5)));
-        assert!(parse_fsync("batch=0").is_err());
-        assert!(parse_fsync("sometimes").is_err());
-    }
-
-    #[test]
-    fn queue_limits_parse() {
-        let (q, l) = parse_queue_limit("ocr:max-per-key=1,rate=2.5").unwrap();
-        assert_eq!((q.as_str(), l.max_per_key, l.rate_per_sec, l.burst), ("ocr", 1, 2.5, 2.5));
-        let (q, l) = parse_queue_limit(":maxConcurrentPerKey=3,burst=10").unwrap();
-        assert_eq!((q.as_str(), l.max_per_key, l.burst), ("default", 3, 10.0));
-        for bad in ["ocr", "ocr:speed=1", "ocr:rate=-1", "ocr:max-per-key=x", "bad name!:rate=1"] {
-            assert!(parse_queue_limit(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
 
     #[test]
     fn validation_catches_bad_relations() {
@@ -543,6 +511,13 @@ mod tests {
         let c = Config::parse_from(["pm-scheduler", "--members", "a:1,a:1", "--advertise", "a:1"]);
         assert!(c.validate().unwrap_err().to_string().contains("twice"));
         assert_eq!(Config::parse_from(["pm-scheduler"]).cluster().unwrap().1, None);
+        let c = Config::parse_from(["pm-scheduler", "--members", "dns:_pm._tcp.pm.test", "--advertise", "a:1"]);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.members_dns_name().unwrap().unwrap(), "_pm._tcp.pm.test");
+        let c = Config::parse_from(["pm-scheduler", "--members", "dns:_pm._tcp.pm.test"]);
+        assert!(c.validate().unwrap_err().to_string().contains("--advertise"));
+        let c = Config::parse_from(["pm-scheduler", "--members", "dns:x,a:1", "--advertise", "a:1"]);
+        assert!(c.validate().unwrap_err().to_string().contains("only entry"));
         let c = Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070"]);
         assert!(c.validate().unwrap_err().to_string().contains("--insecure"));
         assert!(Config::parse_from(["pm-scheduler", "--listen", "0.0.0.0:7070", "--insecure"]).validate().is_ok());
