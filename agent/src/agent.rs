@@ -33,9 +33,13 @@ use bytes::Bytes;
 use pm_client::{AgentEvent, Client, ConnectOptions, Error as ClientError, ErrorKind};
 use pm_protocol::pb::{LeasedTask, NackItem, ReclaimItem, ReclaimResult};
 use pm_protocol::ErrorCode;
+use pm_task::pipeline::queue_or_default;
+use pm_task::retry::{DefaultBackoff, RetryPolicy};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::credits::{self, Event, Fair};
+use crate::queues::QueueSpec;
 use crate::runner::{RunDirs, Runner, TaskResult};
 use crate::tally::{Tally, SUMMARY_EVERY};
 use crate::task_dirs::TaskDirs;
@@ -45,8 +49,10 @@ use crate::task_dirs::TaskDirs;
 pub struct AgentConfig {
     /// Scheduler address.
     pub server: String,
-    /// Queue to take tasks from.
-    pub queue: String,
+    /// Queues to take tasks from: names and patterns ([`crate::queues`]).
+    pub queues: QueueSpec,
+    /// How often the queue counters are polled (patterns, or several queues; [`crate::credits::poll`]).
+    pub queue_refresh: Duration,
     /// Tasks run at once (= credits granted).
     pub concurrency: u32,
     /// The work directory (absolute): the task directories, `results/`, the direct-run API's runs.
@@ -55,7 +61,8 @@ pub struct AgentConfig {
     pub task_dirs: TaskDirs,
     /// Remove a task's directory after it succeeded (shared layout: empty the work directory).
     pub remove_task_dirs: bool,
-    /// First retry delay after a failure; doubles per attempt, capped at [`MAX_BACKOFF`].
+    /// First retry delay after a failure; doubles per attempt, capped at [`MAX_BACKOFF`] (a task's `retry.backoff`
+    /// overrides each of the three).
     pub retry_backoff: Duration,
     /// Names this agent in the scheduler's logs.
     pub client_id: String,
@@ -129,7 +136,7 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
     let mut opts = ConnectOptions::agent()
         .client_id(cfg.client_id.clone())
         .token(cfg.token.clone())
-        .queues(vec![cfg.queue.clone()])
+        .queues(cfg.queues.to_string().split(',').map(String::from).collect())
         .capabilities(cfg.capabilities.clone())
         .reclaim(provider);
     if let Some(tls) = &cfg.tls {
@@ -138,6 +145,7 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
     // A cluster: the agent's home is the member its id hashes to (stable across restarts, for reclaims).
     let seeds: Vec<String> = cfg.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let mut nodes = pm_client::agent_nodes(&seeds, opts.clone(), &cfg.client_id).await?;
+    let members = nodes.clone();
     let home = nodes.remove(0);
     let (client, mut leases) = match cfg.failover_after {
         None => Client::connect_agent(&home, opts).await?,
@@ -164,8 +172,20 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
             }
         }
     };
-    client.credit(&cfg.queue, cfg.concurrency).await?;
-    tracing::info!(server = %home, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
+    // The credits' single owner; its first grants are sent here, so a refusal fails the start.
+    let mut fair = Fair::new(cfg.concurrency, cfg.queues.names());
+    credits::send(&client, fair.rebalance()).await?;
+    let (credit_events, events) = tokio::sync::mpsc::unbounded_channel();
+    let _credits = AbortOnDrop(Some(tokio::spawn(credits::drive(client.clone(), fair, events))));
+    let _poller = AbortOnDrop((cfg.queues.has_patterns() || cfg.queues.names().len() > 1).then(|| {
+        let mut opts = ConnectOptions::agent().client_id(format!("{}-queues", cfg.client_id)).token(cfg.token.clone());
+        if let Some(tls) = &cfg.tls {
+            opts = opts.tls(tls.clone());
+        }
+        let (spec, every, tx) = (cfg.queues.clone(), cfg.queue_refresh, credit_events.clone());
+        tokio::spawn(credits::poll(members, opts, spec, every, tx))
+    }));
+    tracing::info!(server = %home, queues = %cfg.queues, concurrency = cfg.concurrency, "agent ready");
     let (cfg, runner) = (Arc::new(cfg), Arc::new(runner));
     let mut drain = std::pin::pin!(drain);
     // Draining: when the drain timeout ends (then: when the hand-back's nacks are given up on).
@@ -180,13 +200,10 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
             biased;
             event = leases.next() => event,
             () = &mut drain, if deadline.is_none() => {
-                running.draining.cancel();
                 deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
                 let n = running.len();
                 tracing::info!(running = n, timeout = ?cfg.drain_timeout, "draining: taking no new tasks");
-                if let Err(e) = client.set_credit(&cfg.queue, 0).await {
-                    tracing::warn!("could not withdraw the credits: {e}");
-                }
+                let _ = credit_events.send(Event::Drain);
                 continue;
             }
             () = running.idle(), if deadline.is_some() && settled_at.is_none() => {
@@ -218,7 +235,17 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
             AgentEvent::Leased(task) => {
                 // Registered before the task starts: a revocation always arrives after its lease.
                 let lease = running.start(&task);
-                tokio::spawn(handle(client.clone(), cfg.clone(), runner.clone(), task, lease, running.clone()));
+                let _ = credit_events.send(Event::Leased(queue_or_default(&task.queue).to_string()));
+                let credit_events = credit_events.clone();
+                tokio::spawn(handle(
+                    client.clone(),
+                    cfg.clone(),
+                    runner.clone(),
+                    task,
+                    lease,
+                    running.clone(),
+                    credit_events,
+                ));
             }
             AgentEvent::Revoked(r) => {
                 if running.revoke(r.task_id, r.lease_id) {
@@ -276,8 +303,6 @@ struct Running {
     reclaims: Arc<watch::Sender<u64>>,
     /// How many tasks are registered (updated with `tasks`): a drain waits for 0.
     count: Arc<watch::Sender<usize>>,
-    /// Cancelled when the agent starts draining: finished tasks grant no credit back.
-    draining: CancellationToken,
     /// Finished tasks, for the summary logged every minute.
     tally: Arc<Tally>,
 }
@@ -288,7 +313,6 @@ impl Default for Running {
             tasks: Arc::default(),
             reclaims: Arc::new(watch::Sender::new(0)),
             count: Arc::new(watch::Sender::new(0)),
-            draining: CancellationToken::new(),
             tally: Arc::default(),
         }
     }
@@ -464,20 +488,25 @@ async fn handle(
     leased: LeasedTask,
     lease: Arc<TaskLease>,
     running: Running,
+    credit_events: tokio::sync::mpsc::UnboundedSender<Event>,
 ) {
     let (task_id, attempt) = (leased.task_id, leased.attempt);
     let duration = Duration::from_millis(leased.deadline_unix_ms.saturating_sub(now_ms()).max(300));
     let keeper = tokio::spawn(keep_alive(client.clone(), running.clone(), lease.clone(), duration));
     // A task that is not a valid pipeline fails the same way on every agent: it is not retried.
-    let (result, permanent, mut dir) = match pm_task::pipeline::parse_task(&leased.payload) {
+    let mut policy = RetryPolicy::default();
+    let (result, mut permanent, mut dir) = match pm_task::pipeline::parse_task(&leased.payload) {
         // Held until the task has reported: in the shared layout the next task waits for it.
-        Ok(task) => match cfg.task_dirs.enter(task_id, task.resume).await {
-            Ok(dir) => {
-                let dirs = RunDirs { dir: dir.path(), work_root: cfg.task_dirs.root() };
-                (runner.run_in(&task, dirs, task_id, &lease.stop, None).await, false, Some(dir))
+        Ok(task) => {
+            policy = task.retry.clone();
+            match cfg.task_dirs.enter(task_id, task.resume).await {
+                Ok(dir) => {
+                    let dirs = RunDirs { dir: dir.path(), work_root: cfg.task_dirs.root() };
+                    (runner.run_in(&task, dirs, task_id, &lease.stop, None).await, false, Some(dir))
+                }
+                Err(e) => (TaskResult::failed(format!("cannot prepare the task directory: {e}")), false, None),
             }
-            Err(e) => (TaskResult::failed(format!("cannot prepare the task directory: {e}")), false, None),
-        },
+        }
         Err(e) => (TaskResult::failed(format!("invalid task: {e}")), true, None),
     };
     lease.reporting.store(true, Ordering::SeqCst);
@@ -508,8 +537,13 @@ async fn handle(
             Err(e) => tracing::warn!(task_id, "ack failed (the task will be redelivered): {e}"),
         }
     } else {
-        let reason = result.error.clone().unwrap_or_else(|| "failed".into());
-        let backoff = cfg.retry_backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+        let mut reason = result.error.clone().unwrap_or_else(|| "failed".into());
+        if let Some(code) = result.failed_exit_code().filter(|&c| policy.gives_up_on(c)) {
+            permanent = true;
+            reason = format!("exit code {code} is not retried (retry.nonRetryableExitCodes): {reason}");
+        }
+        let defaults = DefaultBackoff { initial: cfg.retry_backoff, max: MAX_BACKOFF, multiplier: 2.0 };
+        let backoff = policy.delay(attempt, defaults);
         tracing::debug!(task_id, attempt, "task failed: {reason}");
         let body = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
         let nack = |lease_id| {
@@ -533,12 +567,8 @@ async fn handle(
     // Kept (a failure, or --keep-task-dirs): the shared directory's turn passes to the next task.
     drop(dir);
     running.finish(&lease);
-    if running.draining.is_cancelled() {
-        return;
-    }
-    if let Err(e) = client.credit(&cfg.queue, 1).await {
-        tracing::warn!("could not grant a credit back: {e}");
-    }
+    // Its slot is free again: the credits' owner grants it to the queue whose turn it is (none while draining).
+    let _ = credit_events.send(Event::Finished(queue_or_default(&leased.queue).to_string()));
 }
 
 /// Nacks a task stopped by a drain's timeout, asking for no delay: another agent takes it at once. (It counts

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::agent::AgentConfig;
 use crate::executor::Executors;
+use crate::queues::QueueSpec;
 use crate::runner::Runner;
 use crate::task_dirs::{TaskDirs, TaskDirsMode};
 
@@ -53,9 +54,17 @@ pub struct AgentArgs {
 /// How the agent takes tasks from a scheduler (`pm-agent run`, `pm dev`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaseArgs {
-    /// Queue to take tasks from.
-    #[arg(long, env = "PM_QUEUE", default_value = "default")]
-    pub queue: String,
+    /// Queues to take tasks from, comma-separated: names, and patterns where `*` stands for any characters
+    /// (`myapp/*`: every pipeline of the application myapp; `*`: every queue). A pattern's queues are learned
+    /// from the scheduler every --queue-refresh, so new ones are served too. The concurrency is shared fairly
+    /// between the queues: those with ready tasks first, each in turn. Default: `default` for `pm-agent run`,
+    /// `*` for `pm dev`.
+    #[arg(long, env = "PM_QUEUE")]
+    pub queue: Option<String>,
+    /// How often the agent asks the scheduler for its queues and their ready tasks, when it serves patterns
+    /// or several queues (e.g. `500ms`, `2s`).
+    #[arg(long, env = "PM_QUEUE_REFRESH", value_parser = parse_secs, default_value = "1s")]
+    pub queue_refresh: Duration,
     /// Executors this agent declares to the scheduler, comma-separated: it is leased only tasks whose
     /// executors are all among them (capability routing). Default: the names of --executors when it lists
     /// them; otherwise none declared, and the agent is leased any task of its queue.
@@ -90,7 +99,8 @@ impl LeaseArgs {
     /// The values of an agent that leases nothing (`pm-agent serve`): no queue, no token, no capabilities.
     pub fn none() -> LeaseArgs {
         LeaseArgs {
-            queue: String::new(),
+            queue: None,
+            queue_refresh: crate::credits::DEFAULT_REFRESH,
             capabilities: Some(Vec::new()),
             retry_backoff_ms: 1000,
             client_id: None,
@@ -128,7 +138,12 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 impl AgentArgs {
     /// Validates the options, creates the work directory, and returns what [`crate::agent::run`] takes.
-    pub fn build(self, lease: LeaseArgs, server: String) -> Result<(AgentConfig, Runner), String> {
+    /// `default_queue` is served when --queue is not given.
+    pub fn build(self, lease: LeaseArgs, server: String, default_queue: &str) -> Result<(AgentConfig, Runner), String> {
+        let queues = QueueSpec::parse(lease.queue.as_deref().unwrap_or(default_queue))?;
+        if lease.queue_refresh.is_zero() {
+            return Err("--queue-refresh must be above 0".into());
+        }
         let executors = Executors::from_args_or_env(self.executors.as_deref(), self.pod_dir, std::env::vars_os())?;
         let capabilities = match lease.capabilities {
             Some(list) => list.into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
@@ -167,7 +182,8 @@ impl AgentArgs {
         let cfg = AgentConfig {
             token,
             server,
-            queue: lease.queue,
+            queues,
+            queue_refresh: lease.queue_refresh,
             concurrency,
             work_root,
             task_dirs,

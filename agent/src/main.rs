@@ -414,7 +414,7 @@ async fn wait_for_signal() {
 
 /// Validates the agent options; `None` (after saying why) on a usage error.
 fn build(args: AgentArgs, lease: LeaseArgs, server: String) -> Option<(AgentConfig, Runner)> {
-    args.build(lease, server).map_err(|e| eprintln!("pm-agent: {e}")).ok()
+    args.build(lease, server, pm_protocol::limits::DEFAULT_QUEUE).map_err(|e| eprintln!("pm-agent: {e}")).ok()
 }
 
 /// Validates the API options, binds, and serves the direct-run API in the background (prints

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     };
     // Checked before the node starts, so a bad agent option never leaves a half-started node.
     let built =
-        agent.build(lease, String::new()).and_then(|a| api.build().map(|api| (a, api)).map_err(|e| e.to_string()));
+        agent.build(lease, String::new(), "*").and_then(|a| api.build().map(|api| (a, api)).map_err(|e| e.to_string()));
     let ((mut agent_cfg, runner), api) = match built {
         Ok(built) => built,
         Err(e) => {

