@@ -63,6 +63,16 @@ impl Dev {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill {sig}");
+    }
+
+    /// Waits for the process to exit and returns its status.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        wait_for(within, "pm dev to exit", || self.child.try_wait().unwrap())
+    }
 }
 
 impl Drop for Dev {
@@ -107,4 +117,53 @@ fn plain_pm_dev_runs_a_task_submitted_to_an_applications_queue() {
     let o = pmctl(&dev.addr, &["wait", &id], None);
     assert!(o.status.success(), "the hello task on `default` succeeds: {}", dev.log());
     assert!(dev.work.exists());
+}
+
+/// Submits a one-step pipeline through `pmctl` and returns its id.
+fn submit(dev: &Dev, command: &str) -> String {
+    let doc = json!({"pipeline": [{"executorName": "sh", "commands": [command]}]}).to_string();
+    let o = pmctl(&dev.addr, &["submit", "-"], Some(doc.as_bytes()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// True once the process is gone (or a zombie: dead, not yet reaped).
+fn dead(pid: &str) -> bool {
+    read(Path::new(&format!("/proc/{}/stat", pid.trim()))).is_none_or(|s| s.contains(") Z "))
+}
+
+/// SIGTERM drains as `pm-agent run` does: the running task finishes (it is not killed to run again later),
+/// then `pm dev` exits 0.
+#[test]
+fn sigterm_lets_the_running_task_finish_then_pm_dev_exits() {
+    let mut dev = Dev::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().display();
+    submit(&dev, &format!("echo start >> {o}/starts; sleep 2; echo done >> {o}/done"));
+    wait_for(Duration::from_secs(20), "the task to start", || read(&out.path().join("starts")));
+    dev.signal("-TERM");
+    let status = dev.wait_exit(Duration::from_secs(20));
+    let log = dev.log();
+    assert!(status.success(), "{status:?}; log:\n{log}");
+    assert_eq!(read(&out.path().join("done")).as_deref(), Some("done\n"), "log:\n{log}");
+    assert!(log.contains("draining: taking no new tasks") && log.contains("drained"), "log:\n{log}");
+    // It ran once, to its end.
+    assert_eq!(read(&out.path().join("starts")).unwrap().lines().count(), 1);
+}
+
+/// `kill -9` of `pm dev` leaves none of its commands running.
+#[test]
+fn kill_9_of_pm_dev_leaves_no_command_running() {
+    let mut dev = Dev::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().display();
+    submit(&dev, &format!("sleep 300 & echo $! > {o}/bg; echo $$ > {o}/sh; wait"));
+    let pids: Vec<String> = ["bg", "sh"]
+        .iter()
+        .map(|f| wait_for(Duration::from_secs(20), f, || read(&out.path().join(f)).filter(|t| t.ends_with('\n'))))
+        .collect();
+    assert!(pids.iter().all(|p| !dead(p)), "running before the kill");
+    dev.signal("-KILL");
+    dev.wait_exit(Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "the commands to die with pm dev", || pids.iter().all(|p| dead(p)).then_some(()));
 }

@@ -5,6 +5,9 @@
 //! Every `pm-scheduler` flag and every `pm-agent run` flag applies; the agent's direct-run API listens on
 //! 127.0.0.1:7071 unless `--api-listen` says otherwise, and the scheduler's HTTP endpoint (`/metrics`, `/healthz`,
 //! `/readyz`) on 127.0.0.1:7072 unless `--http-listen` does. Both `/metrics` render the same (one) recorder.
+//!
+//! The embedded agent serves every queue unless `--queue` says otherwise. SIGTERM drains it as it drains
+//! `pm-agent run`, then stops the node; its commands die with the process, even after `kill -9`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -79,7 +82,21 @@ fn main() -> ExitCode {
     // agent's API and the scheduler's HTTP endpoint then get the same handle (either `/metrics` shows both).
     let buckets = [pm_agent::api::METRIC_BUCKETS, pm_scheduler::metrics::METRIC_BUCKETS].concat();
     let _ = pm_http::install_metrics(&buckets);
-    let run = process::run_node(cfg, process::shutdown_signal(), move |bound| {
+    // SIGTERM or SIGINT drains the embedded agent as `pm-agent run` drains (no new tasks; the running ones
+    // finish, or are handed back at --drain-timeout), then stops the node. A second signal stops at once.
+    let (drain, drained) = (CancellationToken::new(), CancellationToken::new());
+    let stop = {
+        let (drain, drained) = (drain.clone(), drained.clone());
+        async move {
+            process::shutdown_signal().await;
+            drain.cancel();
+            tokio::select! {
+                () = drained.cancelled() => {}
+                () = process::shutdown_signal() => tracing::warn!("second signal: stopping now"),
+            }
+        }
+    };
+    let run = process::run_node(cfg, stop, move |bound| {
         agent_cfg.server = bound.to_string();
         if let Some((api_cfg, listener)) = api {
             if let Ok(addr) = listener.local_addr() {
@@ -94,9 +111,10 @@ fn main() -> ExitCode {
             tokio::spawn(pm_agent::api::serve(listener, api_cfg, ctx, CancellationToken::new()));
         }
         tokio::spawn(async move {
-            if let Err(e) = pm_agent::agent::run(agent_cfg, runner).await {
+            if let Err(e) = pm_agent::agent::run_until(agent_cfg, runner, drain.cancelled_owned()).await {
                 tracing::warn!("embedded agent stopped: {e}");
             }
+            drained.cancel();
         });
     });
     match rt.block_on(run) {
