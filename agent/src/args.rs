@@ -84,10 +84,10 @@ pub struct LeaseArgs {
     #[arg(long, env = "PM_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Cluster: once the home node has been unreachable this long, connect to the other members in turn
-    /// (e.g. `30s`; default: wait for the home node). Tasks that were running for the lost node are stopped
-    /// (they run again when it returns).
-    #[arg(long, env = "PM_FAILOVER_AFTER", value_parser = parse_secs)]
-    pub failover_after: Option<Duration>,
+    /// (e.g. `30s`), going back home when it answers again; `off` waits for the home node. Tasks that were
+    /// running for the lost node are stopped (they run again when it returns).
+    #[arg(long, env = "PM_FAILOVER_AFTER", value_parser = parse_failover, default_value = "5s")]
+    pub failover_after: Duration,
     /// On SIGTERM the agent takes no new tasks and lets the running ones finish for this long (e.g. `25s`);
     /// then it stops them and hands them back to the scheduler, which gives them to another agent at once.
     /// Keep it under the pod's terminationGracePeriodSeconds.
@@ -106,7 +106,7 @@ impl LeaseArgs {
             client_id: None,
             token: None,
             token_file: None,
-            failover_after: None,
+            failover_after: Duration::ZERO,
             drain_timeout: Duration::ZERO,
         }
     }
@@ -117,6 +117,14 @@ fn parse_secs_any(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .or_else(|_| s.trim().parse::<u64>().map(Duration::from_secs))
         .map_err(|_| format!("{s:?} is not a duration like 30m, 24h or 7d"))
+}
+
+/// [`parse_secs`], or `off` (zero: no failover).
+fn parse_failover(s: &str) -> Result<Duration, String> {
+    if s.trim() == "off" {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
 }
 
 /// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
@@ -190,12 +198,43 @@ impl AgentArgs {
             remove_task_dirs: !self.keep_task_dirs,
             retry_backoff: Duration::from_millis(lease.retry_backoff_ms),
             client_id: lease.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
-            failover_after: lease.failover_after,
+            failover_after: (!lease.failover_after.is_zero()).then_some(lease.failover_after),
             drain_timeout: lease.drain_timeout,
             tls: None,
             capabilities,
             results_retention: self.results_retention,
         };
         Ok((cfg, Runner::new(executors, self.tail_bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lease: LeaseArgs,
+    }
+
+    fn lease(args: &[&str]) -> LeaseArgs {
+        Cli::try_parse_from(std::iter::once("pm-agent").chain(args.iter().copied())).unwrap().lease
+    }
+
+    #[test]
+    fn failing_over_is_on_by_default_and_can_be_turned_off() {
+        assert_eq!(lease(&[]).failover_after, Duration::from_secs(5));
+        assert_eq!(lease(&["--failover-after", "30s"]).failover_after, Duration::from_secs(30));
+        assert_eq!(lease(&["--failover-after", "off"]).failover_after, Duration::ZERO);
+        assert!(Cli::try_parse_from(["pm-agent", "--failover-after", "soon"]).is_err());
+    }
+
+    #[test]
+    fn the_queue_list_and_its_refresh() {
+        let l = lease(&["--queue", "a,app/*", "--queue-refresh", "250ms"]);
+        assert_eq!((l.queue.as_deref(), l.queue_refresh), (Some("a,app/*"), Duration::from_millis(250)));
+        assert_eq!(lease(&[]).queue, None, "each binary has its own default");
     }
 }
