@@ -167,3 +167,100 @@ fn kill_9_of_pm_dev_leaves_no_command_running() {
     dev.wait_exit(Duration::from_secs(10));
     wait_for(Duration::from_secs(10), "the commands to die with pm dev", || pids.iter().all(|p| dead(p)).then_some(()));
 }
+
+/// `pm dev --nodes 3` on loopback: its stdout lines, stderr in a file, and the members.
+struct DevCluster {
+    child: Child,
+    members: Vec<String>,
+    lines: Vec<String>,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl DevCluster {
+    fn start() -> DevCluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        // An address of its own on loopback: free ports there even while 127.0.0.1 is crowded.
+        let mut child = Command::new(pm_testkit::bin("pm"))
+            .args(["dev", "--nodes", "3", "--listen", "127.0.0.30:0", "--http-listen", "127.0.0.30:0"])
+            .args(["--api-listen", "off", "--data"])
+            .arg(tmp.path().join("data"))
+            .arg("--work-dir")
+            .arg(tmp.path().join("work"))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        let members = loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "stopped: {}", std::fs::read_to_string(&log).unwrap());
+            if let Some(m) = line.trim().strip_prefix("members ") {
+                break m.split(',').map(String::from).collect::<Vec<_>>();
+            }
+            lines.push(line.trim().to_string());
+        };
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        DevCluster { child, members, lines, log, _tmp: tmp }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether no member accepts connections any more.
+    fn all_stopped(&self) -> bool {
+        self.members.iter().all(|m| std::net::TcpStream::connect(m).is_err())
+    }
+}
+
+impl Drop for DevCluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `pm dev --nodes 3` prints the members' addresses, runs an agent homed at each member, and runs tasks submitted
+/// to the whole cluster; SIGTERM stops every member.
+#[test]
+fn pm_dev_nodes_3_is_a_cluster_with_an_agent_on_each_member() {
+    let mut c = DevCluster::start();
+    assert_eq!(c.members.len(), 3, "{:?}", c.lines);
+    for (i, m) in c.members.iter().enumerate() {
+        assert!(c.lines.contains(&format!("node {i}: listening on {m}")), "{:?}", c.lines);
+        assert!(c.lines.iter().any(|l| l.starts_with(&format!("node {i}: http listening on "))), "{:?}", c.lines);
+    }
+    // One agent homed at each member.
+    wait_for(Duration::from_secs(20), "an agent on each member", || {
+        let log = c.log();
+        c.members.iter().all(|m| log.contains(&format!("agent ready server={m}"))).then_some(())
+    });
+    let out = tempfile::tempdir().unwrap();
+    let doc = json!({"pipeline": [{"executorName": "sh", "commands": [format!("echo ran >> {}/ran", out.path().display())]}]});
+    let server = c.members.join(",");
+    for _ in 0..6 {
+        let o = pmctl(&server, &["submit", "-"], Some(doc.to_string().as_bytes()));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    wait_for(Duration::from_secs(30), "6 tasks to run", || {
+        (read(&out.path().join("ran")).unwrap_or_default().lines().count() == 6).then_some(())
+    });
+    let status = Command::new("kill").args(["-TERM", &c.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = wait_for(Duration::from_secs(30), "pm dev --nodes to exit", || c.child.try_wait().unwrap());
+    assert!(exit.success(), "{exit:?}; log:\n{}", c.log());
+    assert!(c.all_stopped());
+}
+
+/// `kill -9` of the launcher stops every member too.
+#[test]
+fn kill_9_of_pm_dev_nodes_stops_every_member() {
+    let mut c = DevCluster::start();
+    assert!(c.members.iter().all(|m| std::net::TcpStream::connect(m).is_ok()));
+    c.child.kill().unwrap();
+    c.child.wait().unwrap();
+    wait_for(Duration::from_secs(10), "the members to stop", || c.all_stopped().then_some(()));
+}

@@ -32,8 +32,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run a scheduler node and an agent with local executors in this one process.
+    /// Run a scheduler node and an agent with local executors in this one process (with --nodes: a cluster of
+    /// such processes on this machine).
+    // A flag given twice: the last one holds (a cluster's members get their own addresses appended).
+    #[command(args_override_self = true)]
     Dev {
+        /// Start a cluster of this many members on this machine, each a scheduler node with its agent: member i
+        /// listens on the --listen, --api-listen and --http-listen ports plus 10 × i, keeps its data in
+        /// DATA/node-i and runs tasks in WORK_DIR/node-i. Prints each member's addresses, then `members A,B,C`
+        /// (for `pmctl --server`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        nodes: u16,
+        /// Stop at once when stdin reaches its end (a member of `--nodes`, whose launcher holds the pipe).
+        #[arg(long, hide = true)]
+        exit_with_stdin: bool,
         #[command(flatten)]
         scheduler: Config,
         #[command(flatten)]
@@ -45,12 +57,47 @@ enum Cmd {
     },
 }
 
+mod cluster;
+
+/// A member of `pm dev --nodes`: its launcher holds our stdin and never writes; end-of-file means the launcher
+/// is gone (even by `kill -9`), and the member stops at once. Its commands die with it.
+fn exit_when_stdin_ends() {
+    let spawned = std::thread::Builder::new().name("pm-lifeline".into()).spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        eprintln!("pm dev: the launcher of --nodes is gone; stopping");
+        std::process::exit(1);
+    });
+    if let Err(e) = spawned {
+        eprintln!("pm dev: cannot watch the launcher: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli: Cli = match pm_client::cli::parse_or_exit() {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Cmd::Dev { scheduler: cfg, lease, agent, api } = cli.cmd;
+    let Cmd::Dev { nodes, exit_with_stdin, scheduler: cfg, lease, agent, api } = cli.cmd;
+    if nodes > 1 {
+        if !cfg.members.is_empty() {
+            eprintln!("pm dev: --nodes makes its own --members; give one or the other");
+            return ExitCode::from(pm_client::cli::EXIT_USAGE);
+        }
+        pm_scheduler::process::init_tracing(cfg.log_format);
+        let plan = cluster::Plan {
+            nodes,
+            listen: cfg.listen.clone(),
+            api_listen: api.api_listen.clone(),
+            http_listen: cfg.http_listen.clone(),
+            data: cfg.data.clone(),
+            work_dir: agent.work_dir.clone(),
+        };
+        let args = std::env::args_os().skip_while(|a| a != "dev").skip(1).collect();
+        return cluster::launch(plan, args);
+    }
+    if exit_with_stdin {
+        exit_when_stdin_ends();
+    }
     if cfg.tls_cert_file.is_some() {
         // The embedded agent talks to its own node over loopback; TLS is for pm-scheduler on a network.
         eprintln!("pm dev: the --tls-* flags are for pm-scheduler; pm dev serves plain TCP on its own machine");
