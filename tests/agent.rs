@@ -157,6 +157,29 @@ async fn a_task_of_a_killed_agent_runs_again_on_another() {
     });
 }
 
+/// `kill -9` of `pm-agent run` leaves none of its commands running: the shell and what it started in the
+/// background die with the agent (they would otherwise run on while the task runs again elsewhere).
+#[tokio::test]
+async fn kill_9_of_the_agent_leaves_no_command_running() {
+    let s = Scheduler::start(&[]);
+    let out = tempfile::tempdir().unwrap();
+    let task = format!(
+        r#"{{"pipeline":[{{"executorName":"sh","commands":["sleep 300 & echo $! > {0}/bg; echo $$ > {0}/sh; wait"]}}]}}"#,
+        out.path().display()
+    );
+    let mut agent = Agent::start(&s.addr, &[]);
+    submit_json(&s, &task);
+    let pids: Vec<String> = ["bg", "sh"]
+        .iter()
+        .map(|f| wait_for(Duration::from_secs(20), f, || read(&out.path().join(f)).filter(|t| t.ends_with('\n'))))
+        .collect();
+    assert!(pids.iter().all(|p| !dead(p)), "running before the kill");
+    agent.kill();
+    wait_for(Duration::from_secs(10), "the commands to die with the agent", || {
+        pids.iter().all(|p| dead(p)).then_some(())
+    });
+}
+
 /// The agent outlives a scheduler crash: it reconnects to the restarted node and takes new tasks.
 #[tokio::test]
 async fn the_agent_reconnects_after_a_scheduler_restart() {

@@ -22,22 +22,24 @@
 //! stopped (their process groups killed) and handed back with a nack that asks for no delay, so another
 //! agent runs them at once instead of after their lease expires. Then the agent returns.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use pm_client::{AgentEvent, Client, ConnectOptions, Error as ClientError, ErrorKind};
-use pm_protocol::pb::{LeasedTask, NackItem, ReclaimItem, ReclaimResult};
+use pm_protocol::pb::{LeasedTask, NackItem};
 use pm_protocol::ErrorCode;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use pm_task::pipeline::queue_or_default;
+use pm_task::retry::{DefaultBackoff, RetryPolicy};
 
+use crate::credits::{self, Event, Fair};
+use crate::queues::QueueSpec;
 use crate::runner::{RunDirs, Runner, TaskResult};
-use crate::tally::{Tally, SUMMARY_EVERY};
+use crate::running::{Running, TaskLease};
+use crate::tally::SUMMARY_EVERY;
 use crate::task_dirs::TaskDirs;
 
 /// How the agent runs.
@@ -45,8 +47,10 @@ use crate::task_dirs::TaskDirs;
 pub struct AgentConfig {
     /// Scheduler address.
     pub server: String,
-    /// Queue to take tasks from.
-    pub queue: String,
+    /// Queues to take tasks from: names and patterns ([`crate::queues`]).
+    pub queues: QueueSpec,
+    /// How often the queue counters are polled (patterns, or several queues; [`crate::credits::poll`]).
+    pub queue_refresh: Duration,
     /// Tasks run at once (= credits granted).
     pub concurrency: u32,
     /// The work directory (absolute): the task directories, `results/`, the direct-run API's runs.
@@ -55,7 +59,8 @@ pub struct AgentConfig {
     pub task_dirs: TaskDirs,
     /// Remove a task's directory after it succeeded (shared layout: empty the work directory).
     pub remove_task_dirs: bool,
-    /// First retry delay after a failure; doubles per attempt, capped at [`MAX_BACKOFF`].
+    /// First retry delay after a failure; doubles per attempt, capped at [`MAX_BACKOFF`] (a task's `retry.backoff`
+    /// overrides each of the three).
     pub retry_backoff: Duration,
     /// Names this agent in the scheduler's logs.
     pub client_id: String,
@@ -96,9 +101,6 @@ pub enum AgentError {
     StreamEnded,
 }
 
-/// Longest wait for the agent to handle the reclaims pushed before a stale-lease reply (it is only ever behind
-/// by the events already queued for it).
-const RECLAIM_WAIT: Duration = Duration::from_secs(10);
 /// How long an ack or nack is retried while the scheduler is unreachable (a reconnect reclaims the task
 /// first, so the retry quotes the new lease id). Past it the task is left to be redelivered.
 const REPORT_PATIENCE: Duration = Duration::from_secs(60);
@@ -129,7 +131,7 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
     let mut opts = ConnectOptions::agent()
         .client_id(cfg.client_id.clone())
         .token(cfg.token.clone())
-        .queues(vec![cfg.queue.clone()])
+        .queues(cfg.queues.to_string().split(',').map(String::from).collect())
         .capabilities(cfg.capabilities.clone())
         .reclaim(provider);
     if let Some(tls) = &cfg.tls {
@@ -138,6 +140,7 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
     // A cluster: the agent's home is the member its id hashes to (stable across restarts, for reclaims).
     let seeds: Vec<String> = cfg.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     let mut nodes = pm_client::agent_nodes(&seeds, opts.clone(), &cfg.client_id).await?;
+    let members = nodes.clone();
     let home = nodes.remove(0);
     let (client, mut leases) = match cfg.failover_after {
         None => Client::connect_agent(&home, opts).await?,
@@ -164,8 +167,20 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
             }
         }
     };
-    client.credit(&cfg.queue, cfg.concurrency).await?;
-    tracing::info!(server = %home, queue = %cfg.queue, concurrency = cfg.concurrency, "agent ready");
+    // The credits' single owner; its first grants are sent here, so a refusal fails the start.
+    let mut fair = Fair::new(cfg.concurrency, cfg.queues.names());
+    credits::send(&client, fair.rebalance()).await?;
+    let (credit_events, events) = tokio::sync::mpsc::unbounded_channel();
+    let _credits = AbortOnDrop(Some(tokio::spawn(credits::drive(client.clone(), fair, events))));
+    let _poller = AbortOnDrop((cfg.queues.has_patterns() || cfg.queues.names().len() > 1).then(|| {
+        let mut opts = ConnectOptions::agent().client_id(format!("{}-queues", cfg.client_id)).token(cfg.token.clone());
+        if let Some(tls) = &cfg.tls {
+            opts = opts.tls(tls.clone());
+        }
+        let (spec, every, tx) = (cfg.queues.clone(), cfg.queue_refresh, credit_events.clone());
+        tokio::spawn(credits::poll(members, opts, spec, every, tx))
+    }));
+    tracing::info!(server = %home, queues = %cfg.queues, concurrency = cfg.concurrency, "agent ready");
     let (cfg, runner) = (Arc::new(cfg), Arc::new(runner));
     let mut drain = std::pin::pin!(drain);
     // Draining: when the drain timeout ends (then: when the hand-back's nacks are given up on).
@@ -180,13 +195,10 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
             biased;
             event = leases.next() => event,
             () = &mut drain, if deadline.is_none() => {
-                running.draining.cancel();
                 deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
                 let n = running.len();
                 tracing::info!(running = n, timeout = ?cfg.drain_timeout, "draining: taking no new tasks");
-                if let Err(e) = client.set_credit(&cfg.queue, 0).await {
-                    tracing::warn!("could not withdraw the credits: {e}");
-                }
+                let _ = credit_events.send(Event::Drain);
                 continue;
             }
             () = running.idle(), if deadline.is_some() && settled_at.is_none() => {
@@ -218,7 +230,17 @@ pub async fn run_until(cfg: AgentConfig, runner: Runner, drain: impl Future<Outp
             AgentEvent::Leased(task) => {
                 // Registered before the task starts: a revocation always arrives after its lease.
                 let lease = running.start(&task);
-                tokio::spawn(handle(client.clone(), cfg.clone(), runner.clone(), task, lease, running.clone()));
+                let _ = credit_events.send(Event::Leased(queue_or_default(&task.queue).to_string()));
+                let credit_events = credit_events.clone();
+                tokio::spawn(handle(
+                    client.clone(),
+                    cfg.clone(),
+                    runner.clone(),
+                    task,
+                    lease,
+                    running.clone(),
+                    credit_events,
+                ));
             }
             AgentEvent::Revoked(r) => {
                 if running.revoke(r.task_id, r.lease_id) {
@@ -242,178 +264,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// One running task's lease, shared by its run, its keep-alive, its final ack or nack, and the event loop.
-#[derive(Debug)]
-struct TaskLease {
-    task_id: u64,
-    attempt: u32,
-    /// The lease id to quote: replaced when a reconnect reclaims the task.
-    lease_id: AtomicU64,
-    /// Cancelled when the scheduler revokes the task (it was cancelled).
-    revoked: CancellationToken,
-    /// Stops the run: cancelled when the task is not this agent's any more (lease lost, reclaim refused), and
-    /// when it is revoked (a child of `revoked`), and when a drain hands it back.
-    stop: CancellationToken,
-    /// Set (before `stop` is cancelled) when a drain's timeout hands the task back.
-    handed_back: AtomicBool,
-    /// Set once the run is over and its ack or nack is being sent: a drain's timeout leaves it alone.
-    reporting: AtomicBool,
-}
-
-impl TaskLease {
-    fn lease_id(&self) -> u64 {
-        self.lease_id.load(Ordering::SeqCst)
-    }
-}
-
-/// The running tasks by task id, and how many `Reclaimed` events the event loop has handled.
-#[derive(Debug, Clone)]
-struct Running {
-    tasks: Arc<Mutex<HashMap<u64, Arc<TaskLease>>>>,
-    reclaims: Arc<watch::Sender<u64>>,
-    /// How many tasks are registered (updated with `tasks`): a drain waits for 0.
-    count: Arc<watch::Sender<usize>>,
-    /// Cancelled when the agent starts draining: finished tasks grant no credit back.
-    draining: CancellationToken,
-    /// Finished tasks, for the summary logged every minute.
-    tally: Arc<Tally>,
-}
-
-impl Default for Running {
-    fn default() -> Self {
-        Running {
-            tasks: Arc::default(),
-            reclaims: Arc::new(watch::Sender::new(0)),
-            count: Arc::new(watch::Sender::new(0)),
-            draining: CancellationToken::new(),
-            tally: Arc::default(),
-        }
-    }
-}
-
-impl Running {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<TaskLease>>> {
-        // The map stays consistent whatever a panicking holder did: every operation is a single insert/remove.
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Registers a task that is about to run.
-    fn start(&self, task: &LeasedTask) -> Arc<TaskLease> {
-        let revoked = CancellationToken::new();
-        let lease = Arc::new(TaskLease {
-            task_id: task.task_id,
-            attempt: task.attempt,
-            lease_id: AtomicU64::new(task.lease_id),
-            stop: revoked.child_token(),
-            revoked,
-            handed_back: AtomicBool::new(false),
-            reporting: AtomicBool::new(false),
-        });
-        let mut map = self.map();
-        map.insert(task.task_id, lease.clone());
-        self.count.send_replace(map.len());
-        lease
-    }
-
-    /// How many tasks are running (or reporting).
-    fn len(&self) -> usize {
-        *self.count.borrow()
-    }
-
-    /// Resolves once no task is running or reporting.
-    async fn idle(&self) {
-        let mut count = self.count.subscribe();
-        // The sender lives in `self`: `wait_for` cannot fail while we hold it.
-        let _ = count.wait_for(|n| *n == 0).await;
-    }
-
-    /// A drain's timeout: stops every task still running (not those already reporting) so that it is handed
-    /// back. Returns how many.
-    fn hand_back(&self) -> usize {
-        let map = self.map();
-        let mut n = 0;
-        for lease in map.values() {
-            if !lease.reporting.load(Ordering::SeqCst) {
-                lease.handed_back.store(true, Ordering::SeqCst);
-                lease.stop.cancel();
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Cancels the task if it runs under `lease_id`; false if it is not running (any more).
-    fn revoke(&self, task_id: u64, lease_id: u64) -> bool {
-        match self.map().get(&task_id) {
-            Some(lease) if lease.lease_id() == lease_id => {
-                lease.revoked.cancel();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Forgets a task once it ended and its ack or nack is settled.
-    fn finish(&self, lease: &Arc<TaskLease>) {
-        let mut map = self.map();
-        // A newer delivery of the same task may have replaced this entry.
-        if map.get(&lease.task_id).is_some_and(|l| Arc::ptr_eq(l, lease)) {
-            map.remove(&lease.task_id);
-            self.count.send_replace(map.len());
-        }
-    }
-
-    /// What a reconnect reclaims: every task still ours (running, or finished with its ack or nack pending).
-    fn reclaim_items(&self) -> Vec<ReclaimItem> {
-        self.map()
-            .values()
-            .filter(|l| !l.stop.is_cancelled())
-            .map(|l| ReclaimItem { task_id: l.task_id, attempt: l.attempt, lease_id: l.lease_id() })
-            .collect()
-    }
-
-    /// Applies a reclaim's results: OK swaps in the new lease id; anything else stops the task.
-    fn reclaimed(&self, results: Vec<ReclaimResult>) {
-        {
-            let map = self.map();
-            for r in results {
-                let Some(lease) = map.get(&r.task_id) else { continue };
-                let code = ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal);
-                if code == ErrorCode::Ok {
-                    lease.lease_id.store(r.lease_id, Ordering::SeqCst);
-                    tracing::info!(
-                        task_id = r.task_id,
-                        lease_id = r.lease_id,
-                        "reclaimed after a reconnect: keeps running"
-                    );
-                } else {
-                    lease.stop.cancel();
-                    tracing::warn!(
-                        task_id = r.task_id,
-                        code = code.as_str_name(),
-                        "not reclaimed after a reconnect: stopping it (neither acked nor nacked)"
-                    );
-                }
-            }
-        }
-        self.reclaims.send_modify(|n| *n += 1);
-    }
-
-    /// `stale` was refused as STALE_LEASE, and `pushed` is [`Client::reclaims_delivered`] read after that
-    /// reply arrived. Waits until that many reclaims are handled (so one that preceded the refused request on
-    /// its connection is), then returns the lease id that replaced `stale`, or `None` if none did: the lease
-    /// is lost.
-    async fn replacement(&self, pushed: u64, lease: &TaskLease, stale: u64) -> Option<u64> {
-        let mut handled = self.reclaims.subscribe();
-        if tokio::time::timeout(RECLAIM_WAIT, handled.wait_for(|n| *n >= pushed)).await.is_err() {
-            tracing::warn!(task_id = lease.task_id, "reclaim results not handled in time; taking the lease as lost");
-            return None;
-        }
-        let current = lease.lease_id();
-        (current != stale && !lease.stop.is_cancelled()).then_some(current)
     }
 }
 
@@ -464,20 +314,25 @@ async fn handle(
     leased: LeasedTask,
     lease: Arc<TaskLease>,
     running: Running,
+    credit_events: tokio::sync::mpsc::UnboundedSender<Event>,
 ) {
     let (task_id, attempt) = (leased.task_id, leased.attempt);
     let duration = Duration::from_millis(leased.deadline_unix_ms.saturating_sub(now_ms()).max(300));
     let keeper = tokio::spawn(keep_alive(client.clone(), running.clone(), lease.clone(), duration));
     // A task that is not a valid pipeline fails the same way on every agent: it is not retried.
-    let (result, permanent, mut dir) = match pm_task::pipeline::parse_task(&leased.payload) {
+    let mut policy = RetryPolicy::default();
+    let (result, mut permanent, mut dir) = match pm_task::pipeline::parse_task(&leased.payload) {
         // Held until the task has reported: in the shared layout the next task waits for it.
-        Ok(task) => match cfg.task_dirs.enter(task_id, task.resume).await {
-            Ok(dir) => {
-                let dirs = RunDirs { dir: dir.path(), work_root: cfg.task_dirs.root() };
-                (runner.run_in(&task, dirs, task_id, &lease.stop, None).await, false, Some(dir))
+        Ok(task) => {
+            policy = task.retry.clone();
+            match cfg.task_dirs.enter(task_id, task.resume).await {
+                Ok(dir) => {
+                    let dirs = RunDirs { dir: dir.path(), work_root: cfg.task_dirs.root() };
+                    (runner.run_in(&task, dirs, task_id, &lease.stop, None).await, false, Some(dir))
+                }
+                Err(e) => (TaskResult::failed(format!("cannot prepare the task directory: {e}")), false, None),
             }
-            Err(e) => (TaskResult::failed(format!("cannot prepare the task directory: {e}")), false, None),
-        },
+        }
         Err(e) => (TaskResult::failed(format!("invalid task: {e}")), true, None),
     };
     lease.reporting.store(true, Ordering::SeqCst);
@@ -508,8 +363,13 @@ async fn handle(
             Err(e) => tracing::warn!(task_id, "ack failed (the task will be redelivered): {e}"),
         }
     } else {
-        let reason = result.error.clone().unwrap_or_else(|| "failed".into());
-        let backoff = cfg.retry_backoff.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+        let mut reason = result.error.clone().unwrap_or_else(|| "failed".into());
+        if let Some(code) = result.failed_exit_code().filter(|&c| policy.gives_up_on(c)) {
+            permanent = true;
+            reason = format!("exit code {code} is not retried (retry.nonRetryableExitCodes): {reason}");
+        }
+        let defaults = DefaultBackoff { initial: cfg.retry_backoff, max: MAX_BACKOFF, multiplier: 2.0 };
+        let backoff = policy.delay(attempt, defaults);
         tracing::debug!(task_id, attempt, "task failed: {reason}");
         let body = Bytes::from(serde_json::to_vec(&result).unwrap_or_default());
         let nack = |lease_id| {
@@ -533,12 +393,8 @@ async fn handle(
     // Kept (a failure, or --keep-task-dirs): the shared directory's turn passes to the next task.
     drop(dir);
     running.finish(&lease);
-    if running.draining.is_cancelled() {
-        return;
-    }
-    if let Err(e) = client.credit(&cfg.queue, 1).await {
-        tracing::warn!("could not grant a credit back: {e}");
-    }
+    // Its slot is free again: the credits' owner grants it to the queue whose turn it is (none while draining).
+    let _ = credit_events.send(Event::Finished(queue_or_default(&leased.queue).to_string()));
 }
 
 /// Nacks a task stopped by a drain's timeout, asking for no delay: another agent takes it at once. (It counts
@@ -622,14 +478,6 @@ async fn keep_alive(client: Client, running: Running, lease: Arc<TaskLease>, dur
 mod tests {
     use super::*;
 
-    fn leased(task_id: u64, lease_id: u64) -> LeasedTask {
-        LeasedTask { task_id, lease_id, attempt: 2, ..Default::default() }
-    }
-
-    fn result(task_id: u64, code: ErrorCode, lease_id: u64) -> ReclaimResult {
-        ReclaimResult { task_id, code: code as i32, lease_id, deadline_unix_ms: 0 }
-    }
-
     #[tokio::test]
     async fn old_results_directories_are_swept() {
         let root = tempfile::tempdir().unwrap();
@@ -642,49 +490,5 @@ mod tests {
         assert_eq!(sweep_once(root.path(), Duration::from_secs(3600)).await, 1);
         assert!(!root.path().join("1").exists() && root.path().join("2/f").exists());
         assert_eq!(sweep_once(&root.path().join("missing"), Duration::ZERO).await, 0);
-    }
-
-    #[tokio::test]
-    async fn a_stale_reply_waits_for_the_reclaim_pushed_before_it() {
-        let running = Running::default();
-        let (a, b) = (running.start(&leased(1, 10)), running.start(&leased(2, 20)));
-        let items = running.reclaim_items();
-        assert_eq!(items.len(), 2);
-        assert!(items.iter().any(|i| (i.task_id, i.attempt, i.lease_id) == (1, 2, 10)));
-
-        // The client pushed one Reclaimed event (before the refused extend went out); the event loop handles
-        // it a little later: task 1 is ours again as lease 11, task 2 is someone else's.
-        let late = running.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            late.reclaimed(vec![result(1, ErrorCode::Ok, 11), result(2, ErrorCode::StaleLease, 0)]);
-        });
-        assert_eq!(running.replacement(1, &a, 10).await, Some(11), "retry with the new id, keep running");
-        assert_eq!(a.lease_id(), 11);
-        assert!(!a.stop.is_cancelled());
-        assert_eq!(running.replacement(1, &b, 20).await, None, "not reclaimed: lost");
-        assert!(b.stop.is_cancelled(), "a refused reclaim stops the run");
-        assert!(!b.revoked.is_cancelled());
-        // A stopped task is not reclaimed again; revocations name the current lease.
-        assert_eq!(running.reclaim_items().iter().map(|i| i.task_id).collect::<Vec<_>>(), vec![1]);
-        assert!(!running.revoke(1, 10));
-        assert!(running.revoke(1, 11));
-        assert!(a.stop.is_cancelled());
-    }
-
-    #[tokio::test]
-    async fn a_stale_reply_with_no_reclaim_pending_means_the_lease_is_lost() {
-        let running = Running::default();
-        let a = running.start(&leased(1, 10));
-        assert_eq!(running.replacement(0, &a, 10).await, None);
-        // An id already replaced before the reply was read: retry at once with the new one.
-        running.reclaimed(vec![result(1, ErrorCode::Ok, 12)]);
-        assert_eq!(running.replacement(1, &a, 10).await, Some(12));
-        // A newer delivery of the same task replaces the entry; the old run's finish leaves it alone.
-        let newer = running.start(&leased(1, 30));
-        running.finish(&a);
-        assert_eq!(running.reclaim_items().iter().map(|i| i.lease_id).collect::<Vec<_>>(), vec![30]);
-        running.finish(&newer);
-        assert!(running.reclaim_items().is_empty());
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::agent::AgentConfig;
 use crate::executor::Executors;
+use crate::queues::QueueSpec;
 use crate::runner::Runner;
 use crate::task_dirs::{TaskDirs, TaskDirsMode};
 
@@ -53,9 +54,17 @@ pub struct AgentArgs {
 /// How the agent takes tasks from a scheduler (`pm-agent run`, `pm dev`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct LeaseArgs {
-    /// Queue to take tasks from.
-    #[arg(long, env = "PM_QUEUE", default_value = "default")]
-    pub queue: String,
+    /// Queues to take tasks from, comma-separated: names, and patterns where `*` stands for any characters
+    /// (`myapp/*`: every pipeline of the application myapp; `*`: every queue). A pattern's queues are learned
+    /// from the scheduler every --queue-refresh, so new ones are served too. The concurrency is shared fairly
+    /// between the queues: those with ready tasks first, each in turn. Default: `default` for `pm-agent run`,
+    /// `*` for `pm dev`.
+    #[arg(long, env = "PM_QUEUE")]
+    pub queue: Option<String>,
+    /// How often the agent asks the scheduler for its queues and their ready tasks, when it serves patterns
+    /// or several queues (e.g. `500ms`, `2s`).
+    #[arg(long, env = "PM_QUEUE_REFRESH", value_parser = parse_secs, default_value = "1s")]
+    pub queue_refresh: Duration,
     /// Executors this agent declares to the scheduler, comma-separated: it is leased only tasks whose
     /// executors are all among them (capability routing). Default: the names of --executors when it lists
     /// them; otherwise none declared, and the agent is leased any task of its queue.
@@ -75,10 +84,10 @@ pub struct LeaseArgs {
     #[arg(long, env = "PM_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Cluster: once the home node has been unreachable this long, connect to the other members in turn
-    /// (e.g. `30s`; default: wait for the home node). Tasks that were running for the lost node are stopped
-    /// (they run again when it returns).
-    #[arg(long, env = "PM_FAILOVER_AFTER", value_parser = parse_secs)]
-    pub failover_after: Option<Duration>,
+    /// (e.g. `30s`), going back home when it answers again; `off` waits for the home node. Tasks that were
+    /// running for the lost node are stopped (they run again when it returns).
+    #[arg(long, env = "PM_FAILOVER_AFTER", value_parser = parse_failover, default_value = "5s")]
+    pub failover_after: Duration,
     /// On SIGTERM the agent takes no new tasks and lets the running ones finish for this long (e.g. `25s`);
     /// then it stops them and hands them back to the scheduler, which gives them to another agent at once.
     /// Keep it under the pod's terminationGracePeriodSeconds.
@@ -90,13 +99,14 @@ impl LeaseArgs {
     /// The values of an agent that leases nothing (`pm-agent serve`): no queue, no token, no capabilities.
     pub fn none() -> LeaseArgs {
         LeaseArgs {
-            queue: String::new(),
+            queue: None,
+            queue_refresh: crate::credits::DEFAULT_REFRESH,
             capabilities: Some(Vec::new()),
             retry_backoff_ms: 1000,
             client_id: None,
             token: None,
             token_file: None,
-            failover_after: None,
+            failover_after: Duration::ZERO,
             drain_timeout: Duration::ZERO,
         }
     }
@@ -107,6 +117,14 @@ fn parse_secs_any(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .or_else(|_| s.trim().parse::<u64>().map(Duration::from_secs))
         .map_err(|_| format!("{s:?} is not a duration like 30m, 24h or 7d"))
+}
+
+/// [`parse_secs`], or `off` (zero: no failover).
+fn parse_failover(s: &str) -> Result<Duration, String> {
+    if s.trim() == "off" {
+        return Ok(Duration::ZERO);
+    }
+    parse_secs(s)
 }
 
 /// Parses `500ms`, `30s`, `5m` or a bare number of seconds.
@@ -128,7 +146,12 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 
 impl AgentArgs {
     /// Validates the options, creates the work directory, and returns what [`crate::agent::run`] takes.
-    pub fn build(self, lease: LeaseArgs, server: String) -> Result<(AgentConfig, Runner), String> {
+    /// `default_queue` is served when --queue is not given.
+    pub fn build(self, lease: LeaseArgs, server: String, default_queue: &str) -> Result<(AgentConfig, Runner), String> {
+        let queues = QueueSpec::parse(lease.queue.as_deref().unwrap_or(default_queue))?;
+        if lease.queue_refresh.is_zero() {
+            return Err("--queue-refresh must be above 0".into());
+        }
         let executors = Executors::from_args_or_env(self.executors.as_deref(), self.pod_dir, std::env::vars_os())?;
         let capabilities = match lease.capabilities {
             Some(list) => list.into_iter().map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
@@ -167,19 +190,51 @@ impl AgentArgs {
         let cfg = AgentConfig {
             token,
             server,
-            queue: lease.queue,
+            queues,
+            queue_refresh: lease.queue_refresh,
             concurrency,
             work_root,
             task_dirs,
             remove_task_dirs: !self.keep_task_dirs,
             retry_backoff: Duration::from_millis(lease.retry_backoff_ms),
             client_id: lease.client_id.unwrap_or_else(|| format!("pm-agent-{}", std::process::id())),
-            failover_after: lease.failover_after,
+            failover_after: (!lease.failover_after.is_zero()).then_some(lease.failover_after),
             drain_timeout: lease.drain_timeout,
             tls: None,
             capabilities,
             results_retention: self.results_retention,
         };
         Ok((cfg, Runner::new(executors, self.tail_bytes)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        lease: LeaseArgs,
+    }
+
+    fn lease(args: &[&str]) -> LeaseArgs {
+        Cli::try_parse_from(std::iter::once("pm-agent").chain(args.iter().copied())).unwrap().lease
+    }
+
+    #[test]
+    fn failing_over_is_on_by_default_and_can_be_turned_off() {
+        assert_eq!(lease(&[]).failover_after, Duration::from_secs(5));
+        assert_eq!(lease(&["--failover-after", "30s"]).failover_after, Duration::from_secs(30));
+        assert_eq!(lease(&["--failover-after", "off"]).failover_after, Duration::ZERO);
+        assert!(Cli::try_parse_from(["pm-agent", "--failover-after", "soon"]).is_err());
+    }
+
+    #[test]
+    fn the_queue_list_and_its_refresh() {
+        let l = lease(&["--queue", "a,app/*", "--queue-refresh", "250ms"]);
+        assert_eq!((l.queue.as_deref(), l.queue_refresh), (Some("a,app/*"), Duration::from_millis(250)));
+        assert_eq!(lease(&[]).queue, None, "each binary has its own default");
     }
 }

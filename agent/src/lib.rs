@@ -3,7 +3,9 @@
 //! # Modules, top down
 //!
 //! - [`agent`]: the loop around the runner: credits, lease extension while a task runs, ack with the result
-//!   or nack with the reason. [`args`]: its command-line options.
+//!   or nack with the reason. [`args`]: its command-line options. [`queues`]: which queues it serves
+//!   (names and patterns); [`credits`]: how its concurrency is shared between them. `running`: the running
+//!   tasks and their leases, which a reconnect's reclaim renews.
 //! - `api` (feature `api`): the direct-run API (HTTP and gRPC on one port) and the probes endpoint.
 //! - [`runner`]: runs one task's steps, each command on its step's executor, and says what they did.
 //! - [`task_dirs`]: where a task runs (`<work dir>/task-<id>`, or the work directory itself, shared by one
@@ -25,10 +27,13 @@ pub mod agent;
 pub mod api;
 pub mod args;
 pub mod command;
+pub mod credits;
 pub mod exec_server;
 pub mod executor;
 pub mod output;
+pub mod queues;
 pub mod runner;
+mod running;
 pub mod tally;
 pub mod task_dirs;
 pub mod wire;

@@ -12,8 +12,6 @@ use pm_agent::exec_server;
 use pm_agent::runner::Runner;
 use pm_agent::wire::pod::socket_path;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 #[cfg(feature = "api")]
 use pm_agent::api::ApiArgs;
@@ -39,6 +37,8 @@ struct ProbeArgs {
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    #[command(flatten)]
+    log: pm_logging::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging();
+    pm_logging::init(cli.log.log_format, "info");
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -121,20 +121,6 @@ fn main() -> ExitCode {
             }
         },
     }
-}
-
-/// Logs to stderr, filtered by RUST_LOG as `level` or `target=level,...` (no regular expressions: a smaller
-/// binary); INFO by default.
-fn init_logging() {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|s| s.parse::<Targets>().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
-        .with(filter)
-        .init();
 }
 
 /// `pm-agent run`: leases tasks from the scheduler (and serves the API, if asked) until stopped.
@@ -414,7 +400,7 @@ async fn wait_for_signal() {
 
 /// Validates the agent options; `None` (after saying why) on a usage error.
 fn build(args: AgentArgs, lease: LeaseArgs, server: String) -> Option<(AgentConfig, Runner)> {
-    args.build(lease, server).map_err(|e| eprintln!("pm-agent: {e}")).ok()
+    args.build(lease, server, pm_protocol::limits::DEFAULT_QUEUE).map_err(|e| eprintln!("pm-agent: {e}")).ok()
 }
 
 /// Validates the API options, binds, and serves the direct-run API in the background (prints

@@ -125,6 +125,16 @@ impl TaskResult {
     pub fn failed(why: impl Into<String>) -> TaskResult {
         TaskResult { ok: false, error: Some(why.into()), resumed_steps: 0, steps: Vec::new() }
     }
+
+    /// The exit code of the command that failed the task: the last one that ran, if it exited non-zero (not
+    /// when it was killed by a signal or a timeout, or could not start).
+    pub fn failed_exit_code(&self) -> Option<i32> {
+        if self.ok {
+            return None;
+        }
+        let last = self.steps.last()?.commands.last()?;
+        last.exit_code.filter(|&c| c != 0 && !last.timed_out && last.error.is_none())
+    }
 }
 
 /// What a streaming run reports as it goes.

@@ -118,7 +118,15 @@ pub(crate) async fn run(
         if reason == CLOSED || !opts.reconnect {
             return;
         }
-        tracing::debug!(%addr, "connection lost ({reason}); reconnecting");
+        // An agent's lease connection warns at once and at each failed retry: while it is down the agent is
+        // given nothing. Other clients stay at DEBUG (their calls fail with the reason).
+        let loud = leases.is_some();
+        if loud {
+            tracing::warn!(%addr, "connection to the scheduler lost ({reason}); reconnecting");
+        } else {
+            tracing::debug!(%addr, "connection lost ({reason}); reconnecting");
+        }
+        let mut attempt = 0u32;
         let mut backoff = Duration::from_millis(20);
         let down_since = tokio::time::Instant::now();
         let mut round = 0usize;
@@ -144,7 +152,12 @@ pub(crate) async fn run(
             }
             match connect(target, &opts).await {
                 Ok((mut c, welcome)) => match reclaim(&mut c, &opts, &welcome, &leases, &shared, &mut credits).await {
-                    Ok(()) => break c,
+                    Ok(()) => {
+                        if loud {
+                            tracing::info!(%target, attempts = attempt + 1, "reconnected to the scheduler");
+                        }
+                        break c;
+                    }
                     Err(ReclaimFailed { reason, refused }) => {
                         if refused {
                             // This server does not take Reclaim (an older version, or not an agent connection):
@@ -157,7 +170,11 @@ pub(crate) async fn run(
                     }
                 },
                 Err(e) => {
-                    tracing::debug!(%addr, "reconnect failed: {e}");
+                    if loud {
+                        tracing::warn!(%target, attempt = attempt + 1, "cannot reach the scheduler: {e}; retrying");
+                    } else {
+                        tracing::debug!(%addr, "reconnect failed: {e}");
+                    }
                     // Fail queued requests instead of letting them wait for a server that may be gone.
                     while let Ok(cmd) = cmds.try_recv() {
                         match cmd {
@@ -172,6 +189,7 @@ pub(crate) async fn run(
                     }
                 }
             }
+            attempt += 1;
             let jitter = rand::random::<f64>() * 0.5 + 0.75;
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
             backoff = (backoff * 2).min(opts.max_backoff);

@@ -60,6 +60,10 @@ struct Cli {
     /// No progress line, even on a terminal.
     #[arg(long, global = true)]
     quiet: bool,
+    /// The client library's warnings (a lost connection, a reconnect) on stderr; level via RUST_LOG, default
+    /// `warn`.
+    #[command(flatten)]
+    log: pm_logging::LogArgs,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -226,6 +230,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    pm_logging::init(cli.log.log_format, "warn");
     let target = match Target::parse(&cli.target, &cli.queue, &cli.token) {
         Ok(t) => t,
         Err(e) => {

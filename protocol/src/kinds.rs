@@ -105,7 +105,8 @@ impl Kind {
             Kind::Reclaim(_) => info("reclaim", ToServer, Roles::AGENT, true),
             Kind::ReclaimReply(_) => info("reclaim_reply", ToClient, SERVER, true),
             // Operators: producers may read (stats, listings, dead letters), admins may also act.
-            Kind::StatsRequest(_) => info("stats_request", ToServer, PRODUCERS.or(Roles::PEER), true),
+            // Agents too: an agent serving `myapp/*` learns the queue names and their backlogs from it.
+            Kind::StatsRequest(_) => info("stats_request", ToServer, PRODUCERS.or(Roles::PEER).or(Roles::AGENT), true),
             Kind::StatsReply(_) => info("stats_reply", ToClient, SERVER, true),
             Kind::DeadLetterList(_) => info("dead_letter_list", ToServer, PRODUCERS, true),
             Kind::DeadLetterListReply(_) => info("dead_letter_list_reply", ToClient, SERVER, true),

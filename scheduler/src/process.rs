@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use tracing_subscriber::EnvFilter;
-
 use crate::config::{Config, LogFormat};
 use crate::http;
 use crate::node::Node;
@@ -160,14 +158,7 @@ pub fn abort_on_panic() {
     }));
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`): see `pm-logging`.
 pub fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // `log_internal_errors(false)`: a failed log write (stderr on a full disk) must not panic via eprintln!.
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    pm_logging::init(format, "info");
 }

@@ -6,9 +6,11 @@
 //!
 //! - [`pipeline`]: the task JSON (both dialects of the original project) parsed into a `TaskSpec`, follow-up
 //!   tasks, and the executors a task needs.
+//! - [`retry`]: a task's retry policy (`retry`: attempts, backoff, exit codes not worth retrying).
 //! - [`template`]: applications and pipeline templates, filled in safely with a producer's parameters.
 //! - [`ring`]: rendezvous hashing of task keys onto the scheduler nodes of a cluster.
 
 pub mod pipeline;
+pub mod retry;
 pub mod ring;
 pub mod template;

@@ -9,7 +9,8 @@
 //!
 //! Optional additions (all camelCase, see docs/task-format.md): per step `timeoutSeconds`, `env`, `workDir`,
 //! `continueOnError`; per command either a string or `{"run": "...", "timeoutSeconds": n}`; per task `queue`,
-//! `key`, `priority`, `delaySeconds`, `maxAttempts`, `leaseSeconds`, `idempotencyKey`, `timeoutSeconds`, `resume`;
+//! `key`, `priority`, `delaySeconds`, `maxAttempts`, `retry` ([`crate::retry`]), `leaseSeconds`, `idempotencyKey`,
+//! `timeoutSeconds`, `resume`;
 //! and for chaining `onSuccess` / `onFailure` (task documents submitted by the scheduler when this one
 //! succeeds or fails, to any queue, nested into trees), `flowId` (groups a tree), and `parent` (set by the
 //! scheduler on a follow-up: the finished task's id, key, queue and state).
@@ -25,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use pm_protocol::limits::{DEFAULT_QUEUE, MAX_KEY_BYTES, MAX_QUEUE_NAME_BYTES};
 use pm_protocol::pb::TaskSpec;
+
+use crate::retry::RetryPolicy;
 
 /// Why a task document was refused.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +128,7 @@ struct RawTask {
     priority: Option<i32>,
     delay_seconds: Option<f64>,
     max_attempts: Option<u32>,
+    retry: Option<RetryPolicy>,
     lease_seconds: Option<f64>,
     idempotency_key: Option<String>,
     timeout_seconds: Option<f64>,
@@ -145,6 +149,8 @@ pub struct Task {
     pub timeout_seconds: Option<f64>,
     /// A retry skips the steps an earlier attempt completed (they are safe to skip): `resume: true`.
     pub resume: bool,
+    /// How failed attempts are retried (`retry`; empty: the defaults).
+    pub retry: RetryPolicy,
     /// Scheduling options, ready to send; `payload` is left empty.
     pub spec: TaskSpec,
     /// Follow-ups to submit when it succeeds.
@@ -209,6 +215,14 @@ fn parse_at(raw: RawTask, depth: usize) -> Result<Task, PipelineError> {
         }
     }
     check_seconds(raw.timeout_seconds, "timeoutSeconds")?;
+    let retry = raw.retry.unwrap_or_default();
+    retry.validate().map_err(PipelineError::Invalid)?;
+    let max_attempts = match (raw.max_attempts, retry.max_attempts) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(PipelineError::Invalid(format!("maxAttempts ({a}) and retry.maxAttempts ({b}) differ")));
+        }
+        (a, b) => a.or(b).unwrap_or(0),
+    };
     check_seconds(raw.delay_seconds, "delaySeconds")?;
     check_seconds(raw.lease_seconds, "leaseSeconds")?;
     let queue = raw.queue.unwrap_or_default();
@@ -224,7 +238,7 @@ fn parse_at(raw: RawTask, depth: usize) -> Result<Task, PipelineError> {
         key,
         priority: raw.priority.unwrap_or(0),
         delay_ms: secs_to_ms(raw.delay_seconds),
-        max_attempts: raw.max_attempts.unwrap_or(0),
+        max_attempts,
         lease_ms: secs_to_ms(raw.lease_seconds).min(u64::from(u32::MAX)) as u32,
         idempotency_key,
         executors: executor_names(&steps),
@@ -237,6 +251,7 @@ fn parse_at(raw: RawTask, depth: usize) -> Result<Task, PipelineError> {
         steps,
         timeout_seconds: raw.timeout_seconds,
         resume: raw.resume,
+        retry,
         spec,
         on_success,
         on_failure,

@@ -5,6 +5,11 @@
 //! behind its sockets ([`crate::exec_server`]): a pod or gRPC executor is this module in another container.
 //! Invariant: when the command ends, times out or is cancelled, or this future is dropped, its whole process
 //! group is killed, so nothing it started in the background outlives it.
+//!
+//! That holds when this process is killed with `SIGKILL` too, with no `unsafe` (no `pre_exec` for
+//! `PR_SET_PDEATHSIG`): each command starts under [`WATCHED`], a few lines of `sh` that leave a watcher in the
+//! command's process group, reading a pipe whose only writer is this process. The kernel closes that pipe when
+//! this process dies, however it dies; the watcher then reads end-of-file and kills the group.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -25,6 +30,15 @@ enum Ended {
     Cancelled,
 }
 
+/// Starts `SHELL -c LINE` (`$1`, `$2`) in this process group with a watcher beside it: the pipe on stdin is
+/// moved to fd 3 (a background list's stdin is `/dev/null`), the watcher reads it until end-of-file, which comes
+/// only when this process has died (it never writes), and then kills the whole group, itself included
+/// (`kill -9 0`). The command gets `/dev/null` as stdin and not the pipe, and `exec` makes it the group leader's
+/// pid, so its exit status is the command's. The watcher's output goes to `/dev/null`: it never holds the
+/// command's output pipes open.
+pub const WATCHED: &str =
+    r#"exec 3<&0; (while read -r _ <&3; do :; done; kill -9 0) >/dev/null 2>&1 & exec "$1" -c "$2" 3<&- </dev/null"#;
+
 /// Runs `spec` here and waits for it to end, killing its process group at `deadline` or when `cancel` fires.
 pub(crate) async fn run_local<S: OutputSink>(
     spec: &CommandSpec,
@@ -44,12 +58,12 @@ pub(crate) async fn run_with_shell<S: OutputSink>(
     cancel: &CancellationToken,
     sink: &mut S,
 ) -> Outcome {
-    let mut cmd = tokio::process::Command::new(shell);
-    cmd.arg("-c")
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.args(["-c", WATCHED, "pm-watch", shell])
         .arg(&spec.run)
         .current_dir(&spec.work_dir)
         .envs(&spec.env)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -57,15 +71,16 @@ pub(crate) async fn run_with_shell<S: OutputSink>(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && spec.work_dir.is_dir() => {
-            return Outcome::error(format!(
-                "cannot start `{shell}` (is there a `{shell}` on this container's PATH?): {e}"
-            ));
+            // `sh` runs the watcher; another shell missing exits 127 with `exec: NAME: not found` on stderr.
+            return Outcome::error(format!("cannot start `sh` (is there a `sh` on this container's PATH?): {e}"));
         }
-        Err(e) => return Outcome::error(format!("cannot start `{shell}` in {}: {e}", spec.work_dir.display())),
+        Err(e) => return Outcome::error(format!("cannot start `sh` in {}: {e}", spec.work_dir.display())),
     };
     let pid = child.id();
     // If this future is dropped mid-run (the runtime shuts down), the whole group still dies.
     let _group = GroupGuard(pid);
+    // The watcher's pipe: held open, never written, until the command is over (or this process dies).
+    let _lifeline = child.stdin.take();
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
     let (mut obuf, mut ebuf) = (vec![0u8; 8192], vec![0u8; 8192]);
     let own_deadline = (spec.timeout_ms > 0).then(|| Instant::now().checked_add(ms(spec.timeout_ms))).flatten();
@@ -257,5 +272,48 @@ mod tests {
         s.work_dir = PathBuf::from("/nonexistent/pm-test");
         let o = run_local(&s, None, &CancellationToken::new(), &mut Collect::default()).await;
         assert!(o.error.as_deref().unwrap().contains("/nonexistent/pm-test"), "{o:?}");
+    }
+
+    /// The command reads `/dev/null` (not the watcher's pipe) and its exit status is its own.
+    #[tokio::test]
+    async fn the_watched_command_has_no_stdin_and_keeps_its_exit_code() {
+        let mut sink = Collect::default();
+        let o = run_local(&spec("read x; echo \"[$x]\"; exit 9"), None, &CancellationToken::new(), &mut sink).await;
+        assert_eq!(o.exit_code, Some(9));
+        assert_eq!(sink.0, vec![(Stream::Stdout, b"[]\n".to_vec())]);
+    }
+
+    /// The watcher kills the command's group once its pipe's writer is gone, as when this process is killed:
+    /// here the writer is a pipe end dropped by hand.
+    #[test]
+    fn the_watcher_kills_the_group_when_the_writer_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let run = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", WATCHED, "pm-watch", "sh", &run])
+            .stdin(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = loop {
+            match std::fs::read_to_string(&pid_file) {
+                Ok(p) if p.ends_with('\n') => break p.trim().to_string(),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+        assert!(alive());
+        drop(child.stdin.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "the group, its leader included, was killed");
+        for _ in 0..500 {
+            if !alive() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the background sleep outlived the writer");
     }
 }

@@ -23,14 +23,8 @@ pub enum StoreKind {
     Sled,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// Log output format (shared by every binary: `pm-logging`).
+pub use pm_logging::LogFormat;
 
 /// `pm-scheduler`: a pipeline-manager scheduler node.
 ///
@@ -273,7 +267,8 @@ pub struct Config {
     /// On SIGTERM/SIGINT: how long to wait for in-flight writes and replies before exiting.
     #[arg(long, env = "PM_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// Log format (level via `RUST_LOG`, default `info`).
+    /// Log format on stderr: `text` (colours only on a terminal) or `json`, one object per line (level via
+    /// `RUST_LOG`, default `info`).
     #[arg(long, env = "PM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Let the kernel back the heap with transparent huge pages. Off by default: khugepaged fills partly used

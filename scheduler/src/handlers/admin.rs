@@ -132,8 +132,10 @@ pub fn dead_delete(ctx: &mut ConnCtx, req: pb::DeadLetterDelete) {
 
 /// Queue counters of every shard, plus node-wide figures.
 pub fn stats(ctx: &mut ConnCtx, req: pb::StatsRequest) {
-    // Peer nodes ask many times a second and only look at the queues: spare them the directory scan.
-    let (disk, segments) = if ctx.role == pm_protocol::Role::Peer { (0, 0) } else { dir_usage(&ctx.server.data_dir) };
+    // Peer nodes and agents ask every second or more often and only look at the queues: spare them the
+    // directory scan.
+    let quick = matches!(ctx.role, pm_protocol::Role::Peer | pm_protocol::Role::Agent);
+    let (disk, segments) = if quick { (0, 0) } else { dir_usage(&ctx.server.data_dir) };
     let reply = pb::StatsReply {
         request_id: req.request_id,
         queues: Vec::new(),
