@@ -1,6 +1,8 @@
 //! `pmctl` and the Rust client on a 3-node cluster of real scheduler processes: a submit while a member is
 //! down reports every task (id or error, in order) and running it again duplicates none; the client's batch
-//! API answers per task when a member dies.
+//! API answers per task when a member dies; `stats` and `dead-letter list` cover every member and name the
+//! ones that are down; every command takes a member list; stealing and redirects show in `cluster status`
+//! and `stats`.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -8,8 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pm_client::{Client, Cluster, ClusterOptions, ConnectOptions, ErrorKind};
-use pm_protocol::pb::TaskSpec;
+use pm_client::{AgentEvent, Client, Cluster, ClusterOptions, ConnectOptions, ErrorKind};
+use pm_protocol::pb::{NackItem, TaskSpec};
 use pm_protocol::ErrorCode;
 use pm_task::ring::Ring;
 use pm_testkit::{pmctl, SchedulerCluster};
@@ -32,20 +34,9 @@ fn json_of(o: &std::process::Output) -> Value {
     serde_json::from_str(stdout(o).trim()).unwrap_or_else(|e| panic!("{e}: {} / {}", stdout(o), stderr(o)))
 }
 
-/// Ready tasks of `queue` over every member, from each member's `pmctl stats --json`.
-fn ready(members: &[String], queue: &str) -> u64 {
-    members
-        .iter()
-        .map(|m| {
-            let stats = json_of(&pmctl(m, &["stats", "--json"], None));
-            stats["queues"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|q| q["queue"] == queue)
-                .map_or(0, |q| q["ready"].as_u64().unwrap())
-        })
-        .sum()
+/// The cluster-wide total of `field` of `queue` in `pmctl stats --json`.
+fn total(stats: &Value, queue: &str, field: &str) -> u64 {
+    stats["queues"].as_array().unwrap().iter().find(|q| q["queue"] == queue).map_or(0, |q| q[field].as_u64().unwrap())
 }
 
 #[test]
@@ -120,11 +111,14 @@ fn a_submit_with_a_member_down_reports_every_task_and_running_it_again_duplicate
         assert_eq!(rest, format!("duplicate of {id}"), "{line}");
     }
     // Each task is queued exactly once, over the whole cluster.
-    assert_eq!(ready(&members, "sub"), keys.len() as u64);
+    let all = members.join(",");
+    let stats = json_of(&pmctl(&all, &["stats", "--json"], None));
+    assert_eq!(total(&stats, "sub", "ready"), keys.len() as u64, "{stats}");
     // Opting out of the keys enqueues them again.
-    let out = pmctl(&members.join(","), &["submit", "--no-idempotency-key", &file], None);
+    let out = pmctl(&all, &["submit", "--no-idempotency-key", &file], None);
     assert!(out.status.success() && !stdout(&out).contains("duplicate"), "{}", stdout(&out));
-    assert_eq!(ready(&members, "sub"), 2 * keys.len() as u64);
+    let stats = json_of(&pmctl(&all, &["stats", "--json"], None));
+    assert_eq!(total(&stats, "sub", "ready"), 2 * keys.len() as u64, "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,4 +168,158 @@ async fn the_client_batch_answers_per_task_when_a_member_dies_mid_batch() {
     let p = Client::connect(&members[1], ConnectOptions::producer()).await.unwrap();
     let q = p.stats().await.unwrap().queues.into_iter().find(|q| q.queue == "batch").unwrap();
     assert_eq!(q.ready, 8, "7 tasks and the warm-up one");
+}
+
+/// Dead-letters one task of `queue` on `node` (max one attempt, nacked by an agent) and returns its id.
+async fn bury(cluster: &Cluster, node: &str, queue: &str, key: &str) -> u64 {
+    let spec = TaskSpec {
+        queue: queue.into(),
+        key: key.into(),
+        max_attempts: 1,
+        payload: Bytes::from_static(br#"{"pipeline":[{"executorName":"sh","commands":["false"]}]}"#),
+        ..Default::default()
+    };
+    let id = cluster.submit(vec![spec]).await.unwrap()[0].task_id;
+    let (a, mut leases) = Client::connect_agent(node, ConnectOptions::agent().reconnect(false)).await.unwrap();
+    a.credit(queue, 1).await.unwrap();
+    let t = loop {
+        match tokio::time::timeout(Duration::from_secs(10), leases.next()).await.unwrap() {
+            Some(AgentEvent::Leased(t)) => break t,
+            Some(_) => continue,
+            None => panic!("no lease"),
+        }
+    };
+    assert_eq!(t.task_id, id);
+    let nack = NackItem { lease_id: t.lease_id, reason: format!("exit 1 on {key}"), ..Default::default() };
+    assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_dead_letters_cover_every_member_and_name_the_ones_that_are_down() {
+    let mut c = SchedulerCluster::start(3, &[]);
+    let members = c.members();
+    let all = members.join(",");
+    let ring = Ring::new(members.clone()).unwrap();
+    let cluster =
+        Cluster::connect(&[members[0].clone()], ConnectOptions::producer(), ClusterOptions::default()).await.unwrap();
+    let mut dead = Vec::new();
+    for (o, node) in members.iter().enumerate() {
+        dead.push(bury(&cluster, node, "dl", &keys_of(&ring, o, 1, "dl")[0]).await);
+    }
+
+    // Every member's dead letters, oldest first, with their member and each member's count.
+    let out = pmctl(&all, &["dead-letter", "list"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("ID ") && lines[0].contains("MEMBER"), "{text}");
+    assert_eq!(lines.len(), 5, "header, three letters, counts: {text}");
+    let mut sorted = dead.clone();
+    sorted.sort();
+    for (line, id) in lines[1..4].iter().zip(&sorted) {
+        assert!(line.starts_with(&id.to_string()), "{text}");
+        assert!(line.contains(&members[Ring::ordinal_of_task(*id)]), "{text}");
+    }
+    assert!(lines[4].ends_with("total 3 (listed 3)"), "{text}");
+    let stats = json_of(&pmctl(&all, &["stats", "--json"], None));
+    assert_eq!((total(&stats, "dl", "dead"), stats["members"].as_array().unwrap().len()), (3, 3), "{stats}");
+    assert_eq!(stats["down"], json!([]));
+
+    // Every command takes a member list, and the first that answers serves it (the first here is not one).
+    let app = tempfile::NamedTempFile::new().unwrap();
+    let def = json!({"name": "lists", "pipelines": [{"name": "p", "template": {"pipeline": [{"executorName": "sh", "commands": ["true"]}]}}]});
+    std::fs::write(app.path(), def.to_string()).unwrap();
+    let seeds = format!("127.0.0.1:1,{all}");
+    let out = pmctl(&seeds, &["app", "create", &app.path().display().to_string()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pmctl(&seeds, &["app", "show", "lists"], None);
+    assert!(out.status.success() && stdout(&out).contains("lists/p"), "{}", stderr(&out));
+
+    // A member is down: the others' dead letters and stats are shown, the down one is named, exit 1.
+    c.nodes[1].kill();
+    let out = pmctl(&all, &["dead-letter", "list"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&members[1]) && stderr(&out).contains("did not answer"), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    assert!(!text.contains(&dead[1].to_string()), "{text}");
+    assert!(text.contains(&format!("{} DOWN", members[1])) && text.contains("total 2 (listed 2)"), "{text}");
+    let out = pmctl(&all, &["stats", "--json"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stats = json_of(&out);
+    assert_eq!(stats["down"], json!([members[1]]), "{stats}");
+    assert_eq!(total(&stats, "dl", "dead"), 2, "{stats}");
+    assert_eq!(stats["members"][1]["up"], false);
+    let out = pmctl(&all, &["stats"], None);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("{:<24} DOWN", members[1])) && text.contains("total (2 of 3 up)"), "{text}");
+    assert!(stderr(&out).contains(&members[1]), "{}", stderr(&out));
+
+    // A redrive of every dead letter reaches the members that are up, and names the one that is not.
+    let out = pmctl(&all, &["dead-letter", "redrive", "--all"], None);
+    assert_eq!((out.status.code(), stdout(&out).trim()), (Some(1), "2"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&members[1]), "{}", stderr(&out));
+    // Back up: its dead letter is redriven by id, on the member the id names.
+    c.nodes[1].restart();
+    let out = pmctl(&members[0], &["dead-letter", "redrive", &dead[1].to_string()], None);
+    assert_eq!((out.status.code(), stdout(&out).trim()), (Some(0), "1"), "{}", stderr(&out));
+    let stats = json_of(&pmctl(&all, &["stats", "--json"], None));
+    assert_eq!((total(&stats, "dl", "dead"), total(&stats, "dl", "ready")), (0, 3), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stealing_and_redirects_show_in_cluster_status_and_stats() {
+    let c = SchedulerCluster::start(2, &["--steal-interval", "20ms"]);
+    let members = c.members();
+    let all = members.join(",");
+    let ring = Ring::new(members.clone()).unwrap();
+    // The only agent is on member 0; every task belongs to member 1: member 0 steals them all.
+    let (a, mut leases) = Client::connect_agent(&members[0], ConnectOptions::agent()).await.unwrap();
+    a.credit("steal", 100).await.unwrap();
+    let cluster =
+        Cluster::connect(&[members[0].clone()], ConnectOptions::producer(), ClusterOptions::default()).await.unwrap();
+    let keys = keys_of(&ring, 1, 20, "s");
+    let spec = |k: &String| TaskSpec {
+        queue: "steal".into(),
+        key: k.clone(),
+        payload: Bytes::from(k.clone()),
+        ..Default::default()
+    };
+    cluster.submit(keys.iter().map(spec).collect()).await.unwrap();
+    let mut got = 0;
+    while got < keys.len() {
+        match tokio::time::timeout(Duration::from_secs(10), leases.next()).await.unwrap() {
+            Some(AgentEvent::Leased(t)) => {
+                assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+                got += 1;
+            }
+            Some(_) => {}
+            None => panic!("no lease"),
+        }
+    }
+    // A producer with no ring sends a task of member 1 to member 0: redirected.
+    let direct = Client::connect(&members[0], ConnectOptions::producer()).await.unwrap();
+    let e = direct.submit(vec![spec(&keys[0])]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Redirect);
+
+    let out = pmctl(&all, &["cluster", "status", "--json"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json_of(&out);
+    let n = keys.len() as u64;
+    let (n0, n1) = (&v["nodes"][0], &v["nodes"][1]);
+    assert!(n0["stolen"].as_u64().unwrap() >= n && n1["lent"].as_u64().unwrap() >= n, "{v}");
+    assert_eq!((n0["lent"].as_u64(), n1["stolen"].as_u64()), (Some(0), Some(0)), "{v}");
+    assert_eq!((n0["redirects"].as_u64(), n1["redirects"].as_u64()), (Some(1), Some(0)), "{v}");
+    let text = stdout(&pmctl(&all, &["cluster", "status"], None));
+    assert!(text.contains("LENT") && text.contains("STOLEN") && text.contains("REDIRECTS"), "{text}");
+
+    let stats = json_of(&pmctl(&all, &["stats", "--json"], None));
+    assert!(total(&stats, "steal", "lent") >= n && total(&stats, "steal", "stolen") >= n, "{stats}");
+    assert_eq!(stats["redirects"], 1, "{stats}");
+    assert_eq!(stats["members"][0]["redirects"], 1, "{stats}");
+    let text = stdout(&pmctl(&all, &["stats"], None));
+    let header = text.lines().next().unwrap();
+    assert!(header.starts_with("MEMBER") && header.contains("LENT") && header.ends_with("REDIRECTS"), "{text}");
+    assert!(text.contains("total (2 of 2 up)"), "{text}");
 }

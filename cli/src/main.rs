@@ -36,11 +36,13 @@ enum Cmd {
     ///
     /// Every file is validated first: if any is invalid, nothing is submitted.
     Submit(cmd::submit::Args),
-    /// Queue depth, leases in flight, dead letters, and tasks waiting for a missing executor, per queue.
-    Stats(cmd::admin::StatsArgs),
-    /// Inspect and redrive dead-lettered tasks.
+    /// Queue depth, leases in flight, dead letters, and tasks waiting for a missing executor, per queue; in a
+    /// cluster per member and in total, with work stealing (lent, stolen) and redirects. Exits 1 if a member
+    /// did not answer (it is named, and the totals leave it out).
+    Stats(cmd::stats::StatsArgs),
+    /// Inspect and redrive dead-lettered tasks (of every member in a cluster).
     #[command(name = "dead-letter", subcommand)]
-    DeadLetter(cmd::admin::DeadLetterCmd),
+    DeadLetter(cmd::dead_letter::DeadLetterCmd),
     /// Cancel tasks: they never run (again), and a running one is stopped on its agent. Prints `ID cancelled`
     /// or `ID not found` per id (not found: unknown, or already done, dead-lettered or cancelled); exits 1 if
     /// any id was not cancelled.
@@ -100,8 +102,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let server = &cli.server;
     match &cli.cmd {
         Cmd::Submit(args) => cmd::submit::run(server, args).await,
-        Cmd::Stats(args) => cmd::admin::stats(server, args).await,
-        Cmd::DeadLetter(c) => cmd::admin::dead_letter(server, c).await,
+        Cmd::Stats(args) => cmd::stats::stats(server, args).await,
+        Cmd::DeadLetter(c) => cmd::dead_letter::run(server, c).await,
         Cmd::Cancel(args) => cmd::cancel::run(server, args).await,
         Cmd::Status(args) => cmd::status::run(server, args).await,
         Cmd::Wait(args) => cmd::wait::run(server, args).await,
