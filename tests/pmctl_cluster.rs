@@ -238,6 +238,27 @@ async fn stats_and_dead_letters_cover_every_member_and_name_the_ones_that_are_do
 
     // A member is down: the others' dead letters and stats are shown, the down one is named, exit 1.
     c.nodes[1].kill();
+    // Tasks of a stored pipeline without a key are placed by their idempotency keys: the down member fails
+    // only its share (checked again once it is back, below).
+    let sets = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(sets.path(), "{}\n".repeat(9)).unwrap();
+    let sets = sets.path().display().to_string();
+    let submit_sets =
+        || pmctl(&all, &["submit", "--json", "--app", "lists", "--pipeline", "p", "--params-file", &sets], None);
+    let out = submit_sets();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mut queued: HashMap<u64, u64> = HashMap::new();
+    for r in json_of(&out).as_array().unwrap() {
+        let owner = ring.owner(r["idempotencyKey"].as_str().unwrap().as_bytes()).unwrap();
+        if owner == 1 {
+            assert_eq!((r["code"].as_str(), r["maybeSubmitted"].as_bool()), (Some("Connect"), Some(false)), "{r}");
+        } else {
+            let id = r["taskId"].as_u64().unwrap();
+            assert_eq!(Ring::ordinal_of_task(id), owner, "{r}");
+            queued.insert(r["index"].as_u64().unwrap(), id);
+        }
+    }
+    assert!(!queued.is_empty() && queued.len() < 9, "the sets spread over the members: {queued:?}");
     let out = pmctl(&all, &["dead-letter", "list"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&members[1]) && stderr(&out).contains("did not answer"), "{}", stderr(&out));
@@ -262,6 +283,14 @@ async fn stats_and_dead_letters_cover_every_member_and_name_the_ones_that_are_do
     assert!(stderr(&out).contains(&members[1]), "{}", stderr(&out));
     // Back up: its dead letter is redriven by id, on the member the id names.
     c.nodes[1].restart();
+    let out = submit_sets();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for r in json_of(&out).as_array().unwrap() {
+        match queued.get(&r["index"].as_u64().unwrap()) {
+            Some(id) => assert_eq!((r["taskId"].as_u64(), r["duplicate"].as_bool()), (Some(*id), Some(true)), "{r}"),
+            None => assert_eq!(r["duplicate"], false, "{r}"),
+        }
+    }
     let out = pmctl(&members[0], &["dead-letter", "redrive", &dead[1].to_string()], None);
     assert_eq!((out.status.code(), stdout(&out).trim()), (Some(0), "1"), "{}", stderr(&out));
     let stats = json_of(&pmctl(&all, &["stats", "--json"], None));

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use pm_client::{Cluster, ConnectOptions};
-use pm_protocol::pb::{TaskSpec, TemplateTask};
+use pm_protocol::pb::{SubmitResult, TaskSpec, TemplateTask};
 use pm_task::pipeline::task_spec_from_json;
 use pm_task::template::params_of;
 use serde_json::Value;
@@ -204,8 +204,10 @@ struct TemplateOpts<'a> {
     priority: Option<i32>,
 }
 
-/// Submits one task per parameter set, to the member owning `--key` (the first member without one); one
-/// outcome per set, in order.
+/// Submits one task per parameter set; one outcome per set, in order. With `--key` every task goes to the
+/// member owning it; without, each goes to the member its idempotency key places it on (so a repeat reaches
+/// the member that remembers the key, and a member that is down fails only its share), or to the first member
+/// when it has none. Each member's part goes in requests of at most `max_batch`, the members' at once.
 async fn submit_template(
     cluster: &Cluster,
     app: &str,
@@ -213,11 +215,6 @@ async fn submit_template(
     sets: Vec<HashMap<String, String>>,
     opts: &TemplateOpts<'_>,
 ) -> Result<Vec<Outcome>, Failure> {
-    let ring = cluster.ring();
-    let node = match ring.owner(opts.key.as_bytes()).filter(|_| !opts.key.is_empty()) {
-        Some(o) => ring.members()[o].clone(),
-        None => cluster.nodes().first().cloned().unwrap_or_default(),
-    };
     let mut keys = Keys::default();
     let n = sets.len();
     let tasks: Vec<TemplateTask> = sets
@@ -233,38 +230,58 @@ async fn submit_template(
             TemplateTask { params, key: opts.key.to_string(), idempotency_key, priority: opts.priority, delay_ms: None }
         })
         .collect();
-    let origin = |i: usize, t: &TemplateTask| Origin {
-        file: String::new(),
-        index: i,
-        idempotency_key: t.idempotency_key.clone(),
-    };
-    let client = match cluster.client(&node).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Ok(tasks
-                .iter()
-                .enumerate()
-                .map(|(i, t)| Outcome { origin: origin(i, t), result: Err(e.clone()) })
-                .collect())
+    // The member of each task, and the tasks of each member in input order.
+    let ring = cluster.ring();
+    let first = cluster.nodes().first().cloned().unwrap_or_default();
+    let member_of = |t: &TemplateTask| {
+        let place = if t.key.is_empty() { &t.idempotency_key } else { &t.key };
+        match ring.owner(place.as_bytes()).filter(|_| !place.is_empty()) {
+            Some(o) => ring.members()[o].clone(),
+            None => first.clone(),
         }
     };
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let m = member_of(t);
+        match groups.iter_mut().find(|(g, _)| *g == m) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((m, vec![i])),
+        }
+    }
     let max_batch = cluster.welcome().max_batch.max(1) as usize;
-    let mut out = Vec::with_capacity(n);
-    for (c, chunk) in tasks.chunks(max_batch).enumerate() {
-        let base = c * max_batch;
-        let got = client.submit_template(app, pipeline, chunk.to_vec()).await;
-        for (j, t) in chunk.iter().enumerate() {
-            let result = match &got {
-                Ok(results) => results
+    let parts = groups.iter().flat_map(|(m, idx)| idx.chunks(max_batch).map(move |c| (m.as_str(), c)));
+    let sends = parts.map(|(member, idx)| {
+        let chunk: Vec<TemplateTask> = idx.iter().map(|&i| tasks[i].clone()).collect();
+        async move {
+            let got = match cluster.client(member).await {
+                Ok(c) => c.submit_template(app, pipeline, chunk).await,
+                Err(e) => Err(e),
+            };
+            (idx, got)
+        }
+    });
+    let mut results: Vec<Option<Result<SubmitResult, pm_client::Error>>> = (0..n).map(|_| None).collect();
+    for (idx, got) in futures::future::join_all(sends).await {
+        for (j, &i) in idx.iter().enumerate() {
+            results[i] = Some(match &got {
+                Ok(r) => r
                     .get(j)
                     .cloned()
                     .ok_or_else(|| pm_client::Error::new(pm_client::ErrorKind::Protocol, "fewer results than tasks")),
                 Err(e) => Err(e.clone()),
-            };
-            out.push(Outcome { origin: origin(base + j, t), result });
+            });
         }
     }
-    Ok(out)
+    Ok(tasks
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (t, result))| Outcome {
+            origin: Origin { file: String::new(), index: i, idempotency_key: t.idempotency_key.clone() },
+            result: result
+                .unwrap_or_else(|| Err(pm_client::Error::new(pm_client::ErrorKind::Protocol, "task left unsent"))),
+        })
+        .collect())
 }
 
 #[cfg(test)]
