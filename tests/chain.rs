@@ -117,8 +117,10 @@ async fn follow_ups_run_with_their_parents_values_and_pmctl_flow_shows_the_tree(
     let from_leaf = flow(&s, tree[4].1);
     assert_eq!(from_leaf.iter().map(|t| t.1).collect::<Vec<_>>(), tree.iter().map(|t| t.1).collect::<Vec<_>>());
     let text = out(&pmctl(&s.addr, &["flow", &root.to_string()], None));
-    assert!(text.starts_with(&format!("{root} succeeded  queue default key cust-7\n")), "{text}");
-    assert!(text.contains("   └─ ") && text.contains("      └─ "), "{text}");
+    assert!(text.starts_with(&format!("flow order-42\n{root} succeeded  queue default key cust-7\n")), "{text}");
+    // Each follow-up is marked with the branch of its parent that submitted it.
+    assert_eq!(text.matches("\n   └─ onSuccess: ").count(), 3, "{text}");
+    assert!(text.contains("\n      └─ onFailure: "), "{text}");
     // A bad follow-up is refused at submit, with nothing enqueued.
     let bad = r#"{"pipeline":[{"executorName":"sh","commands":["true"]}],"onSuccess":[{"pipeline":[]}]}"#;
     let file = dir.path().join("bad.json");

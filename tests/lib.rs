@@ -39,12 +39,13 @@ pub async fn assert_no_lease(leases: &mut Leases, d: Duration) {
     }
 }
 
-/// Submits one task document through `pmctl submit` (a real process) and returns its id.
+/// Submits one task document through `pmctl submit` (a real process) and returns its id: a new task at every
+/// call, even for the same document (`--no-idempotency-key`).
 pub fn submit_json(s: &pm_testkit::Scheduler, json: &str) -> u64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("task.json");
     std::fs::write(&file, json).expect("write the task file");
-    let out = pm_testkit::pmctl(&s.addr, &["submit", &file.display().to_string()], None);
+    let out = pm_testkit::pmctl(&s.addr, &["submit", "--no-idempotency-key", &file.display().to_string()], None);
     assert!(out.status.success(), "pmctl: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("pmctl prints the task id")
 }

@@ -32,31 +32,38 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Submit task files (JSON: one task, or an array of tasks; `-` reads stdin), or tasks of a stored pipeline
-    /// by their parameters (`--app A --pipeline P --param NAME=VALUE...`). Prints one task id per line.
+    /// by their parameters (`--app A --pipeline P --param NAME=VALUE...`). Prints one line per task, in order:
+    /// its id (`ID  duplicate of ID` when it was submitted before), or `error: ...`; exits 1 if any task is
+    /// not queued.
     ///
-    /// Every file is validated first: if any is invalid, nothing is submitted.
+    /// Every file is validated first: if any is invalid, nothing is submitted. Every task carries an
+    /// idempotency key (by default derived from its content), so running the same command again queues only
+    /// what is missing (see docs/cli.md).
     Submit(cmd::submit::Args),
-    /// Queue depth, leases in flight, dead letters, and tasks waiting for a missing executor, per queue.
-    Stats(cmd::admin::StatsArgs),
-    /// Inspect and redrive dead-lettered tasks.
+    /// Queue depth, leases in flight, dead letters, and tasks waiting for a missing executor, per queue; in a
+    /// cluster per member and in total, with work stealing (lent, stolen) and redirects. Exits 1 if a member
+    /// did not answer (it is named, and the totals leave it out).
+    Stats(cmd::stats::StatsArgs),
+    /// Inspect and redrive dead-lettered tasks (of every member in a cluster).
     #[command(name = "dead-letter", subcommand)]
-    DeadLetter(cmd::admin::DeadLetterCmd),
+    DeadLetter(cmd::dead_letter::DeadLetterCmd),
     /// Cancel tasks: they never run (again), and a running one is stopped on its agent. Prints `ID cancelled`
     /// or `ID not found` per id (not found: unknown, or already done, dead-lettered or cancelled); exits 1 if
     /// any id was not cancelled.
     Cancel(cmd::cancel::Args),
-    /// What became of tasks: state, attempts, times, and the result the agent reported (per command exit code,
-    /// duration, output tails). Exits 1 if an id is not found.
+    /// What became of tasks: state, attempts, times, flow (parent, children), and the result the agent reported
+    /// (per command its exit status and the tails of its stdout and stderr). Exits 1 if an id is not found.
     Status(cmd::status::Args),
-    /// Wait until tasks finish; print each outcome. Exit code: 0 all succeeded, else that of the first task (in
-    /// argument order) that did not: 2 failed or dead-lettered, 3 cancelled, 4 not finished in time, 1 not
-    /// found.
+    /// Wait until tasks finish; print each outcome (and with `--progress` each change of state on stderr as it
+    /// happens). Exit code: 0 all succeeded, else that of the first task (in argument order) that did not: 2
+    /// failed or dead-lettered, 3 cancelled, 4 not finished in time, 1 not found.
     Wait(cmd::wait::Args),
     /// Why a task is not running now: no agent with credit or with its executors, delayed, held after a
     /// restart, ... (or how it ended).
     Why(cmd::why::Args),
-    /// The flow (tree of chained tasks: `onSuccess` / `onFailure`) a task belongs to, from its root, with each
-    /// task's state. Exits 0 once every task of the tree has succeeded, 1 otherwise.
+    /// The flow (tree of chained tasks: `onSuccess` / `onFailure`) a task belongs to: its flow id, then the tree
+    /// from its root, each task with its state and the branch of its parent that submitted it. Exits 0 once
+    /// every task of the tree has succeeded, 1 otherwise.
     Flow(cmd::flow::Args),
     /// List tasks, newest first, by queue, state, key and flow (live tasks and kept outcomes, every member).
     Ls(cmd::ls::Args),
@@ -100,8 +107,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let server = &cli.server;
     match &cli.cmd {
         Cmd::Submit(args) => cmd::submit::run(server, args).await,
-        Cmd::Stats(args) => cmd::admin::stats(server, args).await,
-        Cmd::DeadLetter(c) => cmd::admin::dead_letter(server, c).await,
+        Cmd::Stats(args) => cmd::stats::stats(server, args).await,
+        Cmd::DeadLetter(c) => cmd::dead_letter::run(server, c).await,
         Cmd::Cancel(args) => cmd::cancel::run(server, args).await,
         Cmd::Status(args) => cmd::status::run(server, args).await,
         Cmd::Wait(args) => cmd::wait::run(server, args).await,

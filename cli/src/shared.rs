@@ -39,7 +39,8 @@ impl Failure {
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
     /// Scheduler address; for a cluster, one or more member addresses, comma-separated (the first that answers
-    /// tells the others).
+    /// tells the others). Every command takes a list: what concerns the whole cluster (stats, dead letters,
+    /// listings, queues) is asked of every member.
     #[arg(long, global = true, env = "PM_SERVER", default_value = "127.0.0.1:7070")]
     server: String,
     /// Bearer token for the scheduler. A producer token submits, reads and cancels (submit, status, wait, why,
@@ -63,18 +64,30 @@ impl ServerArgs {
         }
     }
 
-    /// Connects to the `--server` address (one node).
+    /// The `--server` addresses, in order.
+    fn seeds(&self) -> Vec<String> {
+        self.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    }
+
+    /// Connects to the first of the `--server` addresses that answers (for requests any member answers for
+    /// the whole cluster, such as applications, which every member holds). If none answers, the error is the
+    /// last one's.
     pub async fn connect(&self, opts: ConnectOptions) -> Result<Client, Failure> {
         let opts = self.options(opts)?;
-        Client::connect(&self.server, opts).await.map_err(Failure::failed)
+        let mut last = Failure(EXIT_FAILED, "no --server address given".into());
+        for seed in self.seeds() {
+            match Client::connect(&seed, opts.clone()).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Failure::failed(e),
+            }
+        }
+        Err(last)
     }
 
     /// Connects to the first of the `--server` addresses that answers, routing by key when it is a cluster.
     pub async fn connect_cluster(&self, opts: ConnectOptions) -> Result<Cluster, Failure> {
         let opts = self.options(opts)?;
-        let seeds: Vec<String> =
-            self.server.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-        Cluster::connect(&seeds, opts, ClusterOptions::default()).await.map_err(Failure::failed)
+        Cluster::connect(&self.seeds(), opts, ClusterOptions::default()).await.map_err(Failure::failed)
     }
 }
 

@@ -103,6 +103,12 @@ impl Client {
         (client, lease_rx)
     }
 
+    /// True once the connection is closed for good: it broke with reconnecting off (or reconnecting gave up),
+    /// and every request now fails with [`ErrorKind::Closed`].
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// The server's Welcome from the first handshake.
     pub fn welcome(&self) -> &pb::Welcome {
         &self.welcome

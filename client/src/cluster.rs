@@ -118,15 +118,26 @@ impl Cluster {
         self.nodes().get(ordinal).cloned()
     }
 
-    /// The connection to `node` (opened on first use).
+    /// The connection to `node` (opened on first use, and again when it was closed: with reconnecting off, a
+    /// connection that broke is closed for good).
     pub async fn client(&self, node: &str) -> Result<Client, Error> {
-        let cell = self.inner.state.lock().nodes.entry(node.to_string()).or_default().clone();
+        let cell = {
+            let mut st = self.inner.state.lock();
+            let cell = st.nodes.entry(node.to_string()).or_default();
+            if cell.get().is_some_and(Client::is_closed) {
+                *cell = Arc::new(OnceCell::new());
+            }
+            cell.clone()
+        };
         cell.get_or_try_init(|| Client::connect(node, self.inner.opts.clone())).await.cloned()
     }
 
-    /// Submits tasks, each to the node owning its key; one result per task, in order. A task's `Err` is the
-    /// failure of the request that carried it (for [`ErrorKind::Disconnected`] and [`ErrorKind::Timeout`]
-    /// it may have been enqueued anyway); the other tasks' results stand.
+    /// Submits tasks, each to the node owning its key; one result per task, in order, however many failed.
+    /// The tasks of each member go in requests of at most the server's `max_batch`. A task's `Err` is the
+    /// failure of the request that carried it: [`ErrorKind::Connect`] and [`ErrorKind::NotSent`] (its member
+    /// is down) mean it was not enqueued; after [`ErrorKind::Disconnected`] and [`ErrorKind::Timeout`] it may
+    /// have been. The other tasks' results stand, so a member that is down (or dies mid-batch) fails only the
+    /// tasks it owns. Give tasks idempotency keys to resend the failed ones safely.
     pub async fn submit_each(&self, tasks: Vec<TaskSpec>) -> Vec<Result<SubmitResult, Error>> {
         let n = tasks.len();
         let mut out: Vec<Option<Result<SubmitResult, Error>>> = (0..n).map(|_| None).collect();
@@ -149,7 +160,15 @@ impl Cluster {
                     None => out[i] = Some(Err(Error::new(ErrorKind::NotSent, "no member of the cluster is reachable"))),
                 }
             }
-            let sends = groups.into_iter().map(|((node, failover), idx)| {
+            // Each member's part goes in requests of at most `max_batch` tasks, sent at once.
+            let max_batch = (self.inner.welcome.max_batch as usize).max(1);
+            let parts: Vec<(String, bool, Vec<usize>)> = groups
+                .into_iter()
+                .flat_map(|((node, failover), idx)| {
+                    idx.chunks(max_batch).map(|c| (node.clone(), failover, c.to_vec())).collect::<Vec<_>>()
+                })
+                .collect();
+            let sends = parts.into_iter().map(|(node, failover, idx)| {
                 let specs: Vec<TaskSpec> = idx.iter().map(|&i| tasks[i].clone()).collect();
                 async move {
                     let r = match self.client(&node).await {

@@ -104,6 +104,8 @@ pub struct ServerCtx {
     pub next_conn: AtomicU64,
     /// Open connections.
     pub connections: AtomicU64,
+    /// Submits answered with a Redirect since the node started (`StatsReply.redirects`).
+    pub redirects: AtomicU64,
     /// Node name.
     pub node_id: String,
     /// Cluster mode: the ring of all members (empty for a single node).

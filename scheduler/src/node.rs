@@ -135,6 +135,7 @@ impl Node {
             shards,
             next_conn: AtomicU64::new(1),
             connections: AtomicU64::new(0),
+            redirects: AtomicU64::new(0),
             node_id: cfg.node_id(),
             ring,
             ordinal,

@@ -1,5 +1,6 @@
 //! `pmctl cluster status`: cluster membership and health. Asks every member of the ring for its stats and
-//! shows, per member, whether it answers, which ring (epoch) it holds, its connections and queue totals.
+//! shows, per member, whether it answers, which ring (epoch) it holds, its connections and queue totals, and
+//! its share of work stealing (tasks lent to peers, stolen from peers) and the Submits it redirected.
 //!
 //! Healthy means every member answers and holds the ring pmctl learnt when it connected; otherwise the
 //! command fails (exit 1), e.g. while a membership change is still rolling out.
@@ -11,8 +12,9 @@ use crate::shared::{Failure, ServerArgs, EXIT_FAILED};
 /// The subcommands of `pmctl cluster`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCmd {
-    /// Every member's ring epoch, connections and queue totals. Exits 1 if a member is unreachable or the
-    /// members disagree on the ring (a membership change still rolling out).
+    /// Every member's ring epoch, connections, queue totals, work stealing (tasks lent to peers, stolen from
+    /// peers) and redirected Submits. Exits 1 if a member is unreachable or the members disagree on the ring (a
+    /// membership change still rolling out).
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -44,7 +46,8 @@ async fn status(server: &ServerArgs, json: bool) -> Result<(), Failure> {
                     "ringEpoch": format!("{:#x}", s.ring_epoch), "sameRing": same_ring,
                     "connections": s.connections, "ready": sum(|q| q.ready), "delayed": sum(|q| q.delayed),
                     "leased": sum(|q| q.leased), "dead": sum(|q| q.dead), "agents": sum(|q| q.agents),
-                    "storeDiskBytes": s.store_disk_bytes})
+                    "storeDiskBytes": s.store_disk_bytes, "lent": sum(|q| q.lent), "stolen": sum(|q| q.stolen),
+                    "redirects": s.redirects})
             }
             Err(e) => {
                 healthy = false;
@@ -60,15 +63,15 @@ async fn status(server: &ServerArgs, json: bool) -> Result<(), Failure> {
     } else {
         println!("ring epoch {:#x}  members {}", ring.epoch(), ring.len().max(1));
         println!(
-            "{:>3} {:<28} {:<5} {:>18} {:>6} {:>10} {:>10} {:>10} {:>8}",
-            "#", "MEMBER", "UP", "EPOCH", "CONNS", "READY", "LEASED", "DEAD", "AGENTS"
+            "{:>3} {:<28} {:<5} {:>18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9}",
+            "#", "MEMBER", "UP", "EPOCH", "CONNS", "READY", "LEASED", "DEAD", "AGENTS", "LENT", "STOLEN", "REDIRECTS"
         );
         for r in &rows {
             let s = |k: &str| r.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
             let up = if r["up"] == true { "up" } else { "DOWN" };
             let epoch = if r["sameRing"] == false { format!("{} !", s("ringEpoch")) } else { s("ringEpoch") };
             println!(
-                "{:>3} {:<28} {:<5} {:>18} {:>6} {:>10} {:>10} {:>10} {:>8}",
+                "{:>3} {:<28} {:<5} {:>18} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9}",
                 s("ordinal"),
                 s("member"),
                 up,
@@ -77,7 +80,10 @@ async fn status(server: &ServerArgs, json: bool) -> Result<(), Failure> {
                 s("ready"),
                 s("leased"),
                 s("dead"),
-                s("agents")
+                s("agents"),
+                s("lent"),
+                s("stolen"),
+                s("redirects")
             );
             if let Some(e) = r.get("error") {
                 println!("    {}", e.as_str().unwrap_or_default());

@@ -1,5 +1,9 @@
 //! `pmctl flow`: the flow (tree of chained tasks: `onSuccess` / `onFailure`) a task belongs to, from its
-//! root, with each task's state. Exits 0 once every task of the tree has succeeded, 1 otherwise.
+//! root, with each task's state and the branch that submitted it. Exits 0 once every task of the tree has
+//! succeeded, 1 otherwise.
+//!
+//! A task's follow-ups are submitted when it finishes, for how it ended: those of a task that succeeded come
+//! from its `onSuccess` branch, those of one that failed (or was dead-lettered) from its `onFailure` branch.
 //!
 //! The tree is found through the tasks' statuses: up through `parent_id` to the root, then down through
 //! `children`, one status request per level. A task's children are known once it has finished.
@@ -28,14 +32,22 @@ pub async fn run(server: &ServerArgs, args: &Args) -> Result<(), Failure> {
     let cluster = server.connect_cluster(ConnectOptions::producer()).await?;
     let tree = flow(&cluster, args.id).await.map_err(Failure::failed)?;
     let mut done = 0;
-    for (depth, s) in &tree {
+    if !args.json {
+        if let Some((_, _, root)) = tree.first().filter(|(_, _, r)| !r.flow_id.is_empty()) {
+            println!("flow {}", root.flow_id);
+        }
+    }
+    for (depth, branch, s) in &tree {
         done += usize::from(exit_code(s) == 0);
         if args.json {
             let mut v = to_json(s);
             v["depth"] = serde_json::json!(depth);
+            if let Some(b) = branch {
+                v["branch"] = serde_json::json!(b);
+            }
             println!("{v}");
         } else {
-            println!("{}", flow_line(*depth, s));
+            println!("{}", flow_line(*depth, *branch, s));
         }
     }
     if done < tree.len() {
@@ -50,10 +62,13 @@ pub async fn run(server: &ServerArgs, args: &Args) -> Result<(), Failure> {
 /// Most tasks `pmctl flow` shows.
 const MAX_FLOW_TASKS: usize = 10_000;
 
-/// The flow that `id` belongs to, from its root (found through `parent_id`) down: each task with its depth,
-/// children under their parent in the order they were submitted. Children are known once their parent has
-/// finished (they are part of its outcome).
-async fn flow(cluster: &Cluster, id: u64) -> Result<Vec<(usize, TaskStatus)>, Error> {
+/// One task of a flow: its depth, the branch of its parent that submitted it (none for the root), its status.
+type FlowTask = (usize, Option<&'static str>, TaskStatus);
+
+/// The flow that `id` belongs to, from its root (found through `parent_id`) down: each task with its depth and
+/// branch, children under their parent in the order they were submitted. Children are known once their parent
+/// has finished (they are part of its outcome).
+async fn flow(cluster: &Cluster, id: u64) -> Result<Vec<FlowTask>, Error> {
     let one = |id: u64| async move { status(cluster, &[id]).await.remove(0) };
     let mut root = one(id).await?;
     let mut seen = HashSet::from([root.task_id]);
@@ -82,19 +97,35 @@ async fn flow(cluster: &Cluster, id: u64) -> Result<Vec<(usize, TaskStatus)>, Er
         level = next;
     }
     let mut out = Vec::new();
-    let mut stack = vec![(0usize, root.task_id)];
-    while let Some((depth, id)) = stack.pop() {
+    let mut stack = vec![(0usize, None, root.task_id)];
+    while let Some((depth, branch, id)) = stack.pop() {
         let Some(s) = known.remove(&id) else { continue };
-        stack.extend(s.children.iter().rev().map(|c| (depth + 1, *c)));
-        out.push((depth, s));
+        let children_branch = branch_of_children(&s);
+        stack.extend(s.children.iter().rev().map(|c| (depth + 1, children_branch, *c)));
+        out.push((depth, branch, s));
     }
     Ok(out)
 }
 
-/// One line of `pmctl flow`: the task, indented by its depth, with its state, queue, key and reason.
-fn flow_line(depth: usize, s: &TaskStatus) -> String {
+/// The branch a finished task's follow-ups came from: `onSuccess` if it succeeded, `onFailure` if it failed or
+/// was dead-lettered (a cancelled task has none).
+fn branch_of_children(s: &TaskStatus) -> Option<&'static str> {
+    match s.state() {
+        TaskState::Succeeded => Some("onSuccess"),
+        TaskState::Failed | TaskState::Dead => Some("onFailure"),
+        _ => None,
+    }
+}
+
+/// One line of `pmctl flow`: the task, indented by its depth and marked with the branch that submitted it,
+/// with its state, queue, key and reason.
+fn flow_line(depth: usize, branch: Option<&str>, s: &TaskStatus) -> String {
     let indent = "   ".repeat(depth);
-    let branch = if depth == 0 { "" } else { "└─ " };
+    let branch = match (depth, branch) {
+        (0, _) => String::new(),
+        (_, Some(b)) => format!("└─ {b}: "),
+        (_, None) => "└─ ".to_string(),
+    };
     let note = match s.state() {
         _ if s.code != ErrorCode::Ok as i32 => String::new(),
         TaskState::Succeeded => String::new(),
@@ -104,4 +135,20 @@ fn flow_line(depth: usize, s: &TaskStatus) -> String {
     let key = if s.key.is_empty() { String::new() } else { format!(" key {}", s.key) };
     let queue = if s.queue.is_empty() { String::new() } else { format!("  queue {}", s.queue) };
     format!("{indent}{branch}{} {}{queue}{key}{note}", s.task_id, state_name(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_are_marked_with_the_branch_their_parent_took() {
+        let mut parent = TaskStatus { task_id: 1, state: TaskState::Succeeded as i32, ..Default::default() };
+        assert_eq!(branch_of_children(&parent), Some("onSuccess"));
+        parent.state = TaskState::Dead as i32;
+        assert_eq!(branch_of_children(&parent), Some("onFailure"));
+        let child = TaskStatus { task_id: 2, state: TaskState::Ready as i32, queue: "q".into(), ..Default::default() };
+        assert_eq!(flow_line(1, Some("onFailure"), &child), "   └─ onFailure: 2 ready  queue q");
+        assert_eq!(flow_line(0, None, &parent), "1 dead");
+    }
 }

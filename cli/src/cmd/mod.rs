@@ -7,7 +7,8 @@
 //! - [`wait`]: wait until tasks finish; the exit code says how they ended.
 //! - [`why`]: why a task is not running now.
 //! - [`flow`]: the tree of chained tasks a task belongs to.
-//! - [`admin`]: an operator's view of one node: queue stats, dead letters and their redrive.
+//! - [`stats`]: queue stats of every member, per member and in total.
+//! - [`dead_letter`]: dead letters of every member, and their redrive.
 //! - [`ls`]: list tasks by queue, state, key and flow, over every member.
 //! - [`queue`]: pause, resume or purge a queue on every member.
 //! - [`cluster`]: cluster membership and health.
@@ -16,14 +17,15 @@
 //!
 //! Every entry point returns `Result<(), Failure>` (see [`crate::shared`]) and prints its own output.
 
-pub mod admin;
 pub mod apps;
 pub mod cancel;
 pub mod cluster;
+pub mod dead_letter;
 pub mod deploy;
 pub mod flow;
 pub mod ls;
 pub mod queue;
+pub mod stats;
 pub mod status;
 pub mod submit;
 pub mod wait;

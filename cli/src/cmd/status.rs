@@ -95,8 +95,8 @@ pub fn not_found(task_id: u64) -> TaskStatus {
     TaskStatus { task_id, code: ErrorCode::NotFound as i32, ..Default::default() }
 }
 
-/// The status for people: a headline, the times, why it waits or failed, and what each command did (for
-/// results in pm-agent's format).
+/// The status for people: a headline, the times, its flow (parent, children), why it waits or failed, and
+/// what each command did with the tails of its output (for results in pm-agent's format).
 pub fn human(s: &TaskStatus) -> String {
     if s.code != ErrorCode::Ok as i32 {
         return format!(
@@ -116,6 +116,7 @@ pub fn human(s: &TaskStatus) -> String {
         out.push_str(&format!("  finished {}", at(s.finished_unix_ms)));
     }
     out.push('\n');
+    out.push_str(&flow_line(s));
     if !s.reason.is_empty() {
         out.push_str(&format!("  {}\n", s.reason));
     }
@@ -123,19 +124,77 @@ pub fn human(s: &TaskStatus) -> String {
         for (n, step) in v["steps"].as_array().into_iter().flatten().enumerate() {
             let executor = step["executor"].as_str().unwrap_or("?");
             for c in step["commands"].as_array().into_iter().flatten() {
-                let how = match (&c["exitCode"], &c["signal"], &c["error"]) {
-                    (_, _, Value::String(e)) => format!("did not run: {e}"),
-                    (Value::Number(code), _, _) => format!("exit {code}"),
-                    (_, Value::Number(sig), _) => format!("signal {sig}"),
-                    _ => "no status".into(),
-                };
                 let ms = c["durationMs"].as_u64().unwrap_or(0);
+                let how = match (&c["exitCode"], &c["signal"], &c["error"], &c["timedOut"]) {
+                    (_, _, Value::String(e), _) => format!("did not run: {e}"),
+                    (_, _, _, Value::Bool(true)) => format!("timed out after {}", seconds(ms)),
+                    (Value::Number(code), _, _, _) => format!("exit {code} in {ms} ms"),
+                    (_, Value::Number(sig), _, _) => format!("signal {sig} in {ms} ms"),
+                    _ => format!("no exit status in {ms} ms"),
+                };
                 let run = c["run"].as_str().unwrap_or_default();
-                out.push_str(&format!("  step {} {executor}: {how} in {ms} ms: {run}\n", n + 1));
+                out.push_str(&format!("  step {} {executor}: {how}: {run}\n", n + 1));
+                for stream in ["stdout", "stderr"] {
+                    out.push_str(&tail(stream, c[format!("{stream}Tail")].as_str().unwrap_or_default()));
+                }
             }
         }
     }
     out
+}
+
+/// The task's place in its flow, one line (empty when it is in none): its flow id, parent and children.
+fn flow_line(s: &TaskStatus) -> String {
+    let mut parts = Vec::new();
+    if !s.flow_id.is_empty() {
+        parts.push(format!("flow {}", s.flow_id));
+    }
+    if s.parent_id != 0 {
+        parts.push(format!("parent {}", s.parent_id));
+    }
+    if !s.children.is_empty() {
+        let ids: Vec<String> = s.children.iter().map(u64::to_string).collect();
+        parts.push(format!("children {}", ids.join(" ")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("  {}\n", parts.join("  "))
+    }
+}
+
+/// Most lines of an output tail `pmctl status` prints (`--json` has the whole tail the agent kept).
+const TAIL_LINES: usize = 10;
+
+/// An output tail, indented under its command: `stdout: LINE` for one line, else the last [`TAIL_LINES`]
+/// lines under `stdout:`; nothing when empty.
+fn tail(stream: &str, text: &str) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => format!("    {stream}: {one}\n"),
+        many => {
+            let skip = many.len().saturating_sub(TAIL_LINES);
+            let mut out = format!("    {stream}:");
+            if skip > 0 {
+                out.push_str(&format!(" (last {TAIL_LINES} lines; --json has all {})", many.len()));
+            }
+            out.push('\n');
+            for l in &many[skip..] {
+                out.push_str(&format!("      {l}\n"));
+            }
+            out
+        }
+    }
+}
+
+/// A duration for people: `2 s`, `1.5 s`, `250 ms`.
+fn seconds(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms} ms");
+    }
+    let s = format!("{:.1}", ms as f64 / 1000.0);
+    format!("{} s", s.strip_suffix(".0").unwrap_or(&s))
 }
 
 #[cfg(test)]
@@ -175,5 +234,26 @@ mod tests {
         assert!(text.starts_with("7 failed  queue q  attempt 1/3\n"), "{text}");
         assert!(text.contains("step 1 sh: exit 1 in 3 ms: false"), "{text}");
         assert_eq!(to_json(&s)["result"]["steps"][0]["commands"][0]["exitCode"], 1);
+    }
+
+    #[test]
+    fn output_tails_flow_and_timeouts_are_shown() {
+        let mut s = st(TaskState::Failed);
+        s.flow_id = "42".into();
+        s.parent_id = 42;
+        s.children = vec![8, 9];
+        s.result = serde_json::to_vec(&serde_json::json!({"ok": false, "steps": [
+            {"executor": "sh", "commands": [
+                {"run": "echo hello", "exitCode": 0, "durationMs": 2, "stdoutTail": "hello\n", "stderrTail": ""},
+                {"run": "sleep 5", "timedOut": true, "exitCode": null, "signal": 9, "durationMs": 2001,
+                 "stdoutTail": "", "stderrTail": (1..=12).map(|i| format!("line {i}\n")).collect::<String>()}]}]}))
+        .unwrap()
+        .into();
+        let text = human(&s);
+        assert!(text.contains("\n  flow 42  parent 42  children 8 9\n"), "{text}");
+        assert!(text.contains("step 1 sh: exit 0 in 2 ms: echo hello\n    stdout: hello\n"), "{text}");
+        assert!(text.contains("step 1 sh: timed out after 2 s: sleep 5\n    stderr: (last 10 lines; --json has all 12)\n      line 3\n"), "{text}");
+        assert!(text.ends_with("      line 12\n") && !text.contains("line 2\n"), "{text}");
+        assert_eq!((seconds(250), seconds(1500), seconds(2001)), ("250 ms".into(), "1.5 s".into(), "2 s".into()));
     }
 }

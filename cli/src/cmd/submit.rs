@@ -2,19 +2,26 @@
 //! pipeline given by their parameters (`pmctl submit --app A --pipeline P --param NAME=VALUE...`).
 //!
 //! Invariant: everything is read and validated before the first task is sent, so an invalid file or
-//! parameter set submits nothing. Each accepted task prints its id on a line of stdout; a refused one prints
-//! a line on stderr, and the command then fails (exit 1).
+//! parameter set submits nothing. Then every task is sent, whatever happens to the others (a member that is
+//! down fails only the tasks it owns), and one line per input task says what became of it, in input order
+//! ([`report`]); the command fails (exit 1) if any task is not on its queue. Every task carries an
+//! idempotency key ([`idempotency`]), so running the same command again sends the missing ones and
+//! duplicates none.
+
+mod idempotency;
+mod report;
 
 use std::collections::HashMap;
 use std::io::Read;
 
 use pm_client::{Cluster, ConnectOptions};
 use pm_protocol::pb::{SubmitResult, TaskSpec, TemplateTask};
-use pm_protocol::ErrorCode;
 use pm_task::pipeline::task_spec_from_json;
 use pm_task::template::params_of;
 use serde_json::Value;
 
+use self::idempotency::{KeyMode, Keys};
+use self::report::{Origin, Outcome};
 use crate::shared::{read_input, Failure, ServerArgs, EXIT_FAILED, EXIT_INVALID, EXIT_USAGE};
 
 /// The arguments of `pmctl submit`.
@@ -41,69 +48,72 @@ pub struct Args {
     /// Key of every task (--app; a task file names its own).
     #[arg(long, default_value = "", requires = "app")]
     key: String,
-    /// Idempotency key (--app).
-    #[arg(long, default_value = "", requires = "app")]
-    idempotency_key: String,
+    /// Idempotency key, instead of the one pmctl derives from each task's content: the key of the only task,
+    /// or with several tasks `KEY-0`, `KEY-1`, ... in input order. A repeat within the scheduler's
+    /// `--idempotency-window` (24 h) is answered `duplicate of ID` and not enqueued again.
+    #[arg(long, conflicts_with = "no_idempotency_key")]
+    idempotency_key: Option<String>,
+    /// Give the tasks no idempotency key (a file's own `idempotencyKey` stays): running the command again
+    /// enqueues every task again. By default each task gets `pmctl-<hash of its content>-<n>` (n counts the
+    /// identical tasks before it), so running the same command again never enqueues a task twice.
+    #[arg(long)]
+    no_idempotency_key: bool,
     /// Priority, overriding the pipeline's (--app).
     #[arg(long, requires = "app", allow_hyphen_values = true)]
     priority: Option<i32>,
+    /// Print the results as one JSON list (per task: `taskId` and `duplicate`, or `error`, `code` and
+    /// `maybeSubmitted`; and its `index`, `file` and `idempotencyKey`).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Args {
+    fn key_mode(&self) -> KeyMode<'_> {
+        match (&self.idempotency_key, self.no_idempotency_key) {
+            (Some(k), _) => KeyMode::Given(k),
+            (None, true) => KeyMode::None,
+            (None, false) => KeyMode::Derived,
+        }
+    }
 }
 
 /// `pmctl submit`.
 pub async fn run(server: &ServerArgs, args: &Args) -> Result<(), Failure> {
-    match &args.app {
+    let outcomes = match &args.app {
         Some(app) => {
             let sets = param_sets(&args.params, args.params_file.as_deref())?;
             let cluster = server.connect_cluster(ConnectOptions::producer()).await?;
-            let opts = TemplateOpts { key: &args.key, idempotency_key: &args.idempotency_key, priority: args.priority };
-            submit_template(&cluster, app, args.pipeline.as_deref().unwrap_or_default(), sets, &opts).await
+            let opts = TemplateOpts { key: &args.key, keys: args.key_mode(), priority: args.priority };
+            submit_template(&cluster, app, args.pipeline.as_deref().unwrap_or_default(), sets, &opts).await?
         }
         None => {
-            let tasks = read_tasks(&args.files, args.queue.as_deref())?;
+            let (origins, tasks) = read_tasks(&args.files, args.queue.as_deref(), args.key_mode())?;
             let client = server.connect_cluster(ConnectOptions::producer()).await?;
-            submit_files(&client, tasks).await
+            let results = client.submit_each(tasks).await;
+            origins.into_iter().zip(results).map(|(origin, result)| Outcome { origin, result }).collect()
         }
-    }
-}
-
-/// Prints the id of an accepted task on stdout, or why it was refused on stderr; true if it was accepted.
-fn print_result(r: &SubmitResult) -> bool {
-    match ErrorCode::try_from(r.code).unwrap_or(ErrorCode::Internal) {
-        ErrorCode::Ok => {
-            println!("{}", r.task_id);
-            true
-        }
-        code => {
-            eprintln!("pmctl: task refused ({}): {}", code.as_str_name(), r.message);
-            false
-        }
-    }
-}
-
-/// The failure when some tasks were refused.
-fn refused(failed: usize) -> Result<(), Failure> {
+    };
+    let failed = report::print(&outcomes, args.json);
     if failed > 0 {
-        return Err(Failure(EXIT_FAILED, format!("{failed} task(s) were not submitted")));
+        let again = if args.key_mode() == KeyMode::None {
+            ""
+        } else {
+            " (running the same command again sends them, and duplicates none: each task has an idempotency key)"
+        };
+        return Err(Failure(EXIT_FAILED, format!("{failed} of {} task(s) were not submitted{again}", outcomes.len())));
     }
     Ok(())
 }
 
-/// Submits the tasks of files, in batches the server accepts, each to the member its key routes to.
-async fn submit_files(client: &Cluster, tasks: Vec<TaskSpec>) -> Result<(), Failure> {
-    let max_batch = client.welcome().max_batch.max(1) as usize;
-    let mut failed = 0;
-    for chunk in tasks.chunks(max_batch) {
-        for r in client.submit_each(chunk.to_vec()).await {
-            let r = r.map_err(Failure::failed)?;
-            failed += usize::from(!print_result(&r));
-        }
-    }
-    refused(failed)
-}
-
-/// Reads and validates every file before anything is sent.
-fn read_tasks(files: &[String], queue: Option<&str>) -> Result<Vec<TaskSpec>, Failure> {
+/// Reads and validates every file before anything is sent; gives each task its idempotency key.
+fn read_tasks(
+    files: &[String],
+    queue: Option<&str>,
+    mode: KeyMode<'_>,
+) -> Result<(Vec<Origin>, Vec<TaskSpec>), Failure> {
     let mut tasks = Vec::new();
+    let mut origins = Vec::new();
+    let mut keys = Keys::default();
     for f in files {
         let data = if f == "-" {
             let mut buf = Vec::new();
@@ -113,11 +123,15 @@ fn read_tasks(files: &[String], queue: Option<&str>) -> Result<Vec<TaskSpec>, Fa
             std::fs::read(f).map_err(|e| Failure(EXIT_FAILED, format!("{f}: {e}")))?
         };
         let name = if f == "-" { "stdin" } else { f.as_str() };
-        let docs: Vec<Vec<u8>> = match serde_json::from_slice::<Value>(&data) {
-            Ok(Value::Array(items)) => items.iter().map(|v| serde_json::to_vec(v).unwrap_or_default()).collect(),
-            _ => vec![data],
+        let (docs, values): (Vec<Vec<u8>>, Vec<Value>) = match serde_json::from_slice::<Value>(&data) {
+            Ok(Value::Array(items)) => {
+                items.into_iter().map(|v| (serde_json::to_vec(&v).unwrap_or_default(), v)).unzip()
+            }
+            Ok(one) => (vec![data], vec![one]),
+            // Not JSON: the parser below says why.
+            Err(_) => (vec![data], vec![Value::Null]),
         };
-        for (i, doc) in docs.iter().enumerate() {
+        for (i, (doc, value)) in docs.iter().zip(&values).enumerate() {
             let mut spec = task_spec_from_json(doc).map_err(|e| {
                 let at = if docs.len() > 1 { format!(" (task {})", i + 1) } else { String::new() };
                 Failure(EXIT_INVALID, format!("{name}{at}: {e}; nothing was submitted"))
@@ -125,10 +139,21 @@ fn read_tasks(files: &[String], queue: Option<&str>) -> Result<Vec<TaskSpec>, Fa
             if let Some(q) = queue {
                 spec.queue = q.to_string();
             }
+            if mode == KeyMode::Derived && spec.idempotency_key.is_empty() {
+                spec.idempotency_key = keys.derive(value);
+            }
+            origins.push(Origin { file: f.clone(), index: i, idempotency_key: String::new() });
             tasks.push(spec);
         }
     }
-    Ok(tasks)
+    if let KeyMode::Given(k) = mode {
+        let n = tasks.len();
+        tasks.iter_mut().enumerate().for_each(|(i, t)| t.idempotency_key = idempotency::given(k, i, n));
+    }
+    for (o, t) in origins.iter_mut().zip(&tasks) {
+        o.idempotency_key = t.idempotency_key.clone();
+    }
+    Ok((origins, tasks))
 }
 
 /// The parameter sets of `pmctl submit --app`: the `--param` pairs as one set, or each line (JSON object) or
@@ -173,48 +198,90 @@ fn param_sets(params: &[String], file: Option<&str>) -> Result<Vec<HashMap<Strin
 struct TemplateOpts<'a> {
     /// `--key`.
     key: &'a str,
-    /// `--idempotency-key`.
-    idempotency_key: &'a str,
+    /// How the tasks get their idempotency keys.
+    keys: KeyMode<'a>,
     /// `--priority`.
     priority: Option<i32>,
 }
 
-/// Submits one task per parameter set, to the member owning `--key` (any member without one).
+/// Submits one task per parameter set; one outcome per set, in order. With `--key` every task goes to the
+/// member owning it; without, each goes to the member its idempotency key places it on (so a repeat reaches
+/// the member that remembers the key, and a member that is down fails only its share), or to the first member
+/// when it has none. Each member's part goes in requests of at most `max_batch`, the members' at once.
 async fn submit_template(
     cluster: &Cluster,
     app: &str,
     pipeline: &str,
     sets: Vec<HashMap<String, String>>,
     opts: &TemplateOpts<'_>,
-) -> Result<(), Failure> {
-    if sets.len() > 1 && !opts.idempotency_key.is_empty() {
-        return Err(Failure(EXIT_USAGE, "--idempotency-key names one task: give one parameter set".into()));
-    }
-    let ring = cluster.ring();
-    let node = match ring.owner(opts.key.as_bytes()).filter(|_| !opts.key.is_empty()) {
-        Some(o) => ring.members()[o].clone(),
-        None => cluster.nodes().first().cloned().unwrap_or_default(),
-    };
-    let client = cluster.client(&node).await.map_err(Failure::failed)?;
-    let max_batch = cluster.welcome().max_batch.max(1) as usize;
+) -> Result<Vec<Outcome>, Failure> {
+    let mut keys = Keys::default();
+    let n = sets.len();
     let tasks: Vec<TemplateTask> = sets
         .into_iter()
-        .map(|params| TemplateTask {
-            params,
-            key: opts.key.to_string(),
-            idempotency_key: opts.idempotency_key.to_string(),
-            priority: opts.priority,
-            delay_ms: None,
+        .enumerate()
+        .map(|(i, params)| {
+            let idempotency_key = match opts.keys {
+                KeyMode::Given(k) => idempotency::given(k, i, n),
+                KeyMode::None => String::new(),
+                KeyMode::Derived => keys.derive(&serde_json::json!({"app": app, "pipeline": pipeline,
+                    "key": opts.key, "priority": opts.priority, "params": params})),
+            };
+            TemplateTask { params, key: opts.key.to_string(), idempotency_key, priority: opts.priority, delay_ms: None }
         })
         .collect();
-    let mut failed = 0;
-    for chunk in tasks.chunks(max_batch) {
-        let results = client.submit_template(app, pipeline, chunk.to_vec()).await.map_err(Failure::failed)?;
-        for r in &results {
-            failed += usize::from(!print_result(r));
+    // The member of each task, and the tasks of each member in input order.
+    let ring = cluster.ring();
+    let first = cluster.nodes().first().cloned().unwrap_or_default();
+    let member_of = |t: &TemplateTask| {
+        let place = if t.key.is_empty() { &t.idempotency_key } else { &t.key };
+        match ring.owner(place.as_bytes()).filter(|_| !place.is_empty()) {
+            Some(o) => ring.members()[o].clone(),
+            None => first.clone(),
+        }
+    };
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let m = member_of(t);
+        match groups.iter_mut().find(|(g, _)| *g == m) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((m, vec![i])),
         }
     }
-    refused(failed)
+    let max_batch = cluster.welcome().max_batch.max(1) as usize;
+    let parts = groups.iter().flat_map(|(m, idx)| idx.chunks(max_batch).map(move |c| (m.as_str(), c)));
+    let sends = parts.map(|(member, idx)| {
+        let chunk: Vec<TemplateTask> = idx.iter().map(|&i| tasks[i].clone()).collect();
+        async move {
+            let got = match cluster.client(member).await {
+                Ok(c) => c.submit_template(app, pipeline, chunk).await,
+                Err(e) => Err(e),
+            };
+            (idx, got)
+        }
+    });
+    let mut results: Vec<Option<Result<SubmitResult, pm_client::Error>>> = (0..n).map(|_| None).collect();
+    for (idx, got) in futures::future::join_all(sends).await {
+        for (j, &i) in idx.iter().enumerate() {
+            results[i] = Some(match &got {
+                Ok(r) => r
+                    .get(j)
+                    .cloned()
+                    .ok_or_else(|| pm_client::Error::new(pm_client::ErrorKind::Protocol, "fewer results than tasks")),
+                Err(e) => Err(e.clone()),
+            });
+        }
+    }
+    Ok(tasks
+        .iter()
+        .zip(results)
+        .enumerate()
+        .map(|(i, (t, result))| Outcome {
+            origin: Origin { file: String::new(), index: i, idempotency_key: t.idempotency_key.clone() },
+            result: result
+                .unwrap_or_else(|| Err(pm_client::Error::new(pm_client::ErrorKind::Protocol, "task left unsent"))),
+        })
+        .collect())
 }
 
 #[cfg(test)]

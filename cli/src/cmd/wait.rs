@@ -4,7 +4,8 @@
 //!
 //! The command watches the tasks (the node holding each pushes `Completed` when it finishes) and watches
 //! again every [`REWATCH`], over connections that reconnect, so it survives a restart of the scheduler while
-//! it waits.
+//! it waits. With `--progress` it also asks for the tasks' statuses every `--progress-every` and prints each
+//! change of state (or attempt) on stderr as it sees it, so stdout keeps only the outcomes.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use pm_protocol::pb::TaskStatus;
 use pm_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
-use super::status::{exit_code, human, is_final, not_found, to_json, TIMED_OUT};
+use super::status::{exit_code, human, is_final, not_found, state_name, status, to_json, TIMED_OUT};
 use crate::shared::{Failure, ServerArgs};
 
 /// How often `wait` registers its watches again (they end with a connection).
@@ -32,6 +33,12 @@ pub struct Args {
     /// Print one JSON object per task.
     #[arg(long)]
     json: bool,
+    /// Print each change of a task's state on stderr as it happens (`TIME ID ready -> leased (attempt 1/3)`).
+    #[arg(long)]
+    progress: bool,
+    /// How often `--progress` asks for the tasks' states.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "500ms", requires = "progress")]
+    progress_every: Duration,
 }
 
 /// `pmctl wait`.
@@ -40,7 +47,8 @@ pub async fn run(server: &ServerArgs, args: &Args) -> Result<(), Failure> {
     let cluster = server.connect_cluster(ConnectOptions::producer()).await?;
     // Watches survive a scheduler restart: reconnect and watch again.
     let opts = server.options(ConnectOptions::producer())?.reconnect(true);
-    let got = wait(&cluster, opts, ids, args.timeout).await.map_err(Failure::failed)?;
+    let progress = args.progress.then_some(args.progress_every.max(Duration::from_millis(10)));
+    let got = wait(&cluster, opts, ids, args.timeout, progress).await.map_err(Failure::failed)?;
     let (mut code, mut unsuccessful) = (0, 0);
     for (id, s) in ids.iter().zip(got) {
         let this = match &s {
@@ -75,7 +83,9 @@ async fn wait(
     opts: ConnectOptions,
     ids: &[u64],
     timeout: Option<Duration>,
+    progress: Option<Duration>,
 ) -> Result<Vec<Option<TaskStatus>>, Error> {
+    let mut seen = Progress::default();
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut by_node: HashMap<String, Vec<u64>> = HashMap::new();
     for id in ids {
@@ -100,6 +110,8 @@ async fn wait(
     let mut done: HashMap<u64, TaskStatus> = HashMap::new();
     let mut waiting: HashSet<u64> = ids.iter().copied().collect();
     let mut rewatch = tokio::time::interval(REWATCH);
+    let mut poll = tokio::time::interval(progress.unwrap_or(Duration::from_secs(3600)));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !waiting.is_empty() {
         let until_deadline = async {
             match deadline {
@@ -110,7 +122,17 @@ async fn wait(
         tokio::select! {
             Some(s) = rx.recv() => {
                 if is_final(&s) && waiting.remove(&s.task_id) {
+                    if progress.is_some() {
+                        seen.show(&s);
+                    }
                     done.insert(s.task_id, s);
+                }
+            }
+            _ = poll.tick(), if progress.is_some() => {
+                let ask: Vec<u64> = ids.iter().copied().filter(|id| waiting.contains(id)).collect();
+                // A failed lookup (a node restarting) shows nothing new; the next tick asks again.
+                for s in status(cluster, &ask).await.into_iter().flatten() {
+                    seen.show(&s);
                 }
             }
             _ = rewatch.tick() => {
@@ -133,4 +155,52 @@ async fn wait(
         }
     }
     Ok(ids.iter().map(|id| done.remove(id)).collect())
+}
+
+/// What `--progress` last printed of each task: its state and attempt.
+#[derive(Debug, Default)]
+struct Progress {
+    last: HashMap<u64, (&'static str, u32)>,
+}
+
+impl Progress {
+    /// Prints `s` on stderr if its state or attempt changed since it was last seen.
+    fn show(&mut self, s: &TaskStatus) {
+        if let Some(line) = self.change(s) {
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+            eprintln!("{now} {line}");
+        }
+    }
+
+    /// The line for a change of `s` (`ID ready -> leased (attempt 1/3)`), or `None` if nothing changed.
+    fn change(&mut self, s: &TaskStatus) -> Option<String> {
+        let now = (state_name(s), s.attempts);
+        let before = self.last.insert(s.task_id, now);
+        if before == Some(now) {
+            return None;
+        }
+        let from = before.map(|(state, _)| format!("{state} -> ")).unwrap_or_default();
+        let attempt =
+            if s.max_attempts > 0 { format!(" (attempt {}/{})", s.attempts, s.max_attempts) } else { String::new() };
+        Some(format!("{} {from}{}{attempt}", s.task_id, now.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pm_protocol::pb::TaskState;
+
+    #[test]
+    fn progress_prints_a_line_per_change_only() {
+        let mut p = Progress::default();
+        let mut s = TaskStatus { task_id: 5, state: TaskState::Ready as i32, max_attempts: 3, ..Default::default() };
+        assert_eq!(p.change(&s).as_deref(), Some("5 ready (attempt 0/3)"));
+        assert_eq!(p.change(&s), None);
+        s.state = TaskState::Leased as i32;
+        s.attempts = 1;
+        assert_eq!(p.change(&s).as_deref(), Some("5 ready -> leased (attempt 1/3)"));
+        s.attempts = 2;
+        assert_eq!(p.change(&s).as_deref(), Some("5 leased -> leased (attempt 2/3)"));
+    }
 }

@@ -146,6 +146,7 @@ pub fn stats(ctx: &mut ConnCtx, req: pb::StatsRequest) {
         ring_epoch: ctx.server.ring.epoch(),
         members: ctx.server.ring.members().to_vec(),
         advertise: ctx.server.ordinal.map(|i| ctx.server.ring.members()[i].clone()).unwrap_or_default(),
+        redirects: ctx.server.redirects.load(Ordering::Relaxed),
     };
     begin(ctx, req.request_id, Reply::Stats(Box::new(reply)));
     for s in &ctx.server.shards {

@@ -73,6 +73,7 @@ fn enqueue(
     }
     if let Some(owner) = (!failover).then(|| foreign_owner(ctx, tasks.iter().flatten())).flatten() {
         metrics::counter!(m::REDIRECTED).increment(1);
+        ctx.server.redirects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ring = &ctx.server.ring;
         let node = ring.members()[owner].clone();
         let redirect = pb::Redirect { request_id, node, ring_epoch: ring.epoch(), members: ring.members().to_vec() };

@@ -21,7 +21,7 @@ use pm_protocol::Message as _;
 use tokio::time::Instant;
 
 use super::lease::LeaseTable;
-use super::queue::{executor_set, Queue};
+use super::queue::{executor_set, Queue, PEER};
 use super::round::Rounds;
 use super::task::{State, Task};
 use crate::holdings::Holdings;
@@ -129,6 +129,7 @@ pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, 
         task.started_unix_ms = wall;
         d.dispatch_seconds.record(now.saturating_duration_since(task.ready_since).as_secs_f64());
         q.leased += 1;
+        q.lent += u64::from(group == PEER);
         d.rounds.record(Record::Attempt { task_id: entry.task_id, attempts: task.attempts });
         let leased = LeasedTask {
             task_id: entry.task_id,

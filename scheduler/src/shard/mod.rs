@@ -223,6 +223,7 @@ impl Shard {
             }
             ShardMsg::Foreign { task } => {
                 let q = self.queue_id(&task.queue);
+                self.queues[q as usize].stolen += 1;
                 self.queues[q as usize].foreign.push_back((Instant::now(), task));
                 self.dirty.insert(q);
             }

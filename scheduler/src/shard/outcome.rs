@@ -183,7 +183,13 @@ impl Shard {
             // Its onFailure follow-ups, in one unit with the dead-letter record.
             let children = self.write_follow_ups(task_id, TaskState::Dead);
             let Some(t) = self.tasks.get_mut(&task_id) else { return };
-            let dead = task::Dead { reason: reason.clone(), result, children: Vec::new(), written: false };
+            let dead = task::Dead {
+                reason: reason.clone(),
+                result,
+                finished_unix_ms: super::now_unix_ms(),
+                children: Vec::new(),
+                written: false,
+            };
             t.state = State::Dead(Box::new(dead));
             self.queues[t.queue as usize].dead.insert(task_id);
             self.rounds.record(Record::DeadLetter { task_id, reason });

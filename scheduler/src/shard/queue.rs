@@ -115,7 +115,7 @@ struct Slot {
 }
 
 /// `Slot::group` of a peer node.
-const PEER: u32 = u32::MAX;
+pub(super) const PEER: u32 = u32::MAX;
 
 /// State of one queue. Owned by its shard; never shared.
 #[derive(Debug)]
@@ -165,6 +165,10 @@ pub struct Queue {
     pub ids: OrderedIds,
     /// Submitted and finished per second, for operators.
     pub rates: Rates,
+    /// Work stealing, since the node started: tasks of this queue leased to peer nodes.
+    pub lent: u64,
+    /// Work stealing, since the node started: tasks of this queue leased from peers for the agents here.
+    pub stolen: u64,
 }
 
 impl Queue {
@@ -198,6 +202,8 @@ impl Queue {
             paused: false,
             ids: OrderedIds::default(),
             rates: Rates::default(),
+            lent: 0,
+            stolen: 0,
         }
     }
 
@@ -470,6 +476,8 @@ impl Queue {
             oldest_ready_age_ms: 0,
             submitted_per_sec: self.rates.per_sec().0,
             completed_per_sec: self.rates.per_sec().1,
+            lent: self.lent,
+            stolen: self.stolen,
         }
     }
 

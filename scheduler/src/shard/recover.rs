@@ -46,8 +46,13 @@ impl Shard {
             task.attempts = rt.attempts;
             task.submitted_unix_ms = stored.submitted_unix_ms;
             if let Some(reason) = rt.dead_reason {
-                task.state =
-                    State::Dead(Box::new(Dead { reason, result: Bytes::new(), children: Vec::new(), written: true }));
+                task.state = State::Dead(Box::new(Dead {
+                    reason,
+                    result: Bytes::new(),
+                    finished_unix_ms: 0,
+                    children: Vec::new(),
+                    written: true,
+                }));
                 self.queues[q as usize].dead.insert(rt.task_id);
             } else if stored.not_before_unix_ms > now_ms {
                 let at = now + Duration::from_millis(stored.not_before_unix_ms - now_ms);

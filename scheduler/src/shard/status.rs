@@ -216,6 +216,7 @@ impl Shard {
             }
             State::Acking => (TaskState::Leased, "finishing (its outcome is being written)".into()),
             State::Dead(d) => {
+                s.finished_unix_ms = d.finished_unix_ms;
                 s.result = d.result.clone();
                 s.children = d.children.clone();
                 (TaskState::Dead, d.reason.clone())

@@ -43,6 +43,8 @@ pub(super) struct Dead {
     pub(super) reason: String,
     /// The result document of the failed last attempt (kept in memory only; empty after a restart).
     pub(super) result: Bytes,
+    /// When it was dead-lettered, ms since the Unix epoch (kept in memory only; 0 after a restart).
+    pub(super) finished_unix_ms: u64,
     /// Its `onFailure` follow-ups (in memory only, like `result`), shown once the record burying it is durable.
     pub(super) children: Vec<u64>,
     /// Whether the dead-letter record is durable: until then status shows no follow-ups (they are not known

@@ -370,7 +370,7 @@ class StatsRequest(_message.Message):
     def __init__(self, request_id: _Optional[int] = ...) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("queue", "ready", "delayed", "leased", "dead", "credits", "agents", "waiting_executor", "paused", "oldest_ready_age_ms", "submitted_per_sec", "completed_per_sec")
+    __slots__ = ("queue", "ready", "delayed", "leased", "dead", "credits", "agents", "waiting_executor", "paused", "oldest_ready_age_ms", "submitted_per_sec", "completed_per_sec", "lent", "stolen")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     DELAYED_FIELD_NUMBER: _ClassVar[int]
@@ -383,6 +383,8 @@ class QueueStats(_message.Message):
     OLDEST_READY_AGE_MS_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_PER_SEC_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_PER_SEC_FIELD_NUMBER: _ClassVar[int]
+    LENT_FIELD_NUMBER: _ClassVar[int]
+    STOLEN_FIELD_NUMBER: _ClassVar[int]
     queue: str
     ready: int
     delayed: int
@@ -395,10 +397,12 @@ class QueueStats(_message.Message):
     oldest_ready_age_ms: int
     submitted_per_sec: float
     completed_per_sec: float
-    def __init__(self, queue: _Optional[str] = ..., ready: _Optional[int] = ..., delayed: _Optional[int] = ..., leased: _Optional[int] = ..., dead: _Optional[int] = ..., credits: _Optional[int] = ..., agents: _Optional[int] = ..., waiting_executor: _Optional[int] = ..., paused: bool = ..., oldest_ready_age_ms: _Optional[int] = ..., submitted_per_sec: _Optional[float] = ..., completed_per_sec: _Optional[float] = ...) -> None: ...
+    lent: int
+    stolen: int
+    def __init__(self, queue: _Optional[str] = ..., ready: _Optional[int] = ..., delayed: _Optional[int] = ..., leased: _Optional[int] = ..., dead: _Optional[int] = ..., credits: _Optional[int] = ..., agents: _Optional[int] = ..., waiting_executor: _Optional[int] = ..., paused: bool = ..., oldest_ready_age_ms: _Optional[int] = ..., submitted_per_sec: _Optional[float] = ..., completed_per_sec: _Optional[float] = ..., lent: _Optional[int] = ..., stolen: _Optional[int] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("request_id", "queues", "connections", "store_disk_bytes", "store_segments", "node_id", "ring_epoch", "members", "advertise")
+    __slots__ = ("request_id", "queues", "connections", "store_disk_bytes", "store_segments", "node_id", "ring_epoch", "members", "advertise", "redirects")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -408,6 +412,7 @@ class StatsReply(_message.Message):
     RING_EPOCH_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ADVERTISE_FIELD_NUMBER: _ClassVar[int]
+    REDIRECTS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     queues: _containers.RepeatedCompositeFieldContainer[QueueStats]
     connections: int
@@ -417,7 +422,8 @@ class StatsReply(_message.Message):
     ring_epoch: int
     members: _containers.RepeatedScalarFieldContainer[str]
     advertise: str
-    def __init__(self, request_id: _Optional[int] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., connections: _Optional[int] = ..., store_disk_bytes: _Optional[int] = ..., store_segments: _Optional[int] = ..., node_id: _Optional[str] = ..., ring_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., advertise: _Optional[str] = ...) -> None: ...
+    redirects: int
+    def __init__(self, request_id: _Optional[int] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., connections: _Optional[int] = ..., store_disk_bytes: _Optional[int] = ..., store_segments: _Optional[int] = ..., node_id: _Optional[str] = ..., ring_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., advertise: _Optional[str] = ..., redirects: _Optional[int] = ...) -> None: ...
 
 class DeadLetterList(_message.Message):
     __slots__ = ("request_id", "queue", "limit", "after")
