@@ -51,8 +51,9 @@ async fn named_queues_and_patterns_are_served_and_nothing_else() {
 }
 
 /// Two queues, concurrency 2: `a` has a backlog of 6 slow tasks before `b` gets any. `b`'s 2 tasks do not wait
-/// for `a`'s backlog to drain: each slot freed goes to the queue holding fewer, so they start among the next
-/// ones.
+/// for `a`'s backlog to drain (they would start 7th and 8th): each slot freed goes to the queue holding fewer,
+/// so they start among the next ones. A credit of `a`'s may already be at the scheduler when `b` is learned,
+/// so the first pair freed may be `a`, `b`, and then `a`, `b` again (ties take turns): `b` starts by the 6th.
 #[tokio::test]
 async fn the_slots_are_shared_fairly_between_busy_queues() {
     let s = Scheduler::start(&[]);
@@ -71,5 +72,5 @@ async fn the_slots_are_shared_fairly_between_busy_queues() {
     let order = lines(&starts);
     let b_at: Vec<usize> = order.iter().enumerate().filter(|(_, q)| *q == "b").map(|(i, _)| i).collect();
     assert_eq!(b_at.len(), 2, "{order:?}");
-    assert!(b_at[1] <= 4, "b's tasks start as slots free, not after a's backlog: {order:?}\nlog:\n{}", agent.log());
+    assert!(b_at[1] <= 5, "b's tasks start as slots free, not after a's backlog: {order:?}\nlog:\n{}", agent.log());
 }

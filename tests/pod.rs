@@ -212,11 +212,12 @@ impl Ocr {
         format!("127.0.0.1:{}", self.p.host_port(&self.scheduler, 7070))
     }
 
-    /// Submits task document `json` to the application's queue; its id.
+    /// Submits task document `json` to the application's queue as a new task (no idempotency key: the same
+    /// document twice is two tasks); its id.
     fn submit(&self, json: &str) -> String {
         let file = self.tmp.path().join(format!("task-{}.json", rand_suffix()));
         std::fs::write(&file, json).unwrap();
-        let (ok, out) = pmctl(&self.server(), &["submit", "--queue", "ocr", file.to_str().unwrap()]);
+        let (ok, out) = pmctl(&self.server(), &["submit", "--no-idempotency-key", "--queue", "ocr", file.to_str().unwrap()]);
         assert!(ok, "submit: {out}");
         out.split_whitespace().last().unwrap().to_string()
     }
