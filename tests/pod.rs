@@ -217,7 +217,8 @@ impl Ocr {
     fn submit(&self, json: &str) -> String {
         let file = self.tmp.path().join(format!("task-{}.json", rand_suffix()));
         std::fs::write(&file, json).unwrap();
-        let (ok, out) = pmctl(&self.server(), &["submit", "--no-idempotency-key", "--queue", "ocr", file.to_str().unwrap()]);
+        let (ok, out) =
+            pmctl(&self.server(), &["submit", "--no-idempotency-key", "--queue", "ocr", file.to_str().unwrap()]);
         assert!(ok, "submit: {out}");
         out.split_whitespace().last().unwrap().to_string()
     }
