@@ -172,6 +172,24 @@ impl Cluster {
     }
 }
 
+/// Adds one member's figures of a queue to `total`: counts and rates add up, the oldest ready age is the
+/// largest. Whether the sum counts as paused is the caller's rule (it differs between a view that warns and
+/// one that reports), so `paused` is left alone.
+pub fn add_queue_stats(total: &mut pb::QueueStats, q: &pb::QueueStats) {
+    total.ready += q.ready;
+    total.delayed += q.delayed;
+    total.leased += q.leased;
+    total.dead += q.dead;
+    total.credits += q.credits;
+    total.agents += q.agents;
+    total.waiting_executor += q.waiting_executor;
+    total.lent += q.lent;
+    total.stolen += q.stolen;
+    total.submitted_per_sec += q.submitted_per_sec;
+    total.completed_per_sec += q.completed_per_sec;
+    total.oldest_ready_age_ms = total.oldest_ready_age_ms.max(q.oldest_ready_age_ms);
+}
+
 /// Merges pages of one listing asked of several parts (shards of a node, members of a cluster) into one page
 /// of at most `limit` tasks, newest first.
 ///

@@ -31,7 +31,7 @@ pub mod json;
 pub mod options;
 pub mod tls;
 
-pub use admin::{merge_task_pages, DeadPage, QueueControlled, TaskFilter, TaskPage};
+pub use admin::{add_queue_stats, merge_task_pages, DeadPage, QueueControlled, TaskFilter, TaskPage};
 pub use apps::AppChange;
 pub use client::Client;
 pub use cluster::{agent_nodes, Cluster, ClusterOptions};

@@ -89,17 +89,9 @@ impl Totals {
     }
 }
 
-/// Adds `q`'s counters to `sum` (a queue is paused if it is paused anywhere).
+/// Adds `q`'s figures to `sum` (a queue is paused if it is paused anywhere: the view warns).
 fn add(sum: &mut QueueStats, q: &QueueStats) {
-    sum.ready += q.ready;
-    sum.delayed += q.delayed;
-    sum.leased += q.leased;
-    sum.dead += q.dead;
-    sum.credits += q.credits;
-    sum.agents += q.agents;
-    sum.waiting_executor += q.waiting_executor;
-    sum.lent += q.lent;
-    sum.stolen += q.stolen;
+    pm_client::add_queue_stats(sum, q);
     sum.paused |= q.paused;
 }
 

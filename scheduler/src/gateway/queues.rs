@@ -31,16 +31,7 @@ fn figures(q: &QueueStats) -> Value {
 fn sum(parts: &[&QueueStats]) -> QueueStats {
     let mut total = QueueStats { paused: !parts.is_empty(), ..Default::default() };
     for q in parts {
-        total.ready += q.ready;
-        total.delayed += q.delayed;
-        total.leased += q.leased;
-        total.dead += q.dead;
-        total.agents += q.agents;
-        total.credits += q.credits;
-        total.waiting_executor += q.waiting_executor;
-        total.submitted_per_sec += q.submitted_per_sec;
-        total.completed_per_sec += q.completed_per_sec;
-        total.oldest_ready_age_ms = total.oldest_ready_age_ms.max(q.oldest_ready_age_ms);
+        pm_client::add_queue_stats(&mut total, q);
         total.paused &= q.paused;
     }
     total
