@@ -7,17 +7,17 @@
 //! group is killed, so nothing it started in the background outlives it.
 //!
 //! That holds when this process is killed with `SIGKILL` too, with no `unsafe` (no `pre_exec` for
-//! `PR_SET_PDEATHSIG`): each command starts under [`WATCHED`], a few lines of `sh` that leave a watcher in the
-//! command's process group, reading a pipe whose only writer is this process. The kernel closes that pipe when
-//! this process dies, however it dies; the watcher then reads end-of-file and kills the group.
+//! `PR_SET_PDEATHSIG`): each group is registered with the agent's [`watcher`](super::watcher), which kills the
+//! groups left when the agent dies, and the command waits at a [`GATE`] until its group is registered.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::watcher::{self, kill_group, GATE, GO};
 use crate::command::{earliest, CommandSpec, Outcome, OutputSink, Stream};
 
 /// How long output still left in the pipes is read after the process group was killed. A process that left
@@ -29,15 +29,6 @@ enum Ended {
     TimedOut,
     Cancelled,
 }
-
-/// Starts `SHELL -c LINE` (`$1`, `$2`) in this process group with a watcher beside it: the pipe on stdin is
-/// moved to fd 3 (a background list's stdin is `/dev/null`), the watcher reads it until end-of-file, which comes
-/// only when this process has died (it never writes), and then kills the whole group, itself included
-/// (`kill -9 0`). The command gets `/dev/null` as stdin and not the pipe, and `exec` makes it the group leader's
-/// pid, so its exit status is the command's. The watcher's output goes to `/dev/null`: it never holds the
-/// command's output pipes open.
-pub const WATCHED: &str =
-    r#"exec 3<&0; (while read -r _ <&3; do :; done; kill -9 0) >/dev/null 2>&1 & exec "$1" -c "$2" 3<&- </dev/null"#;
 
 /// Runs `spec` here and waits for it to end, killing its process group at `deadline` or when `cancel` fires.
 pub(crate) async fn run_local<S: OutputSink>(
@@ -58,9 +49,9 @@ pub(crate) async fn run_with_shell<S: OutputSink>(
     cancel: &CancellationToken,
     sink: &mut S,
 ) -> Outcome {
-    let mut cmd = tokio::process::Command::new("sh");
-    cmd.args(["-c", WATCHED, "pm-watch", shell])
-        .arg(&spec.run)
+    let mut cmd = tokio::process::Command::new(shell);
+    cmd.arg("-c")
+        .arg(format!("{GATE}{}", spec.run))
         .current_dir(&spec.work_dir)
         .envs(&spec.env)
         .stdin(Stdio::piped())
@@ -71,16 +62,20 @@ pub(crate) async fn run_with_shell<S: OutputSink>(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && spec.work_dir.is_dir() => {
-            // `sh` runs the watcher; another shell missing exits 127 with `exec: NAME: not found` on stderr.
-            return Outcome::error(format!("cannot start `sh` (is there a `sh` on this container's PATH?): {e}"));
+            return Outcome::error(format!(
+                "cannot start `{shell}` (is there a `{shell}` on this container's PATH?): {e}"
+            ));
         }
-        Err(e) => return Outcome::error(format!("cannot start `sh` in {}: {e}", spec.work_dir.display())),
+        Err(e) => return Outcome::error(format!("cannot start `{shell}` in {}: {e}", spec.work_dir.display())),
     };
     let pid = child.id();
-    // If this future is dropped mid-run (the runtime shuts down), the whole group still dies.
-    let _group = GroupGuard(pid);
-    // The watcher's pipe: held open, never written, until the command is over (or this process dies).
-    let _lifeline = child.stdin.take();
+    // Registered with the watcher before the command may run (the gate), so that a `kill -9` of this process
+    // kills it too. If this future is dropped mid-run (the runtime shuts down), the whole group dies as well.
+    let _group = pid.map(|p| watcher::global().watch(p));
+    if let Some(mut gate) = child.stdin.take() {
+        // An error means the shell is gone already (a syntax error): its exit status says why.
+        let _ = gate.write_all(GO).await;
+    }
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
     let (mut obuf, mut ebuf) = (vec![0u8; 8192], vec![0u8; 8192]);
     let own_deadline = (spec.timeout_ms > 0).then(|| Instant::now().checked_add(ms(spec.timeout_ms))).flatten();
@@ -112,7 +107,9 @@ pub(crate) async fn run_with_shell<S: OutputSink>(
             status = child.wait() => match status {
                 Ok(s) => break Ended::Exited(s),
                 Err(e) => {
-                    kill_group(pid);
+                    if let Some(p) = pid {
+                        kill_group(p);
+                    }
                     return Outcome::error(format!("lost track of the command: {e}"));
                 }
             },
@@ -121,7 +118,9 @@ pub(crate) async fn run_with_shell<S: OutputSink>(
         }
     };
     // The command is over: nothing it started may outlive it.
-    kill_group(pid);
+    if let Some(p) = pid {
+        kill_group(p);
+    }
     let status = match ended {
         Ended::Exited(s) => Some(s),
         Ended::TimedOut | Ended::Cancelled => child.wait().await.ok(),
@@ -180,22 +179,6 @@ async fn read_open<R: AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> O
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// Kills the command's process group when dropped.
-struct GroupGuard(Option<u32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0);
-    }
-}
-
-/// SIGKILLs the process group led by `pid` (a command started with `process_group(0)`).
-fn kill_group(pid: Option<u32>) {
-    let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) else { return };
-    // ESRCH (already gone) is the common case and fine.
-    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
 }
 
 #[cfg(test)]
@@ -281,39 +264,5 @@ mod tests {
         let o = run_local(&spec("read x; echo \"[$x]\"; exit 9"), None, &CancellationToken::new(), &mut sink).await;
         assert_eq!(o.exit_code, Some(9));
         assert_eq!(sink.0, vec![(Stream::Stdout, b"[]\n".to_vec())]);
-    }
-
-    /// The watcher kills the command's group once its pipe's writer is gone, as when this process is killed:
-    /// here the writer is a pipe end dropped by hand.
-    #[test]
-    fn the_watcher_kills_the_group_when_the_writer_dies() {
-        let dir = tempfile::tempdir().unwrap();
-        let pid_file = dir.path().join("pid");
-        let run = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", WATCHED, "pm-watch", "sh", &run])
-            .stdin(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let pid = loop {
-            match std::fs::read_to_string(&pid_file) {
-                Ok(p) if p.ends_with('\n') => break p.trim().to_string(),
-                _ => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
-        let alive = || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
-        assert!(alive());
-        drop(child.stdin.take());
-        let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(9), "the group, its leader included, was killed");
-        for _ in 0..500 {
-            if !alive() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("the background sleep outlived the writer");
     }
 }

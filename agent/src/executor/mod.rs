@@ -23,6 +23,7 @@ pub mod grpc;
 pub mod local;
 pub mod original_env;
 pub mod pod;
+pub mod watcher;
 
 /// Where one executor name runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
