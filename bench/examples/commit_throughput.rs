@@ -15,7 +15,7 @@ use bytes::Bytes;
 use pm_scheduler::store::committer::Committer;
 use pm_scheduler::store::sled_store::SledStore;
 use pm_scheduler::store::wal::{Wal, WalOptions};
-use pm_scheduler::store::{FsyncMode, Record, StoreError, StoreStats, TaskStore, Upkeep};
+use pm_scheduler::store::{BodyReader, FsyncMode, Record, StoreError, StoreStats, TaskStore, Upkeep};
 
 /// Counts appends and syncs, to report the mean group size.
 struct Counting {
@@ -37,6 +37,9 @@ impl TaskStore for Counting {
     }
     fn stats(&self) -> StoreStats {
         self.inner.stats()
+    }
+    fn body_reader(&self) -> Arc<dyn BodyReader> {
+        self.inner.body_reader()
     }
 }
 

@@ -59,6 +59,10 @@ pub const LEASES_IN_FLIGHT: &str = "pm_leases_in_flight";
 pub const DEAD_LETTERS: &str = "pm_dead_letters";
 /// Gauge: open connections (label `role`).
 pub const CONNECTIONS: &str = "pm_connections";
+/// Counter: payloads read back from the store (not resident: `--resident-payload-bytes`).
+pub const PAYLOAD_READS: &str = "pm_payload_reads_total";
+/// Gauge: payload bytes of live tasks kept in memory, per shard.
+pub const PAYLOAD_RESIDENT: &str = "pm_payload_resident_bytes";
 /// Counter: bytes written to the store.
 pub const WAL_BYTES_WRITTEN: &str = "pm_wal_bytes_written_total";
 /// Histogram, seconds: a Submit's part on a shard, from the shard receiving it to its reply (made durable)
@@ -204,6 +208,7 @@ pub const ALL: &[Metric] = &[
     ),
     metric(REDIRECTED, Counter, Count, "Submits answered with a Redirect to the member that owns their key."),
     metric(WAL_BYTES_WRITTEN, Counter, Bytes, "Bytes written to the store."),
+    metric(PAYLOAD_READS, Counter, Count, "Payloads read back from the store (beyond --resident-payload-bytes)."),
     labelled(QUEUE_DEPTH, Gauge, "Ready tasks per queue.", "queue", DEFAULT_QUEUE),
     labelled(
         WAITING_EXECUTOR,
@@ -216,6 +221,7 @@ pub const ALL: &[Metric] = &[
     labelled(LEASES_IN_FLIGHT, Gauge, "Leases in flight per queue.", "queue", DEFAULT_QUEUE),
     labelled(DEAD_LETTERS, Gauge, "Dead letters per queue.", "queue", DEFAULT_QUEUE),
     labelled(RESULTS_KEPT, Gauge, "Outcomes of finished tasks kept for status queries, per shard.", "shard", &["0"]),
+    labelled(PAYLOAD_RESIDENT, Gauge, "Payload bytes of live tasks kept in memory, per shard.", "shard", &["0"]),
     labelled(CONNECTIONS, Gauge, "Open connections, by role.", "role", ROLES),
     metric(MEMBERS_PENDING, Gauge, Count, "Members DNS lists that this node's ring lacks (they join at its restart)."),
     metric(SUBMIT_SECONDS, Histogram, Seconds, "Submit received by a shard to its durable reply."),

@@ -83,6 +83,7 @@ impl Node {
         let catalog = open_catalog(cfg)?;
         let paused = Arc::new(crate::paused::PausedQueues::open(&cfg.data)?);
         let (store, recovered) = open_store(cfg)?;
+        let bodies = store.body_reader();
         let committer = Committer::start(store, cfg.fsync);
         let next_task_id = next_task_id(&recovered, ordinal);
         let n = cfg.shard_count();
@@ -90,7 +91,15 @@ impl Node {
         let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
         let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
-        let shards = spawn_shards(cfg, ordinal, steal.clone(), &committer, next_task_id, shares, paused.clone());
+        let spawn = SpawnShards {
+            ordinal,
+            steal: steal.clone(),
+            committer: &committer,
+            next_task_id,
+            paused: paused.clone(),
+            bodies,
+        };
+        let shards = spawn_shards(cfg, spawn, shares);
         crate::reclaim_memory::after_recovery();
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
@@ -290,16 +299,19 @@ fn split_by_shard(recovered: Recovered, n: usize) -> Vec<Share> {
     shares
 }
 
-/// Starts one shard per share, and tells each its siblings (follow-ups go to their queue's shard).
-fn spawn_shards(
-    cfg: &Config,
+/// What every shard is started with, besides the configuration and its share.
+struct SpawnShards<'a> {
     ordinal: Option<usize>,
     steal: Option<StealHandle>,
-    committer: &Committer,
+    committer: &'a Committer,
     next_task_id: Arc<AtomicU64>,
-    shares: Vec<Share>,
     paused: Arc<crate::paused::PausedQueues>,
-) -> Vec<ShardHandle> {
+    bodies: Arc<dyn crate::store::BodyReader>,
+}
+
+/// Starts one shard per share, and tells each its siblings (follow-ups go to their queue's shard).
+fn spawn_shards(cfg: &Config, with: SpawnShards<'_>, shares: Vec<Share>) -> Vec<ShardHandle> {
+    let SpawnShards { ordinal, steal, committer, next_task_id, paused, bodies } = with;
     let n = shares.len();
     let shard_cfg = ShardConfig {
         steal,
@@ -317,6 +329,8 @@ fn spawn_shards(
         queue_limits: Arc::new(cfg.queue_limits.iter().cloned().collect()),
         siblings: Arc::default(),
         paused,
+        bodies,
+        resident_payload_bytes: cfg.resident_payload_bytes / n.max(1),
     };
     let shards: Vec<ShardHandle> = shares
         .into_iter()

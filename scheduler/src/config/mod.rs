@@ -216,6 +216,11 @@ pub struct Config {
     /// and the outcome says so).
     #[arg(long, env = "PM_MAX_RESULT_BYTES", default_value_t = 64 * 1024)]
     pub max_result_bytes: usize,
+    /// Most payload bytes of live tasks held in memory by the node, shared by its shards. The payload of a
+    /// task queued beyond it stays only in the store and is read back when the task is leased, so a backlog is
+    /// bound by disk, not memory (0 = every payload is read back).
+    #[arg(long, env = "PM_RESIDENT_PAYLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub resident_payload_bytes: usize,
     /// Limits of a queue, `NAME:max-per-key=N,rate=R[,burst=B]` (repeat the flag per queue; in the variable,
     /// separate queues with `;`): at most N leases at once per task key (tasks of other keys go on), at most R
     /// leases started per second (bursts of B, default R).

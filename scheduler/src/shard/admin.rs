@@ -28,7 +28,8 @@ impl Shard {
                         queue: q.name.clone(),
                         attempts: t.attempts,
                         reason,
-                        payload: t.payload.clone(),
+                        // Empty if the store cannot give it back.
+                        payload: self.payloads.get(*task_id, t.payload.as_ref()).unwrap_or_default(),
                     });
                 }
             }

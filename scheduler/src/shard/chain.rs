@@ -20,7 +20,7 @@ use pm_protocol::Message as _;
 use pm_task::pipeline::{follow_ups, parse_task, Parent};
 use tokio::time::Instant;
 
-use super::task::State;
+use super::task::{State, Task};
 use super::{now_unix_ms, shard_of_queue, Shard, ShardMsg};
 use crate::store::Record;
 
@@ -36,7 +36,14 @@ impl Shard {
             queue: self.queues[t.queue as usize].name.clone(),
             state: if state == TaskState::Succeeded { "succeeded" } else { "failed" }.into(),
         };
-        let specs = match follow_ups(&t.payload, &parent) {
+        let payload = match self.payloads.get(task_id, t.payload.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(task_id, "follow-ups not submitted: its payload could not be read: {e}");
+                return Vec::new();
+            }
+        };
+        let specs = match follow_ups(&payload, &parent) {
             Ok((_, specs)) => specs,
             Err(e) => {
                 // Checked at submit; a document that no longer parses gets no follow-ups.
@@ -106,9 +113,11 @@ impl Shard {
         self.make_ready(task_id, Instant::now());
     }
 
-    /// The task's place in a flow: (parent id, flow id), read from its payload.
-    pub(super) fn flow_of(&self, task_id: u64, payload: &[u8]) -> (u64, String) {
-        match parse_task(payload) {
+    /// The task's place in a flow: (parent id, flow id), read from its payload (from the store, if it is
+    /// not kept in memory; none if it cannot be read).
+    pub(super) fn flow_of(&self, task_id: u64, task: &Task) -> (u64, String) {
+        let Ok(payload) = self.payloads.get(task_id, task.payload.as_ref()) else { return (0, String::new()) };
+        match parse_task(&payload) {
             Ok(t) => {
                 let parent = t.parent.map_or(0, |p| p.task_id);
                 let root = !t.on_success.is_empty() || !t.on_failure.is_empty();

@@ -8,6 +8,7 @@ use super::msg::ShardHandle;
 use super::queue::QueueLimits;
 use super::results::ResultsBudget;
 use crate::stolen::StealHandle;
+use crate::store::BodyReader;
 
 /// Settings a shard needs.
 #[derive(Debug, Clone)]
@@ -43,4 +44,9 @@ pub struct ShardConfig {
     pub paused: Arc<crate::paused::PausedQueues>,
     /// Every shard of the node, by index (set once they are all started): follow-ups go to their queue's.
     pub siblings: Arc<OnceLock<Vec<ShardHandle>>>,
+    /// Reads the payloads not kept in memory back from the store.
+    pub bodies: Arc<dyn BodyReader>,
+    /// Most payload bytes of live tasks each shard keeps in memory (`--resident-payload-bytes` over the
+    /// shards); the others are read back from the store when needed.
+    pub resident_payload_bytes: usize,
 }

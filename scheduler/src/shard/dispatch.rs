@@ -21,6 +21,7 @@ use pm_protocol::Message as _;
 use tokio::time::Instant;
 
 use super::lease::LeaseTable;
+use super::payload::Payloads;
 use super::queue::{executor_set, Queue, PEER};
 use super::round::Rounds;
 use super::task::{State, Task};
@@ -84,6 +85,11 @@ pub(super) struct Dispatch<'a> {
     pub(super) stealing: bool,
     /// Most bytes of one Leased frame.
     pub(super) budget: usize,
+    /// Where the payloads not kept in memory are read from.
+    pub(super) payloads: &'a Payloads,
+    /// Ready tasks taken out of their queue because their payload could not be read back, with why: the
+    /// shard dead-letters them after the dispatch.
+    pub(super) unreadable: Vec<(u64, String)>,
 }
 
 /// Pushes ready tasks of `q` to agents with credits; returns how many were leased.
@@ -118,6 +124,15 @@ pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, 
         if !q.take_token(now) {
             return leased_now; // rate limit: `throttled_until` wakes the queue
         }
+        // Before any credit is spent: a payload the store cannot give back ends the task (see `unreadable`).
+        let payload = match d.payloads.get(entry.task_id, task.payload.as_ref()) {
+            Ok(p) => p,
+            Err(why) => {
+                q.pop(class);
+                d.unreadable.push((entry.task_id, why));
+                continue;
+            }
+        };
         let Some(conn) = q.take_credit_from(group) else { return leased_now };
         let Some(out) = d.leases.out_of(conn).cloned() else { continue };
         q.pop(class);
@@ -136,7 +151,7 @@ pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, 
             lease_id,
             attempt: task.attempts,
             deadline_unix_ms: wall + task.lease.as_millis() as u64,
-            payload: task.payload.clone(),
+            payload,
             queue: q.name.clone(),
             key: task.key.clone(),
             max_attempts: task.max_attempts,
@@ -222,6 +237,7 @@ mod tests {
         q.add_credit(7, 2, false, None);
         let hist = metrics::histogram!("test_dispatch_seconds");
         let mut outgoing = Outgoing::default();
+        let payloads = Payloads::new(Arc::new(crate::shard::payload::tests::NoStore), usize::MAX);
         let mut d = Dispatch {
             tasks: &mut tasks,
             leases: &mut leases,
@@ -230,6 +246,8 @@ mod tests {
             dispatch_seconds: &hist,
             stealing: false,
             budget: 1 << 20,
+            payloads: &payloads,
+            unreadable: Vec::new(),
         };
         assert_eq!(dispatch_queue(&mut q, &mut d, Instant::now(), 1_000), 2, "two credits, two leases");
         assert_eq!((q.ready_len(), q.leased), (1, 2));

@@ -68,7 +68,8 @@ fn listed_state(state: &State) -> TaskState {
 
 impl Shard {
     /// Adds a live task. Every task enters the shard here, so the listing index stays in step.
-    pub(super) fn add_task(&mut self, task_id: u64, task: Task) {
+    pub(super) fn add_task(&mut self, task_id: u64, mut task: Task) {
+        task.payload = task.payload.take().and_then(|p| self.payloads.admit(p));
         let q = task.queue as usize;
         self.tasks.insert(task_id, task);
         let queue = &mut self.queues[q];
@@ -79,6 +80,7 @@ impl Shard {
     /// Removes a task: `finished` (acked, failed or cancelled, durably), or withdrawn (its write failed).
     pub(super) fn drop_task(&mut self, task_id: u64, finished: bool) -> Option<Task> {
         let t = self.tasks.remove(&task_id)?;
+        self.payloads.release(t.payload.as_ref());
         let queue = &mut self.queues[t.queue as usize];
         queue.ids.remove(task_id);
         if finished {
@@ -165,7 +167,7 @@ impl Shard {
         if q.state != TaskState::Unspecified && listed_state(&t.state) != q.state {
             return None;
         }
-        if !q.flow_id.is_empty() && (!t.chain || self.flow_of(id, &t.payload).1 != q.flow_id) {
+        if !q.flow_id.is_empty() && (!t.chain || self.flow_of(id, t).1 != q.flow_id) {
             return None;
         }
         let mut s = self.live_status(id, t);

@@ -40,6 +40,7 @@ mod listing;
 mod msg;
 mod ordered_ids;
 mod outcome;
+mod payload;
 mod queue;
 mod rates;
 mod recover;
@@ -105,6 +106,8 @@ pub struct Shard {
     /// Queues that may lease more now: dispatched at the end of the round.
     dirty: IdSet<u32>,
     tasks: IdMap<u64, Task>,
+    /// The payloads kept in memory, and the way to the others.
+    payloads: payload::Payloads,
     leases: LeaseTable,
     rounds: Rounds,
     idem: Idempotency,
@@ -144,6 +147,7 @@ impl Shard {
             index,
             shards,
             leases: LeaseTable::new(cfg.lease_prefix, shards, index),
+            payloads: payload::Payloads::new(cfg.bodies.clone(), cfg.resident_payload_bytes),
             rounds: Rounds::new(committer, tx.clone(), cfg.lease_after_sync),
             cfg,
             next_task_id,
@@ -400,10 +404,17 @@ impl Shard {
             dispatch_seconds: &self.hist.queue_wait,
             stealing: self.cfg.steal.is_some(),
             budget: self.cfg.max_frame_bytes.saturating_sub(1024),
+            payloads: &self.payloads,
+            unreadable: Vec::new(),
         };
         for qi in self.dirty.drain() {
             let leased = dispatch_queue(&mut self.queues[qi as usize], &mut d, Instant::now(), now_unix_ms());
             metrics::counter!(m::LEASED).increment(leased);
+        }
+        // A task whose payload the store could not give back is dead-lettered, with why: kept, not lost.
+        for (task_id, why) in std::mem::take(&mut d.unreadable) {
+            tracing::error!(task_id, "payload not readable from the store, dead-lettered: {why}");
+            self.bury(task_id, format!("its payload could not be read from the store: {why}"), Bytes::new());
         }
     }
 

@@ -180,21 +180,7 @@ impl Shard {
         let Some(t) = self.tasks.get(&task_id) else { return };
         if t.attempts >= t.max_attempts {
             let reason = format!("attempt {}/{}: {reason}", t.attempts, t.max_attempts);
-            // Its onFailure follow-ups, in one unit with the dead-letter record.
-            let children = self.write_follow_ups(task_id, TaskState::Dead);
-            let Some(t) = self.tasks.get_mut(&task_id) else { return };
-            let dead = task::Dead {
-                reason: reason.clone(),
-                result,
-                finished_unix_ms: super::now_unix_ms(),
-                children: Vec::new(),
-                written: false,
-            };
-            t.state = State::Dead(Box::new(dead));
-            self.queues[t.queue as usize].dead.insert(task_id);
-            self.rounds.record(Record::DeadLetter { task_id, reason });
-            metrics::counter!(m::DEAD_LETTERED).increment(1);
-            self.rounds.bury(task_id, children);
+            self.bury(task_id, reason, result);
             return;
         }
         let Some(t) = self.tasks.get_mut(&task_id) else { return };
@@ -210,5 +196,24 @@ impl Shard {
             t.not_before = Some(at);
             self.queues[q as usize].delayed.push(Reverse((at, task_id)));
         }
+    }
+
+    /// Dead-letters the task for `reason` (keeping `result`, and telling its watchers once the record is
+    /// durable), with its onFailure follow-ups in one unit with the dead-letter record.
+    pub(super) fn bury(&mut self, task_id: u64, reason: String, result: Bytes) {
+        let children = self.write_follow_ups(task_id, TaskState::Dead);
+        let Some(t) = self.tasks.get_mut(&task_id) else { return };
+        let dead = task::Dead {
+            reason: reason.clone(),
+            result,
+            finished_unix_ms: super::now_unix_ms(),
+            children: Vec::new(),
+            written: false,
+        };
+        t.state = State::Dead(Box::new(dead));
+        self.queues[t.queue as usize].dead.insert(task_id);
+        self.rounds.record(Record::DeadLetter { task_id, reason });
+        metrics::counter!(m::DEAD_LETTERED).increment(1);
+        self.rounds.bury(task_id, children);
     }
 }

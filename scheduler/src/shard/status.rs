@@ -185,7 +185,7 @@ impl Shard {
             ..Default::default()
         };
         if t.chain {
-            (s.parent_id, s.flow_id) = self.flow_of(task_id, &t.payload);
+            (s.parent_id, s.flow_id) = self.flow_of(task_id, t);
         }
         s
     }
@@ -275,5 +275,7 @@ impl Shard {
     pub(super) fn expire_results(&mut self, now_ms: u64) {
         self.results.expire(now_ms);
         metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
+        metrics::gauge!(m::PAYLOAD_RESIDENT, "shard" => self.index.to_string())
+            .set(self.payloads.resident_bytes() as f64);
     }
 }

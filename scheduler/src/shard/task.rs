@@ -58,7 +58,8 @@ pub(super) struct Task {
     pub(super) queue: u32,
     pub(super) priority: i32,
     pub(super) key: String,
-    pub(super) payload: Bytes,
+    /// The payload, if kept in memory; `None`: read it back from the store (see `payload.rs`).
+    pub(super) payload: Option<Bytes>,
     pub(super) max_attempts: u32,
     pub(super) lease: Duration,
     pub(super) attempts: u32,
@@ -96,7 +97,7 @@ impl Task {
             queue,
             priority: spec.priority,
             key: spec.key.clone(),
-            payload: spec.payload.clone(),
+            payload: Some(spec.payload.clone()),
             max_attempts,
             lease,
             attempts: 0,

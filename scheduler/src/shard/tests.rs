@@ -16,17 +16,35 @@ use super::{Shard, ShardConfig, ShardHandle, ShardMsg};
 use crate::outbox::{self, OutRx, OutTx, Outbound, Part};
 use crate::store::committer::Committer;
 use crate::store::wal::{Wal, WalOptions};
-use crate::store::{FsyncMode, Record, Recovered, StoreError, StoreStats, TaskStore, Upkeep};
+use crate::store::{BodyReader, FsyncMode, Record, Recovered, StoreError, StoreStats, TaskStore, Upkeep};
 
 const AGENT: u64 = 7;
 
 /// A WAL whose appends fail while `fail` is set (nothing of the failed batch is written), whose syncs wait
-/// while `hold_sync` is set, and fail (after syncing) while `fail_sync` is set.
+/// while `hold_sync` is set, and fail (after syncing) while `fail_sync` is set; its bodies cannot be read
+/// back while `fail_reads` is set.
 struct Flaky {
     inner: Wal,
     pub(super) fail: Arc<AtomicBool>,
     hold_sync: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
+    fail_reads: Arc<AtomicBool>,
+}
+
+/// [`Flaky`]'s body reader.
+#[derive(Debug)]
+struct FlakyBodies {
+    inner: Arc<dyn BodyReader>,
+    fail: Arc<AtomicBool>,
+}
+
+impl BodyReader for FlakyBodies {
+    fn read_body(&self, task_id: u64) -> Result<Option<bytes::Bytes>, StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Io { path: "flaky".into(), source: std::io::Error::from_raw_os_error(5) });
+        }
+        self.inner.read_body(task_id)
+    }
 }
 
 impl TaskStore for Flaky {
@@ -52,6 +70,10 @@ impl TaskStore for Flaky {
     fn stats(&self) -> StoreStats {
         self.inner.stats()
     }
+
+    fn body_reader(&self) -> Arc<dyn BodyReader> {
+        Arc::new(FlakyBodies { inner: self.inner.body_reader(), fail: self.fail_reads.clone() })
+    }
 }
 
 fn open_wal(dir: &Path) -> (Wal, Recovered) {
@@ -70,6 +92,7 @@ pub(super) struct Harness {
     fail: Arc<AtomicBool>,
     hold_sync: Arc<AtomicBool>,
     fail_sync: Arc<AtomicBool>,
+    pub(super) fail_reads: Arc<AtomicBool>,
     pub(super) out: OutTx,
     rx: OutRx,
     agent_out: OutTx,
@@ -90,8 +113,15 @@ impl Harness {
         let (wal, rec) = open_wal(dir);
         let fail = Arc::new(AtomicBool::new(false));
         let (hold_sync, fail_sync) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let flaky =
-            Flaky { inner: wal, fail: fail.clone(), hold_sync: hold_sync.clone(), fail_sync: fail_sync.clone() };
+        let fail_reads = Arc::new(AtomicBool::new(false));
+        let flaky = Flaky {
+            inner: wal,
+            fail: fail.clone(),
+            hold_sync: hold_sync.clone(),
+            fail_sync: fail_sync.clone(),
+            fail_reads: fail_reads.clone(),
+        };
+        let bodies = flaky.body_reader();
         let committer = Committer::start(Box::new(flaky), FsyncMode::Always);
         let cfg = ShardConfig {
             default_lease: Duration::from_secs(30),
@@ -109,6 +139,9 @@ impl Harness {
             queue_limits: Default::default(),
             siblings: Default::default(),
             paused: Arc::new(crate::paused::PausedQueues::open(dir).unwrap()),
+            bodies,
+            // None kept in memory: every lease, status and follow-up here reads its payload back from the log.
+            resident_payload_bytes: 0,
         };
         let next_id = Arc::new(AtomicU64::new(rec.max_task_id + 1));
         let shard =
@@ -121,6 +154,7 @@ impl Harness {
             fail,
             hold_sync,
             fail_sync,
+            fail_reads,
             out,
             rx,
             agent_out,

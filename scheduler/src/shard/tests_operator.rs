@@ -142,3 +142,34 @@ async fn dead_letters_page_by_cursor_and_a_delete_takes_only_what_it_names() {
     let live: Vec<u64> = rec.tasks.iter().map(|t| t.task_id).collect();
     assert_eq!(live, vec![ids[0], ids[2], ids[4]], "the deletion is durable");
 }
+
+/// A payload the store cannot give back (an I/O error) does not lose its task: it is dead-lettered with why,
+/// and once the store reads again a redrive delivers it whole.
+#[tokio::test]
+async fn a_payload_the_store_cannot_read_back_dead_letters_its_task_with_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut h, _) = Harness::start(dir.path());
+    h.fail_reads.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ids = h.submit(vec![spec("kept on disk", 0, 0)]).await;
+    h.credit(1);
+    let mut dead = Vec::new();
+    for _ in 0..200 {
+        dead = h.dead_page(10, 0).await;
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dead, ids);
+    let request_id = h.request_id();
+    h.shard.send(ShardMsg::DeadList { out: h.out.clone(), request_id, queue: "q".into(), limit: 10, after: 0 });
+    let Part::DeadList(list) = h.part(request_id).await else { panic!("a dead-letter list") };
+    assert!(list[0].reason.contains("could not be read from the store"), "{}", list[0].reason);
+    h.fail_reads.store(false, std::sync::atomic::Ordering::SeqCst);
+    let request_id = h.request_id();
+    let (out, queue) = (h.out.clone(), "q".to_string());
+    h.shard.send(ShardMsg::Redrive { out, request_id, queue, task_ids: ids.clone() });
+    assert!(matches!(h.part(request_id).await, Part::Redrive(1)));
+    let leased = h.leased().await;
+    assert_eq!((leased.task_id, &leased.payload[..]), (ids[0], &b"kept on disk"[..]));
+}

@@ -230,7 +230,18 @@ pub enum Upkeep {
     Pending,
 }
 
-/// A durable home for tasks. Called from a single thread (the [`committer`]); never shared.
+/// Reads live tasks' bodies back from a store, from any thread, while the [`committer`] keeps writing.
+///
+/// This is how a queued task's payload can live on disk and not in memory: a shard keeps a bounded share of
+/// payloads resident and reads the others back when it leases them.
+pub trait BodyReader: std::fmt::Debug + Send + Sync + 'static {
+    /// The body of live task `task_id`, as given at enqueue (or carried forward by compaction), once its record
+    /// was appended; `Ok(None)` if the store holds no such live task (not appended yet, or finished).
+    fn read_body(&self, task_id: u64) -> Result<Option<Bytes>, StoreError>;
+}
+
+/// A durable home for tasks. Called from a single thread (the [`committer`]); never shared, except through
+/// its [`BodyReader`].
 pub trait TaskStore: Send + 'static {
     /// Writes `records` in order. They survive a process crash once this returns, and a machine crash
     /// only after [`TaskStore::sync`]. On error nothing of this batch may become visible at recovery
@@ -245,4 +256,6 @@ pub trait TaskStore: Send + 'static {
     fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError>;
     /// Current sizes.
     fn stats(&self) -> StoreStats;
+    /// A reader of this store's live bodies, for other threads; it stays valid while the store works.
+    fn body_reader(&self) -> std::sync::Arc<dyn BodyReader>;
 }

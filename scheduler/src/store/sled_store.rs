@@ -19,6 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -26,7 +27,8 @@ use sled::Transactional;
 
 use super::wal::now_unix_ms;
 use super::{
-    Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore, Upkeep,
+    BodyReader, Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore,
+    Upkeep,
 };
 
 const META_MAX_TASK_ID: &[u8] = b"max_task_id";
@@ -195,6 +197,24 @@ impl TaskStore for SledStore {
             live_tasks: self.live_tasks,
             results: self.result_order.len() as u64,
         }
+    }
+
+    fn body_reader(&self) -> Arc<dyn BodyReader> {
+        Arc::new(SledBodies { path: self.path.clone(), bodies: self.bodies.clone() })
+    }
+}
+
+/// The sled store's [`BodyReader`]: a handle on its body tree (sled trees are shared between threads).
+#[derive(Debug)]
+struct SledBodies {
+    path: PathBuf,
+    bodies: sled::Tree,
+}
+
+impl BodyReader for SledBodies {
+    fn read_body(&self, task_id: u64) -> Result<Option<Bytes>, StoreError> {
+        let body = self.bodies.get(task_id.to_be_bytes()).map_err(|e| sled_error(&self.path, e))?;
+        Ok(body.map(|b| Bytes::copy_from_slice(&b)))
     }
 }
 

@@ -81,6 +81,7 @@
 mod compaction;
 mod format;
 mod live;
+mod reader;
 mod recovery;
 pub mod repair;
 mod segment;
@@ -92,14 +93,18 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::RwLock;
 
 use format::{Entry, SegmentHeader, HEADER_LEN};
 use live::LiveSet;
 use recovery::SegMeta;
 
 use super::{
-    Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore, Upkeep,
+    BodyReader, Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore,
+    Upkeep,
 };
 
 /// Tuning of the [`Wal`]. Every field has a sensible default.
@@ -198,7 +203,9 @@ struct Active {
 pub struct Wal {
     dir: PathBuf,
     opts: WalOptions,
-    live: LiveSet,
+    /// Shared with [`reader::WalReader`], which reads live bodies back from other threads.
+    live: Arc<RwLock<LiveSet>>,
+    reader: Arc<reader::WalReader>,
     segments: BTreeMap<u64, SegMeta>,
     active: Active,
     next_seq: u64,
@@ -275,10 +282,12 @@ impl Wal {
         scan.live.expire(now_unix_ms());
         scan.live.shrink_to_fit();
         let recovered = recovered(&scan.live, &mut scan.bodies, &mut scan.result_bodies);
+        let live = Arc::new(RwLock::new(scan.live));
         let mut wal = Wal {
             dir: dir.to_owned(),
             opts,
-            live: scan.live,
+            reader: Arc::new(reader::WalReader::new(dir.to_owned(), live.clone())),
+            live,
             segments: scan.segments,
             active: Active {
                 index,
@@ -388,15 +397,17 @@ impl Wal {
             let at = self.active.pos;
             self.write_chunk(offset..offset + bytes as usize)?;
             let mut off = at;
+            let mut live = self.live.write();
             for (entry, &size) in entries[first..last].iter().zip(&self.sizes[first..last]) {
-                self.live.apply(entry, self.active.index, off, size as u64);
+                live.apply(entry, self.active.index, off, size as u64);
                 off += size as u64;
             }
+            drop(live);
             self.next_seq += (last - first) as u64;
             offset += bytes as usize;
             first = last;
         }
-        self.live.trim();
+        self.live.write().trim();
         Ok(())
     }
 
@@ -463,7 +474,7 @@ impl Wal {
         self.clear_dirty(pos)?;
         self.sync_active()?;
         let index = self.active.index + 1;
-        let header = SegmentHeader { index, base_seq: self.next_seq, task_id_floor: self.live.max_task_id };
+        let header = SegmentHeader { index, base_seq: self.next_seq, task_id_floor: self.live.read().max_task_id };
         #[cfg(test)]
         let fail = self.faults.fail_create.take();
         #[cfg(not(test))]
@@ -476,7 +487,7 @@ impl Wal {
         }
         let meta = SegMeta { path: path.clone(), written: HEADER_LEN as u64, file_len: self.opts.segment_bytes };
         self.segments.insert(index, meta);
-        self.live.add_segment(index);
+        self.live.write().add_segment(index);
         let capacity = self.opts.segment_bytes;
         let pos = HEADER_LEN as u64;
         self.active = Active { index, file, path, pos, capacity, dirty_end: 0, unsynced: false, written_back: 0 };
@@ -539,7 +550,7 @@ impl TaskStore for Wal {
 
     fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         self.usable()?;
-        self.live.expire(now_unix_ms);
+        self.live.write().expire(now_unix_ms);
         self.delete_front()?;
         if self.opts.compact_live_ratio > 0.0 && self.compact_oldest()? {
             return Ok(Upkeep::Pending);
@@ -552,9 +563,13 @@ impl TaskStore for Wal {
         StoreStats {
             disk_bytes: self.segments.values().map(|m| m.file_len).sum(),
             segments: self.segments.len() as u64,
-            live_tasks: self.live.tasks.len() as u64,
-            results: self.live.results.len() as u64,
+            live_tasks: self.live.read().tasks.len() as u64,
+            results: self.live.read().results.len() as u64,
         }
+    }
+
+    fn body_reader(&self) -> Arc<dyn BodyReader> {
+        self.reader.clone()
     }
 }
 

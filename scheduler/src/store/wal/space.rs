@@ -22,7 +22,7 @@ impl Wal {
         let mut deleted = false;
         let mut retired = Vec::new();
         while let Some((&index, meta)) = self.segments.first_key_value() {
-            if index == self.active.index || self.live.usage(index).items > 0 {
+            if index == self.active.index || self.live.read().usage(index).items > 0 {
                 break;
             }
             match segment::retire(&meta.path) {
@@ -31,7 +31,8 @@ impl Wal {
                 Err(e) => return Err(StoreError::io(&meta.path, e)),
             }
             self.segments.remove(&index);
-            self.live.usage.remove(&index);
+            self.live.write().usage.remove(&index);
+            self.reader.forget(index);
             deleted = true;
         }
         if deleted {
@@ -85,7 +86,7 @@ impl Wal {
                 !push_out
             });
             for id in forget {
-                self.live.forget_result_now(id);
+                self.live.write().forget_result_now(id);
             }
             let entries: Vec<Entry<'_>> = carried.iter().map(Carried::entry).collect();
             let written = entries.len();
@@ -120,7 +121,7 @@ impl Wal {
         }
         let carried = self.compaction.take().map_or(0, |c| c.carried);
         self.sync_active()?;
-        let left = self.live.usage(index);
+        let left = self.live.read().usage(index);
         if left.items > 0 {
             tracing::warn!(
                 segment = index,
@@ -142,7 +143,8 @@ impl Wal {
         let Some(meta) = self.segments.get(&index) else {
             return Ok(None);
         };
-        let usage = self.live.usage(index);
+        let live = self.live.read();
+        let usage = live.usage(index);
         let used = meta.written.saturating_sub(HEADER_LEN as u64) as f64;
         if index == self.active.index || usage.items == 0 || usage.bytes as f64 >= self.opts.compact_live_ratio * used {
             return Ok(None);
@@ -153,8 +155,9 @@ impl Wal {
         // left to drain; one that holds more forgets them and carries the rest.
         // The segment's own counts tell how many results it holds and the latest of them, so no kept result is
         // walked here.
-        let full = self.live.max_results > 0 && self.live.results.len() >= self.live.max_results;
-        let going = if full { self.live.going_bound(usage.results as usize) } else { None };
+        let full = live.max_results > 0 && live.results.len() >= live.max_results;
+        let going = if full { live.going_bound(usage.results as usize) } else { None };
+        drop(live);
         if usage.items == usage.results && going.is_some_and(|bound| usage.newest_result <= bound) {
             self.draining = Some((index, Instant::now()));
             return Ok(None);
@@ -175,6 +178,7 @@ impl Wal {
         path: &Path,
     ) -> Result<(Vec<Carried<'a>>, usize, bool), StoreError> {
         let mut out = Vec::new();
+        let live = self.live.read();
         let mut pos = 0;
         loop {
             let in_file = base + pos as u64;
@@ -202,7 +206,7 @@ impl Wal {
                 }
                 Entry::KeyCarry { task_id, idem } => (task_id, Some(idem), None),
                 Entry::Finish { task_id, expires_unix_ms, body } => {
-                    let home = self.live.results.get(&task_id).is_some_and(|r| r.seg == index && r.off == off);
+                    let home = live.results.get(&task_id).is_some_and(|r| r.seg == index && r.off == off);
                     if home {
                         out.push(Carried { task_id, task: None, key: None, result: Some((expires_unix_ms, body)) });
                     }
@@ -211,11 +215,11 @@ impl Wal {
                 _ => continue,
             };
             let task = body.and_then(|body| {
-                let t = self.live.tasks.get(&task_id).filter(|t| t.seg == index && t.off == off)?;
+                let t = live.tasks.get(&task_id).filter(|t| t.seg == index && t.off == off)?;
                 Some((t.attempts, t.dead.as_deref().map(String::from), body))
             });
             let key = idem.and_then(|k| {
-                let l = self.live.keys.get(k.key).filter(|l| l.seg == index && l.off == off)?;
+                let l = live.keys.get(k.key).filter(|l| l.seg == index && l.off == off)?;
                 Some((k.key, l.expires_unix_ms, l.task_id))
             });
             if task.is_some() || key.is_some() {
