@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::lease::extend_to;
 use super::queue::Executors;
-use super::task::{State, Task};
+use super::task::State;
 use super::{now_unix_ms, Shard};
 use crate::holdings::Holdings;
 use crate::metrics as m;
@@ -64,7 +64,7 @@ impl Shard {
         for (idx, lease_id) in items {
             let tasks = &self.tasks;
             let default = self.cfg.default_lease;
-            let lease_of = |task_id| tasks.get(&task_id).map_or(default, |t: &Task| t.lease);
+            let lease_of = |task_id| tasks.get(&task_id).map_or(default, |t| t.lease);
             match self.leases.extend(lease_id, |task_id| extend_to(now, extend_ms, lease_of(task_id))) {
                 Some(_) => codes.push((idx, ErrorCode::Ok)),
                 None => {

@@ -75,7 +75,7 @@ impl Outgoing {
 
 /// What a dispatch pass touches besides the queue: the shard's tasks, leases, round and outgoing frames.
 pub(super) struct Dispatch<'a> {
-    pub(super) tasks: &'a mut IdMap<u64, Task>,
+    pub(super) tasks: &'a mut IdMap<u64, Box<Task>>,
     pub(super) leases: &'a mut LeaseTable,
     pub(super) rounds: &'a mut Rounds,
     pub(super) outgoing: &'a mut Outgoing,
@@ -232,7 +232,7 @@ mod tests {
             let mut t = Task::new(0, 0, &TaskSpec { priority, ..spec.clone() }, None, Duration::from_secs(30), 3);
             t.state = State::Ready;
             q.push_ready(0, t.entry(id));
-            tasks.insert(id, t);
+            tasks.insert(id, Box::new(t));
         }
         q.add_credit(7, 2, false, None);
         let hist = metrics::histogram!("test_dispatch_seconds");

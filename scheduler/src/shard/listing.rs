@@ -71,14 +71,14 @@ impl Shard {
     pub(super) fn add_task(&mut self, task_id: u64, mut task: Task) {
         task.payload = task.payload.take().and_then(|p| self.payloads.admit(p));
         let q = task.queue as usize;
-        self.tasks.insert(task_id, task);
+        self.tasks.insert(task_id, Box::new(task));
         let queue = &mut self.queues[q];
         queue.ids.insert(task_id);
         queue.rates.submitted += 1;
     }
 
     /// Removes a task: `finished` (acked, failed or cancelled, durably), or withdrawn (its write failed).
-    pub(super) fn drop_task(&mut self, task_id: u64, finished: bool) -> Option<Task> {
+    pub(super) fn drop_task(&mut self, task_id: u64, finished: bool) -> Option<Box<Task>> {
         let t = self.tasks.remove(&task_id)?;
         self.payloads.release(t.payload.as_ref());
         let queue = &mut self.queues[t.queue as usize];
