@@ -4,9 +4,9 @@
 #            the fill rate, the data directory's size on disk (du, and the store's own count), the node's RSS
 #            (VmRSS, VmHWM) and RSS per task
 #   restart  kill -9, sync, drop the page cache, start again on the same data and ports; seconds until the
-#            port accepts a connection and until /readyz says ready, the RSS then and 2 s later, where the
-#            time went (from the node's `store recovered` and `shard recovered` log lines), and the queue's
-#            depth (must be N)
+#            port accepts a connection and until /readyz says ready, the CPU time the node used until it
+#            listened, the RSS then and 2 s later, where the time went (from the node's `store recovered` and
+#            `shard recovered` log lines), and the queue's depth (must be N)
 #   drain    drop the page cache again, then consumers only (pm-loadtest --producers 0 --max-tasks N) take
 #            and ack the whole backlog: the rate over the whole drain and over its first 10 s; at the end
 #            nothing may be ready or leased and N tasks must have been acked
@@ -86,6 +86,8 @@ die() { echo "backlog: $*" >&2; exit 1; }
 now() { date +%s.%N; }
 # The node's status field ($2: VmRSS, VmHWM) in bytes.
 mem() { echo $(($(awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status") * 1024)); }
+# cpu PID: the process's CPU time so far (user + system), s.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' "/proc/$1/stat"; }
 drop_caches() { if [[ $drop == 1 ]]; then sync; echo 3 > /proc/sys/vm/drop_caches; fi; }
 
 # start_node N LISTEN HTTP: starts the node (log node-N.err), sets node_pid.
@@ -161,6 +163,7 @@ while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
   sleep 0.01
 done
 t_listen="$(now)"
+restart_cpu="$(cpu "$node_pid")"
 until curl -sf -o /dev/null "http://127.0.0.1:$http_port/readyz"; do
   kill -0 "$node_pid" 2>/dev/null || die "the node exited while restarting"
   ((SECONDS < end)) || die "the restarted node was not ready within ${limit}s"
@@ -228,7 +231,7 @@ python3 - "$phases" "$drain" tasks="$tasks" payload="$payload" producers="$produ
   fsync="$fsync" node_flags="$NODE_FLAGS" scheduler="$scheduler" drop="$drop" fill_s="$fill_s" rss="$fill_rss" \
   hwm="$fill_hwm" disk="$disk_bytes" store="$store_bytes" exit_s="$exit_s" t0="$t0" t_listen="$t_listen" \
   t_ready="$t_ready" restart_rss="$restart_rss" restart_hwm="$restart_hwm" settled_rss="$settled_rss" \
-  depth="$depth" <<'EOF'
+  depth="$depth" restart_cpu="$restart_cpu" <<'EOF'
 import json, sys
 v = dict(a.split("=", 1) for a in sys.argv[3:])
 n, fill_s, rss, t0 = int(v["tasks"]), float(v["fill_s"]), int(v["rss"]), float(v["t0"])
@@ -241,17 +244,19 @@ r = {"tasks": n, "payload": int(v["payload"]), "producers": int(v["producers"]),
      "kill_exit_s": float(v["exit_s"]),
      "restart_listen_s": round(float(v["t_listen"]) - t0, 3), "restart_ready_s": round(float(v["t_ready"]) - t0, 3),
      "restart_rss_bytes": int(v["restart_rss"]), "restart_hwm_bytes": int(v["restart_hwm"]),
-     "restart_rss_2s_bytes": int(v["settled_rss"]), "depth": int(v["depth"])}
+     "restart_rss_2s_bytes": int(v["settled_rss"]), "restart_cpu_s": float(v["restart_cpu"]),
+     "depth": int(v["depth"])}
 r.update(json.loads(sys.argv[1]))
 r.update(json.loads(sys.argv[2]))
 print(json.dumps(r))
 g = lambda b: f"{b / 2**30:.2f} GiB"
 s = [f"fill     {n:,} tasks in {fill_s:.1f} s = {n / fill_s:,.0f}/s; disk {g(r['disk_bytes'])} (store "
      f"{g(r['store_disk_bytes'])}); RSS {g(rss)} (peak {g(r['hwm_bytes'])}) = {r['rss_bytes_per_task']} B/task",
-     f"restart  kill -9 exit {r['kill_exit_s']} s; listening after {r['restart_listen_s']} s, ready after "
-     f"{r['restart_ready_s']} s (store recovered at {r['store_recovered_s']} s, last shard at "
-     f"{r['shards_recovered_s']} s); RSS {g(r['restart_rss_bytes'])}, 2 s later {g(r['restart_rss_2s_bytes'])}; "
-     f"depth {r['depth']:,}" + ("" if r["caches_dropped"] else " (page cache kept)")]
+     f"restart  kill -9 exit {r['kill_exit_s']} s; listening after {r['restart_listen_s']} s (CPU "
+     f"{r['restart_cpu_s']} s), ready after {r['restart_ready_s']} s (store recovered at {r['store_recovered_s']} s, "
+     f"last shard at {r['shards_recovered_s']} s); RSS {g(r['restart_rss_bytes'])}, "
+     f"2 s later {g(r['restart_rss_2s_bytes'])}; depth {r['depth']:,}"
+     + ("" if r["caches_dropped"] else " (page cache kept)")]
 if "drain_s" in r:
     s.append(f"drain    {r['delivered']:,} acked in {r['drain_s']} s = {r['drain_tasks_per_s']:,}/s "
              f"(first 10 s: {r['drain_first_10s_tasks_per_s']:,}/s)")
