@@ -92,6 +92,7 @@ drop_caches() { if [[ $drop == 1 ]]; then sync; echo 3 > /proc/sys/vm/drop_cache
 
 # start_node N LISTEN HTTP: starts the node (log node-N.err), sets node_pid.
 start_node() {
+  : >"$tmp/node-$1.out"
   # shellcheck disable=SC2086 # NODE_FLAGS is a list of flags
   PM_LOG_FORMAT=json "$scheduler" --listen "$2" --http-listen "$3" --probe-listen off --data "$data" \
     --fsync "$fsync" $NODE_FLAGS >"$tmp/node-$1.out" 2>"$tmp/node-$1.err" &
