@@ -100,6 +100,60 @@ fn max_tasks_stops_a_run_by_itself() {
     assert_eq!(num(&r, "totals.acked"), 640.0, "{r}");
 }
 
+/// The depth of `queue` at the scheduler (`pmctl stats --json`; a queue with nothing left is not listed).
+fn ready(addr: &str, queue: &str) -> f64 {
+    let o = pm_testkit::pmctl(addr, &["stats", "--json"], None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stats: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let q = stats["queues"].as_array().unwrap().iter().find(|q| q["queue"] == queue);
+    q.map_or(0.0, |q| num(q, "ready"))
+}
+
+#[test]
+fn producers_alone_queue_exactly_max_tasks_and_consumers_alone_drain_them() {
+    let s = Scheduler::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let target = format!("pm://{}", s.addr);
+    // 1000 is not a multiple of the batch (64): the last Submit is cut to fit.
+    let fill = ["max-rate", "--consumers", "0", "--max-tasks", "1000", "--warmup", "0", "--duration", "60"];
+    let r = report(&target, &fill, dir.path());
+    assert_eq!(num(&r, "totals.submitted"), 1000.0, "{r}");
+    assert_eq!(num(&r, "totals.acked"), 0.0, "{r}");
+    assert!(num(&r, "elapsed_s") < 30.0, "a producers-only run ends when the producers stop: {r}");
+    assert_eq!(ready(&s.addr, "loadtest"), 1000.0);
+    let drain = ["max-rate", "--producers", "0", "--max-tasks", "1000", "--warmup", "0", "--duration", "60"];
+    let r = report(&target, &drain, dir.path());
+    assert_eq!(num(&r, "totals.acked"), 1000.0, "{r}");
+    assert_eq!(num(&r, "totals.ack_errors"), 0.0, "{r}");
+    assert_eq!(r["stopped_by_max_tasks"], true, "{r}");
+    assert!(num(&r, "elapsed_s") < 30.0, "a consumers-only run ends once they acked --max-tasks: {r}");
+    assert_eq!(ready(&s.addr, "loadtest"), 0.0);
+}
+
+/// bench/backlog.sh at a small size, without its drain and without dropping the page cache: exactly the
+/// tasks asked for are queued, survive the kill -9 and are counted again after the restart.
+#[test]
+fn the_backlog_benchmark_fills_kills_and_restarts_a_node() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/backlog.sh");
+    let data = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = Command::new(script)
+        .env("BIN", pm_testkit::bin_dir())
+        .args(["--tasks", "20000", "--skip-drain", "--no-drop-caches", "--limit", "60", "--data"])
+        .arg(data.path().join("data"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(num(&r, "depth"), 20000.0, "{r}");
+    assert_eq!(r["caches_dropped"], false, "{r}");
+    assert!(num(&r, "rss_bytes") > 0.0 && num(&r, "disk_bytes") > 20000.0 * 256.0, "{r}");
+    assert!(num(&r, "restart_listen_s") > 0.0 && num(&r, "restart_ready_s") >= num(&r, "restart_listen_s"), "{r}");
+    assert!(r.get("drain_s").is_none(), "--skip-drain: {r}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
 #[test]
 fn idle_connections_spread_over_processes_and_report_server_memory() {
     let s = Scheduler::start(&[]);

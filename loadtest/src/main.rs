@@ -102,10 +102,12 @@ struct Load {
     /// Offered tasks/s (fixed-rate, soak; default 20000, soak 5000).
     #[arg(long)]
     rate: Option<u64>,
-    /// Producer connections.
+    /// Producer connections; 0 = consumers only: they take what is queued, and the run ends once they acked
+    /// --max-tasks (or at the window's end plus --drain).
     #[arg(long, default_value_t = 4)]
     producers: usize,
-    /// Consumer (agent) connections.
+    /// Consumer (agent) connections; 0 = producers only: what they submit stays queued (a backlog to drain
+    /// later with --producers 0).
     #[arg(long, default_value_t = 4)]
     consumers: usize,
     /// Tasks per submit.
@@ -136,7 +138,8 @@ struct Load {
     /// never sits on received tasks waiting for an ack slot).
     #[arg(long, default_value_t = 32)]
     ack_inflight: usize,
-    /// Producers stop after this many tasks in all.
+    /// Producers stop after exactly this many tasks in all (the last Submit is cut to fit); with --producers 0,
+    /// consumers stop once they acked this many.
     #[arg(long, default_value_t = 1_000_000_000)]
     max_tasks: u64,
     /// Seconds per point of the series (default 1; soak 10).
@@ -366,16 +369,13 @@ fn load(
 
 /// The workload the options describe (checked).
 fn workload_of(pace: Pace, l: &Load, default_duration: u64, default_interval: u64) -> Result<Workload, LoadError> {
-    if l.producers == 0
-        || l.consumers == 0
-        || l.batch == 0
-        || l.inflight == 0
-        || l.ack_batch == 0
-        || l.ack_inflight == 0
-    {
+    if l.batch == 0 || l.inflight == 0 || l.ack_batch == 0 || l.ack_inflight == 0 {
         return Err(LoadError::Backend(
-            "--producers, --consumers, --batch, --inflight, --ack-batch and --ack-inflight must be at least 1".into(),
+            "--batch, --inflight, --ack-batch and --ack-inflight must be at least 1".into(),
         ));
+    }
+    if l.producers == 0 && l.consumers == 0 {
+        return Err(LoadError::Backend("--producers and --consumers cannot both be 0".into()));
     }
     if pace == Pace::Fixed(0) {
         return Err(LoadError::Backend("--rate must be at least 1".into()));
@@ -471,5 +471,25 @@ mod tests {
         assert!(Target::parse_test("pm://", "q").is_err());
         assert!(Target::parse_test("redis://h:1/0", "q").is_err());
         assert_eq!(Target::parse_test("redis://h:1", "q").map(|t| t.addr().to_string()), Ok("h:1".to_string()));
+    }
+
+    fn load_of(args: &[&str]) -> Load {
+        let mut all = vec!["pm-loadtest", "max-rate"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).map(|c| c.scenario) {
+            Ok(Scenario::MaxRate(l)) => l,
+            other => panic!("max-rate expected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_side_of_the_workload_may_be_absent_but_not_both() {
+        let producers_only = workload_of(Pace::Max, &load_of(&["--consumers", "0"]), 10, 1);
+        assert!(producers_only.is_ok_and(|w| w.consumers == 0 && w.producers == 4));
+        let consumers_only = workload_of(Pace::Max, &load_of(&["--producers", "0", "--max-tasks", "5"]), 10, 1);
+        assert!(consumers_only.is_ok_and(|w| w.producers == 0 && w.max_tasks == 5));
+        let neither = workload_of(Pace::Max, &load_of(&["--producers", "0", "--consumers", "0"]), 10, 1);
+        assert!(neither.is_err_and(|e| e.to_string().contains("both be 0")));
+        assert!(workload_of(Pace::Max, &load_of(&["--batch", "0"]), 10, 1).is_err());
     }
 }

@@ -9,7 +9,12 @@
 //!
 //! Latency = ack reply time − the time in the payload. Only completions inside the window
 //! `[warmup, warmup + duration)` count towards the totals. Then producers stop and consumers drain for at
-//! most `drain`. Every loop is bounded by time, and the producers also by `max_tasks`.
+//! most `drain`. Every loop is bounded by time, and the producers also by `max_tasks` (the last Submit is cut
+//! to fit, so a run submits exactly `max_tasks` unless the window ends first).
+//!
+//! One side may be absent, to build a backlog and drain it in separate runs: with no consumers the run ends
+//! when the producers stop and the tasks stay queued; with no producers the consumers take what is queued and
+//! the run ends once they acked `max_tasks` (or at the window's end plus `drain`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -37,9 +42,9 @@ pub enum Pace {
 pub struct Workload {
     /// Pacing.
     pub pace: Pace,
-    /// Producer connections.
+    /// Producer connections (0: consumers only, until they acked `max_tasks`).
     pub producers: usize,
-    /// Consumer connections.
+    /// Consumer connections (0: producers only; what they submit stays queued).
     pub consumers: usize,
     /// Tasks per Submit.
     pub batch: usize,
@@ -59,7 +64,8 @@ pub struct Workload {
     pub ack_batch: usize,
     /// Ack calls in flight per consumer.
     pub ack_inflight: usize,
-    /// Producers stop after this many tasks in all.
+    /// Producers stop after this many tasks in all; without producers, consumers stop once they acked this
+    /// many.
     pub max_tasks: u64,
     /// Length of a series interval.
     pub interval: Duration,
@@ -105,25 +111,54 @@ struct Ctx<W> {
 }
 
 impl Ctx<Workload> {
-    /// Reserves `batch` tasks under `max_tasks`; false once the budget is spent.
-    fn grant(&self) -> bool {
+    fn new(w: Workload, clock: Clock) -> Self {
+        Ctx {
+            w,
+            clock,
+            n: Counters::default(),
+            latency: Recorders::default(),
+            submit_rtt: Recorders::default(),
+            granted: AtomicU64::new(0),
+            hit_max: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Reserves the tasks of one Submit under `max_tasks`: `batch`, fewer for the last one, 0 once the budget is
+    /// spent.
+    fn grant(&self) -> usize {
         let b = self.w.batch as u64;
-        let ok = self.granted.fetch_add(b, Relaxed) + b <= self.w.max_tasks;
-        if !ok {
+        let before = self.granted.fetch_add(b, Relaxed);
+        let n = self.w.max_tasks.saturating_sub(before).min(b);
+        if n < b {
             self.hit_max.store(true, Relaxed);
         }
-        ok
+        n as usize
+    }
+
+    /// Whether the consumers are done: they acked what was submitted, or (with no producers) `max_tasks`.
+    fn drained(&self) -> bool {
+        let acked = self.n.acked.load(Relaxed);
+        if self.w.producers > 0 {
+            return acked >= self.n.submitted.load(Relaxed);
+        }
+        let done = acked >= self.w.max_tasks;
+        if done {
+            self.hit_max.store(true, Relaxed);
+        }
+        done
     }
 
     fn producing(&self) -> bool {
         !self.stop.load(Relaxed) && self.clock.now_ns() < self.clock.win_end
     }
 
-    fn payloads(&self, stamp: u64) -> Vec<Bytes> {
+    fn payloads(&self, stamp: u64, n: usize) -> Vec<Bytes> {
         let mut buf = BytesMut::zeroed(self.w.payload.max(8));
         buf[..8].copy_from_slice(&stamp.to_le_bytes());
         let one = buf.freeze();
-        vec![one; self.w.batch]
+        vec![one; n]
     }
 }
 
@@ -140,17 +175,7 @@ pub async fn run<B: Backend>(backend: Arc<B>, w: Workload, on_tick: Option<OnTic
     let t0 = Instant::now();
     let win_start = w.warmup.as_nanos() as u64;
     let clock = Clock { t0, win_start, win_end: win_start + w.duration.as_nanos() as u64 };
-    let ctx = Arc::new(Ctx {
-        w,
-        clock,
-        n: Counters::default(),
-        latency: Recorders::default(),
-        submit_rtt: Recorders::default(),
-        granted: AtomicU64::new(0),
-        hit_max: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        done: AtomicBool::new(false),
-    });
+    let ctx = Arc::new(Ctx::new(w, clock));
 
     let mut consumer_tasks = JoinSet::new();
     for c in consumers {
@@ -164,6 +189,7 @@ pub async fn run<B: Backend>(backend: Arc<B>, w: Workload, on_tick: Option<OnTic
                 producer_tasks.spawn(produce_closed(ctx.clone(), p));
             }
         }
+        Pace::Fixed(_) if producers.is_empty() => {}
         Pace::Fixed(rate) => {
             let mut ticks = Vec::new();
             for p in producers {
@@ -185,7 +211,7 @@ pub async fn run<B: Backend>(backend: Arc<B>, w: Workload, on_tick: Option<OnTic
     while tokio::time::timeout_at(deadline, producer_tasks.join_next()).await.ok().flatten().is_some() {}
     ctx.stop.store(true, Relaxed);
     producer_tasks.abort_all();
-    while ctx.n.acked.load(Relaxed) < ctx.n.submitted.load(Relaxed) && tokio::time::Instant::now() < deadline {
+    while ctx.w.consumers > 0 && !ctx.drained() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     consumer_tasks.abort_all();
@@ -204,9 +230,9 @@ pub async fn run<B: Backend>(backend: Arc<B>, w: Workload, on_tick: Option<OnTic
     })
 }
 
-async fn submit<P: Producer>(ctx: &Ctx<Workload>, p: &P, rec: &Mutex<Recorder>, stamp: u64) {
+async fn submit<P: Producer>(ctx: &Ctx<Workload>, p: &P, rec: &Mutex<Recorder>, stamp: u64, n: usize) {
     let sent = ctx.clock.now_ns();
-    match p.submit(ctx.payloads(stamp)).await {
+    match p.submit(ctx.payloads(stamp, n)).await {
         Ok(ok) => {
             let now = ctx.clock.now_ns();
             let win = ctx.clock.in_window(now);
@@ -215,7 +241,7 @@ async fn submit<P: Producer>(ctx: &Ctx<Workload>, p: &P, rec: &Mutex<Recorder>, 
             if win {
                 ctx.n.submitted_win.fetch_add(ok as u64, Relaxed);
             }
-            ctx.n.rejected.fetch_add((ctx.w.batch - ok.min(ctx.w.batch)) as u64, Relaxed);
+            ctx.n.rejected.fetch_add((n - ok.min(n)) as u64, Relaxed);
         }
         Err(e) => error(&ctx.n.submit_errors, "submit", &e),
     }
@@ -227,25 +253,30 @@ async fn produce_closed<P: Producer>(ctx: Arc<Ctx<Workload>>, p: P) {
     for _ in 0..ctx.w.inflight {
         let (ctx, p, rec) = (ctx.clone(), p.clone(), rec.clone());
         set.spawn(async move {
-            while ctx.producing() && ctx.grant() {
-                submit(&ctx, &p, &rec, ctx.clock.now_ns()).await;
+            while ctx.producing() {
+                let n = ctx.grant();
+                if n == 0 {
+                    break;
+                }
+                submit(&ctx, &p, &rec, ctx.clock.now_ns(), n).await;
             }
         });
     }
     while set.join_next().await.is_some() {}
 }
 
-/// Sends one Submit per tick, each stamped with its intended time; at most `inflight` in flight, later ones
-/// wait for a slot (keeping their stamp, so the wait counts as latency).
-async fn produce_open<P: Producer>(ctx: Arc<Ctx<Workload>>, p: P, mut ticks: mpsc::UnboundedReceiver<u64>) {
+/// Sends one Submit per tick (its intended time and its number of tasks), each stamped with its intended time;
+/// at most `inflight` in flight, later ones wait for a slot (keeping their stamp, so the wait counts as
+/// latency).
+async fn produce_open<P: Producer>(ctx: Arc<Ctx<Workload>>, p: P, mut ticks: mpsc::UnboundedReceiver<(u64, usize)>) {
     let rec = ctx.submit_rtt.add();
     let slots = Arc::new(Semaphore::new(ctx.w.inflight));
     let mut set = JoinSet::new();
-    while let Some(intended) = ticks.recv().await {
+    while let Some((intended, n)) = ticks.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else { break };
         let (ctx, p, rec) = (ctx.clone(), p.clone(), rec.clone());
         set.spawn(async move {
-            submit(&ctx, &p, &rec, intended).await;
+            submit(&ctx, &p, &rec, intended, n).await;
             drop(slot);
         });
         while set.try_join_next().is_some() {}
@@ -254,12 +285,16 @@ async fn produce_open<P: Producer>(ctx: Arc<Ctx<Workload>>, p: P, mut ticks: mps
 }
 
 /// The pacer thread: releases Submits round-robin over the producers at `rate` tasks/s.
-fn pace(ctx: &Ctx<Workload>, rate: u64, ticks: Vec<mpsc::UnboundedSender<u64>>, late: &Mutex<Histogram<u64>>) {
+fn pace(ctx: &Ctx<Workload>, rate: u64, ticks: Vec<mpsc::UnboundedSender<(u64, usize)>>, late: &Mutex<Histogram<u64>>) {
     let interval_ns = (ctx.w.batch as f64 / rate.max(1) as f64 * 1e9) as u64;
     let mut intended = 0u64;
     let mut late_local = histogram();
     for i in 0.. {
-        if intended >= ctx.clock.win_end || ctx.stop.load(Relaxed) || !ctx.grant() {
+        if intended >= ctx.clock.win_end || ctx.stop.load(Relaxed) {
+            break;
+        }
+        let n = ctx.grant();
+        if n == 0 {
             break;
         }
         let now = ctx.clock.now_ns();
@@ -267,7 +302,7 @@ fn pace(ctx: &Ctx<Workload>, rate: u64, ticks: Vec<mpsc::UnboundedSender<u64>>, 
             std::thread::sleep(Duration::from_nanos(intended - now));
         }
         late_local.saturating_record(ctx.clock.now_ns().saturating_sub(intended) / 1000);
-        if ticks[i % ticks.len()].send(intended).is_err() {
+        if ticks[i % ticks.len()].send((intended, n)).is_err() {
             break;
         }
         intended += interval_ns;
@@ -372,5 +407,55 @@ async fn wait_done(ctx: &Ctx<Workload>) {
 fn error(counter: &AtomicU64, what: &str, e: &LoadError) {
     if counter.fetch_add(1, Relaxed) < 5 {
         eprintln!("{what}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(producers: usize, batch: usize, max_tasks: u64) -> Ctx<Workload> {
+        let w = Workload {
+            pace: Pace::Max,
+            producers,
+            consumers: 1,
+            batch,
+            payload: 8,
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(1),
+            drain: Duration::ZERO,
+            inflight: 1,
+            prefetch: 1,
+            ack_batch: 1,
+            ack_inflight: 1,
+            max_tasks,
+            interval: Duration::from_secs(1),
+            server_pid: None,
+        };
+        Ctx::new(w, Clock { t0: Instant::now(), win_start: 0, win_end: 1 })
+    }
+
+    #[test]
+    fn the_last_submit_is_cut_to_fit_max_tasks() {
+        let c = ctx(1, 64, 150);
+        assert_eq!((c.grant(), c.grant()), (64, 64));
+        assert!(!c.hit_max.load(Relaxed));
+        assert_eq!(c.grant(), 22, "150 = 64 + 64 + 22");
+        assert!(c.hit_max.load(Relaxed));
+        assert_eq!((c.grant(), c.grant()), (0, 0), "the budget is spent");
+        assert_eq!(c.payloads(7, 22).len(), 22);
+    }
+
+    #[test]
+    fn consumers_alone_are_done_at_max_tasks_acked() {
+        let c = ctx(0, 64, 100);
+        c.n.acked.store(99, Relaxed);
+        assert!(!c.drained());
+        c.n.acked.store(100, Relaxed);
+        assert!(c.drained() && c.hit_max.load(Relaxed));
+        let with_producers = ctx(1, 64, 100);
+        with_producers.n.submitted.store(64, Relaxed);
+        with_producers.n.acked.store(64, Relaxed);
+        assert!(with_producers.drained(), "with producers: done once every submitted task is acked");
     }
 }
