@@ -27,6 +27,17 @@ fn metric(s: &Scheduler, name: &str) -> f64 {
         .sum()
 }
 
+/// An agent of its own leases `n` tasks and acks each; their payloads go into `delivered` (each task once).
+async fn take_and_ack(s: &Scheduler, n: u32, delivered: &mut BTreeMap<u64, Vec<u8>>) {
+    let (a, mut leases) = s.agent().await;
+    a.credit("backlog", n).await.unwrap();
+    for _ in 0..n {
+        let t = next_lease(&mut leases).await;
+        assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+        assert!(delivered.insert(t.task_id, t.payload.to_vec()).is_none(), "task {} twice", t.task_id);
+    }
+}
+
 #[tokio::test]
 async fn payloads_beyond_the_resident_budget_are_read_back_from_the_log_across_a_kill_9() {
     // 2 KiB of payloads in memory for ~3,000 tasks of 240 B; 256 KiB segments roll every ~1,000 tasks.
@@ -52,25 +63,11 @@ async fn payloads_beyond_the_resident_budget_are_read_back_from_the_log_across_a
     assert!(metric(&s, "pm_payload_resident_bytes") <= 2048.0, "the budget holds");
     // The first 1,000 delivered and acked: they were written first, so the oldest segment drains.
     let mut delivered = BTreeMap::new();
-    {
-        let (a, mut leases) = s.agent().await;
-        a.credit("backlog", 1000).await.unwrap();
-        for _ in 0..1000 {
-            let t = next_lease(&mut leases).await;
-            assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
-            assert!(delivered.insert(t.task_id, t.payload.to_vec()).is_none(), "task {} twice", t.task_id);
-        }
-    }
+    take_and_ack(&s, 1000, &mut delivered).await;
     assert!(metric(&s, "pm_payload_reads_total") >= 900.0, "most of them came from the log");
     // Killed with 2,000 queued: after the restart, they are read back from the recovered log.
     s.restart();
-    let (a, mut leases) = s.agent().await;
-    a.credit("backlog", 2000).await.unwrap();
-    for _ in 0..2000 {
-        let t = next_lease(&mut leases).await;
-        assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
-        assert!(delivered.insert(t.task_id, t.payload.to_vec()).is_none(), "task {} twice", t.task_id);
-    }
+    take_and_ack(&s, 2000, &mut delivered).await;
     assert!(delivered == sent, "every task delivered once, each with its own payload");
     assert!(metric(&s, "pm_payload_reads_total") >= 1900.0, "read back after the restart");
     let admin = s.client(ConnectOptions::admin()).await;

@@ -136,7 +136,6 @@ fn producers_alone_queue_exactly_max_tasks_and_consumers_alone_drain_them() {
 fn the_backlog_benchmark_fills_kills_and_restarts_a_node() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/backlog.sh");
     let data = tempfile::tempdir().unwrap();
-    let started = std::time::Instant::now();
     let out = Command::new(script)
         .env("BIN", pm_testkit::bin_dir())
         .args(["--tasks", "20000", "--skip-drain", "--no-drop-caches", "--limit", "60", "--data"])
@@ -151,7 +150,6 @@ fn the_backlog_benchmark_fills_kills_and_restarts_a_node() {
     assert!(num(&r, "rss_bytes") > 0.0 && num(&r, "disk_bytes") > 20000.0 * 256.0, "{r}");
     assert!(num(&r, "restart_listen_s") > 0.0 && num(&r, "restart_ready_s") >= num(&r, "restart_listen_s"), "{r}");
     assert!(r.get("drain_s").is_none(), "--skip-drain: {r}");
-    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
 }
 
 #[test]
