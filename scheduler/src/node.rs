@@ -87,7 +87,14 @@ impl Node {
         let committer = Committer::start(store, cfg.fsync);
         let next_task_id = next_task_id(&recovered, ordinal);
         let n = cfg.shard_count();
+        let split_started = std::time::Instant::now();
         let shares = split_by_shard(recovered, n);
+        // Between `store recovered` and each `shard recovered`: how long the split took, apart from the rebuilds.
+        tracing::info!(
+            shards = n,
+            elapsed_ms = split_started.elapsed().as_millis() as u64,
+            "recovered tasks split among shards"
+        );
         let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
         let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
