@@ -8,7 +8,7 @@
 #   bench/binary-sizes.sh
 #
 # Limits (bytes, decimal): pm-agent 10,000,000 (every pipeline pod runs one), pm 25,000,000. The static
-# agent of the images has its own, smaller limit, checked by docker/build.sh.
+# agent of the images has its own, smaller limit (5 MB), checked by tests/images.rs.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
