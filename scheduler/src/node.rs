@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pm_protocol::pb::{StoredTask, TaskStatus};
+use pm_protocol::pb::TaskStatus;
 use pm_protocol::Message as _;
 use pm_task::pipeline::queue_or_default;
 use pm_task::ring::{Ring, TASK_ID_NODE_SHIFT};
@@ -286,24 +286,62 @@ struct Share {
     idempotency: Vec<RecoveredIdem>,
 }
 
-/// Splits what was recovered by the shard of each task's queue.
+/// Splits what was recovered by the shard of each task's queue. Each task's queue is read from its stored
+/// body on every core at once ([`QueueOf`]), since a large backlog has millions of them.
 fn split_by_shard(recovered: Recovered, n: usize) -> Vec<Share> {
+    use rayon::prelude::*;
     let mut shares: Vec<Share> = (0..n)
         .map(|_| Share { tasks: Vec::new(), results: Vec::new(), idempotency: recovered.idempotency.clone() })
         .collect();
-    for t in recovered.tasks {
-        let queue = StoredTask::decode(t.body.clone())
-            .ok()
-            .and_then(|s| s.spec)
-            .map(|s| queue_or_default(&s.queue).to_string())
-            .unwrap_or_default();
-        shares[shard_of_queue(&queue, n)].tasks.push(t);
+    if n == 1 {
+        shares[0].tasks = recovered.tasks;
+        shares[0].results = recovered.results;
+        return shares;
+    }
+    let shard_of: Vec<usize> = recovered
+        .tasks
+        .par_iter()
+        .map(|t| {
+            let queue = QueueOf::decode(&t.body[..]).ok().and_then(|s| s.spec).map(|s| s.queue).unwrap_or_default();
+            shard_of_queue(queue_or_default(&queue), n)
+        })
+        .collect();
+    // Sized first: the shares of a backlog of millions are not grown by doubling. A backlog in one queue (or in
+    // queues of one shard) is handed over whole.
+    let mut counts = vec![0usize; n];
+    for &shard in &shard_of {
+        counts[shard] += 1;
+    }
+    if let Some(only) = counts.iter().position(|&c| c == shard_of.len()) {
+        shares[only].tasks = recovered.tasks;
+    } else {
+        for (share, count) in shares.iter_mut().zip(counts) {
+            share.tasks.reserve_exact(count);
+        }
+        for (t, shard) in recovered.tasks.into_iter().zip(shard_of) {
+            shares[shard].tasks.push(t);
+        }
     }
     for r in recovered.results {
         let queue = TaskStatus::decode(r.body.clone()).map(|s| s.queue).unwrap_or_default();
         shares[shard_of_queue(queue_or_default(&queue), n)].results.push(r);
     }
     shares
+}
+
+/// The queue of a stored task ([`StoredTask`]`.spec.queue`), decoded without the rest: protobuf skips the
+/// fields a message does not name, so the payload and the other strings are never copied.
+#[derive(Clone, PartialEq, prost::Message)]
+struct QueueOf {
+    #[prost(message, optional, tag = "1")]
+    spec: Option<SpecQueue>,
+}
+
+/// [`pm_protocol::pb::TaskSpec`]'s queue alone.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SpecQueue {
+    #[prost(string, tag = "2")]
+    queue: String,
 }
 
 /// What every shard is started with, besides the configuration and its share.
@@ -365,5 +403,52 @@ fn limits(cfg: &Config) -> Limits {
         idle_timeout: cfg.idle_timeout(),
         max_write_buffer_bytes: cfg.max_write_buffer_bytes,
         write_stall_timeout: cfg.write_stall_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use pm_protocol::pb::{StoredTask, TaskSpec};
+    use pm_protocol::Message as _;
+
+    use super::{split_by_shard, QueueOf};
+    use crate::shard::shard_of_queue;
+    use crate::store::{Recovered, RecoveredTask};
+
+    fn stored(queue: &str) -> Bytes {
+        let spec =
+            TaskSpec { queue: queue.into(), key: "k".into(), payload: Bytes::from_static(b"{}"), ..Default::default() };
+        StoredTask { spec: Some(spec), submitted_unix_ms: 7, not_before_unix_ms: 0 }.encode_to_vec().into()
+    }
+
+    #[test]
+    fn the_queue_alone_is_decoded_from_a_stored_task() {
+        let q = QueueOf::decode(stored("ocr")).expect("decodes");
+        assert_eq!(q.spec.map(|s| s.queue).as_deref(), Some("ocr"));
+    }
+
+    #[test]
+    fn recovered_tasks_go_to_their_queues_shards() {
+        let queues = ["a", "b", "c", "d", "", "ocr"];
+        let tasks = (0..600u64)
+            .map(|i| RecoveredTask { task_id: i, body: stored(queues[i as usize % 6]), attempts: 0, dead_reason: None })
+            .collect();
+        let shares = split_by_shard(Recovered { tasks, ..Default::default() }, 3);
+        assert_eq!(shares.iter().map(|s| s.tasks.len()).sum::<usize>(), 600);
+        for (index, share) in shares.iter().enumerate() {
+            for t in &share.tasks {
+                let queue = pm_task::pipeline::queue_or_default(queues[t.task_id as usize % 6]);
+                assert_eq!(shard_of_queue(queue, 3), index, "task {}", t.task_id);
+            }
+        }
+        // One queue: its shard gets every task, the others none.
+        let tasks =
+            (0..50u64).map(|i| RecoveredTask { task_id: i, body: stored("ocr"), attempts: 0, dead_reason: None });
+        let shares = split_by_shard(Recovered { tasks: tasks.collect(), ..Default::default() }, 3);
+        let sizes: Vec<usize> = shares.iter().map(|s| s.tasks.len()).collect();
+        let mut expected = vec![0; 3];
+        expected[shard_of_queue("ocr", 3)] = 50;
+        assert_eq!(sizes, expected);
     }
 }

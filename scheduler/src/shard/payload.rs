@@ -36,11 +36,15 @@ impl Payloads {
     /// What a new task keeps of `payload`: all of it while the budget allows, else nothing (it is read back
     /// from the store when needed).
     pub(super) fn admit(&mut self, payload: Bytes) -> Option<Bytes> {
-        let fits = self.resident.checked_add(payload.len()).is_some_and(|n| n <= self.budget);
-        fits.then(|| {
+        self.fits(payload.len()).then(|| {
             self.resident += payload.len();
             payload
         })
+    }
+
+    /// Whether a payload of `len` bytes would be admitted now.
+    pub(super) fn fits(&self, len: usize) -> bool {
+        self.resident.checked_add(len).is_some_and(|n| n <= self.budget)
     }
 
     /// A task with `payload` resident is gone.

@@ -17,13 +17,69 @@ use pm_protocol::Message as _;
 use tokio::time::Instant;
 
 use super::idempotency::Idempotency;
+use super::queue::{executor_set, Executors};
 use super::results::Kept;
-use super::task::{Dead, State};
+use super::task::{Dead, Defaults, State, Task};
 use super::{now_unix_ms, shard_of_queue, Shard};
 use crate::store::{RecoveredIdem, RecoveredResult, RecoveredTask};
 
+/// Tasks decoded together, while the shard places the previous batch: large enough to spread over every core,
+/// small enough that a batch's decoded specs are a few MiB.
+const BATCH: usize = 1 << 14;
+
+/// One recovered task decoded: all of a restore's work that needs nothing of the shard (decoding the stored
+/// task, the executors its steps name, whether it may chain), done for a whole batch on every core at once.
+struct Decoded {
+    task_id: u64,
+    attempts: u32,
+    dead_reason: Option<String>,
+    stored: StoredTask,
+    spec: pb::TaskSpec,
+    executors: Executors,
+    chain: bool,
+}
+
+fn decode(rt: &RecoveredTask) -> Option<Decoded> {
+    // Decoded from a plain slice, the payload is copied out of the segment's buffer: it does not pin the buffer
+    // when it stays resident, and no thread touches the buffer's shared reference count.
+    let mut stored = match StoredTask::decode(&rt.body[..]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(task_id = rt.task_id, "undecodable stored task skipped: {e}");
+            return None;
+        }
+    };
+    let spec = stored.spec.take().unwrap_or_default();
+    let needed = pm_task::pipeline::required_executors(&spec);
+    Some(Decoded {
+        task_id: rt.task_id,
+        attempts: rt.attempts,
+        dead_reason: rt.dead_reason.clone(),
+        stored,
+        executors: if needed.is_empty() { Executors::default() } else { executor_set(needed) },
+        chain: pm_task::pipeline::may_chain(&spec.payload),
+        spec,
+    })
+}
+
+/// Runs `f`, adding the time it took to `total`.
+fn timed<T>(total: &mut std::time::Duration, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = f();
+    *total += started.elapsed();
+    out
+}
+
+fn decode_batch(batch: &[RecoveredTask]) -> Vec<Decoded> {
+    use rayon::prelude::*;
+    batch.par_iter().filter_map(decode).collect()
+}
+
 impl Shard {
     /// Takes this shard's share of the recovered state.
+    ///
+    /// The tasks are decoded a batch at a time on every core while this thread places the batch before, so
+    /// a restart with one large queue (all of it one shard's) is not bound to one core.
     pub(super) fn restore(
         &mut self,
         tasks: Vec<RecoveredTask>,
@@ -32,44 +88,24 @@ impl Shard {
     ) {
         let now_ms = now_unix_ms();
         let now = Instant::now();
-        for rt in tasks {
-            let stored = match StoredTask::decode(rt.body.clone()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(task_id = rt.task_id, "undecodable stored task skipped: {e}");
-                    continue;
-                }
-            };
-            let spec = stored.spec.unwrap_or_default();
-            let q = self.queue_id(pm_task::pipeline::queue_or_default(&spec.queue));
-            let mut task = self.new_task(q, &spec, None);
-            task.attempts = rt.attempts;
-            task.submitted_unix_ms = stored.submitted_unix_ms;
-            if let Some(reason) = rt.dead_reason {
-                task.state = State::Dead(Box::new(Dead {
-                    reason,
-                    result: Bytes::new(),
-                    finished_unix_ms: 0,
-                    children: Vec::new(),
-                    written: true,
-                }));
-                self.queues[q as usize].dead.insert(rt.task_id);
-            } else if stored.not_before_unix_ms > now_ms {
-                let at = now + Duration::from_millis(stored.not_before_unix_ms - now_ms);
-                task.state = State::Delayed;
-                task.not_before = Some(at);
-                self.queues[q as usize].delayed.push(Reverse((at, rt.task_id)));
-            } else if rt.attempts > 0 && !self.cfg.reclaim_grace.is_zero() {
-                task.state = State::Held;
-                self.queues[q as usize].held += 1;
-                self.held.push(rt.task_id);
-            } else {
-                task.state = State::Ready;
-                task.ready_since = Instant::now();
-                self.queues[q as usize].push_ready(task.class, task.entry(rt.task_id));
+        self.tasks.reserve(tasks.len());
+        let mut batches = tasks.chunks(BATCH);
+        let mut decoded = batches.next().map(decode_batch).unwrap_or_default();
+        // How long each side took in all, for the log: the slower one is what the restart waits for.
+        let (mut decoding, mut placing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        loop {
+            let next = batches.next();
+            let batch = std::mem::take(&mut decoded);
+            let (next, ()) = rayon::join(
+                || timed(&mut decoding, || next.map(decode_batch)),
+                || timed(&mut placing, || self.place(batch, now, now_ms)),
+            );
+            match next {
+                Some(next) => decoded = next,
+                None => break,
             }
-            self.add_task(rt.task_id, task);
         }
+        drop(tasks);
         if !self.held.is_empty() {
             self.hold_until = Some(now + self.cfg.reclaim_grace);
         }
@@ -89,7 +125,64 @@ impl Shard {
                 }
             }
         }
-        tracing::info!(shard = self.index, tasks = self.tasks.len(), held = self.held.len(), "shard recovered");
+        tracing::info!(
+            shard = self.index,
+            tasks = self.tasks.len(),
+            held = self.held.len(),
+            decode_ms = decoding.as_millis() as u64,
+            place_ms = placing.as_millis() as u64,
+            elapsed_ms = now.elapsed().as_millis() as u64,
+            "shard recovered"
+        );
         self.update_gauges();
+    }
+
+    /// Places decoded tasks in their queues: ready, delayed, held or dead (see the module's doc).
+    fn place(&mut self, batch: Vec<Decoded>, now: Instant, now_ms: u64) {
+        let defaults = Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts };
+        let mut last_queue: Option<(String, u32)> = None;
+        for mut d in batch {
+            let name = pm_task::pipeline::queue_or_default(&d.spec.queue);
+            let q = match &last_queue {
+                Some((last, q)) if last == name => *q,
+                _ => {
+                    let q = self.queue_id(name);
+                    last_queue = Some((name.to_string(), q));
+                    q
+                }
+            };
+            let class = self.queues[q as usize].class_of(&d.executors);
+            let payload = std::mem::take(&mut d.spec.payload);
+            let key = std::mem::take(&mut d.spec.key);
+            let mut task = Task::from_spec(q, class, &d.spec, d.chain, None, defaults, now);
+            task.key = key;
+            task.payload = self.payloads.fits(payload.len()).then_some(payload);
+            task.attempts = d.attempts;
+            task.submitted_unix_ms = d.stored.submitted_unix_ms;
+            let task_id = d.task_id;
+            if let Some(reason) = d.dead_reason {
+                task.state = State::Dead(Box::new(Dead {
+                    reason,
+                    result: Bytes::new(),
+                    finished_unix_ms: 0,
+                    children: Vec::new(),
+                    written: true,
+                }));
+                self.queues[q as usize].dead.insert(task_id);
+            } else if d.stored.not_before_unix_ms > now_ms {
+                let at = now + Duration::from_millis(d.stored.not_before_unix_ms - now_ms);
+                task.state = State::Delayed;
+                task.not_before = Some(at);
+                self.queues[q as usize].delayed.push(Reverse((at, task_id)));
+            } else if d.attempts > 0 && !self.cfg.reclaim_grace.is_zero() {
+                task.state = State::Held;
+                self.queues[q as usize].held += 1;
+                self.held.push(task_id);
+            } else {
+                task.state = State::Ready;
+                self.queues[q as usize].push_ready(task.class, task.entry(task_id));
+            }
+            self.add_task(task_id, task);
+        }
     }
 }

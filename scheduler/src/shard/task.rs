@@ -91,8 +91,23 @@ impl Task {
         default_lease: Duration,
         default_max_attempts: u32,
     ) -> Task {
-        let lease = if spec.lease_ms == 0 { default_lease } else { Duration::from_millis(spec.lease_ms.into()) };
-        let max_attempts = if spec.max_attempts == 0 { default_max_attempts } else { spec.max_attempts };
+        let chain = pm_task::pipeline::may_chain(&spec.payload);
+        let defaults = Defaults { lease: default_lease, max_attempts: default_max_attempts };
+        Task::from_spec(queue, class, spec, chain, idem, defaults, Instant::now())
+    }
+
+    /// [`Task::new`] with what it would work out given: whether the payload may chain, and the time now.
+    pub(super) fn from_spec(
+        queue: u32,
+        class: u32,
+        spec: &TaskSpec,
+        chain: bool,
+        idem: Option<String>,
+        defaults: Defaults,
+        now: Instant,
+    ) -> Task {
+        let lease = if spec.lease_ms == 0 { defaults.lease } else { Duration::from_millis(spec.lease_ms.into()) };
+        let max_attempts = if spec.max_attempts == 0 { defaults.max_attempts } else { spec.max_attempts };
         Task {
             queue,
             priority: spec.priority,
@@ -104,11 +119,11 @@ impl Task {
             state: State::Pending,
             not_before: None,
             idem,
-            ready_since: Instant::now(),
+            ready_since: now,
             submitted_unix_ms: 0,
             started_unix_ms: 0,
             class,
-            chain: pm_task::pipeline::may_chain(&spec.payload),
+            chain,
         }
     }
 
@@ -116,6 +131,14 @@ impl Task {
     pub(super) fn entry(&self, task_id: u64) -> ReadyEntry {
         ReadyEntry { priority: self.priority, task_id }
     }
+}
+
+/// What a task gets when its spec leaves the lease or the attempts out (the node's `--default-lease-ms` and
+/// `--default-max-attempts`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Defaults {
+    pub(super) lease: Duration,
+    pub(super) max_attempts: u32,
 }
 
 /// Milliseconds since the Unix epoch.

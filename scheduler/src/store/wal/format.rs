@@ -287,6 +287,22 @@ pub(crate) fn read_frame(data: &[u8], pos: usize) -> Frame<'_> {
     if crc != crc32c::crc32c_append(crc32c::crc32c(&frame[0..4]), body) {
         return Frame::Bad("crc mismatch".into());
     }
+    decode_frame(frame)
+}
+
+/// Reads again the record at `pos` of a buffer that [`read_frame`] has already checked, without computing its
+/// crc a second time (recovery finds each live task's body this way, once every record has been checked).
+pub(crate) fn reread_frame(data: &[u8], pos: usize) -> Frame<'_> {
+    let Some(len) = frame_len(data, pos) else { return Frame::End };
+    match data.get(pos..pos + len) {
+        Some(frame) if len >= FRAME_PREFIX + MIN_LEN => decode_frame(frame),
+        _ => Frame::Bad(format!("record length {len} at {pos} does not fit")),
+    }
+}
+
+/// Decodes a whole frame (prefix included) whose length and crc are known to be right.
+fn decode_frame(frame: &[u8]) -> Frame<'_> {
+    let body = &frame[FRAME_PREFIX..];
     let seq = le_u64(&body[1..9]);
     let mut r = Reader { bytes: &body[FIXED..] };
     let decoded = r.varint().and_then(|lag| decode_payload(body[0], &mut r).map(|entry| (lag, entry)));
@@ -456,7 +472,17 @@ mod tests {
                 }
                 other => panic!("{e:?}: {other:?}"),
             }
+            assert_eq!(reread_frame(&buf, 3), read_frame(&buf, 3), "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_reread_frame_must_at_least_fit() {
+        let mut buf = Vec::new();
+        encode(&mut buf, 5, 1, &Entry::Enqueue { task_id: 1, idem: None, body: b"abc" }).unwrap();
+        assert!(matches!(reread_frame(&buf[..buf.len() - 1], 0), Frame::Bad(_)));
+        assert_eq!(reread_frame(&[0u8; 8], 0), Frame::End);
+        assert!(matches!(reread_frame(&[2, 0, 0, 0, 0, 0, 0, 0], 0), Frame::Bad(_)));
     }
 
     #[test]

@@ -50,8 +50,10 @@ pub(crate) struct Scan {
     pub segments: BTreeMap<u64, SegMeta>,
     /// Live tasks and keys with their locations.
     pub live: LiveSet,
-    /// Bodies of the live tasks.
-    pub bodies: IdMap<Bytes>,
+    /// The contents of the segments that still hold a live task's record, by index: the bodies of the live
+    /// tasks are read out of them ([`Scan::body`]) without a copy each. A segment whose tasks are all gone
+    /// is dropped as soon as the scan sees it.
+    pub buffers: BTreeMap<u64, Bytes>,
     /// Bodies of the kept results (and, between prunings, of some that were dropped since).
     pub result_bodies: IdMap<Bytes>,
     /// `seq` for the next record.
@@ -82,11 +84,43 @@ pub(crate) fn recover(dir: &Path, max_results: usize) -> Result<Option<Scan>, St
     let headers = files.iter().map(|(index, path)| read_header(*index, path)).collect::<Result<Vec<_>, _>>()?;
     let mut scan = Scan { next_seq: headers[0].base_seq, ..Scan::default() };
     scan.live.max_results = max_results;
-    for (i, ((index, path), header)) in files.iter().zip(&headers).enumerate() {
-        let data = segment::read_all(path)?;
+    // One thread reads the next segment from the disk while this one applies the current one: the cold read
+    // and the CPU work overlap instead of taking turns.
+    std::thread::scope(|threads| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let paths: Vec<&PathBuf> = files.iter().map(|(_, path)| path).collect();
+        threads.spawn(move || {
+            for path in paths {
+                let read = segment::read_all(path).map(|data| {
+                    let checked = checked_prefix(&data);
+                    (data, checked)
+                });
+                if tx.send(read).is_err() {
+                    return;
+                }
+            }
+        });
+        scan_segments(&files, &headers, &mut scan, || {
+            rx.recv().unwrap_or_else(|_| {
+                Err(StoreError::Io { path: dir.to_owned(), source: std::io::Error::other("segment reader stopped") })
+            })
+        })
+    })?;
+    Ok(Some(scan))
+}
+
+/// Applies every segment in order, each one's contents given by `next_data`.
+fn scan_segments(
+    files: &[(u64, PathBuf)],
+    headers: &[SegmentHeader],
+    scan: &mut Scan,
+    mut next_data: impl FnMut() -> Result<(Vec<u8>, usize), StoreError>,
+) -> Result<(), StoreError> {
+    for (i, ((index, path), header)) in files.iter().zip(headers).enumerate() {
+        let (data, checked) = next_data()?;
         scan.live.max_task_id = scan.live.max_task_id.max(header.task_id_floor);
         scan.live.add_segment(*index);
-        let (end, next_seq, stop) = chain(&data, *index, scan.next_seq, &mut scan);
+        let (end, next_seq, stop) = chain(&data, checked, *index, scan.next_seq, scan);
         let corrupt = |detail: String| StoreError::Corrupt { path: path.clone(), offset: end as u64, detail };
         if let Some(((next_index, next_path), next)) = files.get(i + 1).zip(headers.get(i + 1)) {
             if next.base_seq > next_seq {
@@ -119,8 +153,14 @@ pub(crate) fn recover(dir: &Path, max_results: usize) -> Result<Option<Scan>, St
         }
         scan.next_seq = next_seq;
         scan.segments.insert(*index, SegMeta { path: path.clone(), written: end as u64, file_len: data.len() as u64 });
+        let mut data = data;
+        data.truncate(end);
+        scan.buffers.insert(*index, Bytes::from(data));
+        // Segments whose every task is gone by now (acked in this one) are not needed for bodies.
+        let live = &scan.live;
+        scan.buffers.retain(|seg, _| live.usage(*seg).items > 0);
     }
-    Ok(Some(scan))
+    Ok(())
 }
 
 fn read_header(index: u64, path: &Path) -> Result<SegmentHeader, StoreError> {
@@ -135,12 +175,23 @@ fn read_header(index: u64, path: &Path) -> Result<SegmentHeader, StoreError> {
     Ok(header)
 }
 
+/// Where the records of a segment stop following each other with a valid crc (its header's end if none
+/// does): the thread that reads the segments works this out, so that [`chain`] does not compute the crcs.
+fn checked_prefix(data: &[u8]) -> usize {
+    let mut pos = HEADER_LEN;
+    while let Frame::Record { size, .. } = format::read_frame(data, pos) {
+        pos += size;
+    }
+    pos
+}
+
 /// Applies the chain of valid records of one segment; returns where it stopped, the next seq, and why. A
 /// Group is applied only when all its records follow it intact; otherwise the chain stops at the Group.
-fn chain(data: &[u8], seg: u64, mut seq: u64, scan: &mut Scan) -> (usize, u64, Stop) {
+/// The records below `checked` are known to be whole with a valid crc ([`checked_prefix`]).
+fn chain(data: &[u8], checked: usize, seg: u64, mut seq: u64, scan: &mut Scan) -> (usize, u64, Stop) {
     let mut pos = HEADER_LEN;
     loop {
-        let (entry, size) = match next_record(data, pos, seq) {
+        let (entry, size) = match next_record(data, checked, pos, seq) {
             Ok(r) => r,
             Err(stop) => return (pos, seq, stop),
         };
@@ -149,7 +200,7 @@ fn chain(data: &[u8], seg: u64, mut seq: u64, scan: &mut Scan) -> (usize, u64, S
             let mut unit = Vec::with_capacity(count as usize);
             let mut at = pos + size;
             for k in 0..u64::from(count) {
-                match next_record(data, at, seq + 1 + k) {
+                match next_record(data, checked, at, seq + 1 + k) {
                     Ok((e, n)) => {
                         unit.push((e, at, n));
                         at += n;
@@ -174,9 +225,10 @@ fn chain(data: &[u8], seg: u64, mut seq: u64, scan: &mut Scan) -> (usize, u64, S
     }
 }
 
-/// The valid record at `pos`, which must have seq `seq`.
-fn next_record(data: &[u8], pos: usize, seq: u64) -> Result<(Entry<'_>, usize), Stop> {
-    match format::read_frame(data, pos) {
+/// The valid record at `pos`, which must have seq `seq`; its crc is computed only at or past `checked`.
+fn next_record(data: &[u8], checked: usize, pos: usize, seq: u64) -> Result<(Entry<'_>, usize), Stop> {
+    let frame = if pos < checked { format::reread_frame(data, pos) } else { format::read_frame(data, pos) };
+    match frame {
         Frame::End => Err(Stop::End),
         Frame::Bad(detail) => Err(Stop::Bad(detail)),
         Frame::Record { seq: found, .. } if found != seq => {
@@ -187,20 +239,10 @@ fn next_record(data: &[u8], pos: usize, seq: u64) -> Result<(Entry<'_>, usize), 
 }
 
 fn apply(scan: &mut Scan, entry: &Entry<'_>, seg: u64, pos: usize, size: usize) {
-    match *entry {
-        Entry::Enqueue { task_id, body, .. } | Entry::Snapshot { task_id, body, .. } => {
-            scan.bodies.insert(task_id, Bytes::copy_from_slice(body));
+    if let Entry::Finish { task_id, body, .. } = *entry {
+        if scan.live.max_results > 0 {
+            scan.result_bodies.insert(task_id, Bytes::copy_from_slice(body));
         }
-        Entry::Ack { task_id } => {
-            scan.bodies.remove(&task_id);
-        }
-        Entry::Finish { task_id, body, .. } => {
-            scan.bodies.remove(&task_id);
-            if scan.live.max_results > 0 {
-                scan.result_bodies.insert(task_id, Bytes::copy_from_slice(body));
-            }
-        }
-        _ => {}
     }
     scan.live.apply(entry, seg, pos as u64, size as u64);
     scan.live.trim();
@@ -209,6 +251,20 @@ fn apply(scan: &mut Scan, entry: &Entry<'_>, seg: u64, pos: usize, size: usize) 
     if matches!(entry, Entry::Finish { .. }) && scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {
         let live = &scan.live.results;
         scan.result_bodies.retain(|id, _| live.contains_key(id));
+    }
+}
+
+impl Scan {
+    /// The body of the task record at `seg`/`off`, sharing the segment's buffer (no copy); empty if that
+    /// segment's buffer is gone or the record is not a task's (never, for a place the live set holds).
+    pub(crate) fn body(&self, seg: u64, off: u64) -> Bytes {
+        let Some(buffer) = self.buffers.get(&seg) else { return Bytes::new() };
+        match format::reread_frame(buffer, off as usize) {
+            Frame::Record { entry: Entry::Enqueue { body, .. } | Entry::Snapshot { body, .. }, .. } => {
+                buffer.slice_ref(body)
+            }
+            _ => Bytes::new(),
+        }
     }
 }
 
