@@ -68,10 +68,15 @@ fn listed_state(state: &State) -> TaskState {
 
 impl Shard {
     /// Adds a live task. Every task enters the shard here, so the listing index stays in step.
-    pub(super) fn add_task(&mut self, task_id: u64, mut task: Task) {
+    pub(super) fn add_task(&mut self, task_id: u64, task: Task) {
+        self.add_boxed_task(task_id, Box::new(task));
+    }
+
+    /// [`Shard::add_task`] of a task already boxed (a restart boxes its tasks on every core).
+    pub(super) fn add_boxed_task(&mut self, task_id: u64, mut task: Box<Task>) {
         task.payload = task.payload.take().and_then(|p| self.payloads.admit(p));
         let q = task.queue as usize;
-        self.tasks.insert(task_id, Box::new(task));
+        self.tasks.insert(task_id, task);
         let queue = &mut self.queues[q];
         queue.ids.insert(task_id);
         queue.rates.submitted += 1;

@@ -28,37 +28,54 @@ use crate::store::{RecoveredIdem, RecoveredResult, RecoveredTask};
 const BATCH: usize = 1 << 14;
 
 /// One recovered task decoded: all of a restore's work that needs nothing of the shard (decoding the stored
-/// task, the executors its steps name, whether it may chain), done for a whole batch on every core at once.
+/// task, the executors its steps name, whether it may chain, building and boxing its [`Task`]), done for a
+/// whole batch on every core at once. The shard then gives it its queue and class and places it.
 struct Decoded {
     task_id: u64,
-    attempts: u32,
-    dead_reason: Option<String>,
-    stored: StoredTask,
-    spec: pb::TaskSpec,
+    task: Box<Task>,
+    queue: String,
     executors: Executors,
-    chain: bool,
+    not_before_unix_ms: u64,
+    dead_reason: Option<String>,
 }
 
-fn decode(rt: &RecoveredTask) -> Option<Decoded> {
+/// What every decoder of a batch is given.
+#[derive(Clone, Copy)]
+struct Decoding {
+    defaults: Defaults,
+    now: Instant,
+    /// Whether a payload may still become resident: when the shard's budget is used up, a payload is dropped
+    /// right where it was decoded.
+    keep_payloads: bool,
+}
+
+fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
     // Decoded from a plain slice, the payload is copied out of the segment's buffer: it does not pin the buffer
     // when it stays resident, and no thread touches the buffer's shared reference count.
-    let mut stored = match StoredTask::decode(&rt.body[..]) {
+    let stored = match StoredTask::decode(&rt.body[..]) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(task_id = rt.task_id, "undecodable stored task skipped: {e}");
             return None;
         }
     };
-    let spec = stored.spec.take().unwrap_or_default();
+    let mut spec = stored.spec.unwrap_or_default();
     let needed = pm_task::pipeline::required_executors(&spec);
+    let chain = pm_task::pipeline::may_chain(&spec.payload);
+    let payload = std::mem::take(&mut spec.payload);
+    let key = std::mem::take(&mut spec.key);
+    let mut task = Box::new(Task::from_spec(0, 0, &spec, chain, None, with.defaults, with.now));
+    task.key = key;
+    task.payload = with.keep_payloads.then_some(payload);
+    task.attempts = rt.attempts;
+    task.submitted_unix_ms = stored.submitted_unix_ms;
     Some(Decoded {
         task_id: rt.task_id,
-        attempts: rt.attempts,
-        dead_reason: rt.dead_reason.clone(),
-        stored,
+        task,
+        queue: spec.queue,
         executors: if needed.is_empty() { Executors::default() } else { executor_set(needed) },
-        chain: pm_task::pipeline::may_chain(&spec.payload),
-        spec,
+        not_before_unix_ms: stored.not_before_unix_ms,
+        dead_reason: rt.dead_reason.clone(),
     })
 }
 
@@ -70,9 +87,9 @@ fn timed<T>(total: &mut std::time::Duration, f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn decode_batch(batch: &[RecoveredTask]) -> Vec<Decoded> {
+fn decode_batch(batch: &[RecoveredTask], with: Decoding) -> Vec<Decoded> {
     use rayon::prelude::*;
-    batch.par_iter().filter_map(decode).collect()
+    batch.par_iter().filter_map(|rt| decode(rt, with)).collect()
 }
 
 impl Shard {
@@ -90,14 +107,17 @@ impl Shard {
         let now = Instant::now();
         self.tasks.reserve(tasks.len());
         let mut batches = tasks.chunks(BATCH);
-        let mut decoded = batches.next().map(decode_batch).unwrap_or_default();
+        let defaults = Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts };
+        let with = |shard: &Shard| Decoding { defaults, now, keep_payloads: shard.payloads.fits(1) };
+        let mut decoded = batches.next().map(|b| decode_batch(b, with(self))).unwrap_or_default();
         // How long each side took in all, for the log: the slower one is what the restart waits for.
         let (mut decoding, mut placing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
         loop {
             let next = batches.next();
             let batch = std::mem::take(&mut decoded);
+            let next_with = with(self);
             let (next, ()) = rayon::join(
-                || timed(&mut decoding, || next.map(decode_batch)),
+                || timed(&mut decoding, || next.map(|b| decode_batch(b, next_with))),
                 || timed(&mut placing, || self.place(batch, now, now_ms)),
             );
             match next {
@@ -139,10 +159,9 @@ impl Shard {
 
     /// Places decoded tasks in their queues: ready, delayed, held or dead (see the module's doc).
     fn place(&mut self, batch: Vec<Decoded>, now: Instant, now_ms: u64) {
-        let defaults = Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts };
         let mut last_queue: Option<(String, u32)> = None;
-        for mut d in batch {
-            let name = pm_task::pipeline::queue_or_default(&d.spec.queue);
+        for d in batch {
+            let name = pm_task::pipeline::queue_or_default(&d.queue);
             let q = match &last_queue {
                 Some((last, q)) if last == name => *q,
                 _ => {
@@ -151,14 +170,9 @@ impl Shard {
                     q
                 }
             };
-            let class = self.queues[q as usize].class_of(&d.executors);
-            let payload = std::mem::take(&mut d.spec.payload);
-            let key = std::mem::take(&mut d.spec.key);
-            let mut task = Task::from_spec(q, class, &d.spec, d.chain, None, defaults, now);
-            task.key = key;
-            task.payload = self.payloads.fits(payload.len()).then_some(payload);
-            task.attempts = d.attempts;
-            task.submitted_unix_ms = d.stored.submitted_unix_ms;
+            let mut task = d.task;
+            task.queue = q;
+            task.class = self.queues[q as usize].class_of(&d.executors);
             let task_id = d.task_id;
             if let Some(reason) = d.dead_reason {
                 task.state = State::Dead(Box::new(Dead {
@@ -169,12 +183,12 @@ impl Shard {
                     written: true,
                 }));
                 self.queues[q as usize].dead.insert(task_id);
-            } else if d.stored.not_before_unix_ms > now_ms {
-                let at = now + Duration::from_millis(d.stored.not_before_unix_ms - now_ms);
+            } else if d.not_before_unix_ms > now_ms {
+                let at = now + Duration::from_millis(d.not_before_unix_ms - now_ms);
                 task.state = State::Delayed;
                 task.not_before = Some(at);
                 self.queues[q as usize].delayed.push(Reverse((at, task_id)));
-            } else if d.attempts > 0 && !self.cfg.reclaim_grace.is_zero() {
+            } else if task.attempts > 0 && !self.cfg.reclaim_grace.is_zero() {
                 task.state = State::Held;
                 self.queues[q as usize].held += 1;
                 self.held.push(task_id);
@@ -182,7 +196,7 @@ impl Shard {
                 task.state = State::Ready;
                 self.queues[q as usize].push_ready(task.class, task.entry(task_id));
             }
-            self.add_task(task_id, task);
+            self.add_boxed_task(task_id, task);
         }
     }
 }
