@@ -74,10 +74,15 @@ impl Shard {
 
     /// [`Shard::add_task`] of a task already boxed (a restart boxes its tasks on every core).
     pub(super) fn add_boxed_task(&mut self, task_id: u64, mut task: Box<Task>) {
-        task.payload = task.payload.take().and_then(|p| self.payloads.admit(p));
-        let q = task.queue as usize;
+        self.count_task(task_id, &mut task);
         self.tasks.insert(task_id, task);
-        let queue = &mut self.queues[q];
+    }
+
+    /// All of adding a task but putting it in the task map: its payload admitted or not, its id listed in its
+    /// queue. A restart puts its tasks in the map afterwards, all at once (`recover.rs`).
+    pub(super) fn count_task(&mut self, task_id: u64, task: &mut Task) {
+        task.payload = task.payload.take().and_then(|p| self.payloads.admit(p));
+        let queue = &mut self.queues[task.queue as usize];
         queue.ids.insert(task_id);
         queue.rates.submitted += 1;
     }

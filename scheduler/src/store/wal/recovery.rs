@@ -60,6 +60,10 @@ pub(crate) struct Scan {
     pub next_seq: u64,
 }
 
+/// Most live tasks the recovery sizes its map for before it has read them (~0.8 GB of address space, of which
+/// 16 MiB is touched until tasks fill it).
+const MAX_PRESIZED_TASKS: usize = 1 << 24;
+
 /// Why a segment's chain of records stopped.
 enum Stop {
     End,
@@ -114,10 +118,19 @@ fn scan_segments(
     files: &[(u64, PathBuf)],
     headers: &[SegmentHeader],
     scan: &mut Scan,
-    mut next_data: impl FnMut() -> Result<(Vec<u8>, usize), StoreError>,
+    mut next_data: impl FnMut() -> Result<(Vec<u8>, Checked), StoreError>,
 ) -> Result<(), StoreError> {
     for (i, ((index, path), header)) in files.iter().zip(headers).enumerate() {
         let (data, checked) = next_data()?;
+        if i == 0 {
+            // Sized once for as many live tasks as the first segment's share of every segment: the map is not
+            // grown by doubling (each growth moves every task in it) for a large backlog. A log of mostly
+            // finished tasks is over-sized for the time of the recovery only: it is shrunk to fit afterwards. At
+            // most [`MAX_PRESIZED_TASKS`], and only if the memory is there.
+            let estimate = checked.tasks.saturating_mul(files.len()).min(MAX_PRESIZED_TASKS);
+            let _ = scan.live.tasks.try_reserve(estimate);
+        }
+        let checked = checked.end;
         scan.live.max_task_id = scan.live.max_task_id.max(header.task_id_floor);
         scan.live.add_segment(*index);
         let (end, next_seq, stop) = chain(&data, checked, *index, scan.next_seq, scan);
@@ -175,14 +188,21 @@ fn read_header(index: u64, path: &Path) -> Result<SegmentHeader, StoreError> {
     Ok(header)
 }
 
-/// Where the records of a segment stop following each other with a valid crc (its header's end if none
-/// does): the thread that reads the segments works this out, so that [`chain`] does not compute the crcs.
-fn checked_prefix(data: &[u8]) -> usize {
-    let mut pos = HEADER_LEN;
-    while let Frame::Record { size, .. } = format::read_frame(data, pos) {
-        pos += size;
+/// What the thread that reads the segments works out about one, so that [`chain`] does not compute the crcs.
+struct Checked {
+    /// Where the records stop following each other with a valid crc (the header's end if none does).
+    end: usize,
+    /// How many of those records write a task's whole state (Enqueue, Snapshot).
+    tasks: usize,
+}
+
+fn checked_prefix(data: &[u8]) -> Checked {
+    let mut checked = Checked { end: HEADER_LEN, tasks: 0 };
+    while let Frame::Record { size, entry, .. } = format::read_frame(data, checked.end) {
+        checked.end += size;
+        checked.tasks += usize::from(matches!(entry, Entry::Enqueue { .. } | Entry::Snapshot { .. }));
     }
-    pos
+    checked
 }
 
 /// Applies the chain of valid records of one segment; returns where it stopped, the next seq, and why. A
