@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::format::Entry;
+use super::staged::Staged;
 use crate::store::MAX_RESERVED_RESULTS;
 
 /// Where a live task's current full record (Enqueue or Snapshot) is, and the state recorded after it.
@@ -90,6 +91,8 @@ pub(crate) struct LiveSet {
     result_order: ExpiryOrder,
     /// Most results kept (0: none; a Finish then only ends its task).
     pub max_results: usize,
+    /// Enqueued tasks held back while a segment is replayed ([`LiveSet::stage`]).
+    staged: Staged,
 }
 
 /// (expiry, task id) pairs, smallest first. Results are almost always added in expiry order (a finish time
@@ -154,11 +157,51 @@ impl LiveSet {
         }
     }
 
+    /// From now on, and until [`LiveSet::unstage`], tasks enqueued are held back and put in the map together
+    /// at each [`LiveSet::flush_staged`] (a replay, see `staged.rs`).
+    pub(crate) fn stage(&mut self) {
+        self.staged.on = true;
+    }
+
+    /// Puts every held task in the map, in the order of their buckets.
+    pub(crate) fn flush_staged(&mut self) {
+        for (task_id, task) in self.staged.drain_for(&mut self.tasks) {
+            self.put_task(task_id, task);
+        }
+    }
+
+    /// Puts every held task in the map and stops holding new ones.
+    pub(crate) fn unstage(&mut self) {
+        self.flush_staged();
+        self.staged.on = false;
+    }
+
     /// Applies one record written at `seg`/`off` with encoded `size`.
     pub(crate) fn apply(&mut self, entry: &Entry<'_>, seg: u64, off: u64, size: u64) {
+        if self.staged.on {
+            // A held task goes to the map before any record of it is applied: its records stay in order.
+            let touched = match *entry {
+                Entry::Enqueue { task_id, .. }
+                | Entry::Snapshot { task_id, .. }
+                | Entry::Attempt { task_id, .. }
+                | Entry::DeadLetter { task_id, .. }
+                | Entry::Redrive { task_id }
+                | Entry::Ack { task_id }
+                | Entry::Finish { task_id, .. } => Some(task_id),
+                Entry::KeyCarry { .. } | Entry::Checkpoint | Entry::Group { .. } => None,
+            };
+            if let Some(held) = touched.and_then(|id| self.staged.take(id).map(|t| (id, t))) {
+                self.put_task(held.0, held.1);
+            }
+        }
         match *entry {
             Entry::Enqueue { task_id, idem, .. } => {
-                self.put_task(task_id, LiveTask { seg, off, size, attempts: 0, dead: None });
+                let task = LiveTask { seg, off, size, attempts: 0, dead: None };
+                if self.staged.on {
+                    self.staged.hold(task_id, task);
+                } else {
+                    self.put_task(task_id, task);
+                }
                 if let Some(k) = idem {
                     self.put_key(k.key, LiveKey { task_id, expires_unix_ms: k.expires_unix_ms, seg, off });
                 }

@@ -86,6 +86,7 @@ mod recovery;
 pub mod repair;
 mod segment;
 mod space;
+mod staged;
 #[cfg(test)]
 mod tests;
 

@@ -88,6 +88,7 @@ pub(crate) fn recover(dir: &Path, max_results: usize) -> Result<Option<Scan>, St
     let headers = files.iter().map(|(index, path)| read_header(*index, path)).collect::<Result<Vec<_>, _>>()?;
     let mut scan = Scan { next_seq: headers[0].base_seq, ..Scan::default() };
     scan.live.max_results = max_results;
+    scan.live.stage();
     // One thread reads the next segment from the disk while this one applies the current one: the cold read
     // and the CPU work overlap instead of taking turns.
     std::thread::scope(|threads| {
@@ -110,6 +111,7 @@ pub(crate) fn recover(dir: &Path, max_results: usize) -> Result<Option<Scan>, St
             })
         })
     })?;
+    scan.live.unstage();
     Ok(Some(scan))
 }
 
@@ -166,6 +168,8 @@ fn scan_segments(
         }
         scan.next_seq = next_seq;
         scan.segments.insert(*index, SegMeta { path: path.clone(), written: end as u64, file_len: data.len() as u64 });
+        // Every task is in the map before the segments' usage is looked at.
+        scan.live.flush_staged();
         let mut data = data;
         data.truncate(end);
         scan.buffers.insert(*index, Bytes::from(data));

@@ -1,0 +1,87 @@
+//! Enqueued tasks held back from the live set's map while a segment is replayed, then put in it in the order
+//! of their buckets.
+//!
+//! Why: a restart replays every record of the log, and a backlog is millions of Enqueue records in a row.
+//! Put in the map one by one, in the order of their ids, each lands in a bucket far from the one before (the
+//! id hash spreads neighbours apart on purpose): a cache and TLB miss per task, most of a large restart. Held
+//! here for one segment and then put in bucket order, they sweep the table front to back instead.
+//!
+//! The final state is the one of applying every record in order: a record that touches a held task (its ack,
+//! attempt, dead letter, snapshot or finish) first puts that task in the map, and records of different tasks
+//! only add to sums ([`super::live::Usage`], the largest id) that do not depend on their order.
+
+use std::hash::BuildHasher as _;
+
+use super::live::{IdMap, LiveTask};
+
+/// Tasks enqueued in the segment being replayed, not yet in the live set's map.
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// Whether Enqueue records are held here (during a replay only).
+    pub(crate) on: bool,
+    /// In log order; `None` once taken back out.
+    tasks: Vec<(u64, Option<LiveTask>)>,
+    /// Where each held task is in `tasks`.
+    at: IdMap<usize>,
+}
+
+impl Staged {
+    /// Holds task `task_id`'s place. The caller has taken out any task of that id held before.
+    pub(crate) fn hold(&mut self, task_id: u64, task: LiveTask) {
+        self.at.insert(task_id, self.tasks.len());
+        self.tasks.push((task_id, Some(task)));
+    }
+
+    /// Takes task `task_id` back out, if it is held.
+    pub(crate) fn take(&mut self, task_id: u64) -> Option<LiveTask> {
+        if self.at.is_empty() {
+            return None;
+        }
+        let i = self.at.remove(&task_id)?;
+        self.tasks.get_mut(i).and_then(|(_, t)| t.take())
+    }
+
+    /// Every held task, in the order of the buckets they go to in `map` once it has room for them all (it is
+    /// grown here first, so that the order is that of its final size).
+    pub(crate) fn drain_for(&mut self, map: &mut IdMap<LiveTask>) -> Vec<(u64, LiveTask)> {
+        self.at.clear();
+        let mut tasks: Vec<(u64, LiveTask)> =
+            std::mem::take(&mut self.tasks).into_iter().filter_map(|(id, t)| Some((id, t?))).collect();
+        map.reserve(tasks.len());
+        // hashbrown keeps at most 7/8 of its buckets full, and a bucket is the hash's low bits. Were this a power
+        // of two off, the sweep would be two interleaved sweeps, still in order.
+        let mask = (map.capacity() / 7 * 8).next_power_of_two() as u64 - 1;
+        let hasher = map.hasher();
+        // Sorted as small (bucket, position) pairs rather than moving the tasks at every step.
+        tasks.sort_by_cached_key(|(task_id, _)| hasher.hash_one(task_id) & mask);
+        tasks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(off: u64) -> LiveTask {
+        LiveTask { seg: 0, off, size: 10, attempts: 0, dead: None }
+    }
+
+    #[test]
+    fn held_tasks_come_out_once_each_in_bucket_order() {
+        let mut staged = Staged::default();
+        for id in 0..1000u64 {
+            staged.hold(id, task(id));
+        }
+        assert_eq!(staged.take(7).map(|t| t.off), Some(7));
+        assert!(staged.take(7).is_none(), "taken twice");
+        assert!(staged.take(5000).is_none(), "never held");
+        let mut map = IdMap::default();
+        let drained = staged.drain_for(&mut map);
+        assert_eq!(drained.len(), 999);
+        assert!(drained.iter().all(|(id, t)| *id != 7 && t.off == *id));
+        let mask = (map.capacity() / 7 * 8).next_power_of_two() as u64 - 1;
+        let buckets: Vec<u64> = drained.iter().map(|(id, _)| map.hasher().hash_one(id) & mask).collect();
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "not in bucket order");
+        assert!(staged.drain_for(&mut map).is_empty(), "drained twice");
+    }
+}
