@@ -92,7 +92,7 @@ pub(crate) struct LiveSet {
     /// Most results kept (0: none; a Finish then only ends its task).
     pub max_results: usize,
     /// Enqueued tasks held back while a segment is replayed ([`LiveSet::stage`]).
-    staged: Staged,
+    staged: Staged<LiveTask>,
 }
 
 /// (expiry, task id) pairs, smallest first. Results are almost always added in expiry order (a finish time

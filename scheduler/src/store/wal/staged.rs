@@ -12,28 +12,34 @@
 
 use std::hash::BuildHasher as _;
 
-use super::live::{IdMap, LiveTask};
+use crate::idmap::IdMap;
 
-/// Tasks enqueued in the segment being replayed, not yet in the live set's map.
-#[derive(Debug, Default)]
-pub(crate) struct Staged {
+/// Tasks enqueued in the segment being replayed, not yet in the live set's map (`T`: the live set's entry).
+#[derive(Debug)]
+pub(crate) struct Staged<T> {
     /// Whether Enqueue records are held here (during a replay only).
     pub(crate) on: bool,
     /// In log order; `None` once taken back out.
-    tasks: Vec<(u64, Option<LiveTask>)>,
+    tasks: Vec<(u64, Option<T>)>,
     /// Where each held task is in `tasks`.
-    at: IdMap<usize>,
+    at: IdMap<u64, usize>,
 }
 
-impl Staged {
+impl<T> Default for Staged<T> {
+    fn default() -> Self {
+        Self { on: false, tasks: Vec::new(), at: IdMap::default() }
+    }
+}
+
+impl<T> Staged<T> {
     /// Holds task `task_id`'s place. The caller has taken out any task of that id held before.
-    pub(crate) fn hold(&mut self, task_id: u64, task: LiveTask) {
+    pub(crate) fn hold(&mut self, task_id: u64, task: T) {
         self.at.insert(task_id, self.tasks.len());
         self.tasks.push((task_id, Some(task)));
     }
 
     /// Takes task `task_id` back out, if it is held.
-    pub(crate) fn take(&mut self, task_id: u64) -> Option<LiveTask> {
+    pub(crate) fn take(&mut self, task_id: u64) -> Option<T> {
         if self.at.is_empty() {
             return None;
         }
@@ -43,9 +49,9 @@ impl Staged {
 
     /// Every held task, in the order of the buckets they go to in `map` once it has room for them all (it is
     /// grown here first, so that the order is that of its final size).
-    pub(crate) fn drain_for(&mut self, map: &mut IdMap<LiveTask>) -> Vec<(u64, LiveTask)> {
+    pub(crate) fn drain_for(&mut self, map: &mut IdMap<u64, T>) -> Vec<(u64, T)> {
         self.at.clear();
-        let mut tasks: Vec<(u64, LiveTask)> =
+        let mut tasks: Vec<(u64, T)> =
             std::mem::take(&mut self.tasks).into_iter().filter_map(|(id, t)| Some((id, t?))).collect();
         map.reserve(tasks.len());
         // hashbrown keeps at most 7/8 of its buckets full, and a bucket is the hash's low bits. Were this a power
@@ -62,8 +68,9 @@ impl Staged {
 mod tests {
     use super::*;
 
-    fn task(off: u64) -> LiveTask {
-        LiveTask { seg: 0, off, size: 10, attempts: 0, dead: None }
+    /// A stand-in for the live set's entry: its offset.
+    fn task(off: u64) -> u64 {
+        off
     }
 
     #[test]
@@ -72,13 +79,13 @@ mod tests {
         for id in 0..1000u64 {
             staged.hold(id, task(id));
         }
-        assert_eq!(staged.take(7).map(|t| t.off), Some(7));
+        assert_eq!(staged.take(7), Some(7));
         assert!(staged.take(7).is_none(), "taken twice");
         assert!(staged.take(5000).is_none(), "never held");
-        let mut map = IdMap::default();
+        let mut map: IdMap<u64, u64> = IdMap::default();
         let drained = staged.drain_for(&mut map);
         assert_eq!(drained.len(), 999);
-        assert!(drained.iter().all(|(id, t)| *id != 7 && t.off == *id));
+        assert!(drained.iter().all(|(id, t)| *id != 7 && t == id));
         let mask = (map.capacity() / 7 * 8).next_power_of_two() as u64 - 1;
         let buckets: Vec<u64> = drained.iter().map(|(id, _)| map.hasher().hash_one(id) & mask).collect();
         assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "not in bucket order");
