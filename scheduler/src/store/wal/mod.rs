@@ -89,6 +89,8 @@ mod space;
 mod staged;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_staged;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
