@@ -202,19 +202,11 @@ impl Shard {
         }
     }
 
-    /// Puts the restored tasks in the task map in the order of the buckets they go to. In the order of their
-    /// ids, each insert into a map of millions lands in a bucket far from the one before (the id hash spreads
-    /// neighbours apart on purpose), a cache and TLB miss each: that was most of the time a large restart
-    /// spent placing. In bucket order, the inserts sweep the table once, front to back.
+    /// Puts the restored tasks in the task map in the order of their buckets
+    /// ([`crate::idmap::sort_for_insert`]): in the order of their ids, each insert was a cache and TLB miss,
+    /// most of the time a large restart spent placing.
     fn insert_in_bucket_order(&mut self, mut counted: Vec<(u64, Box<Task>)>) {
-        use rayon::prelude::*;
-        use std::hash::BuildHasher as _;
-        self.tasks.reserve(counted.len());
-        // hashbrown's bucket count for this capacity (it keeps at most 7/8 of the buckets full): a bucket is the
-        // hash's low bits. If this is a power of two off, the sweep is two interleaved sweeps, still in order.
-        let mask = (self.tasks.capacity() / 7 * 8).next_power_of_two() as u64 - 1;
-        let hasher = self.tasks.hasher().clone();
-        counted.par_sort_unstable_by_key(|(task_id, _)| hasher.hash_one(task_id) & mask);
+        crate::idmap::sort_for_insert(&mut self.tasks, &mut counted);
         for (task_id, task) in counted {
             self.tasks.insert(task_id, task);
         }

@@ -339,15 +339,15 @@ fn apply(scan: &mut Scan, entry: &Entry<'_>, seg: u64, pos: usize, size: usize) 
 }
 
 impl Scan {
-    /// The body of the task record at `seg`/`off`, sharing the segment's buffer (no copy); empty if that
-    /// segment's buffer is gone or the record is not a task's (never, for a place the live set holds).
-    pub(crate) fn body(&self, seg: u64, off: u64) -> Bytes {
-        let Some(buffer) = self.buffers.get(&seg) else { return Bytes::new() };
+    /// The body of the task record at `seg`/`off`, sharing the segment's buffer (no copy); `None` if that
+    /// segment's buffer is gone or the record there is not a task's (never, for a place the live set holds).
+    pub(crate) fn body(&self, seg: u64, off: u64) -> Option<Bytes> {
+        let buffer = self.buffers.get(&seg)?;
         match format::reread_frame(buffer, off as usize) {
             Frame::Record { entry: Entry::Enqueue { body, .. } | Entry::Snapshot { body, .. }, .. } => {
-                buffer.slice_ref(body)
+                Some(buffer.slice_ref(body))
             }
-            _ => Bytes::new(),
+            _ => None,
         }
     }
 }

@@ -10,8 +10,6 @@
 //! attempt, dead letter, snapshot or finish) first puts that task in the map, and records of different tasks
 //! only add to sums ([`super::live::Usage`], the largest id) that do not depend on their order.
 
-use std::hash::BuildHasher as _;
-
 use crate::idmap::IdMap;
 
 /// Tasks enqueued in the segment being replayed, not yet in the live set's map (`T`: the live set's entry).
@@ -47,19 +45,16 @@ impl<T> Staged<T> {
         self.tasks.get_mut(i).and_then(|(_, t)| t.take())
     }
 
-    /// Every held task, in the order of the buckets they go to in `map` once it has room for them all (it is
-    /// grown here first, so that the order is that of its final size).
-    pub(crate) fn drain_for(&mut self, map: &mut IdMap<u64, T>) -> Vec<(u64, T)> {
+    /// Every held task, in the order of the buckets they go to in `map`, which is grown here first to hold
+    /// them all ([`crate::idmap::sort_for_insert`]).
+    pub(crate) fn drain_for(&mut self, map: &mut IdMap<u64, T>) -> Vec<(u64, T)>
+    where
+        T: Send,
+    {
         self.at.clear();
         let mut tasks: Vec<(u64, T)> =
             std::mem::take(&mut self.tasks).into_iter().filter_map(|(id, t)| Some((id, t?))).collect();
-        map.reserve(tasks.len());
-        // hashbrown keeps at most 7/8 of its buckets full, and a bucket is the hash's low bits. Were this a power
-        // of two off, the sweep would be two interleaved sweeps, still in order.
-        let mask = (map.capacity() / 7 * 8).next_power_of_two() as u64 - 1;
-        let hasher = map.hasher();
-        // Sorted as small (bucket, position) pairs rather than moving the tasks at every step.
-        tasks.sort_by_cached_key(|(task_id, _)| hasher.hash_one(task_id) & mask);
+        crate::idmap::sort_for_insert(map, &mut tasks);
         tasks
     }
 }
@@ -74,7 +69,7 @@ mod tests {
     }
 
     #[test]
-    fn held_tasks_come_out_once_each_in_bucket_order() {
+    fn held_tasks_come_out_once_each() {
         let mut staged = Staged::default();
         for id in 0..1000u64 {
             staged.hold(id, task(id));
@@ -86,9 +81,7 @@ mod tests {
         let drained = staged.drain_for(&mut map);
         assert_eq!(drained.len(), 999);
         assert!(drained.iter().all(|(id, t)| *id != 7 && t == id));
-        let mask = (map.capacity() / 7 * 8).next_power_of_two() as u64 - 1;
-        let buckets: Vec<u64> = drained.iter().map(|(id, _)| map.hasher().hash_one(id) & mask).collect();
-        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "not in bucket order");
+        assert!(map.capacity() >= 999, "the map was not grown for them");
         assert!(staged.drain_for(&mut map).is_empty(), "drained twice");
     }
 }
