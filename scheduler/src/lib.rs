@@ -68,6 +68,7 @@ pub mod handlers;
 pub mod holdings;
 pub mod http;
 pub(crate) mod idmap;
+pub(crate) mod idtable;
 pub mod metrics;
 pub mod node;
 pub mod outbox;

@@ -7,22 +7,45 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::format::Entry;
-use super::staged::Staged;
+use crate::idtable::IdTable;
 use crate::store::MAX_RESERVED_RESULTS;
 
 /// Where a live task's current full record (Enqueue or Snapshot) is, and the state recorded after it.
-#[derive(Debug, Clone)]
+///
+/// 16 bytes, because a backlog holds millions (a dead task's reason is kept beside, in
+/// [`LiveSet::dead`]). A segment is at most 4 GiB ([`MAX_SEGMENT_BYTES`](super::segment::MAX_SEGMENT_BYTES)) and its
+/// index below 2^32 (the log refuses to start a segment beyond), so each place fits 32 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LiveTask {
-    /// Segment index holding the full record.
-    pub seg: u64,
-    /// Offset of that record in the segment.
-    pub off: u64,
-    /// Encoded size of that record (what the task costs its segment).
-    pub size: u64,
+    seg: u32,
+    off: u32,
+    size: u32,
     /// Newest attempt count.
     pub attempts: u32,
-    /// Dead-letter reason, if dead.
-    pub dead: Option<Box<str>>,
+}
+
+impl LiveTask {
+    /// A task whose full record is at `seg`/`off`, `size` bytes long.
+    pub(crate) fn at(seg: u64, off: u64, size: u64, attempts: u32) -> Self {
+        // Unreachable saturation (see the type's doc), rather than a panic on a path driven by the log.
+        let narrow = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+        LiveTask { seg: narrow(seg), off: narrow(off), size: narrow(size), attempts }
+    }
+
+    /// Segment index holding the full record.
+    pub(crate) fn seg(&self) -> u64 {
+        self.seg.into()
+    }
+
+    /// Offset of that record in the segment.
+    pub(crate) fn off(&self) -> u64 {
+        self.off.into()
+    }
+
+    /// Encoded size of that record (what the task costs its segment).
+    pub(crate) fn size(&self) -> u64 {
+        self.size.into()
+    }
 }
 
 /// Where an unexpired idempotency key is recorded.
@@ -75,8 +98,10 @@ pub(crate) type IdMap<V> = crate::idmap::IdMap<u64, V>;
 /// Everything still needed, with its location.
 #[derive(Debug, Default)]
 pub(crate) struct LiveSet {
-    /// Live tasks by id.
-    pub tasks: IdMap<LiveTask>,
+    /// Live tasks by id, in id order (a table, not a hash map: ~24 B a task, see `crate::idtable`).
+    pub tasks: IdTable<LiveTask>,
+    /// The reasons of the live tasks that are dead-lettered (few: kept apart from `tasks`).
+    pub dead: IdMap<Box<str>>,
     /// Unexpired keys.
     pub keys: HashMap<String, LiveKey>,
     /// Live items per segment index (every existing segment has an entry).
@@ -91,8 +116,6 @@ pub(crate) struct LiveSet {
     result_order: ExpiryOrder,
     /// Most results kept (0: none; a Finish then only ends its task).
     pub max_results: usize,
-    /// Enqueued tasks held back while a segment is replayed ([`LiveSet::stage`]).
-    staged: Staged<LiveTask>,
 }
 
 /// (expiry, task id) pairs, smallest first. Results are almost always added in expiry order (a finish time
@@ -157,58 +180,21 @@ impl LiveSet {
         }
     }
 
-    /// From now on, and until [`LiveSet::unstage`], tasks enqueued are held back and put in the map together
-    /// at each [`LiveSet::flush_staged`] (a replay, see `staged.rs`).
-    pub(crate) fn stage(&mut self) {
-        self.staged.on = true;
-    }
-
-    /// Puts every held task in the map, in the order of their buckets.
-    pub(crate) fn flush_staged(&mut self) {
-        for (task_id, task) in self.staged.drain_for(&mut self.tasks) {
-            self.put_task(task_id, task);
-        }
-    }
-
-    /// Puts every held task in the map and stops holding new ones.
-    pub(crate) fn unstage(&mut self) {
-        self.flush_staged();
-        self.staged.on = false;
-    }
-
     /// Applies one record written at `seg`/`off` with encoded `size`.
     pub(crate) fn apply(&mut self, entry: &Entry<'_>, seg: u64, off: u64, size: u64) {
-        if self.staged.on {
-            // A held task goes to the map before any record of it is applied: its records stay in order.
-            let touched = match *entry {
-                Entry::Enqueue { task_id, .. }
-                | Entry::Snapshot { task_id, .. }
-                | Entry::Attempt { task_id, .. }
-                | Entry::DeadLetter { task_id, .. }
-                | Entry::Redrive { task_id }
-                | Entry::Ack { task_id }
-                | Entry::Finish { task_id, .. } => Some(task_id),
-                Entry::KeyCarry { .. } | Entry::Checkpoint | Entry::Group { .. } => None,
-            };
-            if let Some(held) = touched.and_then(|id| self.staged.take(id).map(|t| (id, t))) {
-                self.put_task(held.0, held.1);
-            }
-        }
         match *entry {
             Entry::Enqueue { task_id, idem, .. } => {
-                let task = LiveTask { seg, off, size, attempts: 0, dead: None };
-                if self.staged.on {
-                    self.staged.hold(task_id, task);
-                } else {
-                    self.put_task(task_id, task);
-                }
+                self.put_task(task_id, LiveTask::at(seg, off, size, 0));
                 if let Some(k) = idem {
                     self.put_key(k.key, LiveKey { task_id, expires_unix_ms: k.expires_unix_ms, seg, off });
                 }
             }
             Entry::Snapshot { task_id, attempts, dead, idem, .. } => {
-                let dead = dead.map(Box::from);
-                self.put_task(task_id, LiveTask { seg, off, size, attempts, dead });
+                self.put_task(task_id, LiveTask::at(seg, off, size, attempts));
+                match dead {
+                    Some(reason) => self.dead.insert(task_id, reason.into()),
+                    None => self.dead.remove(&task_id),
+                };
                 if let Some(k) = idem {
                     self.put_key(k.key, LiveKey { task_id, expires_unix_ms: k.expires_unix_ms, seg, off });
                 }
@@ -218,19 +204,19 @@ impl LiveSet {
                 self.put_key(idem.key, LiveKey { task_id, expires_unix_ms: idem.expires_unix_ms, seg, off });
             }
             Entry::Attempt { task_id, attempts } => {
-                if let Some(t) = self.tasks.get_mut(&task_id) {
+                if let Some(t) = self.tasks.get_mut(task_id) {
                     t.attempts = attempts;
                 }
             }
             Entry::DeadLetter { task_id, reason } => {
-                if let Some(t) = self.tasks.get_mut(&task_id) {
-                    t.dead = Some(reason.into());
+                if self.tasks.contains(task_id) {
+                    self.dead.insert(task_id, reason.into());
                 }
             }
             Entry::Redrive { task_id } => {
-                if let Some(t) = self.tasks.get_mut(&task_id) {
-                    t.dead = None;
+                if let Some(t) = self.tasks.get_mut(task_id) {
                     t.attempts = 0;
+                    self.dead.remove(&task_id);
                 }
             }
             Entry::Ack { task_id } => self.drop_task(task_id),
@@ -246,8 +232,11 @@ impl LiveSet {
     }
 
     fn drop_task(&mut self, task_id: u64) {
-        if let Some(old) = self.tasks.remove(&task_id) {
-            self.release(old.seg, old.size);
+        if let Some(old) = self.tasks.remove(task_id) {
+            self.release(old.seg(), old.size());
+            if !self.dead.is_empty() {
+                self.dead.remove(&task_id);
+            }
         }
     }
 
@@ -286,6 +275,7 @@ impl LiveSet {
     /// moment of the log, not for what is live at its end (see `crate::reclaim_memory`).
     pub(crate) fn shrink_to_fit(&mut self) {
         self.tasks.shrink_to_fit();
+        self.dead.shrink_to_fit();
         self.keys.shrink_to_fit();
         self.results.shrink_to_fit();
         self.result_order.in_order.shrink_to_fit();
@@ -354,9 +344,9 @@ impl LiveSet {
 
     fn put_task(&mut self, task_id: u64, task: LiveTask) {
         self.max_task_id = self.max_task_id.max(task_id);
-        self.charge(task.seg, task.size);
+        self.charge(task.seg(), task.size());
         if let Some(old) = self.tasks.insert(task_id, task) {
-            self.release(old.seg, old.size);
+            self.release(old.seg(), old.size());
         }
     }
 
@@ -422,10 +412,9 @@ mod tests {
         for id in 1..100_000 {
             live.apply(&Entry::Ack { task_id: id }, 0, 48, 20);
         }
-        assert!(live.tasks.capacity() >= 100_000, "the map grew to the busiest moment");
         live.shrink_to_fit();
-        assert!(live.tasks.capacity() < 100, "{}", live.tasks.capacity());
-        assert_eq!(live.tasks.keys().copied().collect::<Vec<_>>(), vec![100_000], "what is live stays");
+        assert!(live.tasks.heap_bytes() < 16 << 10, "{} B held for one task", live.tasks.heap_bytes());
+        assert_eq!(live.tasks.iter().map(|(id, _)| id).collect::<Vec<_>>(), vec![100_000], "what is live stays");
     }
 
     #[test]
@@ -441,7 +430,7 @@ mod tests {
         let snap = Entry::Snapshot { task_id: 2, attempts: 4, dead: None, idem: None, body: b"y" };
         live.apply(&snap, 1, 68, 33);
         assert_eq!(counts(&live, 0), (1, key_cost("k")));
-        assert_eq!(live.tasks[&2].attempts, 4);
+        assert_eq!(live.tasks.get(2).map(|t| t.attempts), Some(4));
         live.expire(99);
         assert_eq!(live.usage(0).items, 1);
         live.expire(100);
@@ -455,7 +444,7 @@ mod tests {
         let mut live = LiveSet { max_results: 2, ..Default::default() };
         live.apply(&Entry::Enqueue { task_id: 1, idem: None, body: b"x" }, 0, 48, 30);
         live.apply(&Entry::Finish { task_id: 1, expires_unix_ms: 300, body: b"r" }, 0, 78, 25);
-        assert!(live.tasks.is_empty());
+        assert_eq!(live.tasks.len(), 0);
         assert_eq!(counts(&live, 0), (1, 25));
         live.apply(&Entry::Finish { task_id: 2, expires_unix_ms: 100, body: b"r" }, 1, 48, 25);
         live.apply(&Entry::Finish { task_id: 3, expires_unix_ms: 200, body: b"r" }, 1, 73, 25);
@@ -546,7 +535,7 @@ mod tests {
         live.apply(&Entry::Attempt { task_id: 9, attempts: 1 }, 0, 48, 20);
         live.apply(&Entry::DeadLetter { task_id: 9, reason: "r" }, 0, 68, 20);
         live.apply(&Entry::Ack { task_id: 9 }, 0, 88, 20);
-        assert!(live.tasks.is_empty());
+        assert_eq!(live.tasks.len(), 0);
         assert_eq!(live.usage(0), Usage::default());
     }
 }

@@ -86,11 +86,8 @@ mod recovery;
 pub mod repair;
 mod segment;
 mod space;
-mod staged;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_staged;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -104,6 +101,7 @@ use parking_lot::RwLock;
 use format::{Entry, SegmentHeader, HEADER_LEN};
 use live::LiveSet;
 use recovery::SegMeta;
+use segment::MAX_SEGMENT_BYTES;
 
 use super::{
     BodyReader, Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore,
@@ -148,6 +146,9 @@ impl WalOptions {
     pub fn validate(&self) -> Result<(), String> {
         if self.segment_bytes < segment::MIN_SEGMENT_BYTES {
             return Err(format!("segment size {} is below the minimum of 4096 bytes", self.segment_bytes));
+        }
+        if self.segment_bytes > MAX_SEGMENT_BYTES {
+            return Err(format!("segment size {} is above the maximum of 4 GiB - 1", self.segment_bytes));
         }
         if self.max_record_bytes < 64 {
             return Err(format!("max record size {} is below the minimum of 64 bytes", self.max_record_bytes));
@@ -594,20 +595,20 @@ impl TaskStore for Wal {
 fn recovered(scan: &mut recovery::Scan) -> Recovered {
     use rayon::prelude::*;
     let live = &scan.live;
-    let mut places: Vec<(u64, &live::LiveTask)> = live.tasks.iter().map(|(&task_id, t)| (task_id, t)).collect();
-    places.par_sort_unstable_by_key(|&(task_id, _)| task_id);
+    // In id order already: the live set is a table sorted by id.
+    let places: Vec<(u64, &live::LiveTask)> = live.tasks.iter().collect();
     let scan_ref = &*scan;
     let tasks: Vec<RecoveredTask> = places
         .par_iter()
         .map(|&(task_id, t)| RecoveredTask {
             task_id,
-            body: scan_ref.body(t.seg, t.off).unwrap_or_else(|| {
+            body: scan_ref.body(t.seg(), t.off()).unwrap_or_else(|| {
                 // Not reachable while the live set and the buffers agree; said loudly if they ever do not.
-                tracing::error!(task_id, seg = t.seg, offset = t.off, "a live task's record is not at its place");
+                tracing::error!(task_id, seg = t.seg(), offset = t.off(), "a live task's record is not at its place");
                 bytes::Bytes::new()
             }),
             attempts: t.attempts,
-            dead_reason: t.dead.as_deref().map(String::from),
+            dead_reason: live.dead.get(&task_id).map(|r| String::from(&**r)),
         })
         .collect();
     drop(places);

@@ -76,7 +76,8 @@ impl WalReader {
 impl BodyReader for WalReader {
     fn read_body(&self, task_id: u64) -> Result<Option<Bytes>, StoreError> {
         for _ in 0..RELOOKUPS {
-            let Some((seg, off, size)) = self.live.read().tasks.get(&task_id).map(|t| (t.seg, t.off, t.size)) else {
+            let Some((seg, off, size)) = self.live.read().tasks.get(task_id).map(|t| (t.seg(), t.off(), t.size()))
+            else {
                 return Ok(None);
             };
             let Some(file) = self.file(seg)? else { continue };

@@ -60,10 +60,6 @@ pub(crate) struct Scan {
     pub next_seq: u64,
 }
 
-/// Most live tasks the recovery sizes its map for before it has read them (~0.8 GB of address space, of which
-/// 16 MiB is touched until tasks fill it).
-const MAX_PRESIZED_TASKS: usize = 1 << 24;
-
 /// Why a segment's chain of records stopped.
 enum Stop {
     End,
@@ -88,7 +84,6 @@ pub(crate) fn recover(dir: &Path, max_results: usize) -> Result<Option<Scan>, St
     let headers = files.iter().map(|(index, path)| read_header(*index, path)).collect::<Result<Vec<_>, _>>()?;
     let mut scan = Scan { next_seq: headers[0].base_seq, ..Scan::default() };
     scan.live.max_results = max_results;
-    scan.live.stage();
     // One thread reads the next segment from the disk while this one applies the current one: the cold read
     // and the CPU work overlap instead of taking turns.
     std::thread::scope(|threads| {
@@ -111,7 +106,6 @@ pub(crate) fn recover(dir: &Path, max_results: usize) -> Result<Option<Scan>, St
             })
         })
     })?;
-    scan.live.unstage();
     Ok(Some(scan))
 }
 
@@ -124,14 +118,6 @@ fn scan_segments(
 ) -> Result<(), StoreError> {
     for (i, ((index, path), header)) in files.iter().zip(headers).enumerate() {
         let (data, checked) = next_data()?;
-        if i == 0 {
-            // Sized once for as many live tasks as the first segment's share of every segment: the map is not
-            // grown by doubling (each growth moves every task in it) for a large backlog. A log of mostly
-            // finished tasks is over-sized for the time of the recovery only: it is shrunk to fit afterwards. At
-            // most [`MAX_PRESIZED_TASKS`], and only if the memory is there.
-            let estimate = checked.tasks.saturating_mul(files.len()).min(MAX_PRESIZED_TASKS);
-            let _ = scan.live.tasks.try_reserve(estimate);
-        }
         scan.live.max_task_id = scan.live.max_task_id.max(header.task_id_floor);
         scan.live.add_segment(*index);
         let (end, next_seq, stop) = chain(&data, &checked, *index, scan.next_seq, scan);
@@ -167,8 +153,6 @@ fn scan_segments(
         }
         scan.next_seq = next_seq;
         scan.segments.insert(*index, SegMeta { path: path.clone(), written: end as u64, file_len: data.len() as u64 });
-        // Every task is in the map before the segments' usage is looked at.
-        scan.live.flush_staged();
         let mut data = data;
         data.truncate(end);
         scan.buffers.insert(*index, Bytes::from(data));
@@ -197,8 +181,6 @@ fn read_header(index: u64, path: &Path) -> Result<SegmentHeader, StoreError> {
 struct Checked {
     /// Where the records stop following each other with a valid crc (the header's end if none does).
     end: usize,
-    /// How many of those records write a task's whole state (Enqueue, Snapshot).
-    tasks: usize,
     /// Those records in order, as far as the replay needs them.
     records: Vec<Parsed>,
 }
@@ -224,11 +206,10 @@ enum Op {
 }
 
 fn checked_prefix(data: &[u8]) -> Checked {
-    let mut checked = Checked { end: HEADER_LEN, tasks: 0, records: Vec::new() };
+    let mut checked = Checked { end: HEADER_LEN, records: Vec::new() };
     while let Frame::Record { size, entry, seq, .. } = format::read_frame(data, checked.end) {
         let pos = checked.end;
         checked.end += size;
-        checked.tasks += usize::from(matches!(entry, Entry::Enqueue { .. } | Entry::Snapshot { .. }));
         let op = match entry {
             Entry::Enqueue { task_id, idem: None, .. } => Op::Enqueue(task_id),
             Entry::Ack { task_id } => Op::Ack(task_id),

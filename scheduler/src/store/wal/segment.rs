@@ -307,6 +307,12 @@ pub(crate) fn create_segment(
     spare: Option<PathBuf>,
 ) -> Result<(File, PathBuf), StoreError> {
     let path = dir.join(segment_name(header.index));
+    if header.index > MAX_SEGMENT_INDEX {
+        // The live set keeps a task's place in 32 bits (`live.rs`). At the default segment size this is
+        // 256 PiB of log; at the smallest, 16 TiB.
+        let e = io::Error::other(format!("segment index {} is beyond the log's limit of 2^32 - 1", header.index));
+        return Err(StoreError::io(dir, e));
+    }
     if let (Some(spare), None) = (&spare, fail) {
         let installed = (|| {
             let file = OpenOptions::new().read(true).write(true).open(spare)?;
@@ -399,6 +405,12 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Smallest segment accepted by [`super::WalOptions::validate`].
 pub(crate) const MIN_SEGMENT_BYTES: u64 = 4096;
+
+/// Largest segment accepted by [`super::WalOptions::validate`]: offsets in a segment are kept in 32 bits.
+pub(crate) const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+
+/// Highest segment index the log starts: segment indices are kept in 32 bits.
+pub(crate) const MAX_SEGMENT_INDEX: u64 = u32::MAX as u64;
 
 #[cfg(test)]
 mod tests {

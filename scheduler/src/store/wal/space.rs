@@ -215,8 +215,8 @@ impl Wal {
                 _ => continue,
             };
             let task = body.and_then(|body| {
-                let t = live.tasks.get(&task_id).filter(|t| t.seg == index && t.off == off)?;
-                Some((t.attempts, t.dead.as_deref().map(String::from), body))
+                let t = live.tasks.get(task_id).filter(|t| t.seg() == index && t.off() == off)?;
+                Some((t.attempts, live.dead.get(&task_id).map(|r| String::from(&**r)), body))
             });
             let key = idem.and_then(|k| {
                 let l = live.keys.get(k.key).filter(|l| l.seg == index && l.off == off)?;
