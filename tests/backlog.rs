@@ -75,3 +75,77 @@ async fn payloads_beyond_the_resident_budget_are_read_back_from_the_log_across_a
     let left = q.map(|q| (q.ready, q.leased, q.dead));
     assert!(left.is_none_or(|l| l == (0, 0, 0)), "{left:?}");
 }
+
+/// The `pm_tasks_kept_small` gauge summed over the node's shards, once it shows at least `n` (gauges are
+/// published once a second).
+fn kept_small_at_least(s: &Scheduler, n: f64) -> f64 {
+    pm_testkit::wait_for(std::time::Duration::from_secs(10), "tasks kept small", || {
+        let v = metric(s, "pm_tasks_kept_small");
+        (v >= n).then_some(v)
+    })
+}
+
+#[tokio::test]
+async fn tasks_kept_small_keep_everything_their_spec_said_across_a_kill_9() {
+    use pm_client::TaskFilter;
+    use pm_protocol::pb::{NackItem, QueueAction, TaskState};
+    // No payload resident: every task is kept small once durable, and its record read back when needed.
+    let mut s = Scheduler::start(&["--resident-payload-bytes", "0", "--reclaim-grace-ms", "0"]);
+    let p = s.client(ConnectOptions::producer()).await;
+    let spec = |i: u32, priority: i32, key: &str| pm_protocol::pb::TaskSpec {
+        priority,
+        key: key.into(),
+        max_attempts: 2,
+        ..task("small", &payload(i))
+    };
+    let specs = vec![spec(0, 0, "a"), spec(1, 9, "b"), spec(2, 0, "c"), spec(3, 0, "d"), spec(4, 5, "e")];
+    let ids: Vec<u64> = p.submit(specs).await.unwrap().iter().map(|r| r.task_id).collect();
+    kept_small_at_least(&s, 5.0);
+
+    // Status, watch and listing read what the record says.
+    let st = p.status(vec![ids[1]]).await.unwrap();
+    assert_eq!((st[0].key.as_str(), st[0].max_attempts, st[0].attempts), ("b", 2, 0));
+    assert_eq!(st[0].state, TaskState::Ready as i32);
+    assert!(st[0].submitted_unix_ms > 0);
+    assert_eq!(p.watch(vec![ids[0]]).await.unwrap(), vec![ErrorCode::Ok], "a task kept small is known");
+    let admin = s.client(ConnectOptions::admin()).await;
+    let filter = TaskFilter { queue: "small".into(), key: "c".into(), ..Default::default() };
+    let page = admin.list_tasks(&filter, 10, 0).await.unwrap();
+    assert_eq!(page.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), vec![ids[2]], "listed by its key");
+
+    // Cancelled while kept small.
+    assert_eq!(p.cancel(vec![ids[3]]).await.unwrap(), vec![ErrorCode::Ok]);
+
+    // Leased by priority, with the payload and key of the record; a nack counts the attempt.
+    let (a, mut leases) = s.agent().await;
+    a.credit("small", 1).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    assert_eq!((t.task_id, t.key.as_str(), t.max_attempts, t.attempt), (ids[1], "b", 2, 1));
+    assert_eq!(t.payload.to_vec(), payload(1));
+    let nack = NackItem { lease_id: t.lease_id, ..Default::default() };
+    assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);
+    // Killed: the others (one of them with an attempt) come back kept small, and keep their attempts.
+    drop((a, leases, p, admin));
+    s.restart();
+    kept_small_at_least(&s, 3.0);
+    let (a, mut leases) = s.agent().await;
+    a.credit("small", 2).await.unwrap();
+    let t = next_lease(&mut leases).await;
+    assert_eq!((t.task_id, t.attempt, t.key.as_str()), (ids[1], 2, "b"), "its first attempt was kept");
+    assert_eq!(t.payload.to_vec(), payload(1));
+    let nack = NackItem { lease_id: t.lease_id, ..Default::default() };
+    assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);
+    let t = next_lease(&mut leases).await;
+    assert_eq!((t.task_id, t.attempt, t.payload.to_vec()), (ids[4], 1, payload(4)), "priority 5 next");
+    assert_eq!(a.ack(vec![(t.lease_id, Bytes::new())]).await.unwrap(), vec![ErrorCode::Ok]);
+    let p = s.client(ConnectOptions::producer()).await;
+    let st = p.status(vec![ids[1], ids[3]]).await.unwrap();
+    assert_eq!(st[0].state, TaskState::Dead as i32, "two attempts of two: dead-lettered");
+    assert_eq!(st[1].state, TaskState::Cancelled as i32);
+    // Purged while kept small: the two left (ids 0 and 2) are cancelled, with their keys in their outcomes.
+    let admin = s.client(ConnectOptions::admin()).await;
+    assert_eq!(admin.queue_control("small", QueueAction::Purge).await.unwrap().purged, 2);
+    let st = p.status(vec![ids[0], ids[2]]).await.unwrap();
+    assert!(st.iter().all(|t| t.state == TaskState::Cancelled as i32), "{st:?}");
+    assert_eq!((st[0].key.as_str(), st[1].key.as_str()), ("a", "c"));
+}

@@ -63,6 +63,8 @@ pub const CONNECTIONS: &str = "pm_connections";
 pub const PAYLOAD_READS: &str = "pm_payload_reads_total";
 /// Gauge: payload bytes of live tasks kept in memory, per shard.
 pub const PAYLOAD_RESIDENT: &str = "pm_payload_resident_bytes";
+/// Gauge: ready tasks kept small (their payload in the store only, the rest read back when leased), per shard.
+pub const TASKS_KEPT_SMALL: &str = "pm_tasks_kept_small";
 /// Counter: bytes written to the store.
 pub const WAL_BYTES_WRITTEN: &str = "pm_wal_bytes_written_total";
 /// Histogram, seconds: a Submit's part on a shard, from the shard receiving it to its reply (made durable)
@@ -222,6 +224,7 @@ pub const ALL: &[Metric] = &[
     labelled(DEAD_LETTERS, Gauge, "Dead letters per queue.", "queue", DEFAULT_QUEUE),
     labelled(RESULTS_KEPT, Gauge, "Outcomes of finished tasks kept for status queries, per shard.", "shard", &["0"]),
     labelled(PAYLOAD_RESIDENT, Gauge, "Payload bytes of live tasks kept in memory, per shard.", "shard", &["0"]),
+    labelled(TASKS_KEPT_SMALL, Gauge, "Ready tasks kept small, their record in the store, per shard.", "shard", &["0"]),
     labelled(CONNECTIONS, Gauge, "Open connections, by role.", "role", ROLES),
     metric(MEMBERS_PENDING, Gauge, Count, "Members DNS lists that this node's ring lacks (they join at its restart)."),
     metric(SUBMIT_SECONDS, Histogram, Seconds, "Submit received by a shard to its durable reply."),

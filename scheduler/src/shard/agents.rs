@@ -97,6 +97,7 @@ impl Shard {
         let mut unqueue: HashMap<u32, HashSet<u64>> = HashMap::new();
         for (idx, item) in items {
             let task_id = item.task_id;
+            self.inflate(task_id);
             let Some(t) = self.tasks.get_mut(&task_id) else { continue };
             let (q, lease_len) = (t.queue, t.lease);
             let granted = match t.state {

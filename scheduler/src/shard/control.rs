@@ -52,6 +52,8 @@ impl Shard {
         ids.extend(queue.delayed.iter().map(|std::cmp::Reverse((_, id))| *id));
         let mut cancelled = Vec::with_capacity(ids.len());
         for &task_id in &ids {
+            // A queued task's record is read back: its outcome names what it was.
+            self.inflate(task_id);
             let Some(t) = self.tasks.get_mut(&task_id) else { continue };
             if !matches!(t.state, State::Ready | State::Delayed) {
                 continue;

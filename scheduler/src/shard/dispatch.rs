@@ -23,10 +23,12 @@ use tokio::time::Instant;
 use super::lease::LeaseTable;
 use super::payload::Payloads;
 use super::queue::{executor_set, Queue, PEER};
+use super::queued::{self, Queued};
 use super::round::Rounds;
-use super::task::{State, Task};
+use super::task::{Defaults, State, Task};
 use crate::holdings::Holdings;
 use crate::idmap::IdMap;
+use crate::idtable::IdTable;
 use crate::outbox::{ConnId, OutTx, Outbound};
 use crate::stolen::{StealHandle, StealMsg};
 use crate::store::Record;
@@ -76,6 +78,11 @@ impl Outgoing {
 /// What a dispatch pass touches besides the queue: the shard's tasks, leases, round and outgoing frames.
 pub(super) struct Dispatch<'a> {
     pub(super) tasks: &'a mut IdMap<u64, Box<Task>>,
+    /// Ready tasks kept small: one is made a full task again when it is the head leased next.
+    pub(super) queued: &'a mut IdTable<Queued>,
+    /// What a task built from its record gets for what its spec leaves out, and the shard's epoch.
+    pub(super) defaults: Defaults,
+    pub(super) epoch: Instant,
     pub(super) leases: &'a mut LeaseTable,
     pub(super) rounds: &'a mut Rounds,
     pub(super) outgoing: &'a mut Outgoing,
@@ -108,6 +115,13 @@ pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, 
         // The best task an agent with credit can run (its executors), and the agents' group.
         let Some((class, group)) = q.best() else { return leased_now };
         let Some(entry) = q.peek(class) else { return leased_now };
+        // A queued task becomes a full one here, with the payload its record gave (read once).
+        let mut read = None;
+        if let Some(small) = d.queued.remove(entry.task_id) {
+            let (task, payload) = queued::build(small, d.payloads.stored(entry.task_id), d.defaults, d.epoch);
+            d.tasks.insert(entry.task_id, task);
+            read = Some(payload);
+        }
         let Some(task) = d.tasks.get_mut(&entry.task_id) else {
             q.pop(class);
             continue;
@@ -125,7 +139,7 @@ pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, 
             return leased_now; // rate limit: `throttled_until` wakes the queue
         }
         // Before any credit is spent: a payload the store cannot give back ends the task (see `unreadable`).
-        let payload = match d.payloads.get(entry.task_id, task.payload.as_ref()) {
+        let payload = match read.unwrap_or_else(|| d.payloads.get(entry.task_id, task.payload.as_ref())) {
             Ok(p) => p,
             Err(why) => {
                 q.pop(class);
@@ -238,8 +252,12 @@ mod tests {
         let hist = metrics::histogram!("test_dispatch_seconds");
         let mut outgoing = Outgoing::default();
         let payloads = Payloads::new(Arc::new(crate::shard::payload::tests::NoStore), usize::MAX);
+        let mut queued = IdTable::default();
         let mut d = Dispatch {
             tasks: &mut tasks,
+            queued: &mut queued,
+            defaults: Defaults { lease: Duration::from_secs(30), max_attempts: 3 },
+            epoch: Instant::now(),
             leases: &mut leases,
             rounds: &mut rounds,
             outgoing: &mut outgoing,

@@ -53,8 +53,14 @@ impl Shard {
             Waiter::Submit { out, request_id, mut results, new_tasks, received } => {
                 match result {
                     Ok(()) => {
-                        for task_id in new_tasks {
+                        for &task_id in &new_tasks {
                             self.make_ready(task_id, now);
+                        }
+                        // Durable, ready, and their payloads left in the store: kept small from now on.
+                        if self.payloads.spilling() {
+                            for task_id in new_tasks {
+                                self.compact(task_id);
+                            }
                         }
                         for (_, r) in results.iter_mut() {
                             if r.duplicate && self.rounds.is_failed(r.task_id) {

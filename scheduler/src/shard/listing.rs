@@ -88,15 +88,21 @@ impl Shard {
     }
 
     /// Removes a task: `finished` (acked, failed or cancelled, durably), or withdrawn (its write failed).
+    /// A queued task ([`super::queued::Queued`]) is dropped too, but not returned.
     pub(super) fn drop_task(&mut self, task_id: u64, finished: bool) -> Option<Box<Task>> {
-        let t = self.tasks.remove(&task_id)?;
-        self.payloads.release(t.payload.as_ref());
-        let queue = &mut self.queues[t.queue as usize];
+        let (queue, task) = match self.tasks.remove(&task_id) {
+            Some(t) => {
+                self.payloads.release(t.payload.as_ref());
+                (t.queue, Some(t))
+            }
+            None => (self.queued.remove(task_id)?.queue, None),
+        };
+        let queue = &mut self.queues[queue as usize];
         queue.ids.remove(task_id);
         if finished {
             queue.rates.completed += 1;
         }
-        Some(t)
+        task
     }
 
     /// How long the oldest ready task of queue `q` has waited (0: none), judged from its oldest live tasks.
@@ -110,9 +116,10 @@ impl Shard {
             .ids
             .oldest()
             .take(OLDEST_READY_SCAN)
-            .filter_map(|id| self.tasks.get(&id))
-            .filter(|t| t.state == State::Ready)
-            .map(|t| t.ready_since)
+            .filter_map(|id| match self.tasks.get(&id) {
+                Some(t) => (t.state == State::Ready).then_some(t.ready_since),
+                None => self.queued.get(id).map(|q| self.epoch + std::time::Duration::from_millis(q.ready_ms)),
+            })
             .min();
         oldest.map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64)
     }
@@ -170,17 +177,17 @@ impl Shard {
     /// The live task `id` as a listing shows it, if it matches `q`. The cheap tests come first: the status
     /// (with its reason) is built only for a match.
     fn live_listed(&self, id: u64, q: &ListQuery, queues: &[usize]) -> Option<pb::TaskStatus> {
-        let t = self.tasks.get(&id)?;
+        let t = self.view(id)?;
         if !queues.contains(&(t.queue as usize)) || (!q.key.is_empty() && t.key != q.key) {
             return None;
         }
         if q.state != TaskState::Unspecified && listed_state(&t.state) != q.state {
             return None;
         }
-        if !q.flow_id.is_empty() && (!t.chain || self.flow_of(id, t).1 != q.flow_id) {
+        if !q.flow_id.is_empty() && (!t.chain || self.flow_of(id, &t).1 != q.flow_id) {
             return None;
         }
-        let mut s = self.live_status(id, t);
+        let mut s = self.live_status(id, &t);
         s.result = Default::default();
         Some(s)
     }

@@ -42,6 +42,7 @@ mod ordered_ids;
 mod outcome;
 mod payload;
 mod queue;
+mod queued;
 mod rates;
 mod recover;
 mod results;
@@ -70,8 +71,9 @@ use self::idempotency::Idempotency;
 use self::lease::LeaseTable;
 use self::results::KeptResults;
 use self::round::{Rounds, Waiter};
-use self::task::{State, Task};
+use self::task::{Defaults, State, Task};
 use crate::idmap::{IdMap, IdSet};
+use crate::idtable::IdTable;
 use crate::metrics as m;
 use crate::outbox::{OutTx, Outbound, Part};
 use crate::store::committer::CommitterHandle;
@@ -108,6 +110,10 @@ pub struct Shard {
     /// Boxed: a map's buckets hold its values, and its buckets grow by doubling, so 2 M tasks of 184 B sat in
     /// 4 M buckets of 192 B (~400 B a task); boxed, a bucket is 16 B (docs/notes/backlog.md).
     tasks: IdMap<u64, Box<Task>>,
+    /// Ready tasks whose payload is in the store only, kept small ([`queued::Queued`]); in id order.
+    queued: IdTable<queued::Queued>,
+    /// The origin of the queued tasks' times.
+    epoch: Instant,
     /// The payloads kept in memory, and the way to the others.
     payloads: payload::Payloads,
     leases: LeaseTable,
@@ -157,6 +163,8 @@ impl Shard {
             queue_ids: HashMap::new(),
             dirty: IdSet::default(),
             tasks: IdMap::default(),
+            queued: IdTable::default(),
+            epoch: Instant::now(),
             idem: Idempotency::default(),
             results: KeptResults::default(),
             watchers: IdMap::default(),
@@ -400,6 +408,9 @@ impl Shard {
         }
         let mut d = Dispatch {
             tasks: &mut self.tasks,
+            queued: &mut self.queued,
+            defaults: Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts },
+            epoch: self.epoch,
             leases: &mut self.leases,
             rounds: &mut self.rounds,
             outgoing: &mut self.outgoing,

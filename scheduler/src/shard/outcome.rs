@@ -108,6 +108,7 @@ impl Shard {
         let mut cancelled = Vec::new();
         let mut unqueue: HashMap<u32, HashSet<u64>> = HashMap::new();
         for (idx, task_id) in items {
+            self.inflate(task_id);
             let Some(t) = self.tasks.get_mut(&task_id) else { continue };
             let q = t.queue;
             let lease_id = match t.state {

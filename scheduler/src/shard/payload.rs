@@ -25,21 +25,32 @@ pub(crate) struct Payloads {
     budget: usize,
     /// Payload bytes kept in memory now.
     resident: usize,
+    /// The last payload offered was refused (the budget was full): new tasks are being kept small.
+    spilling: bool,
 }
 
 impl Payloads {
     /// Payloads read through `reader`, at most `budget` bytes of them kept in memory.
     pub(crate) fn new(reader: Arc<dyn BodyReader>, budget: usize) -> Self {
-        Self { reader, budget, resident: 0 }
+        Self { reader, budget, resident: 0, spilling: false }
     }
 
     /// What a new task keeps of `payload`: all of it while the budget allows, else nothing (it is read back
     /// from the store when needed).
     pub(super) fn admit(&mut self, payload: Bytes) -> Option<Bytes> {
-        self.fits(payload.len()).then(|| {
+        let fits = self.fits(payload.len());
+        self.spilling = !fits;
+        fits.then(|| {
             self.resident += payload.len();
             payload
         })
+    }
+
+    /// True when the last payload offered was refused: tasks written now have no resident payload, and
+    /// become [`super::queued::Queued`] once durable. False while payloads fit, so the hot path does not
+    /// look for tasks to make small.
+    pub(super) fn spilling(&self) -> bool {
+        self.spilling
     }
 
     /// Whether a payload of `len` bytes would be admitted now.
@@ -69,11 +80,14 @@ impl Payloads {
 
     /// Reads task `task_id`'s payload from the store (its stored body, decoded).
     fn read(&self, task_id: u64) -> Result<Bytes, String> {
+        self.stored(task_id).map(|s| s.spec.unwrap_or_default().payload)
+    }
+
+    /// Reads task `task_id`'s stored record back from the store, decoded.
+    pub(super) fn stored(&self, task_id: u64) -> Result<StoredTask, String> {
         metrics::counter!(crate::metrics::PAYLOAD_READS).increment(1);
         match self.reader.read_body(task_id) {
-            Ok(Some(body)) => StoredTask::decode(body)
-                .map(|s| s.spec.unwrap_or_default().payload)
-                .map_err(|e| format!("its stored record does not decode: {e}")),
+            Ok(Some(body)) => StoredTask::decode(body).map_err(|e| format!("its stored record does not decode: {e}")),
             Ok(None) => Err("the store holds no such live task".into()),
             Err(e) => Err(e.to_string()),
         }

@@ -17,7 +17,9 @@ use pm_protocol::Message as _;
 use tokio::time::Instant;
 
 use super::idempotency::Idempotency;
+use super::queue::ReadyEntry;
 use super::queue::{executor_set, Executors};
+use super::queued::Queued;
 use super::results::Kept;
 use super::task::{Dead, Defaults, State, Task};
 use super::{now_unix_ms, shard_of_queue, Shard};
@@ -32,11 +34,21 @@ const BATCH: usize = 1 << 14;
 /// whole batch on every core at once. The shard then gives it its queue and class and places it.
 struct Decoded {
     task_id: u64,
-    task: Box<Task>,
+    task: Built,
     queue: String,
     executors: Executors,
     not_before_unix_ms: u64,
     dead_reason: Option<String>,
+}
+
+/// A recovered task as the shard will keep it.
+enum Built {
+    Full(Box<Task>),
+    /// Ready, its payload left in the store: kept as a [`super::queued::Queued`], so no [`Task`] is built.
+    Small {
+        priority: i32,
+        attempts: u32,
+    },
 }
 
 /// What every decoder of a batch is given.
@@ -47,6 +59,10 @@ struct Decoding {
     /// Whether a payload may still become resident: when the shard's budget is used up, a payload is dropped
     /// right where it was decoded.
     keep_payloads: bool,
+    /// Now, in ms since the Unix epoch (a task not before a later time is delayed).
+    now_ms: u64,
+    /// Whether a task recovered with an attempt is held (a reclaim grace is set).
+    hold: bool,
 }
 
 fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
@@ -61,6 +77,18 @@ fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
     };
     let mut spec = stored.spec.unwrap_or_default();
     let needed = pm_task::pipeline::required_executors(&spec);
+    let executors = if needed.is_empty() { Executors::default() } else { executor_set(needed) };
+    let ready = rt.dead_reason.is_none() && stored.not_before_unix_ms <= with.now_ms && !(rt.attempts > 0 && with.hold);
+    if ready && !with.keep_payloads {
+        return Some(Decoded {
+            task_id: rt.task_id,
+            task: Built::Small { priority: spec.priority, attempts: rt.attempts },
+            queue: spec.queue,
+            executors,
+            not_before_unix_ms: stored.not_before_unix_ms,
+            dead_reason: None,
+        });
+    }
     let chain = pm_task::pipeline::may_chain(&spec.payload);
     let payload = std::mem::take(&mut spec.payload);
     let key = std::mem::take(&mut spec.key);
@@ -71,9 +99,9 @@ fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
     task.submitted_unix_ms = stored.submitted_unix_ms;
     Some(Decoded {
         task_id: rt.task_id,
-        task,
+        task: Built::Full(task),
         queue: spec.queue,
-        executors: if needed.is_empty() { Executors::default() } else { executor_set(needed) },
+        executors,
         not_before_unix_ms: stored.not_before_unix_ms,
         dead_reason: rt.dead_reason.clone(),
     })
@@ -107,8 +135,9 @@ impl Shard {
         let now = Instant::now();
         let mut counted = Vec::with_capacity(tasks.len());
         let mut batches = tasks.chunks(BATCH);
-        let defaults = Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts };
-        let with = |shard: &Shard| Decoding { defaults, now, keep_payloads: shard.payloads.fits(1) };
+        let defaults = self.defaults();
+        let hold = !self.cfg.reclaim_grace.is_zero();
+        let with = |shard: &Shard| Decoding { defaults, now, keep_payloads: shard.payloads.fits(1), now_ms, hold };
         let mut decoded = batches.next().map(|b| decode_batch(b, with(self))).unwrap_or_default();
         // How long each side took in all, for the log: the slower one is what the restart waits for.
         let (mut decoding, mut placing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -148,7 +177,8 @@ impl Shard {
         }
         tracing::info!(
             shard = self.index,
-            tasks = self.tasks.len(),
+            tasks = self.tasks.len() + self.queued.len(),
+            queued = self.queued.len(),
             held = self.held.len(),
             decode_ms = decoding.as_millis() as u64,
             place_ms = placing.as_millis() as u64,
@@ -171,10 +201,22 @@ impl Shard {
                     q
                 }
             };
-            let mut task = d.task;
-            task.queue = q;
-            task.class = self.queues[q as usize].class_of(&d.executors);
+            let class = self.queues[q as usize].class_of(&d.executors);
             let task_id = d.task_id;
+            let mut task = match d.task {
+                Built::Full(task) => task,
+                Built::Small { priority, attempts } => {
+                    let queue = &mut self.queues[q as usize];
+                    queue.push_ready(class, ReadyEntry { priority, task_id });
+                    queue.ids.insert(task_id);
+                    queue.rates.submitted += 1;
+                    let ready_ms = self.since_epoch(now);
+                    self.queued.insert(task_id, Queued { queue: q, class, priority, attempts, ready_ms });
+                    continue;
+                }
+            };
+            task.queue = q;
+            task.class = class;
             if let Some(reason) = d.dead_reason {
                 task.state = State::Dead(Box::new(Dead {
                     reason,

@@ -126,6 +126,7 @@ impl Shard {
         let now_final = match self.tasks.get(&task_id).map(|t| &t.state) {
             Some(State::Dead(d)) => d.written,
             Some(_) => false,
+            None if self.queued.contains(task_id) => false,
             None if self.results.get(task_id).is_some() => true,
             None => return ErrorCode::NotFound,
         };
@@ -158,8 +159,8 @@ impl Shard {
 
     /// The status of a task this shard holds or kept the outcome of.
     pub(super) fn status_of(&self, task_id: u64) -> Option<pb::TaskStatus> {
-        if let Some(t) = self.tasks.get(&task_id) {
-            return Some(self.live_status(task_id, t));
+        if let Some(t) = self.view(task_id) {
+            return Some(self.live_status(task_id, &t));
         }
         let body = self.results.get(task_id)?;
         match pb::TaskStatus::decode(body.clone()) {
@@ -277,5 +278,6 @@ impl Shard {
         metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
         metrics::gauge!(m::PAYLOAD_RESIDENT, "shard" => self.index.to_string())
             .set(self.payloads.resident_bytes() as f64);
+        metrics::gauge!(m::TASKS_KEPT_SMALL, "shard" => self.index.to_string()).set(self.queued.len() as f64);
     }
 }
