@@ -185,6 +185,32 @@ impl<V> IdTable<V> {
         }
     }
 
+    /// The entry of the lowest id.
+    pub(crate) fn first(&self) -> Option<(u64, &V)> {
+        self.chunks.front().and_then(|c| c.entries.front()).map(|(id, v)| (*id, v))
+    }
+
+    /// Takes the entry of the lowest id out.
+    pub(crate) fn pop_first(&mut self) -> Option<(u64, V)> {
+        let c = self.chunks.front_mut()?;
+        let e = c.entries.pop_front()?;
+        self.len -= 1;
+        if c.entries.is_empty() {
+            self.chunks.pop_front();
+        }
+        Some(e)
+    }
+
+    /// Keeps only the entries for which `keep` is true. Chunks left empty go; chunks left small stay as they
+    /// are (a retain is rare: a purge, a batch of cancellations).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(u64, &V) -> bool) {
+        for c in &mut self.chunks {
+            c.entries.retain(|(id, v)| keep(*id, v));
+        }
+        self.chunks.retain(|c| !c.entries.is_empty());
+        self.len = self.chunks.iter().map(|c| c.entries.len()).sum();
+    }
+
     /// The entries in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         self.chunks.iter().flat_map(|c| c.entries.iter().map(|(id, v)| (*id, v)))
@@ -322,6 +348,28 @@ mod tests {
         let mut left: Vec<u64> = ids[90_000..].to_vec();
         left.sort_unstable();
         assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), left);
+    }
+
+    #[test]
+    fn the_first_entry_comes_out_first_and_retain_keeps_the_order() {
+        let mut t = IdTable::default();
+        for id in 0..2_000u64 {
+            t.insert(id, id % 7);
+        }
+        assert_eq!(t.first(), Some((0, &0)));
+        assert_eq!(t.pop_first(), Some((0, 0)));
+        for _ in 1..CHUNK {
+            assert!(t.pop_first().is_some());
+        }
+        t.check();
+        assert_eq!((t.first(), t.len()), (Some((CHUNK as u64, &(CHUNK as u64 % 7))), 2_000 - CHUNK));
+        t.retain(|id, v| *v != 0 && id % 2 == 0);
+        t.check();
+        let want: Vec<u64> = (CHUNK as u64..2_000).filter(|id| id % 7 != 0 && id % 2 == 0).collect();
+        assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), want);
+        t.retain(|_, _| false);
+        assert_eq!((t.len(), t.first()), (0, None));
+        assert_eq!(t.pop_first(), None);
     }
 
     #[test]

@@ -23,12 +23,11 @@ use tokio::time::Instant;
 use super::lease::LeaseTable;
 use super::payload::Payloads;
 use super::queue::{executor_set, Queue, PEER};
-use super::queued::{self, Queued};
 use super::round::Rounds;
+use super::small::{self, Place};
 use super::task::{Defaults, State, Task};
 use crate::holdings::Holdings;
 use crate::idmap::IdMap;
-use crate::idtable::IdTable;
 use crate::outbox::{ConnId, OutTx, Outbound};
 use crate::stolen::{StealHandle, StealMsg};
 use crate::store::Record;
@@ -78,9 +77,7 @@ impl Outgoing {
 /// What a dispatch pass touches besides the queue: the shard's tasks, leases, round and outgoing frames.
 pub(super) struct Dispatch<'a> {
     pub(super) tasks: &'a mut IdMap<u64, Box<Task>>,
-    /// Ready tasks kept small: one is made a full task again when it is the head leased next.
-    pub(super) queued: &'a mut IdTable<Queued>,
-    /// What a task built from its record gets for what its spec leaves out, and the shard's epoch.
+    /// What a small task made full gets for what its spec leaves out, and the shard's epoch (`small.rs`).
     pub(super) defaults: Defaults,
     pub(super) epoch: Instant,
     pub(super) leases: &'a mut LeaseTable,
@@ -99,8 +96,8 @@ pub(super) struct Dispatch<'a> {
     pub(super) unreadable: Vec<(u64, String)>,
 }
 
-/// Pushes ready tasks of `q` to agents with credits; returns how many were leased.
-pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, wall: u64) -> u64 {
+/// Pushes ready tasks of `q` (queue `qi`) to agents with credits; returns how many were leased.
+pub(super) fn dispatch_queue(qi: u32, q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, wall: u64) -> u64 {
     if d.stealing {
         dispatch_foreign(q, d);
     }
@@ -114,14 +111,17 @@ pub(super) fn dispatch_queue(q: &mut Queue, d: &mut Dispatch<'_>, now: Instant, 
         }
         // The best task an agent with credit can run (its executors), and the agents' group.
         let Some((class, group)) = q.best() else { return leased_now };
-        let Some(entry) = q.peek(class) else { return leased_now };
-        // A queued task becomes a full one here, with the payload its record gave (read once).
+        // A small task at the head becomes a full one in the class's heap, with the payload its record gave
+        // (read once, used below).
         let mut read = None;
-        if let Some(small) = d.queued.remove(entry.task_id) {
-            let (task, payload) = queued::build(small, d.payloads.stored(entry.task_id), d.defaults, d.epoch);
+        if let Some((entry, small)) = q.take_small_head(class) {
+            let place = Place { queue: qi, class, priority: entry.priority, small };
+            let (task, payload) = small::build(place, d.payloads.stored(entry.task_id), d.defaults, d.epoch);
             d.tasks.insert(entry.task_id, task);
+            q.push_ready(class, entry);
             read = Some(payload);
         }
+        let Some(entry) = q.peek(class) else { return leased_now };
         let Some(task) = d.tasks.get_mut(&entry.task_id) else {
             q.pop(class);
             continue;
@@ -252,10 +252,8 @@ mod tests {
         let hist = metrics::histogram!("test_dispatch_seconds");
         let mut outgoing = Outgoing::default();
         let payloads = Payloads::new(Arc::new(crate::shard::payload::tests::NoStore), usize::MAX);
-        let mut queued = IdTable::default();
         let mut d = Dispatch {
             tasks: &mut tasks,
-            queued: &mut queued,
             defaults: Defaults { lease: Duration::from_secs(30), max_attempts: 3 },
             epoch: Instant::now(),
             leases: &mut leases,
@@ -267,7 +265,7 @@ mod tests {
             payloads: &payloads,
             unreadable: Vec::new(),
         };
-        assert_eq!(dispatch_queue(&mut q, &mut d, Instant::now(), 1_000), 2, "two credits, two leases");
+        assert_eq!(dispatch_queue(0, &mut q, &mut d, Instant::now(), 1_000), 2, "two credits, two leases");
         assert_eq!((q.ready_len(), q.leased), (1, 2));
         assert_eq!(tasks.get(&3).map(|t| &t.state), Some(&State::Ready), "the later of the equal tasks waits");
         outgoing.send(None);

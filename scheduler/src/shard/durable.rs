@@ -20,6 +20,7 @@ use pm_protocol::ErrorCode;
 use tokio::time::Instant;
 
 use super::round::{send_lease_reply, Waiter};
+use super::small::Small;
 use super::task::State;
 use super::{err_result, now_unix_ms, Shard};
 use crate::metrics as m;
@@ -53,14 +54,8 @@ impl Shard {
             Waiter::Submit { out, request_id, mut results, new_tasks, received } => {
                 match result {
                     Ok(()) => {
-                        for &task_id in &new_tasks {
+                        for task_id in new_tasks {
                             self.make_ready(task_id, now);
-                        }
-                        // Durable, ready, and their payloads left in the store: kept small from now on.
-                        if self.payloads.spilling() {
-                            for task_id in new_tasks {
-                                self.compact(task_id);
-                            }
                         }
                         for (_, r) in results.iter_mut() {
                             if r.duplicate && self.rounds.is_failed(r.task_id) {
@@ -210,13 +205,16 @@ impl Shard {
         }
     }
 
-    /// A written task becomes ready (or delayed, until its not-before time).
+    /// A written task becomes ready (or delayed, until its not-before time). A ready one whose payload was
+    /// left in the store is kept small from now on (`small.rs`), unless its idempotency key is still needed
+    /// (a failed submit forgets it).
     pub(super) fn make_ready(&mut self, task_id: u64, now: Instant) {
         let Some(t) = self.tasks.get_mut(&task_id) else { return };
         if t.state != State::Pending {
             return;
         }
-        let q = &mut self.queues[t.queue as usize];
+        let qi = t.queue;
+        let q = &mut self.queues[qi as usize];
         match t.not_before {
             Some(at) if at > now => {
                 t.state = State::Delayed;
@@ -226,8 +224,19 @@ impl Shard {
                 t.state = State::Ready;
                 t.ready_since = Instant::now();
                 t.not_before = None;
-                q.push_ready(t.class, t.entry(task_id));
-                self.dirty.insert(t.queue);
+                let small = if t.payload.is_none() && t.idem.is_none() {
+                    Small::new(t.attempts, t.ready_since.saturating_duration_since(self.epoch).as_millis() as u64)
+                } else {
+                    None
+                };
+                match small {
+                    Some(small) => {
+                        q.push_small(t.class, t.priority, task_id, small);
+                        self.tasks.remove(&task_id);
+                    }
+                    None => q.push_ready(t.class, t.entry(task_id)),
+                }
+                self.dirty.insert(qi);
             }
         }
     }
@@ -238,7 +247,14 @@ impl Shard {
     fn withdraw(&mut self, task_ids: &[u64]) {
         let mut unqueue: HashMap<u32, HashSet<u64>> = HashMap::new();
         for &task_id in task_ids {
-            let Some(t) = self.tasks.get(&task_id) else { continue };
+            let Some(t) = self.tasks.get(&task_id) else {
+                // Kept small when it became ready: out of its run and its listing here (`drop_task` then
+                // finds it nowhere).
+                if let Some(p) = self.take_small(task_id) {
+                    self.queues[p.queue as usize].ids.remove(task_id);
+                }
+                continue;
+            };
             let q = t.queue;
             match &t.state {
                 State::Ready | State::Delayed => {

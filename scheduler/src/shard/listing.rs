@@ -88,14 +88,14 @@ impl Shard {
     }
 
     /// Removes a task: `finished` (acked, failed or cancelled, durably), or withdrawn (its write failed).
-    /// A queued task ([`super::queued::Queued`]) is dropped too, but not returned.
+    /// A small task (`small.rs`) is dropped too, but not returned.
     pub(super) fn drop_task(&mut self, task_id: u64, finished: bool) -> Option<Box<Task>> {
         let (queue, task) = match self.tasks.remove(&task_id) {
             Some(t) => {
                 self.payloads.release(t.payload.as_ref());
                 (t.queue, Some(t))
             }
-            None => (self.queued.remove(task_id)?.queue, None),
+            None => (self.take_small(task_id)?.queue, None),
         };
         let queue = &mut self.queues[queue as usize];
         queue.ids.remove(task_id);
@@ -116,10 +116,10 @@ impl Shard {
             .ids
             .oldest()
             .take(OLDEST_READY_SCAN)
-            .filter_map(|id| match self.tasks.get(&id) {
-                Some(t) => (t.state == State::Ready).then_some(t.ready_since),
-                None => self.queued.get(id).map(|q| self.epoch + std::time::Duration::from_millis(q.ready_ms)),
-            })
+            .filter_map(|id| self.tasks.get(&id))
+            .filter(|t| t.state == State::Ready)
+            .map(|t| t.ready_since)
+            .chain(queue.oldest_small_ready_ms().map(|ms| self.epoch + std::time::Duration::from_millis(ms)))
             .min();
         oldest.map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64)
     }

@@ -42,11 +42,11 @@ mod ordered_ids;
 mod outcome;
 mod payload;
 mod queue;
-mod queued;
 mod rates;
 mod recover;
 mod results;
 mod round;
+mod small;
 mod status;
 mod task;
 #[cfg(test)]
@@ -73,7 +73,6 @@ use self::results::KeptResults;
 use self::round::{Rounds, Waiter};
 use self::task::{Defaults, State, Task};
 use crate::idmap::{IdMap, IdSet};
-use crate::idtable::IdTable;
 use crate::metrics as m;
 use crate::outbox::{OutTx, Outbound, Part};
 use crate::store::committer::CommitterHandle;
@@ -110,9 +109,7 @@ pub struct Shard {
     /// Boxed: a map's buckets hold its values, and its buckets grow by doubling, so 2 M tasks of 184 B sat in
     /// 4 M buckets of 192 B (~400 B a task); boxed, a bucket is 16 B (docs/notes/backlog.md).
     tasks: IdMap<u64, Box<Task>>,
-    /// Ready tasks whose payload is in the store only, kept small ([`queued::Queued`]); in id order.
-    queued: IdTable<queued::Queued>,
-    /// The origin of the queued tasks' times.
+    /// The origin of the small tasks' times (`small.rs`).
     epoch: Instant,
     /// The payloads kept in memory, and the way to the others.
     payloads: payload::Payloads,
@@ -163,7 +160,6 @@ impl Shard {
             queue_ids: HashMap::new(),
             dirty: IdSet::default(),
             tasks: IdMap::default(),
-            queued: IdTable::default(),
             epoch: Instant::now(),
             idem: Idempotency::default(),
             results: KeptResults::default(),
@@ -408,7 +404,6 @@ impl Shard {
         }
         let mut d = Dispatch {
             tasks: &mut self.tasks,
-            queued: &mut self.queued,
             defaults: Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts },
             epoch: self.epoch,
             leases: &mut self.leases,
@@ -421,7 +416,7 @@ impl Shard {
             unreadable: Vec::new(),
         };
         for qi in self.dirty.drain() {
-            let leased = dispatch_queue(&mut self.queues[qi as usize], &mut d, Instant::now(), now_unix_ms());
+            let leased = dispatch_queue(qi, &mut self.queues[qi as usize], &mut d, Instant::now(), now_unix_ms());
             metrics::counter!(m::LEASED).increment(leased);
         }
         // A task whose payload the store could not give back is dead-lettered, with why: kept, not lost.

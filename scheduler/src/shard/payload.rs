@@ -25,32 +25,21 @@ pub(crate) struct Payloads {
     budget: usize,
     /// Payload bytes kept in memory now.
     resident: usize,
-    /// The last payload offered was refused (the budget was full): new tasks are being kept small.
-    spilling: bool,
 }
 
 impl Payloads {
     /// Payloads read through `reader`, at most `budget` bytes of them kept in memory.
     pub(crate) fn new(reader: Arc<dyn BodyReader>, budget: usize) -> Self {
-        Self { reader, budget, resident: 0, spilling: false }
+        Self { reader, budget, resident: 0 }
     }
 
     /// What a new task keeps of `payload`: all of it while the budget allows, else nothing (it is read back
     /// from the store when needed).
     pub(super) fn admit(&mut self, payload: Bytes) -> Option<Bytes> {
-        let fits = self.fits(payload.len());
-        self.spilling = !fits;
-        fits.then(|| {
+        self.fits(payload.len()).then(|| {
             self.resident += payload.len();
             payload
         })
-    }
-
-    /// True when the last payload offered was refused: tasks written now have no resident payload, and
-    /// become [`super::queued::Queued`] once durable. False while payloads fit, so the hot path does not
-    /// look for tasks to make small.
-    pub(super) fn spilling(&self) -> bool {
-        self.spilling
     }
 
     /// Whether a payload of `len` bytes would be admitted now.

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::ordered_ids::OrderedIds;
 use super::rates::Rates;
+use super::small::{Small, SmallRuns};
 use crate::outbox::ConnId;
 
 /// A ready task in a heap: higher priority first, then lower id (= earlier submit) first.
@@ -85,6 +86,36 @@ pub struct QueueLimits {
 struct Class {
     executors: Executors,
     ready: BinaryHeap<ReadyEntry>,
+    /// Ready tasks kept small (`small.rs`), in their own order: no heap entry each.
+    small: SmallRuns,
+}
+
+impl Class {
+    fn new(executors: Executors) -> Self {
+        Class { executors, ready: BinaryHeap::new(), small: SmallRuns::default() }
+    }
+
+    /// The best ready task: the better of the heap's head and the small tasks' head.
+    fn head(&self) -> Option<ReadyEntry> {
+        match (self.ready.peek(), self.small.head()) {
+            (Some(&a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.copied().or(b),
+        }
+    }
+
+    /// True when the best ready task is a small one.
+    fn small_first(&self) -> bool {
+        match (self.ready.peek(), self.small.head()) {
+            (Some(a), Some(b)) => b > *a,
+            (None, b) => b.is_some(),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Ready tasks, small ones included.
+    fn len(&self) -> usize {
+        self.ready.len() + self.small.len()
+    }
 }
 
 /// Agents that declared the same executors.
@@ -137,6 +168,8 @@ pub struct Queue {
     peer_credits: u64,
     /// Ready tasks in class heaps.
     ready_len: usize,
+    /// Ready tasks kept small, in the classes' runs.
+    small_len: usize,
     /// Tasks waiting for their not-before time.
     pub delayed: DelayedHeap,
     /// Tasks leased by a peer node that this node took for its agents, in arrival order (see `crate::cluster::steal`).
@@ -177,7 +210,7 @@ impl Queue {
         let none: Executors = Vec::new().into();
         Queue {
             name,
-            classes: vec![Class { executors: none.clone(), ready: BinaryHeap::new() }],
+            classes: vec![Class::new(none.clone())],
             class_ids: HashMap::from([(none, 0)]),
             groups: Vec::new(),
             group_ids: HashMap::new(),
@@ -187,6 +220,7 @@ impl Queue {
             local_credits: 0,
             peer_credits: 0,
             ready_len: 0,
+            small_len: 0,
             delayed: BinaryHeap::new(),
             foreign: VecDeque::new(),
             dead: BTreeSet::new(),
@@ -229,7 +263,7 @@ impl Queue {
             return *c;
         }
         let id = self.classes.len() as u32;
-        let class = Class { executors: executors.clone(), ready: BinaryHeap::new() };
+        let class = Class::new(executors.clone());
         for g in &mut self.groups {
             g.serves.push(g.can_run(&class));
         }
@@ -263,9 +297,56 @@ impl Queue {
         self.ready_len += 1;
     }
 
-    /// Ready tasks (parked ones included).
+    /// Keeps a ready task small in its class (see `small.rs`).
+    pub(super) fn push_small(&mut self, class: u32, priority: i32, task_id: u64, small: Small) {
+        let c = class.min(self.classes.len() as u32 - 1) as usize;
+        let before = self.classes[c].small.len();
+        self.classes[c].small.push(priority, task_id, small);
+        self.small_len += self.classes[c].small.len() - before;
+    }
+
+    /// Takes the best ready task of class `class` out of the small ones if it is one: the caller makes it a
+    /// full task and pushes it in the class's heap, where it is then the head.
+    pub(super) fn take_small_head(&mut self, class: u32) -> Option<(ReadyEntry, Small)> {
+        let c = self.classes.get_mut(class as usize)?;
+        if !c.small_first() {
+            return None;
+        }
+        let head = c.small.pop_head()?;
+        self.small_len -= 1;
+        Some(head)
+    }
+
+    /// Small task `task_id` of this queue: its class, priority and what it keeps.
+    pub(super) fn find_small(&self, task_id: u64) -> Option<(u32, i32, Small)> {
+        self.classes.iter().enumerate().filter(|(_, c)| c.small.len() > 0).find_map(|(ci, c)| {
+            let (priority, small) = c.small.get(task_id)?;
+            Some((ci as u32, priority, small))
+        })
+    }
+
+    /// Takes small task `task_id` of class `class` out of its run (it stays listed: it is still live).
+    pub(super) fn remove_small(&mut self, class: u32, task_id: u64) {
+        if let Some(c) = self.classes.get_mut(class as usize) {
+            if c.small.remove(task_id).is_some() {
+                self.small_len -= 1;
+            }
+        }
+    }
+
+    /// Ready tasks kept small.
+    pub(super) fn small_len(&self) -> usize {
+        self.small_len
+    }
+
+    /// Since when the longest waiting small task waits (ms after the shard's epoch), if any.
+    pub(super) fn oldest_small_ready_ms(&self) -> Option<u64> {
+        self.classes.iter().filter_map(|c| c.small.oldest_ready_ms()).min()
+    }
+
+    /// Ready tasks (parked and small ones included).
     pub fn ready_len(&self) -> usize {
-        self.ready_len + self.parked_len
+        self.ready_len + self.parked_len + self.small_len
     }
 
     /// Removes the ready (and parked) tasks for which `keep` is false. A removed task may have been the one
@@ -274,6 +355,7 @@ impl Queue {
     pub fn retain_ready(&mut self, mut keep: impl FnMut(u64) -> bool) {
         for c in &mut self.classes {
             c.ready.retain(|e| keep(e.task_id));
+            c.small.retain(&mut keep);
         }
         for heap in self.parked.values_mut() {
             heap.retain(|(e, _)| keep(e.task_id));
@@ -288,6 +370,7 @@ impl Queue {
         }
         self.parked.retain(|_, h| !h.is_empty());
         self.ready_len = self.classes.iter().map(|c| c.ready.len()).sum();
+        self.small_len = self.classes.iter().map(|c| c.small.len()).sum();
         self.parked_len = self.parked.values().map(BinaryHeap::len).sum();
     }
 
@@ -296,12 +379,12 @@ impl Queue {
     pub fn best(&self) -> Option<(u32, u32)> {
         let mut best: Option<(ReadyEntry, u32)> = None;
         for (ci, class) in self.classes.iter().enumerate() {
-            let Some(head) = class.ready.peek() else { continue };
-            if best.is_some_and(|(b, _)| b >= *head) {
+            let Some(head) = class.head() else { continue };
+            if best.is_some_and(|(b, _)| b >= head) {
                 continue;
             }
             if self.groups.iter().any(|g| !g.waiting.is_empty() && g.serves[ci]) {
-                best = Some((*head, ci as u32));
+                best = Some((head, ci as u32));
             }
         }
         let n = self.groups.len();
@@ -315,16 +398,17 @@ impl Queue {
         if self.peer_waiting.is_empty() {
             return None;
         }
-        let best = self.classes.iter().enumerate().filter_map(|(ci, c)| c.ready.peek().map(|h| (*h, ci))).max();
+        let best = self.classes.iter().enumerate().filter_map(|(ci, c)| c.head().map(|h| (h, ci))).max();
         best.map(|(_, ci)| (ci as u32, PEER))
     }
 
-    /// The head of class `class`.
+    /// The head of class `class` (a small task's, see [`Queue::take_small_head`]).
     pub fn peek(&self, class: u32) -> Option<ReadyEntry> {
-        self.classes.get(class as usize)?.ready.peek().copied()
+        self.classes.get(class as usize)?.head()
     }
 
-    /// Takes the head of class `class`.
+    /// Takes the head of class `class`'s heap (a small task at the head is taken out by
+    /// [`Queue::take_small_head`] first).
     pub fn pop(&mut self, class: u32) -> Option<ReadyEntry> {
         let e = self.classes.get_mut(class as usize)?.ready.pop()?;
         self.ready_len -= 1;
@@ -488,7 +572,7 @@ impl Queue {
             .enumerate()
             .skip(1)
             .filter(|(c, _)| !self.capable(*c as u32).0)
-            .map(|(_, cl)| cl.ready.len() as u64)
+            .map(|(_, cl)| cl.len() as u64)
             .sum()
     }
 
@@ -614,6 +698,38 @@ mod tests {
         let order: Vec<u64> = drain(&mut q).into_iter().map(|(t, _)| t).collect();
         assert_eq!(order, vec![2, 4, 1, 3, 5]);
         assert_eq!(q.ready_len(), 0);
+    }
+
+    #[test]
+    fn small_tasks_take_their_turn_with_the_heap_by_priority_then_id() {
+        let mut q = Queue::new("q".into());
+        let s = Small::new(0, 0).unwrap();
+        q.push_ready(0, ReadyEntry { priority: 0, task_id: 2 });
+        q.push_small(0, 0, 1, s);
+        q.push_small(0, 5, 4, s);
+        q.push_ready(0, ReadyEntry { priority: 5, task_id: 3 });
+        let x = q.class_of(&set(&["x"]));
+        q.push_small(x, 9, 5, s);
+        assert_eq!((q.ready_len(), q.small_len(), q.waiting_for_executor()), (5, 3, 1));
+        assert_eq!(q.peek(0), Some(ReadyEntry { priority: 5, task_id: 3 }));
+        q.add_credit(1, 10, false, Some(set(&[])));
+        // As dispatch does: a small head becomes a heap entry, then the heap's head is taken.
+        let mut order = Vec::new();
+        while let Some((class, _)) = q.best() {
+            if let Some((e, small)) = q.take_small_head(class) {
+                assert_eq!(small, s);
+                q.push_ready(class, e);
+            }
+            order.push(q.pop(class).unwrap().task_id);
+        }
+        assert_eq!(order, vec![3, 4, 1, 2], "the task needing `x` waits");
+        assert_eq!((q.ready_len(), q.small_len()), (1, 1));
+        q.push_small(0, 0, 7, s);
+        q.push_small(0, 0, 8, s);
+        q.retain_ready(|id| id != 7);
+        assert_eq!((q.ready_len(), q.find_small(8), q.find_small(7)), (2, Some((0, 0, s)), None));
+        q.remove_small(0, 8);
+        assert_eq!((q.small_len(), q.find_small(5)), (1, Some((x, 9, s))));
     }
 
     #[test]

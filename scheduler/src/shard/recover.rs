@@ -17,10 +17,9 @@ use pm_protocol::Message as _;
 use tokio::time::Instant;
 
 use super::idempotency::Idempotency;
-use super::queue::ReadyEntry;
 use super::queue::{executor_set, Executors};
-use super::queued::Queued;
 use super::results::Kept;
+use super::small::Small;
 use super::task::{Dead, Defaults, State, Task};
 use super::{now_unix_ms, shard_of_queue, Shard};
 use crate::store::{RecoveredIdem, RecoveredResult, RecoveredTask};
@@ -44,10 +43,10 @@ struct Decoded {
 /// A recovered task as the shard will keep it.
 enum Built {
     Full(Box<Task>),
-    /// Ready, its payload left in the store: kept as a [`super::queued::Queued`], so no [`Task`] is built.
+    /// Ready, its payload left in the store: kept small (`small.rs`), so no [`Task`] is built.
     Small {
         priority: i32,
-        attempts: u32,
+        small: Small,
     },
 }
 
@@ -63,6 +62,8 @@ struct Decoding {
     now_ms: u64,
     /// Whether a task recovered with an attempt is held (a reclaim grace is set).
     hold: bool,
+    /// Now, in ms after the shard's epoch (since when a small task waits).
+    ready_ms: u64,
 }
 
 fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
@@ -79,10 +80,11 @@ fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
     let needed = pm_task::pipeline::required_executors(&spec);
     let executors = if needed.is_empty() { Executors::default() } else { executor_set(needed) };
     let ready = rt.dead_reason.is_none() && stored.not_before_unix_ms <= with.now_ms && !(rt.attempts > 0 && with.hold);
-    if ready && !with.keep_payloads {
+    let small = Small::new(rt.attempts, with.ready_ms).filter(|_| ready && !with.keep_payloads);
+    if let Some(small) = small {
         return Some(Decoded {
             task_id: rt.task_id,
-            task: Built::Small { priority: spec.priority, attempts: rt.attempts },
+            task: Built::Small { priority: spec.priority, small },
             queue: spec.queue,
             executors,
             not_before_unix_ms: stored.not_before_unix_ms,
@@ -137,7 +139,9 @@ impl Shard {
         let mut batches = tasks.chunks(BATCH);
         let defaults = self.defaults();
         let hold = !self.cfg.reclaim_grace.is_zero();
-        let with = |shard: &Shard| Decoding { defaults, now, keep_payloads: shard.payloads.fits(1), now_ms, hold };
+        let ready_ms = self.since_epoch(now);
+        let with =
+            |shard: &Shard| Decoding { defaults, now, keep_payloads: shard.payloads.fits(1), now_ms, hold, ready_ms };
         let mut decoded = batches.next().map(|b| decode_batch(b, with(self))).unwrap_or_default();
         // How long each side took in all, for the log: the slower one is what the restart waits for.
         let (mut decoding, mut placing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
@@ -175,10 +179,11 @@ impl Shard {
                 }
             }
         }
+        let small: usize = self.queues.iter().map(|q| q.small_len()).sum();
         tracing::info!(
             shard = self.index,
-            tasks = self.tasks.len() + self.queued.len(),
-            queued = self.queued.len(),
+            tasks = self.tasks.len() + small,
+            small,
             held = self.held.len(),
             decode_ms = decoding.as_millis() as u64,
             place_ms = placing.as_millis() as u64,
@@ -205,13 +210,11 @@ impl Shard {
             let task_id = d.task_id;
             let mut task = match d.task {
                 Built::Full(task) => task,
-                Built::Small { priority, attempts } => {
+                Built::Small { priority, small } => {
                     let queue = &mut self.queues[q as usize];
-                    queue.push_ready(class, ReadyEntry { priority, task_id });
+                    queue.push_small(class, priority, task_id, small);
                     queue.ids.insert(task_id);
                     queue.rates.submitted += 1;
-                    let ready_ms = self.since_epoch(now);
-                    self.queued.insert(task_id, Queued { queue: q, class, priority, attempts, ready_ms });
                     continue;
                 }
             };

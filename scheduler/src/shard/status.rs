@@ -126,7 +126,7 @@ impl Shard {
         let now_final = match self.tasks.get(&task_id).map(|t| &t.state) {
             Some(State::Dead(d)) => d.written,
             Some(_) => false,
-            None if self.queued.contains(task_id) => false,
+            None if self.find_small(task_id).is_some() => false,
             None if self.results.get(task_id).is_some() => true,
             None => return ErrorCode::NotFound,
         };
@@ -278,6 +278,7 @@ impl Shard {
         metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
         metrics::gauge!(m::PAYLOAD_RESIDENT, "shard" => self.index.to_string())
             .set(self.payloads.resident_bytes() as f64);
-        metrics::gauge!(m::TASKS_KEPT_SMALL, "shard" => self.index.to_string()).set(self.queued.len() as f64);
+        let small: usize = self.queues.iter().map(|q| q.small_len()).sum();
+        metrics::gauge!(m::TASKS_KEPT_SMALL, "shard" => self.index.to_string()).set(small as f64);
     }
 }
