@@ -124,6 +124,8 @@ async fn tasks_kept_small_keep_everything_their_spec_said_across_a_kill_9() {
     assert_eq!(t.payload.to_vec(), payload(1));
     let nack = NackItem { lease_id: t.lease_id, ..Default::default() };
     assert_eq!(a.nack(vec![nack]).await.unwrap(), vec![ErrorCode::Ok]);
+    // The attempt's record is durable once a later submit is acknowledged (the log keeps the order).
+    assert_eq!(p.submit(vec![task("other", b"{}")]).await.unwrap()[0].code, ErrorCode::Ok as i32);
     // Killed: the others (one of them with an attempt) come back kept small, and keep their attempts.
     drop((a, leases, p, admin));
     s.restart();

@@ -211,6 +211,22 @@ impl<V> IdTable<V> {
         self.len = self.chunks.iter().map(|c| c.entries.len()).sum();
     }
 
+    /// The entries from `id` on (`id` included if held), in id order.
+    pub(crate) fn iter_from(&self, id: u64) -> impl Iterator<Item = (u64, &V)> + '_ {
+        let (at, skip) = match self.chunks.is_empty() {
+            true => (0, 0),
+            false => {
+                let at = self.chunk_of(id);
+                (at, self.chunks[at].search(id).unwrap_or_else(|i| i))
+            }
+        };
+        self.chunks
+            .iter()
+            .skip(at)
+            .enumerate()
+            .flat_map(move |(k, c)| c.entries.iter().skip(if k == 0 { skip } else { 0 }).map(|(id, v)| (*id, v)))
+    }
+
     /// The entries in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         self.chunks.iter().flat_map(|c| c.entries.iter().map(|(id, v)| (*id, v)))
@@ -367,6 +383,10 @@ mod tests {
         t.check();
         let want: Vec<u64> = (CHUNK as u64..2_000).filter(|id| id % 7 != 0 && id % 2 == 0).collect();
         assert_eq!(t.iter().map(|(id, _)| id).collect::<Vec<_>>(), want);
+        let from: Vec<u64> = t.iter_from(1_001).take(3).map(|(id, _)| id).collect();
+        assert_eq!(from, vec![1_002, 1_004, 1_006], "from an id not held: the next ones");
+        assert_eq!(t.iter_from(0).count(), t.len());
+        assert_eq!(t.iter_from(5_000).count(), 0);
         t.retain(|_, _| false);
         assert_eq!((t.len(), t.first()), (0, None));
         assert_eq!(t.pop_first(), None);

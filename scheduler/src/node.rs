@@ -25,7 +25,7 @@ use crate::stolen::StealHandle;
 use crate::store::committer::Committer;
 use crate::store::sled_store::SledStore;
 use crate::store::wal::{Wal, WalOptions};
-use crate::store::{Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, TaskStore};
+use crate::store::{RecoveredResult, RecoveredTask, Recovery, StoreError, TaskStore};
 
 /// Room in a WAL record beyond the payload: queue name, key, idempotency key, options, record header.
 const RECORD_OVERHEAD: usize = 4096;
@@ -82,19 +82,10 @@ impl Node {
         let lock = lock_dir(&cfg.data)?;
         let catalog = open_catalog(cfg)?;
         let paused = Arc::new(crate::paused::PausedQueues::open(&cfg.data)?);
-        let (store, recovered) = open_store(cfg)?;
+        let (store, recovery) = open_store(cfg)?;
         let bodies = store.body_reader();
         let committer = Committer::start(store, cfg.fsync);
-        let next_task_id = next_task_id(&recovered, ordinal);
-        let n = cfg.shard_count();
-        let split_started = std::time::Instant::now();
-        let shares = split_by_shard(recovered, n);
-        // Between `store recovered` and each `shard recovered`: how long the split took, apart from the rebuilds.
-        tracing::info!(
-            shards = n,
-            elapsed_ms = split_started.elapsed().as_millis() as u64,
-            "recovered tasks split among shards"
-        );
+        let next_task_id = next_task_id(recovery.max_task_id, ordinal);
         let stealing = ordinal.is_some() && ring.len() > 1 && !cfg.steal_interval.is_zero();
         let (steal, steal_rx) = crate::stolen::channel();
         let steal = stealing.then_some(steal);
@@ -106,7 +97,7 @@ impl Node {
             paused: paused.clone(),
             bodies,
         };
-        let shards = spawn_shards(cfg, spawn, shares);
+        let shards = spawn_shards(cfg, spawn, recovery)?;
         crate::reclaim_memory::after_recovery();
         let conns = Arc::new(Registry::new(cfg.idle_timeout()));
         let shutdown = CancellationToken::new();
@@ -236,8 +227,8 @@ fn open_catalog(cfg: &Config) -> Result<Arc<Catalog>, NodeError> {
 }
 
 /// Opens the store `--store` names, recovering what it holds.
-fn open_store(cfg: &Config) -> Result<(Box<dyn TaskStore>, Recovered), NodeError> {
-    let (store, recovered): (Box<dyn TaskStore>, Recovered) = match cfg.store {
+fn open_store(cfg: &Config) -> Result<(Box<dyn TaskStore>, Recovery), NodeError> {
+    let (store, recovered): (Box<dyn TaskStore>, Recovery) = match cfg.store {
         StoreKind::Wal => {
             // A record holds the payload plus the task's options (queue, keys): bounded by the payload limit.
             let opts = WalOptions {
@@ -247,16 +238,16 @@ fn open_store(cfg: &Config) -> Result<(Box<dyn TaskStore>, Recovered), NodeError
                 writeback_bytes: cfg.wal_writeback_bytes,
                 ..WalOptions::default()
             };
-            let (wal, rec) = Wal::open(&cfg.data.join("wal"), opts)?;
+            let (wal, rec) = Wal::open_batches(&cfg.data.join("wal"), opts)?;
             (Box::new(wal), rec)
         }
         StoreKind::Sled => {
             let (s, rec) = SledStore::open(&cfg.data.join("sled"), cfg.kept_results())?;
-            (Box::new(s), rec)
+            (Box::new(s), rec.into())
         }
     };
     tracing::info!(
-        tasks = recovered.tasks.len(),
+        tasks = recovered.tasks.total(),
         idempotency_keys = recovered.idempotency.len(),
         results = recovered.results.len(),
         max_task_id = recovered.max_task_id,
@@ -267,64 +258,55 @@ fn open_store(cfg: &Config) -> Result<(Box<dyn TaskStore>, Recovered), NodeError
 
 /// The next task id: after the largest recovered. In a cluster, a node's task ids carry its ordinal in their
 /// top bits, so an id names its owner.
-fn next_task_id(recovered: &Recovered, ordinal: Option<usize>) -> Arc<AtomicU64> {
+fn next_task_id(max_task_id: u64, ordinal: Option<usize>) -> Arc<AtomicU64> {
     let first_id = ((ordinal.unwrap_or(0) as u64) << TASK_ID_NODE_SHIFT) + 1;
-    if recovered.max_task_id > 0 && Ring::ordinal_of_task(recovered.max_task_id) != ordinal.unwrap_or(0) {
-        tracing::warn!(
-            max_task_id = recovered.max_task_id,
-            "the data directory holds task ids of another ordinal: was --members reordered?"
-        );
+    if max_task_id > 0 && Ring::ordinal_of_task(max_task_id) != ordinal.unwrap_or(0) {
+        tracing::warn!(max_task_id, "the data directory holds task ids of another ordinal: was --members reordered?");
     }
-    Arc::new(AtomicU64::new((recovered.max_task_id + 1).max(first_id)))
+    Arc::new(AtomicU64::new((max_task_id + 1).max(first_id)))
 }
 
-/// One shard's share of what the store recovered.
-struct Share {
-    tasks: Vec<RecoveredTask>,
-    results: Vec<RecoveredResult>,
-    /// Every key: each shard keeps those of its queues.
-    idempotency: Vec<RecoveredIdem>,
-}
-
-/// Splits what was recovered by the shard of each task's queue. Each task's queue is read from its stored
-/// body on every core at once ([`QueueOf`]), since a large backlog has millions of them.
-fn split_by_shard(recovered: Recovered, n: usize) -> Vec<Share> {
+/// Splits a batch of recovered tasks by the shard of each task's queue, keeping their order. Each task's queue
+/// is read from its stored body on every core at once ([`QueueOf`]), since a large backlog has millions of them.
+fn split_tasks(tasks: Vec<RecoveredTask>, n: usize) -> Vec<Vec<RecoveredTask>> {
     use rayon::prelude::*;
-    let mut shares: Vec<Share> = (0..n)
-        .map(|_| Share { tasks: Vec::new(), results: Vec::new(), idempotency: recovered.idempotency.clone() })
-        .collect();
+    let mut shares: Vec<Vec<RecoveredTask>> = (0..n).map(|_| Vec::new()).collect();
     if n == 1 {
-        shares[0].tasks = recovered.tasks;
-        shares[0].results = recovered.results;
+        shares[0] = tasks;
         return shares;
     }
-    let shard_of: Vec<usize> = recovered
-        .tasks
+    let shard_of: Vec<usize> = tasks
         .par_iter()
         .map(|t| {
             let queue = QueueOf::decode(&t.body[..]).ok().and_then(|s| s.spec).map(|s| s.queue).unwrap_or_default();
             shard_of_queue(queue_or_default(&queue), n)
         })
         .collect();
-    // Sized first: the shares of a backlog of millions are not grown by doubling. A backlog in one queue (or in
+    // Sized first: the shares of a backlog of millions are not grown by doubling. A batch in one queue (or in
     // queues of one shard) is handed over whole.
     let mut counts = vec![0usize; n];
     for &shard in &shard_of {
         counts[shard] += 1;
     }
     if let Some(only) = counts.iter().position(|&c| c == shard_of.len()) {
-        shares[only].tasks = recovered.tasks;
+        shares[only] = tasks;
     } else {
         for (share, count) in shares.iter_mut().zip(counts) {
-            share.tasks.reserve_exact(count);
+            share.reserve_exact(count);
         }
-        for (t, shard) in recovered.tasks.into_iter().zip(shard_of) {
-            shares[shard].tasks.push(t);
+        for (t, shard) in tasks.into_iter().zip(shard_of) {
+            shares[shard].push(t);
         }
     }
-    for r in recovered.results {
+    shares
+}
+
+/// Splits the kept results by the shard of each one's queue.
+fn split_results(results: Vec<RecoveredResult>, n: usize) -> Vec<Vec<RecoveredResult>> {
+    let mut shares: Vec<Vec<RecoveredResult>> = (0..n).map(|_| Vec::new()).collect();
+    for r in results {
         let queue = TaskStatus::decode(r.body.clone()).map(|s| s.queue).unwrap_or_default();
-        shares[shard_of_queue(queue_or_default(&queue), n)].results.push(r);
+        shares[shard_of_queue(queue_or_default(&queue), n).min(n - 1)].push(r);
     }
     shares
 }
@@ -354,10 +336,12 @@ struct SpawnShards<'a> {
     bodies: Arc<dyn crate::store::BodyReader>,
 }
 
-/// Starts one shard per share, and tells each its siblings (follow-ups go to their queue's shard).
-fn spawn_shards(cfg: &Config, with: SpawnShards<'_>, shares: Vec<Share>) -> Vec<ShardHandle> {
+/// Builds the shards from what the store recovered, its tasks a batch at a time (a backlog larger than the
+/// memory is never held at once, see `store/batches.rs`), starts them, and tells each its siblings
+/// (follow-ups go to their queue's shard).
+fn spawn_shards(cfg: &Config, with: SpawnShards<'_>, recovery: Recovery) -> Result<Vec<ShardHandle>, NodeError> {
     let SpawnShards { ordinal, steal, committer, next_task_id, paused, bodies } = with;
-    let n = shares.len();
+    let n = cfg.shard_count();
     let shard_cfg = ShardConfig {
         steal,
         lease_prefix: (ordinal.unwrap_or(0) as u64) << LEASE_NODE_SHIFT,
@@ -377,16 +361,41 @@ fn spawn_shards(cfg: &Config, with: SpawnShards<'_>, shares: Vec<Share>) -> Vec<
         bodies,
         resident_payload_bytes: cfg.resident_payload_bytes / n.max(1),
     };
-    let shards: Vec<ShardHandle> = shares
+    let mut builders: Vec<_> =
+        (0..n).map(|i| Shard::builder(i, n, shard_cfg.clone(), committer.handle(), next_task_id.clone())).collect();
+    let Recovery { tasks, idempotency, results, .. } = recovery;
+    // Between `store recovered` and each `shard recovered`: reading the tasks again and splitting them, apart
+    // from the rebuilds.
+    let (mut waiting, mut splitting) = (Duration::ZERO, Duration::ZERO);
+    // The next batches are read while this one is decoded into its shards.
+    let mut batches = tasks.read_ahead(2);
+    loop {
+        let started = std::time::Instant::now();
+        let Some(batch) = batches.next() else { break };
+        let batch = batch?;
+        waiting += started.elapsed();
+        let started = std::time::Instant::now();
+        let shares = split_tasks(batch, n);
+        splitting += started.elapsed();
+        for (b, share) in builders.iter_mut().zip(shares) {
+            if !share.is_empty() {
+                b.add_tasks(share);
+            }
+        }
+    }
+    tracing::info!(
+        shards = n,
+        wait_ms = waiting.as_millis() as u64,
+        split_ms = splitting.as_millis() as u64,
+        "recovered tasks split among shards"
+    );
+    let shards: Vec<ShardHandle> = builders
         .into_iter()
-        .enumerate()
-        .map(|(i, share)| {
-            let (tasks, idem, results) = (share.tasks, share.idempotency, share.results);
-            Shard::spawn(i, n, shard_cfg.clone(), committer.handle(), next_task_id.clone(), tasks, idem, results)
-        })
+        .zip(split_results(results, n))
+        .map(|(b, results)| b.start(idempotency.clone(), results))
         .collect();
     let _ = shard_cfg.siblings.set(shards.clone());
-    shards
+    Ok(shards)
 }
 
 /// The limits the connection code needs.
@@ -412,9 +421,9 @@ mod tests {
     use pm_protocol::pb::{StoredTask, TaskSpec};
     use pm_protocol::Message as _;
 
-    use super::{split_by_shard, QueueOf};
+    use super::{split_tasks, QueueOf};
     use crate::shard::shard_of_queue;
-    use crate::store::{Recovered, RecoveredTask};
+    use crate::store::RecoveredTask;
 
     fn stored(queue: &str) -> Bytes {
         let spec =
@@ -434,10 +443,11 @@ mod tests {
         let tasks = (0..600u64)
             .map(|i| RecoveredTask { task_id: i, body: stored(queues[i as usize % 6]), attempts: 0, dead_reason: None })
             .collect();
-        let shares = split_by_shard(Recovered { tasks, ..Default::default() }, 3);
-        assert_eq!(shares.iter().map(|s| s.tasks.len()).sum::<usize>(), 600);
+        let shares = split_tasks(tasks, 3);
+        assert_eq!(shares.iter().map(|s| s.len()).sum::<usize>(), 600);
         for (index, share) in shares.iter().enumerate() {
-            for t in &share.tasks {
+            assert!(share.windows(2).all(|w| w[0].task_id < w[1].task_id), "in id order");
+            for t in share {
                 let queue = pm_task::pipeline::queue_or_default(queues[t.task_id as usize % 6]);
                 assert_eq!(shard_of_queue(queue, 3), index, "task {}", t.task_id);
             }
@@ -445,8 +455,8 @@ mod tests {
         // One queue: its shard gets every task, the others none.
         let tasks =
             (0..50u64).map(|i| RecoveredTask { task_id: i, body: stored("ocr"), attempts: 0, dead_reason: None });
-        let shares = split_by_shard(Recovered { tasks: tasks.collect(), ..Default::default() }, 3);
-        let sizes: Vec<usize> = shares.iter().map(|s| s.tasks.len()).collect();
+        let shares = split_tasks(tasks.collect(), 3);
+        let sizes: Vec<usize> = shares.iter().map(|s| s.len()).collect();
         let mut expected = vec![0; 3];
         expected[shard_of_queue("ocr", 3)] = 50;
         assert_eq!(sizes, expected);

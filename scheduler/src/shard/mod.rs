@@ -95,6 +95,29 @@ struct Histograms {
     end_to_end: metrics::Histogram,
 }
 
+/// A shard being rebuilt from what the store recovered, before it starts (see [`Shard::builder`]).
+pub struct ShardBuilder {
+    shard: Shard,
+    tx: mpsc::UnboundedSender<ShardMsg>,
+    rx: mpsc::UnboundedReceiver<ShardMsg>,
+    restoring: recover::Restoring,
+}
+
+impl ShardBuilder {
+    /// Takes a batch of the shard's recovered tasks, in id order after the batches before.
+    pub fn add_tasks(&mut self, tasks: Vec<RecoveredTask>) {
+        self.shard.restore_tasks(tasks, &mut self.restoring);
+    }
+
+    /// Takes the keys and kept outcomes, and starts the shard.
+    pub fn start(self, idem: Vec<RecoveredIdem>, results: Vec<RecoveredResult>) -> ShardHandle {
+        let ShardBuilder { mut shard, tx, rx, restoring } = self;
+        shard.finish_restore(restoring, idem, results);
+        tokio::spawn(shard.run(rx));
+        ShardHandle::new(tx)
+    }
+}
+
 /// The shard actor.
 pub struct Shard {
     hist: Histograms,
@@ -141,8 +164,22 @@ impl Shard {
         idem: Vec<RecoveredIdem>,
         results: Vec<RecoveredResult>,
     ) -> ShardHandle {
+        let mut b = Shard::builder(index, shards, cfg, committer, next_task_id);
+        b.add_tasks(tasks);
+        b.start(idem, results)
+    }
+
+    /// Shard `index` of `shards`, not started: its recovered tasks are added a batch at a time
+    /// ([`ShardBuilder::add_tasks`]), then it starts ([`ShardBuilder::start`]).
+    pub fn builder(
+        index: usize,
+        shards: usize,
+        cfg: ShardConfig,
+        committer: CommitterHandle,
+        next_task_id: Arc<AtomicU64>,
+    ) -> ShardBuilder {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut shard = Shard {
+        let shard = Shard {
             hist: Histograms {
                 submit: metrics::histogram!(m::SUBMIT_SECONDS),
                 queue_wait: metrics::histogram!(m::QUEUE_WAIT_SECONDS),
@@ -169,9 +206,7 @@ impl Shard {
             held: Vec::new(),
             hold_until: None,
         };
-        shard.restore(tasks, idem, results);
-        tokio::spawn(shard.run(rx));
-        ShardHandle::new(tx)
+        ShardBuilder { shard, tx, rx, restoring: recover::Restoring::new() }
     }
 
     /// The actor loop: handle every message already queued, or the timers that are due, then end the round.

@@ -109,6 +109,30 @@ fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
     })
 }
 
+/// A shard's rebuild in progress (see [`Shard::restore_tasks`]).
+pub(super) struct Restoring {
+    /// When the rebuild started, on both clocks: a recovered task's times are counted from it.
+    now: Instant,
+    now_ms: u64,
+    /// The full tasks placed so far, put in the map at the end (in the order of its buckets).
+    counted: Vec<(u64, Box<Task>)>,
+    /// Time spent decoding and placing, in all.
+    decoding: std::time::Duration,
+    placing: std::time::Duration,
+}
+
+impl Restoring {
+    pub(super) fn new() -> Self {
+        Restoring {
+            now: Instant::now(),
+            now_ms: now_unix_ms(),
+            counted: Vec::new(),
+            decoding: std::time::Duration::ZERO,
+            placing: std::time::Duration::ZERO,
+        }
+    }
+}
+
 /// Runs `f`, adding the time it took to `total`.
 fn timed<T>(total: &mut std::time::Duration, f: impl FnOnce() -> T) -> T {
     let started = std::time::Instant::now();
@@ -123,19 +147,12 @@ fn decode_batch(batch: &[RecoveredTask], with: Decoding) -> Vec<Decoded> {
 }
 
 impl Shard {
-    /// Takes this shard's share of the recovered state.
+    /// Takes a batch of this shard's recovered tasks (in id order, after the batches before).
     ///
     /// The tasks are decoded a batch at a time on every core while this thread places the batch before, so
     /// a restart with one large queue (all of it one shard's) is not bound to one core.
-    pub(super) fn restore(
-        &mut self,
-        tasks: Vec<RecoveredTask>,
-        idem: Vec<RecoveredIdem>,
-        results: Vec<RecoveredResult>,
-    ) {
-        let now_ms = now_unix_ms();
-        let now = Instant::now();
-        let mut counted = Vec::with_capacity(tasks.len());
+    pub(super) fn restore_tasks(&mut self, tasks: Vec<RecoveredTask>, r: &mut Restoring) {
+        let (now, now_ms) = (r.now, r.now_ms);
         let mut batches = tasks.chunks(BATCH);
         let defaults = self.defaults();
         let hold = !self.cfg.reclaim_grace.is_zero();
@@ -143,22 +160,27 @@ impl Shard {
         let with =
             |shard: &Shard| Decoding { defaults, now, keep_payloads: shard.payloads.fits(1), now_ms, hold, ready_ms };
         let mut decoded = batches.next().map(|b| decode_batch(b, with(self))).unwrap_or_default();
-        // How long each side took in all, for the log: the slower one is what the restart waits for.
-        let (mut decoding, mut placing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        let mut counted = std::mem::take(&mut r.counted);
         loop {
             let next = batches.next();
             let batch = std::mem::take(&mut decoded);
             let next_with = with(self);
             let (next, ()) = rayon::join(
-                || timed(&mut decoding, || next.map(|b| decode_batch(b, next_with))),
-                || timed(&mut placing, || self.place(batch, &mut counted, now, now_ms)),
+                || timed(&mut r.decoding, || next.map(|b| decode_batch(b, next_with))),
+                || timed(&mut r.placing, || self.place(batch, &mut counted, now, now_ms)),
             );
             match next {
                 Some(next) => decoded = next,
                 None => break,
             }
         }
-        drop(tasks);
+        r.counted = counted;
+    }
+
+    /// Ends the rebuild: the full tasks go into the map, the held ones wait for their grace, and the keys and
+    /// kept outcomes of this shard's queues are taken.
+    pub(super) fn finish_restore(&mut self, r: Restoring, idem: Vec<RecoveredIdem>, results: Vec<RecoveredResult>) {
+        let Restoring { now, now_ms, counted, decoding, mut placing } = r;
         timed(&mut placing, || self.insert_in_bucket_order(counted));
         if !self.held.is_empty() {
             self.hold_until = Some(now + self.cfg.reclaim_grace);

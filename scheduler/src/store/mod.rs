@@ -12,12 +12,15 @@
 //! state of each live one (its body, attempt count and dead-letter mark), the idempotency keys that have not
 //! yet expired, and the outcomes of finished tasks until they expire (at most a configured number of them).
 
+mod batches;
 pub mod committer;
 pub mod sled_store;
 pub mod wal;
 
 #[cfg(test)]
 mod conformance;
+
+pub use batches::{Recovery, TaskBatches};
 
 use std::path::PathBuf;
 use std::time::Duration;

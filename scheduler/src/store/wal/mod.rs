@@ -86,6 +86,7 @@ mod recovery;
 pub mod repair;
 mod segment;
 mod space;
+mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -104,8 +105,8 @@ use recovery::SegMeta;
 use segment::MAX_SEGMENT_BYTES;
 
 use super::{
-    BodyReader, Record, Recovered, RecoveredIdem, RecoveredResult, RecoveredTask, StoreError, StoreStats, TaskStore,
-    Upkeep,
+    BodyReader, Record, Recovered, RecoveredIdem, RecoveredResult, Recovery, StoreError, StoreStats, TaskBatches,
+    TaskStore, Upkeep,
 };
 
 /// Tuning of the [`Wal`]. Every field has a sensible default.
@@ -238,6 +239,14 @@ impl Wal {
     ///
     /// Fails with [`StoreError::Corrupt`] if durable records are damaged; a torn tail is discarded.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), StoreError> {
+        let (wal, recovery) = Wal::open_batches(dir, opts)?;
+        Ok((wal, recovery.collect()?))
+    }
+
+    /// [`Wal::open`], the live tasks handed over a batch at a time: read again from the segments in id order
+    /// (`stream.rs`), so that the log's live part is never in memory at once. Nothing may be written to the
+    /// log until the batches are all taken.
+    pub fn open_batches(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovery), StoreError> {
         opts.validate().map_err(|msg| StoreError::Io {
             path: dir.to_owned(),
             source: io::Error::new(io::ErrorKind::InvalidInput, msg),
@@ -286,18 +295,20 @@ impl Wal {
         }
         scan.live.expire(now_unix_ms());
         scan.live.shrink_to_fit();
-        let replayed = started.elapsed();
-        let recovered = recovered(&mut scan);
-        // Where a long restart goes: reading and replaying the segments, then collecting the live tasks' bodies.
+        // Where a long restart goes: reading and replaying the segments (then the shards' rebuild, reading
+        // them again).
         tracing::info!(
             segments = scan.segments.len(),
-            replay_ms = replayed.as_millis() as u64,
-            collect_ms = (started.elapsed() - replayed).as_millis() as u64,
+            replay_ms = started.elapsed().as_millis() as u64,
             "log replayed"
         );
-        // The bodies share the segments' buffers: they are released as the shards take their tasks.
-        scan.buffers.clear();
+        let (idempotency, results) = kept(&mut scan);
+        let max_task_id = scan.live.max_task_id;
         let live = Arc::new(RwLock::new(scan.live));
+        let places = scan.segments.iter().map(|(i, m)| (*i, (m.path.clone(), m.written))).collect();
+        let stream = stream::SegmentStream::new(live.clone(), places);
+        let total = live.read().tasks.len();
+        let recovered = Recovery { tasks: TaskBatches::new(total, stream), idempotency, max_task_id, results };
         let mut wal = Wal {
             dir: dir.to_owned(),
             opts,
@@ -588,30 +599,9 @@ impl TaskStore for Wal {
     }
 }
 
-/// Builds what `open` returns: live tasks by id, unexpired keys and kept results.
-///
-/// Each task's body is a slice of its segment's buffer, found again by its place: nothing is copied. The
-/// bodies are found on every core at once (`rayon`), since a large backlog has millions of them.
-fn recovered(scan: &mut recovery::Scan) -> Recovered {
-    use rayon::prelude::*;
+/// The unexpired keys and kept results of a replayed log, as `open` returns them.
+fn kept(scan: &mut recovery::Scan) -> (Vec<RecoveredIdem>, Vec<RecoveredResult>) {
     let live = &scan.live;
-    // In id order already: the live set is a table sorted by id.
-    let places: Vec<(u64, &live::LiveTask)> = live.tasks.iter().collect();
-    let scan_ref = &*scan;
-    let tasks: Vec<RecoveredTask> = places
-        .par_iter()
-        .map(|&(task_id, t)| RecoveredTask {
-            task_id,
-            body: scan_ref.body(t.seg(), t.off()).unwrap_or_else(|| {
-                // Not reachable while the live set and the buffers agree; said loudly if they ever do not.
-                tracing::error!(task_id, seg = t.seg(), offset = t.off(), "a live task's record is not at its place");
-                bytes::Bytes::new()
-            }),
-            attempts: t.attempts,
-            dead_reason: live.dead.get(&task_id).map(|r| String::from(&**r)),
-        })
-        .collect();
-    drop(places);
     let mut idempotency: Vec<RecoveredIdem> = live
         .keys
         .iter()
@@ -629,7 +619,7 @@ fn recovered(scan: &mut recovery::Scan) -> Recovered {
         })
         .collect();
     results.sort_unstable_by_key(|r| (r.expires_unix_ms, r.task_id));
-    Recovered { tasks, idempotency, max_task_id: live.max_task_id, results }
+    (idempotency, results)
 }
 
 /// Wall-clock time in ms since the Unix epoch (0 if the clock is before 1970).

@@ -50,10 +50,6 @@ pub(crate) struct Scan {
     pub segments: BTreeMap<u64, SegMeta>,
     /// Live tasks and keys with their locations.
     pub live: LiveSet,
-    /// The contents of the segments that still hold a live task's record, by index: the bodies of the live
-    /// tasks are read out of them ([`Scan::body`]) without a copy each. A segment whose tasks are all gone
-    /// is dropped as soon as the scan sees it.
-    pub buffers: BTreeMap<u64, Bytes>,
     /// Bodies of the kept results (and, between prunings, of some that were dropped since).
     pub result_bodies: IdMap<Bytes>,
     /// `seq` for the next record.
@@ -153,12 +149,6 @@ fn scan_segments(
         }
         scan.next_seq = next_seq;
         scan.segments.insert(*index, SegMeta { path: path.clone(), written: end as u64, file_len: data.len() as u64 });
-        let mut data = data;
-        data.truncate(end);
-        scan.buffers.insert(*index, Bytes::from(data));
-        // Segments whose every task is gone by now (acked in this one) are not needed for bodies.
-        let live = &scan.live;
-        scan.buffers.retain(|seg, _| live.usage(*seg).items > 0);
     }
     Ok(())
 }
@@ -316,20 +306,6 @@ fn apply(scan: &mut Scan, entry: &Entry<'_>, seg: u64, pos: usize, size: usize) 
     if matches!(entry, Entry::Finish { .. }) && scan.result_bodies.len() > 2 * scan.live.results.len() + 1024 {
         let live = &scan.live.results;
         scan.result_bodies.retain(|id, _| live.contains_key(id));
-    }
-}
-
-impl Scan {
-    /// The body of the task record at `seg`/`off`, sharing the segment's buffer (no copy); `None` if that
-    /// segment's buffer is gone or the record there is not a task's (never, for a place the live set holds).
-    pub(crate) fn body(&self, seg: u64, off: u64) -> Option<Bytes> {
-        let buffer = self.buffers.get(&seg)?;
-        match format::reread_frame(buffer, off as usize) {
-            Frame::Record { entry: Entry::Enqueue { body, .. } | Entry::Snapshot { body, .. }, .. } => {
-                Some(buffer.slice_ref(body))
-            }
-            _ => None,
-        }
     }
 }
 
