@@ -96,6 +96,8 @@ async fn tasks_kept_small_keep_everything_their_spec_said_across_a_kill_9() {
         priority,
         key: key.into(),
         max_attempts: 2,
+        // Kept small once durable, like tasks without a key.
+        idempotency_key: format!("idem-{i}"),
         ..task("small", &payload(i))
     };
     let specs = vec![spec(0, 0, "a"), spec(1, 9, "b"), spec(2, 0, "c"), spec(3, 0, "d"), spec(4, 5, "e")];

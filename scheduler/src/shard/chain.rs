@@ -110,7 +110,7 @@ impl Shard {
         }
         task.state = State::Pending;
         self.add_task(task_id, task);
-        self.make_ready(task_id, Instant::now());
+        self.make_ready(task_id, Instant::now(), true);
     }
 
     /// The task's place in a flow: (parent id, flow id), read from its payload (from the store, if it is

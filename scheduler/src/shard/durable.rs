@@ -31,7 +31,7 @@ impl Shard {
     pub(super) fn on_appended(&mut self, round: u64) {
         let now = Instant::now();
         for task_id in self.rounds.new_tasks_of(round) {
-            self.make_ready(task_id, now);
+            self.make_ready(task_id, now, false);
         }
     }
 
@@ -55,7 +55,7 @@ impl Shard {
                 match result {
                     Ok(()) => {
                         for task_id in new_tasks {
-                            self.make_ready(task_id, now);
+                            self.make_ready(task_id, now, true);
                         }
                         for (_, r) in results.iter_mut() {
                             if r.duplicate && self.rounds.is_failed(r.task_id) {
@@ -205,12 +205,13 @@ impl Shard {
         }
     }
 
-    /// A written task becomes ready (or delayed, until its not-before time). A ready one whose payload was
-    /// left in the store is kept small from now on (`small.rs`), unless its idempotency key is still needed
-    /// (a failed submit forgets it).
-    pub(super) fn make_ready(&mut self, task_id: u64, now: Instant) {
+    /// A written task becomes ready (or delayed, until its not-before time); `durable`: its record is synced.
+    /// A ready one whose payload was left in the store is kept small from now on (`small.rs`). One with an
+    /// idempotency key waits until its record is durable: a failed submit forgets the key, which a small task
+    /// does not keep.
+    pub(super) fn make_ready(&mut self, task_id: u64, now: Instant, durable: bool) {
         let Some(t) = self.tasks.get_mut(&task_id) else { return };
-        if t.state != State::Pending {
+        if t.state != State::Pending || (!durable && t.payload.is_none() && t.idem.is_some()) {
             return;
         }
         let qi = t.queue;
@@ -224,7 +225,7 @@ impl Shard {
                 t.state = State::Ready;
                 t.ready_since = Instant::now();
                 t.not_before = None;
-                let small = if t.payload.is_none() && t.idem.is_none() {
+                let small = if t.payload.is_none() {
                     Small::new(t.attempts, t.ready_since.saturating_duration_since(self.epoch).as_millis() as u64)
                 } else {
                     None
