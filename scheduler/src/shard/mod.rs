@@ -34,6 +34,7 @@ mod control;
 mod dispatch;
 mod durable;
 mod idempotency;
+mod inflate;
 mod lease;
 mod list_query;
 mod listing;
@@ -43,7 +44,9 @@ mod outcome;
 mod payload;
 mod queue;
 mod rates;
+mod ready_entry;
 mod recover;
+mod restoring;
 mod results;
 mod round;
 mod small;
@@ -82,7 +85,8 @@ pub use self::config::ShardConfig;
 pub use self::lease::{shard_of_lease, LEASE_NODE_SHIFT};
 pub use self::list_query::{ListQuery, DEFAULT_LIMIT, MAX_LIMIT};
 pub use self::msg::{shard_of_queue, ShardHandle, ShardMsg};
-pub use self::queue::{executor_set, Executors, Queue, QueueLimits, ReadyEntry};
+pub use self::queue::{executor_set, Executors, Queue, QueueLimits};
+pub use self::ready_entry::ReadyEntry;
 pub use self::results::ResultsBudget;
 pub use self::round::store_error_code;
 pub use self::task::{format_unix_ms, now_unix_ms, MAX_REASON_BYTES};
@@ -100,7 +104,7 @@ pub struct ShardBuilder {
     shard: Shard,
     tx: mpsc::UnboundedSender<ShardMsg>,
     rx: mpsc::UnboundedReceiver<ShardMsg>,
-    restoring: recover::Restoring,
+    restoring: restoring::Restoring,
 }
 
 impl ShardBuilder {
@@ -206,7 +210,7 @@ impl Shard {
             held: Vec::new(),
             hold_until: None,
         };
-        ShardBuilder { shard, tx, rx, restoring: recover::Restoring::new() }
+        ShardBuilder { shard, tx, rx, restoring: restoring::Restoring::new() }
     }
 
     /// The actor loop: handle every message already queued, or the timers that are due, then end the round.

@@ -15,7 +15,7 @@
 //! key ends. A **rate limit** is a token bucket: while it is empty the queue leases nothing, until
 //! [`Queue::throttled_until`].
 
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,29 +26,9 @@ use tokio::time::Instant;
 
 use super::ordered_ids::OrderedIds;
 use super::rates::Rates;
+use super::ready_entry::ReadyEntry;
 use super::small::{Small, SmallRuns};
 use crate::outbox::ConnId;
-
-/// A ready task in a heap: higher priority first, then lower id (= earlier submit) first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadyEntry {
-    /// Task priority.
-    pub priority: i32,
-    /// Task id (monotonic, so it is also the submit order).
-    pub task_id: u64,
-}
-
-impl Ord for ReadyEntry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.priority.cmp(&other.priority).then_with(|| other.task_id.cmp(&self.task_id))
-    }
-}
-
-impl PartialOrd for ReadyEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
 
 /// A set of executor names, sorted and without repeats.
 pub type Executors = Arc<[String]>;
@@ -402,13 +382,13 @@ impl Queue {
         best.map(|(_, ci)| (ci as u32, PEER))
     }
 
-    /// The head of class `class` (a small task's, see [`Queue::take_small_head`]).
+    /// The head of class `class` (a small task's, see `Queue::take_small_head`).
     pub fn peek(&self, class: u32) -> Option<ReadyEntry> {
         self.classes.get(class as usize)?.head()
     }
 
     /// Takes the head of class `class`'s heap (a small task at the head is taken out by
-    /// [`Queue::take_small_head`] first).
+    /// `Queue::take_small_head` first).
     pub fn pop(&mut self, class: u32) -> Option<ReadyEntry> {
         let e = self.classes.get_mut(class as usize)?.ready.pop()?;
         self.ready_len -= 1;

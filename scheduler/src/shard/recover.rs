@@ -18,10 +18,11 @@ use tokio::time::Instant;
 
 use super::idempotency::Idempotency;
 use super::queue::{executor_set, Executors};
+use super::restoring::Restoring;
 use super::results::Kept;
 use super::small::Small;
 use super::task::{Dead, Defaults, State, Task};
-use super::{now_unix_ms, shard_of_queue, Shard};
+use super::{shard_of_queue, Shard};
 use crate::store::{RecoveredIdem, RecoveredResult, RecoveredTask};
 
 /// Tasks decoded together, while the shard places the previous batch: large enough to spread over every core,
@@ -107,30 +108,6 @@ fn decode(rt: &RecoveredTask, with: Decoding) -> Option<Decoded> {
         not_before_unix_ms: stored.not_before_unix_ms,
         dead_reason: rt.dead_reason.clone(),
     })
-}
-
-/// A shard's rebuild in progress (see [`Shard::restore_tasks`]).
-pub(super) struct Restoring {
-    /// When the rebuild started, on both clocks: a recovered task's times are counted from it.
-    now: Instant,
-    now_ms: u64,
-    /// The full tasks placed so far, put in the map at the end (in the order of its buckets).
-    counted: Vec<(u64, Box<Task>)>,
-    /// Time spent decoding and placing, in all.
-    decoding: std::time::Duration,
-    placing: std::time::Duration,
-}
-
-impl Restoring {
-    pub(super) fn new() -> Self {
-        Restoring {
-            now: Instant::now(),
-            now_ms: now_unix_ms(),
-            counted: Vec::new(),
-            decoding: std::time::Duration::ZERO,
-            placing: std::time::Duration::ZERO,
-        }
-    }
 }
 
 /// Runs `f`, adding the time it took to `total`.

@@ -15,23 +15,21 @@
 //! **When.** A task is kept small when it becomes ready with no resident payload (its submit written, beyond the
 //! payload budget: `durable.rs`; or recovered so at a restart: `recover.rs`). It becomes a full [`Task`]
 //! again, in its class's heap, when it is the head leased next (`dispatch.rs`, which uses the payload the read
-//! gave), or when it is reclaimed, cancelled or purged ([`Shard::inflate`]); a status or a listing reads its
-//! record without keeping it ([`Shard::view`]). A task that is leased, delayed, held, dead or being written is
+//! gave), or when it is reclaimed, cancelled or purged (`inflate.rs`); a status or a listing reads its
+//! record without keeping it. A task that is leased, delayed, held, dead or being written is
 //! always a full [`Task`], and so is every task whose payload is resident: the hot path never meets a small
 //! one.
 //!
 //! **Invariant:** an id is in at most one of the shard's `tasks` and its queues' runs.
 
-use std::ops::Deref;
 use std::time::Duration;
 
 use bytes::Bytes;
 use pm_protocol::pb::{StoredTask, TaskSpec};
 use tokio::time::Instant;
 
-use super::queue::ReadyEntry;
+use super::ready_entry::ReadyEntry;
 use super::task::{Defaults, State, Task};
-use super::Shard;
 use crate::idtable::IdTable;
 
 /// What a small task keeps besides its place: its attempts (16 bits) and when it became ready, in ms after
@@ -134,23 +132,6 @@ impl SmallRuns {
     }
 }
 
-/// A live task to read: the shard's own, or one built from a small task's record for the occasion.
-pub(super) enum Viewed<'a> {
-    Held(&'a Task),
-    Built(Box<Task>),
-}
-
-impl Deref for Viewed<'_> {
-    type Target = Task;
-
-    fn deref(&self) -> &Task {
-        match self {
-            Viewed::Held(t) => t,
-            Viewed::Built(t) => t,
-        }
-    }
-}
-
 /// Where a small task waits, and what it keeps: everything the record does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Place {
@@ -185,57 +166,6 @@ pub(super) fn build(
     task.priority = p.priority;
     task.submitted_unix_ms = submitted;
     (task, payload)
-}
-
-impl Shard {
-    /// Milliseconds from the shard's epoch to `at` (0 before it).
-    pub(super) fn since_epoch(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_millis() as u64
-    }
-
-    /// The defaults a task gets for what its spec leaves out.
-    pub(super) fn defaults(&self) -> Defaults {
-        Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts }
-    }
-
-    /// Small task `task_id`, if it is one: where it waits.
-    pub(super) fn find_small(&self, task_id: u64) -> Option<Place> {
-        self.queues.iter().enumerate().filter(|(_, q)| q.small_len() > 0).find_map(|(qi, q)| {
-            let (class, priority, small) = q.find_small(task_id)?;
-            Some(Place { queue: qi as u32, class, priority, small })
-        })
-    }
-
-    /// Takes small task `task_id` out of its run, if it is one (it stays listed in its queue).
-    pub(super) fn take_small(&mut self, task_id: u64) -> Option<Place> {
-        let p = self.find_small(task_id)?;
-        let q = &mut self.queues[p.queue as usize];
-        q.remove_small(p.class, task_id);
-        Some(p)
-    }
-
-    /// Makes small task `task_id` a full ready task in its class's heap (reading its record); nothing for any
-    /// other id. A record that cannot be read is said in the log; the task is then built from what is known,
-    /// and ends when it is leased (its payload cannot be read either, see `dispatch.rs`).
-    pub(super) fn inflate(&mut self, task_id: u64) {
-        let Some(p) = self.take_small(task_id) else { return };
-        let (task, payload) = build(p, self.payloads.stored(task_id), self.defaults(), self.epoch);
-        if let Err(why) = payload {
-            tracing::warn!(task_id, "a small task's record could not be read: {why}");
-        }
-        self.queues[p.queue as usize].push_ready(p.class, task.entry(task_id));
-        self.tasks.insert(task_id, task);
-    }
-
-    /// Live task `task_id` to read, full or built from its record.
-    pub(super) fn view(&self, task_id: u64) -> Option<Viewed<'_>> {
-        if let Some(t) = self.tasks.get(&task_id) {
-            return Some(Viewed::Held(t));
-        }
-        let p = self.find_small(task_id)?;
-        let (task, _) = build(p, self.payloads.stored(task_id), self.defaults(), self.epoch);
-        Some(Viewed::Built(task))
-    }
 }
 
 #[cfg(test)]

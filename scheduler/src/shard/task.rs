@@ -19,7 +19,7 @@ use bytes::Bytes;
 use pm_protocol::pb::TaskSpec;
 use tokio::time::Instant;
 
-use super::queue::ReadyEntry;
+use super::ready_entry::ReadyEntry;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
