@@ -94,6 +94,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -228,6 +229,9 @@ pub struct Wal {
     writeback: segment::Writeback,
     /// The compaction under way, if any (continued by each `maintain`).
     compaction: Option<compaction::Compaction>,
+    /// Set while the recovered tasks are still being read from their segments (`stream.rs`): `maintain`
+    /// then neither compacts nor deletes a segment, which would move or remove records not read yet.
+    streaming: Arc<AtomicBool>,
     /// The oldest segment, found to hold only results that go soon, and since when (see `space.rs`).
     draining: Option<(u64, std::time::Instant)>,
     #[cfg(test)]
@@ -306,7 +310,8 @@ impl Wal {
         let max_task_id = scan.live.max_task_id;
         let live = Arc::new(RwLock::new(scan.live));
         let places = scan.segments.iter().map(|(i, m)| (*i, (m.path.clone(), m.written))).collect();
-        let stream = stream::SegmentStream::new(live.clone(), places);
+        let streaming = Arc::new(AtomicBool::new(true));
+        let stream = stream::SegmentStream::new(live.clone(), places, streaming.clone());
         let total = live.read().tasks.len();
         let recovered = Recovery { tasks: TaskBatches::new(total, stream), idempotency, max_task_id, results };
         let mut wal = Wal {
@@ -334,6 +339,7 @@ impl Wal {
             bg: segment::Background::default(),
             writeback: segment::Writeback::default(),
             compaction: None,
+            streaming,
             draining: None,
             #[cfg(test)]
             faults: Faults::default(),
@@ -576,6 +582,9 @@ impl TaskStore for Wal {
 
     fn maintain(&mut self, now_unix_ms: u64) -> Result<Upkeep, StoreError> {
         self.usable()?;
+        if self.streaming.load(Ordering::Acquire) {
+            return Ok(Upkeep::Done); // the recovered tasks are still read from their segments
+        }
         self.live.write().expire(now_unix_ms);
         self.delete_front()?;
         if self.opts.compact_live_ratio > 0.0 && self.compact_oldest()? {

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read as _;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -41,16 +42,30 @@ pub(crate) struct SegmentStream {
     /// Segments read and still needed.
     loaded: HashMap<u64, Bytes>,
     batch: usize,
+    /// Set until every task is handed over (or the stream is dropped): the log does no upkeep meanwhile.
+    streaming: Arc<AtomicBool>,
+}
+
+impl Drop for SegmentStream {
+    fn drop(&mut self) {
+        self.streaming.store(false, Ordering::Release);
+    }
 }
 
 impl SegmentStream {
-    /// The live tasks of `live`, whose records are in `segments` (index → file and valid length).
-    pub(crate) fn new(live: Arc<RwLock<LiveSet>>, segments: BTreeMap<u64, (PathBuf, u64)>) -> Self {
+    /// The live tasks of `live`, whose records are in `segments` (index → file and valid length); `streaming`
+    /// is cleared once they are all handed over.
+    pub(crate) fn new(
+        live: Arc<RwLock<LiveSet>>,
+        segments: BTreeMap<u64, (PathBuf, u64)>,
+        streaming: Arc<AtomicBool>,
+    ) -> Self {
         let mut left: HashMap<u64, usize> = HashMap::new();
         for (_, t) in live.read().tasks.iter() {
             *left.entry(t.seg()).or_default() += 1;
         }
-        SegmentStream { live, segments, next_id: 0, done: false, left, loaded: HashMap::new(), batch: BATCH }
+        let loaded = HashMap::new();
+        SegmentStream { live, segments, next_id: 0, done: false, left, loaded, batch: BATCH, streaming }
     }
 
     /// The same, `batch` tasks at a time (tests).
@@ -94,6 +109,7 @@ impl Iterator for SegmentStream {
         let places = self.next_places();
         let Some(&(last, ..)) = places.last() else {
             self.done = true;
+            self.streaming.store(false, Ordering::Release);
             return None;
         };
         self.next_id = last + 1;
@@ -157,7 +173,8 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), opts).expect("reopen");
         assert!(wal.segments.len() >= 5, "{} segments", wal.segments.len());
         let segments = wal.segments.iter().map(|(i, m)| (*i, (m.path.clone(), m.written))).collect();
-        let mut stream = SegmentStream::new(wal.live.clone(), segments).with_batch(7);
+        let streaming = Arc::new(AtomicBool::new(true));
+        let mut stream = SegmentStream::new(wal.live.clone(), segments, streaming.clone()).with_batch(7);
         let mut got = Vec::new();
         let mut most_loaded = 0;
         while let Some(batch) = stream.next() {
@@ -173,5 +190,46 @@ mod tests {
         assert_eq!(dead, vec![(7, "gave up")]);
         assert!(most_loaded <= 2, "{most_loaded} segments held at once");
         assert!(stream.loaded.is_empty(), "every segment let go at the end");
+        assert!(!streaming.load(Ordering::Acquire), "done: the log may do its upkeep again");
+    }
+
+    #[test]
+    fn the_log_does_no_upkeep_until_its_recovered_tasks_are_read() {
+        use crate::store::Upkeep;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = WalOptions {
+            segment_bytes: 16 << 10,
+            max_record_bytes: 4096,
+            compact_live_ratio: 0.5,
+            ..WalOptions::default()
+        };
+        let (mut wal, _) = Wal::open(dir.path(), opts.clone()).expect("open");
+        // Every 50th task stays live: the old segments are sparse, worth compacting.
+        for id in 1..=600u64 {
+            wal.append(&[Record::Enqueue { task_id: id, body: body(id), idempotency: None }]).expect("append");
+        }
+        let acks: Vec<Record> = (1..=600u64).filter(|id| id % 50 != 0).map(|task_id| Record::Ack { task_id }).collect();
+        wal.append(&acks).expect("acks");
+        wal.sync().expect("sync");
+        drop(wal);
+
+        let (mut wal, recovery) = Wal::open_batches(dir.path(), opts).expect("reopen");
+        let before = wal.segment_paths();
+        for _ in 0..5 {
+            assert_eq!(wal.maintain(crate::store::wal::now_unix_ms()).expect("maintain"), Upkeep::Done);
+        }
+        assert_eq!(wal.segment_paths(), before, "nothing compacted or deleted while the tasks are read");
+        let tasks = recovery.tasks.collect_all().expect("tasks");
+        let want: Vec<u64> = (1..=600u64).filter(|id| id % 50 == 0).collect();
+        assert_eq!(tasks.iter().map(|t| t.task_id).collect::<Vec<_>>(), want);
+        assert!(tasks.iter().all(|t| t.body == body(t.task_id)));
+        // Read: the upkeep runs again, and the sparse segments go.
+        while wal.maintain(crate::store::wal::now_unix_ms()).expect("maintain") == Upkeep::Pending {}
+        assert!(
+            wal.segment_paths().len() < before.len(),
+            "{} segments, {} before",
+            wal.segment_paths().len(),
+            before.len()
+        );
     }
 }
