@@ -41,6 +41,11 @@ impl Shard {
         Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts }
     }
 
+    /// Small tasks held, in every queue.
+    pub(super) fn small_tasks(&self) -> usize {
+        self.queues.iter().map(|q| q.small_len()).sum()
+    }
+
     /// Small task `task_id`, if it is one: where it waits.
     pub(super) fn find_small(&self, task_id: u64) -> Option<Place> {
         self.queues.iter().enumerate().filter(|(_, q)| q.small_len() > 0).find_map(|(qi, q)| {

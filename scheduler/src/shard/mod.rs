@@ -74,7 +74,7 @@ use self::idempotency::Idempotency;
 use self::lease::LeaseTable;
 use self::results::KeptResults;
 use self::round::{Rounds, Waiter};
-use self::task::{Defaults, State, Task};
+use self::task::{State, Task};
 use crate::idmap::{IdMap, IdSet};
 use crate::metrics as m;
 use crate::outbox::{OutTx, Outbound, Part};
@@ -441,9 +441,10 @@ impl Shard {
             self.dirty.clear();
             return;
         }
+        let defaults = self.defaults();
         let mut d = Dispatch {
             tasks: &mut self.tasks,
-            defaults: Defaults { lease: self.cfg.default_lease, max_attempts: self.cfg.default_max_attempts },
+            defaults,
             epoch: self.epoch,
             leases: &mut self.leases,
             rounds: &mut self.rounds,

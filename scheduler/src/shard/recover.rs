@@ -178,7 +178,7 @@ impl Shard {
                 }
             }
         }
-        let small: usize = self.queues.iter().map(|q| q.small_len()).sum();
+        let small = self.small_tasks();
         tracing::info!(
             shard = self.index,
             tasks = self.tasks.len() + small,

@@ -278,7 +278,6 @@ impl Shard {
         metrics::gauge!(m::RESULTS_KEPT, "shard" => self.index.to_string()).set(self.results.len() as f64);
         metrics::gauge!(m::PAYLOAD_RESIDENT, "shard" => self.index.to_string())
             .set(self.payloads.resident_bytes() as f64);
-        let small: usize = self.queues.iter().map(|q| q.small_len()).sum();
-        metrics::gauge!(m::TASKS_KEPT_SMALL, "shard" => self.index.to_string()).set(small as f64);
+        metrics::gauge!(m::TASKS_KEPT_SMALL, "shard" => self.index.to_string()).set(self.small_tasks() as f64);
     }
 }

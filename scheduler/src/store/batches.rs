@@ -49,7 +49,8 @@ impl TaskBatches {
         match spawned {
             Ok(_) => TaskBatches::new(total, rx.into_iter()),
             Err(e) => {
-                let e = StoreError::Io { path: std::path::PathBuf::new(), source: e };
+                // No file is concerned: the error names the thread that could not start.
+                let e = StoreError::Io { path: "(thread pm-recovery-read)".into(), source: e };
                 TaskBatches::new(total, std::iter::once(Err(e)))
             }
         }

@@ -311,7 +311,7 @@ impl Wal {
         let live = Arc::new(RwLock::new(scan.live));
         let places = scan.segments.iter().map(|(i, m)| (*i, (m.path.clone(), m.written))).collect();
         let streaming = Arc::new(AtomicBool::new(true));
-        let stream = stream::SegmentStream::new(live.clone(), places, streaming.clone());
+        let stream = stream::SegmentStream::new(live.clone(), dir.to_owned(), places, streaming.clone());
         let total = live.read().tasks.len();
         let recovered = Recovery { tasks: TaskBatches::new(total, stream), idempotency, max_task_id, results };
         let mut wal = Wal {

@@ -32,6 +32,8 @@ pub(crate) const BATCH: usize = 1 << 16;
 /// The live tasks of a recovered log, from its segments, in id order. See the module doc.
 pub(crate) struct SegmentStream {
     live: Arc<RwLock<LiveSet>>,
+    /// The log's directory (named by errors).
+    dir: PathBuf,
     /// Each segment's file and the end of its valid records.
     segments: BTreeMap<u64, (PathBuf, u64)>,
     /// The lowest id not handed over yet.
@@ -53,10 +55,11 @@ impl Drop for SegmentStream {
 }
 
 impl SegmentStream {
-    /// The live tasks of `live`, whose records are in `segments` (index → file and valid length); `streaming`
-    /// is cleared once they are all handed over.
+    /// The live tasks of `live`, whose records are in `segments` (index → file and valid length) of the log
+    /// in `dir`; `streaming` is cleared once they are all handed over.
     pub(crate) fn new(
         live: Arc<RwLock<LiveSet>>,
+        dir: PathBuf,
         segments: BTreeMap<u64, (PathBuf, u64)>,
         streaming: Arc<AtomicBool>,
     ) -> Self {
@@ -65,7 +68,7 @@ impl SegmentStream {
             *left.entry(t.seg()).or_default() += 1;
         }
         let loaded = HashMap::new();
-        SegmentStream { live, segments, next_id: 0, done: false, left, loaded, batch: BATCH, streaming }
+        SegmentStream { live, dir, segments, next_id: 0, done: false, left, loaded, batch: BATCH, streaming }
     }
 
     /// The same, `batch` tasks at a time (tests).
@@ -82,7 +85,7 @@ impl SegmentStream {
         }
         let Some((path, written)) = self.segments.get(&seg) else {
             let e = std::io::Error::other(format!("segment {seg} holds a live task but is not in the log"));
-            return Err(StoreError::Io { path: PathBuf::new(), source: e });
+            return Err(StoreError::Io { path: self.dir.clone(), source: e });
         };
         let mut data = Vec::with_capacity(*written as usize);
         File::open(path).and_then(|f| f.take(*written).read_to_end(&mut data)).map_err(|e| StoreError::io(path, e))?;
@@ -174,7 +177,8 @@ mod tests {
         assert!(wal.segments.len() >= 5, "{} segments", wal.segments.len());
         let segments = wal.segments.iter().map(|(i, m)| (*i, (m.path.clone(), m.written))).collect();
         let streaming = Arc::new(AtomicBool::new(true));
-        let mut stream = SegmentStream::new(wal.live.clone(), segments, streaming.clone()).with_batch(7);
+        let mut stream =
+            SegmentStream::new(wal.live.clone(), dir.path().to_owned(), segments, streaming.clone()).with_batch(7);
         let mut got = Vec::new();
         let mut most_loaded = 0;
         while let Some(batch) = stream.next() {
