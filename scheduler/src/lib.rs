@@ -76,6 +76,7 @@ pub mod paused;
 pub mod process;
 pub mod reclaim_memory;
 pub mod repair;
+pub mod replica;
 pub mod server;
 pub mod shard;
 pub mod stolen;

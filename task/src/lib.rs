@@ -9,7 +9,9 @@
 //! - [`retry`]: a task's retry policy (`retry`: attempts, backoff, exit codes not worth retrying).
 //! - [`template`]: applications and pipeline templates, filled in safely with a producer's parameters.
 //! - [`ring`]: rendezvous hashing of task keys onto the scheduler nodes of a cluster.
+//! - [`partition`]: a fixed number of partitions, each key in one, each partition on a few members (its replicas).
 
+pub mod partition;
 pub mod pipeline;
 pub mod retry;
 pub mod ring;

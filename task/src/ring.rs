@@ -102,7 +102,12 @@ impl Ring {
     /// Ordinals of all members by preference for `key`: the owner first, then where the key goes if the
     /// owner is away (failover order).
     pub fn preference(&self, key: &[u8]) -> Vec<usize> {
-        let h = xxh3_64(key);
+        self.preference_of_hash(xxh3_64(key))
+    }
+
+    /// Ordinals of all members by preference for an already hashed name (a key's XXH3, or a partition's seed:
+    /// [`crate::partition`]).
+    pub fn preference_of_hash(&self, h: u64) -> Vec<usize> {
         let mut order: Vec<(u64, usize)> = self.seeds.iter().enumerate().map(|(i, s)| (score(h, *s), i)).collect();
         order.sort_unstable_by(|a, b| b.cmp(a));
         order.into_iter().map(|(_, i)| i).collect()

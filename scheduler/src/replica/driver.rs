@@ -1,0 +1,415 @@
+//! The node's replica driver: one thread that runs every partition group this node is a replica of.
+//!
+//! Everything that changes a group arrives as an [`Event`] on one channel: a peer's message, a proposal, the
+//! raft log writer's report that a ready is durable, and the clock's ticks (the channel's receive deadline).
+//! After each event the groups it touched hand over their readies ([`Group::ready`]); their frames go to the
+//! one raft log writer ([`super::writer`]), so the partitions of a node share each `fdatasync`.
+//!
+//! A proposal's reply waits until its entry is committed, i.e. held durably by a majority of the partition's
+//! replicas, and applied to the state machine on this node. If another leader's entry takes its index, the
+//! reply says so ([`ReplicateError::Superseded`]): that proposal will never commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use raft::eraftpb::{Entry, EntryType, Message};
+
+use super::group::{self, Group, ProposeError, Timing};
+use super::log_file::{LogFileError, LogFiles};
+use super::writer::{WriteError, Writer, WriterHandle};
+
+/// Where a node's groups send messages to their peers.
+pub trait Transport: Send + 'static {
+    /// Sends `msg` (whose `to` names the peer's raft id) for `partition`. Best effort: raft retries.
+    fn send(&self, partition: u32, msg: Message);
+}
+
+/// What committed entries are applied to.
+pub trait StateMachine: Send + 'static {
+    /// Highest index of `partition` the state machine holds (0: none), read once at start.
+    fn applied(&self, partition: u32) -> u64;
+    /// Applies one committed entry carrying data, in index order.
+    fn apply(&mut self, partition: u32, entry: &Entry);
+    /// The partition's leader changed (0: none known now); `term` is this node's current term.
+    fn leader(&mut self, partition: u32, leader: u64, term: u64);
+}
+
+/// What the driver is given to start.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This node's raft id (its ordinal + 1: raft ids are never 0).
+    pub id: u64,
+    /// The partitions this node is a replica of, with their voters' raft ids.
+    pub partitions: Vec<(u32, Vec<u64>)>,
+    /// The raft log's directory.
+    pub dir: PathBuf,
+    /// The raft log's segment size.
+    pub segment_bytes: u64,
+    /// Length of one tick of the groups' clock.
+    pub tick: Duration,
+    /// Election and heartbeat ticks.
+    pub timing: Timing,
+}
+
+/// Why a proposal did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicateError {
+    /// This node does not replicate the partition.
+    #[error("partition {0} has no replica on this node")]
+    NoSuchPartition(u32),
+    /// Not the leader, or raft dropped it.
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    /// Another leader's entry took the proposal's index: it will never commit.
+    #[error("a new leader replaced the entry before it committed")]
+    Superseded,
+    /// The raft log could not be written; the node must restart.
+    #[error("the raft log failed: {0}")]
+    LogFailed(String),
+    /// The driver stopped before the entry committed.
+    #[error("the replica driver has stopped")]
+    Closed,
+}
+
+/// Called once with a proposal's outcome, on the driver's thread: keep it cheap.
+pub type Reply = Box<dyn FnOnce(Result<(), ReplicateError>) + Send>;
+
+/// A partition's state as the driver sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStatus {
+    /// The partition.
+    pub partition: u32,
+    /// Its leader's raft id (0: none known).
+    pub leader: u64,
+    /// This node's term.
+    pub term: u64,
+    /// Highest committed index known here.
+    pub commit: u64,
+}
+
+/// The driver's input.
+pub enum Event {
+    /// A peer's message for a partition.
+    Message {
+        /// The partition.
+        partition: u32,
+        /// The message.
+        msg: Message,
+    },
+    /// Data to replicate as the partition's next entry.
+    Propose {
+        /// The partition.
+        partition: u32,
+        /// The entry's data.
+        data: Bytes,
+        /// Called once it committed and was applied here, or failed.
+        reply: Reply,
+    },
+    /// A peer did not answer.
+    Unreachable {
+        /// The partition.
+        partition: u32,
+        /// The peer's raft id.
+        peer: u64,
+    },
+    /// The partitions' states, sent to the channel.
+    Status(Sender<Vec<PartitionStatus>>),
+    /// The writer made ready `number` of `partition` durable (or failed).
+    Persisted {
+        /// The partition.
+        partition: u32,
+        /// The ready's number.
+        number: u64,
+        /// Messages to send now.
+        after: Vec<Message>,
+        /// The writer's outcome.
+        result: Result<(), WriteError>,
+    },
+}
+
+/// Errors starting the driver.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The raft log did not open.
+    #[error(transparent)]
+    Log(#[from] LogFileError),
+    /// raft-rs refused a group's state.
+    #[error("partition {partition}: {source}")]
+    Raft {
+        /// The partition.
+        partition: u32,
+        /// raft-rs's error.
+        #[source]
+        source: raft::Error,
+    },
+    /// A thread did not start.
+    #[error("starting a replica thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Sends events to the driver; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ReplicaHandle {
+    tx: Sender<Event>,
+}
+
+impl ReplicaHandle {
+    /// Hands the driver an event (dropped if it has stopped; a proposal's reply then says `Closed`).
+    pub fn send(&self, event: Event) {
+        if let Err(crossbeam_channel::SendError(Event::Propose { reply, .. })) = self.tx.send(event) {
+            reply(Err(ReplicateError::Closed));
+        }
+    }
+
+    /// Proposes `data` to `partition`; `reply` is called once it committed, or failed.
+    pub fn propose(&self, partition: u32, data: Bytes, reply: Reply) {
+        self.send(Event::Propose { partition, data, reply });
+    }
+
+    /// The partitions' states (empty if the driver has stopped).
+    pub fn status(&self) -> Vec<PartitionStatus> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.tx.send(Event::Status(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.recv().unwrap_or_default()
+    }
+}
+
+/// The running driver. Dropping it stops the driver and the writer, and fails waiting proposals with
+/// `Closed`.
+#[derive(Debug)]
+pub struct Replicas {
+    handle: ReplicaHandle,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Replicas {
+    /// Opens the raft log, starts a group per partition and the driver thread (`pm-replicas`).
+    pub fn start<T: Transport, S: StateMachine>(
+        config: ReplicaConfig,
+        transport: T,
+        sm: S,
+    ) -> Result<Replicas, StartError> {
+        let (mut files, mut states) = LogFiles::open(&config.dir, config.segment_bytes)?;
+        let logger = super::logger::logger();
+        let mut boot = Vec::new();
+        for (partition, voters) in &config.partitions {
+            if let Some(bytes) = group::bootstrap(*partition, states.entry(*partition).or_default(), voters) {
+                boot.extend_from_slice(&bytes);
+            }
+        }
+        if !boot.is_empty() {
+            files.append(&boot)?;
+            files.sync()?;
+        }
+        let mut groups = BTreeMap::new();
+        for (partition, _) in &config.partitions {
+            let state = states.remove(partition).unwrap_or_default();
+            let group = Group::new(*partition, config.id, state, sm.applied(*partition), config.timing, &logger)
+                .map_err(|source| StartError::Raft { partition: *partition, source })?;
+            groups.insert(*partition, group);
+        }
+        let writer = Writer::start(files)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let handle = ReplicaHandle { tx: tx.clone() };
+        let mut driver = Driver {
+            groups,
+            pending: HashMap::new(),
+            transport,
+            sm,
+            writer: writer.handle(),
+            events: tx,
+            tick: config.tick,
+            failed: None,
+        };
+        let thread = thread::Builder::new().name("pm-replicas".into()).spawn(move || {
+            driver.run(&rx, &stop_rx);
+            drop(driver);
+            drop(writer);
+        })?;
+        Ok(Replicas { handle, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// A handle to send events.
+    pub fn handle(&self) -> ReplicaHandle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        self.stop = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Driver<T, S> {
+    groups: BTreeMap<u32, Group>,
+    /// Proposals waiting for their entry: (partition, index) → (term, reply).
+    pending: HashMap<(u32, u64), (u64, Reply)>,
+    transport: T,
+    sm: S,
+    writer: WriterHandle,
+    /// The driver's own channel, for the writer's reports.
+    events: Sender<Event>,
+    tick: Duration,
+    /// Set once the raft log failed: nothing more is persisted, every proposal fails.
+    failed: Option<String>,
+}
+
+/// Most events handled before the touched groups hand over their readies.
+const MAX_EVENTS_PER_ROUND: usize = 1024;
+
+impl<T: Transport, S: StateMachine> Driver<T, S> {
+    fn run(&mut self, rx: &Receiver<Event>, stop: &Receiver<()>) {
+        let mut next_tick = Instant::now() + self.tick;
+        let mut touched: Vec<u32> = Vec::new();
+        loop {
+            crossbeam_channel::select! {
+                recv(stop) -> _ => break,
+                recv(rx) -> ev => {
+                    let Ok(ev) = ev else { break };
+                    self.handle(ev, &mut touched);
+                    while touched.len() < MAX_EVENTS_PER_ROUND {
+                        match rx.try_recv() {
+                            Ok(ev) => self.handle(ev, &mut touched),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                default(next_tick.saturating_duration_since(Instant::now())) => {}
+            }
+            if Instant::now() >= next_tick {
+                for g in self.groups.values_mut() {
+                    g.tick();
+                }
+                touched.extend(self.groups.keys().copied());
+                next_tick += self.tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + self.tick;
+                }
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for p in touched.drain(..) {
+                self.process(p);
+            }
+        }
+        for (_, (_, reply)) in self.pending.drain() {
+            reply(Err(ReplicateError::Closed));
+        }
+    }
+
+    fn handle(&mut self, ev: Event, touched: &mut Vec<u32>) {
+        match ev {
+            Event::Message { partition, msg } => {
+                if let Some(g) = self.groups.get_mut(&partition) {
+                    g.step(msg);
+                    touched.push(partition);
+                }
+            }
+            Event::Propose { partition, data, reply } => {
+                if let Some(reason) = &self.failed {
+                    return reply(Err(ReplicateError::LogFailed(reason.clone())));
+                }
+                let Some(g) = self.groups.get_mut(&partition) else {
+                    return reply(Err(ReplicateError::NoSuchPartition(partition)));
+                };
+                match g.propose(data) {
+                    Ok((index, term)) => {
+                        // An entry still waiting at this index belonged to an older term and is gone.
+                        if let Some((_, old)) = self.pending.insert((partition, index), (term, reply)) {
+                            old(Err(ReplicateError::Superseded));
+                        }
+                        touched.push(partition);
+                    }
+                    Err(e) => reply(Err(e.into())),
+                }
+            }
+            Event::Unreachable { partition, peer } => {
+                if let Some(g) = self.groups.get_mut(&partition) {
+                    g.unreachable(peer);
+                }
+            }
+            Event::Status(tx) => {
+                let status = self
+                    .groups
+                    .values()
+                    .map(|g| PartitionStatus {
+                        partition: g.partition(),
+                        leader: g.leader(),
+                        term: g.term(),
+                        commit: g.commit_index(),
+                    })
+                    .collect();
+                let _ = tx.send(status);
+            }
+            Event::Persisted { partition, number, after, result } => match result {
+                Ok(()) => {
+                    if let Some(g) = self.groups.get_mut(&partition) {
+                        g.persisted(number);
+                        for msg in after {
+                            self.transport.send(partition, msg);
+                        }
+                        touched.push(partition);
+                    }
+                }
+                Err(e) => {
+                    if self.failed.is_none() {
+                        tracing::error!(error = %e, "raft log failed: this node no longer persists or votes; restart it");
+                        self.failed = Some(e.to_string());
+                    }
+                }
+            },
+        }
+    }
+
+    /// Hands over the group's readies: messages out, frames to the writer, committed entries applied.
+    fn process(&mut self, partition: u32) {
+        if self.failed.is_some() {
+            return;
+        }
+        let Some(g) = self.groups.get_mut(&partition) else { return };
+        while let Some(work) = g.ready() {
+            for msg in work.send {
+                self.transport.send(partition, msg);
+            }
+            if let Some(p) = work.persist {
+                let events = self.events.clone();
+                let (number, after) = (p.number, p.after);
+                self.writer.submit(
+                    p.bytes,
+                    Box::new(move |result| {
+                        let _ = events.send(Event::Persisted { partition, number, after, result });
+                    }),
+                );
+            }
+            if let Some(leader) = work.leader_changed {
+                tracing::info!(partition, leader, term = g.term(), "partition leader changed");
+                self.sm.leader(partition, leader, g.term());
+            }
+            let mut last = None;
+            for e in &work.committed {
+                if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                    self.sm.apply(partition, e);
+                }
+                if let Some((term, reply)) = self.pending.remove(&(partition, e.index)) {
+                    reply(if term == e.term { Ok(()) } else { Err(ReplicateError::Superseded) });
+                }
+                last = Some(e.index);
+            }
+            if let Some(index) = last {
+                g.applied(index);
+            }
+        }
+    }
+}

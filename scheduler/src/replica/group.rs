@@ -1,0 +1,237 @@
+//! One partition's consensus group on this node: a raft-rs `RawNode` driven in its asynchronous mode.
+//!
+//! raft-rs leaves I/O to its user through `Ready`s. Handling one here ([`Group::ready`]) never blocks:
+//!
+//! 1. messages the leader may send at once (appends to followers go out while its own write runs);
+//! 2. new entries and hard state go into the in-memory [`PartitionStorage`] (raft must be able to read them
+//!    back) and are encoded as frames for the node's raft log writer ([`ToPersist`]);
+//! 3. messages that may only leave once those frames are durable (a follower's append response, a vote)
+//!    travel with them, and go out when the writer reports the sync ([`Group::persisted`]);
+//! 4. committed entries go to the state machine.
+//!
+//! The caller persists [`ToPersist`]s in the order the group returned them and reports each one back; raft
+//! then counts this node's copy towards the quorum. Many partitions' frames share one `fdatasync`.
+
+use bytes::Bytes;
+use raft::eraftpb::{ConfState, Entry, Message};
+use raft::{Config, RawNode, StateRole};
+
+use super::codec::{self, Frame};
+use super::storage::{LogState, PartitionStorage};
+
+/// Timing of every group, in ticks of the node's raft clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// A follower that hears nothing for a random 1–2× this many ticks starts an election.
+    pub election_ticks: usize,
+    /// A leader sends heartbeats every this many ticks.
+    pub heartbeat_ticks: usize,
+}
+
+impl Default for Timing {
+    /// With the node's default 50 ms tick: elections after 0.5–1 s of silence, heartbeats every 100 ms.
+    fn default() -> Self {
+        Timing { election_ticks: 10, heartbeat_ticks: 2 }
+    }
+}
+
+/// Frames to make durable, then report with [`Group::persisted`] and send `after`.
+#[derive(Debug)]
+pub(crate) struct ToPersist {
+    /// The ready's number, for [`Group::persisted`].
+    pub number: u64,
+    /// Encoded frames (may be empty: the messages still wait for the writes before them).
+    pub bytes: Vec<u8>,
+    /// Messages to send once the frames are durable.
+    pub after: Vec<Message>,
+}
+
+/// What handling a ready produced.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    /// Messages to send now.
+    pub send: Vec<Message>,
+    /// Frames to persist (in order with earlier ones).
+    pub persist: Option<ToPersist>,
+    /// Committed entries to apply, in index order.
+    pub committed: Vec<Entry>,
+    /// The leader changed: the new one's id (0 while there is none).
+    pub leader_changed: Option<u64>,
+}
+
+/// Why a proposal was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This node does not lead the partition; `leader` does (0: unknown, an election is under way).
+    #[error("not the partition's leader (leader: {leader})")]
+    NotLeader {
+        /// The leader's raft id, 0 if unknown.
+        leader: u64,
+    },
+    /// raft refused it (too many uncommitted entries, a leadership transfer...).
+    #[error("proposal dropped: {0}")]
+    Dropped(String),
+}
+
+/// One partition's group.
+pub(crate) struct Group {
+    partition: u32,
+    node: RawNode<PartitionStorage>,
+    storage: PartitionStorage,
+    leader: u64,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group").field("partition", &self.partition).field("leader", &self.leader).finish()
+    }
+}
+
+/// The frame that records a new group's voters; persist it before the group starts.
+pub(crate) fn bootstrap(partition: u32, state: &mut LogState, voters: &[u64]) -> Option<Vec<u8>> {
+    if !state.conf.voters.is_empty() {
+        return None;
+    }
+    let conf = ConfState { voters: voters.to_vec(), ..ConfState::default() };
+    state.conf = conf.clone();
+    let mut bytes = Vec::new();
+    codec::encode(&mut bytes, &Frame::ConfState { partition, state: conf });
+    Some(bytes)
+}
+
+impl Group {
+    /// The group of `partition` as member `id`, from the state its log holds (voters already set), with
+    /// the state machine holding every entry up to `applied`.
+    pub fn new(
+        partition: u32,
+        id: u64,
+        state: LogState,
+        applied: u64,
+        timing: Timing,
+        logger: &slog::Logger,
+    ) -> raft::Result<Group> {
+        let applied = applied.max(state.compacted_index).min(state.hard.commit);
+        let storage = PartitionStorage::new(state);
+        let config = Config {
+            id,
+            election_tick: timing.election_ticks,
+            heartbeat_tick: timing.heartbeat_ticks,
+            // Entries up to here are in the state machine already: raft hands out only those after.
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            // A leader cut off from its quorum steps down after an election timeout, and a returning node
+            // asks before it disrupts a healthy leader with a higher term.
+            check_quorum: true,
+            pre_vote: true,
+            ..Config::default()
+        };
+        let logger = logger.new(slog::o!("partition" => partition));
+        let node = RawNode::new(&config, storage.clone(), &logger)?;
+        Ok(Group { partition, node, storage, leader: 0 })
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The leader's id as last seen (0: none known).
+    pub fn leader(&self) -> u64 {
+        self.leader
+    }
+
+    /// Whether this node leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    /// Highest index known committed.
+    pub fn commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
+    }
+
+    /// Advances the group's clock by one tick.
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    /// Takes a message from a peer of this group. Errors are the peer's problem (a stale or foreign message).
+    pub fn step(&mut self, msg: Message) {
+        if let Err(e) = self.node.step(msg) {
+            tracing::debug!(partition = self.partition, error = %e, "raft message refused");
+        }
+    }
+
+    /// Proposes `data` as the next entry; returns its index and term, which its commit will carry.
+    pub fn propose(&mut self, data: Bytes) -> Result<(u64, u64), ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader { leader: self.node.raft.leader_id });
+        }
+        let before = self.node.raft.raft_log.last_index();
+        self.node.propose(Vec::new(), data.to_vec()).map_err(|e| ProposeError::Dropped(e.to_string()))?;
+        let index = self.node.raft.raft_log.last_index();
+        if index == before {
+            return Err(ProposeError::Dropped("no entry was appended".into()));
+        }
+        Ok((index, self.node.raft.term))
+    }
+
+    /// Handles the group's ready, if it has one (see the module doc).
+    pub fn ready(&mut self) -> Option<Work> {
+        if !self.node.has_ready() {
+            return None;
+        }
+        let mut rd = self.node.ready();
+        let mut work = Work { send: rd.take_messages(), ..Work::default() };
+        if let Some(ss) = rd.ss() {
+            if ss.leader_id != self.leader {
+                self.leader = ss.leader_id;
+                work.leader_changed = Some(ss.leader_id);
+            }
+        }
+        let entries = rd.take_entries();
+        let mut bytes = Vec::new();
+        {
+            let mut state = self.storage.state().write();
+            if !entries.is_empty() {
+                if let Err(e) = state.append(&entries) {
+                    // raft hands out consecutive entries that follow what it read from this storage.
+                    tracing::error!(partition = self.partition, error = %e, "raft handed out entries that do not fit");
+                }
+                codec::encode(&mut bytes, &Frame::Entries { partition: self.partition, entries });
+            }
+            if let Some(hs) = rd.hs() {
+                state.hard = hs.clone();
+                codec::encode(&mut bytes, &Frame::HardState { partition: self.partition, state: hs.clone() });
+            }
+        }
+        let after = rd.take_persisted_messages();
+        if !bytes.is_empty() || !after.is_empty() {
+            work.persist = Some(ToPersist { number: rd.number(), bytes, after });
+        }
+        work.committed = rd.take_committed_entries();
+        self.node.advance_append_async(rd);
+        Some(work)
+    }
+
+    /// The frames of ready `number` (and every earlier one) are durable.
+    pub fn persisted(&mut self, number: u64) {
+        self.node.on_persist_ready(number);
+    }
+
+    /// The state machine applied every committed entry up to `index`.
+    pub fn applied(&mut self, index: u64) {
+        self.node.advance_apply_to(index);
+    }
+
+    /// A peer could not be reached: raft stops streaming appends to it until it answers again.
+    pub fn unreachable(&mut self, id: u64) {
+        self.node.report_unreachable(id);
+    }
+}
