@@ -48,6 +48,7 @@
 //! - [`http`]: the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`, and the API of [`gateway`]).
 //! - [`gateway`]: the HTTP API: applications, parameterised submits, task status.
 //! - [`console`]: the operator console's pages at `/ui/`, compiled in.
+//! - [`replica`]: replication's consensus layer: partitions' raft-rs groups, their raft log and its writer.
 //! - [`node`]: wiring it all together (open store, recover, start shards and committer).
 //! - [`metrics`]: metric names.
 //! - [`tls`]: TLS on the listener (rustls), mutual TLS, certificate reload.
