@@ -10,7 +10,8 @@
 //!   context_len u32 | context). The entries are consecutive; the first replaces the partition's entry at its
 //!   index and everything after it (raft overwrites a follower's conflicting tail this way).
 //! - `HARD_STATE`: partition u32 | term u64 | vote u64 | commit u64.
-//! - `CONF_STATE`: partition u32 | voters u32 + voters × u64 | learners u32 + learners × u64.
+//! - `CONF_STATE`: partition u32 | four id lists (voters, learners, outgoing voters, next learners), each a
+//!   u32 count and that many u64 | auto_leave u8 (0 or 1). The last three are set only during a joint change.
 //! - `COMPACTED`: partition u32 | index u64 | term u64: entries up to `index` are gone from the log (they are
 //!   applied and held by the state machine); `term` is kept because raft matches on the term of the entry
 //!   before the first one it has.
@@ -95,12 +96,13 @@ pub(crate) fn encode(buf: &mut Vec<u8>, frame: &Frame) {
         Frame::ConfState { partition, state } => {
             buf.push(CONF_STATE);
             buf.extend_from_slice(&partition.to_le_bytes());
-            for ids in [&state.voters, &state.learners] {
+            for ids in [&state.voters, &state.learners, &state.voters_outgoing, &state.learners_next] {
                 buf.extend_from_slice(&(ids.len() as u32).to_le_bytes());
                 for id in ids {
                     buf.extend_from_slice(&id.to_le_bytes());
                 }
             }
+            buf.push(u8::from(state.auto_leave));
         }
         Frame::Compacted { partition, index, term } => {
             buf.push(COMPACTED);
@@ -180,7 +182,14 @@ fn parse(body: &[u8]) -> Option<Frame> {
             Frame::HardState { partition, state }
         }
         CONF_STATE => {
-            let state = ConfState { voters: r.ids()?, learners: r.ids()?, ..ConfState::default() };
+            let (voters, learners, voters_outgoing, learners_next) = (r.ids()?, r.ids()?, r.ids()?, r.ids()?);
+            let auto_leave = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            let state =
+                ConfState { voters, learners, voters_outgoing, learners_next, auto_leave, ..ConfState::default() };
             Frame::ConfState { partition, state }
         }
         COMPACTED => Frame::Compacted { partition, index: r.u64()?, term: r.u64()? },
@@ -256,7 +265,13 @@ mod tests {
 
     fn frames() -> Vec<Frame> {
         let hs = HardState { term: 3, vote: 2, commit: 17, ..HardState::default() };
-        let cs = ConfState { voters: vec![1, 2, 3], learners: vec![4], ..ConfState::default() };
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            voters_outgoing: vec![1, 2, 5],
+            auto_leave: true,
+            ..ConfState::default()
+        };
         let mut conf = entry(9, 3, b"change");
         conf.set_entry_type(EntryType::EntryConfChangeV2);
         conf.context = bytes::Bytes::from_static(b"ctx");

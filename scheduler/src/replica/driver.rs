@@ -367,6 +367,9 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                     if self.failed.is_none() {
                         tracing::error!(error = %e, "raft log failed: this node no longer persists or votes; restart it");
                         self.failed = Some(e.to_string());
+                        for (_, (_, reply)) in self.pending.drain() {
+                            reply(Err(ReplicateError::LogFailed(e.to_string())));
+                        }
                     }
                 }
             },

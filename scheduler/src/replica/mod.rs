@@ -11,6 +11,7 @@
 //! - [`group`]: one partition's `RawNode` in raft-rs's asynchronous mode.
 //! - [`driver`]: the thread that runs every group of the node, with the transport and state machine as
 //!   traits.
+//! - [`wire`]: raft messages to and from our prost mirror of them, for the peer connections.
 //! - [`logger`]: raft-rs's `slog` records into `tracing`.
 //!
 //! `docs/notes/replication.md` describes the whole design and what of it is built.
@@ -21,6 +22,7 @@ pub(crate) mod group;
 pub mod log_file;
 pub(crate) mod logger;
 pub(crate) mod storage;
+pub mod wire;
 pub mod writer;
 
 #[cfg(test)]
