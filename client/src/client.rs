@@ -188,6 +188,14 @@ impl Client {
             .map_err(|_| Error::new(ErrorKind::Closed, "client closed"))
     }
 
+    /// Queues a one-way message (no reply; a scheduler node's raft messages to a peer) without waiting.
+    /// Returns false, and drops it, when the connection's queue is full or the client is closed; while the
+    /// connection is down and reconnecting, queued messages are dropped too. For messages whose sender
+    /// retries by itself.
+    pub fn push(&self, env: Envelope) -> bool {
+        self.tx.try_send(Command::Push(Box::new(env))).is_ok()
+    }
+
     /// Agents: acknowledges finished tasks (with optional results). One code per item.
     pub async fn ack(&self, items: Vec<(u64, Bytes)>) -> Result<Vec<ErrorCode>, Error> {
         let items = items.into_iter().map(|(lease_id, result)| pb::AckItem { lease_id, result }).collect();

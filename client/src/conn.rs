@@ -24,6 +24,8 @@ pub(crate) enum Command {
     Request { id: u64, env: Box<Envelope>, reply: oneshot::Sender<Result<Envelope, Error>> },
     /// Grant credits, or set them to `n` (remembered for reconnects).
     Credit { queue: String, n: u32, set: bool },
+    /// A one-way message with no reply, dropped while the connection is down ([`crate::Client::push`]).
+    Push(Box<Envelope>),
 }
 
 pub(crate) type Conn = Framed<crate::tls::Stream, FrameCodec>;
@@ -185,6 +187,7 @@ pub(crate) async fn run(
                                 let c = credits.entry(queue).or_default();
                                 *c = if set { u64::from(n) } else { *c + u64::from(n) };
                             }
+                            Command::Push(_) => {}
                         }
                     }
                 }
@@ -320,6 +323,7 @@ async fn session(
                             *c = if set { u64::from(n) } else { *c + u64::from(n) };
                             pb::Credit { queue, n, set }.into()
                         }
+                        Command::Push(env) => *env,
                     };
                     if let Err(e) = conn.feed(env).await {
                         return format!("write failed: {e}");

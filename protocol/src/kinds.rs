@@ -118,6 +118,8 @@ impl Kind {
             Kind::QueueControlReply(_) => info("queue_control_reply", ToClient, SERVER, true),
             Kind::TaskList(_) => info("task_list", ToServer, PRODUCERS, true),
             Kind::TaskListReply(_) => info("task_list_reply", ToClient, SERVER, true),
+            // Replication: raft messages between nodes, one way.
+            Kind::RaftBatch(_) => info("raft_batch", ToServer, Roles::PEER, false),
         }
     }
 
@@ -167,7 +169,8 @@ impl Kind {
             | Kind::Completed(_)
             | Kind::Credit(_)
             | Kind::Leased(_)
-            | Kind::Revoke(_) => 0,
+            | Kind::Revoke(_)
+            | Kind::RaftBatch(_) => 0,
         }
     }
 }
@@ -219,6 +222,7 @@ mod tests {
             Kind::AppRequest(pb::AppRequest::default()),
             Kind::AppReply(pb::AppReply::default()),
             Kind::SubmitTemplate(pb::SubmitTemplate::default()),
+            Kind::RaftBatch(pb::RaftBatch::default()),
         ]
     }
 

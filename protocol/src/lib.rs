@@ -57,6 +57,7 @@ into_envelope! {
     AppRequest => AppRequest, AppReply => AppReply, SubmitTemplate => SubmitTemplate,
     QueueControl => QueueControl, QueueControlReply => QueueControlReply, TaskList => TaskList,
     TaskListReply => TaskListReply, DeadLetterDelete => DeadLetterDelete, DeadLetterDeleteReply => DeadLetterDeleteReply,
+    RaftBatch => RaftBatch,
 }
 
 impl pb::Error {

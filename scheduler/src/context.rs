@@ -114,6 +114,8 @@ pub struct ServerCtx {
     pub ordinal: Option<usize>,
     /// Cluster mode: the work stealer, which forwards acks of stolen tasks to their owners.
     pub steal: Option<StealHandle>,
+    /// Replicated cluster: the driver of this node's partition groups (`None` with `--replication-factor 1`).
+    pub replicas: Option<crate::replica::ReplicaHandle>,
     /// Tokens per role.
     pub auth: Arc<crate::auth::Auth>,
     /// TLS on the listener (`None`: plain TCP).

@@ -157,6 +157,9 @@ pub const REFUSE_REASONS: &[&str] = &[
     "slow_consumer",
     "credit_queue",
     "lease_cap",
+    "not_replicated",
+    "raft_misaddressed",
+    "raft_malformed",
 ];
 
 /// The queue that exists on every node (tasks that name none): per-queue gauges start with it, at 0.

@@ -56,6 +56,9 @@ pub enum NodeError {
     /// The stored applications cannot be read.
     #[error(transparent)]
     Catalog(#[from] crate::catalog::CatalogError),
+    /// The partitions' consensus groups did not start (their raft log, or raft itself refused).
+    #[error("replication: {0}")]
+    Replicas(#[from] crate::replica::StartError),
     /// The paused queues cannot be read.
     #[error(transparent)]
     Paused(#[from] crate::paused::PausedError),
@@ -66,6 +69,8 @@ pub struct Node {
     /// Shared with every connection.
     pub ctx: Arc<ServerCtx>,
     committer: Option<Committer>,
+    /// Replicated cluster: the partition groups' driver (stopped when the node is dropped).
+    _replicas: Option<crate::replica::Replicas>,
     _lock: File,
 }
 
@@ -126,6 +131,7 @@ impl Node {
             tracing::debug!(task = name, "background task started");
             tokio::spawn(task);
         }
+        let replicas = start_replicas(cfg, &ring, ordinal, &auth, tls.as_ref(), &shutdown)?;
         if let (Some(handle), Some(me)) = (steal.clone(), ordinal) {
             let steal_cfg = StealConfig {
                 ring: ring.clone(),
@@ -147,6 +153,7 @@ impl Node {
             ring,
             ordinal,
             steal,
+            replicas: replicas.as_ref().map(crate::replica::Replicas::handle),
             auth,
             tls,
             refusing: AtomicUsize::new(0),
@@ -158,7 +165,7 @@ impl Node {
             shutdown,
             conns,
         });
-        Ok(Node { ctx, committer: Some(committer), _lock: lock })
+        Ok(Node { ctx, committer: Some(committer), _replicas: replicas, _lock: lock })
     }
 
     /// Copies the applications of the other members before the node serves anything (cluster mode): a
@@ -201,6 +208,51 @@ impl Node {
             let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
         }
     }
+}
+
+/// With `--replication-factor` above 1: the driver of the partition groups this member is a replica of, its
+/// raft log in `DATA/raft`, and its connections to the other members.
+fn start_replicas(
+    cfg: &Config,
+    ring: &Ring,
+    ordinal: Option<usize>,
+    auth: &Arc<crate::auth::Auth>,
+    tls: Option<&crate::tls::Tls>,
+    shutdown: &CancellationToken,
+) -> Result<Option<crate::replica::Replicas>, NodeError> {
+    use crate::replica::{idle::NoTasksYet, peers, ReplicaConfig, Replicas, Timing};
+    let factor = cfg.replication_factor as usize;
+    let Some(me) = ordinal.filter(|_| factor > 1) else { return Ok(None) };
+    if ring.len() < factor {
+        let msg = format!("--replication-factor {factor} needs at least {factor} members; --members lists {}", ring.len());
+        return Err(ConfigError(msg).into());
+    }
+    let partitions = (0..cfg.partitions)
+        .filter_map(|p| {
+            let replicas = pm_task::partition::replicas(ring, p, factor);
+            replicas.contains(&me).then(|| (p, replicas.into_iter().map(peers::raft_id).collect()))
+        })
+        .collect::<Vec<_>>();
+    tracing::warn!(
+        factor,
+        partitions = partitions.len(),
+        "replication: the partitions' consensus groups run, but tasks do not go through them yet (each task still \
+         lives on one node's disk)"
+    );
+    let config = ReplicaConfig {
+        id: peers::raft_id(me),
+        partitions,
+        dir: cfg.data.join("raft"),
+        segment_bytes: crate::replica::log_file::DEFAULT_SEGMENT_BYTES,
+        tick: cfg.raft_tick,
+        timing: Timing::default(),
+    };
+    let mut opts = pm_client::ConnectOptions::peer().token(auth.peer_token().unwrap_or_default());
+    if let Some(tls) = tls.and_then(|t| t.peer.clone()) {
+        opts = opts.tls(tls);
+    }
+    let transport = peers::PeerTransport::start(ring, me, opts, shutdown);
+    Ok(Some(Replicas::start(config, transport, NoTasksYet)?))
 }
 
 /// Creates and locks the data directory (`DATA/LOCK`, flock): one process at a time, node or repair.

@@ -113,6 +113,19 @@ pub struct Config {
     /// (work stealing; `0` = never steal).
     #[arg(long, env = "PM_STEAL_INTERVAL", default_value = "50ms", value_parser = parse_duration)]
     pub steal_interval: Duration,
+    /// Cluster mode: replicas of each partition (1: none, each node's tasks live on its own disk). Above 1,
+    /// every partition's consensus group runs between its replicas and elects a leader; tasks do not go
+    /// through the groups yet (docs/notes/replication.md).
+    #[arg(long, env = "PM_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: u32,
+    /// Cluster mode with `--replication-factor` above 1: the number of partitions keys fall into, fixed for
+    /// the cluster's life.
+    #[arg(long, env = "PM_PARTITIONS", default_value_t = pm_task::partition::DEFAULT_PARTITIONS)]
+    pub partitions: u32,
+    /// One tick of the partitions' raft clock: a follower that hears nothing from its leader for 10–20 ticks
+    /// starts an election, and a leader sends heartbeats every 2.
+    #[arg(long, env = "PM_RAFT_TICK", default_value = "50ms", value_parser = parse_duration)]
+    pub raft_tick: Duration,
     /// File of producer tokens (one per line, optionally `not-after=<RFC 3339 time>`; reloaded on change).
     /// Once any token file is given, every connection needs a token valid for its role.
     #[arg(long, env = "PM_PRODUCER_TOKEN_FILE")]
@@ -335,6 +348,15 @@ impl Config {
         }
         if self.max_batch == 0 || self.max_connections == 0 || self.max_inflight_per_conn == 0 {
             return err("--max-batch, --max-connections and --max-inflight must be at least 1".into());
+        }
+        if self.replication_factor == 0 {
+            return err("--replication-factor must be at least 1".into());
+        }
+        if self.partitions == 0 || self.partitions > pm_task::partition::MAX_PARTITIONS {
+            return err(format!("--partitions must be between 1 and {}", pm_task::partition::MAX_PARTITIONS));
+        }
+        if self.raft_tick.is_zero() || self.raft_tick > Duration::from_secs(10) {
+            return err("--raft-tick must be more than 0 and at most 10s".into());
         }
         if self.default_max_attempts == 0 {
             return err("--default-max-attempts must be at least 1".into());

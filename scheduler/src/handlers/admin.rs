@@ -147,11 +147,21 @@ pub fn stats(ctx: &mut ConnCtx, req: pb::StatsRequest) {
         members: ctx.server.ring.members().to_vec(),
         advertise: ctx.server.ordinal.map(|i| ctx.server.ring.members()[i].clone()).unwrap_or_default(),
         redirects: ctx.server.redirects.load(Ordering::Relaxed),
+        partitions: ctx.server.replicas.as_ref().map(partition_states).unwrap_or_default(),
     };
     begin(ctx, req.request_id, Reply::Stats(Box::new(reply)));
     for s in &ctx.server.shards {
         s.send(ShardMsg::Stats { out: ctx.out.clone(), request_id: req.request_id });
     }
+}
+
+/// The partitions this node replicates, as its driver last published them.
+fn partition_states(replicas: &crate::replica::ReplicaHandle) -> Vec<pb::PartitionState> {
+    replicas
+        .published()
+        .into_iter()
+        .map(|p| pb::PartitionState { partition: p.partition, leader: p.leader, term: p.term, commit: p.commit })
+        .collect()
 }
 
 /// Dead letters, oldest first.

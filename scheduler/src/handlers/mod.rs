@@ -7,6 +7,7 @@ mod apps;
 mod credit;
 mod ctx;
 mod leases;
+mod raft;
 mod reclaim;
 mod submit;
 mod tasks;
@@ -66,6 +67,7 @@ pub fn dispatch(ctx: &mut ConnCtx, env: Envelope) -> bool {
         Kind::Reclaim(r) => reclaim::handle(ctx, r),
         Kind::Status(r) => tasks::status(ctx, r),
         Kind::Watch(r) => tasks::watch(ctx, r),
+        Kind::RaftBatch(b) => raft::handle(ctx, b),
         _ => {}
     }
     true

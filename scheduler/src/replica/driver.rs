@@ -11,11 +11,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::RwLock;
 use raft::eraftpb::{Entry, EntryType, Message};
 
 use super::group::{self, Group, ProposeError, Timing};
@@ -26,6 +28,8 @@ use super::writer::{WriteError, Writer, WriterHandle};
 pub trait Transport: Send + 'static {
     /// Sends `msg` (whose `to` names the peer's raft id) for `partition`. Best effort: raft retries.
     fn send(&self, partition: u32, msg: Message);
+    /// The driver finished a round: write what `send` gathered.
+    fn flush(&self) {}
 }
 
 /// What committed entries are applied to.
@@ -155,6 +159,8 @@ pub enum StartError {
 #[derive(Clone, Debug)]
 pub struct ReplicaHandle {
     tx: Sender<Event>,
+    /// The partitions' states as of the driver's last tick or leader change.
+    published: Arc<RwLock<Vec<PartitionStatus>>>,
 }
 
 impl ReplicaHandle {
@@ -170,7 +176,13 @@ impl ReplicaHandle {
         self.send(Event::Propose { partition, data, reply });
     }
 
-    /// The partitions' states (empty if the driver has stopped).
+    /// The partitions' states as the driver published them at its last tick (or leader change): never
+    /// waits, so it may be called from any thread, async tasks included.
+    pub fn published(&self) -> Vec<PartitionStatus> {
+        self.published.read().clone()
+    }
+
+    /// The partitions' states now, asked of the driver (blocks until it answers; empty if it has stopped).
     pub fn status(&self) -> Vec<PartitionStatus> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.tx.send(Event::Status(tx)).is_err() {
@@ -218,7 +230,8 @@ impl Replicas {
         let writer = Writer::start(files)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
-        let handle = ReplicaHandle { tx: tx.clone() };
+        let published = Arc::new(RwLock::new(Vec::new()));
+        let handle = ReplicaHandle { tx: tx.clone(), published: published.clone() };
         let mut driver = Driver {
             groups,
             pending: HashMap::new(),
@@ -228,6 +241,7 @@ impl Replicas {
             events: tx,
             tick: config.tick,
             failed: None,
+            published,
         };
         let thread = thread::Builder::new().name("pm-replicas".into()).spawn(move || {
             driver.run(&rx, &stop_rx);
@@ -264,6 +278,8 @@ struct Driver<T, S> {
     tick: Duration,
     /// Set once the raft log failed: nothing more is persisted, every proposal fails.
     failed: Option<String>,
+    /// Where [`ReplicaHandle::published`] reads.
+    published: Arc<RwLock<Vec<PartitionStatus>>>,
 }
 
 /// Most events handled before the touched groups hand over their readies.
@@ -273,6 +289,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
     fn run(&mut self, rx: &Receiver<Event>, stop: &Receiver<()>) {
         let mut next_tick = Instant::now() + self.tick;
         let mut touched: Vec<u32> = Vec::new();
+        let mut publish = true;
         loop {
             crossbeam_channel::select! {
                 recv(stop) -> _ => break,
@@ -293,6 +310,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                     g.tick();
                 }
                 touched.extend(self.groups.keys().copied());
+                publish = true;
                 next_tick += self.tick;
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + self.tick;
@@ -301,7 +319,11 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
             touched.sort_unstable();
             touched.dedup();
             for p in touched.drain(..) {
-                self.process(p);
+                publish |= self.process(p);
+            }
+            self.transport.flush();
+            if std::mem::take(&mut publish) {
+                *self.published.write() = self.status();
             }
         }
         for (_, (_, reply)) in self.pending.drain() {
@@ -341,17 +363,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                 }
             }
             Event::Status(tx) => {
-                let status = self
-                    .groups
-                    .values()
-                    .map(|g| PartitionStatus {
-                        partition: g.partition(),
-                        leader: g.leader(),
-                        term: g.term(),
-                        commit: g.commit_index(),
-                    })
-                    .collect();
-                let _ = tx.send(status);
+                let _ = tx.send(self.status());
             }
             Event::Persisted { partition, number, after, result } => match result {
                 Ok(()) => {
@@ -376,12 +388,21 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
         }
     }
 
-    /// Hands over the group's readies: messages out, frames to the writer, committed entries applied.
-    fn process(&mut self, partition: u32) {
+    fn status(&self) -> Vec<PartitionStatus> {
+        self.groups
+            .values()
+            .map(|g| PartitionStatus { partition: g.partition(), leader: g.leader(), term: g.term(), commit: g.commit_index() })
+            .collect()
+    }
+
+    /// Hands over the group's readies: messages out, frames to the writer, committed entries applied. True if
+    /// the leader changed.
+    fn process(&mut self, partition: u32) -> bool {
+        let mut changed = false;
         if self.failed.is_some() {
-            return;
+            return changed;
         }
-        let Some(g) = self.groups.get_mut(&partition) else { return };
+        let Some(g) = self.groups.get_mut(&partition) else { return changed };
         while let Some(work) = g.ready() {
             for msg in work.send {
                 self.transport.send(partition, msg);
@@ -399,6 +420,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
             if let Some(leader) = work.leader_changed {
                 tracing::info!(partition, leader, term = g.term(), "partition leader changed");
                 self.sm.leader(partition, leader, g.term());
+                changed = true;
             }
             let mut last = None;
             for e in &work.committed {
@@ -414,5 +436,6 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                 g.applied(index);
             }
         }
+        changed
     }
 }

@@ -11,7 +11,9 @@
 //! - [`group`]: one partition's `RawNode` in raft-rs's asynchronous mode.
 //! - [`driver`]: the thread that runs every group of the node, with the transport and state machine as
 //!   traits.
+//! - [`peers`]: the transport over the members' peer connections (`RaftBatch` frames).
 //! - [`wire`]: raft messages to and from our prost mirror of them, for the peer connections.
+//! - [`idle`]: the state machine until tasks go through the groups (it holds nothing).
 //! - [`logger`]: raft-rs's `slog` records into `tracing`.
 //!
 //! `docs/notes/replication.md` describes the whole design and what of it is built.
@@ -19,8 +21,10 @@
 pub(crate) mod codec;
 pub mod driver;
 pub(crate) mod group;
+pub mod idle;
 pub mod log_file;
 pub(crate) mod logger;
+pub mod peers;
 pub(crate) mod storage;
 pub mod wire;
 pub mod writer;

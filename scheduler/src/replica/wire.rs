@@ -1,5 +1,5 @@
 //! Raft messages on the wire between nodes: raft-rs's `eraftpb` types to and from our prost mirror
-//! (`proto/pm/v1/raft.proto`), field by field.
+//! (`proto/pm/v1/pm.proto`, `RaftMessage`), field by field.
 //!
 //! Peer bytes are decoded by prost, as every other frame of the protocol is, and never by raft-rs's
 //! protobuf 2 runtime (whose parser has a published flaw on hostile input). Converting back checks what

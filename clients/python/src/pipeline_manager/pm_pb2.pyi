@@ -92,7 +92,7 @@ TASK_STATE_DEAD: TaskState
 TASK_STATE_CANCELLED: TaskState
 
 class Envelope(_message.Message):
-    __slots__ = ("hello", "welcome", "error", "submit", "submit_ack", "credit", "leased", "ack", "nack", "extend", "lease_reply", "stats_request", "stats_reply", "dead_letter_list", "dead_letter_list_reply", "dead_letter_redrive", "dead_letter_redrive_reply", "ping", "pong", "redirect", "cancel", "cancel_reply", "revoke", "reclaim", "reclaim_reply", "status", "status_reply", "watch", "watch_reply", "completed", "app_request", "app_reply", "submit_template", "queue_control", "queue_control_reply", "task_list", "task_list_reply", "dead_letter_delete", "dead_letter_delete_reply")
+    __slots__ = ("hello", "welcome", "error", "submit", "submit_ack", "credit", "leased", "ack", "nack", "extend", "lease_reply", "stats_request", "stats_reply", "dead_letter_list", "dead_letter_list_reply", "dead_letter_redrive", "dead_letter_redrive_reply", "ping", "pong", "redirect", "cancel", "cancel_reply", "revoke", "reclaim", "reclaim_reply", "status", "status_reply", "watch", "watch_reply", "completed", "app_request", "app_reply", "submit_template", "queue_control", "queue_control_reply", "task_list", "task_list_reply", "dead_letter_delete", "dead_letter_delete_reply", "raft_batch")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class Envelope(_message.Message):
     TASK_LIST_REPLY_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTER_DELETE_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTER_DELETE_REPLY_FIELD_NUMBER: _ClassVar[int]
+    RAFT_BATCH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     welcome: Welcome
     error: Error
@@ -171,7 +172,8 @@ class Envelope(_message.Message):
     task_list_reply: TaskListReply
     dead_letter_delete: DeadLetterDelete
     dead_letter_delete_reply: DeadLetterDeleteReply
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ..., submit_ack: _Optional[_Union[SubmitAck, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., leased: _Optional[_Union[Leased, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., extend: _Optional[_Union[Extend, _Mapping]] = ..., lease_reply: _Optional[_Union[LeaseReply, _Mapping]] = ..., stats_request: _Optional[_Union[StatsRequest, _Mapping]] = ..., stats_reply: _Optional[_Union[StatsReply, _Mapping]] = ..., dead_letter_list: _Optional[_Union[DeadLetterList, _Mapping]] = ..., dead_letter_list_reply: _Optional[_Union[DeadLetterListReply, _Mapping]] = ..., dead_letter_redrive: _Optional[_Union[DeadLetterRedrive, _Mapping]] = ..., dead_letter_redrive_reply: _Optional[_Union[DeadLetterRedriveReply, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., cancel_reply: _Optional[_Union[CancelReply, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., reclaim: _Optional[_Union[Reclaim, _Mapping]] = ..., reclaim_reply: _Optional[_Union[ReclaimReply, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., watch_reply: _Optional[_Union[WatchReply, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., app_request: _Optional[_Union[AppRequest, _Mapping]] = ..., app_reply: _Optional[_Union[AppReply, _Mapping]] = ..., submit_template: _Optional[_Union[SubmitTemplate, _Mapping]] = ..., queue_control: _Optional[_Union[QueueControl, _Mapping]] = ..., queue_control_reply: _Optional[_Union[QueueControlReply, _Mapping]] = ..., task_list: _Optional[_Union[TaskList, _Mapping]] = ..., task_list_reply: _Optional[_Union[TaskListReply, _Mapping]] = ..., dead_letter_delete: _Optional[_Union[DeadLetterDelete, _Mapping]] = ..., dead_letter_delete_reply: _Optional[_Union[DeadLetterDeleteReply, _Mapping]] = ...) -> None: ...
+    raft_batch: RaftBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., submit: _Optional[_Union[Submit, _Mapping]] = ..., submit_ack: _Optional[_Union[SubmitAck, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., leased: _Optional[_Union[Leased, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., nack: _Optional[_Union[Nack, _Mapping]] = ..., extend: _Optional[_Union[Extend, _Mapping]] = ..., lease_reply: _Optional[_Union[LeaseReply, _Mapping]] = ..., stats_request: _Optional[_Union[StatsRequest, _Mapping]] = ..., stats_reply: _Optional[_Union[StatsReply, _Mapping]] = ..., dead_letter_list: _Optional[_Union[DeadLetterList, _Mapping]] = ..., dead_letter_list_reply: _Optional[_Union[DeadLetterListReply, _Mapping]] = ..., dead_letter_redrive: _Optional[_Union[DeadLetterRedrive, _Mapping]] = ..., dead_letter_redrive_reply: _Optional[_Union[DeadLetterRedriveReply, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., redirect: _Optional[_Union[Redirect, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ..., cancel_reply: _Optional[_Union[CancelReply, _Mapping]] = ..., revoke: _Optional[_Union[Revoke, _Mapping]] = ..., reclaim: _Optional[_Union[Reclaim, _Mapping]] = ..., reclaim_reply: _Optional[_Union[ReclaimReply, _Mapping]] = ..., status: _Optional[_Union[Status, _Mapping]] = ..., status_reply: _Optional[_Union[StatusReply, _Mapping]] = ..., watch: _Optional[_Union[Watch, _Mapping]] = ..., watch_reply: _Optional[_Union[WatchReply, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., app_request: _Optional[_Union[AppRequest, _Mapping]] = ..., app_reply: _Optional[_Union[AppReply, _Mapping]] = ..., submit_template: _Optional[_Union[SubmitTemplate, _Mapping]] = ..., queue_control: _Optional[_Union[QueueControl, _Mapping]] = ..., queue_control_reply: _Optional[_Union[QueueControlReply, _Mapping]] = ..., task_list: _Optional[_Union[TaskList, _Mapping]] = ..., task_list_reply: _Optional[_Union[TaskListReply, _Mapping]] = ..., dead_letter_delete: _Optional[_Union[DeadLetterDelete, _Mapping]] = ..., dead_letter_delete_reply: _Optional[_Union[DeadLetterDeleteReply, _Mapping]] = ..., raft_batch: _Optional[_Union[RaftBatch, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("version", "role", "client_id", "queues", "capabilities", "auth_token")
@@ -861,3 +863,100 @@ class TemplateTask(_message.Message):
     priority: int
     delay_ms: int
     def __init__(self, params: _Optional[_Mapping[str, str]] = ..., key: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., priority: _Optional[int] = ..., delay_ms: _Optional[int] = ...) -> None: ...
+
+class RaftBatch(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[RaftItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[RaftItem, _Mapping]]] = ...) -> None: ...
+
+class RaftItem(_message.Message):
+    __slots__ = ("partition", "message")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    message: RaftMessage
+    def __init__(self, partition: _Optional[int] = ..., message: _Optional[_Union[RaftMessage, _Mapping]] = ...) -> None: ...
+
+class RaftMessage(_message.Message):
+    __slots__ = ("msg_type", "to", "term", "log_term", "index", "entries", "commit", "snapshot", "reject", "reject_hint", "context", "request_snapshot", "deprecated_priority", "commit_term", "priority")
+    MSG_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    LOG_TERM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    REJECT_FIELD_NUMBER: _ClassVar[int]
+    REJECT_HINT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    DEPRECATED_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TERM_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    msg_type: int
+    to: int
+    term: int
+    log_term: int
+    index: int
+    entries: _containers.RepeatedCompositeFieldContainer[RaftEntry]
+    commit: int
+    snapshot: RaftSnapshot
+    reject: bool
+    reject_hint: int
+    context: bytes
+    request_snapshot: int
+    deprecated_priority: int
+    commit_term: int
+    priority: int
+    def __init__(self, msg_type: _Optional[int] = ..., to: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[RaftEntry, _Mapping]]] = ..., commit: _Optional[int] = ..., snapshot: _Optional[_Union[RaftSnapshot, _Mapping]] = ..., reject: bool = ..., reject_hint: _Optional[int] = ..., context: _Optional[bytes] = ..., request_snapshot: _Optional[int] = ..., deprecated_priority: _Optional[int] = ..., commit_term: _Optional[int] = ..., priority: _Optional[int] = ..., **kwargs) -> None: ...
+
+class RaftEntry(_message.Message):
+    __slots__ = ("entry_type", "term", "index", "data", "sync_log", "context")
+    ENTRY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SYNC_LOG_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    entry_type: int
+    term: int
+    index: int
+    data: bytes
+    sync_log: bool
+    context: bytes
+    def __init__(self, entry_type: _Optional[int] = ..., term: _Optional[int] = ..., index: _Optional[int] = ..., data: _Optional[bytes] = ..., sync_log: bool = ..., context: _Optional[bytes] = ...) -> None: ...
+
+class RaftSnapshot(_message.Message):
+    __slots__ = ("data", "metadata")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    metadata: RaftSnapshotMetadata
+    def __init__(self, data: _Optional[bytes] = ..., metadata: _Optional[_Union[RaftSnapshotMetadata, _Mapping]] = ...) -> None: ...
+
+class RaftSnapshotMetadata(_message.Message):
+    __slots__ = ("conf_state", "index", "term")
+    CONF_STATE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    conf_state: RaftConfState
+    index: int
+    term: int
+    def __init__(self, conf_state: _Optional[_Union[RaftConfState, _Mapping]] = ..., index: _Optional[int] = ..., term: _Optional[int] = ...) -> None: ...
+
+class RaftConfState(_message.Message):
+    __slots__ = ("voters", "learners", "voters_outgoing", "learners_next", "auto_leave")
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_OUTGOING_FIELD_NUMBER: _ClassVar[int]
+    LEARNERS_NEXT_FIELD_NUMBER: _ClassVar[int]
+    AUTO_LEAVE_FIELD_NUMBER: _ClassVar[int]
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    learners: _containers.RepeatedScalarFieldContainer[int]
+    voters_outgoing: _containers.RepeatedScalarFieldContainer[int]
+    learners_next: _containers.RepeatedScalarFieldContainer[int]
+    auto_leave: bool
+    def __init__(self, voters: _Optional[_Iterable[int]] = ..., learners: _Optional[_Iterable[int]] = ..., voters_outgoing: _Optional[_Iterable[int]] = ..., learners_next: _Optional[_Iterable[int]] = ..., auto_leave: bool = ...) -> None: ...
