@@ -52,7 +52,11 @@ async fn agreed(members: &[String], alive: &[usize]) -> Option<BTreeMap<u32, Par
     seen
 }
 
-async fn wait_agreed(members: &[String], alive: &[usize], limit: Duration) -> (BTreeMap<u32, PartitionState>, Duration) {
+async fn wait_agreed(
+    members: &[String],
+    alive: &[usize],
+    limit: Duration,
+) -> (BTreeMap<u32, PartitionState>, Duration) {
     let start = Instant::now();
     loop {
         if let Some(states) = agreed(members, alive).await {
@@ -78,7 +82,10 @@ async fn every_partition_elects_a_leader_fails_over_within_two_seconds_of_a_kill
 
     c.nodes[victim].kill();
     let (after, took) = wait_agreed(&members, &survivors, Duration::from_secs(10)).await;
-    println!("kill -9 of member {victim} (leading {} of {PARTITIONS} partitions): new leaders agreed after {took:?}", led[victim]);
+    println!(
+        "kill -9 of member {victim} (leading {} of {PARTITIONS} partitions): new leaders agreed after {took:?}",
+        led[victim]
+    );
     assert!(took <= Duration::from_secs(2), "failover took {took:?}");
     for (p, s) in &after {
         if before[p].leader == victim as u64 + 1 {
@@ -93,8 +100,8 @@ async fn every_partition_elects_a_leader_fails_over_within_two_seconds_of_a_kill
     loop {
         let (now, _) = wait_agreed(&members, &[0, 1, 2], Duration::from_secs(20)).await;
         let back = partitions(&members[victim]).await.unwrap_or_default();
-        let caught_up =
-            back.len() == PARTITIONS as usize && back.iter().all(|s| s.commit >= after[&s.partition].commit && s.commit == now[&s.partition].commit);
+        let caught_up = back.len() == PARTITIONS as usize
+            && back.iter().all(|s| s.commit >= after[&s.partition].commit && s.commit == now[&s.partition].commit);
         if caught_up {
             break;
         }

@@ -224,7 +224,8 @@ fn start_replicas(
     let factor = cfg.replication_factor as usize;
     let Some(me) = ordinal.filter(|_| factor > 1) else { return Ok(None) };
     if ring.len() < factor {
-        let msg = format!("--replication-factor {factor} needs at least {factor} members; --members lists {}", ring.len());
+        let msg =
+            format!("--replication-factor {factor} needs at least {factor} members; --members lists {}", ring.len());
         return Err(ConfigError(msg).into());
     }
     let partitions = (0..cfg.partitions)

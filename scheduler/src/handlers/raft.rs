@@ -5,7 +5,7 @@
 
 use pm_protocol::pb;
 
-use super::ConnCtx;
+use super::ctx::ConnCtx;
 use crate::metrics as m;
 use crate::replica::{peers::raft_id, wire, Event};
 

@@ -6,8 +6,12 @@
 //! one raft log writer ([`super::writer`]), so the partitions of a node share each `fdatasync`.
 //!
 //! A proposal's reply waits until its entry is committed, i.e. held durably by a majority of the partition's
-//! replicas, and applied to the state machine on this node. If another leader's entry takes its index, the
-//! reply says so ([`ReplicateError::Superseded`]): that proposal will never commit.
+//! replicas, and applied to the state machine on this node. Only a committed entry of another term at its
+//! index proves it never will be ([`ReplicateError::Superseded`]). When the partition's leader or term changes
+//! first, the reply says the outcome is unknown ([`ReplicateError::Unknown`]): the entry may still commit
+//! through a replica that holds it, so the caller must treat it as "maybe done" (as a producer treats a
+//! timeout), never as "not done". Every reply is called exactly once: a proposal dropped anywhere (a driver
+//! that stopped with it queued) answers `Closed`, which is "maybe done" too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -68,19 +72,47 @@ pub enum ReplicateError {
     /// Not the leader, or raft dropped it.
     #[error(transparent)]
     Propose(#[from] ProposeError),
-    /// Another leader's entry took the proposal's index: it will never commit.
-    #[error("a new leader replaced the entry before it committed")]
+    /// Another leader's entry committed at the proposal's index: it will never commit.
+    #[error("a new leader's entry committed in its place")]
     Superseded,
+    /// The partition's leader or term changed before the entry committed: it may still commit, or not.
+    #[error("the partition's leadership changed before the entry committed; it may still commit")]
+    Unknown,
     /// The raft log could not be written; the node must restart.
     #[error("the raft log failed: {0}")]
     LogFailed(String),
-    /// The driver stopped before the entry committed.
+    /// The driver stopped before the entry committed (it may still commit through the other replicas).
     #[error("the replica driver has stopped")]
     Closed,
 }
 
 /// Called once with a proposal's outcome, on the driver's thread: keep it cheap.
-pub type Reply = Box<dyn FnOnce(Result<(), ReplicateError>) + Send>;
+pub type ReplyFn = Box<dyn FnOnce(Result<(), ReplicateError>) + Send>;
+
+/// A proposal's reply, called exactly once: with its outcome, or with `Closed` if it is dropped unanswered.
+pub struct Reply(Option<ReplyFn>);
+
+impl Reply {
+    /// Wraps the function to call.
+    pub fn new(f: ReplyFn) -> Reply {
+        Reply(Some(f))
+    }
+
+    /// Answers.
+    pub fn send(mut self, result: Result<(), ReplicateError>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(ReplicateError::Closed));
+        }
+    }
+}
 
 /// A partition's state as the driver sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,14 +198,12 @@ pub struct ReplicaHandle {
 impl ReplicaHandle {
     /// Hands the driver an event (dropped if it has stopped; a proposal's reply then says `Closed`).
     pub fn send(&self, event: Event) {
-        if let Err(crossbeam_channel::SendError(Event::Propose { reply, .. })) = self.tx.send(event) {
-            reply(Err(ReplicateError::Closed));
-        }
+        let _ = self.tx.send(event);
     }
 
     /// Proposes `data` to `partition`; `reply` is called once it committed, or failed.
-    pub fn propose(&self, partition: u32, data: Bytes, reply: Reply) {
-        self.send(Event::Propose { partition, data, reply });
+    pub fn propose(&self, partition: u32, data: Bytes, reply: ReplyFn) {
+        self.send(Event::Propose { partition, data, reply: Reply::new(reply) });
     }
 
     /// The partitions' states as the driver published them at its last tick (or leader change): never
@@ -183,6 +213,8 @@ impl ReplicaHandle {
     }
 
     /// The partitions' states now, asked of the driver (blocks until it answers; empty if it has stopped).
+    /// Never call it from the driver's own thread (a transport, state machine or reply callback): it would
+    /// wait for itself; use [`ReplicaHandle::published`] there.
     pub fn status(&self) -> Vec<PartitionStatus> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.tx.send(Event::Status(tx)).is_err() {
@@ -327,7 +359,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
             }
         }
         for (_, (_, reply)) in self.pending.drain() {
-            reply(Err(ReplicateError::Closed));
+            reply.send(Err(ReplicateError::Closed));
         }
     }
 
@@ -341,20 +373,21 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
             }
             Event::Propose { partition, data, reply } => {
                 if let Some(reason) = &self.failed {
-                    return reply(Err(ReplicateError::LogFailed(reason.clone())));
+                    return reply.send(Err(ReplicateError::LogFailed(reason.clone())));
                 }
                 let Some(g) = self.groups.get_mut(&partition) else {
-                    return reply(Err(ReplicateError::NoSuchPartition(partition)));
+                    return reply.send(Err(ReplicateError::NoSuchPartition(partition)));
                 };
                 match g.propose(data) {
                     Ok((index, term)) => {
-                        // An entry still waiting at this index belonged to an older term and is gone.
+                        // An entry still waiting at this index is gone from this log; another replica may
+                        // still hold it.
                         if let Some((_, old)) = self.pending.insert((partition, index), (term, reply)) {
-                            old(Err(ReplicateError::Superseded));
+                            old.send(Err(ReplicateError::Unknown));
                         }
                         touched.push(partition);
                     }
-                    Err(e) => reply(Err(e.into())),
+                    Err(e) => reply.send(Err(e.into())),
                 }
             }
             Event::Unreachable { partition, peer } => {
@@ -365,6 +398,9 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
             Event::Status(tx) => {
                 let _ = tx.send(self.status());
             }
+            // Once the log failed, nothing is reported persisted any more: a later job's success says nothing
+            // of the bytes that were lost before it.
+            Event::Persisted { .. } if self.failed.is_some() => {}
             Event::Persisted { partition, number, after, result } => match result {
                 Ok(()) => {
                     if let Some(g) = self.groups.get_mut(&partition) {
@@ -380,7 +416,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                         tracing::error!(error = %e, "raft log failed: this node no longer persists or votes; restart it");
                         self.failed = Some(e.to_string());
                         for (_, (_, reply)) in self.pending.drain() {
-                            reply(Err(ReplicateError::LogFailed(e.to_string())));
+                            reply.send(Err(ReplicateError::LogFailed(e.to_string())));
                         }
                     }
                 }
@@ -391,7 +427,12 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
     fn status(&self) -> Vec<PartitionStatus> {
         self.groups
             .values()
-            .map(|g| PartitionStatus { partition: g.partition(), leader: g.leader(), term: g.term(), commit: g.commit_index() })
+            .map(|g| PartitionStatus {
+                partition: g.partition(),
+                leader: g.leader(),
+                term: g.term(),
+                commit: g.commit_index(),
+            })
             .collect()
     }
 
@@ -403,7 +444,19 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
             return changed;
         }
         let Some(g) = self.groups.get_mut(&partition) else { return changed };
-        while let Some(work) = g.ready() {
+        loop {
+            let work = match g.ready() {
+                Ok(Some(work)) => work,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "raft handed out entries that do not fit its log");
+                    self.failed = Some(e.to_string());
+                    for (_, (_, reply)) in self.pending.drain() {
+                        reply.send(Err(ReplicateError::LogFailed(e.to_string())));
+                    }
+                    return changed;
+                }
+            };
             for msg in work.send {
                 self.transport.send(partition, msg);
             }
@@ -421,6 +474,13 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                 tracing::info!(partition, leader, term = g.term(), "partition leader changed");
                 self.sm.leader(partition, leader, g.term());
                 changed = true;
+                // Waiting entries of the partition may now commit through another leader, or be replaced.
+                let stale: Vec<(u32, u64)> = self.pending.keys().filter(|(p, _)| *p == partition).copied().collect();
+                for key in stale {
+                    if let Some((_, reply)) = self.pending.remove(&key) {
+                        reply.send(Err(ReplicateError::Unknown));
+                    }
+                }
             }
             let mut last = None;
             for e in &work.committed {
@@ -428,7 +488,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                     self.sm.apply(partition, e);
                 }
                 if let Some((term, reply)) = self.pending.remove(&(partition, e.index)) {
-                    reply(if term == e.term { Ok(()) } else { Err(ReplicateError::Superseded) });
+                    reply.send(if term == e.term { Ok(()) } else { Err(ReplicateError::Superseded) });
                 }
                 last = Some(e.index);
             }

@@ -17,7 +17,7 @@ use raft::eraftpb::{ConfState, Entry, Message};
 use raft::{Config, RawNode, StateRole};
 
 use super::codec::{self, Frame};
-use super::storage::{LogState, PartitionStorage};
+use super::storage::{LogState, LogStateError, PartitionStorage};
 
 /// Timing of every group, in ticks of the node's raft clock.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +110,17 @@ impl Group {
         timing: Timing,
         logger: &slog::Logger,
     ) -> raft::Result<Group> {
-        let applied = applied.max(state.compacted_index).min(state.hard.commit);
+        let mut state = state;
+        let applied = applied.max(state.compacted_index);
+        if applied > state.last_index() {
+            return Err(raft::Error::ConfigInvalid(format!(
+                "the state machine holds entry {applied}, past the raft log's last entry {}",
+                state.last_index()
+            )));
+        }
+        // The state machine applies committed entries before the hard state naming the new commit index is
+        // durable: after a crash it may be ahead of it, and what it applied was committed.
+        state.hard.commit = state.hard.commit.max(applied);
         let storage = PartitionStorage::new(state);
         let config = Config {
             id,
@@ -182,10 +192,11 @@ impl Group {
         Ok((index, self.node.raft.term))
     }
 
-    /// Handles the group's ready, if it has one (see the module doc).
-    pub fn ready(&mut self) -> Option<Work> {
+    /// Handles the group's ready, if it has one (see the module doc). An error means raft handed out entries
+    /// that do not follow its own log: the node must stop persisting.
+    pub fn ready(&mut self) -> Result<Option<Work>, LogStateError> {
         if !self.node.has_ready() {
-            return None;
+            return Ok(None);
         }
         let mut rd = self.node.ready();
         let mut work = Work { send: rd.take_messages(), ..Work::default() };
@@ -200,10 +211,9 @@ impl Group {
         {
             let mut state = self.storage.state().write();
             if !entries.is_empty() {
-                if let Err(e) = state.append(&entries) {
-                    // raft hands out consecutive entries that follow what it read from this storage.
-                    tracing::error!(partition = self.partition, error = %e, "raft handed out entries that do not fit");
-                }
+                // raft hands out consecutive entries that follow what it read from this storage; if not, the
+                // frame must not be written (the log would not read back).
+                state.append(&entries)?;
                 codec::encode(&mut bytes, &Frame::Entries { partition: self.partition, entries });
             }
             if let Some(hs) = rd.hs() {
@@ -217,7 +227,7 @@ impl Group {
         }
         work.committed = rd.take_committed_entries();
         self.node.advance_append_async(rd);
-        Some(work)
+        Ok(Some(work))
     }
 
     /// The frames of ready `number` (and every earlier one) are durable.
@@ -233,5 +243,30 @@ impl Group {
     /// A peer could not be reached: raft stops streaming appends to it until it answers again.
     pub fn unreachable(&mut self, id: u64) {
         self.node.report_unreachable(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(last: u64, commit: u64) -> LogState {
+        let mut state = LogState::default();
+        let entries: Vec<Entry> = (1..=last).map(|index| Entry { index, term: 1, ..Entry::default() }).collect();
+        state.append(&entries).expect("append");
+        state.hard.term = 1;
+        state.hard.commit = commit;
+        state.conf.voters = vec![1];
+        state
+    }
+
+    #[test]
+    fn a_state_machine_ahead_of_the_durable_commit_index_raises_it_and_one_past_the_log_is_refused() {
+        let logger = super::super::logger::logger();
+        let g = Group::new(0, 1, log(5, 2), 4, Timing::default(), &logger).expect("group");
+        assert_eq!(g.commit_index(), 4, "what the state machine applied was committed");
+        let g = Group::new(0, 1, log(5, 3), 0, Timing::default(), &logger).expect("group");
+        assert_eq!(g.commit_index(), 3);
+        assert!(Group::new(0, 1, log(5, 5), 9, Timing::default(), &logger).is_err());
     }
 }

@@ -97,6 +97,17 @@ impl LogFiles {
             }
         }
         segments.sort();
+        // A crash while a segment was being begun can leave it without its whole header: it holds no frame,
+        // so it goes, and the segment before stays the active one.
+        if let Some((_, path)) = segments.last() {
+            let bytes = fs::read(path).map_err(io(path))?;
+            if bytes.len() < codec::HEADER_LEN || bytes[..codec::HEADER_LEN].iter().all(|b| *b == 0) {
+                tracing::warn!(path = %path.display(), "raft log: removing a segment whose header was never written whole");
+                fs::remove_file(path).map_err(io(path))?;
+                sync_dir(dir)?;
+                segments.pop();
+            }
+        }
         let mut partitions = Partitions::new();
         let count = segments.len();
         let mut end = 0;
@@ -127,6 +138,8 @@ impl LogFiles {
     }
 
     /// Appends encoded frames (written, not yet durable: see [`LogFiles::sync`]).
+    /// Any failure poisons the log: a failed or partial write would leave a bad frame before the good ones
+    /// that follow, and a later success must never report the lost bytes durable.
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), LogFileError> {
         if self.poisoned {
             return Err(LogFileError::Poisoned);
@@ -134,14 +147,16 @@ impl LogFiles {
         if bytes.is_empty() {
             return Ok(());
         }
+        let result = self.append_unchecked(bytes);
+        self.poisoned = result.is_err();
+        result
+    }
+
+    fn append_unchecked(&mut self, bytes: &[u8]) -> Result<(), LogFileError> {
         if self.active_len >= self.segment_bytes {
             self.roll()?;
         }
-        // A failed or partial write would leave a bad frame before the good ones that follow: poison instead.
-        if let Err(e) = self.active.write_all(bytes) {
-            self.poisoned = true;
-            return Err(io(&self.active_path)(e));
-        }
+        self.active.write_all(bytes).map_err(io(&self.active_path))?;
         self.active_len += bytes.len() as u64;
         Ok(())
     }
@@ -196,8 +211,17 @@ fn replay(path: &Path, last: bool, partitions: &mut Partitions) -> Result<u64, L
         reason,
     };
     codec::decode_header(&bytes).map_err(|r| damaged(0, r))?;
+    // Zeros from some offset to the end are room a crash left (the file grew, its bytes never came): no frame
+    // starts there. (A frame may end in zeros itself, so they are only judged where a frame would start.)
+    let zeros_from = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
     let mut at = codec::HEADER_LEN;
     loop {
+        if at >= zeros_from {
+            if last {
+                cut(path, at, "trailing zeros")?;
+            }
+            return Ok(at as u64);
+        }
         match codec::decode(&bytes[at..]) {
             Read::Frame(frame, n) => {
                 let partition = partition_of(&frame);
@@ -213,14 +237,22 @@ fn replay(path: &Path, last: bool, partitions: &mut Partitions) -> Result<u64, L
                 if !last || good_frame_after(&bytes, at) {
                     return Err(damaged(at, reason));
                 }
-                tracing::warn!(path = %path.display(), offset = at, %reason, "raft log: cutting a torn tail (never synced)");
-                let file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
-                file.set_len(at as u64).map_err(io(path))?;
-                file.sync_all().map_err(io(path))?;
+                cut(path, at, &reason)?;
                 return Ok(at as u64);
             }
         }
     }
+}
+
+/// Cuts the last segment at `at` (a torn tail, never synced, so never reported durable), if it is longer.
+fn cut(path: &Path, at: usize, reason: &str) -> Result<(), LogFileError> {
+    let file = OpenOptions::new().write(true).open(path).map_err(io(path))?;
+    if file.metadata().map_err(io(path))?.len() > at as u64 {
+        tracing::warn!(path = %path.display(), offset = at, %reason, "raft log: cutting a torn tail (never synced)");
+        file.set_len(at as u64).map_err(io(path))?;
+        file.sync_all().map_err(io(path))?;
+    }
+    Ok(())
 }
 
 /// Whether an intact frame starts anywhere after `at`: then the bad bytes at `at` are not a torn tail.
@@ -310,6 +342,24 @@ mod tests {
             let (_, parts) = LogFiles::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("reopen");
             assert_eq!(parts[&3].last_index(), 3);
         }
+        // Zeros after the last frame (the file grew, its bytes never came) are cut, so appends follow the frames.
+        let mut zeroed = whole.clone();
+        zeroed.extend_from_slice(&vec![0u8; 256 << 10]);
+        fs::write(&path, &zeroed).expect("write");
+        let (mut log, parts) = LogFiles::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("zeros open");
+        assert_eq!(parts[&3].last_index(), 4);
+        log.append(&bytes_of(&[entries(3, 5, 5, 1)])).expect("append");
+        log.sync().expect("sync");
+        drop(log);
+        let (_, parts) = LogFiles::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("reopen after zeros");
+        assert_eq!(parts[&3].last_index(), 5);
+        // A segment begun by a crash without its header: removed, the one before goes on.
+        let begun = dir.path().join("raft-0000000000000002.log");
+        fs::write(&begun, [0u8; 10]).expect("write");
+        let (log, parts) = LogFiles::open(dir.path(), DEFAULT_SEGMENT_BYTES).expect("a half-begun segment opens");
+        assert_eq!(parts[&3].last_index(), 5);
+        assert_eq!(log.segment_paths(), vec![path.clone()]);
+        drop(log);
         // A flipped byte in the first frame, with a good frame after it: damage, not a tail.
         let mut bad = whole.clone();
         bad[codec::HEADER_LEN + 12] ^= 0xff;

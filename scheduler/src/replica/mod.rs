@@ -33,6 +33,7 @@ pub mod writer;
 mod tests;
 
 pub use driver::{
-    Event, PartitionStatus, ReplicaConfig, ReplicaHandle, Replicas, ReplicateError, StartError, StateMachine, Transport,
+    Event, PartitionStatus, ReplicaConfig, ReplicaHandle, Replicas, ReplicateError, Reply, ReplyFn, StartError,
+    StateMachine, Transport,
 };
 pub use group::{ProposeError, Timing};
