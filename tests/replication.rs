@@ -3,8 +3,9 @@
 //!
 //! What this shows so far (tasks do not go through the groups yet, docs/notes/replication.md): every
 //! partition elects one leader that all replicas agree on; after a `kill -9` of the member leading the most
-//! partitions, the survivors agree on new leaders within 2 s; and the killed member, started again on its
-//! data, rejoins every group it belongs to and catches up with the others' commit index.
+//! partitions, the survivors agree on new leaders within 2 s; the killed member, started again on its data,
+//! rejoins every group it belongs to and catches up with the others' commit index; and every partition ends
+//! up led by its preferred replica (the first in its rendezvous order), wherever elections put the lead.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use pm_client::{Client, ConnectOptions};
 use pm_protocol::pb::PartitionState;
+use pm_task::partition::replicas;
+use pm_task::ring::Ring;
 use pm_testkit::SchedulerCluster;
 
 const PARTITIONS: u32 = 8;
@@ -107,6 +110,20 @@ async fn every_partition_elects_a_leader_fails_over_within_two_seconds_of_a_kill
         }
         assert!(start.elapsed() < Duration::from_secs(20), "member {victim} did not catch up: {back:?} vs {now:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Leaders spread by preference: each partition's first replica in rendezvous order leads it.
+    let ring = Ring::new(members.clone()).unwrap();
+    let preferred: BTreeMap<u32, u64> = (0..PARTITIONS).map(|p| (p, replicas(&ring, p, 3)[0] as u64 + 1)).collect();
+    let start = Instant::now();
+    loop {
+        let (now, _) = wait_agreed(&members, &[0, 1, 2], Duration::from_secs(20)).await;
+        let leaders: BTreeMap<u32, u64> = now.iter().map(|(p, s)| (*p, s.leader)).collect();
+        if leaders == preferred {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "leaders {leaders:?}, preferred {preferred:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -51,7 +51,8 @@ pub trait StateMachine: Send + 'static {
 pub struct ReplicaConfig {
     /// This node's raft id (its ordinal + 1: raft ids are never 0).
     pub id: u64,
-    /// The partitions this node is a replica of, with their voters' raft ids.
+    /// The partitions this node is a replica of, with their voters' raft ids in preference order (the first
+    /// leads when it can).
     pub partitions: Vec<(u32, Vec<u64>)>,
     /// The raft log's directory.
     pub dir: PathBuf,
@@ -255,8 +256,10 @@ impl Replicas {
         let mut groups = BTreeMap::new();
         for (partition, _) in &config.partitions {
             let state = states.remove(partition).unwrap_or_default();
-            let group = Group::new(*partition, config.id, state, sm.applied(*partition), config.timing, &logger)
-                .map_err(|source| StartError::Raft { partition: *partition, source })?;
+            let preferred = voters_of(&config, *partition).first().copied().unwrap_or(config.id);
+            let group =
+                Group::new(*partition, config.id, preferred, state, sm.applied(*partition), config.timing, &logger)
+                    .map_err(|source| StartError::Raft { partition: *partition, source })?;
             groups.insert(*partition, group);
         }
         let writer = Writer::start(files)?;
@@ -296,6 +299,10 @@ impl Drop for Replicas {
             let _ = t.join();
         }
     }
+}
+
+fn voters_of(config: &ReplicaConfig, partition: u32) -> &[u64] {
+    config.partitions.iter().find(|(p, _)| *p == partition).map_or(&[], |(_, v)| v.as_slice())
 }
 
 struct Driver<T, S> {

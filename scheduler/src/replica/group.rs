@@ -26,12 +26,15 @@ pub struct Timing {
     pub election_ticks: usize,
     /// A leader sends heartbeats every this many ticks.
     pub heartbeat_ticks: usize,
+    /// A leader that is not its partition's preferred replica hands the lead over once it has led this many
+    /// ticks and the preferred one holds every entry (`u32::MAX`: never).
+    pub balance_ticks: u32,
 }
 
 impl Default for Timing {
     /// With the node's default 50 ms tick: elections after 0.5–1 s of silence, heartbeats every 100 ms.
     fn default() -> Self {
-        Timing { election_ticks: 10, heartbeat_ticks: 2 }
+        Timing { election_ticks: 10, heartbeat_ticks: 2, balance_ticks: BALANCE_AFTER_TICKS }
     }
 }
 
@@ -73,12 +76,22 @@ pub enum ProposeError {
     Dropped(String),
 }
 
+/// Ticks this node must have led a partition before it hands the lead to the partition's preferred replica:
+/// long enough that a replica that just came back has settled (2 s with the default 50 ms tick).
+const BALANCE_AFTER_TICKS: u32 = 40;
+
 /// One partition's group.
 pub(crate) struct Group {
     partition: u32,
     node: RawNode<PartitionStorage>,
     storage: PartitionStorage,
     leader: u64,
+    /// The replica that should lead when it can (the first in the partition's rendezvous order).
+    preferred: u64,
+    /// Ticks since this node became the leader (0 while it is not).
+    led_ticks: u32,
+    /// [`Timing::balance_ticks`].
+    balance_ticks: u32,
 }
 
 impl std::fmt::Debug for Group {
@@ -101,10 +114,12 @@ pub(crate) fn bootstrap(partition: u32, state: &mut LogState, voters: &[u64]) ->
 
 impl Group {
     /// The group of `partition` as member `id`, from the state its log holds (voters already set), with
-    /// the state machine holding every entry up to `applied`.
+    /// the state machine holding every entry up to `applied`; `preferred` should lead when it can.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         partition: u32,
         id: u64,
+        preferred: u64,
         state: LogState,
         applied: u64,
         timing: Timing,
@@ -138,7 +153,7 @@ impl Group {
         };
         let logger = logger.new(slog::o!("partition" => partition));
         let node = RawNode::new(&config, storage.clone(), &logger)?;
-        Ok(Group { partition, node, storage, leader: 0 })
+        Ok(Group { partition, node, storage, leader: 0, preferred, led_ticks: 0, balance_ticks: timing.balance_ticks })
     }
 
     /// The partition.
@@ -166,9 +181,37 @@ impl Group {
         self.node.raft.raft_log.committed
     }
 
-    /// Advances the group's clock by one tick.
+    /// Advances the group's clock by one tick, and hands the lead to the preferred replica when it is time.
     pub fn tick(&mut self) {
         self.node.tick();
+        self.balance();
+    }
+
+    /// Leaders spread by the partitions' rendezvous order, not by which member started first or survived
+    /// last: a leader that is not the preferred replica hands over once it has led for
+    /// [`Timing::balance_ticks`] and the preferred replica holds every entry (raft's leadership transfer: the
+    /// leader stops taking proposals, brings the transferee up to date and tells it to campaign at once).
+    fn balance(&mut self) {
+        if !self.is_leader() {
+            self.led_ticks = 0;
+            return;
+        }
+        self.led_ticks = self.led_ticks.saturating_add(1);
+        let raft = &self.node.raft;
+        if self.preferred == raft.id || self.led_ticks < self.balance_ticks || raft.lead_transferee.is_some() {
+            return;
+        }
+        let last = raft.raft_log.last_index();
+        let caught_up = raft.prs().get(self.preferred).is_some_and(|p| p.matched == last && p.recent_active);
+        if caught_up {
+            tracing::debug!(
+                partition = self.partition,
+                to = self.preferred,
+                "handing the lead to the preferred replica"
+            );
+            self.node.transfer_leader(self.preferred);
+            self.led_ticks = 0;
+        }
     }
 
     /// Takes a message from a peer of this group. Errors are the peer's problem (a stale or foreign message).
@@ -263,10 +306,10 @@ mod tests {
     #[test]
     fn a_state_machine_ahead_of_the_durable_commit_index_raises_it_and_one_past_the_log_is_refused() {
         let logger = super::super::logger::logger();
-        let g = Group::new(0, 1, log(5, 2), 4, Timing::default(), &logger).expect("group");
+        let g = Group::new(0, 1, 1, log(5, 2), 4, Timing::default(), &logger).expect("group");
         assert_eq!(g.commit_index(), 4, "what the state machine applied was committed");
-        let g = Group::new(0, 1, log(5, 3), 0, Timing::default(), &logger).expect("group");
+        let g = Group::new(0, 1, 1, log(5, 3), 0, Timing::default(), &logger).expect("group");
         assert_eq!(g.commit_index(), 3);
-        assert!(Group::new(0, 1, log(5, 5), 9, Timing::default(), &logger).is_err());
+        assert!(Group::new(0, 1, 1, log(5, 5), 9, Timing::default(), &logger).is_err());
     }
 }
