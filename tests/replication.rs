@@ -96,8 +96,8 @@ async fn every_partition_elects_a_leader_fails_over_within_two_seconds_of_a_kill
         }
     }
 
-    // Back on its own data: it rejoins every group (the leaders stay where they are: pre-vote keeps it from
-    // disrupting them) and catches up with the commit index.
+    // Back on its own data: it rejoins every group without an election of its own (pre-vote keeps it from
+    // disrupting the leaders) and catches up with the commit index; then balancing may move leads to it.
     c.nodes[victim].spawn().unwrap();
     let start = Instant::now();
     loop {

@@ -189,11 +189,11 @@ impl Client {
     }
 
     /// Queues a one-way message (no reply; a scheduler node's raft messages to a peer) without waiting.
-    /// Returns false, and drops it, when the connection's queue is full or the client is closed; while the
-    /// connection is down and reconnecting, queued messages are dropped too. For messages whose sender
-    /// retries by itself.
+    /// Returns false, and drops it, when the connection's queue is full or the client is closed. It is also
+    /// dropped, silently, when a reconnect fails while it waits, or when its turn to be written comes more
+    /// than half a second after this call. For messages whose sender retries by itself.
     pub fn push(&self, env: Envelope) -> bool {
-        self.tx.try_send(Command::Push(Box::new(env))).is_ok()
+        self.tx.try_send(Command::Push(Box::new(env), std::time::Instant::now())).is_ok()
     }
 
     /// Agents: acknowledges finished tasks (with optional results). One code per item.

@@ -24,8 +24,9 @@ pub(crate) enum Command {
     Request { id: u64, env: Box<Envelope>, reply: oneshot::Sender<Result<Envelope, Error>> },
     /// Grant credits, or set them to `n` (remembered for reconnects).
     Credit { queue: String, n: u32, set: bool },
-    /// A one-way message with no reply, dropped while the connection is down ([`crate::Client::push`]).
-    Push(Box<Envelope>),
+    /// A one-way message with no reply ([`crate::Client::push`]), dropped while the connection is down and
+    /// when it waited longer than [`PUSH_MAX_AGE`] to be written (a reconnect came in between).
+    Push(Box<Envelope>, std::time::Instant),
 }
 
 pub(crate) type Conn = Framed<crate::tls::Stream, FrameCodec>;
@@ -187,7 +188,7 @@ pub(crate) async fn run(
                                 let c = credits.entry(queue).or_default();
                                 *c = if set { u64::from(n) } else { *c + u64::from(n) };
                             }
-                            Command::Push(_) => {}
+                            Command::Push(..) => {}
                         }
                     }
                 }
@@ -208,6 +209,10 @@ pub(crate) async fn run(
 }
 
 const CLOSED: &str = "client closed";
+
+/// Oldest a pushed message may be when its turn to be written comes: its sender has moved on (a raft
+/// message queued across a reconnect would only confuse its group).
+pub(crate) const PUSH_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// Why a reconnect's reclaim did not complete.
 struct ReclaimFailed {
@@ -323,7 +328,13 @@ async fn session(
                             *c = if set { u64::from(n) } else { *c + u64::from(n) };
                             pb::Credit { queue, n, set }.into()
                         }
-                        Command::Push(env) => *env,
+                        Command::Push(env, at) => {
+                            if at.elapsed() > PUSH_MAX_AGE {
+                                next = cmds.try_recv().ok();
+                                continue;
+                            }
+                            *env
+                        }
                     };
                     if let Err(e) = conn.feed(env).await {
                         return format!("write failed: {e}");

@@ -73,6 +73,7 @@ fn main() {
                 segment_bytes: 64 << 20,
                 tick: Duration::from_millis(50),
                 timing: Timing::default(),
+                identity: "replica_bench".into(),
             };
             let r = Replicas::start(config, Wire(net.clone()), Discard).expect("start");
             net.lock().insert(id, r.handle());

@@ -69,8 +69,8 @@ pub struct Node {
     /// Shared with every connection.
     pub ctx: Arc<ServerCtx>,
     committer: Option<Committer>,
-    /// Replicated cluster: the partition groups' driver (stopped when the node is dropped).
-    _replicas: Option<crate::replica::Replicas>,
+    /// Replicated cluster: the partition groups' driver (stopped at the end of [`Node::shutdown`]).
+    replicas: Option<crate::replica::Replicas>,
     _lock: File,
 }
 
@@ -165,7 +165,7 @@ impl Node {
             shutdown,
             conns,
         });
-        Ok(Node { ctx, committer: Some(committer), _replicas: replicas, _lock: lock })
+        Ok(Node { ctx, committer: Some(committer), replicas, _lock: lock })
     }
 
     /// Copies the applications of the other members before the node serves anything (cluster mode): a
@@ -207,6 +207,10 @@ impl Node {
         if let Some(c) = self.committer.take() {
             let _ = tokio::task::spawn_blocking(move || c.shutdown()).await;
         }
+        // Its threads are joined, and its writer may be in an fdatasync: not on a runtime worker.
+        if let Some(r) = self.replicas.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(r)).await;
+        }
     }
 }
 
@@ -247,13 +251,23 @@ fn start_replicas(
         segment_bytes: crate::replica::log_file::DEFAULT_SEGMENT_BYTES,
         tick: cfg.raft_tick,
         timing: Timing::default(),
+        identity: format!("ring_epoch={:#x} replication_factor={factor} partitions={}", ring.epoch(), cfg.partitions),
     };
+    if auth.peer_token().is_none() && tls.is_none() {
+        tracing::warn!(
+            "replication trusts its peers' raft messages, and the peer role has no token (and no TLS): any client \
+             may speak it; give it one (--peer-token-file) on a network others reach"
+        );
+    }
     let mut opts = pm_client::ConnectOptions::peer().token(auth.peer_token().unwrap_or_default());
     if let Some(tls) = tls.and_then(|t| t.peer.clone()) {
         opts = opts.tls(tls);
     }
     let transport = peers::PeerTransport::start(ring, me, opts, shutdown);
-    Ok(Some(Replicas::start(config, transport, NoTasksYet)?))
+    Replicas::start(config, transport, NoTasksYet).map(Some).map_err(|e| {
+        shutdown.cancel();
+        e.into()
+    })
 }
 
 /// Creates and locks the data directory (`DATA/LOCK`, flock): one process at a time, node or repair.

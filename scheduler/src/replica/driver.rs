@@ -32,8 +32,11 @@ use super::writer::{WriteError, Writer, WriterHandle};
 pub trait Transport: Send + 'static {
     /// Sends `msg` (whose `to` names the peer's raft id) for `partition`. Best effort: raft retries.
     fn send(&self, partition: u32, msg: Message);
-    /// The driver finished a round: write what `send` gathered.
-    fn flush(&self) {}
+    /// The driver finished a round: write what `send` gathered. Returns the peers whose messages could not be
+    /// handed to a connection (down, or backed up), so their groups' leaders stop streaming to them.
+    fn flush(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// What committed entries are applied to.
@@ -62,6 +65,11 @@ pub struct ReplicaConfig {
     pub tick: Duration,
     /// Election and heartbeat ticks.
     pub timing: Timing,
+    /// What the groups were made for (the member list's epoch, the factor, the partition count): kept in
+    /// the raft log's directory at its first start, and checked at every later one. Raft ids are member
+    /// ordinals and each group's voters are fixed when it is made, so a node started with another member list
+    /// or factor would count votes of other members: it must not start.
+    pub identity: String,
 }
 
 /// Why a proposal did not commit.
@@ -183,9 +191,22 @@ pub enum StartError {
         #[source]
         source: raft::Error,
     },
-    /// A thread did not start.
-    #[error("starting a replica thread: {0}")]
-    Thread(#[from] std::io::Error),
+    /// A thread did not start, or the identity file could not be read or written.
+    #[error("starting replication: {0}")]
+    Io(#[from] std::io::Error),
+    /// The raft log was made for another cluster shape.
+    #[error(
+        "the raft log in {dir} was made for {found:?}, this node is started as {expected:?}; the member list, \
+         --replication-factor and --partitions cannot change yet"
+    )]
+    Identity {
+        /// The raft log's directory.
+        dir: String,
+        /// What its identity file says.
+        found: String,
+        /// What this start says.
+        expected: String,
+    },
 }
 
 /// Sends events to the driver; cheap to clone.
@@ -242,6 +263,7 @@ impl Replicas {
         sm: S,
     ) -> Result<Replicas, StartError> {
         let (mut files, mut states) = LogFiles::open(&config.dir, config.segment_bytes)?;
+        check_identity(&config)?;
         let logger = super::logger::logger();
         let mut boot = Vec::new();
         for (partition, voters) in &config.partitions {
@@ -298,6 +320,24 @@ impl Drop for Replicas {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Writes the identity at the log's first start, else checks it (see [`ReplicaConfig::identity`]).
+fn check_identity(config: &ReplicaConfig) -> Result<(), StartError> {
+    let path = config.dir.join("identity");
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == config.identity => Ok(()),
+        Ok(found) => Err(StartError::Identity {
+            dir: config.dir.display().to_string(),
+            found: found.trim().to_string(),
+            expected: config.identity.clone(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::durable_file::write_durably(&path, &config.dir, format!("{}\n", config.identity).as_bytes())?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -360,7 +400,13 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
             for p in touched.drain(..) {
                 publish |= self.process(p);
             }
-            self.transport.flush();
+            for peer in self.transport.flush() {
+                for g in self.groups.values_mut() {
+                    if g.is_leader() && g.has_voter(peer) {
+                        g.unreachable(peer);
+                    }
+                }
+            }
             if std::mem::take(&mut publish) {
                 *self.published.write() = self.status();
             }
@@ -374,8 +420,9 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
         match ev {
             Event::Message { partition, msg } => {
                 if let Some(g) = self.groups.get_mut(&partition) {
-                    g.step(msg);
-                    touched.push(partition);
+                    if g.step(msg) {
+                        touched.push(partition);
+                    }
                 }
             }
             Event::Propose { partition, data, reply } => {

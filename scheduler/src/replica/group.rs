@@ -26,8 +26,8 @@ pub struct Timing {
     pub election_ticks: usize,
     /// A leader sends heartbeats every this many ticks.
     pub heartbeat_ticks: usize,
-    /// A leader that is not its partition's preferred replica hands the lead over once it has led this many
-    /// ticks and the preferred one holds every entry (`u32::MAX`: never).
+    /// A leader that is not its partition's preferred replica hands the lead over once the preferred one has
+    /// been active and holding every entry for this many ticks in a row (`u32::MAX`: never).
     pub balance_ticks: u32,
 }
 
@@ -76,8 +76,8 @@ pub enum ProposeError {
     Dropped(String),
 }
 
-/// Ticks this node must have led a partition before it hands the lead to the partition's preferred replica:
-/// long enough that a replica that just came back has settled (2 s with the default 50 ms tick).
+/// Ticks the preferred replica must have been ready in a row before a leader hands it the lead: long enough
+/// that a replica that just came back has settled (2 s with the default 50 ms tick).
 const BALANCE_AFTER_TICKS: u32 = 40;
 
 /// One partition's group.
@@ -88,10 +88,17 @@ pub(crate) struct Group {
     leader: u64,
     /// The replica that should lead when it can (the first in the partition's rendezvous order).
     preferred: u64,
-    /// Ticks since this node became the leader (0 while it is not).
-    led_ticks: u32,
+    /// Ticks the preferred replica has been, without a break, heard from and holding every entry while this
+    /// node led (0 otherwise).
+    ready_ticks: u32,
+    /// Ticks of this group's clock so far.
+    ticks: u64,
+    /// The tick at which a message from the preferred replica was last taken.
+    heard_preferred: u64,
     /// [`Timing::balance_ticks`].
     balance_ticks: u32,
+    /// [`Timing::heartbeat_ticks`].
+    heartbeat_ticks: u64,
 }
 
 impl std::fmt::Debug for Group {
@@ -153,7 +160,18 @@ impl Group {
         };
         let logger = logger.new(slog::o!("partition" => partition));
         let node = RawNode::new(&config, storage.clone(), &logger)?;
-        Ok(Group { partition, node, storage, leader: 0, preferred, led_ticks: 0, balance_ticks: timing.balance_ticks })
+        Ok(Group {
+            partition,
+            node,
+            storage,
+            leader: 0,
+            preferred,
+            ready_ticks: 0,
+            ticks: 0,
+            heard_preferred: 0,
+            balance_ticks: timing.balance_ticks,
+            heartbeat_ticks: timing.heartbeat_ticks as u64,
+        })
     }
 
     /// The partition.
@@ -183,42 +201,77 @@ impl Group {
 
     /// Advances the group's clock by one tick, and hands the lead to the preferred replica when it is time.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.node.tick();
         self.balance();
     }
 
     /// Leaders spread by the partitions' rendezvous order, not by which member started first or survived
-    /// last: a leader that is not the preferred replica hands over once it has led for
-    /// [`Timing::balance_ticks`] and the preferred replica holds every entry (raft's leadership transfer: the
-    /// leader stops taking proposals, brings the transferee up to date and tells it to campaign at once).
+    /// last: a leader that is not the preferred replica hands over once that replica has been active and
+    /// holding every entry for [`Timing::balance_ticks`] in a row (raft's leadership transfer: the leader
+    /// stops taking proposals, brings the transferee up to date and tells it to campaign at once). A replica
+    /// that keeps restarting never stays ready that long, so it does not pull the lead back each time.
     fn balance(&mut self) {
-        if !self.is_leader() {
-            self.led_ticks = 0;
-            return;
-        }
-        self.led_ticks = self.led_ticks.saturating_add(1);
         let raft = &self.node.raft;
-        if self.preferred == raft.id || self.led_ticks < self.balance_ticks || raft.lead_transferee.is_some() {
+        if !self.is_leader() || self.preferred == raft.id || raft.lead_transferee.is_some() {
+            self.ready_ticks = 0;
             return;
         }
+        // Heard from within two heartbeats (raft's own `recent_active` is cleared at every quorum check, so
+        // it cannot say "for 2 s in a row").
+        let heard = self.ticks.saturating_sub(self.heard_preferred) <= 2 * self.heartbeat_ticks + 1;
         let last = raft.raft_log.last_index();
-        let caught_up = raft.prs().get(self.preferred).is_some_and(|p| p.matched == last && p.recent_active);
-        if caught_up {
+        let ready = heard && raft.prs().get(self.preferred).is_some_and(|p| p.matched == last);
+        self.ready_ticks = if ready { self.ready_ticks.saturating_add(1) } else { 0 };
+        if self.ready_ticks >= self.balance_ticks {
             tracing::debug!(
                 partition = self.partition,
                 to = self.preferred,
                 "handing the lead to the preferred replica"
             );
             self.node.transfer_leader(self.preferred);
-            self.led_ticks = 0;
+            self.ready_ticks = 0;
         }
     }
 
-    /// Takes a message from a peer of this group. Errors are the peer's problem (a stale or foreign message).
-    pub fn step(&mut self, msg: Message) {
+    /// Takes a message from a peer of this group, if it is one raft exchanges between replicas and its
+    /// sender is a voter of the group. Returns false for a message refused here: proposals, snapshots,
+    /// transfer and read requests never cross the wire in this design, and a heartbeat that claims a commit
+    /// index past this log's end would make raft-rs abort the process. Raft tolerates lost and repeated
+    /// messages, so dropping is always safe.
+    pub fn step(&mut self, msg: Message) -> bool {
+        use raft::eraftpb::MessageType::*;
+        let kind = msg.get_msg_type();
+        let allowed = matches!(
+            kind,
+            MsgAppend
+                | MsgAppendResponse
+                | MsgRequestVote
+                | MsgRequestVoteResponse
+                | MsgRequestPreVote
+                | MsgRequestPreVoteResponse
+                | MsgHeartbeat
+                | MsgHeartbeatResponse
+                | MsgTimeoutNow
+        );
+        let voter = self.has_voter(msg.from);
+        let beyond = kind == MsgHeartbeat && msg.commit > self.node.raft.raft_log.last_index();
+        if !allowed || !voter || msg.from == self.node.raft.id || beyond {
+            tracing::debug!(partition = self.partition, ?kind, from = msg.from, "raft message refused");
+            return false;
+        }
+        if msg.from == self.preferred {
+            self.heard_preferred = self.ticks;
+        }
         if let Err(e) = self.node.step(msg) {
             tracing::debug!(partition = self.partition, error = %e, "raft message refused");
         }
+        true
+    }
+
+    /// Whether `id` votes in this group.
+    pub fn has_voter(&self, id: u64) -> bool {
+        self.node.raft.prs().conf().voters().contains(id)
     }
 
     /// Proposes `data` as the next entry; returns its index and term, which its commit will carry.
@@ -311,5 +364,27 @@ mod tests {
         let g = Group::new(0, 1, 1, log(5, 3), 0, Timing::default(), &logger).expect("group");
         assert_eq!(g.commit_index(), 3);
         assert!(Group::new(0, 1, 1, log(5, 5), 9, Timing::default(), &logger).is_err());
+    }
+
+    #[test]
+    fn messages_raft_never_sends_between_replicas_or_from_strangers_are_refused() {
+        use raft::eraftpb::MessageType;
+        let logger = super::super::logger::logger();
+        let mut state = log(5, 2);
+        state.conf.voters = vec![1, 2, 3];
+        let mut g = Group::new(0, 1, 1, state, 0, Timing::default(), &logger).expect("group");
+        let msg = |kind: MessageType, from: u64, commit: u64| {
+            let mut m = Message { to: 1, from, term: 1, commit, ..Message::default() };
+            m.set_msg_type(kind);
+            m
+        };
+        assert!(!g.step(msg(MessageType::MsgPropose, 2, 0)), "a proposal from the wire");
+        assert!(!g.step(msg(MessageType::MsgSnapshot, 2, 0)), "a snapshot (none are made yet)");
+        assert!(!g.step(msg(MessageType::MsgTransferLeader, 2, 0)));
+        assert!(!g.step(msg(MessageType::MsgHeartbeat, 7, 0)), "a sender that is no voter");
+        assert!(!g.step(msg(MessageType::MsgHeartbeat, 1, 0)), "a message from ourselves");
+        assert!(!g.step(msg(MessageType::MsgHeartbeat, 2, 99)), "a commit past this log's end would abort");
+        assert!(g.step(msg(MessageType::MsgHeartbeat, 2, 3)), "a voter's heartbeat");
+        assert_eq!(g.leader(), 0, "leaders are learnt from readies");
     }
 }

@@ -74,6 +74,7 @@ fn start_with(net: &Arc<Net>, id: u64, dir: &Path, timing: Timing) -> Node {
         segment_bytes: 1 << 20,
         tick: Duration::from_millis(50),
         timing,
+        identity: "test cluster".into(),
     };
     let applied = Applied::default();
     let replicas = Replicas::start(config, Wire { net: net.clone() }, Machine { applied: applied.clone() })
@@ -266,5 +267,28 @@ fn each_partition_ends_up_led_by_its_preferred_replica_with_committed_entries_ke
         let kept = committed.iter().filter(|d| d.starts_with(b"before")).count();
         assert!(kept >= replies.iter().filter(|r| r.is_ok()).count(), "an acknowledged entry was lost in the handover");
         assert_eq!(committed.iter().filter(|d| d.starts_with(b"after")).count(), 5);
+    }
+}
+
+#[test]
+fn a_raft_log_made_for_another_cluster_shape_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let net = Arc::new(Net::default());
+    drop(start(&net, 1, dir.path()));
+    let config = ReplicaConfig {
+        id: 1,
+        partitions: vec![(0, vec![1, 2, 3])],
+        dir: dir.path().join("node-1"),
+        segment_bytes: 1 << 20,
+        tick: Duration::from_millis(50),
+        timing: Timing::default(),
+        identity: "another cluster".into(),
+    };
+    let machine = Machine { applied: Applied::default() };
+    match Replicas::start(config, Wire { net }, machine) {
+        Err(StartError::Identity { found, expected, .. }) => {
+            assert_eq!((found.as_str(), expected.as_str()), ("test cluster", "another cluster"));
+        }
+        other => panic!("started on another cluster's raft log: {other:?}"),
     }
 }

@@ -404,7 +404,7 @@ class QueueStats(_message.Message):
     def __init__(self, queue: _Optional[str] = ..., ready: _Optional[int] = ..., delayed: _Optional[int] = ..., leased: _Optional[int] = ..., dead: _Optional[int] = ..., credits: _Optional[int] = ..., agents: _Optional[int] = ..., waiting_executor: _Optional[int] = ..., paused: bool = ..., oldest_ready_age_ms: _Optional[int] = ..., submitted_per_sec: _Optional[float] = ..., completed_per_sec: _Optional[float] = ..., lent: _Optional[int] = ..., stolen: _Optional[int] = ...) -> None: ...
 
 class StatsReply(_message.Message):
-    __slots__ = ("request_id", "queues", "connections", "store_disk_bytes", "store_segments", "node_id", "ring_epoch", "members", "advertise", "redirects")
+    __slots__ = ("request_id", "queues", "connections", "store_disk_bytes", "store_segments", "node_id", "ring_epoch", "members", "advertise", "redirects", "partitions")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     QUEUES_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -415,6 +415,7 @@ class StatsReply(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ADVERTISE_FIELD_NUMBER: _ClassVar[int]
     REDIRECTS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     queues: _containers.RepeatedCompositeFieldContainer[QueueStats]
     connections: int
@@ -425,7 +426,20 @@ class StatsReply(_message.Message):
     members: _containers.RepeatedScalarFieldContainer[str]
     advertise: str
     redirects: int
-    def __init__(self, request_id: _Optional[int] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., connections: _Optional[int] = ..., store_disk_bytes: _Optional[int] = ..., store_segments: _Optional[int] = ..., node_id: _Optional[str] = ..., ring_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., advertise: _Optional[str] = ..., redirects: _Optional[int] = ...) -> None: ...
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionState]
+    def __init__(self, request_id: _Optional[int] = ..., queues: _Optional[_Iterable[_Union[QueueStats, _Mapping]]] = ..., connections: _Optional[int] = ..., store_disk_bytes: _Optional[int] = ..., store_segments: _Optional[int] = ..., node_id: _Optional[str] = ..., ring_epoch: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ..., advertise: _Optional[str] = ..., redirects: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionState, _Mapping]]] = ...) -> None: ...
+
+class PartitionState(_message.Message):
+    __slots__ = ("partition", "leader", "term", "commit")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    partition: int
+    leader: int
+    term: int
+    commit: int
+    def __init__(self, partition: _Optional[int] = ..., leader: _Optional[int] = ..., term: _Optional[int] = ..., commit: _Optional[int] = ...) -> None: ...
 
 class DeadLetterList(_message.Message):
     __slots__ = ("request_id", "queue", "limit", "after")
