@@ -139,4 +139,14 @@ fn a_replication_factor_above_the_member_count_is_refused_before_serving() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started with 1 member and --replication-factor 3");
     assert!(stderr.contains("--replication-factor 3 needs at least 3 members"), "{stderr}");
+    // A single node (no --members) has nobody to replicate to either.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(pm_testkit::bin("pm-scheduler"))
+        .args(["--listen", "127.0.0.1:0", "--replication-factor", "2"])
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--members lists 0"), "{stderr}");
 }

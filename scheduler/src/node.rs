@@ -226,12 +226,16 @@ fn start_replicas(
 ) -> Result<Option<crate::replica::Replicas>, NodeError> {
     use crate::replica::{idle::NoTasksYet, peers, ReplicaConfig, Replicas, Timing};
     let factor = cfg.replication_factor as usize;
-    let Some(me) = ordinal.filter(|_| factor > 1) else { return Ok(None) };
+    if factor <= 1 {
+        return Ok(None);
+    }
     if ring.len() < factor {
         let msg =
             format!("--replication-factor {factor} needs at least {factor} members; --members lists {}", ring.len());
         return Err(ConfigError(msg).into());
     }
+    // A ring of members always names this node (`Config::cluster`).
+    let Some(me) = ordinal else { return Ok(None) };
     let partitions = (0..cfg.partitions)
         .filter_map(|p| {
             let replicas = pm_task::partition::replicas(ring, p, factor);
