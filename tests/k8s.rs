@@ -337,6 +337,7 @@ async fn the_charts_and_the_rendered_app_pass_the_offline_checks() {
     for rendering in [
         "pipeline-manager [defaults]",
         "pipeline-manager [ci/five-replicas-values.yaml]",
+        "pipeline-manager [ci/replicated-values.yaml]",
         "pipeline-app [ci/ocr-values.yaml]",
     ] {
         assert!(summary.contains(rendering), "{rendering} not checked:\n{summary}");
