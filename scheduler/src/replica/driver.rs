@@ -154,13 +154,6 @@ pub enum Event {
         /// Called once it committed and was applied here, or failed.
         reply: Reply,
     },
-    /// A peer did not answer.
-    Unreachable {
-        /// The partition.
-        partition: u32,
-        /// The peer's raft id.
-        peer: u64,
-    },
     /// The partitions' states, sent to the channel.
     Status(Sender<Vec<PartitionStatus>>),
     /// The writer made ready `number` of `partition` durable (or failed).
@@ -375,7 +368,7 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                 recv(rx) -> ev => {
                     let Ok(ev) = ev else { break };
                     self.handle(ev, &mut touched);
-                    while touched.len() < MAX_EVENTS_PER_ROUND {
+                    for _ in 1..MAX_EVENTS_PER_ROUND {
                         match rx.try_recv() {
                             Ok(ev) => self.handle(ev, &mut touched),
                             Err(_) => break,
@@ -442,11 +435,6 @@ impl<T: Transport, S: StateMachine> Driver<T, S> {
                         touched.push(partition);
                     }
                     Err(e) => reply.send(Err(e.into())),
-                }
-            }
-            Event::Unreachable { partition, peer } => {
-                if let Some(g) = self.groups.get_mut(&partition) {
-                    g.unreachable(peer);
                 }
             }
             Event::Status(tx) => {

@@ -207,7 +207,7 @@ impl Group {
     }
 
     /// Leaders spread by the partitions' rendezvous order, not by which member started first or survived
-    /// last: a leader that is not the preferred replica hands over once that replica has been active and
+    /// last: a leader that is not the preferred replica hands over once that replica has been heard from and
     /// holding every entry for [`Timing::balance_ticks`] in a row (raft's leadership transfer: the leader
     /// stops taking proposals, brings the transferee up to date and tells it to campaign at once). A replica
     /// that keeps restarting never stays ready that long, so it does not pull the lead back each time.
